@@ -1,0 +1,85 @@
+//! GRUB on both firmwares (`--bootloader grub`). UEFI: a standalone grubx64.efi with its config
+//! embedded. BIOS: grub-install cannot target an image file, so core.img goes into a BIOS-boot
+//! partition and boot.img is patched by hand to find it.
+use super::{BootConfig, INITRD_ON_ESP, KERNEL_ON_ESP};
+use crate::cmd::Cmd;
+use crate::disk::esp::EspFile;
+use crate::disk::layout::{Layout, SECTOR};
+use anyhow::{anyhow, bail, Context, Result};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+pub const BOOT_IMG: &str = "/usr/lib/grub/i386-pc/boot.img";
+pub const EFI_MODULES: &str = "/usr/lib/grub/x86_64-efi";
+/// In boot.img: where the sector of core.img is stored (GRUB_BOOT_MACHINE_KERNEL_SECTOR).
+const BOOT_KERNEL_SECTOR: usize = 0x5C;
+/// In boot.img: the boot-drive check, NOPed so that any BIOS drive number works.
+const BOOT_DRIVE_CHECK: usize = 0x66;
+/// In core.img's first sector (diskboot.img): the blocklist's start sector.
+const CORE_BLOCKLIST_START: usize = 0x1F4;
+
+pub fn grub_cfg(cfg: &BootConfig) -> String {
+    format!(
+        "serial --unit=0 --speed=115200\n\
+         terminal_input serial console\n\
+         terminal_output serial console\n\
+         search --no-floppy --fs-uuid --set=root {uuid}\n\
+         linux /{KERNEL_ON_ESP} {cmdline}\n\
+         initrd /{INITRD_ON_ESP}\n\
+         boot\n",
+        uuid = cfg.esp_uuid,
+        cmdline = cfg.cmdline
+    )
+}
+
+pub fn mbr_bootcode(layout: &Layout) -> Result<[u8; 440]> {
+    let bios = layout.bios_boot.ok_or_else(|| anyhow!("GRUB for BIOS needs a BIOS-boot partition"))?;
+    let mut img = std::fs::read(BOOT_IMG).with_context(|| format!("reading {BOOT_IMG} (apt-get install grub-pc-bin)"))?;
+    if img.len() != 512 {
+        bail!("{BOOT_IMG} is {} bytes; expected 512", img.len());
+    }
+    img[BOOT_KERNEL_SECTOR..BOOT_KERNEL_SECTOR + 8].copy_from_slice(&bios.first_lba().to_le_bytes());
+    img[BOOT_DRIVE_CHECK] = 0x90;
+    img[BOOT_DRIVE_CHECK + 1] = 0x90;
+    let mut out = [0u8; 440];
+    out.copy_from_slice(&img[..440]);
+    Ok(out)
+}
+
+pub fn esp_files(cfg: &BootConfig, scratch: &Path) -> Result<Vec<EspFile>> {
+    let cfg_path = scratch.join("grub.cfg");
+    std::fs::write(&cfg_path, grub_cfg(cfg)).with_context(|| format!("writing {}", cfg_path.display()))?;
+    let efi = scratch.join("grubx64.efi");
+    Cmd::new("grub-mkstandalone", "Building GRUB for UEFI")
+        .args(["-O", "x86_64-efi", "--modules=part_gpt fat",
+               "--install-modules=part_gpt fat search search_fs_uuid linux normal configfile serial terminal echo test all_video efi_gop",
+               "--locales=", "--fonts=", "--themes=", "-o"])
+        .arg(&efi)
+        .arg(format!("boot/grub/grub.cfg={}", cfg_path.display()))
+        .run()?;
+    Ok(vec![EspFile::host_file("EFI/BOOT/BOOTX64.EFI", &efi)?])
+}
+
+/// Build core.img with the config embedded and write it into the BIOS-boot partition.
+pub fn install(image: &Path, layout: &Layout, cfg: &BootConfig, scratch: &Path) -> Result<()> {
+    let bios = layout.bios_boot.ok_or_else(|| anyhow!("GRUB for BIOS needs a BIOS-boot partition"))?;
+    let early = scratch.join("early.cfg");
+    std::fs::write(&early, grub_cfg(cfg)).with_context(|| format!("writing {}", early.display()))?;
+    let core = scratch.join("core.img");
+    Cmd::new("grub-mkimage", "Building GRUB for BIOS")
+        .args(["-O", "i386-pc", "-o"])
+        .arg(&core)
+        .args(["-p", "(hd0,gpt1)/grub", "-c"])
+        .arg(&early)
+        .args(["biosdisk", "part_gpt", "fat", "search", "search_fs_uuid", "linux", "serial", "terminal", "boot"])
+        .run()?;
+    let mut img = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
+    if img.len() as u64 > bios.size || img.len() < SECTOR as usize {
+        bail!("GRUB's core.img is {} bytes; it must fit the {} byte BIOS-boot partition", img.len(), bios.size);
+    }
+    // diskboot.img loads the rest of core.img from the sector after its own.
+    img[CORE_BLOCKLIST_START..CORE_BLOCKLIST_START + 8].copy_from_slice(&(bios.first_lba() + 1).to_le_bytes());
+    let file = std::fs::OpenOptions::new().write(true).open(image).with_context(|| format!("opening {}", image.display()))?;
+    file.write_all_at(&img, bios.start).context("writing GRUB's core.img")?;
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! The boot stage: boot loaders for BIOS and UEFI on the same ESP, so one image boots on both.
+//! Default: SYSLINUX (BIOS; `gptmbr.bin` in the MBR, `syslinux --install` on the unmounted image)
+//! and systemd-boot (UEFI). Option: GRUB on both (`grub`).
+pub mod grub;
+pub mod syslinux;
+
+use crate::cli::Bootloader;
+use crate::disk::esp::EspFile;
+use crate::disk::layout::Layout;
+use anyhow::{bail, Result};
+use std::path::Path;
+
+/// What the loaders boot, from the ESP's root.
+pub const KERNEL_ON_ESP: &str = "vmlinuz";
+pub const INITRD_ON_ESP: &str = "initrd.img";
+
+/// What every loader needs to know.
+pub struct BootConfig {
+    /// The whole kernel command line.
+    pub cmdline: String,
+    /// The ESP's FAT volume id, `ABCD-1234`.
+    pub esp_uuid: String,
+}
+
+pub fn kernel_cmdline(root_uuid: &str, extra: &str) -> String {
+    let mut line = format!("root=UUID={root_uuid} rw console=tty0 console=ttyS0,115200");
+    if !extra.is_empty() {
+        line.push(' ');
+        line.push_str(extra);
+    }
+    line
+}
+
+/// Fail before any long work when a host file or program a loader needs is missing.
+pub fn check_host_tools(bootloader: Bootloader) -> Result<()> {
+    let (programs, files): (&[&str], &[(&str, &str)]) = match bootloader {
+        Bootloader::Syslinux => (&["syslinux", "mcopy"], &[
+            (syslinux::GPTMBR, "syslinux-common"),
+            (syslinux::SYSTEMD_BOOT_EFI, "systemd-boot-efi"),
+        ]),
+        Bootloader::Grub => (&["grub-mkstandalone", "grub-mkimage"], &[
+            (grub::BOOT_IMG, "grub-pc-bin"),
+            (grub::EFI_MODULES, "grub-efi-amd64-bin"),
+        ]),
+    };
+    for p in programs {
+        crate::cmd::require(p)?;
+    }
+    for (file, package) in files {
+        if !Path::new(file).exists() {
+            bail!("{file} is missing; install it with `apt-get install {package}`");
+        }
+    }
+    Ok(())
+}
+
+/// The 440 bytes of BIOS boot code for the protective MBR.
+pub fn mbr_bootcode(bootloader: Bootloader, layout: &Layout) -> Result<[u8; 440]> {
+    match bootloader {
+        Bootloader::Syslinux => syslinux::mbr_bootcode(),
+        Bootloader::Grub => grub::mbr_bootcode(layout),
+    }
+}
+
+/// Loader files and configuration to put on the ESP (besides kernel and initramfs).
+pub fn esp_files(bootloader: Bootloader, cfg: &BootConfig, scratch: &Path) -> Result<Vec<EspFile>> {
+    match bootloader {
+        Bootloader::Syslinux => syslinux::esp_files(cfg),
+        Bootloader::Grub => grub::esp_files(cfg, scratch),
+    }
+}
+
+/// Steps that must come after the ESP is written and closed.
+pub fn install(bootloader: Bootloader, image: &Path, layout: &Layout, cfg: &BootConfig, scratch: &Path) -> Result<()> {
+    match bootloader {
+        Bootloader::Syslinux => syslinux::install(image, layout),
+        Bootloader::Grub => grub::install(image, layout, cfg, scratch),
+    }
+}

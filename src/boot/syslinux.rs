@@ -1,0 +1,94 @@
+//! SYSLINUX for BIOS and systemd-boot for UEFI, side by side on the ESP.
+use super::{BootConfig, INITRD_ON_ESP, KERNEL_ON_ESP};
+use crate::cmd::Cmd;
+use crate::disk::esp::EspFile;
+use crate::disk::layout::{Layout, SECTOR};
+use anyhow::{bail, Context, Result};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+pub const GPTMBR: &str = "/usr/lib/syslinux/mbr/gptmbr.bin";
+pub const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+const ENTRY: &str = "c2vm";
+
+pub fn mbr_bootcode() -> Result<[u8; 440]> {
+    let code = std::fs::read(GPTMBR).with_context(|| format!("reading {GPTMBR} (apt-get install syslinux-common)"))?;
+    if code.len() < 440 {
+        bail!("{GPTMBR} is {} bytes; expected 440", code.len());
+    }
+    let mut out = [0u8; 440];
+    out.copy_from_slice(&code[..440]);
+    Ok(out)
+}
+
+pub fn syslinux_cfg(cmdline: &str) -> String {
+    format!(
+        "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\n\n\
+         LABEL linux\n  KERNEL /{KERNEL_ON_ESP}\n  INITRD /{INITRD_ON_ESP}\n  APPEND {cmdline}\n"
+    )
+}
+
+pub fn loader_conf() -> String {
+    format!("default {ENTRY}.conf\ntimeout 0\nconsole-mode keep\n")
+}
+
+pub fn loader_entry(cmdline: &str) -> String {
+    format!("title c2vm\nlinux /{KERNEL_ON_ESP}\ninitrd /{INITRD_ON_ESP}\noptions {cmdline}\n")
+}
+
+pub fn esp_files(cfg: &BootConfig) -> Result<Vec<EspFile>> {
+    Ok(vec![
+        EspFile::bytes("syslinux/syslinux.cfg", syslinux_cfg(&cfg.cmdline)),
+        EspFile::host_file("EFI/BOOT/BOOTX64.EFI", Path::new(SYSTEMD_BOOT_EFI))?,
+        EspFile::bytes("loader/loader.conf", loader_conf()),
+        EspFile::bytes(&format!("loader/entries/{ENTRY}.conf"), loader_entry(&cfg.cmdline)),
+    ])
+}
+
+/// `syslinux --install` on the unmounted image (it uses mtools), LAST of all writes to the ESP:
+/// ldlinux.sys is found by its sector list, which any later change to the ESP can break.
+pub fn install(image: &Path, layout: &Layout) -> Result<()> {
+    let mut cmd = Cmd::new("syslinux", "Installing SYSLINUX (BIOS boot)")
+        .arg("--offset")
+        .arg(layout.esp.start.to_string())
+        .args(["--install", "--directory", "/syslinux"])
+        .arg(image)
+        .env("MTOOLS_SKIP_CHECK", "1");
+    if std::env::var_os("SOURCE_DATE_EPOCH").is_none() {
+        // Reproducible timestamps only when asked; syslinux stamps with the current time otherwise.
+        cmd = cmd.env("TZ", "UTC");
+    }
+    cmd.run()?;
+    sync_backup_boot_sector(image, layout.esp.start)
+}
+
+/// syslinux rewrites the FAT32 boot sector but not its backup copy, which fsck.fat then reports:
+/// copy it over.
+fn sync_backup_boot_sector(image: &Path, esp_start: u64) -> Result<()> {
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(image)
+        .with_context(|| format!("opening {}", image.display()))?;
+    let mut boot = [0u8; SECTOR as usize];
+    file.read_exact_at(&mut boot, esp_start).context("reading the ESP boot sector")?;
+    // BPB_BkBootSec, offset 0x32 of a FAT32 boot sector; 6 by convention.
+    let backup = u16::from_le_bytes([boot[0x32], boot[0x33]]) as u64;
+    if backup == 0 || backup >= 32 {
+        bail!("the ESP boot sector names no usable backup sector ({backup})");
+    }
+    file.write_all_at(&boot, esp_start + backup * SECTOR).context("writing the ESP backup boot sector")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_boot_the_kernel_on_serial_without_delay() {
+        let cfg = syslinux_cfg("root=UUID=x rw console=ttyS0,115200");
+        assert!(cfg.starts_with("SERIAL 0 115200\n"));
+        assert!(cfg.contains("TIMEOUT 0") && cfg.contains("PROMPT 0"));
+        assert!(cfg.contains("APPEND root=UUID=x rw console=ttyS0,115200"));
+        assert!(loader_conf().contains("timeout 0"));
+        assert!(loader_entry("a b").contains("options a b\n"));
+    }
+}

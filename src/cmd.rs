@@ -1,0 +1,282 @@
+//! The one way c2vm runs external programs (`mke2fs`, `syslinux`, `qemu-img`, ...): a description
+//! for people, stdin closed, the command line logged at debug level, output kept unless the command
+//! fails, then the tail of its stderr in the error. Waits poll the interrupt flag so Ctrl-C and
+//! SIGTERM stop the child too. A missing program names the Debian package that provides it.
+use anyhow::{anyhow, Context, Result};
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// Which Debian package provides each program c2vm runs.
+const PACKAGES: &[(&str, &str)] = &[
+    ("mke2fs", "e2fsprogs"),
+    ("e2fsck", "e2fsprogs"),
+    ("syslinux", "syslinux"),
+    ("qemu-img", "qemu-utils"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("grub-mkstandalone", "grub-efi-amd64-bin"),
+    ("grub-mkimage", "grub-pc-bin"),
+    ("mcopy", "mtools"),
+];
+
+pub fn package_for(program: &str) -> &str {
+    PACKAGES
+        .iter()
+        .find(|(p, _)| *p == program)
+        .map(|(_, pkg)| *pkg)
+        .unwrap_or(program)
+}
+
+/// Find `program` on PATH (or an absolute path), or explain how to install it.
+pub fn require(program: &str) -> Result<std::path::PathBuf> {
+    find_in_path(program).ok_or_else(|| {
+        anyhow!(
+            "`{program}` was not found on PATH; install it with `apt-get install {}`",
+            package_for(program)
+        )
+    })
+}
+
+fn find_in_path(program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        let p = Path::new(program);
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+pub struct Cmd {
+    description: String,
+    program: String,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+}
+
+/// What a finished command printed.
+pub struct Output {
+    pub stdout: String,
+    #[allow(dead_code)]
+    pub stderr: String,
+}
+
+impl Cmd {
+    pub fn new(program: &str, description: &str) -> Cmd {
+        Cmd {
+            description: description.to_string(),
+            program: program.to_string(),
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
+        self.envs
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// The command line, shell-escaped, for logs and errors.
+    pub fn display(&self) -> String {
+        std::iter::once(self.program.clone())
+            .chain(
+                self.args
+                    .iter()
+                    .map(|a| shell_escape::escape(a.to_string_lossy()).into_owned()),
+            )
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn command(&self) -> Result<Command> {
+        let path = require(&self.program)?;
+        let mut command = Command::new(path);
+        command.args(&self.args);
+        for (k, v) in &self.envs {
+            command.env(k, v);
+        }
+        Ok(command)
+    }
+
+    /// Run to completion with captured output; a non-zero exit is an error with stderr's tail.
+    pub fn run(self) -> Result<Output> {
+        log::debug!("running: {}", self.display());
+        let mut child = self
+            .command()?
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("{}: starting `{}`", self.description, self.program))?;
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let status = wait_interruptible(&mut child)?;
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        if !status.success() {
+            return Err(anyhow!(
+                "{} failed: `{}` exited with {}\n{}",
+                self.description,
+                self.display(),
+                describe_status(status),
+                tail(&stderr, &stdout)
+            ));
+        }
+        Ok(Output { stdout, stderr })
+    }
+
+    /// Run with stdout handed line by line (split on `\r` or `\n`) to `on_line`, e.g. to follow
+    /// `qemu-img -p` progress.
+    pub fn run_streaming(self, mut on_line: impl FnMut(&str)) -> Result<()> {
+        log::debug!("running: {}", self.display());
+        let mut child = self
+            .command()?
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("{}: starting `{}`", self.description, self.program))?;
+        let stderr = drain(child.stderr.take());
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let mut stdout = child.stdout.take();
+        let reader = std::thread::spawn(move || {
+            let Some(out) = stdout.as_mut() else { return };
+            let mut buf = [0u8; 4096];
+            let mut line = Vec::new();
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                for &b in &buf[..n] {
+                    if b == b'\r' || b == b'\n' {
+                        if !line.is_empty() {
+                            let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+                            line.clear();
+                        }
+                    } else {
+                        line.push(b);
+                    }
+                }
+            }
+        });
+        let status = loop {
+            while let Ok(line) = rx.try_recv() {
+                on_line(&line);
+            }
+            if let Some(status) = poll_child(&mut child)? {
+                break status;
+            }
+        };
+        let _ = reader.join();
+        while let Ok(line) = rx.try_recv() {
+            on_line(&line);
+        }
+        let stderr = stderr.join().unwrap_or_default();
+        if !status.success() {
+            return Err(anyhow!(
+                "{} failed: `{}` exited with {}\n{}",
+                self.description,
+                self.display(),
+                describe_status(status),
+                tail(&stderr, "")
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        text
+    })
+}
+
+/// One poll step: the exit status if the child ended; kills it and fails on an interrupt.
+fn poll_child(child: &mut Child) -> Result<Option<ExitStatus>> {
+    if let Some(status) = child.try_wait().context("waiting for a child process")? {
+        return Ok(Some(status));
+    }
+    if crate::interrupt::is_set() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(crate::interrupt::Interrupted.into());
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    Ok(None)
+}
+
+/// Wait for `child`, killing it if the user interrupts c2vm.
+pub fn wait_interruptible(child: &mut Child) -> Result<ExitStatus> {
+    loop {
+        if let Some(status) = poll_child(child)? {
+            return Ok(status);
+        }
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("status {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => "an unknown status".to_string(),
+    }
+}
+
+/// The last lines of what the command printed, for an error message.
+fn tail(stderr: &str, stdout: &str) -> String {
+    let text = if stderr.trim().is_empty() { stdout } else { stderr };
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let start = lines.len().saturating_sub(12);
+    lines[start..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_program_names_its_package() {
+        let err = Cmd::new("qemu-img-does-not-exist", "Testing").run().err();
+        let msg = format!("{:#}", err.expect("must fail"));
+        assert!(msg.contains("apt-get install qemu-img-does-not-exist"), "{msg}");
+        assert_eq!(package_for("mke2fs"), "e2fsprogs");
+    }
+
+    #[test]
+    fn failure_carries_stderr_tail() {
+        let err = Cmd::new("sh", "Testing a failure")
+            .args(["-c", "echo boom >&2; exit 3"])
+            .run()
+            .err()
+            .expect("must fail");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("Testing a failure failed"), "{msg}");
+        assert!(msg.contains("status 3") && msg.contains("boom"), "{msg}");
+    }
+}

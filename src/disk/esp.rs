@@ -1,0 +1,174 @@
+//! The EFI system partition: FAT32 written with `lamfat` (the fixed 0.4 line of `fatfs`; 0.3.6
+//! writes directories fsck.fat rejects) straight into the image through a partition window.
+use super::layout::Extent;
+use super::window::PartitionWindow;
+use crate::plan::MIB;
+use anyhow::{anyhow, Context, Result};
+use std::fs::File;
+use std::io::Read;
+
+/// One file to put on the ESP.
+pub struct EspFile {
+    /// Path on the ESP, `/`-separated, e.g. `EFI/BOOT/BOOTX64.EFI`.
+    pub path: String,
+    pub contents: Box<dyn Read>,
+}
+
+impl EspFile {
+    pub fn bytes(path: &str, data: impl Into<Vec<u8>>) -> EspFile {
+        EspFile { path: path.to_string(), contents: Box::new(std::io::Cursor::new(data.into())) }
+    }
+
+    pub fn host_file(path: &str, host: &std::path::Path) -> Result<EspFile> {
+        let file = File::open(host).with_context(|| format!("opening {}", host.display()))?;
+        Ok(EspFile { path: path.to_string(), contents: Box::new(file) })
+    }
+}
+
+/// The volume id as Linux shows it in /dev/disk/by-uuid and fstab: `ABCD-1234`.
+pub fn volume_uuid(volume_id: u32) -> String {
+    format!("{:04X}-{:04X}", volume_id >> 16, volume_id & 0xFFFF)
+}
+
+/// FAT32 needs at least 65525 clusters; with 512-byte clusters a 256 MiB ESP has ~520,000, and
+/// mtools (which `syslinux` uses) reads it. Large ESPs get 4 KiB clusters.
+fn cluster_size(esp_size: u64) -> u32 {
+    if esp_size <= 1024 * MIB { 512 } else { 4096 }
+}
+
+fn fat_err<E: std::fmt::Debug>(e: lamfat::Error<E>) -> anyhow::Error {
+    anyhow!("{e:?}")
+}
+
+/// Timestamps for FAT entries: SOURCE_DATE_EPOCH when set (reproducible builds), else now (UTC).
+#[derive(Debug, Clone, Copy)]
+struct FixedTime {
+    unix: i64,
+}
+
+impl FixedTime {
+    fn from_env() -> FixedTime {
+        let unix = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0)
+            });
+        // FAT dates start in 1980.
+        FixedTime { unix: unix.max(315_532_800) }
+    }
+
+    fn parts(&self) -> (u16, u16, u16, u16, u16, u16) {
+        let days = self.unix.div_euclid(86_400);
+        let secs = self.unix.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        (y as u16, m as u16, d as u16, (secs / 3600) as u16, (secs % 3600 / 60) as u16, (secs % 60) as u16)
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+impl lamfat::TimeProvider for FixedTime {
+    fn get_current_date(&self) -> lamfat::Date {
+        let (y, m, d, ..) = self.parts();
+        lamfat::Date::new(y, m, d)
+    }
+    fn get_current_date_time(&self) -> lamfat::DateTime {
+        let (y, mo, d, h, mi, s) = self.parts();
+        lamfat::DateTime::new(lamfat::Date::new(y, mo, d), lamfat::Time::new(h, mi, s & !1, 0))
+    }
+}
+
+/// Format the ESP at `extent` of `image` and write `files` into it.
+pub fn write(image: &File, extent: Extent, volume_id: u32, files: Vec<EspFile>) -> Result<()> {
+    let mut window = PartitionWindow::new(image, extent.start, extent.size);
+    let options = lamfat::FormatVolumeOptions::new()
+        .fat_type(lamfat::FatType::Fat32)
+        .bytes_per_cluster(cluster_size(extent.size))
+        .volume_id(volume_id)
+        .volume_label(*b"ESP        ");
+    lamfat::format_volume(&mut lamfat::StdIoWrapper::new(&mut window), options)
+        .map_err(fat_err)
+        .context("formatting the EFI system partition")?;
+    std::io::Seek::rewind(&mut window)?;
+    let fs = lamfat::FileSystem::new(window, lamfat::FsOptions::new().time_provider(FixedTime::from_env()))
+        .map_err(fat_err)
+        .context("opening the new EFI system partition")?;
+    {
+        let root = fs.root_dir();
+        for mut file in files {
+            crate::interrupt::check()?;
+            let parts: Vec<&str> = file.path.split('/').filter(|p| !p.is_empty()).collect();
+            let (name, dirs) = parts.split_last().ok_or_else(|| anyhow!("empty ESP path"))?;
+            let mut dir = root.clone();
+            for d in dirs {
+                dir = match dir.open_dir(d) {
+                    Ok(existing) => existing,
+                    Err(_) => dir.create_dir(d).map_err(fat_err).with_context(|| format!("creating {d} on the ESP"))?,
+                };
+            }
+            let mut out = dir.create_file(name).map_err(fat_err).with_context(|| format!("creating {} on the ESP", file.path))?;
+            out.truncate().map_err(fat_err)?;
+            std::io::copy(&mut file.contents, &mut out).with_context(|| {
+                format!("writing {} on the ESP (is the ESP large enough? see --esp-size)", file.path)
+            })?;
+        }
+    }
+    fs.unmount().map_err(fat_err).context("closing the EFI system partition")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_convert() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_000), (2022, 1, 08));
+        let t = FixedTime { unix: 1_700_000_000 };
+        assert_eq!(t.parts(), (2023, 11, 14, 22, 13, 20));
+    }
+
+    #[test]
+    fn volume_uuid_format() {
+        assert_eq!(volume_uuid(0xABCD_1234), "ABCD-1234");
+        assert_eq!(volume_uuid(0x0000_00FF), "0000-00FF");
+    }
+
+    #[test]
+    fn esp_round_trips_files() {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(300 * MIB).unwrap();
+        let extent = Extent { start: MIB, size: 256 * MIB };
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        write(&file, extent, 0x1234_5678, vec![
+            EspFile::bytes("vmlinuz", big.clone()),
+            EspFile::bytes("EFI/BOOT/BOOTX64.EFI", b"efi".to_vec()),
+            EspFile::bytes("loader/entries/c2vm.conf", b"title c2vm\n".to_vec()),
+        ]).unwrap();
+        let window = PartitionWindow::new(&file, extent.start, extent.size);
+        let fs = lamfat::FileSystem::new(window, lamfat::FsOptions::new()).unwrap();
+        assert_eq!(fs.fat_type(), lamfat::FatType::Fat32);
+        assert_eq!(fs.volume_id(), 0x1234_5678);
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut fs.root_dir().open_file("vmlinuz").unwrap(), &mut back).unwrap();
+        assert_eq!(back, big);
+        assert!(fs.root_dir().open_file("EFI/BOOT/BOOTX64.EFI").is_ok());
+    }
+}

@@ -1,0 +1,118 @@
+//! The GUID partition table (crate `gpt`) and the protective MBR carrying BIOS boot code.
+use super::layout::Layout;
+use anyhow::{anyhow, Context, Result};
+use gpt::disk::LogicalBlockSize;
+use gpt::partition::PartitionAttributes;
+use gpt::partition_types;
+use std::fs::File;
+use uuid::Uuid;
+
+/// Partition numbers. The root stays partition 2 whatever the boot loader, so tools that grow it
+/// on first boot always find it in the same place.
+pub const ESP_PARTITION: u32 = 1;
+pub const ROOT_PARTITION: u32 = 2;
+pub const BIOS_BOOT_PARTITION: u32 = 3;
+
+/// The GUIDs written into the table, chosen up front (random, or fixed for reproducible builds).
+#[derive(Debug, Clone, Copy)]
+pub struct DiskIds {
+    pub disk: Uuid,
+    pub esp: Uuid,
+    pub root: Uuid,
+    pub bios_boot: Uuid,
+}
+
+impl DiskIds {
+    pub fn random() -> DiskIds {
+        DiskIds { disk: Uuid::new_v4(), esp: Uuid::new_v4(), root: Uuid::new_v4(), bios_boot: Uuid::new_v4() }
+    }
+}
+
+fn gpt_err(e: impl std::fmt::Debug) -> anyhow::Error {
+    anyhow!("{e:?}")
+}
+
+/// Write primary and backup GPT and the protective MBR (with `bootcode` in its first 440 bytes).
+/// The file must already have its final length: the backup header goes at its end.
+pub fn write_table(file: &mut File, layout: &Layout, ids: &DiskIds, bootcode: &[u8; 440]) -> Result<()> {
+    let mut disk = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(LogicalBlockSize::Lb512)
+        .create_from_device(&mut *file, Some(ids.disk))
+        .map_err(gpt_err)
+        .context("creating the GPT")?;
+    disk.add_partition_at(
+        "EFI system partition",
+        ESP_PARTITION,
+        layout.esp.first_lba(),
+        layout.esp.sectors(),
+        partition_types::EFI,
+        // SYSLINUX's gptmbr.bin boots the partition with the legacy-BIOS-bootable attribute.
+        PartitionAttributes::BOOTABLE.bits(),
+    )
+    .map_err(gpt_err)
+    .context("adding the EFI system partition")?;
+    disk.add_partition_at(
+        "root",
+        ROOT_PARTITION,
+        layout.root.first_lba(),
+        layout.root.sectors(),
+        partition_types::LINUX_ROOT_X64,
+        0,
+    )
+    .map_err(gpt_err)
+    .context("adding the root partition")?;
+    if let Some(bios) = layout.bios_boot {
+        disk.add_partition_at("BIOS boot", BIOS_BOOT_PARTITION, bios.first_lba(), bios.sectors(), partition_types::BIOS, 0)
+            .map_err(gpt_err)
+            .context("adding the BIOS boot partition")?;
+    }
+    // add_partition_at picks random partition GUIDs: put ours in.
+    let mut parts = disk.take_partitions();
+    for (id, part) in parts.iter_mut() {
+        part.part_guid = match *id {
+            ESP_PARTITION => ids.esp,
+            ROOT_PARTITION => ids.root,
+            _ => ids.bios_boot,
+        };
+    }
+    disk.update_partitions(parts).map_err(gpt_err).context("setting partition GUIDs")?;
+    disk.write().map_err(gpt_err).context("writing the GPT")?;
+
+    let sectors = layout.disk_size / super::layout::SECTOR;
+    let mut mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(sectors - 1).unwrap_or(u32::MAX));
+    // The boot code must be on the struct: overwrite_lba0 writes all 512 bytes.
+    mbr.set_bootcode(*bootcode);
+    mbr.overwrite_lba0(&mut *file).map_err(gpt_err).context("writing the protective MBR")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::MIB;
+
+    #[test]
+    fn table_reads_back_with_our_guids_and_boot_code() {
+        let mut file = tempfile::tempfile().unwrap();
+        let layout = Layout::for_disk(600 * MIB, 256 * MIB, false).unwrap();
+        file.set_len(layout.disk_size).unwrap();
+        let ids = DiskIds::random();
+        let mut code = [0u8; 440];
+        code[0] = 0x33;
+        code[439] = 0x99;
+        write_table(&mut file, &layout, &ids, &code).unwrap();
+        let disk = gpt::GptConfig::new().writable(false).open_from_device(&mut file).unwrap();
+        assert_eq!(*disk.guid(), ids.disk);
+        let parts = disk.partitions();
+        assert_eq!(parts[&1].part_guid, ids.esp);
+        assert_eq!(parts[&1].first_lba, 2048);
+        assert_eq!(parts[&1].flags & 4, 4);
+        assert_eq!(parts[&2].part_type_guid, partition_types::LINUX_ROOT_X64);
+        assert_eq!(parts[&2].last_lba + 1, layout.root.end() / 512);
+        use std::os::unix::fs::FileExt;
+        let mut lba0 = [0u8; 512];
+        file.read_exact_at(&mut lba0, 0).unwrap();
+        assert_eq!((lba0[0], lba0[439], lba0[450], lba0[510], lba0[511]), (0x33, 0x99, 0xEE, 0x55, 0xAA));
+    }
+}

@@ -1,0 +1,212 @@
+//! `c2vm convert`, as a table of contents: each step is one stage module.
+use crate::boot::{self, BootConfig};
+use crate::cli::DiskFormat;
+use crate::disk::esp::{self, EspFile};
+use crate::disk::ext4;
+use crate::disk::gpt::{self, DiskIds};
+use crate::disk::layout::Layout;
+use crate::output::{self, PendingOutput};
+use crate::plan::{DiskPlan, SizeRequest, MIB};
+use crate::progress::{note, Stage};
+use crate::rootfs::boot_files::BootFiles;
+use crate::rootfs::guest::GuestRoot;
+use crate::rootfs::setup::{self, GuestConfig};
+use crate::rootfs::Staging;
+use anyhow::{bail, Context, Result};
+use std::time::Duration;
+
+/// How long each stage took, for the summary line and `scripts/bench`.
+#[derive(Default, Debug)]
+pub struct Timings(pub Vec<(&'static str, Duration)>);
+
+impl Timings {
+    pub fn add(&mut self, stage: &'static str, took: Duration) {
+        self.0.push((stage, took));
+    }
+
+    pub fn line(&self) -> String {
+        self.0
+            .iter()
+            .map(|(name, d)| format!("{name} {:.2}s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The identifiers chosen for one disk.
+struct Ids {
+    disk: DiskIds,
+    root_fs: uuid::Uuid,
+    esp_volume: u32,
+}
+
+impl Ids {
+    fn random() -> Ids {
+        Ids { disk: DiskIds::random(), root_fs: uuid::Uuid::new_v4(), esp_volume: rand::random() }
+    }
+}
+
+/// A staging tree that a source has filled with a root filesystem.
+pub struct Unpacked {
+    pub staging: Staging,
+    pub timings: Timings,
+}
+
+/// Everything after the source: guest setup, disk, boot loaders, output.
+pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
+    let Unpacked { staging, mut timings } = unpacked;
+    let started = std::time::Instant::now();
+    let ids = Ids::random();
+    let root = staging.root();
+    let guest = GuestRoot::open(&root)?;
+
+    let stage = Stage::spinner("Configuring the guest");
+    let esp_uuid = esp::volume_uuid(ids.esp_volume);
+    setup::configure(&guest, &GuestConfig {
+        hostname: plan.hostname.clone(),
+        root_uuid: ids.root_fs.to_string(),
+        esp_uuid: esp_uuid.clone(),
+        root_password_hash: plan.root_password_hash.clone(),
+        ssh_key: plan.ssh_key.clone(),
+        dns: plan.dns.clone(),
+    })?;
+    let kernel = crate::rootfs::boot_files::find(&guest)?;
+    timings.add("setup", stage.done());
+
+    let stage = Stage::spinner("Sizing the disk");
+    let layout = plan_layout(&root, plan)?;
+    stage.done();
+
+    // Raw output is written in place under its temporary name; other formats are converted from
+    // a raw image in the scratch space.
+    let pending = PendingOutput::new(&plan.output)?;
+    let raw_path = if plan.format == DiskFormat::Raw {
+        pending.path().to_path_buf()
+    } else {
+        staging.scratch().join("disk.raw")
+    };
+    let mut image = std::fs::OpenOptions::new()
+        .read(true).write(true).create(true).truncate(true)
+        .open(&raw_path)
+        .with_context(|| format!("creating {}", raw_path.display()))?;
+    image.set_len(layout.disk_size).with_context(|| format!("sizing {}", raw_path.display()))?;
+    let bootcode = boot::mbr_bootcode(plan.bootloader, &layout)?;
+    gpt::write_table(&mut image, &layout, &ids.disk, &bootcode)?;
+
+    let stage = Stage::spinner("Creating the ext4 root filesystem (mke2fs -d)");
+    let usage = ext4::measure_tree(&root)?;
+    ext4::make(&ext4::Mkfs {
+        image: &raw_path,
+        offset: layout.root.start,
+        size: layout.root.size,
+        tree: &root,
+        uuid: &ids.root_fs.to_string(),
+        inodes: ext4::inode_count(&usage, layout.root.size),
+        scratch: staging.scratch(),
+    })?;
+    timings.add("mke2fs", stage.done());
+
+    let stage = Stage::spinner("Writing the EFI system partition");
+    let boot_cfg = BootConfig {
+        cmdline: boot::kernel_cmdline(&ids.root_fs.to_string(), &plan.append_cmdline),
+        esp_uuid,
+    };
+    let mut files = kernel_files(&guest, &kernel)?;
+    files.extend(boot::esp_files(plan.bootloader, &boot_cfg, staging.scratch())?);
+    esp::write(&image, layout.esp, ids.esp_volume, files)?;
+    timings.add("esp", stage.done());
+
+    let stage = Stage::spinner("Installing boot loaders");
+    image.sync_all().context("flushing the disk image")?;
+    drop(image);
+    boot::install(plan.bootloader, &raw_path, &layout, &boot_cfg, staging.scratch())?;
+    timings.add("bootloader", stage.done());
+
+    if plan.format != DiskFormat::Raw {
+        let t = std::time::Instant::now();
+        output::convert(&raw_path, pending.path(), plan.format)?;
+        timings.add("convert", t.elapsed());
+    }
+    pending.commit(plan.force)?;
+    drop(staging);
+    let size = std::fs::metadata(&plan.output).map(|m| m.len()).unwrap_or(0);
+    let allocated = std::fs::metadata(&plan.output)
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .unwrap_or(0);
+    let _ = started;
+    note(&format!(
+        "Wrote {} ({}, {} MiB, {} MiB allocated; root {} MiB, kernel {})",
+        plan.output.display(),
+        output::qemu_format(plan.format),
+        size / MIB,
+        allocated / MIB,
+        layout.root.size / MIB,
+        kernel.version
+    ));
+    note(&format!("Timings: {}", timings.line()));
+    note(&format!("Peak memory: {} MiB (c2vm), {} MiB (largest tool)", peak_rss_mib(libc::RUSAGE_SELF), peak_rss_mib(libc::RUSAGE_CHILDREN)));
+    if plan.root_password_hash.is_none() && plan.ssh_key.is_none() {
+        note("Note: no --password-file or --ssh-key was given, so no one can log in as root on this disk.");
+    }
+    Ok(())
+}
+
+fn peak_rss_mib(who: libc::c_int) -> u64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss.max(0) as u64 / 1024
+}
+
+/// Work out the disk layout from `--size` and what the staging tree holds.
+fn plan_layout(root: &std::path::Path, plan: &DiskPlan) -> Result<Layout> {
+    let bios_boot = plan.bootloader == crate::cli::Bootloader::Grub;
+    let usage = ext4::measure_tree(root)?;
+    let min_root = ext4::min_fs_size(&usage);
+    match plan.size {
+        SizeRequest::Auto => Layout::for_root(ext4::auto_fs_size(&usage), plan.esp_size, bios_boot),
+        SizeRequest::Bytes(bytes) => {
+            let smallest = Layout::for_root(min_root, plan.esp_size, bios_boot)?.disk_size;
+            if bytes < smallest {
+                bail!(
+                    "--size {} MiB is too small: these files need a disk of at least {} MiB ({} MiB root filesystem + {} MiB ESP and tables); use --size {}M or more, or --size auto",
+                    bytes / MIB, smallest / MIB, min_root / MIB, (smallest - min_root) / MIB, smallest / MIB
+                );
+            }
+            Layout::for_disk(bytes, plan.esp_size, bios_boot)
+        }
+    }
+}
+
+fn kernel_files(guest: &GuestRoot, kernel: &BootFiles) -> Result<Vec<EspFile>> {
+    let open = |path: &str| -> Result<EspFile> {
+        let file = guest.open_file(path)?.with_context(|| format!("{path} vanished from the staging tree"))?;
+        Ok(EspFile { path: String::new(), contents: Box::new(file) })
+    };
+    let mut k = open(&kernel.kernel)?;
+    k.path = boot::KERNEL_ON_ESP.to_string();
+    let mut i = open(&kernel.initrd)?;
+    i.path = boot::INITRD_ON_ESP.to_string();
+    Ok(vec![k, i])
+}
+
+/// c2vm needs root to give unpacked files their owners (and to create device nodes).
+pub fn require_root() -> Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("c2vm convert must run as root, so that the guest's files keep their owners; run it with sudo");
+    }
+    Ok(())
+}
+
+/// `rootfs:PATH` → staging tree.
+pub fn unpack_tarball(path: &std::path::Path, plan: &DiskPlan) -> Result<Unpacked> {
+    let staging = Staging::create(&plan.workdir)?;
+    std::fs::create_dir(staging.root()).context("creating the staging root")?;
+    let mut timings = Timings::default();
+    let t = std::time::Instant::now();
+    crate::source::tarball::unpack_tarball(path, &staging.root())?;
+    timings.add("unpack", t.elapsed());
+    Ok(Unpacked { staging, timings })
+}

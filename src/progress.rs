@@ -1,0 +1,156 @@
+//! Progress for long stages. On a terminal: indicatif bars and spinners on stderr. Elsewhere (logs,
+//! CI): one plain line when a stage starts and one when it ends, with its time.
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+fn fancy() -> bool {
+    !quiet() && std::io::stderr().is_terminal()
+}
+
+/// One running stage. Finish it with [`Stage::done`]; dropping it unfinished clears the bar.
+pub struct Stage {
+    label: String,
+    bar: ProgressBar,
+    started: Instant,
+}
+
+impl Stage {
+    /// A stage whose amount of work is unknown: a spinner.
+    pub fn spinner(label: &str) -> Stage {
+        let bar = if fancy() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+        };
+        Stage::start(label, bar)
+    }
+
+    /// A stage that moves through `total` bytes (0 when unknown).
+    pub fn bytes(label: &str, total: u64) -> Stage {
+        let bar = if fancy() {
+            let bar = if total > 0 {
+                ProgressBar::new(total)
+            } else {
+                ProgressBar::no_length()
+            };
+            let template = if total > 0 {
+                "{msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {eta}"
+            } else {
+                "{spinner:.cyan} {msg} {bytes} {bytes_per_sec}"
+            };
+            bar.set_style(
+                ProgressStyle::with_template(template)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        } else {
+            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
+        };
+        Stage::start(label, bar)
+    }
+
+    fn start(label: &str, bar: ProgressBar) -> Stage {
+        bar.set_message(label.to_string());
+        if !fancy() && !quiet() {
+            eprintln!("==> {label}");
+        }
+        Stage {
+            label: label.to_string(),
+            bar,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn inc(&self, amount: u64) {
+        self.bar.inc(amount);
+    }
+
+    pub fn set_position(&self, pos: u64) {
+        self.bar.set_position(pos);
+    }
+
+    pub fn set_length(&self, len: u64) {
+        self.bar.set_length(len);
+    }
+
+    pub fn message(&self, msg: &str) {
+        self.bar.set_message(format!("{}: {msg}", self.label));
+    }
+
+    /// Print a line above the bar (or plainly, without a terminal).
+    pub fn println(&self, line: &str) {
+        if quiet() {
+            return;
+        }
+        if fancy() {
+            self.bar.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// End the stage and return how long it took.
+    pub fn done(self) -> Duration {
+        let took = self.started.elapsed();
+        self.bar.finish_and_clear();
+        if !quiet() {
+            eprintln!("    {} ({:.1}s)", self.label, took.as_secs_f64());
+        }
+        took
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if !self.bar.is_finished() {
+            self.bar.finish_and_clear();
+        }
+    }
+}
+
+/// A one-line note for people, on stderr, silenced by `-q`.
+pub fn note(line: &str) {
+    if !quiet() {
+        eprintln!("{line}");
+    }
+}
+
+/// A reader that moves a stage's bar by the bytes read through it.
+pub struct ProgressReader<'a, R> {
+    inner: R,
+    stage: &'a Stage,
+}
+
+impl<'a, R> ProgressReader<'a, R> {
+    pub fn new(inner: R, stage: &'a Stage) -> Self {
+        ProgressReader { inner, stage }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.stage.inc(n as u64);
+        Ok(n)
+    }
+}

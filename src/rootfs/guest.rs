@@ -1,0 +1,278 @@
+//! Files are written relative to the guest root through directory handles, never through host
+//! paths: directories resolve with `RESOLVE_IN_ROOT` (symlinks behave as inside the guest) and the
+//! final name is never followed, so a symlink in the image (`/etc -> /host/etc`, an
+//! `/etc/hostname` pointing at the host's) cannot redirect a write onto the host.
+use anyhow::{anyhow, bail, Context, Result};
+use rustix::fd::OwnedFd;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+pub struct GuestRoot {
+    root: OwnedFd,
+    path: PathBuf,
+}
+
+/// Owner and mode for a file written into the guest.
+#[derive(Clone, Copy, Debug)]
+pub struct Perms {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Perms {
+    pub const fn root(mode: u32) -> Perms {
+        Perms { mode, uid: 0, gid: 0 }
+    }
+}
+
+fn io(e: Errno) -> std::io::Error {
+    std::io::Error::from(e)
+}
+
+impl GuestRoot {
+    pub fn open(path: &Path) -> Result<GuestRoot> {
+        let root = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(io)
+            .with_context(|| format!("opening the guest root {}", path.display()))?;
+        Ok(GuestRoot { root, path: path.to_path_buf() })
+    }
+
+    /// Host path of a guest path, for tools that need one (mke2fs reads the whole tree anyway).
+    pub fn host_path(&self, rel: &str) -> PathBuf {
+        self.path.join(rel.trim_start_matches('/'))
+    }
+
+    fn parts(rel: &str) -> Result<Vec<String>> {
+        let mut parts = Vec::new();
+        for c in Path::new(rel.trim_start_matches('/')).components() {
+            match c {
+                Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+                Component::CurDir => {}
+                _ => bail!("bad guest path {rel}"),
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Open the directory `rel`, resolving symlinks as if the guest root were `/`
+    /// (`RESOLVE_IN_ROOT`: `/lib -> usr/lib` works, `/etc -> /host/etc` stays inside the tree, and
+    /// `..` cannot climb out). Missing directories are created (0755) when `create` is set.
+    fn dir(&self, rel: &[String], create: bool) -> Result<OwnedFd> {
+        let path = if rel.is_empty() { ".".to_string() } else { rel.join("/") };
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        let resolve = rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(&self.root, path.as_str(), flags, Mode::empty(), resolve) {
+            Ok(fd) => Ok(fd),
+            Err(Errno::NOENT) if create && !rel.is_empty() => {
+                let parent = self.dir(&rel[..rel.len() - 1], true)?;
+                let name = rel[rel.len() - 1].as_str();
+                match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(io(e)).with_context(|| format!("creating /{path} in the guest")),
+                }
+                rustix::fs::openat(&parent, name, flags | OFlags::NOFOLLOW, Mode::empty())
+                    .map_err(io)
+                    .with_context(|| format!("opening /{path} in the guest"))
+            }
+            Err(Errno::NOTDIR) => bail!("/{path} in the image is not a directory"),
+            Err(e) => Err(io(e)).with_context(|| format!("opening /{path} in the guest")),
+        }
+    }
+
+    fn split(rel: &str) -> Result<(Vec<String>, String)> {
+        let mut parts = Self::parts(rel)?;
+        let name = parts.pop().ok_or_else(|| anyhow!("empty guest path"))?;
+        Ok((parts, name))
+    }
+
+    /// Replace `rel` with a new regular file (an existing file or symlink there is removed first).
+    pub fn write(&self, rel: &str, contents: &[u8], perms: Perms) -> Result<()> {
+        (|| -> Result<()> {
+            let (parent, name) = Self::split(rel)?;
+            let dir = self.dir(&parent, true)?;
+            match rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(io(e).into()),
+            }
+            let fd = rustix::fs::openat(
+                &dir,
+                name.as_str(),
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(io)?;
+            rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(perms.uid)), Some(rustix::fs::Gid::from_raw(perms.gid)))
+                .map_err(io)?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(perms.mode)).map_err(io)?;
+            let mut file = std::fs::File::from(fd);
+            file.write_all(contents)?;
+            Ok(())
+        })()
+        .with_context(|| format!("writing {rel} in the staging tree"))
+    }
+
+    /// Read a regular file; `None` if it does not exist. A symlink is not followed (error).
+    pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        let Some(mut file) = self.open_file(rel)? else { return Ok(None) };
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut buf).with_context(|| format!("reading {rel} in the staging tree"))?;
+        Ok(Some(buf))
+    }
+
+    /// Open a regular file for reading without following any symlink; `None` if missing.
+    pub fn open_file(&self, rel: &str) -> Result<Option<std::fs::File>> {
+        let (parent, name) = Self::split(rel)?;
+        let dir = match self.dir(&parent, false) {
+            Ok(d) => d,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+            Ok(fd) => Ok(Some(std::fs::File::from(fd))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(Errno::LOOP) => bail!("{rel} in the image is a symlink; expected a regular file"),
+            Err(e) => Err(io(e)).with_context(|| format!("opening {rel} in the staging tree")),
+        }
+    }
+
+    /// What is at `rel`, without following a final symlink; `None` if nothing.
+    pub fn stat(&self, rel: &str) -> Result<Option<rustix::fs::Stat>> {
+        let (parent, name) = Self::split(rel)?;
+        let dir = match self.dir(&parent, false) {
+            Ok(d) => d,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(io(e)).with_context(|| format!("inspecting {rel} in the staging tree")),
+        }
+    }
+
+    pub fn is_symlink(&self, rel: &str) -> Result<bool> {
+        Ok(self
+            .stat(rel)?
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink)
+            .unwrap_or(false))
+    }
+
+    pub fn is_regular(&self, rel: &str) -> Result<bool> {
+        Ok(self
+            .stat(rel)?
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
+            .unwrap_or(false))
+    }
+
+    /// Remove a file or symlink if present.
+    pub fn remove(&self, rel: &str) -> Result<()> {
+        let (parent, name) = Self::split(rel)?;
+        let dir = match self.dir(&parent, false) {
+            Ok(d) => d,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(io(e)).with_context(|| format!("removing {rel} from the staging tree")),
+        }
+    }
+
+    /// Replace `rel` with a symlink to `target`.
+    pub fn symlink(&self, rel: &str, target: &str) -> Result<()> {
+        let (parent, name) = Self::split(rel)?;
+        let dir = self.dir(&parent, true)?;
+        match rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(io(e)).with_context(|| format!("replacing {rel}")),
+        }
+        rustix::fs::symlinkat(target, &dir, name.as_str())
+            .map_err(io)
+            .with_context(|| format!("creating the symlink {rel} -> {target}"))
+    }
+
+    /// Make sure the directory `rel` exists (parents 0755), then set its owner and mode.
+    pub fn mkdir(&self, rel: &str, perms: Perms) -> Result<()> {
+        let parts = Self::parts(rel)?;
+        let fd = self.dir(&parts, true).with_context(|| format!("creating {rel} in the staging tree"))?;
+        rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(perms.uid)), Some(rustix::fs::Gid::from_raw(perms.gid)))
+            .map_err(io)?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(perms.mode)).map_err(io)?;
+        Ok(())
+    }
+
+    /// Names in the directory `rel` (empty if it does not exist).
+    pub fn list(&self, rel: &str) -> Result<Vec<String>> {
+        let parts = Self::parts(rel)?;
+        let fd = match self.dir(&parts, false) {
+            Ok(d) => d,
+            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        let dir = rustix::fs::Dir::read_from(&fd).map_err(io)?;
+        for entry in dir {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_do_not_follow_symlinks_out_of_the_guest() {
+        let host = tempfile::tempdir().unwrap();
+        let guest = tempfile::tempdir().unwrap();
+        let victim = host.path().join("hostname");
+        std::fs::write(&victim, "host").unwrap();
+        // /etc/hostname -> host file: replaced, host file untouched
+        std::fs::create_dir(guest.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(&victim, guest.path().join("etc/hostname")).unwrap();
+        let g = GuestRoot::open(guest.path()).unwrap();
+        g.write("/etc/hostname", b"guest\n", Perms::root(0o644)).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host");
+        assert_eq!(std::fs::read_to_string(guest.path().join("etc/hostname")).unwrap(), "guest\n");
+        // /var -> absolute host dir: resolved inside the guest, never on the host
+        std::os::unix::fs::symlink(host.path(), guest.path().join("var")).unwrap();
+        let _ = g.write("/var/x", b"x", Perms::root(0o644));
+        assert!(!host.path().join("x").exists());
+        // /lib -> usr/lib (merged /usr) works, and `..` links stay inside
+        std::fs::create_dir_all(guest.path().join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", guest.path().join("lib")).unwrap();
+        g.write("/lib/y", b"y", Perms::root(0o644)).unwrap();
+        assert!(guest.path().join("usr/lib/y").exists());
+        std::os::unix::fs::symlink("../../../../..", guest.path().join("up")).unwrap();
+        g.write("/up/z", b"z", Perms::root(0o644)).unwrap();
+        assert!(guest.path().join("z").exists());
+    }
+
+    #[test]
+    fn write_sets_mode_and_reads_back() {
+        let guest = tempfile::tempdir().unwrap();
+        let g = GuestRoot::open(guest.path()).unwrap();
+        g.write("/a/b/c", b"hello", Perms::root(0o640)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(guest.path().join("a/b/c")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+        assert_eq!(g.read("/a/b/c").unwrap().unwrap(), b"hello");
+        assert_eq!(g.read("/a/missing").unwrap(), None);
+        assert_eq!(g.list("/a/b").unwrap(), vec!["c".to_string()]);
+    }
+}

@@ -1,0 +1,199 @@
+//! Guest setup in the staging tree: what turns a container filesystem into a machine's.
+//! `docker export` leaves `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` as empty 0755 files
+//! (bind-mount targets), a `/.dockerenv`, a regular file at `/dev/console` and the build's
+//! machine-id: all of that is put right here.
+use super::guest::{GuestRoot, Perms};
+use anyhow::{Context, Result};
+use std::fmt::Write as _;
+
+/// What the guest is told about itself.
+#[derive(Debug, Clone)]
+pub struct GuestConfig {
+    pub hostname: String,
+    pub root_uuid: String,
+    /// The ESP's FAT volume id as Linux shows it, `ABCD-1234`.
+    pub esp_uuid: String,
+    pub root_password_hash: Option<String>,
+    pub ssh_key: Option<String>,
+    pub dns: Vec<std::net::IpAddr>,
+}
+
+pub fn configure(guest: &GuestRoot, cfg: &GuestConfig) -> Result<()> {
+    remove_container_leftovers(guest)?;
+    guest.write("/etc/fstab", fstab(cfg).as_bytes(), Perms::root(0o644))?;
+    guest.write("/etc/hostname", format!("{}\n", cfg.hostname).as_bytes(), Perms::root(0o644))?;
+    guest.write("/etc/hosts", hosts(&cfg.hostname).as_bytes(), Perms::root(0o644))?;
+    write_resolv_conf(guest, &cfg.dns)?;
+    // Empty machine-id: systemd makes a new one on first boot, so every VM gets its own.
+    guest.write("/etc/machine-id", b"", Perms::root(0o444))?;
+    if guest.is_regular("/var/lib/dbus/machine-id")? {
+        guest.symlink("/var/lib/dbus/machine-id", "/etc/machine-id")?;
+    }
+    guest.mkdir("/boot/efi", Perms::root(0o755))?;
+    if let Some(hash) = &cfg.root_password_hash {
+        set_root_password(guest, hash)?;
+    }
+    if let Some(keys) = &cfg.ssh_key {
+        guest.mkdir("/root/.ssh", Perms::root(0o700))?;
+        guest.write("/root/.ssh/authorized_keys", keys.as_bytes(), Perms::root(0o600))?;
+    }
+    Ok(())
+}
+
+fn remove_container_leftovers(guest: &GuestRoot) -> Result<()> {
+    guest.remove("/.dockerenv")?;
+    if guest.is_regular("/dev/console")? {
+        guest.remove("/dev/console")?;
+    }
+    Ok(())
+}
+
+pub fn fstab(cfg: &GuestConfig) -> String {
+    format!(
+        "# Written by c2vm.\n\
+         UUID={root}\t/\text4\terrors=remount-ro\t0\t1\n\
+         UUID={esp}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t2\n",
+        root = cfg.root_uuid,
+        esp = cfg.esp_uuid
+    )
+}
+
+pub fn hosts(hostname: &str) -> String {
+    let short = hostname.split('.').next().unwrap_or(hostname);
+    let names = if short == hostname {
+        hostname.to_string()
+    } else {
+        format!("{hostname} {short}")
+    };
+    format!(
+        "127.0.0.1\tlocalhost\n127.0.1.1\t{names}\n\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+    )
+}
+
+/// `/etc/resolv.conf`: a symlink (systemd-resolved, resolvconf) is the image managing it: keep it.
+/// Else `--dns` servers, else systemd-resolved's stub if the image has it, else a plain file
+/// that the DHCP client fills in.
+fn write_resolv_conf(guest: &GuestRoot, dns: &[std::net::IpAddr]) -> Result<()> {
+    if dns.is_empty() && guest.is_symlink("/etc/resolv.conf")? {
+        return Ok(());
+    }
+    if !dns.is_empty() {
+        let mut text = String::from("# Written by c2vm (--dns).\n");
+        for server in dns {
+            let _ = writeln!(text, "nameserver {server}");
+        }
+        return guest.write("/etc/resolv.conf", text.as_bytes(), Perms::root(0o644));
+    }
+    let has_resolved = ["/lib/systemd/systemd-resolved", "/usr/lib/systemd/systemd-resolved"]
+        .iter()
+        .map(|p| guest.is_regular(p))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .any(|b| b);
+    if has_resolved {
+        guest.symlink("/etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf")
+    } else {
+        guest.write(
+            "/etc/resolv.conf",
+            b"# Written by c2vm: the DHCP client fills this in at boot.\n",
+            Perms::root(0o644),
+        )
+    }
+}
+
+/// Put `hash` in root's line of /etc/shadow, keeping every other line, its owner and mode.
+fn set_root_password(guest: &GuestRoot, hash: &str) -> Result<()> {
+    let (old, perms) = match guest.stat("/etc/shadow")? {
+        Some(st) => {
+            let text = guest.read("/etc/shadow")?.unwrap_or_default();
+            let perms = Perms { mode: st.st_mode & 0o7777, uid: st.st_uid, gid: st.st_gid };
+            (String::from_utf8(text).context("/etc/shadow in the image is not text")?, perms)
+        }
+        None => (String::new(), Perms::root(0o640)),
+    };
+    guest.write("/etc/shadow", shadow_with_root_hash(&old, hash).as_bytes(), perms)
+}
+
+pub fn shadow_with_root_hash(shadow: &str, hash: &str) -> String {
+    let mut out = String::new();
+    let mut found = false;
+    for line in shadow.lines() {
+        let mut fields: Vec<&str> = line.split(':').collect();
+        if fields.first() == Some(&"root") && fields.len() >= 2 {
+            fields[1] = hash;
+            // An empty "last changed" field is fine; 0 would force a change at first login.
+            if fields.len() > 2 && fields[2] == "0" {
+                fields[2] = "";
+            }
+            found = true;
+            out.push_str(&fields.join(":"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    if !found {
+        out.insert_str(0, &format!("root:{hash}::0:99999:7:::\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GuestConfig {
+        GuestConfig {
+            hostname: "web.example.org".into(),
+            root_uuid: "11111111-2222-3333-4444-555555555555".into(),
+            esp_uuid: "ABCD-1234".into(),
+            root_password_hash: Some("$6$salt$hash".into()),
+            ssh_key: Some("ssh-ed25519 AAAA test\n".into()),
+            dns: vec![],
+        }
+    }
+
+    #[test]
+    fn shadow_keeps_other_lines() {
+        let old = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n";
+        let new = shadow_with_root_hash(old, "$6$x$y");
+        assert_eq!(new, "root:$6$x$y:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n");
+        assert!(shadow_with_root_hash("", "$6$x$y").starts_with("root:$6$x$y:"));
+    }
+
+    #[test]
+    fn fstab_and_hosts() {
+        let f = fstab(&cfg());
+        assert!(f.contains("UUID=11111111-2222-3333-4444-555555555555\t/\text4"));
+        assert!(f.contains("UUID=ABCD-1234\t/boot/efi\tvfat\tumask=0077,nofail"));
+        assert!(hosts("web.example.org").contains("127.0.1.1\tweb.example.org web"));
+    }
+
+    #[test]
+    fn configure_fixes_docker_export_leftovers() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        for f in ["etc/hostname", "etc/hosts", "etc/resolv.conf", ".dockerenv", "dev/console"] {
+            std::fs::write(root.join(f), "").unwrap();
+            std::fs::set_permissions(root.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(root.join("etc/machine-id"), "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
+        let g = GuestRoot::open(root).unwrap();
+        configure(&g, &cfg()).unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "web.example.org\n");
+        let mode = |f: &str| std::fs::metadata(root.join(f)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("etc/hostname"), 0o644);
+        assert_eq!(mode("etc/resolv.conf"), 0o644);
+        assert_eq!(std::fs::read(root.join("etc/machine-id")).unwrap(), b"");
+        assert!(!root.join(".dockerenv").exists());
+        assert!(!root.join("dev/console").exists());
+        assert!(std::fs::read_to_string(root.join("etc/shadow")).unwrap().starts_with("root:$6$salt$hash:"));
+        assert_eq!(mode("root/.ssh"), 0o700);
+        assert_eq!(mode("root/.ssh/authorized_keys"), 0o600);
+    }
+}

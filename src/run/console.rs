@@ -1,0 +1,186 @@
+//! Driving a guest's serial console: wait for patterns, log in, run a command and read back
+//! exactly its output. The command's stdout travels base64-encoded between markers, so prompt,
+//! echo and stray kernel messages cannot leak into what c2vm prints.
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
+use regex::Regex;
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Console {
+    child: Child,
+    stdin: ChildStdin,
+    buffer: Arc<Mutex<Vec<u8>>>,
+    /// Bytes of `buffer` already matched.
+    consumed: usize,
+    qemu_stderr: Arc<Mutex<Vec<u8>>>,
+    _vars: Option<tempfile::NamedTempFile>,
+}
+
+pub struct ExecResult {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+fn pump(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>, echo: bool) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if echo {
+                let _ = std::io::stderr().write_all(&buf[..n]);
+            }
+            if let Ok(mut b) = into.lock() {
+                b.extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+}
+
+impl Console {
+    pub fn new(mut child: Child, echo: bool, vars: Option<tempfile::NamedTempFile>) -> Result<Console> {
+        let stdin = child.stdin.take().context("QEMU's stdin")?;
+        let stdout = child.stdout.take().context("QEMU's stdout")?;
+        let stderr = child.stderr.take().context("QEMU's stderr")?;
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let qemu_stderr = Arc::new(Mutex::new(Vec::new()));
+        pump(stdout, Arc::clone(&buffer), echo);
+        pump(stderr, Arc::clone(&qemu_stderr), false);
+        Ok(Console { child, stdin, buffer, consumed: 0, qemu_stderr, _vars: vars })
+    }
+
+    fn text_since(&self, from: usize) -> String {
+        let buf = self.buffer.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&buf[from.min(buf.len())..]).into_owned()
+    }
+
+    fn last_lines(&self, n: usize) -> String {
+        let text = self.text_since(0);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Wait until the console output after what was matched before shows `re`; returns the match's
+    /// captures as strings (index 0 = whole match).
+    pub fn wait_for(&mut self, re: &Regex, deadline: Instant, what: &str) -> Result<Vec<String>> {
+        loop {
+            let text = self.text_since(self.consumed);
+            if let Some(caps) = re.captures(&text) {
+                let end = caps.get(0).map(|m| m.end()).unwrap_or(0);
+                // Lossy conversion may change lengths; map back by re-encoding the prefix.
+                self.consumed += text[..end].len();
+                return Ok(caps.iter().map(|c| c.map(|m| m.as_str().to_string()).unwrap_or_default()).collect());
+            }
+            if crate::interrupt::is_set() {
+                self.stop();
+                return Err(crate::interrupt::Interrupted.into());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                let err = self.qemu_stderr.lock().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                bail!("QEMU exited ({status}) while waiting for {what}\n{}\nlast console lines:\n{}", err.trim(), self.last_lines(20));
+            }
+            if Instant::now() > deadline {
+                let lines = self.last_lines(20);
+                self.stop();
+                bail!("timed out waiting for {what} (raise --timeout); last console lines:\n{lines}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn send(&mut self, text: &str) -> Result<()> {
+        self.stdin.write_all(text.as_bytes()).and_then(|_| self.stdin.flush()).context("typing on the guest console")
+    }
+
+    pub fn login(&mut self, user: &str, password: &str, deadline: Instant) -> Result<()> {
+        let login = Regex::new(r"login: ").map_err(|e| anyhow!(e))?;
+        self.wait_for(&login, deadline, "the login prompt")?;
+        std::thread::sleep(Duration::from_millis(300));
+        self.send(&format!("{user}\n"))?;
+        let pw = Regex::new(r"Password: ").map_err(|e| anyhow!(e))?;
+        self.wait_for(&pw, deadline, "the password prompt")?;
+        self.send(&format!("{password}\n"))?;
+        let shell = Regex::new(r"(Login incorrect|[#$] )").map_err(|e| anyhow!(e))?;
+        let caps = self.wait_for(&shell, deadline, "a shell prompt after logging in")?;
+        if caps[0].contains("incorrect") {
+            self.stop();
+            bail!("the guest refused the login for {user}: wrong password?");
+        }
+        Ok(())
+    }
+
+    /// Run `command` with `sh` in the logged-in shell; returns its status and decoded output.
+    pub fn exec(&mut self, command: &str, deadline: Instant) -> Result<ExecResult> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let script = b64.encode(command.as_bytes());
+        // Markers are typed split by quotes ('C2VM_''X'), so only the shell's output matches them.
+        self.send(&format!(
+            "stty -echo; dmesg -n 1 2>/dev/null; echo {script} | base64 -d > /tmp/.c2vm-cmd; \
+             sh /tmp/.c2vm-cmd > /tmp/.c2vm-out 2> /tmp/.c2vm-err < /dev/null; echo C2VM_''RC=$?; \
+             base64 /tmp/.c2vm-out; echo C2VM_''MID; base64 /tmp/.c2vm-err; sync; echo C2VM_''END\n"
+        ))?;
+        let re = Regex::new(r"(?s)C2VM_RC=(\d+)\r?\n(.*?)C2VM_MID\r?\n(.*?)C2VM_END").map_err(|e| anyhow!(e))?;
+        let caps = self.wait_for(&re, deadline, "the command to finish")?;
+        let status: i32 = caps[1].parse().context("reading the command's exit status")?;
+        Ok(ExecResult { status, stdout: decode_block(&caps[2])?, stderr: decode_block(&caps[3])? })
+    }
+
+    /// Power the guest off, waiting a little for a clean shutdown before pulling the plug.
+    pub fn power_off(&mut self) {
+        let _ = self.send("poweroff\n");
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            if crate::interrupt::is_set() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.stop();
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Decode base64 lines, skipping anything else the console printed in between.
+fn decode_block(text: &str) -> Result<Vec<u8>> {
+    let clean: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(clean.as_bytes())
+        .context("decoding the command's output from the console")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_base64_amid_console_noise() {
+        let text = "aGVsbG8g\r\n[   12.3] random: crng init done\r\nd29ybGQK\r\n";
+        assert_eq!(decode_block(text).unwrap(), b"hello world\n");
+        assert_eq!(decode_block("").unwrap(), b"");
+    }
+}

@@ -1,0 +1,82 @@
+//! `c2vm run`: boot a disk in QEMU with a serial console. Interactive by default; scripted with
+//! `--expect` (wait for a pattern) or `--login` + `--exec` (run a command, print its stdout, exit
+//! with its status) for tests and CI.
+mod console;
+mod qemu;
+
+use crate::cli::RunArgs;
+use anyhow::{bail, Context, Result};
+
+pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
+    if !args.disk.exists() {
+        bail!("{} does not exist; make one with `c2vm convert`", args.disk.display());
+    }
+    if args.exec.is_some() && args.expect.is_some() {
+        bail!("--expect and --exec do not go together: --exec waits for the login prompt itself");
+    }
+    let login = args.login.as_deref().map(|l| parse_login(l, args.password_file.as_deref())).transpose()?;
+    if args.login.is_some() && args.exec.is_none() {
+        bail!("--login needs --exec CMD (the command to run after logging in)");
+    }
+    let vm = qemu::VmConfig::from_args(args)?;
+    if args.expect.is_none() && args.exec.is_none() {
+        return vm.run_interactive();
+    }
+    let echo = if args.exec.is_some() { verbose } else { !quiet_mode() };
+    let mut console = vm.start_scripted(echo)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
+    if let Some(pattern) = &args.expect {
+        let re = regex::Regex::new(pattern).with_context(|| format!("--expect {pattern:?} is not a valid regular expression"))?;
+        console.wait_for(&re, deadline, &format!("the console to show {pattern:?}"))?;
+        console.stop();
+        crate::progress::note(&format!("\nc2vm: saw {pattern:?} on the console"));
+        return Ok(0);
+    }
+    let (user, password) = login.context("--exec needs --login")?;
+    console.login(&user, &password, deadline)?;
+    let command = args.exec.as_deref().unwrap_or("true");
+    let result = console.exec(command, deadline)?;
+    use std::io::Write;
+    std::io::stdout().write_all(&result.stdout).context("writing the command's output")?;
+    std::io::stderr().write_all(&result.stderr).ok();
+    console.power_off();
+    Ok(result.status)
+}
+
+fn quiet_mode() -> bool {
+    log::max_level() < log::LevelFilter::Info
+}
+
+/// `USER` or `USER:PASSWORD`; the password may come from a file instead (keeps it out of argv).
+fn parse_login(login: &str, password_file: Option<&std::path::Path>) -> Result<(String, String)> {
+    let (user, inline) = match login.split_once(':') {
+        Some((u, p)) => (u.to_string(), Some(p.to_string())),
+        None => (login.to_string(), None),
+    };
+    if user.is_empty() {
+        bail!("--login needs a user name, e.g. --login root --password-file pw.txt");
+    }
+    let password = match (inline, password_file) {
+        (Some(p), None) => p,
+        (None, Some(file)) => crate::plan::read_password_file(file)?,
+        (Some(_), Some(_)) => bail!("give the password either in --login USER:PASSWORD or in --password-file, not both"),
+        (None, None) => bail!("--login {user} needs a password: --login {user}:PASSWORD or --password-file FILE"),
+    };
+    Ok((user, password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_forms() {
+        assert_eq!(parse_login("root:pw", None).unwrap(), ("root".into(), "pw".into()));
+        assert!(parse_login("root", None).is_err());
+        assert!(parse_login(":pw", None).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "secret\n").unwrap();
+        assert_eq!(parse_login("root", Some(&f)).unwrap().1, "secret");
+    }
+}

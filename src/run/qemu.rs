@@ -1,0 +1,149 @@
+//! Building the QEMU command line: accelerator, firmware, disk, network.
+use super::console::Console;
+use crate::cli::{Accel, Firmware, RunArgs};
+use crate::progress::note;
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const OVMF_CODE: &[&str] = &["/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd"];
+const OVMF_VARS: &[&str] = &["/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd"];
+
+pub struct VmConfig {
+    args: Vec<String>,
+    /// Keeps the private copy of the UEFI variable store alive while QEMU runs.
+    _vars: Option<tempfile::NamedTempFile>,
+}
+
+/// What `qemu-img info --output=json` says about a disk (the fields c2vm uses).
+#[derive(Debug, Deserialize)]
+pub struct ImageInfo {
+    pub format: String,
+    #[serde(rename = "virtual-size")]
+    pub virtual_size: u64,
+}
+
+pub fn image_info(disk: &Path) -> Result<ImageInfo> {
+    let out = crate::cmd::Cmd::new("qemu-img", "Inspecting the disk")
+        .args(["info", "--output=json"])
+        .arg(disk)
+        .run()?;
+    parse_image_info(&out.stdout)
+}
+
+pub fn parse_image_info(json: &str) -> Result<ImageInfo> {
+    serde_json::from_str(json).context("reading qemu-img's JSON")
+}
+
+/// KVM only where it works: /dev/kvm opens AND a hardware module is loaded. This machine's
+/// software `kvm_pvm` crashes on firmware code, so it counts as no KVM.
+fn kvm_usable() -> bool {
+    let hardware = ["/sys/module/kvm_intel", "/sys/module/kvm_amd"].iter().any(|m| Path::new(m).exists());
+    hardware && std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+}
+
+fn first_existing(paths: &[&str]) -> Option<PathBuf> {
+    paths.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+impl VmConfig {
+    pub fn from_args(a: &RunArgs) -> Result<VmConfig> {
+        crate::cmd::require("qemu-system-x86_64")?;
+        let info = image_info(&a.disk)?;
+        let kvm = match a.accel {
+            Accel::Kvm => {
+                if !Path::new("/dev/kvm").exists() {
+                    bail!("--accel kvm: /dev/kvm does not exist; use --accel tcg");
+                }
+                true
+            }
+            Accel::Tcg => false,
+            Accel::Auto => kvm_usable(),
+        };
+        note(&format!("c2vm: booting {} ({}, {} MiB, {}) with {}", a.disk.display(), info.format, info.virtual_size >> 20,
+            match a.firmware { Firmware::Bios => "BIOS", Firmware::Uefi => "UEFI" },
+            if kvm { "KVM" } else { "TCG (software emulation: no usable KVM here)" }));
+        let mut args: Vec<String> = vec!["-name".into(), "c2vm".into(), "-m".into(), a.memory.to_string(),
+            "-smp".into(), a.cpus.to_string()];
+        if kvm {
+            args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
+        } else {
+            args.extend(["-accel".into(), "tcg".into()]);
+        }
+        let disk = a.disk.canonicalize().with_context(|| format!("resolving {}", a.disk.display()))?;
+        args.push("-drive".into());
+        args.push(format!("file={},format={},if=virtio,cache=unsafe", qemu_escape(&disk.to_string_lossy()), info.format));
+        if !a.persist {
+            args.push("-snapshot".into());
+        }
+        let mut nic = "user,model=virtio-net-pci".to_string();
+        for p in &a.publish {
+            let (host, guest) = p.split_once(':').with_context(|| format!("--publish {p}: expected HOST:GUEST, e.g. 8080:80"))?;
+            let host: u16 = host.parse().with_context(|| format!("--publish {p}: bad host port"))?;
+            let guest: u16 = guest.parse().with_context(|| format!("--publish {p}: bad guest port"))?;
+            nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+        }
+        args.extend(["-nic".into(), nic]);
+        let mut vars = None;
+        if a.firmware == Firmware::Uefi {
+            let code = first_existing(OVMF_CODE).context("no OVMF firmware found (/usr/share/OVMF/OVMF_CODE*.fd); install it with `apt-get install ovmf`")?;
+            let template = first_existing(OVMF_VARS).context("no OVMF variable store found; install it with `apt-get install ovmf`")?;
+            let copy = tempfile::Builder::new().prefix("c2vm-ovmf-vars.").tempfile().context("creating a UEFI variable store")?;
+            std::fs::copy(&template, copy.path()).with_context(|| format!("copying {}", template.display()))?;
+            args.push("-drive".into());
+            args.push(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
+            args.push("-drive".into());
+            args.push(format!("if=pflash,format=raw,unit=1,file={}", copy.path().display()));
+            vars = Some(copy);
+        }
+        Ok(VmConfig { args, _vars: vars })
+    }
+
+    pub fn run_interactive(self) -> Result<i32> {
+        note("c2vm: the serial console is on this terminal. To leave: press Ctrl-A, then X.");
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(&self.args)
+            .arg("-nographic")
+            .spawn()
+            .context("starting qemu-system-x86_64")?;
+        let status = child.wait().context("waiting for QEMU")?;
+        Ok(status.code().unwrap_or(1))
+    }
+
+    pub fn start_scripted(self, echo: bool) -> Result<Console> {
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(&self.args)
+            .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        log::debug!("running: qemu-system-x86_64 {}", self.args.join(" "));
+        let child = cmd.spawn().context("starting qemu-system-x86_64")?;
+        Console::new(child, echo, self._vars)
+    }
+}
+
+/// QEMU's -drive option separates with commas; a comma in a path is doubled.
+fn qemu_escape(path: &str) -> String {
+    path.replace(',', ",,")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_qemu_img_info() {
+        let json = r#"{"virtual-size": 1310720000, "filename": "d.qcow2", "cluster-size": 65536,
+            "format": "qcow2", "actual-size": 702836736, "dirty-flag": false}"#;
+        let info = parse_image_info(json).unwrap();
+        assert_eq!(info.format, "qcow2");
+        assert_eq!(info.virtual_size, 1_310_720_000);
+    }
+
+    #[test]
+    fn commas_are_escaped() {
+        assert_eq!(qemu_escape("/a,b.img"), "/a,,b.img");
+    }
+}
