@@ -250,7 +250,11 @@ fn describe_status(status: ExitStatus) -> String {
 
 /// The last lines of what the command printed, for an error message.
 fn tail(stderr: &str, stdout: &str) -> String {
-    let text = if stderr.trim().is_empty() { stdout } else { stderr };
+    let text = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
     let lines: Vec<&str> = text.trim_end().lines().collect();
     let start = lines.len().saturating_sub(12);
     lines[start..].join("\n")
@@ -264,7 +268,10 @@ mod tests {
     fn missing_program_names_its_package() {
         let err = Cmd::new("qemu-img-does-not-exist", "Testing").run().err();
         let msg = format!("{:#}", err.expect("must fail"));
-        assert!(msg.contains("apt-get install qemu-img-does-not-exist"), "{msg}");
+        assert!(
+            msg.contains("apt-get install qemu-img-does-not-exist"),
+            "{msg}"
+        );
         assert_eq!(package_for("mke2fs"), "e2fsprogs");
     }
 

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cmd;
 pub mod disk;
 pub mod interrupt;
+pub mod kernel;
 pub mod logging;
 pub mod output;
 pub mod pipeline;
@@ -36,12 +37,21 @@ pub fn run_cli(cli: Cli) -> Result<i32> {
                     pipeline::build_disk(unpacked, &plan)?;
                 }
                 source::SourceRef::Image(image) => {
-                    anyhow::bail!("converting images from Docker ({image}) is not built yet; use rootfs:PATH");
+                    pipeline::require_root()?;
+                    let unpacked = pipeline::unpack_image(&image, &args.image, &plan)?;
+                    pipeline::build_disk(unpacked, &plan)?;
                 }
             }
             Ok(0)
         }
-        Command::Build(_) => anyhow::bail!("`c2vm build` is not built yet"),
+        Command::Build(args) => {
+            let plan = plan::DiskPlan::from_args(&args.disk)?;
+            pipeline::require_root()?;
+            let tag = pipeline::build_user_image(&args)?;
+            let unpacked = pipeline::unpack_image(&tag, &args.image, &plan)?;
+            pipeline::build_disk(unpacked, &plan)?;
+            Ok(0)
+        }
         Command::Run(args) => run::run(&args, cli.verbose > 0),
     }
 }

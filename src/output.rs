@@ -34,14 +34,20 @@ pub struct PendingOutput {
 impl PendingOutput {
     pub fn new(target: &Path) -> Result<PendingOutput> {
         let dir = crate::plan::output_dir(target);
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".c2vm-partial")
             .tempfile_in(&dir)
             .with_context(|| format!("creating a temporary output in {}", dir.display()))?
             .into_temp_path();
-        Ok(PendingOutput { temp: Some(temp), target: target.to_path_buf() })
+        Ok(PendingOutput {
+            temp: Some(temp),
+            target: target.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -51,7 +57,10 @@ impl PendingOutput {
     /// Rename into place (atomically replacing an old output when --force was given).
     pub fn commit(mut self, force: bool) -> Result<()> {
         if !force && self.target.exists() {
-            anyhow::bail!("{} appeared while c2vm was working; not overwriting it (use --force)", self.target.display());
+            anyhow::bail!(
+                "{} appeared while c2vm was working; not overwriting it (use --force)",
+                self.target.display()
+            );
         }
         let temp = self.temp.take().context("output already committed")?;
         std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
@@ -72,7 +81,11 @@ pub fn convert(raw: &Path, dest: &Path, format: DiskFormat) -> Result<()> {
         .arg(dest)
         .run_streaming(|line| {
             // "    (42.00/100%)"
-            if let Some(pct) = line.trim().strip_prefix('(').and_then(|l| l.split('/').next()) {
+            if let Some(pct) = line
+                .trim()
+                .strip_prefix('(')
+                .and_then(|l| l.split('/').next())
+            {
                 if let Ok(p) = pct.parse::<f64>() {
                     stage.set_position(p as u64);
                 }

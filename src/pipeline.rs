@@ -42,7 +42,11 @@ struct Ids {
 
 impl Ids {
     fn random() -> Ids {
-        Ids { disk: DiskIds::random(), root_fs: uuid::Uuid::new_v4(), esp_volume: rand::random() }
+        Ids {
+            disk: DiskIds::random(),
+            root_fs: uuid::Uuid::new_v4(),
+            esp_volume: rand::random(),
+        }
     }
 }
 
@@ -54,7 +58,10 @@ pub struct Unpacked {
 
 /// Everything after the source: guest setup, disk, boot loaders, output.
 pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
-    let Unpacked { staging, mut timings } = unpacked;
+    let Unpacked {
+        staging,
+        mut timings,
+    } = unpacked;
     let started = std::time::Instant::now();
     let ids = Ids::random();
     let root = staging.root();
@@ -62,14 +69,17 @@ pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
 
     let stage = Stage::spinner("Configuring the guest");
     let esp_uuid = esp::volume_uuid(ids.esp_volume);
-    setup::configure(&guest, &GuestConfig {
-        hostname: plan.hostname.clone(),
-        root_uuid: ids.root_fs.to_string(),
-        esp_uuid: esp_uuid.clone(),
-        root_password_hash: plan.root_password_hash.clone(),
-        ssh_key: plan.ssh_key.clone(),
-        dns: plan.dns.clone(),
-    })?;
+    setup::configure(
+        &guest,
+        &GuestConfig {
+            hostname: plan.hostname.clone(),
+            root_uuid: ids.root_fs.to_string(),
+            esp_uuid: esp_uuid.clone(),
+            root_password_hash: plan.root_password_hash.clone(),
+            ssh_key: plan.ssh_key.clone(),
+            dns: plan.dns.clone(),
+        },
+    )?;
     let kernel = crate::rootfs::boot_files::find(&guest)?;
     timings.add("setup", stage.done());
 
@@ -86,10 +96,15 @@ pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
         staging.scratch().join("disk.raw")
     };
     let mut image = std::fs::OpenOptions::new()
-        .read(true).write(true).create(true).truncate(true)
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
         .open(&raw_path)
         .with_context(|| format!("creating {}", raw_path.display()))?;
-    image.set_len(layout.disk_size).with_context(|| format!("sizing {}", raw_path.display()))?;
+    image
+        .set_len(layout.disk_size)
+        .with_context(|| format!("sizing {}", raw_path.display()))?;
     let bootcode = boot::mbr_bootcode(plan.bootloader, &layout)?;
     gpt::write_table(&mut image, &layout, &ids.disk, &bootcode)?;
 
@@ -112,14 +127,24 @@ pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
         esp_uuid,
     };
     let mut files = kernel_files(&guest, &kernel)?;
-    files.extend(boot::esp_files(plan.bootloader, &boot_cfg, staging.scratch())?);
+    files.extend(boot::esp_files(
+        plan.bootloader,
+        &boot_cfg,
+        staging.scratch(),
+    )?);
     esp::write(&image, layout.esp, ids.esp_volume, files)?;
     timings.add("esp", stage.done());
 
     let stage = Stage::spinner("Installing boot loaders");
     image.sync_all().context("flushing the disk image")?;
     drop(image);
-    boot::install(plan.bootloader, &raw_path, &layout, &boot_cfg, staging.scratch())?;
+    boot::install(
+        plan.bootloader,
+        &raw_path,
+        &layout,
+        &boot_cfg,
+        staging.scratch(),
+    )?;
     timings.add("bootloader", stage.done());
 
     if plan.format != DiskFormat::Raw {
@@ -129,7 +154,9 @@ pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
     }
     pending.commit(plan.force)?;
     drop(staging);
-    let size = std::fs::metadata(&plan.output).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(&plan.output)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let allocated = std::fs::metadata(&plan.output)
         .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
         .unwrap_or(0);
@@ -144,7 +171,11 @@ pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
         kernel.version
     ));
     note(&format!("Timings: {}", timings.line()));
-    note(&format!("Peak memory: {} MiB (c2vm), {} MiB (largest tool)", peak_rss_mib(libc::RUSAGE_SELF), peak_rss_mib(libc::RUSAGE_CHILDREN)));
+    note(&format!(
+        "Peak memory: {} MiB (c2vm), {} MiB (largest tool)",
+        peak_rss_mib(libc::RUSAGE_SELF),
+        peak_rss_mib(libc::RUSAGE_CHILDREN)
+    ));
     if plan.root_password_hash.is_none() && plan.ssh_key.is_none() {
         note("Note: no --password-file or --ssh-key was given, so no one can log in as root on this disk.");
     }
@@ -182,8 +213,13 @@ fn plan_layout(root: &std::path::Path, plan: &DiskPlan) -> Result<Layout> {
 
 fn kernel_files(guest: &GuestRoot, kernel: &BootFiles) -> Result<Vec<EspFile>> {
     let open = |path: &str| -> Result<EspFile> {
-        let file = guest.open_file(path)?.with_context(|| format!("{path} vanished from the staging tree"))?;
-        Ok(EspFile { path: String::new(), contents: Box::new(file) })
+        let file = guest
+            .open_file(path)?
+            .with_context(|| format!("{path} vanished from the staging tree"))?;
+        Ok(EspFile {
+            path: String::new(),
+            contents: Box::new(file),
+        })
     };
     let mut k = open(&kernel.kernel)?;
     k.path = boot::KERNEL_ON_ESP.to_string();
@@ -209,4 +245,87 @@ pub fn unpack_tarball(path: &std::path::Path, plan: &DiskPlan) -> Result<Unpacke
     crate::source::tarball::unpack_tarball(path, &staging.root())?;
     timings.add("unpack", t.elapsed());
     Ok(Unpacked { staging, timings })
+}
+
+/// An image reference → (kernel added) → staging tree, through the Docker Engine API.
+pub fn unpack_image(
+    reference: &str,
+    image_args: &crate::cli::ImageArgs,
+    plan: &DiskPlan,
+) -> Result<Unpacked> {
+    use crate::source::docker::Engine;
+    if image_args.platform != "linux/amd64" {
+        bail!(
+            "--platform {}: c2vm boots x86-64 VMs only; use --platform linux/amd64",
+            image_args.platform
+        );
+    }
+    let mut timings = Timings::default();
+    let engine = Engine::connect()?;
+    let t = std::time::Instant::now();
+    let image = engine.ensure_image(reference, image_args.pull, &image_args.platform)?;
+    timings.add("pull", t.elapsed());
+    if image.os != "linux" || image.architecture != "amd64" {
+        bail!(
+            "{reference} is a {}/{} image; c2vm boots linux/amd64 images only",
+            image.os,
+            image.architecture
+        );
+    }
+    let t = std::time::Instant::now();
+    let bootable = if image_args.no_kernel {
+        image.clone()
+    } else {
+        crate::kernel::add_kernel(&engine, &image, reference)?
+    };
+    timings.add("kernel", t.elapsed());
+    let staging = Staging::create(&plan.workdir)?;
+    std::fs::create_dir(staging.root()).context("creating the staging root")?;
+    let t = std::time::Instant::now();
+    engine.export_into(&bootable, &staging.root())?;
+    timings.add("export+unpack", t.elapsed());
+    Ok(Unpacked { staging, timings })
+}
+
+/// `c2vm build`: the user's Dockerfile through the API; returns the built image's id.
+pub fn build_user_image(args: &crate::cli::BuildArgs) -> Result<String> {
+    use crate::source::docker::{context_from_dir, Engine};
+    let mut build_args = std::collections::HashMap::new();
+    for kv in &args.build_args {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--build-arg {kv}: expected KEY=VALUE"))?;
+        build_args.insert(k.to_string(), v.to_string());
+    }
+    let dockerfile = args
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| "Dockerfile".into());
+    let dockerfile_text = args.context.join(&dockerfile);
+    if !dockerfile_text.is_file() {
+        bail!(
+            "{} does not exist; give the Dockerfile with -f (relative to the context)",
+            dockerfile_text.display()
+        );
+    }
+    let context = context_from_dir(&args.context)?;
+    let engine = Engine::connect()?;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(&context);
+    let tag = format!(
+        "c2vm-build:{}",
+        digest
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    engine.build(
+        context,
+        &dockerfile.to_string_lossy(),
+        &tag,
+        &build_args,
+        &format!("Building {}", args.context.display()),
+    )?;
+    Ok(tag)
 }

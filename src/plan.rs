@@ -42,13 +42,19 @@ impl DiskPlan {
         let size = parse_size_request(&args.size)?;
         let esp_size = parse_size(&args.esp_size).context("--esp-size")?;
         if esp_size < 64 * MIB || esp_size % MIB != 0 {
-            bail!("--esp-size must be a whole number of MiB, at least 64M (got {})", args.esp_size);
+            bail!(
+                "--esp-size must be a whole number of MiB, at least 64M (got {})",
+                args.esp_size
+            );
         }
         check_hostname(&args.hostname)?;
         let password = if let Some(path) = &args.password_file {
             Some(read_password_file(path)?)
         } else if args.password_stdin {
-            Some(read_first_line(std::io::stdin().lock()).context("reading the password from stdin")?)
+            Some(
+                read_first_line(std::io::stdin().lock())
+                    .context("reading the password from stdin")?,
+            )
         } else {
             None
         };
@@ -59,7 +65,10 @@ impl DiskPlan {
             None => std::env::temp_dir(),
         };
         if !workdir.is_dir() {
-            bail!("work directory {} does not exist; create it or choose another with --workdir", workdir.display());
+            bail!(
+                "work directory {} does not exist; create it or choose another with --workdir",
+                workdir.display()
+            );
         }
         let plan = DiskPlan {
             output: args.output.clone(),
@@ -104,14 +113,23 @@ pub fn format_from_extension(output: &Path) -> Result<DiskFormat> {
 /// found out now, not after minutes of work.
 fn check_output_path(output: &Path, force: bool) -> Result<()> {
     if output.exists() && !force {
-        bail!("{} already exists; use --force to overwrite it", output.display());
+        bail!(
+            "{} already exists; use --force to overwrite it",
+            output.display()
+        );
     }
     if output.is_dir() {
-        bail!("{} is a directory; give a file name for the disk", output.display());
+        bail!(
+            "{} is a directory; give a file name for the disk",
+            output.display()
+        );
     }
     let dir = output_dir(output);
     if !dir.is_dir() {
-        bail!("the output directory {} does not exist; create it first", dir.display());
+        bail!(
+            "the output directory {} does not exist; create it first",
+            dir.display()
+        );
     }
     tempfile::Builder::new()
         .prefix(".c2vm-probe")
@@ -144,7 +162,9 @@ pub fn parse_size(text: &str) -> Result<u64> {
     if num.is_empty() {
         bail!("`{text}` is not a size");
     }
-    let value: u64 = num.parse().with_context(|| format!("`{text}` is not a size"))?;
+    let value: u64 = num
+        .parse()
+        .with_context(|| format!("`{text}` is not a size"))?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
@@ -228,9 +248,18 @@ mod tests {
 
     #[test]
     fn format_follows_extension() {
-        assert_eq!(format_from_extension(Path::new("a.qcow2")).unwrap(), DiskFormat::Qcow2);
-        assert_eq!(format_from_extension(Path::new("a.IMG")).unwrap(), DiskFormat::Raw);
-        assert_eq!(format_from_extension(Path::new("a.vhd")).unwrap(), DiskFormat::Vhd);
+        assert_eq!(
+            format_from_extension(Path::new("a.qcow2")).unwrap(),
+            DiskFormat::Qcow2
+        );
+        assert_eq!(
+            format_from_extension(Path::new("a.IMG")).unwrap(),
+            DiskFormat::Raw
+        );
+        assert_eq!(
+            format_from_extension(Path::new("a.vhd")).unwrap(),
+            DiskFormat::Vhd
+        );
         assert!(format_from_extension(Path::new("a.iso")).is_err());
     }
 

@@ -33,12 +33,16 @@ pub fn grub_cfg(cfg: &BootConfig) -> String {
 }
 
 pub fn mbr_bootcode(layout: &Layout) -> Result<[u8; 440]> {
-    let bios = layout.bios_boot.ok_or_else(|| anyhow!("GRUB for BIOS needs a BIOS-boot partition"))?;
-    let mut img = std::fs::read(BOOT_IMG).with_context(|| format!("reading {BOOT_IMG} (apt-get install grub-pc-bin)"))?;
+    let bios = layout
+        .bios_boot
+        .ok_or_else(|| anyhow!("GRUB for BIOS needs a BIOS-boot partition"))?;
+    let mut img = std::fs::read(BOOT_IMG)
+        .with_context(|| format!("reading {BOOT_IMG} (apt-get install grub-pc-bin)"))?;
     if img.len() != 512 {
         bail!("{BOOT_IMG} is {} bytes; expected 512", img.len());
     }
-    img[BOOT_KERNEL_SECTOR..BOOT_KERNEL_SECTOR + 8].copy_from_slice(&bios.first_lba().to_le_bytes());
+    img[BOOT_KERNEL_SECTOR..BOOT_KERNEL_SECTOR + 8]
+        .copy_from_slice(&bios.first_lba().to_le_bytes());
     img[BOOT_DRIVE_CHECK] = 0x90;
     img[BOOT_DRIVE_CHECK + 1] = 0x90;
     let mut out = [0u8; 440];
@@ -48,7 +52,8 @@ pub fn mbr_bootcode(layout: &Layout) -> Result<[u8; 440]> {
 
 pub fn esp_files(cfg: &BootConfig, scratch: &Path) -> Result<Vec<EspFile>> {
     let cfg_path = scratch.join("grub.cfg");
-    std::fs::write(&cfg_path, grub_cfg(cfg)).with_context(|| format!("writing {}", cfg_path.display()))?;
+    std::fs::write(&cfg_path, grub_cfg(cfg))
+        .with_context(|| format!("writing {}", cfg_path.display()))?;
     let efi = scratch.join("grubx64.efi");
     Cmd::new("grub-mkstandalone", "Building GRUB for UEFI")
         .args(["-O", "x86_64-efi", "--modules=part_gpt fat",
@@ -62,24 +67,46 @@ pub fn esp_files(cfg: &BootConfig, scratch: &Path) -> Result<Vec<EspFile>> {
 
 /// Build core.img with the config embedded and write it into the BIOS-boot partition.
 pub fn install(image: &Path, layout: &Layout, cfg: &BootConfig, scratch: &Path) -> Result<()> {
-    let bios = layout.bios_boot.ok_or_else(|| anyhow!("GRUB for BIOS needs a BIOS-boot partition"))?;
+    let bios = layout
+        .bios_boot
+        .ok_or_else(|| anyhow!("GRUB for BIOS needs a BIOS-boot partition"))?;
     let early = scratch.join("early.cfg");
-    std::fs::write(&early, grub_cfg(cfg)).with_context(|| format!("writing {}", early.display()))?;
+    std::fs::write(&early, grub_cfg(cfg))
+        .with_context(|| format!("writing {}", early.display()))?;
     let core = scratch.join("core.img");
     Cmd::new("grub-mkimage", "Building GRUB for BIOS")
         .args(["-O", "i386-pc", "-o"])
         .arg(&core)
         .args(["-p", "(hd0,gpt1)/grub", "-c"])
         .arg(&early)
-        .args(["biosdisk", "part_gpt", "fat", "search", "search_fs_uuid", "linux", "serial", "terminal", "boot"])
+        .args([
+            "biosdisk",
+            "part_gpt",
+            "fat",
+            "search",
+            "search_fs_uuid",
+            "linux",
+            "serial",
+            "terminal",
+            "boot",
+        ])
         .run()?;
     let mut img = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
     if img.len() as u64 > bios.size || img.len() < SECTOR as usize {
-        bail!("GRUB's core.img is {} bytes; it must fit the {} byte BIOS-boot partition", img.len(), bios.size);
+        bail!(
+            "GRUB's core.img is {} bytes; it must fit the {} byte BIOS-boot partition",
+            img.len(),
+            bios.size
+        );
     }
     // diskboot.img loads the rest of core.img from the sector after its own.
-    img[CORE_BLOCKLIST_START..CORE_BLOCKLIST_START + 8].copy_from_slice(&(bios.first_lba() + 1).to_le_bytes());
-    let file = std::fs::OpenOptions::new().write(true).open(image).with_context(|| format!("opening {}", image.display()))?;
-    file.write_all_at(&img, bios.start).context("writing GRUB's core.img")?;
+    img[CORE_BLOCKLIST_START..CORE_BLOCKLIST_START + 8]
+        .copy_from_slice(&(bios.first_lba() + 1).to_le_bytes());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(image)
+        .with_context(|| format!("opening {}", image.display()))?;
+    file.write_all_at(&img, bios.start)
+        .context("writing GRUB's core.img")?;
     Ok(())
 }

@@ -34,14 +34,20 @@ pub fn kernel_cmdline(root_uuid: &str, extra: &str) -> String {
 /// Fail before any long work when a host file or program a loader needs is missing.
 pub fn check_host_tools(bootloader: Bootloader) -> Result<()> {
     let (programs, files): (&[&str], &[(&str, &str)]) = match bootloader {
-        Bootloader::Syslinux => (&["syslinux", "mcopy"], &[
-            (syslinux::GPTMBR, "syslinux-common"),
-            (syslinux::SYSTEMD_BOOT_EFI, "systemd-boot-efi"),
-        ]),
-        Bootloader::Grub => (&["grub-mkstandalone", "grub-mkimage"], &[
-            (grub::BOOT_IMG, "grub-pc-bin"),
-            (grub::EFI_MODULES, "grub-efi-amd64-bin"),
-        ]),
+        Bootloader::Syslinux => (
+            &["syslinux", "mcopy"],
+            &[
+                (syslinux::GPTMBR, "syslinux-common"),
+                (syslinux::SYSTEMD_BOOT_EFI, "systemd-boot-efi"),
+            ],
+        ),
+        Bootloader::Grub => (
+            &["grub-mkstandalone", "grub-mkimage"],
+            &[
+                (grub::BOOT_IMG, "grub-pc-bin"),
+                (grub::EFI_MODULES, "grub-efi-amd64-bin"),
+            ],
+        ),
     };
     for p in programs {
         crate::cmd::require(p)?;
@@ -71,7 +77,13 @@ pub fn esp_files(bootloader: Bootloader, cfg: &BootConfig, scratch: &Path) -> Re
 }
 
 /// Steps that must come after the ESP is written and closed.
-pub fn install(bootloader: Bootloader, image: &Path, layout: &Layout, cfg: &BootConfig, scratch: &Path) -> Result<()> {
+pub fn install(
+    bootloader: Bootloader,
+    image: &Path,
+    layout: &Layout,
+    cfg: &BootConfig,
+    scratch: &Path,
+) -> Result<()> {
     match bootloader {
         Bootloader::Syslinux => syslinux::install(image, layout),
         Bootloader::Grub => grub::install(image, layout, cfg, scratch),

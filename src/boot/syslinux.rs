@@ -12,7 +12,8 @@ pub const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.ef
 const ENTRY: &str = "c2vm";
 
 pub fn mbr_bootcode() -> Result<[u8; 440]> {
-    let code = std::fs::read(GPTMBR).with_context(|| format!("reading {GPTMBR} (apt-get install syslinux-common)"))?;
+    let code = std::fs::read(GPTMBR)
+        .with_context(|| format!("reading {GPTMBR} (apt-get install syslinux-common)"))?;
     if code.len() < 440 {
         bail!("{GPTMBR} is {} bytes; expected 440", code.len());
     }
@@ -41,7 +42,10 @@ pub fn esp_files(cfg: &BootConfig) -> Result<Vec<EspFile>> {
         EspFile::bytes("syslinux/syslinux.cfg", syslinux_cfg(&cfg.cmdline)),
         EspFile::host_file("EFI/BOOT/BOOTX64.EFI", Path::new(SYSTEMD_BOOT_EFI))?,
         EspFile::bytes("loader/loader.conf", loader_conf()),
-        EspFile::bytes(&format!("loader/entries/{ENTRY}.conf"), loader_entry(&cfg.cmdline)),
+        EspFile::bytes(
+            &format!("loader/entries/{ENTRY}.conf"),
+            loader_entry(&cfg.cmdline),
+        ),
     ])
 }
 
@@ -65,16 +69,21 @@ pub fn install(image: &Path, layout: &Layout) -> Result<()> {
 /// syslinux rewrites the FAT32 boot sector but not its backup copy, which fsck.fat then reports:
 /// copy it over.
 fn sync_backup_boot_sector(image: &Path, esp_start: u64) -> Result<()> {
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(image)
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
         .with_context(|| format!("opening {}", image.display()))?;
     let mut boot = [0u8; SECTOR as usize];
-    file.read_exact_at(&mut boot, esp_start).context("reading the ESP boot sector")?;
+    file.read_exact_at(&mut boot, esp_start)
+        .context("reading the ESP boot sector")?;
     // BPB_BkBootSec, offset 0x32 of a FAT32 boot sector; 6 by convention.
     let backup = u16::from_le_bytes([boot[0x32], boot[0x33]]) as u64;
     if backup == 0 || backup >= 32 {
         bail!("the ESP boot sector names no usable backup sector ({backup})");
     }
-    file.write_all_at(&boot, esp_start + backup * SECTOR).context("writing the ESP backup boot sector")?;
+    file.write_all_at(&boot, esp_start + backup * SECTOR)
+        .context("writing the ESP backup boot sector")?;
     Ok(())
 }
 

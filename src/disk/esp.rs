@@ -16,12 +16,18 @@ pub struct EspFile {
 
 impl EspFile {
     pub fn bytes(path: &str, data: impl Into<Vec<u8>>) -> EspFile {
-        EspFile { path: path.to_string(), contents: Box::new(std::io::Cursor::new(data.into())) }
+        EspFile {
+            path: path.to_string(),
+            contents: Box::new(std::io::Cursor::new(data.into())),
+        }
     }
 
     pub fn host_file(path: &str, host: &std::path::Path) -> Result<EspFile> {
         let file = File::open(host).with_context(|| format!("opening {}", host.display()))?;
-        Ok(EspFile { path: path.to_string(), contents: Box::new(file) })
+        Ok(EspFile {
+            path: path.to_string(),
+            contents: Box::new(file),
+        })
     }
 }
 
@@ -33,7 +39,11 @@ pub fn volume_uuid(volume_id: u32) -> String {
 /// FAT32 needs at least 65525 clusters; with 512-byte clusters a 256 MiB ESP has ~520,000, and
 /// mtools (which `syslinux` uses) reads it. Large ESPs get 4 KiB clusters.
 fn cluster_size(esp_size: u64) -> u32 {
-    if esp_size <= 1024 * MIB { 512 } else { 4096 }
+    if esp_size <= 1024 * MIB {
+        512
+    } else {
+        4096
+    }
 }
 
 fn fat_err<E: std::fmt::Debug>(e: lamfat::Error<E>) -> anyhow::Error {
@@ -58,14 +68,23 @@ impl FixedTime {
                     .unwrap_or(0)
             });
         // FAT dates start in 1980.
-        FixedTime { unix: unix.max(315_532_800) }
+        FixedTime {
+            unix: unix.max(315_532_800),
+        }
     }
 
     fn parts(&self) -> (u16, u16, u16, u16, u16, u16) {
         let days = self.unix.div_euclid(86_400);
         let secs = self.unix.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        (y as u16, m as u16, d as u16, (secs / 3600) as u16, (secs % 3600 / 60) as u16, (secs % 60) as u16)
+        (
+            y as u16,
+            m as u16,
+            d as u16,
+            (secs / 3600) as u16,
+            (secs % 3600 / 60) as u16,
+            (secs % 60) as u16,
+        )
     }
 }
 
@@ -90,7 +109,10 @@ impl lamfat::TimeProvider for FixedTime {
     }
     fn get_current_date_time(&self) -> lamfat::DateTime {
         let (y, mo, d, h, mi, s) = self.parts();
-        lamfat::DateTime::new(lamfat::Date::new(y, mo, d), lamfat::Time::new(h, mi, s & !1, 0))
+        lamfat::DateTime::new(
+            lamfat::Date::new(y, mo, d),
+            lamfat::Time::new(h, mi, s & !1, 0),
+        )
     }
 }
 
@@ -106,30 +128,46 @@ pub fn write(image: &File, extent: Extent, volume_id: u32, files: Vec<EspFile>) 
         .map_err(fat_err)
         .context("formatting the EFI system partition")?;
     std::io::Seek::rewind(&mut window)?;
-    let fs = lamfat::FileSystem::new(window, lamfat::FsOptions::new().time_provider(FixedTime::from_env()))
-        .map_err(fat_err)
-        .context("opening the new EFI system partition")?;
+    let fs = lamfat::FileSystem::new(
+        window,
+        lamfat::FsOptions::new().time_provider(FixedTime::from_env()),
+    )
+    .map_err(fat_err)
+    .context("opening the new EFI system partition")?;
     {
         let root = fs.root_dir();
         for mut file in files {
             crate::interrupt::check()?;
             let parts: Vec<&str> = file.path.split('/').filter(|p| !p.is_empty()).collect();
-            let (name, dirs) = parts.split_last().ok_or_else(|| anyhow!("empty ESP path"))?;
+            let (name, dirs) = parts
+                .split_last()
+                .ok_or_else(|| anyhow!("empty ESP path"))?;
             let mut dir = root.clone();
             for d in dirs {
                 dir = match dir.open_dir(d) {
                     Ok(existing) => existing,
-                    Err(_) => dir.create_dir(d).map_err(fat_err).with_context(|| format!("creating {d} on the ESP"))?,
+                    Err(_) => dir
+                        .create_dir(d)
+                        .map_err(fat_err)
+                        .with_context(|| format!("creating {d} on the ESP"))?,
                 };
             }
-            let mut out = dir.create_file(name).map_err(fat_err).with_context(|| format!("creating {} on the ESP", file.path))?;
+            let mut out = dir
+                .create_file(name)
+                .map_err(fat_err)
+                .with_context(|| format!("creating {} on the ESP", file.path))?;
             out.truncate().map_err(fat_err)?;
             std::io::copy(&mut file.contents, &mut out).with_context(|| {
-                format!("writing {} on the ESP (is the ESP large enough? see --esp-size)", file.path)
+                format!(
+                    "writing {} on the ESP (is the ESP large enough? see --esp-size)",
+                    file.path
+                )
             })?;
         }
     }
-    fs.unmount().map_err(fat_err).context("closing the EFI system partition")?;
+    fs.unmount()
+        .map_err(fat_err)
+        .context("closing the EFI system partition")?;
     Ok(())
 }
 
@@ -140,8 +178,10 @@ mod tests {
     #[test]
     fn dates_convert() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_000), (2022, 1, 08));
-        let t = FixedTime { unix: 1_700_000_000 };
+        assert_eq!(civil_from_days(19_000), (2022, 1, 8));
+        let t = FixedTime {
+            unix: 1_700_000_000,
+        };
         assert_eq!(t.parts(), (2023, 11, 14, 22, 13, 20));
     }
 
@@ -155,19 +195,29 @@ mod tests {
     fn esp_round_trips_files() {
         let file = tempfile::tempfile().unwrap();
         file.set_len(300 * MIB).unwrap();
-        let extent = Extent { start: MIB, size: 256 * MIB };
+        let extent = Extent {
+            start: MIB,
+            size: 256 * MIB,
+        };
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        write(&file, extent, 0x1234_5678, vec![
-            EspFile::bytes("vmlinuz", big.clone()),
-            EspFile::bytes("EFI/BOOT/BOOTX64.EFI", b"efi".to_vec()),
-            EspFile::bytes("loader/entries/c2vm.conf", b"title c2vm\n".to_vec()),
-        ]).unwrap();
+        write(
+            &file,
+            extent,
+            0x1234_5678,
+            vec![
+                EspFile::bytes("vmlinuz", big.clone()),
+                EspFile::bytes("EFI/BOOT/BOOTX64.EFI", b"efi".to_vec()),
+                EspFile::bytes("loader/entries/c2vm.conf", b"title c2vm\n".to_vec()),
+            ],
+        )
+        .unwrap();
         let window = PartitionWindow::new(&file, extent.start, extent.size);
         let fs = lamfat::FileSystem::new(window, lamfat::FsOptions::new()).unwrap();
         assert_eq!(fs.fat_type(), lamfat::FatType::Fat32);
         assert_eq!(fs.volume_id(), 0x1234_5678);
         let mut back = Vec::new();
-        std::io::Read::read_to_end(&mut fs.root_dir().open_file("vmlinuz").unwrap(), &mut back).unwrap();
+        std::io::Read::read_to_end(&mut fs.root_dir().open_file("vmlinuz").unwrap(), &mut back)
+            .unwrap();
         assert_eq!(back, big);
         assert!(fs.root_dir().open_file("EFI/BOOT/BOOTX64.EFI").is_ok());
     }

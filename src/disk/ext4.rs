@@ -29,8 +29,20 @@ const MKE2FS_CONF: &str = "\
 ";
 
 pub const FEATURES: &[&str] = &[
-    "has_journal", "ext_attr", "resize_inode", "dir_index", "filetype", "extent", "64bit",
-    "flex_bg", "sparse_super", "large_file", "huge_file", "dir_nlink", "extra_isize", "metadata_csum",
+    "has_journal",
+    "ext_attr",
+    "resize_inode",
+    "dir_index",
+    "filetype",
+    "extent",
+    "64bit",
+    "flex_bg",
+    "sparse_super",
+    "large_file",
+    "huge_file",
+    "dir_nlink",
+    "extra_isize",
+    "metadata_csum",
 ];
 
 /// What the staging tree holds, counted the way ext4 stores it.
@@ -49,9 +61,13 @@ pub fn measure_tree(root: &Path) -> Result<TreeUsage> {
         crate::interrupt::check()?;
         usage.inodes += 1;
         usage.blocks += 1;
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
             let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-            let meta = entry.metadata().with_context(|| format!("inspecting {}", entry.path().display()))?;
+            let meta = entry
+                .metadata()
+                .with_context(|| format!("inspecting {}", entry.path().display()))?;
             let ft = meta.file_type();
             if ft.is_dir() {
                 stack.push(entry.path());
@@ -63,7 +79,10 @@ pub fn measure_tree(root: &Path) -> Result<TreeUsage> {
             usage.inodes += 1;
             if ft.is_file() {
                 // Allocated blocks, so sparse files count as stored; extent tree blocks are noise.
-                usage.blocks += meta.size().div_ceil(BLOCK).min(meta.blocks().div_ceil(8).max(1));
+                usage.blocks += meta
+                    .size()
+                    .div_ceil(BLOCK)
+                    .min(meta.blocks().div_ceil(8).max(1));
             } else if ft.is_symlink() && meta.size() >= 60 {
                 usage.blocks += 1; // symlinks under 60 bytes live in the inode
             }
@@ -99,7 +118,8 @@ pub fn min_fs_size(usage: &TreeUsage) -> u64 {
     for _ in 0..8 {
         let inodes = (size / INODE_RATIO).max(usage.inodes + usage.inodes / 4 + 1024);
         let metadata = size / 64; // bitmaps, group descriptors, reserved GDT blocks for growth
-        size = data + inodes * INODE_SIZE + journal_blocks(size / BLOCK) * BLOCK + metadata + 16 * MIB;
+        size =
+            data + inodes * INODE_SIZE + journal_blocks(size / BLOCK) * BLOCK + metadata + 16 * MIB;
     }
     size.div_ceil(MIB) * MIB
 }
@@ -141,7 +161,10 @@ pub fn make(m: &Mkfs) -> Result<()> {
     let result = cmd.arg(m.image).arg(format!("{}k", m.size / 1024)).run();
     if let Err(e) = result {
         let text = format!("{e:#}");
-        if text.contains("Could not allocate block") || text.contains("No free space") || text.contains("Could not allocate inode") {
+        if text.contains("Could not allocate block")
+            || text.contains("No free space")
+            || text.contains("Could not allocate inode")
+        {
             bail!("the files do not fit in a {} MiB root filesystem; use a larger --size (or --size auto)\n{text}", m.size / MIB);
         }
         return Err(e);
@@ -155,8 +178,14 @@ mod tests {
 
     #[test]
     fn sizes_grow_with_the_tree() {
-        let small = TreeUsage { blocks: 1000, inodes: 100 };
-        let big = TreeUsage { blocks: 160_000, inodes: 20_000 }; // ~650 MB like Debian + kernel
+        let small = TreeUsage {
+            blocks: 1000,
+            inodes: 100,
+        };
+        let big = TreeUsage {
+            blocks: 160_000,
+            inodes: 20_000,
+        }; // ~650 MB like Debian + kernel
         assert!(min_fs_size(&small) >= 16 * MIB);
         let min = min_fs_size(&big);
         assert!(min > 160_000 * 4096 && min < 900 * MIB, "{}", min / MIB);
@@ -166,10 +195,22 @@ mod tests {
 
     #[test]
     fn many_small_files_ask_for_more_inodes() {
-        let usage = TreeUsage { blocks: 10_000, inodes: 200_000 };
+        let usage = TreeUsage {
+            blocks: 10_000,
+            inodes: 200_000,
+        };
         let size = min_fs_size(&usage);
         assert!(inode_count(&usage, size).unwrap() >= 200_000);
-        assert_eq!(inode_count(&TreeUsage { blocks: 100_000, inodes: 1000 }, 1 << 30), None);
+        assert_eq!(
+            inode_count(
+                &TreeUsage {
+                    blocks: 100_000,
+                    inodes: 1000
+                },
+                1 << 30
+            ),
+            None
+        );
     }
 
     #[test]

@@ -24,7 +24,12 @@ pub struct DiskIds {
 
 impl DiskIds {
     pub fn random() -> DiskIds {
-        DiskIds { disk: Uuid::new_v4(), esp: Uuid::new_v4(), root: Uuid::new_v4(), bios_boot: Uuid::new_v4() }
+        DiskIds {
+            disk: Uuid::new_v4(),
+            esp: Uuid::new_v4(),
+            root: Uuid::new_v4(),
+            bios_boot: Uuid::new_v4(),
+        }
     }
 }
 
@@ -34,7 +39,12 @@ fn gpt_err(e: impl std::fmt::Debug) -> anyhow::Error {
 
 /// Write primary and backup GPT and the protective MBR (with `bootcode` in its first 440 bytes).
 /// The file must already have its final length: the backup header goes at its end.
-pub fn write_table(file: &mut File, layout: &Layout, ids: &DiskIds, bootcode: &[u8; 440]) -> Result<()> {
+pub fn write_table(
+    file: &mut File,
+    layout: &Layout,
+    ids: &DiskIds,
+    bootcode: &[u8; 440],
+) -> Result<()> {
     let mut disk = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(LogicalBlockSize::Lb512)
@@ -63,9 +73,16 @@ pub fn write_table(file: &mut File, layout: &Layout, ids: &DiskIds, bootcode: &[
     .map_err(gpt_err)
     .context("adding the root partition")?;
     if let Some(bios) = layout.bios_boot {
-        disk.add_partition_at("BIOS boot", BIOS_BOOT_PARTITION, bios.first_lba(), bios.sectors(), partition_types::BIOS, 0)
-            .map_err(gpt_err)
-            .context("adding the BIOS boot partition")?;
+        disk.add_partition_at(
+            "BIOS boot",
+            BIOS_BOOT_PARTITION,
+            bios.first_lba(),
+            bios.sectors(),
+            partition_types::BIOS,
+            0,
+        )
+        .map_err(gpt_err)
+        .context("adding the BIOS boot partition")?;
     }
     // add_partition_at picks random partition GUIDs: put ours in.
     let mut parts = disk.take_partitions();
@@ -76,14 +93,19 @@ pub fn write_table(file: &mut File, layout: &Layout, ids: &DiskIds, bootcode: &[
             _ => ids.bios_boot,
         };
     }
-    disk.update_partitions(parts).map_err(gpt_err).context("setting partition GUIDs")?;
+    disk.update_partitions(parts)
+        .map_err(gpt_err)
+        .context("setting partition GUIDs")?;
     disk.write().map_err(gpt_err).context("writing the GPT")?;
 
     let sectors = layout.disk_size / super::layout::SECTOR;
-    let mut mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(sectors - 1).unwrap_or(u32::MAX));
+    let mut mbr =
+        gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(sectors - 1).unwrap_or(u32::MAX));
     // The boot code must be on the struct: overwrite_lba0 writes all 512 bytes.
     mbr.set_bootcode(*bootcode);
-    mbr.overwrite_lba0(&mut *file).map_err(gpt_err).context("writing the protective MBR")?;
+    mbr.overwrite_lba0(&mut *file)
+        .map_err(gpt_err)
+        .context("writing the protective MBR")?;
     Ok(())
 }
 
@@ -102,7 +124,10 @@ mod tests {
         code[0] = 0x33;
         code[439] = 0x99;
         write_table(&mut file, &layout, &ids, &code).unwrap();
-        let disk = gpt::GptConfig::new().writable(false).open_from_device(&mut file).unwrap();
+        let disk = gpt::GptConfig::new()
+            .writable(false)
+            .open_from_device(&mut file)
+            .unwrap();
         assert_eq!(*disk.guid(), ids.disk);
         let parts = disk.partitions();
         assert_eq!(parts[&1].part_guid, ids.esp);
@@ -113,6 +138,9 @@ mod tests {
         use std::os::unix::fs::FileExt;
         let mut lba0 = [0u8; 512];
         file.read_exact_at(&mut lba0, 0).unwrap();
-        assert_eq!((lba0[0], lba0[439], lba0[450], lba0[510], lba0[511]), (0x33, 0x99, 0xEE, 0x55, 0xAA));
+        assert_eq!(
+            (lba0[0], lba0[439], lba0[450], lba0[510], lba0[511]),
+            (0x33, 0x99, 0xEE, 0x55, 0xAA)
+        );
     }
 }

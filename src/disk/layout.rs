@@ -50,24 +50,45 @@ impl Layout {
         let disk_size = disk_size / MIB * MIB;
         let overhead = Self::overhead(esp_size, bios_boot);
         if disk_size <= overhead {
-            bail!("a disk of {} MiB leaves no room for the root partition", disk_size / MIB);
+            bail!(
+                "a disk of {} MiB leaves no room for the root partition",
+                disk_size / MIB
+            );
         }
         let mut next = HEAD;
         let bios_boot = bios_boot.then(|| {
-            let e = Extent { start: next, size: BIOS_BOOT_SIZE };
+            let e = Extent {
+                start: next,
+                size: BIOS_BOOT_SIZE,
+            };
             next += BIOS_BOOT_SIZE;
             e
         });
-        let esp = Extent { start: next, size: esp_size };
+        let esp = Extent {
+            start: next,
+            size: esp_size,
+        };
         next += esp_size;
-        let root = Extent { start: next, size: disk_size - TAIL - next };
-        Ok(Layout { disk_size, bios_boot, esp, root })
+        let root = Extent {
+            start: next,
+            size: disk_size - TAIL - next,
+        };
+        Ok(Layout {
+            disk_size,
+            bios_boot,
+            esp,
+            root,
+        })
     }
 
     /// The layout whose root partition is `root_size` bytes (rounded up to 1 MiB).
     pub fn for_root(root_size: u64, esp_size: u64, bios_boot: bool) -> Result<Layout> {
         let root_size = root_size.div_ceil(MIB) * MIB;
-        Self::for_disk(root_size + Self::overhead(esp_size, bios_boot), esp_size, bios_boot)
+        Self::for_disk(
+            root_size + Self::overhead(esp_size, bios_boot),
+            esp_size,
+            bios_boot,
+        )
     }
 }
 

@@ -12,7 +12,12 @@ pub struct PartitionWindow<'a> {
 
 impl<'a> PartitionWindow<'a> {
     pub fn new(file: &'a File, start: u64, len: u64) -> Self {
-        PartitionWindow { file, start, len, pos: 0 }
+        PartitionWindow {
+            file,
+            start,
+            len,
+            pos: 0,
+        }
     }
 
     fn room(&self, want: usize) -> usize {
@@ -39,7 +44,10 @@ impl Write for PartitionWindow<'_> {
         use std::os::unix::fs::FileExt;
         let n = self.room(buf.len());
         if n == 0 && !buf.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "write past the end of the partition"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "write past the end of the partition",
+            ));
         }
         let put = self.file.write_at(&buf[..n], self.start + self.pos)?;
         self.pos += put as u64;
@@ -63,7 +71,10 @@ impl Seek for PartitionWindow<'_> {
                 self.pos = p;
                 Ok(p)
             }
-            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "seek outside the partition")),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek outside the partition",
+            )),
         }
     }
 }

@@ -24,7 +24,9 @@ pub fn find(guest: &GuestRoot) -> Result<BootFiles> {
     let names = guest.list("/boot")?;
     let mut found: Vec<BootFiles> = Vec::new();
     for name in &names {
-        let Some(version) = name.strip_prefix("vmlinuz-") else { continue };
+        let Some(version) = name.strip_prefix("vmlinuz-") else {
+            continue;
+        };
         if !guest.is_regular(&format!("/boot/{name}"))? {
             continue;
         }
@@ -88,8 +90,14 @@ mod tests {
 
     #[test]
     fn versions_compare_numerically() {
-        assert_eq!(compare_versions("6.1.0-10-amd64", "6.1.0-9-amd64"), Ordering::Greater);
-        assert_eq!(compare_versions("5.10.0-28-amd64", "6.1.0-9-amd64"), Ordering::Less);
+        assert_eq!(
+            compare_versions("6.1.0-10-amd64", "6.1.0-9-amd64"),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare_versions("5.10.0-28-amd64", "6.1.0-9-amd64"),
+            Ordering::Less
+        );
         assert_eq!(compare_versions("6.1.0", "6.1.0"), Ordering::Equal);
         assert_eq!(compare_versions("6.1", "6.1.0"), Ordering::Less);
     }
@@ -99,8 +107,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let boot = dir.path().join("boot");
         std::fs::create_dir(&boot).unwrap();
-        for f in ["vmlinuz-6.1.0-9-amd64", "initrd.img-6.1.0-9-amd64", "vmlinuz-6.1.0-10-amd64",
-                  "initrd.img-6.1.0-10-amd64", "vmlinuz-6.2.0-1-amd64" /* no initrd */] {
+        for f in [
+            "vmlinuz-6.1.0-9-amd64",
+            "initrd.img-6.1.0-9-amd64",
+            "vmlinuz-6.1.0-10-amd64",
+            "initrd.img-6.1.0-10-amd64",
+            "vmlinuz-6.2.0-1-amd64", /* no initrd */
+        ] {
             std::fs::write(boot.join(f), "x").unwrap();
         }
         let g = GuestRoot::open(dir.path()).unwrap();
@@ -111,8 +124,13 @@ mod tests {
 
     #[test]
     fn fedora_and_alpine_names() {
-        for (k, i) in [("vmlinuz-6.5.6-300.fc39.x86_64", "initramfs-6.5.6-300.fc39.x86_64.img"),
-                       ("vmlinuz-virt", "initramfs-virt")] {
+        for (k, i) in [
+            (
+                "vmlinuz-6.5.6-300.fc39.x86_64",
+                "initramfs-6.5.6-300.fc39.x86_64.img",
+            ),
+            ("vmlinuz-virt", "initramfs-virt"),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             std::fs::create_dir(dir.path().join("boot")).unwrap();
             std::fs::write(dir.path().join("boot").join(k), "x").unwrap();
@@ -125,7 +143,10 @@ mod tests {
     #[test]
     fn no_kernel_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let msg = format!("{:#}", find(&GuestRoot::open(dir.path()).unwrap()).unwrap_err());
+        let msg = format!(
+            "{:#}",
+            find(&GuestRoot::open(dir.path()).unwrap()).unwrap_err()
+        );
         assert!(msg.contains("no kernel found"), "{msg}");
     }
 }

@@ -24,7 +24,11 @@ pub struct Perms {
 
 impl Perms {
     pub const fn root(mode: u32) -> Perms {
-        Perms { mode, uid: 0, gid: 0 }
+        Perms {
+            mode,
+            uid: 0,
+            gid: 0,
+        }
     }
 }
 
@@ -34,10 +38,17 @@ fn io(e: Errno) -> std::io::Error {
 
 impl GuestRoot {
     pub fn open(path: &Path) -> Result<GuestRoot> {
-        let root = rustix::fs::open(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(io)
-            .with_context(|| format!("opening the guest root {}", path.display()))?;
-        Ok(GuestRoot { root, path: path.to_path_buf() })
+        let root = rustix::fs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io)
+        .with_context(|| format!("opening the guest root {}", path.display()))?;
+        Ok(GuestRoot {
+            root,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Host path of a guest path, for tools that need one (mke2fs reads the whole tree anyway).
@@ -61,7 +72,11 @@ impl GuestRoot {
     /// (`RESOLVE_IN_ROOT`: `/lib -> usr/lib` works, `/etc -> /host/etc` stays inside the tree, and
     /// `..` cannot climb out). Missing directories are created (0755) when `create` is set.
     fn dir(&self, rel: &[String], create: bool) -> Result<OwnedFd> {
-        let path = if rel.is_empty() { ".".to_string() } else { rel.join("/") };
+        let path = if rel.is_empty() {
+            ".".to_string()
+        } else {
+            rel.join("/")
+        };
         let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
         let resolve = rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS;
         match rustix::fs::openat2(&self.root, path.as_str(), flags, Mode::empty(), resolve) {
@@ -71,7 +86,9 @@ impl GuestRoot {
                 let name = rel[rel.len() - 1].as_str();
                 match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(io(e)).with_context(|| format!("creating /{path} in the guest")),
+                    Err(e) => {
+                        return Err(io(e)).with_context(|| format!("creating /{path} in the guest"))
+                    }
                 }
                 rustix::fs::openat(&parent, name, flags | OFlags::NOFOLLOW, Mode::empty())
                     .map_err(io)
@@ -104,8 +121,12 @@ impl GuestRoot {
                 Mode::from_raw_mode(0o600),
             )
             .map_err(io)?;
-            rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(perms.uid)), Some(rustix::fs::Gid::from_raw(perms.gid)))
-                .map_err(io)?;
+            rustix::fs::fchown(
+                &fd,
+                Some(rustix::fs::Uid::from_raw(perms.uid)),
+                Some(rustix::fs::Gid::from_raw(perms.gid)),
+            )
+            .map_err(io)?;
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(perms.mode)).map_err(io)?;
             let mut file = std::fs::File::from(fd);
             file.write_all(contents)?;
@@ -116,9 +137,12 @@ impl GuestRoot {
 
     /// Read a regular file; `None` if it does not exist. A symlink is not followed (error).
     pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>> {
-        let Some(mut file) = self.open_file(rel)? else { return Ok(None) };
+        let Some(mut file) = self.open_file(rel)? else {
+            return Ok(None);
+        };
         let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut file, &mut buf).with_context(|| format!("reading {rel} in the staging tree"))?;
+        std::io::Read::read_to_end(&mut file, &mut buf)
+            .with_context(|| format!("reading {rel} in the staging tree"))?;
         Ok(Some(buf))
     }
 
@@ -130,7 +154,12 @@ impl GuestRoot {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
-        match rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+        match rustix::fs::openat(
+            &dir,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(fd) => Ok(Some(std::fs::File::from(fd))),
             Err(Errno::NOENT) => Ok(None),
             Err(Errno::LOOP) => bail!("{rel} in the image is a symlink; expected a regular file"),
@@ -156,14 +185,18 @@ impl GuestRoot {
     pub fn is_symlink(&self, rel: &str) -> Result<bool> {
         Ok(self
             .stat(rel)?
-            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink)
+            .map(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
+            })
             .unwrap_or(false))
     }
 
     pub fn is_regular(&self, rel: &str) -> Result<bool> {
         Ok(self
             .stat(rel)?
-            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
+            .map(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+            })
             .unwrap_or(false))
     }
 
@@ -197,9 +230,15 @@ impl GuestRoot {
     /// Make sure the directory `rel` exists (parents 0755), then set its owner and mode.
     pub fn mkdir(&self, rel: &str, perms: Perms) -> Result<()> {
         let parts = Self::parts(rel)?;
-        let fd = self.dir(&parts, true).with_context(|| format!("creating {rel} in the staging tree"))?;
-        rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(perms.uid)), Some(rustix::fs::Gid::from_raw(perms.gid)))
-            .map_err(io)?;
+        let fd = self
+            .dir(&parts, true)
+            .with_context(|| format!("creating {rel} in the staging tree"))?;
+        rustix::fs::fchown(
+            &fd,
+            Some(rustix::fs::Uid::from_raw(perms.uid)),
+            Some(rustix::fs::Gid::from_raw(perms.gid)),
+        )
+        .map_err(io)?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(perms.mode)).map_err(io)?;
         Ok(())
     }
@@ -246,9 +285,13 @@ mod tests {
         std::fs::create_dir(guest.path().join("etc")).unwrap();
         std::os::unix::fs::symlink(&victim, guest.path().join("etc/hostname")).unwrap();
         let g = GuestRoot::open(guest.path()).unwrap();
-        g.write("/etc/hostname", b"guest\n", Perms::root(0o644)).unwrap();
+        g.write("/etc/hostname", b"guest\n", Perms::root(0o644))
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host");
-        assert_eq!(std::fs::read_to_string(guest.path().join("etc/hostname")).unwrap(), "guest\n");
+        assert_eq!(
+            std::fs::read_to_string(guest.path().join("etc/hostname")).unwrap(),
+            "guest\n"
+        );
         // /var -> absolute host dir: resolved inside the guest, never on the host
         std::os::unix::fs::symlink(host.path(), guest.path().join("var")).unwrap();
         let _ = g.write("/var/x", b"x", Perms::root(0o644));

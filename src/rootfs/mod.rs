@@ -21,8 +21,11 @@ impl Staging {
             .tempdir_in(workdir)
             .with_context(|| format!("creating a staging tree in {}", workdir.display()))?;
         // The tree is the guest's `/`: root-owned 0755, whatever the umask gave the temp dir.
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .context("setting the staging tree's mode")?;
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .context("setting the staging tree's mode")?;
         Ok(Staging { dir })
     }
 

@@ -21,8 +21,16 @@ pub struct GuestConfig {
 pub fn configure(guest: &GuestRoot, cfg: &GuestConfig) -> Result<()> {
     remove_container_leftovers(guest)?;
     guest.write("/etc/fstab", fstab(cfg).as_bytes(), Perms::root(0o644))?;
-    guest.write("/etc/hostname", format!("{}\n", cfg.hostname).as_bytes(), Perms::root(0o644))?;
-    guest.write("/etc/hosts", hosts(&cfg.hostname).as_bytes(), Perms::root(0o644))?;
+    guest.write(
+        "/etc/hostname",
+        format!("{}\n", cfg.hostname).as_bytes(),
+        Perms::root(0o644),
+    )?;
+    guest.write(
+        "/etc/hosts",
+        hosts(&cfg.hostname).as_bytes(),
+        Perms::root(0o644),
+    )?;
     write_resolv_conf(guest, &cfg.dns)?;
     // Empty machine-id: systemd makes a new one on first boot, so every VM gets its own.
     guest.write("/etc/machine-id", b"", Perms::root(0o444))?;
@@ -35,7 +43,11 @@ pub fn configure(guest: &GuestRoot, cfg: &GuestConfig) -> Result<()> {
     }
     if let Some(keys) = &cfg.ssh_key {
         guest.mkdir("/root/.ssh", Perms::root(0o700))?;
-        guest.write("/root/.ssh/authorized_keys", keys.as_bytes(), Perms::root(0o600))?;
+        guest.write(
+            "/root/.ssh/authorized_keys",
+            keys.as_bytes(),
+            Perms::root(0o600),
+        )?;
     }
     Ok(())
 }
@@ -85,14 +97,20 @@ fn write_resolv_conf(guest: &GuestRoot, dns: &[std::net::IpAddr]) -> Result<()> 
         }
         return guest.write("/etc/resolv.conf", text.as_bytes(), Perms::root(0o644));
     }
-    let has_resolved = ["/lib/systemd/systemd-resolved", "/usr/lib/systemd/systemd-resolved"]
-        .iter()
-        .map(|p| guest.is_regular(p))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .any(|b| b);
+    let has_resolved = [
+        "/lib/systemd/systemd-resolved",
+        "/usr/lib/systemd/systemd-resolved",
+    ]
+    .iter()
+    .map(|p| guest.is_regular(p))
+    .collect::<Result<Vec<_>>>()?
+    .into_iter()
+    .any(|b| b);
     if has_resolved {
-        guest.symlink("/etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf")
+        guest.symlink(
+            "/etc/resolv.conf",
+            "../run/systemd/resolve/stub-resolv.conf",
+        )
     } else {
         guest.write(
             "/etc/resolv.conf",
@@ -107,12 +125,23 @@ fn set_root_password(guest: &GuestRoot, hash: &str) -> Result<()> {
     let (old, perms) = match guest.stat("/etc/shadow")? {
         Some(st) => {
             let text = guest.read("/etc/shadow")?.unwrap_or_default();
-            let perms = Perms { mode: st.st_mode & 0o7777, uid: st.st_uid, gid: st.st_gid };
-            (String::from_utf8(text).context("/etc/shadow in the image is not text")?, perms)
+            let perms = Perms {
+                mode: st.st_mode & 0o7777,
+                uid: st.st_uid,
+                gid: st.st_gid,
+            };
+            (
+                String::from_utf8(text).context("/etc/shadow in the image is not text")?,
+                perms,
+            )
         }
         None => (String::new(), Perms::root(0o640)),
     };
-    guest.write("/etc/shadow", shadow_with_root_hash(&old, hash).as_bytes(), perms)
+    guest.write(
+        "/etc/shadow",
+        shadow_with_root_hash(&old, hash).as_bytes(),
+        perms,
+    )
 }
 
 pub fn shadow_with_root_hash(shadow: &str, hash: &str) -> String {
@@ -158,7 +187,10 @@ mod tests {
     fn shadow_keeps_other_lines() {
         let old = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n";
         let new = shadow_with_root_hash(old, "$6$x$y");
-        assert_eq!(new, "root:$6$x$y:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n");
+        assert_eq!(
+            new,
+            "root:$6$x$y:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+        );
         assert!(shadow_with_root_hash("", "$6$x$y").starts_with("root:$6$x$y:"));
     }
 
@@ -177,22 +209,43 @@ mod tests {
         let root = dir.path();
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::create_dir_all(root.join("dev")).unwrap();
-        for f in ["etc/hostname", "etc/hosts", "etc/resolv.conf", ".dockerenv", "dev/console"] {
+        for f in [
+            "etc/hostname",
+            "etc/hosts",
+            "etc/resolv.conf",
+            ".dockerenv",
+            "dev/console",
+        ] {
             std::fs::write(root.join(f), "").unwrap();
             std::fs::set_permissions(root.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        std::fs::write(root.join("etc/machine-id"), "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::write(
+            root.join("etc/machine-id"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
         std::fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
         let g = GuestRoot::open(root).unwrap();
         configure(&g, &cfg()).unwrap();
-        assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "web.example.org\n");
-        let mode = |f: &str| std::fs::metadata(root.join(f)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "web.example.org\n"
+        );
+        let mode = |f: &str| {
+            std::fs::metadata(root.join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
         assert_eq!(mode("etc/hostname"), 0o644);
         assert_eq!(mode("etc/resolv.conf"), 0o644);
         assert_eq!(std::fs::read(root.join("etc/machine-id")).unwrap(), b"");
         assert!(!root.join(".dockerenv").exists());
         assert!(!root.join("dev/console").exists());
-        assert!(std::fs::read_to_string(root.join("etc/shadow")).unwrap().starts_with("root:$6$salt$hash:"));
+        assert!(std::fs::read_to_string(root.join("etc/shadow"))
+            .unwrap()
+            .starts_with("root:$6$salt$hash:"));
         assert_eq!(mode("root/.ssh"), 0o700);
         assert_eq!(mode("root/.ssh/authorized_keys"), 0o600);
     }

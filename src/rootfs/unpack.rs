@@ -42,18 +42,24 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<UnpackStats> {
         crate::interrupt::check()?;
         let mut entry = entry.map_err(|e| corrupt(&e))?;
         let raw_name = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw_name).escape_debug().to_string();
-        let Some(rel) = sanitize_name(&raw_name).with_context(|| format!("refusing archive entry `{shown}`"))? else {
+        let shown = String::from_utf8_lossy(&raw_name)
+            .escape_debug()
+            .to_string();
+        let Some(rel) = sanitize_name(&raw_name)
+            .with_context(|| format!("refusing archive entry `{shown}`"))?
+        else {
             continue; // the root itself (`./`)
         };
         let header_size = entry.header().entry_size().unwrap_or(0);
         let kind = entry.header().entry_type();
         match kind {
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                make_special(&dest, &rel, &entry).with_context(|| format!("unpacking `{shown}`"))?;
+                make_special(&dest, &rel, &entry)
+                    .with_context(|| format!("unpacking `{shown}`"))?;
             }
             EntryType::Link => {
-                check_hardlink_target(&entry).with_context(|| format!("refusing archive entry `{shown}`"))?;
+                check_hardlink_target(&entry)
+                    .with_context(|| format!("refusing archive entry `{shown}`"))?;
                 unpack_entry(&mut entry, &dest, &shown)?;
             }
             _ => {
@@ -69,7 +75,8 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<UnpackStats> {
         stats.bytes += header_size;
     }
     for (dir, mtime) in dir_times.iter().rev() {
-        set_times(dir, *mtime).with_context(|| format!("setting the mtime of {}", dir.display()))?;
+        set_times(dir, *mtime)
+            .with_context(|| format!("setting the mtime of {}", dir.display()))?;
     }
     if stats.entries == 0 {
         bail!("the archive is empty: it holds no root filesystem");
@@ -82,14 +89,20 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<R>, dest: &Path, shown: &str) ->
         Ok(true) => Ok(()),
         Ok(false) => bail!("refusing archive entry `{shown}`: it leads outside the root"),
         Err(e) => {
-            let text = anyhow::Error::new(e).chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            let text = anyhow::Error::new(e)
+                .chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
             if text.contains("outside of destination") {
                 bail!("refusing archive entry `{shown}`: it would write outside the root through a symlink or link ({text})");
             }
             if text.contains("No space left on device") {
                 bail!("no space left while unpacking `{shown}`: free some space or choose another --workdir ({text})");
             }
-            if text.contains("failed to write entire file") || text.contains("failed to fill whole buffer") {
+            if text.contains("failed to write entire file")
+                || text.contains("failed to fill whole buffer")
+            {
                 bail!("the archive is corrupt or truncated at `{shown}`; check that it is a complete tar file");
             }
             bail!("unpacking `{shown}`: {text}")
@@ -161,7 +174,9 @@ fn make_special<R: Read>(dest: &Path, rel: &Path, entry: &tar::Entry<R>) -> Resu
     use rustix::fs::{FileType, Mode};
     let header = entry.header();
     let parent = safe_parent(dest, rel)?;
-    let name = rel.file_name().ok_or_else(|| anyhow!("a device node without a name"))?;
+    let name = rel
+        .file_name()
+        .ok_or_else(|| anyhow!("a device node without a name"))?;
     let target = parent.join(name);
     if let Ok(meta) = std::fs::symlink_metadata(&target) {
         if meta.is_dir() {
@@ -183,9 +198,15 @@ fn make_special<R: Read>(dest: &Path, rel: &Path, entry: &tar::Entry<R>) -> Resu
         }
         _ => (FileType::Fifo, 0),
     };
-    rustix::fs::mknodat(rustix::fs::CWD, &target, file_type, Mode::from_raw_mode(mode), dev)
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("creating the device node {}", target.display()))?;
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &target,
+        file_type,
+        Mode::from_raw_mode(mode),
+        dev,
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| format!("creating the device node {}", target.display()))?;
     let uid = header.uid().unwrap_or(0) as u32;
     let gid = header.gid().unwrap_or(0) as u32;
     rustix::fs::chownat(
@@ -237,7 +258,14 @@ mod tests {
         fn new() -> Raw {
             Raw(tar::Builder::new(Vec::new()))
         }
-        fn entry(&mut self, name: &str, kind: EntryType, mode: u32, link: Option<&str>, data: &[u8]) {
+        fn entry(
+            &mut self,
+            name: &str,
+            kind: EntryType,
+            mode: u32,
+            link: Option<&str>,
+            data: &[u8],
+        ) {
             let mut h = tar::Header::new_gnu();
             {
                 let gnu = h.as_gnu_mut().unwrap();
@@ -273,8 +301,20 @@ mod tests {
         let mut t = Raw::new();
         t.entry("./", EntryType::Directory, 0o755, None, b"");
         t.entry("./usr/bin/", EntryType::Directory, 0o755, None, b"");
-        t.entry("./usr/bin/passwd", EntryType::Regular, 0o4755, None, b"binary");
-        t.entry("./usr/bin/again", EntryType::Link, 0o4755, Some("./usr/bin/passwd"), b"");
+        t.entry(
+            "./usr/bin/passwd",
+            EntryType::Regular,
+            0o4755,
+            None,
+            b"binary",
+        );
+        t.entry(
+            "./usr/bin/again",
+            EntryType::Link,
+            0o4755,
+            Some("./usr/bin/passwd"),
+            b"",
+        );
         t.entry("./tmp/", EntryType::Directory, 0o1777, None, b"");
         t.entry("./bin", EntryType::Symlink, 0o777, Some("usr/bin"), b"");
         t.entry("./dev/", EntryType::Directory, 0o755, None, b"");
@@ -290,7 +330,10 @@ mod tests {
         let tmp = std::fs::metadata(root.join("tmp")).unwrap();
         assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
         assert_eq!(tmp.mtime(), 1_700_000_000);
-        assert_eq!(std::fs::read_link(root.join("bin")).unwrap(), Path::new("usr/bin"));
+        assert_eq!(
+            std::fs::read_link(root.join("bin")).unwrap(),
+            Path::new("usr/bin")
+        );
         let fifo = std::fs::symlink_metadata(root.join("dev/fifo")).unwrap();
         use std::os::unix::fs::FileTypeExt;
         assert!(fifo.file_type().is_fifo());
@@ -321,7 +364,11 @@ mod tests {
             let outside = tempfile::tempdir().unwrap();
             let mut t = Raw::new();
             let absolute = outside.path().to_str().unwrap().to_string();
-            let link = if target == "/tmp" { absolute.as_str() } else { target };
+            let link = if target == "/tmp" {
+                absolute.as_str()
+            } else {
+                target
+            };
             t.entry("evil", EntryType::Symlink, 0o777, Some(link), b"");
             t.entry("evil/planted", EntryType::Regular, 0o644, None, b"owned");
             let (dir, result) = unpack_bytes(&t.finish());
@@ -336,7 +383,10 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let victim = outside.path().join("victim");
         std::fs::write(&victim, "host file").unwrap();
-        for target in [victim.to_str().unwrap().to_string(), "../../victim".to_string()] {
+        for target in [
+            victim.to_str().unwrap().to_string(),
+            "../../victim".to_string(),
+        ] {
             let mut t = Raw::new();
             t.entry("link", EntryType::Link, 0o644, Some(&target), b"");
             let (_dir, result) = unpack_bytes(&t.finish());
@@ -349,7 +399,13 @@ mod tests {
     fn refuses_device_nodes_through_symlinks() {
         let outside = tempfile::tempdir().unwrap();
         let mut t = Raw::new();
-        t.entry("d", EntryType::Symlink, 0o777, Some(outside.path().to_str().unwrap()), b"");
+        t.entry(
+            "d",
+            EntryType::Symlink,
+            0o777,
+            Some(outside.path().to_str().unwrap()),
+            b"",
+        );
         t.entry("d/fifo", EntryType::Fifo, 0o644, None, b"");
         let (_dir, result) = unpack_bytes(&t.finish());
         assert!(result.is_err());
@@ -364,7 +420,9 @@ mod tests {
         let (_d, result) = unpack_bytes(&bytes[..50_000]);
         let msg = format!("{:#}", result.unwrap_err());
         assert!(msg.contains("corrupt or truncated"), "{msg}");
-        let noise: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..10_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let (_d, result) = unpack_bytes(&noise);
         assert!(result.is_err());
     }
@@ -372,10 +430,18 @@ mod tests {
     #[test]
     fn sanitize_rules() {
         assert_eq!(sanitize_name(b"./a/b").unwrap(), Some(PathBuf::from("a/b")));
-        assert_eq!(sanitize_name(b"/a//b/").unwrap(), Some(PathBuf::from("a/b")));
+        assert_eq!(
+            sanitize_name(b"/a//b/").unwrap(),
+            Some(PathBuf::from("a/b"))
+        );
         assert_eq!(sanitize_name(b"./").unwrap(), None);
         assert!(sanitize_name(b"a/../../b").is_err());
-        assert_eq!(sanitize_name(b"we\nird\xff").unwrap(), Some(PathBuf::from(std::ffi::OsStr::from_bytes_compat(b"we\nird\xff"))));
+        assert_eq!(
+            sanitize_name(b"we\nird\xff").unwrap(),
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes_compat(
+                b"we\nird\xff"
+            )))
+        );
     }
 
     trait FromBytesCompat {

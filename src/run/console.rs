@@ -43,7 +43,11 @@ fn pump(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>, echo: b
 }
 
 impl Console {
-    pub fn new(mut child: Child, echo: bool, vars: Option<tempfile::NamedTempFile>) -> Result<Console> {
+    pub fn new(
+        mut child: Child,
+        echo: bool,
+        vars: Option<tempfile::NamedTempFile>,
+    ) -> Result<Console> {
         let stdin = child.stdin.take().context("QEMU's stdin")?;
         let stdout = child.stdout.take().context("QEMU's stdout")?;
         let stderr = child.stderr.take().context("QEMU's stderr")?;
@@ -51,7 +55,14 @@ impl Console {
         let qemu_stderr = Arc::new(Mutex::new(Vec::new()));
         pump(stdout, Arc::clone(&buffer), echo);
         pump(stderr, Arc::clone(&qemu_stderr), false);
-        Ok(Console { child, stdin, buffer, consumed: 0, qemu_stderr, _vars: vars })
+        Ok(Console {
+            child,
+            stdin,
+            buffer,
+            consumed: 0,
+            qemu_stderr,
+            _vars: vars,
+        })
     }
 
     fn text_since(&self, from: usize) -> String {
@@ -74,7 +85,10 @@ impl Console {
                 let end = caps.get(0).map(|m| m.end()).unwrap_or(0);
                 // Lossy conversion may change lengths; map back by re-encoding the prefix.
                 self.consumed += text[..end].len();
-                return Ok(caps.iter().map(|c| c.map(|m| m.as_str().to_string()).unwrap_or_default()).collect());
+                return Ok(caps
+                    .iter()
+                    .map(|c| c.map(|m| m.as_str().to_string()).unwrap_or_default())
+                    .collect());
             }
             if crate::interrupt::is_set() {
                 self.stop();
@@ -82,20 +96,33 @@ impl Console {
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
-                let err = self.qemu_stderr.lock().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-                bail!("QEMU exited ({status}) while waiting for {what}\n{}\nlast console lines:\n{}", err.trim(), self.last_lines(20));
+                let err = self
+                    .qemu_stderr
+                    .lock()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                bail!(
+                    "QEMU exited ({status}) while waiting for {what}\n{}\nlast console lines:\n{}",
+                    err.trim(),
+                    self.last_lines(20)
+                );
             }
             if Instant::now() > deadline {
                 let lines = self.last_lines(20);
                 self.stop();
-                bail!("timed out waiting for {what} (raise --timeout); last console lines:\n{lines}");
+                bail!(
+                    "timed out waiting for {what} (raise --timeout); last console lines:\n{lines}"
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     pub fn send(&mut self, text: &str) -> Result<()> {
-        self.stdin.write_all(text.as_bytes()).and_then(|_| self.stdin.flush()).context("typing on the guest console")
+        self.stdin
+            .write_all(text.as_bytes())
+            .and_then(|_| self.stdin.flush())
+            .context("typing on the guest console")
     }
 
     pub fn login(&mut self, user: &str, password: &str, deadline: Instant) -> Result<()> {
@@ -125,10 +152,17 @@ impl Console {
              sh /tmp/.c2vm-cmd > /tmp/.c2vm-out 2> /tmp/.c2vm-err < /dev/null; echo C2VM_''RC=$?; \
              base64 /tmp/.c2vm-out; echo C2VM_''MID; base64 /tmp/.c2vm-err; sync; echo C2VM_''END\n"
         ))?;
-        let re = Regex::new(r"(?s)C2VM_RC=(\d+)\r?\n(.*?)C2VM_MID\r?\n(.*?)C2VM_END").map_err(|e| anyhow!(e))?;
+        let re = Regex::new(r"(?s)C2VM_RC=(\d+)\r?\n(.*?)C2VM_MID\r?\n(.*?)C2VM_END")
+            .map_err(|e| anyhow!(e))?;
         let caps = self.wait_for(&re, deadline, "the command to finish")?;
-        let status: i32 = caps[1].parse().context("reading the command's exit status")?;
-        Ok(ExecResult { status, stdout: decode_block(&caps[2])?, stderr: decode_block(&caps[3])? })
+        let status: i32 = caps[1]
+            .parse()
+            .context("reading the command's exit status")?;
+        Ok(ExecResult {
+            status,
+            stdout: decode_block(&caps[2])?,
+            stderr: decode_block(&caps[3])?,
+        })
     }
 
     /// Power the guest off, waiting a little for a clean shutdown before pulling the plug.
@@ -166,7 +200,11 @@ fn decode_block(text: &str) -> Result<Vec<u8>> {
     let clean: String = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='))
+        .filter(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+        })
         .collect();
     base64::engine::general_purpose::STANDARD
         .decode(clean.as_bytes())

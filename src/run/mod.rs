@@ -9,12 +9,19 @@ use anyhow::{bail, Context, Result};
 
 pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
     if !args.disk.exists() {
-        bail!("{} does not exist; make one with `c2vm convert`", args.disk.display());
+        bail!(
+            "{} does not exist; make one with `c2vm convert`",
+            args.disk.display()
+        );
     }
     if args.exec.is_some() && args.expect.is_some() {
         bail!("--expect and --exec do not go together: --exec waits for the login prompt itself");
     }
-    let login = args.login.as_deref().map(|l| parse_login(l, args.password_file.as_deref())).transpose()?;
+    let login = args
+        .login
+        .as_deref()
+        .map(|l| parse_login(l, args.password_file.as_deref()))
+        .transpose()?;
     if args.login.is_some() && args.exec.is_none() {
         bail!("--login needs --exec CMD (the command to run after logging in)");
     }
@@ -22,11 +29,16 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
     if args.expect.is_none() && args.exec.is_none() {
         return vm.run_interactive();
     }
-    let echo = if args.exec.is_some() { verbose } else { !quiet_mode() };
+    let echo = if args.exec.is_some() {
+        verbose
+    } else {
+        !quiet_mode()
+    };
     let mut console = vm.start_scripted(echo)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
     if let Some(pattern) = &args.expect {
-        let re = regex::Regex::new(pattern).with_context(|| format!("--expect {pattern:?} is not a valid regular expression"))?;
+        let re = regex::Regex::new(pattern)
+            .with_context(|| format!("--expect {pattern:?} is not a valid regular expression"))?;
         console.wait_for(&re, deadline, &format!("the console to show {pattern:?}"))?;
         console.stop();
         crate::progress::note(&format!("\nc2vm: saw {pattern:?} on the console"));
@@ -37,7 +49,9 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
     let command = args.exec.as_deref().unwrap_or("true");
     let result = console.exec(command, deadline)?;
     use std::io::Write;
-    std::io::stdout().write_all(&result.stdout).context("writing the command's output")?;
+    std::io::stdout()
+        .write_all(&result.stdout)
+        .context("writing the command's output")?;
     std::io::stderr().write_all(&result.stderr).ok();
     console.power_off();
     Ok(result.status)
@@ -59,8 +73,12 @@ fn parse_login(login: &str, password_file: Option<&std::path::Path>) -> Result<(
     let password = match (inline, password_file) {
         (Some(p), None) => p,
         (None, Some(file)) => crate::plan::read_password_file(file)?,
-        (Some(_), Some(_)) => bail!("give the password either in --login USER:PASSWORD or in --password-file, not both"),
-        (None, None) => bail!("--login {user} needs a password: --login {user}:PASSWORD or --password-file FILE"),
+        (Some(_), Some(_)) => bail!(
+            "give the password either in --login USER:PASSWORD or in --password-file, not both"
+        ),
+        (None, None) => bail!(
+            "--login {user} needs a password: --login {user}:PASSWORD or --password-file FILE"
+        ),
     };
     Ok((user, password))
 }
@@ -71,7 +89,10 @@ mod tests {
 
     #[test]
     fn login_forms() {
-        assert_eq!(parse_login("root:pw", None).unwrap(), ("root".into(), "pw".into()));
+        assert_eq!(
+            parse_login("root:pw", None).unwrap(),
+            ("root".into(), "pw".into())
+        );
         assert!(parse_login("root", None).is_err());
         assert!(parse_login(":pw", None).is_err());
         let dir = tempfile::tempdir().unwrap();

@@ -7,8 +7,14 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const OVMF_CODE: &[&str] = &["/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd"];
-const OVMF_VARS: &[&str] = &["/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd"];
+const OVMF_CODE: &[&str] = &[
+    "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    "/usr/share/OVMF/OVMF_CODE.fd",
+];
+const OVMF_VARS: &[&str] = &[
+    "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    "/usr/share/OVMF/OVMF_VARS.fd",
+];
 
 pub struct VmConfig {
     args: Vec<String>,
@@ -39,8 +45,15 @@ pub fn parse_image_info(json: &str) -> Result<ImageInfo> {
 /// KVM only where it works: /dev/kvm opens AND a hardware module is loaded. This machine's
 /// software `kvm_pvm` crashes on firmware code, so it counts as no KVM.
 fn kvm_usable() -> bool {
-    let hardware = ["/sys/module/kvm_intel", "/sys/module/kvm_amd"].iter().any(|m| Path::new(m).exists());
-    hardware && std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+    let hardware = ["/sys/module/kvm_intel", "/sys/module/kvm_amd"]
+        .iter()
+        .any(|m| Path::new(m).exists());
+    hardware
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok()
 }
 
 fn first_existing(paths: &[&str]) -> Option<PathBuf> {
@@ -61,40 +74,82 @@ impl VmConfig {
             Accel::Tcg => false,
             Accel::Auto => kvm_usable(),
         };
-        note(&format!("c2vm: booting {} ({}, {} MiB, {}) with {}", a.disk.display(), info.format, info.virtual_size >> 20,
-            match a.firmware { Firmware::Bios => "BIOS", Firmware::Uefi => "UEFI" },
-            if kvm { "KVM" } else { "TCG (software emulation: no usable KVM here)" }));
-        let mut args: Vec<String> = vec!["-name".into(), "c2vm".into(), "-m".into(), a.memory.to_string(),
-            "-smp".into(), a.cpus.to_string()];
+        note(&format!(
+            "c2vm: booting {} ({}, {} MiB, {}) with {}",
+            a.disk.display(),
+            info.format,
+            info.virtual_size >> 20,
+            match a.firmware {
+                Firmware::Bios => "BIOS",
+                Firmware::Uefi => "UEFI",
+            },
+            if kvm {
+                "KVM"
+            } else {
+                "TCG (software emulation: no usable KVM here)"
+            }
+        ));
+        let mut args: Vec<String> = vec![
+            "-name".into(),
+            "c2vm".into(),
+            "-m".into(),
+            a.memory.to_string(),
+            "-smp".into(),
+            a.cpus.to_string(),
+        ];
         if kvm {
             args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
         } else {
             args.extend(["-accel".into(), "tcg".into()]);
         }
-        let disk = a.disk.canonicalize().with_context(|| format!("resolving {}", a.disk.display()))?;
+        let disk = a
+            .disk
+            .canonicalize()
+            .with_context(|| format!("resolving {}", a.disk.display()))?;
         args.push("-drive".into());
-        args.push(format!("file={},format={},if=virtio,cache=unsafe", qemu_escape(&disk.to_string_lossy()), info.format));
+        args.push(format!(
+            "file={},format={},if=virtio,cache=unsafe",
+            qemu_escape(&disk.to_string_lossy()),
+            info.format
+        ));
         if !a.persist {
             args.push("-snapshot".into());
         }
         let mut nic = "user,model=virtio-net-pci".to_string();
         for p in &a.publish {
-            let (host, guest) = p.split_once(':').with_context(|| format!("--publish {p}: expected HOST:GUEST, e.g. 8080:80"))?;
-            let host: u16 = host.parse().with_context(|| format!("--publish {p}: bad host port"))?;
-            let guest: u16 = guest.parse().with_context(|| format!("--publish {p}: bad guest port"))?;
+            let (host, guest) = p
+                .split_once(':')
+                .with_context(|| format!("--publish {p}: expected HOST:GUEST, e.g. 8080:80"))?;
+            let host: u16 = host
+                .parse()
+                .with_context(|| format!("--publish {p}: bad host port"))?;
+            let guest: u16 = guest
+                .parse()
+                .with_context(|| format!("--publish {p}: bad guest port"))?;
             nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
         }
         args.extend(["-nic".into(), nic]);
         let mut vars = None;
         if a.firmware == Firmware::Uefi {
             let code = first_existing(OVMF_CODE).context("no OVMF firmware found (/usr/share/OVMF/OVMF_CODE*.fd); install it with `apt-get install ovmf`")?;
-            let template = first_existing(OVMF_VARS).context("no OVMF variable store found; install it with `apt-get install ovmf`")?;
-            let copy = tempfile::Builder::new().prefix("c2vm-ovmf-vars.").tempfile().context("creating a UEFI variable store")?;
-            std::fs::copy(&template, copy.path()).with_context(|| format!("copying {}", template.display()))?;
+            let template = first_existing(OVMF_VARS)
+                .context("no OVMF variable store found; install it with `apt-get install ovmf`")?;
+            let copy = tempfile::Builder::new()
+                .prefix("c2vm-ovmf-vars.")
+                .tempfile()
+                .context("creating a UEFI variable store")?;
+            std::fs::copy(&template, copy.path())
+                .with_context(|| format!("copying {}", template.display()))?;
             args.push("-drive".into());
-            args.push(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
+            args.push(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                code.display()
+            ));
             args.push("-drive".into());
-            args.push(format!("if=pflash,format=raw,unit=1,file={}", copy.path().display()));
+            args.push(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                copy.path().display()
+            ));
             vars = Some(copy);
         }
         Ok(VmConfig { args, _vars: vars })

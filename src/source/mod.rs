@@ -1,6 +1,7 @@
 //! Where the root filesystem comes from. Every source ends the same way: a tar stream of a whole
 //! root filesystem, unpacked into the staging tree. `rootfs:PATH` reads a tarball; an image
 //! reference goes through the Docker Engine API.
+pub mod docker;
 pub mod tarball;
 
 use anyhow::{bail, Result};
@@ -36,9 +37,15 @@ mod tests {
 
     #[test]
     fn sources_parse() {
-        assert!(matches!(SourceRef::parse("rootfs:/a.tar").unwrap(), SourceRef::Tarball(p) if p == PathBuf::from("/a.tar")));
-        assert!(matches!(SourceRef::parse("debian:latest").unwrap(), SourceRef::Image(i) if i == "debian:latest"));
-        assert!(matches!(SourceRef::parse("docker:alpine").unwrap(), SourceRef::Image(i) if i == "alpine"));
+        assert!(
+            matches!(SourceRef::parse("rootfs:/a.tar").unwrap(), SourceRef::Tarball(p) if p == std::path::Path::new("/a.tar"))
+        );
+        assert!(
+            matches!(SourceRef::parse("debian:latest").unwrap(), SourceRef::Image(i) if i == "debian:latest")
+        );
+        assert!(
+            matches!(SourceRef::parse("docker:alpine").unwrap(), SourceRef::Image(i) if i == "alpine")
+        );
         assert!(SourceRef::parse("rootfs:").is_err());
         assert!(SourceRef::parse("a b").is_err());
     }

@@ -9,7 +9,10 @@ pub fn unpack_tarball(path: &Path, dest: &Path) -> Result<UnpackStats> {
         .with_context(|| format!("opening the root filesystem tarball {}", path.display()))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        anyhow::bail!("{} is a directory; rootfs: takes a tar file", path.display());
+        anyhow::bail!(
+            "{} is a directory; rootfs: takes a tar file",
+            path.display()
+        );
     }
     let stage = Stage::bytes("Unpacking the root filesystem", len);
     let reader = std::io::BufReader::with_capacity(1 << 20, ProgressReader::new(file, &stage));

@@ -1,0 +1,246 @@
+//! The kernel stage: a per-distribution Dockerfile from `templates/` adds a kernel, an initramfs,
+//! the init system, udev and DHCP networking on top of the user's image, built through the Docker
+//! API. The result is tagged with a hash of the base image, the template and the options, so
+//! converting the same image again reuses it.
+use crate::source::docker::{self, Engine, ImageDetails};
+use anyhow::{bail, Context, Result};
+use sha2::Digest;
+use std::collections::HashMap;
+
+/// Distribution families with a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Debian,
+    Ubuntu,
+    Alpine,
+    Fedora,
+}
+
+impl Family {
+    pub const ALL: [Family; 4] = [
+        Family::Debian,
+        Family::Ubuntu,
+        Family::Alpine,
+        Family::Fedora,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Debian => "debian",
+            Family::Ubuntu => "ubuntu",
+            Family::Alpine => "alpine",
+            Family::Fedora => "fedora",
+        }
+    }
+
+    /// The template text, compiled into the binary so c2vm is one self-contained file.
+    pub fn template(self) -> &'static str {
+        match self {
+            Family::Debian => include_str!("../templates/debian.Dockerfile"),
+            Family::Ubuntu => include_str!("../templates/ubuntu.Dockerfile"),
+            Family::Alpine => include_str!("../templates/alpine.Dockerfile"),
+            Family::Fedora => include_str!("../templates/fedora.Dockerfile"),
+        }
+    }
+}
+
+/// `/etc/os-release` as key/value pairs (quotes removed).
+pub fn parse_os_release(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if line.starts_with('#') {
+                return None;
+            }
+            let (k, v) = line.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            Some((k.trim().to_string(), v.replace("\\\"", "\"")))
+        })
+        .collect()
+}
+
+pub fn detect_family(os_release: &HashMap<String, String>) -> Option<Family> {
+    let id = os_release.get("ID").map(String::as_str).unwrap_or("");
+    let like = os_release.get("ID_LIKE").map(String::as_str).unwrap_or("");
+    let ids: Vec<&str> = std::iter::once(id).chain(like.split_whitespace()).collect();
+    for candidate in &ids {
+        match *candidate {
+            "ubuntu" => return Some(Family::Ubuntu),
+            "debian" => return Some(Family::Debian),
+            "alpine" => return Some(Family::Alpine),
+            "fedora" | "centos" | "rhel" | "rocky" | "almalinux" => return Some(Family::Fedora),
+            _ => {}
+        }
+    }
+    None
+}
+
+pub fn render(family: Family, base_image: &str) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template(family.name(), family.template())
+        .with_context(|| format!("loading the {} template", family.name()))?;
+    let text = env
+        .get_template(family.name())?
+        .render(minijinja::context! { base_image => base_image })
+        .with_context(|| format!("rendering the {} template", family.name()))?;
+    Ok(text)
+}
+
+/// The tag of the kernel image for this base image, template and options.
+pub fn cache_tag(base_id: &str, dockerfile: &str) -> String {
+    let mut hash = sha2::Sha256::new();
+    hash.update(base_id.as_bytes());
+    hash.update([0]);
+    hash.update(dockerfile.as_bytes());
+    let digest = hash.finalize();
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("c2vm-kernel:{hex}")
+}
+
+/// Read the image's os-release without running it.
+pub fn os_release(
+    engine: &Engine,
+    image: &ImageDetails,
+) -> Result<Option<HashMap<String, String>>> {
+    let container = engine.create_container(&image.id)?;
+    let mut text = None;
+    for path in ["/etc/os-release", "/usr/lib/os-release"] {
+        if let Some(bytes) = engine.read_file(&container, path)? {
+            text = Some(String::from_utf8_lossy(&bytes).into_owned());
+            break;
+        }
+    }
+    container.remove()?;
+    Ok(text.map(|t| parse_os_release(&t)))
+}
+
+/// Add a kernel to `image` (or reuse the cached build); returns the kernel image's details.
+pub fn add_kernel(engine: &Engine, image: &ImageDetails, reference: &str) -> Result<ImageDetails> {
+    let release = os_release(engine, image)?;
+    let families = Family::ALL
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some(release) = release else {
+        bail!(
+            "{reference} has no /etc/os-release, so c2vm cannot tell which kernel to add \
+               (it knows {families}); if the image has its own kernel and init, use --no-kernel"
+        );
+    };
+    let Some(family) = detect_family(&release) else {
+        bail!("{reference} is {} (ID={}), which c2vm has no kernel template for (it knows {families}); \
+               if the image has its own kernel and init, use --no-kernel",
+            release.get("PRETTY_NAME").cloned().unwrap_or_default(), release.get("ID").cloned().unwrap_or_default());
+    };
+    let dockerfile = render(family, &image.id)?;
+    let tag = cache_tag(&image.id, &dockerfile);
+    if let Some(cached) = engine.inspect(&tag)? {
+        crate::progress::note(&format!(
+            "Reusing the kernel image {tag} ({} template)",
+            family.name()
+        ));
+        return Ok(cached);
+    }
+    let context = docker::context_with_dockerfile("Dockerfile", &dockerfile)?;
+    engine.build(
+        context,
+        "Dockerfile",
+        &tag,
+        &HashMap::new(),
+        &format!("Adding a kernel ({} template)", family.name()),
+    )?;
+    engine
+        .inspect(&tag)?
+        .context("the kernel image vanished after its build")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_parses_and_families_match() {
+        let deb = parse_os_release(
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+        );
+        assert_eq!(deb["VERSION_ID"], "12");
+        assert_eq!(detect_family(&deb), Some(Family::Debian));
+        let mint = parse_os_release("ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n");
+        assert_eq!(detect_family(&mint), Some(Family::Ubuntu));
+        let rocky = parse_os_release("ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n");
+        assert_eq!(detect_family(&rocky), Some(Family::Fedora));
+        assert_eq!(
+            detect_family(&parse_os_release("ID=alpine\n")),
+            Some(Family::Alpine)
+        );
+        assert_eq!(detect_family(&parse_os_release("ID=nixos\n")), None);
+    }
+
+    /// Every template renders and is a well-formed Dockerfile: FROM the base first, known
+    /// instructions only, no secrets.
+    #[test]
+    fn templates_render_to_wellformed_dockerfiles() {
+        const INSTRUCTIONS: &[&str] = &["FROM", "RUN", "ARG", "ENV", "COPY", "LABEL", "SHELL"];
+        for family in Family::ALL {
+            let text = render(family, "sha256:abc").unwrap();
+            let mut first = None;
+            let mut continued = false;
+            for line in text.lines() {
+                let t = line.trim();
+                if t.is_empty() || t.starts_with('#') {
+                    continue;
+                }
+                if !continued {
+                    let word = t.split_whitespace().next().unwrap();
+                    assert!(
+                        INSTRUCTIONS.contains(&word),
+                        "{}: unknown instruction in `{t}`",
+                        family.name()
+                    );
+                    first.get_or_insert(t.to_string());
+                }
+                continued = t.ends_with('\\');
+            }
+            assert!(!continued, "{}: ends inside a continuation", family.name());
+            assert_eq!(first.unwrap(), "FROM sha256:abc", "{}", family.name());
+            let lower = text.to_lowercase();
+            assert!(
+                !lower.contains("password") && !lower.contains("chpasswd"),
+                "{}",
+                family.name()
+            );
+            // RUN lines run with `sh -c`: check the shell syntax with sh -n.
+            for run in text.split("\nRUN ").skip(1) {
+                let body: String = run
+                    .split("\n")
+                    .take_while(|l| !l.is_empty() && !l.starts_with("RUN"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let out = std::process::Command::new("sh")
+                    .args(["-n", "-c", &body])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}: {}\n{body}",
+                    family.name(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cache_tag_depends_on_base_and_template() {
+        assert_ne!(cache_tag("sha256:a", "x"), cache_tag("sha256:b", "x"));
+        assert_ne!(cache_tag("sha256:a", "x"), cache_tag("sha256:a", "y"));
+        assert!(cache_tag("a", "b").starts_with("c2vm-kernel:"));
+    }
+}

@@ -1,0 +1,430 @@
+//! Images from the Docker Engine API (crate `bollard`), connecting the way the docker CLI does
+//! (`DOCKER_HOST`, else the local socket). Pulls with per-layer progress, reads the image's config
+//! and `/etc/os-release` without running it, builds images from in-memory contexts, and streams
+//! `export` straight into the unpacker. Every container c2vm creates is removed again, on success,
+//! error and Ctrl-C alike.
+use crate::cli::PullPolicy;
+use crate::progress::{ProgressReader, Stage};
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::query_parameters as q;
+use bollard::Docker;
+use futures_util::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+/// What c2vm uses of an image's inspect data.
+#[derive(Debug, Clone, Default)]
+pub struct ImageDetails {
+    pub id: String,
+    pub os: String,
+    pub architecture: String,
+    pub size: u64,
+    pub env: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub user: String,
+    pub working_dir: String,
+    pub exposed_ports: Vec<String>,
+    pub volumes: Vec<String>,
+}
+
+pub struct Engine {
+    docker: Docker,
+    runtime: tokio::runtime::Runtime,
+    address: String,
+}
+
+/// Poll a stream, giving up with `Interrupted` when the user presses Ctrl-C.
+async fn next_or_interrupt<S: Stream + Unpin>(stream: &mut S) -> Result<Option<S::Item>> {
+    loop {
+        crate::interrupt::check()?;
+        if let Ok(item) = tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+            return Ok(item);
+        }
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl Engine {
+    /// Connect to `DOCKER_HOST` (or the default socket) and agree on an API version.
+    pub fn connect() -> Result<Engine> {
+        let address = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let how_to_start = "start one (`sudo systemctl start docker`, or `sudo dockerd &`) or point DOCKER_HOST at a running one";
+        let docker = Docker::connect_with_defaults()
+            .with_context(|| format!("cannot use the Docker address {address}; {how_to_start}"))?;
+        let docker = runtime
+            .block_on(async {
+                let docker =
+                    tokio::time::timeout(Duration::from_secs(15), docker.negotiate_version())
+                        .await??;
+                tokio::time::timeout(Duration::from_secs(15), docker.ping()).await??;
+                Ok::<_, anyhow::Error>(docker)
+            })
+            .map_err(|e| anyhow!("no Docker daemon answers at {address} ({e}); {how_to_start}"))?;
+        log::debug!(
+            "connected to Docker at {address}, API {:?}",
+            docker.client_version()
+        );
+        Ok(Engine {
+            docker,
+            runtime,
+            address,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Inspect `reference`, pulling it first as `policy` says.
+    pub fn ensure_image(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+        platform: &str,
+    ) -> Result<ImageDetails> {
+        let local = self.inspect(reference)?;
+        match (policy, local) {
+            (PullPolicy::Never, None) => bail!(
+                "image {reference} is not on the Docker daemon at {} and --pull never forbids pulling it; pull or build it first",
+                self.address
+            ),
+            (PullPolicy::Missing, Some(found)) | (PullPolicy::Never, Some(found)) => Ok(found),
+            _ => {
+                self.pull(reference, platform)?;
+                self.inspect(reference)?
+                    .ok_or_else(|| anyhow!("image {reference} was pulled but the daemon does not show it"))
+            }
+        }
+    }
+
+    pub fn inspect(&self, reference: &str) -> Result<Option<ImageDetails>> {
+        let result = self.runtime.block_on(self.docker.inspect_image(reference));
+        let inspect = match result {
+            Ok(i) => i,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("inspecting image {reference}")),
+        };
+        let config = inspect.config.unwrap_or_default();
+        Ok(Some(ImageDetails {
+            id: inspect.id.unwrap_or_default(),
+            os: inspect.os.unwrap_or_default(),
+            architecture: inspect.architecture.unwrap_or_default(),
+            size: inspect.size.unwrap_or(0).max(0) as u64,
+            env: config.env.unwrap_or_default(),
+            entrypoint: config.entrypoint.unwrap_or_default(),
+            cmd: config.cmd.unwrap_or_default(),
+            user: config.user.unwrap_or_default(),
+            working_dir: config.working_dir.unwrap_or_default(),
+            exposed_ports: config.exposed_ports.unwrap_or_default(),
+            volumes: config.volumes.unwrap_or_default(),
+        }))
+    }
+
+    /// Pull with a bar that sums every layer's download.
+    fn pull(&self, reference: &str, platform: &str) -> Result<()> {
+        let stage = Stage::bytes(&format!("Pulling {reference}"), 0);
+        let options = q::CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .platform(platform)
+            .build();
+        self.runtime.block_on(async {
+            let mut stream = self.docker.create_image(Some(options), None, None);
+            let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
+            while let Some(item) = next_or_interrupt(&mut stream).await? {
+                let info = item.map_err(|e| anyhow!("pulling {reference} failed: {e}; check the name, your network and registry login (`docker login`)"))?;
+                if let Some(detail) = info.error_detail {
+                    bail!("pulling {reference} failed: {}", detail.message.unwrap_or_default());
+                }
+                if let (Some(id), Some(p)) = (info.id, info.progress_detail) {
+                    if let (Some(cur), Some(total)) = (p.current, p.total) {
+                        if info.status.as_deref() == Some("Downloading") {
+                            layers.insert(id, (cur.max(0) as u64, total.max(0) as u64));
+                            stage.set_length(layers.values().map(|l| l.1).sum());
+                            stage.set_position(layers.values().map(|l| l.0).sum());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        stage.done();
+        Ok(())
+    }
+
+    /// Create (never start) a container of `image`; removed when the guard drops.
+    pub fn create_container(&self, image: &str) -> Result<ContainerGuard<'_>> {
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image.to_string()),
+            // Images without CMD cannot be created without one; it is never run.
+            cmd: Some(vec!["/c2vm-never-runs".to_string()]),
+            entrypoint: Some(vec![]),
+            network_disabled: Some(true),
+            ..Default::default()
+        };
+        let created = self
+            .runtime
+            .block_on(self.docker.create_container(None, body))
+            .with_context(|| format!("creating a container of {image}"))?;
+        Ok(ContainerGuard {
+            engine: self,
+            id: created.id,
+        })
+    }
+
+    /// Read one file of an image through the archive endpoint, following symlinks
+    /// (`/etc/os-release -> ../usr/lib/os-release`). `None` if it does not exist.
+    pub fn read_file(&self, container: &ContainerGuard, path: &str) -> Result<Option<Vec<u8>>> {
+        let mut path = path.to_string();
+        for _ in 0..8 {
+            let options = q::ContainerArchiveInfoOptionsBuilder::default()
+                .path(&path)
+                .build();
+            let info = match self.runtime.block_on(
+                self.docker
+                    .get_container_archive_info(&container.id, Some(options)),
+            ) {
+                Ok(i) => i,
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("looking up {path} in the image")),
+            };
+            if !info.link_target.is_empty() {
+                let target = Path::new(&path)
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .join(&info.link_target);
+                path = target.to_string_lossy().into_owned();
+                continue;
+            }
+            let options = q::DownloadFromContainerOptionsBuilder::default()
+                .path(&path)
+                .build();
+            let bytes = self.runtime.block_on(async {
+                let mut stream = self
+                    .docker
+                    .download_from_container(&container.id, Some(options));
+                let mut all = Vec::new();
+                while let Some(chunk) = next_or_interrupt(&mut stream).await? {
+                    all.extend_from_slice(
+                        &chunk.with_context(|| format!("reading {path} from the image"))?,
+                    );
+                }
+                Ok::<_, anyhow::Error>(all)
+            })?;
+            let mut archive = tar::Archive::new(bytes.as_slice());
+            let mut entries = archive
+                .entries()
+                .context("reading the archive Docker sent")?;
+            let mut entry = entries
+                .next()
+                .context("Docker sent an empty archive")?
+                .context("reading the archive Docker sent")?;
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data)?;
+            return Ok(Some(data));
+        }
+        bail!("too many symlinks while reading {path} from the image")
+    }
+
+    /// Build an image from a Dockerfile and an in-memory context; returns the image id.
+    pub fn build(
+        &self,
+        context_tar: Vec<u8>,
+        dockerfile: &str,
+        tag: &str,
+        build_args: &HashMap<String, String>,
+        label: &str,
+    ) -> Result<String> {
+        let stage = Stage::spinner(label);
+        let options = q::BuildImageOptionsBuilder::default()
+            .dockerfile(dockerfile)
+            .t(tag)
+            .rm(true)
+            // Without forcerm a failed build leaves its intermediate container behind.
+            .forcerm(true)
+            .buildargs(build_args)
+            .build();
+        let verbose = log::log_enabled!(log::Level::Debug);
+        let mut log_tail: Vec<String> = Vec::new();
+        let id = self.runtime.block_on(async {
+            let body = bollard::body_full(context_tar.into());
+            let mut stream = self.docker.build_image(options, None, Some(body));
+            let mut id = None;
+            while let Some(item) = next_or_interrupt(&mut stream).await? {
+                let info = match item {
+                    Ok(i) => i,
+                    Err(e) => bail!("{label} failed: {e}\n{}", log_tail.join("\n")),
+                };
+                if let Some(text) = info.stream {
+                    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                        if verbose {
+                            stage.println(line);
+                        }
+                        stage.message(line.chars().take(70).collect::<String>().as_str());
+                        log_tail.push(line.to_string());
+                        if log_tail.len() > 25 {
+                            log_tail.remove(0);
+                        }
+                    }
+                }
+                if let Some(detail) = info.error_detail {
+                    bail!(
+                        "{label} failed: {}\n{}",
+                        detail.message.unwrap_or_default(),
+                        log_tail.join("\n")
+                    );
+                }
+                if let Some(image) = info.aux {
+                    id = image.id;
+                }
+            }
+            Ok::<_, anyhow::Error>(id)
+        })?;
+        stage.done();
+        match id {
+            Some(id) => Ok(id),
+            None => self
+                .inspect(tag)?
+                .map(|d| d.id)
+                .ok_or_else(|| anyhow!("the build produced no image")),
+        }
+    }
+
+    /// Stream `docker export` of a container of `image` into the unpacker (no tar file on disk).
+    pub fn export_into(
+        &self,
+        image: &ImageDetails,
+        dest: &Path,
+    ) -> Result<crate::rootfs::unpack::UnpackStats> {
+        let container = self.create_container(&image.id)?;
+        let stage = Stage::bytes("Exporting and unpacking the image", image.size);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<bytes::Bytes>>(64);
+        let docker = self.docker.clone();
+        let id = container.id.clone();
+        let pump = self.runtime.spawn(async move {
+            let mut stream = docker.export_container(&id);
+            while let Some(chunk) = stream.next().await {
+                let item =
+                    chunk.map_err(|e| std::io::Error::other(format!("Docker export failed: {e}")));
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
+                    break; // the unpacker stopped (error or Ctrl-C)
+                }
+            }
+        });
+        let reader = ChannelReader {
+            rx,
+            current: bytes::Bytes::new(),
+        };
+        let result = crate::rootfs::unpack::unpack(
+            std::io::BufReader::with_capacity(1 << 20, ProgressReader::new(reader, &stage)),
+            dest,
+        );
+        pump.abort();
+        let stats = result?;
+        stage.done();
+        container.remove()?;
+        Ok(stats)
+    }
+
+    pub fn remove_container(&self, id: &str) -> Result<()> {
+        let options = q::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self
+            .runtime
+            .block_on(self.docker.remove_container(id, Some(options)))
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing container {id}")),
+        }
+    }
+}
+
+/// A container c2vm created; removed on drop (errors and Ctrl-C included).
+pub struct ContainerGuard<'a> {
+    engine: &'a Engine,
+    pub id: String,
+}
+
+impl ContainerGuard<'_> {
+    /// Remove now, reporting failure.
+    pub fn remove(mut self) -> Result<()> {
+        let id = std::mem::take(&mut self.id);
+        self.engine.remove_container(&id)
+    }
+}
+
+impl Drop for ContainerGuard<'_> {
+    fn drop(&mut self) {
+        if !self.id.is_empty() {
+            if let Err(e) = self.engine.remove_container(&self.id) {
+                log::warn!("could not remove container {}: {e:#}", self.id);
+            }
+        }
+    }
+}
+
+/// Blocking reader over chunks sent by the async export task.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(chunk) => self.current = chunk?,
+                Err(_) => return Ok(0), // sender finished: end of stream
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// A tar of one in-memory file, the build context for a rendered Dockerfile.
+pub fn context_with_dockerfile(name: &str, text: &str) -> Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(text.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_cksum();
+    builder.append_data(&mut header, name, text.as_bytes())?;
+    Ok(builder.into_inner()?)
+}
+
+/// A tar of a build context directory (symlinks kept as symlinks).
+pub fn context_from_dir(dir: &Path) -> Result<Vec<u8>> {
+    if !dir.is_dir() {
+        bail!("the build context {} is not a directory", dir.display());
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder
+        .append_dir_all(".", dir)
+        .with_context(|| format!("packing the build context {}", dir.display()))?;
+    Ok(builder.into_inner()?)
+}

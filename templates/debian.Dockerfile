@@ -1,0 +1,24 @@
+# c2vm kernel layer for Debian 10+ (and derivatives without their own template).
+# Adds a kernel with an initramfs (Debian's MODULES=most has virtio, nvme, ahci, ext4, vfat),
+# systemd as init, udev, and DHCP on the first NIC with systemd-networkd (bookworm ships
+# systemd-resolved as its own package, older releases inside systemd); wait-online waits for any
+# one link, not all. Nothing secret.
+FROM {{ base_image }}
+ARG DEBIAN_FRONTEND=noninteractive
+RUN set -eux; \
+    apt-get update; \
+    extra=""; \
+    if apt-cache show systemd-resolved >/dev/null 2>&1; then extra="systemd-resolved"; fi; \
+    apt-get install -y --no-install-recommends \
+        linux-image-amd64 initramfs-tools systemd systemd-sysv udev dbus iproute2 \
+        login passwd kmod $extra; \
+    apt-get clean; \
+    rm -rf /var/lib/apt/lists/*
+RUN set -eux; \
+    mkdir -p /etc/systemd/network; \
+    printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' > /etc/systemd/network/80-c2vm-dhcp.network; \
+    systemctl enable systemd-networkd.service; \
+    if [ -e /lib/systemd/system/systemd-resolved.service ]; then systemctl enable systemd-resolved.service; fi; \
+    mkdir -p /etc/systemd/system/systemd-networkd-wait-online.service.d; \
+    printf '[Service]\nExecStart=\nExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30\n' \
+        > /etc/systemd/system/systemd-networkd-wait-online.service.d/c2vm.conf

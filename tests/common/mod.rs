@@ -1,0 +1,125 @@
+//! Shared helpers for the end-to-end tests: the real binary, real tools, real boots.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub const MIB: u64 = 1024 * 1024;
+pub const PASSWORD: &str = "c2vm-Test-pw-4711";
+
+pub fn c2vm() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_c2vm"));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running a command");
+    eprintln!(
+        "$ {:?}\n--- stderr ---\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Run a host tool and return its stdout, failing the test if it fails.
+pub fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The debootstrap test root filesystem (built once and cached by scripts/make-test-rootfs).
+pub fn test_rootfs() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Ok(p) = std::env::var("C2VM_TEST_ROOTFS") {
+            return PathBuf::from(p);
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-test-rootfs");
+        let out = Command::new(&script)
+            .output()
+            .expect("running scripts/make-test-rootfs");
+        assert!(
+            out.status.success(),
+            "scripts/make-test-rootfs failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    })
+    .clone()
+}
+
+/// A directory for one test; checked empty afterwards by the tests that care.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("c2vm-test.")
+        .tempdir()
+        .expect("temp dir")
+}
+
+pub fn password_file(dir: &Path) -> PathBuf {
+    let p = dir.join("password");
+    std::fs::write(&p, format!("{PASSWORD}\n")).unwrap();
+    p
+}
+
+/// Names in `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Boot `disk`, log in as root and run `cmd`; returns (status, stdout).
+pub fn boot_exec(disk: &Path, firmware: &str, pw: &Path, cmd: &str) -> (i32, String) {
+    let out = run(c2vm()
+        .args([
+            "run",
+            "--firmware",
+            firmware,
+            "--login",
+            "root",
+            "--timeout",
+            "420",
+            "--exec",
+            cmd,
+        ])
+        .arg("--password-file")
+        .arg(pw)
+        .arg(disk));
+    (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+/// Byte offset of partition `n` (1-based) read back with `sfdisk --json`.
+pub fn partition_offset(disk: &Path, n: usize) -> u64 {
+    let json: serde_json::Value =
+        serde_json::from_str(&tool("sfdisk", &["--json", disk.to_str().unwrap()])).unwrap();
+    json["partitiontable"]["partitions"][n - 1]["start"]
+        .as_u64()
+        .unwrap()
+        * 512
+}

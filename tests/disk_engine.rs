@@ -1,0 +1,213 @@
+//! The disk engine end to end: a debootstrap root filesystem tarball becomes a GPT disk, read back
+//! with independent tools (sfdisk, e2fsck, fsck.fat, debugfs, qemu-img) and booted under QEMU on
+//! BIOS and UEFI, where a login on the serial console checks what a user would.
+mod common;
+use common::*;
+use std::path::Path;
+
+/// What the guest reports: `/` ext4 rw, `/boot/efi` the vfat ESP, setuid kept, our hostname,
+/// the hardlink pair and setgid dir from the test tree, and which firmware booted it.
+const GUEST_CHECKS: &str = "findmnt -no FSTYPE,OPTIONS /; findmnt -no FSTYPE /boot/efi; \
+    stat -c %a /usr/bin/passwd; hostname; stat -c '%h %i' /opt/c2vm-test/link-a /opt/c2vm-test/link-b; \
+    stat -c '%a %u:%g' /opt/c2vm-test/setgid-dir; test -d /sys/firmware/efi && echo uefi || echo bios; \
+    cat /etc/machine-id | wc -c";
+
+fn assert_guest(out: &str, firmware: &str) {
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 9, "guest output: {out}");
+    assert!(
+        lines[0].starts_with("ext4") && lines[0].contains("rw"),
+        "root: {}",
+        lines[0]
+    );
+    assert_eq!(lines[1].trim(), "vfat", "ESP");
+    assert_eq!(lines[2].trim(), "4755", "passwd mode");
+    assert_eq!(lines[3].trim(), "vm-under-test");
+    let a: Vec<&str> = lines[4].split_whitespace().collect();
+    let b: Vec<&str> = lines[5].split_whitespace().collect();
+    assert_eq!((a[0], b[0]), ("2", "2"), "hardlink count");
+    assert_eq!(a[1], b[1], "hardlinks share an inode");
+    assert_eq!(lines[6].trim(), "2775 1000:1000");
+    assert_eq!(lines[7].trim(), firmware);
+    assert_eq!(lines[8].trim(), "33", "systemd wrote a fresh machine-id");
+}
+
+fn convert(out: &Path, extra: &[&str], work: &Path) -> std::process::Output {
+    let pw = password_file(work);
+    run(c2vm()
+        .arg("convert")
+        .arg(format!("rootfs:{}", test_rootfs().display()))
+        .arg("-o")
+        .arg(out)
+        .arg("--password-file")
+        .arg(&pw)
+        .args(["--hostname", "vm-under-test", "--workdir"])
+        .arg(work)
+        .args(extra))
+}
+
+#[test]
+fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
+    let dir = scratch();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let disk = dir.path().join("disk.img");
+    let out = convert(&disk, &[], &work);
+    assert!(out.status.success(), "convert failed: {}", stderr(&out));
+    assert_eq!(
+        listing(&work),
+        vec!["password"],
+        "the work dir holds nothing but our password file"
+    );
+    assert_eq!(
+        listing(dir.path()),
+        vec!["disk.img", "work"],
+        "no temporary output left beside the disk"
+    );
+
+    // The partition table, read back by sfdisk.
+    let json: serde_json::Value =
+        serde_json::from_str(&tool("sfdisk", &["--json", disk.to_str().unwrap()])).unwrap();
+    let table = &json["partitiontable"];
+    assert_eq!(table["label"], "gpt");
+    let parts = table["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    assert_eq!(parts[0]["start"], 2048);
+    assert_eq!(parts[0]["size"], 256 * 2048);
+    assert!(parts[0]["attrs"]
+        .as_str()
+        .unwrap_or("")
+        .contains("LegacyBIOSBootable"));
+    assert_eq!(parts[1]["type"], "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
+    assert_eq!(
+        parts[1]["start"].as_u64().unwrap() % 2048,
+        0,
+        "root is 1 MiB aligned"
+    );
+    assert!(tool("sgdisk", &["-v", disk.to_str().unwrap()]).contains("No problems found"));
+    // SYSLINUX's gptmbr.bin is the MBR boot code.
+    let mbr = std::fs::read("/usr/lib/syslinux/mbr/gptmbr.bin").unwrap();
+    let head = std::fs::read(&disk).map(|d| d[..440].to_vec()).unwrap();
+    assert_eq!(head, mbr[..440]);
+    // Sparse: far less allocated than the apparent size.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&disk).unwrap();
+    assert!(
+        meta.blocks() * 512 < meta.len() * 3 / 4,
+        "raw output should be sparse"
+    );
+
+    // ext4: clean, pinned features, and the file metadata debugfs sees.
+    let root_off = partition_offset(&disk, 2);
+    let img = format!("{}?offset={root_off}", disk.display());
+    tool("e2fsck", &["-fn", &img]);
+    let features = tool("dumpe2fs", &["-h", &img]);
+    assert!(
+        !features.contains("orphan_file") && !features.contains("metadata_csum_seed"),
+        "{features}"
+    );
+    let stat = tool("debugfs", &["-R", "stat /usr/bin/passwd", &img]);
+    assert!(stat.contains("Mode:  04755"), "{stat}");
+    let caps = tool("debugfs", &["-R", "ea_list /opt/c2vm-test/cap-file", &img]);
+    assert!(
+        caps.contains("security.capability") && caps.contains("user.c2vm = \"hello\""),
+        "{caps}"
+    );
+    let fifo = tool("debugfs", &["-R", "stat /opt/c2vm-test/fifo", &img]);
+    assert!(fifo.contains("Type: FIFO"), "{fifo}");
+    let null = tool("debugfs", &["-R", "stat /dev/null", &img]);
+    assert!(null.contains("Type: character special"), "{null}");
+    let shadow = tool("debugfs", &["-R", "cat /etc/shadow", &img]);
+    assert!(shadow.starts_with("root:$6$") && !shadow.contains(PASSWORD));
+    let console = tool("debugfs", &["-R", "stat /dev/console", &img]);
+    assert!(
+        !console.contains("Type: regular"),
+        "no regular file at /dev/console"
+    );
+
+    // The ESP: clean FAT32 with kernel, initramfs and both loaders.
+    let esp = dir.path().join("esp.fat");
+    let esp_off = partition_offset(&disk, 1);
+    tool(
+        "dd",
+        &[
+            &format!("if={}", disk.display()),
+            &format!("of={}", esp.display()),
+            "bs=1M",
+            &format!("skip={}", esp_off / MIB),
+            "count=256",
+            "status=none",
+        ],
+    );
+    let fsck = tool("fsck.fat", &["-n", esp.to_str().unwrap()]);
+    assert!(
+        !fsck.contains("differences") && !fsck.to_lowercase().contains("error"),
+        "{fsck}"
+    );
+    let files = tool("mdir", &["-i", esp.to_str().unwrap(), "-/", "-b", "::"]);
+    for f in [
+        "::/vmlinuz",
+        "::/initrd.img",
+        "::/ldlinux.sys",
+        "::/syslinux/syslinux.cfg",
+        "::/EFI/BOOT/BOOTX64.EFI",
+        "::/loader/loader.conf",
+        "::/loader/entries/c2vm.conf",
+    ] {
+        assert!(
+            files.lines().any(|l| l.eq_ignore_ascii_case(f)
+                || l.eq_ignore_ascii_case(&f.replace("ldlinux.sys", "syslinux/ldlinux.sys"))),
+            "{f} missing from the ESP:\n{files}"
+        );
+    }
+    std::fs::remove_file(&esp).unwrap();
+
+    let pw = password_file(dir.path());
+    let (code, out) = boot_exec(&disk, "bios", &pw, GUEST_CHECKS);
+    assert_eq!(code, 0, "BIOS boot: {out}");
+    assert_guest(&out, "bios");
+    let (code, out) = boot_exec(&disk, "uefi", &pw, GUEST_CHECKS);
+    assert_eq!(code, 0, "UEFI boot: {out}");
+    assert_guest(&out, "uefi");
+}
+
+#[test]
+fn grub_qcow2_image_boots_on_bios_and_uefi() {
+    let dir = scratch();
+    let disk = dir.path().join("disk.qcow2");
+    let out = convert(&disk, &["--bootloader", "grub"], dir.path());
+    assert!(out.status.success(), "convert failed: {}", stderr(&out));
+    let info: serde_json::Value = serde_json::from_str(&tool(
+        "qemu-img",
+        &["info", "--output=json", disk.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(info["format"], "qcow2");
+    tool("qemu-img", &["check", disk.to_str().unwrap()]);
+    let pw = password_file(dir.path());
+    let (code, out) = boot_exec(&disk, "bios", &pw, GUEST_CHECKS);
+    assert_eq!(code, 0, "GRUB BIOS boot: {out}");
+    assert_guest(&out, "bios");
+    let (code, out) = boot_exec(&disk, "uefi", &pw, GUEST_CHECKS);
+    assert_eq!(code, 0, "GRUB UEFI boot: {out}");
+    assert_guest(&out, "uefi");
+}
+
+#[test]
+fn exec_returns_the_command_status_and_exact_stdout() {
+    // Uses a small dedicated convert so it can run beside the others.
+    let dir = scratch();
+    let disk = dir.path().join("disk.img");
+    let out = convert(&disk, &[], dir.path());
+    assert!(out.status.success(), "convert failed: {}", stderr(&out));
+    let pw = password_file(dir.path());
+    let (code, out) = boot_exec(
+        &disk,
+        "bios",
+        &pw,
+        "printf 'a b\\n\\tc'; echo oops >&2; exit 7",
+    );
+    assert_eq!(code, 7);
+    assert_eq!(out, "a b\n\tc");
+}
