@@ -110,10 +110,12 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
     let stat = tool("debugfs", &["-R", "stat /usr/bin/passwd", &img]);
     assert!(stat.contains("Mode:  04755"), "{stat}");
     let caps = tool("debugfs", &["-R", "ea_list /opt/c2vm-test/cap-file", &img]);
+    // cap_net_raw+ep as vfs_cap_data revision 2, and a user xattr, carried through tar and mke2fs
     assert!(
-        caps.contains("security.capability") && caps.contains("user.c2vm = \"hello\""),
+        caps.contains("security.capability (20) = 01 00 00 02 00 20 00 00"),
         "{caps}"
     );
+    assert!(caps.contains("user.c2vm (5) = \"hello\""), "{caps}");
     let fifo = tool("debugfs", &["-R", "stat /opt/c2vm-test/fifo", &img]);
     assert!(fifo.contains("Type: FIFO"), "{fifo}");
     let null = tool("debugfs", &["-R", "stat /dev/null", &img]);
@@ -145,19 +147,23 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
         !fsck.contains("differences") && !fsck.to_lowercase().contains("error"),
         "{fsck}"
     );
-    let files = tool("mdir", &["-i", esp.to_str().unwrap(), "-/", "-b", "::"]);
+    // -a: SYSLINUX marks ldlinux.sys hidden and system
+    let files = tool(
+        "mdir",
+        &["-i", esp.to_str().unwrap(), "-/", "-b", "-a", "::"],
+    );
     for f in [
         "::/vmlinuz",
         "::/initrd.img",
-        "::/ldlinux.sys",
+        "::/syslinux/ldlinux.sys",
+        "::/syslinux/ldlinux.c32",
         "::/syslinux/syslinux.cfg",
         "::/EFI/BOOT/BOOTX64.EFI",
         "::/loader/loader.conf",
         "::/loader/entries/c2vm.conf",
     ] {
         assert!(
-            files.lines().any(|l| l.eq_ignore_ascii_case(f)
-                || l.eq_ignore_ascii_case(&f.replace("ldlinux.sys", "syslinux/ldlinux.sys"))),
+            files.lines().any(|l| l == f),
             "{f} missing from the ESP:\n{files}"
         );
     }
@@ -210,4 +216,102 @@ fn exec_returns_the_command_status_and_exact_stdout() {
     );
     assert_eq!(code, 7);
     assert_eq!(out, "a b\n\tc");
+}
+
+#[test]
+fn bad_input_fails_clearly_and_leaves_nothing_behind() {
+    let dir = scratch();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = dir.path().join("out.img");
+    let attempt = |source: String, extra: &[&str]| {
+        let o = run(c2vm()
+            .arg("convert")
+            .arg(&source)
+            .arg("-o")
+            .arg(&out)
+            .arg("--workdir")
+            .arg(&work)
+            .args(extra));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(err.lines().any(|l| l.starts_with("c2vm: error:")), "{err}");
+        assert!(!out.exists());
+        assert_eq!(listing(&work), Vec::<String>::new(), "work dir left dirty");
+        err
+    };
+    // A tarball without a kernel.
+    let nokernel = dir.path().join("nokernel.tar");
+    tool(
+        "tar",
+        &[
+            "-C",
+            "/usr/share/doc",
+            "-cf",
+            nokernel.to_str().unwrap(),
+            "e2fsprogs",
+        ],
+    );
+    let err = attempt(format!("rootfs:{}", nokernel.display()), &[]);
+    assert!(err.contains("no kernel found"), "{err}");
+    // A truncated one and random bytes.
+    let truncated = dir.path().join("truncated.tar");
+    let full = std::fs::read(test_rootfs()).unwrap();
+    std::fs::write(&truncated, &full[..full.len() / 3 + 100]).unwrap();
+    drop(full);
+    let err = attempt(format!("rootfs:{}", truncated.display()), &[]);
+    assert!(err.contains("corrupt or truncated"), "{err}");
+    let noise = dir.path().join("noise.tar");
+    std::fs::write(
+        &noise,
+        (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    attempt(format!("rootfs:{}", noise.display()), &[]);
+    let err = attempt(
+        format!("rootfs:{}", dir.path().join("missing.tar").display()),
+        &[],
+    );
+    assert!(err.contains("missing.tar"), "{err}");
+    // Too small: names the smallest size that fits, before mke2fs runs.
+    let err = attempt(
+        format!("rootfs:{}", test_rootfs().display()),
+        &["--size", "400M"],
+    );
+    assert!(
+        err.contains("too small") && err.contains("at least"),
+        "{err}"
+    );
+    // Not a size.
+    let err = attempt(
+        format!("rootfs:{}", test_rootfs().display()),
+        &["--size", "lots"],
+    );
+    assert!(err.contains("--size"), "{err}");
+    for f in [&nokernel, &truncated, &noise] {
+        std::fs::remove_file(f).unwrap();
+    }
+    // An existing output is not overwritten without --force.
+    std::fs::write(&out, "precious").unwrap();
+    let o = run(c2vm()
+        .arg("convert")
+        .arg(format!("rootfs:{}", test_rootfs().display()))
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "precious");
+    // An output directory that does not exist fails at once.
+    let o = run(c2vm()
+        .arg("convert")
+        .arg(format!("rootfs:{}", test_rootfs().display()))
+        .arg("-o")
+        .arg(dir.path().join("nope/x.img")));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    // Usage errors exit 2.
+    let o = run(c2vm().arg("convert"));
+    assert_eq!(o.status.code(), Some(2));
 }

@@ -49,6 +49,77 @@ pub fn configure(guest: &GuestRoot, cfg: &GuestConfig) -> Result<()> {
             Perms::root(0o600),
         )?;
     }
+    setup_sshd(guest, cfg.ssh_key.is_some())?;
+    Ok(())
+}
+
+const SYSTEMD_UNIT_DIRS: &[&str] = &["/lib/systemd/system", "/usr/lib/systemd/system"];
+
+pub fn is_systemd(guest: &GuestRoot) -> Result<bool> {
+    Ok(
+        guest.is_regular("/lib/systemd/systemd")?
+            || guest.is_regular("/usr/lib/systemd/systemd")?,
+    )
+}
+
+/// Where `unit` is installed in the guest, if anywhere.
+fn find_unit(guest: &GuestRoot, unit: &str) -> Result<Option<String>> {
+    for dir in SYSTEMD_UNIT_DIRS {
+        let path = format!("{dir}/{unit}");
+        if guest.stat(&path)?.is_some() {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// Enable `unit` for multi-user.target the way `systemctl enable` does.
+fn enable_unit(guest: &GuestRoot, unit: &str, unit_path: &str) -> Result<()> {
+    guest.symlink(
+        &format!("/etc/systemd/system/multi-user.target.wants/{unit}"),
+        unit_path,
+    )
+}
+
+const SSH_HOSTKEYS_UNIT: &str = "\
+[Unit]
+Description=Generate SSH host keys for this machine (c2vm)
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+Before=ssh.service sshd.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// An image with sshd: host keys baked in at build time would be shared by every VM made from
+/// it, so they go, and a first-boot unit makes new ones. With --ssh-key, sshd is enabled.
+fn setup_sshd(guest: &GuestRoot, enable: bool) -> Result<()> {
+    if !guest.is_regular("/usr/sbin/sshd")? {
+        return Ok(());
+    }
+    for name in guest.list("/etc/ssh")? {
+        if name.starts_with("ssh_host_") && name.contains("_key") {
+            guest.remove(&format!("/etc/ssh/{name}"))?;
+        }
+    }
+    if !is_systemd(guest)? {
+        return Ok(()); // other inits (Alpine's OpenRC sshd) make missing host keys themselves
+    }
+    let unit = "/etc/systemd/system/c2vm-ssh-hostkeys.service";
+    guest.write(unit, SSH_HOSTKEYS_UNIT.as_bytes(), Perms::root(0o644))?;
+    enable_unit(guest, "c2vm-ssh-hostkeys.service", unit)?;
+    if enable {
+        for name in ["ssh.service", "sshd.service"] {
+            if let Some(path) = find_unit(guest, name)? {
+                enable_unit(guest, name, &path)?;
+                break;
+            }
+        }
+    }
     Ok(())
 }
 

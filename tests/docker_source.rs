@@ -1,0 +1,226 @@
+//! Images from a real Docker daemon: convert `debian:latest`, boot on BIOS and UEFI, log in and
+//! check what a user would (release, systemd state, DHCP address, hostname, machine-id, SSH key);
+//! `c2vm build`; and that no container or secret is left in the daemon.
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// Conversions talk to one daemon; serialising them makes "no container left" exact.
+static DOCKER: Mutex<()> = Mutex::new(());
+
+fn docker(args: &[&str]) -> String {
+    tool("docker", args)
+}
+
+fn containers() -> String {
+    docker(&["ps", "-aq", "--no-trunc"])
+}
+
+const CHECKS: &str =
+    "grep ^VERSION_CODENAME= /etc/os-release; systemctl is-system-running --wait; \
+    ip -4 -o addr show scope global | awk '{print $4}'; hostname; cat /root/.ssh/authorized_keys; \
+    cat /etc/machine-id";
+
+fn convert_image(image: &str, out: &Path, hostname: &str, key: &Path, dir: &Path) -> String {
+    let pw = password_file(dir);
+    let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let before = containers();
+    let output = run(c2vm()
+        .args(["convert", image, "-o"])
+        .arg(out)
+        .arg("--password-file")
+        .arg(&pw)
+        .arg("--ssh-key")
+        .arg(key)
+        .args(["--hostname", hostname]));
+    assert!(
+        output.status.success(),
+        "convert {image} failed: {}",
+        stderr(&output)
+    );
+    assert_eq!(containers(), before, "c2vm left a container behind");
+    stderr(&output)
+}
+
+fn check_guest(out: &str, hostname: &str) -> String {
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 6, "guest said: {out}");
+    assert_eq!(lines[0], "VERSION_CODENAME=bookworm");
+    assert_eq!(lines[1], "running", "systemctl is-system-running");
+    assert_eq!(
+        lines[2], "10.0.2.15/24",
+        "DHCP address from QEMU's user network"
+    );
+    assert_eq!(lines[3], hostname);
+    assert_eq!(
+        lines[4],
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGM2dm0tdGVzdC1rZXktbm90LXJlYWwtYnV0LWZpbmU c2vm-test"
+    );
+    assert_eq!(lines[5].len(), 32, "machine-id: {}", lines[5]);
+    lines[5].to_string()
+}
+
+fn ssh_key(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("key.pub");
+    std::fs::write(&p, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGM2dm0tdGVzdC1rZXktbm90LXJlYWwtYnV0LWZpbmU c2vm-test\n").unwrap();
+    p
+}
+
+#[test]
+fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
+    let dir = scratch();
+    let key = ssh_key(dir.path());
+    let a = dir.path().join("a.qcow2");
+    let b = dir.path().join("b.img");
+    convert_image("debian:latest", &a, "vm-a", &key, dir.path());
+    let log = convert_image("debian:latest", &b, "vm-b", &key, dir.path());
+    assert!(
+        log.contains("Reusing the kernel image"),
+        "second convert should reuse the kernel build:\n{log}"
+    );
+    tool("qemu-img", &["check", a.to_str().unwrap()]);
+
+    let pw = password_file(dir.path());
+    let (code, out) = boot_exec(&a, "bios", &pw, CHECKS);
+    assert_eq!(code, 0, "{out}");
+    let id_a = check_guest(&out, "vm-a");
+    let (code, out) = boot_exec(&b, "uefi", &pw, CHECKS);
+    assert_eq!(code, 0, "{out}");
+    let id_b = check_guest(&out, "vm-b");
+    assert_ne!(
+        id_a, id_b,
+        "two VMs from two converts must not share a machine-id"
+    );
+
+    // The password is in no image the daemon holds (history of every layer).
+    for image in docker(&["images", "-aq"]).lines() {
+        let history = docker(&["history", "--no-trunc", image]);
+        assert!(
+            !history.contains(PASSWORD),
+            "password found in the history of {image}"
+        );
+    }
+}
+
+#[test]
+fn build_of_a_small_dockerfile_boots_and_shows_its_file() {
+    let dir = scratch();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("marker.txt"), "made-by-c2vm-build\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM debian:latest\n\
+        RUN apt-get update && apt-get install -y --no-install-recommends jq && rm -rf /var/lib/apt/lists/*\n\
+        COPY marker.txt /etc/c2vm-marker\n").unwrap();
+    let out = dir.path().join("built.qcow2");
+    let pw = password_file(dir.path());
+    {
+        let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+        let before = containers();
+        let o = run(c2vm()
+            .arg("build")
+            .arg(&ctx)
+            .arg("-o")
+            .arg(&out)
+            .arg("--password-file")
+            .arg(&pw));
+        assert!(o.status.success(), "build failed: {}", stderr(&o));
+        assert_eq!(containers(), before, "c2vm build left a container behind");
+    }
+    let (code, stdout) = boot_exec(
+        &out,
+        "bios",
+        &pw,
+        "cat /etc/c2vm-marker; echo '{\"a\":41}' | jq .a",
+    );
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(stdout, "made-by-c2vm-build\n41\n");
+}
+
+#[test]
+fn docker_errors_are_clear_and_leave_nothing_behind() {
+    let dir = scratch();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = dir.path().join("x.img");
+    let attempt = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut cmd = c2vm();
+        cmd.arg("convert")
+            .args(args)
+            .arg("-o")
+            .arg(&out)
+            .arg("--workdir")
+            .arg(&work);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let o = run(&mut cmd);
+        assert_eq!(o.status.code(), Some(1), "should fail with exit code 1");
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists(), "no output on failure");
+        assert_eq!(listing(&work), Vec::<String>::new(), "work dir left dirty");
+        assert_eq!(
+            listing(dir.path()),
+            vec!["work"],
+            "temporary output left beside the target"
+        );
+        err
+    };
+    let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let before = containers();
+
+    let err = attempt(&["c2vm-no-such-image:nope", "--pull", "never"], None);
+    assert!(
+        err.contains("not on the Docker daemon") && err.contains("--pull never"),
+        "{err}"
+    );
+    let err = attempt(&["c2vm-no-such-image:nope"], None);
+    assert!(
+        err.contains("pulling c2vm-no-such-image:nope failed"),
+        "{err}"
+    );
+    let err = attempt(
+        &["debian:latest"],
+        Some(("DOCKER_HOST", "unix:///nonexistent/docker.sock")),
+    );
+    assert!(
+        err.contains("no Docker daemon answers at unix:///nonexistent/docker.sock"),
+        "{err}"
+    );
+    let err = attempt(&["debian:latest", "--platform", "linux/arm64"], None);
+    assert!(err.contains("linux/amd64"), "{err}");
+
+    // An image with no os-release: c2vm cannot pick a kernel template.
+    let tarball = dir.path().join("noos.tar");
+    tool(
+        "tar",
+        &[
+            "-C",
+            "/usr/share/doc",
+            "-cf",
+            tarball.to_str().unwrap(),
+            "e2fsprogs",
+        ],
+    );
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker import -c 'CMD [\"/x\"]' {} c2vm-test-noos:latest >/dev/null",
+            tarball.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_file(&tarball).unwrap();
+    let err = attempt(&["c2vm-test-noos:latest"], None);
+    assert!(
+        err.contains("no /etc/os-release") && err.contains("--no-kernel"),
+        "{err}"
+    );
+    let err = attempt(&["c2vm-test-noos:latest", "--no-kernel"], None);
+    assert!(err.contains("no kernel found"), "{err}");
+    docker(&["rmi", "c2vm-test-noos:latest"]);
+    assert_eq!(containers(), before, "a container was left behind");
+}
