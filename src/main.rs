@@ -10,9 +10,9 @@ fn main() {
         Err(err) => {
             let code = c2vm::exit_code_for(&err);
             if code == c2vm::EXIT_INTERRUPTED {
-                eprintln!("c2vm: interrupted; cleaned up");
+                c2vm::progress::say("c2vm: interrupted; cleaned up");
             } else {
-                eprintln!("c2vm: error: {err:#}");
+                c2vm::progress::say(&format!("c2vm: error: {err:#}"));
             }
             std::process::exit(code);
         }

@@ -62,7 +62,6 @@ pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
         staging,
         mut timings,
     } = unpacked;
-    let started = std::time::Instant::now();
     let ids = Ids::random();
     let root = staging.root();
     let guest = GuestRoot::open(&root)?;
@@ -83,9 +82,8 @@ pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
     let kernel = crate::rootfs::boot_files::find(&guest)?;
     timings.add("setup", stage.done());
 
-    let stage = Stage::spinner("Sizing the disk");
-    let layout = plan_layout(&root, plan)?;
-    stage.done();
+    let usage = ext4::measure_tree(&root)?;
+    let layout = plan_layout(&usage, plan)?;
 
     // Raw output is written in place under its temporary name; other formats are converted from
     // a raw image in the scratch space.
@@ -109,7 +107,6 @@ pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
     gpt::write_table(&mut image, &layout, &ids.disk, &bootcode)?;
 
     let stage = Stage::spinner("Creating the ext4 root filesystem (mke2fs -d)");
-    let usage = ext4::measure_tree(&root)?;
     ext4::make(&ext4::Mkfs {
         image: &raw_path,
         offset: layout.root.start,
@@ -160,7 +157,6 @@ pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
     let allocated = std::fs::metadata(&plan.output)
         .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
         .unwrap_or(0);
-    let _ = started;
     note(&format!(
         "Wrote {} ({}, {} MiB, {} MiB allocated; root {} MiB, kernel {})",
         plan.output.display(),
@@ -192,12 +188,11 @@ fn peak_rss_mib(who: libc::c_int) -> u64 {
 }
 
 /// Work out the disk layout from `--size` and what the staging tree holds.
-fn plan_layout(root: &std::path::Path, plan: &DiskPlan) -> Result<Layout> {
+fn plan_layout(usage: &ext4::TreeUsage, plan: &DiskPlan) -> Result<Layout> {
     let bios_boot = plan.bootloader == crate::cli::Bootloader::Grub;
-    let usage = ext4::measure_tree(root)?;
-    let min_root = ext4::min_fs_size(&usage);
+    let min_root = ext4::min_fs_size(usage);
     match plan.size {
-        SizeRequest::Auto => Layout::for_root(ext4::auto_fs_size(&usage), plan.esp_size, bios_boot),
+        SizeRequest::Auto => Layout::for_root(ext4::auto_fs_size(usage), plan.esp_size, bios_boot),
         SizeRequest::Bytes(bytes) => {
             let smallest = Layout::for_root(min_root, plan.esp_size, bios_boot)?.disk_size;
             if bytes < smallest {

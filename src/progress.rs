@@ -72,7 +72,7 @@ impl Stage {
     fn start(label: &str, bar: ProgressBar) -> Stage {
         bar.set_message(label.to_string());
         if !fancy() && !quiet() {
-            eprintln!("==> {label}");
+            say(&format!("==> {label}"));
         }
         Stage {
             label: label.to_string(),
@@ -105,7 +105,7 @@ impl Stage {
         if fancy() {
             self.bar.println(line);
         } else {
-            eprintln!("{line}");
+            say(line);
         }
     }
 
@@ -114,7 +114,7 @@ impl Stage {
         let took = self.started.elapsed();
         self.bar.finish_and_clear();
         if !quiet() {
-            eprintln!("    {} ({:.1}s)", self.label, took.as_secs_f64());
+            say(&format!("    {} ({:.1}s)", self.label, took.as_secs_f64()));
         }
         took
     }
@@ -128,10 +128,17 @@ impl Drop for Stage {
     }
 }
 
+/// Write a line to stderr. A closed stderr (`c2vm ... 2>&1 | head`) is no reason to fail or
+/// panic halfway through writing a disk, so errors are ignored.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// A one-line note for people, on stderr, silenced by `-q`.
 pub fn note(line: &str) {
     if !quiet() {
-        eprintln!("{line}");
+        say(line);
     }
 }
 

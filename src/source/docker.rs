@@ -68,7 +68,7 @@ impl Engine {
             .context("starting the async runtime")?;
         let how_to_start = "start one (`sudo systemctl start docker`, or `sudo dockerd &`) or point DOCKER_HOST at a running one";
         let docker = Docker::connect_with_defaults()
-            .with_context(|| format!("cannot use the Docker address {address}; {how_to_start}"))?;
+            .map_err(|e| anyhow!("no Docker daemon answers at {address} ({e}); {how_to_start}"))?;
         let docker = runtime
             .block_on(async {
                 let docker =
