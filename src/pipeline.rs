@@ -58,6 +58,28 @@ pub struct Unpacked {
 
 /// Everything after the source: guest setup, disk, boot loaders, output.
 pub fn build_disk(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
+    build_disk_inner(unpacked, plan).map_err(|e| explain_full_disk(e, plan))
+}
+
+/// A full filesystem shows up deep in a tool's or library's error; say plainly what to do.
+fn explain_full_disk(err: anyhow::Error, plan: &DiskPlan) -> anyhow::Error {
+    let full = err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            == Some(libc::ENOSPC)
+            || c.to_string().contains("No space left on device")
+    });
+    if !full {
+        return err;
+    }
+    err.context(format!(
+        "no space left on device: free some space in {} (the output) or {} (--workdir), or write elsewhere",
+        crate::plan::output_dir(&plan.output).display(),
+        plan.workdir.display()
+    ))
+}
+
+fn build_disk_inner(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
     let Unpacked {
         staging,
         mut timings,
@@ -233,6 +255,12 @@ pub fn require_root() -> Result<()> {
 
 /// `rootfs:PATH` → staging tree.
 pub fn unpack_tarball(path: &std::path::Path, plan: &DiskPlan) -> Result<Unpacked> {
+    if plan.size != SizeRequest::Auto {
+        // An explicit --size that cannot fit fails now, not after unpacking (headers only: fast).
+        if let Ok(usage) = crate::source::tarball::estimate_usage(path) {
+            plan_layout(&usage, plan)?;
+        }
+    }
     let staging = Staging::create(&plan.workdir)?;
     std::fs::create_dir(staging.root()).context("creating the staging root")?;
     let mut timings = Timings::default();

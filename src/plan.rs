@@ -84,6 +84,7 @@ impl DiskPlan {
             append_cmdline: args.append_cmdline.trim().to_string(),
             workdir,
         };
+        crate::cmd::require("mke2fs")?;
         crate::boot::check_host_tools(plan.bootloader)?;
         crate::output::check_host_tools(plan.format)?;
         Ok(plan)

@@ -277,9 +277,14 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     );
     assert!(err.contains("missing.tar"), "{err}");
     // Too small: names the smallest size that fits, before mke2fs runs.
+    let started = std::time::Instant::now();
     let err = attempt(
         format!("rootfs:{}", test_rootfs().display()),
         &["--size", "400M"],
+    );
+    assert!(
+        started.elapsed().as_secs() < 4,
+        "a size that cannot fit must fail before unpacking"
     );
     assert!(
         err.contains("too small") && err.contains("at least"),
@@ -314,4 +319,100 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     // Usage errors exit 2.
     let o = run(c2vm().arg("convert"));
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// A tmpfs of `size` mounted at `dir` for the test's lifetime.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        tool(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ],
+        );
+        SmallFs(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
+    let dir = scratch();
+    let source = format!("rootfs:{}", test_rootfs().display());
+    // The work dir fills up while unpacking.
+    let small_work = SmallFs::mount(&dir.path().join("small-work"), "64M");
+    let out = dir.path().join("out.img");
+    let o = run(c2vm()
+        .args(["convert", &source, "-o"])
+        .arg(&out)
+        .arg("--workdir")
+        .arg(&small_work.0));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no space left"), "{err}");
+    assert_eq!(listing(&small_work.0), Vec::<String>::new());
+    assert!(!out.exists());
+    // The output dir fills up while writing the disk.
+    let small_out = SmallFs::mount(&dir.path().join("small-out"), "200M");
+    let out = small_out.0.join("out.img");
+    let o = run(c2vm().args(["convert", &source, "-o"]).arg(&out));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("space"), "{err}");
+    assert_eq!(
+        listing(&small_out.0),
+        Vec::<String>::new(),
+        "partial output left on the full disk"
+    );
+}
+
+#[test]
+fn a_missing_host_tool_is_named_with_its_package_before_any_work() {
+    let dir = scratch();
+    let source = format!("rootfs:{}", test_rootfs().display());
+    for (missing, package) in [
+        ("mke2fs", "e2fsprogs"),
+        ("syslinux", "syslinux"),
+        ("mcopy", "mtools"),
+        ("qemu-img", "qemu-utils"),
+    ] {
+        // A PATH holding every tool c2vm uses except one.
+        let bin = dir.path().join(format!("bin-without-{missing}"));
+        std::fs::create_dir(&bin).unwrap();
+        for tool_name in ["mke2fs", "syslinux", "mcopy", "qemu-img"] {
+            if tool_name != missing {
+                let real = tool("sh", &["-c", &format!("command -v {tool_name}")]);
+                std::os::unix::fs::symlink(real.trim(), bin.join(tool_name)).unwrap();
+            }
+        }
+        let started = std::time::Instant::now();
+        let o = run(c2vm()
+            .env("PATH", &bin)
+            .args(["convert", &source, "-o"])
+            .arg(dir.path().join("x.qcow2")));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("apt-get install {package}")),
+            "{missing}: {err}"
+        );
+        assert!(
+            started.elapsed().as_secs() < 3,
+            "should fail before unpacking"
+        );
+    }
+    assert!(!dir.path().join("x.qcow2").exists());
 }

@@ -20,3 +20,27 @@ pub fn unpack_tarball(path: &Path, dest: &Path) -> Result<UnpackStats> {
     stage.done();
     Ok(stats)
 }
+
+/// What the tarball will need on ext4, from its headers alone (data is skipped by seeking).
+pub fn estimate_usage(path: &Path) -> Result<crate::disk::ext4::TreeUsage> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut archive = tar::Archive::new(file);
+    let mut usage = crate::disk::ext4::TreeUsage::default();
+    for entry in archive.entries_with_seek()? {
+        let entry = entry?;
+        let header = entry.header();
+        let size = header.entry_size().unwrap_or(0);
+        match header.entry_type() {
+            tar::EntryType::Link => continue, // another name for an inode already counted
+            tar::EntryType::Directory => usage.blocks += 1,
+            tar::EntryType::Symlink => {
+                if entry.link_name_bytes().map_or(0, |l| l.len()) >= 60 {
+                    usage.blocks += 1; // long targets need a block; short ones live in the inode
+                }
+            }
+            _ => usage.blocks += size.div_ceil(4096),
+        }
+        usage.inodes += 1;
+    }
+    Ok(usage)
+}
