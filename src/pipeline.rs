@@ -90,10 +90,12 @@ fn build_disk_inner(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
 
     let stage = Stage::spinner("Configuring the guest");
     let esp_uuid = esp::volume_uuid(ids.esp_volume);
+    let cmdline = boot::kernel_cmdline(&ids.root_fs.to_string(), &plan.append_cmdline);
     setup::configure(
         &guest,
         &GuestConfig {
             hostname: plan.hostname.clone(),
+            cmdline: cmdline.clone(),
             root_uuid: ids.root_fs.to_string(),
             esp_uuid: esp_uuid.clone(),
             root_password_hash: plan.root_password_hash.clone(),
@@ -141,10 +143,7 @@ fn build_disk_inner(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
     timings.add("mke2fs", stage.done());
 
     let stage = Stage::spinner("Writing the EFI system partition");
-    let boot_cfg = BootConfig {
-        cmdline: boot::kernel_cmdline(&ids.root_fs.to_string(), &plan.append_cmdline),
-        esp_uuid,
-    };
+    let boot_cfg = BootConfig { cmdline, esp_uuid };
     let mut files = kernel_files(&guest, &kernel)?;
     files.extend(boot::esp_files(
         plan.bootloader,

@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 #[derive(Debug, Clone)]
 pub struct GuestConfig {
     pub hostname: String,
+    /// The kernel command line the boot loaders use, kept for the kernel-update hooks.
+    pub cmdline: String,
     pub root_uuid: String,
     /// The ESP's FAT volume id as Linux shows it, `ABCD-1234`.
     pub esp_uuid: String,
@@ -20,7 +22,12 @@ pub struct GuestConfig {
 
 pub fn configure(guest: &GuestRoot, cfg: &GuestConfig) -> Result<()> {
     remove_container_leftovers(guest)?;
-    guest.write("/etc/fstab", fstab(cfg).as_bytes(), Perms::root(0o644))?;
+    let grows = setup_root_growth(guest)?;
+    guest.write(
+        "/etc/fstab",
+        fstab(cfg, grows).as_bytes(),
+        Perms::root(0o644),
+    )?;
     guest.write(
         "/etc/hostname",
         format!("{}\n", cfg.hostname).as_bytes(),
@@ -50,6 +57,41 @@ pub fn configure(guest: &GuestRoot, cfg: &GuestConfig) -> Result<()> {
         )?;
     }
     setup_sshd(guest, cfg.ssh_key.is_some())?;
+    install_kernel_hooks(guest, &cfg.cmdline)?;
+    Ok(())
+}
+
+const UPDATE_BOOT: &str = include_str!("../../templates/guest/c2vm-update-boot");
+const HOOK: &str = include_str!("../../templates/guest/hook");
+
+/// Debian and Ubuntu run /etc/kernel/post{inst,rm}.d after installing or removing a kernel and
+/// /etc/initramfs/post-update.d after `update-initramfs`: there the ESP copies and both boot
+/// loaders' entries are refreshed, so the newest kernel boots and the previous one stays.
+fn install_kernel_hooks(guest: &GuestRoot, cmdline: &str) -> Result<()> {
+    if guest.stat("/etc/kernel/postinst.d")?.is_none() {
+        return Ok(());
+    }
+    guest.write(
+        "/etc/c2vm/cmdline",
+        format!("{cmdline}\n").as_bytes(),
+        Perms::root(0o644),
+    )?;
+    guest.write(
+        "/usr/local/sbin/c2vm-update-boot",
+        UPDATE_BOOT.as_bytes(),
+        Perms::root(0o755),
+    )?;
+    for dir in [
+        "/etc/kernel/postinst.d",
+        "/etc/kernel/postrm.d",
+        "/etc/initramfs/post-update.d",
+    ] {
+        guest.write(
+            &format!("{dir}/zz-c2vm"),
+            HOOK.as_bytes(),
+            Perms::root(0o755),
+        )?;
+    }
     Ok(())
 }
 
@@ -131,14 +173,33 @@ fn remove_container_leftovers(guest: &GuestRoot) -> Result<()> {
     Ok(())
 }
 
-pub fn fstab(cfg: &GuestConfig) -> String {
+/// `grow_root`: systemd-growfs grows `/` to its partition at boot (`x-systemd.growfs`).
+pub fn fstab(cfg: &GuestConfig, grow_root: bool) -> String {
     format!(
         "# Written by c2vm.\n\
-         UUID={root}\t/\text4\terrors=remount-ro\t0\t1\n\
+         UUID={root}\t/\text4\terrors=remount-ro{grow}\t0\t1\n\
          UUID={esp}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t2\n",
         root = cfg.root_uuid,
-        esp = cfg.esp_uuid
+        esp = cfg.esp_uuid,
+        grow = if grow_root { ",x-systemd.growfs" } else { "" }
     )
+}
+
+/// The root partition grows to fill a larger virtual disk on boot: systemd-repart (systemd 245+)
+/// grows partition 2 and moves the backup GPT header to the new end; `x-systemd.growfs` in fstab
+/// then grows ext4 online. Returns whether the guest can do it.
+fn setup_root_growth(guest: &GuestRoot) -> Result<bool> {
+    let has_repart =
+        guest.is_regular("/usr/bin/systemd-repart")? || guest.is_regular("/bin/systemd-repart")?;
+    if !is_systemd(guest)? || !has_repart {
+        return Ok(false);
+    }
+    guest.write(
+        "/etc/repart.d/50-c2vm-root.conf",
+        b"# Written by c2vm: let the root partition fill the disk.\n[Partition]\nType=root-x86-64\n",
+        Perms::root(0o644),
+    )?;
+    Ok(true)
 }
 
 pub fn hosts(hostname: &str) -> String {
@@ -246,6 +307,7 @@ mod tests {
     fn cfg() -> GuestConfig {
         GuestConfig {
             hostname: "web.example.org".into(),
+            cmdline: "root=UUID=x rw".into(),
             root_uuid: "11111111-2222-3333-4444-555555555555".into(),
             esp_uuid: "ABCD-1234".into(),
             root_password_hash: Some("$6$salt$hash".into()),
@@ -267,8 +329,9 @@ mod tests {
 
     #[test]
     fn fstab_and_hosts() {
-        let f = fstab(&cfg());
-        assert!(f.contains("UUID=11111111-2222-3333-4444-555555555555\t/\text4"));
+        let f = fstab(&cfg(), true);
+        assert!(f.contains("UUID=11111111-2222-3333-4444-555555555555\t/\text4\terrors=remount-ro,x-systemd.growfs\t"));
+        assert!(!fstab(&cfg(), false).contains("growfs"));
         assert!(f.contains("UUID=ABCD-1234\t/boot/efi\tvfat\tumask=0077,nofail"));
         assert!(hosts("web.example.org").contains("127.0.1.1\tweb.example.org web"));
     }

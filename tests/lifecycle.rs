@@ -1,0 +1,121 @@
+//! A VM lives on: its root grows to fill a larger virtual disk on first boot (systemd-repart +
+//! systemd-growfs), the GPT backup header moves to the new end, and it keeps booting.
+mod common;
+use common::*;
+
+#[test]
+fn root_grows_to_fill_a_resized_disk_and_keeps_booting() {
+    let dir = scratch();
+    let disk = dir.path().join("disk.img");
+    let pw = password_file(dir.path());
+    let out = run(c2vm()
+        .arg("convert")
+        .arg(format!("rootfs:{}", test_rootfs().display()))
+        .arg("-o")
+        .arg(&disk)
+        .arg("--password-file")
+        .arg(&pw));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shipped = std::fs::metadata(&disk).unwrap().len();
+    assert!(
+        shipped < 2 << 30,
+        "--size auto ships a small disk, got {shipped}"
+    );
+    tool(
+        "qemu-img",
+        &["resize", "-f", "raw", disk.to_str().unwrap(), "8G"],
+    );
+
+    let boot = |firmware: &str| {
+        let o = run(c2vm()
+            .args([
+                "run",
+                "--persist",
+                "--firmware",
+                firmware,
+                "--login",
+                "root",
+                "--timeout",
+                "420",
+            ])
+            .arg("--password-file")
+            .arg(&pw)
+            .args([
+                "--exec",
+                "df -B1 --output=size / | tail -n 1; systemctl is-system-running --wait",
+            ])
+            .arg(&disk));
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        let text = stdout(&o);
+        let mut lines = text.lines();
+        let size: u64 = lines.next().unwrap_or("").trim().parse().unwrap_or(0);
+        (size, lines.next().unwrap_or("").to_string())
+    };
+    let (size, state) = boot("bios");
+    assert!(
+        size > 7 << 30,
+        "root should fill the 8 GiB disk, df says {size}"
+    );
+    assert_eq!(state, "running");
+    let (size_again, state) = boot("uefi");
+    assert_eq!(size_again, size, "second boot: same size");
+    assert_eq!(state, "running");
+
+    assert!(tool("sgdisk", &["-v", disk.to_str().unwrap()]).contains("No problems found"));
+    let root = format!("{}?offset={}", disk.display(), partition_offset(&disk, 2));
+    tool("e2fsck", &["-fn", &root]);
+}
+
+/// An initramfs change made inside the VM (`update-initramfs -u`) is the one that boots next,
+/// on BIOS and UEFI (the hook copies it to the ESP; one kernel, so no fallback entry yet).
+#[test]
+fn initramfs_updates_inside_the_vm_are_what_boots_next() {
+    let dir = scratch();
+    let disk = dir.path().join("disk.img");
+    let pw = password_file(dir.path());
+    let out = run(c2vm()
+        .arg("convert")
+        .arg(format!("rootfs:{}", test_rootfs().display()))
+        .arg("-o")
+        .arg(&disk)
+        .arg("--password-file")
+        .arg(&pw));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exec = |firmware: &str, cmd: &str| {
+        let o = run(c2vm()
+            .args([
+                "run",
+                "--persist",
+                "--firmware",
+                firmware,
+                "--login",
+                "root",
+                "--timeout",
+                "500",
+            ])
+            .arg("--password-file")
+            .arg(&pw)
+            .args(["--exec", cmd])
+            .arg(&disk));
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        stdout(&o)
+    };
+    // An initramfs script that leaves a marker in /run, which the real root inherits.
+    let update = r#"set -e
+mkdir -p /etc/initramfs-tools/scripts/init-top
+cat > /etc/initramfs-tools/scripts/init-top/c2vm-marker <<'EOS'
+#!/bin/sh
+[ "$1" = prereqs ] && exit 0
+echo initrd-v2 > /run/c2vm-initrd-marker
+EOS
+chmod 755 /etc/initramfs-tools/scripts/init-top/c2vm-marker
+# only this VM's modules: a full (MODULES=most) rebuild takes minutes under TCG
+echo MODULES=dep > /etc/initramfs-tools/conf.d/c2vm-test
+update-initramfs -u >/dev/null 2>&1
+cmp /boot/initrd.img-$(uname -r) /boot/efi/initrd.img && echo esp-updated
+cat /run/c2vm-initrd-marker 2>/dev/null || echo no-marker-yet"#;
+    assert_eq!(exec("bios", update), "esp-updated\nno-marker-yet\n");
+    let check = "cat /run/c2vm-initrd-marker; grep -c '^LABEL' /boot/efi/syslinux/syslinux.cfg";
+    assert_eq!(exec("bios", check), "initrd-v2\n1\n");
+    assert_eq!(exec("uefi", check), "initrd-v2\n1\n");
+}
