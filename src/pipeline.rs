@@ -260,7 +260,8 @@ pub fn unpack_tarball(path: &std::path::Path, plan: &DiskPlan) -> Result<Unpacke
             plan_layout(&usage, plan)?;
         }
     }
-    let staging = Staging::create(&plan.workdir)?;
+    let tarball_size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let staging = Staging::create(&plan.staging_dir(tarball_size))?;
     std::fs::create_dir(staging.root()).context("creating the staging root")?;
     let mut timings = Timings::default();
     let t = std::time::Instant::now();
@@ -301,7 +302,7 @@ pub fn unpack_image(
         crate::kernel::add_kernel(&engine, &image, reference)?
     };
     timings.add("kernel", t.elapsed());
-    let staging = Staging::create(&plan.workdir)?;
+    let staging = Staging::create(&plan.staging_dir(bootable.size))?;
     std::fs::create_dir(staging.root()).context("creating the staging root")?;
     let t = std::time::Instant::now();
     engine.export_into(&bootable, &staging.root())?;

@@ -30,6 +30,8 @@ pub struct DiskPlan {
     pub dns: Vec<std::net::IpAddr>,
     pub append_cmdline: String,
     pub workdir: PathBuf,
+    /// Neither --workdir nor TMPDIR was given: c2vm may stage in RAM (see [`DiskPlan::staging_dir`]).
+    pub workdir_is_default: bool,
 }
 
 impl DiskPlan {
@@ -60,6 +62,7 @@ impl DiskPlan {
         };
         let root_password_hash = password.map(|p| hash_password(&p)).transpose()?;
         let ssh_key = args.ssh_key.as_deref().map(read_ssh_key).transpose()?;
+        let workdir_is_default = args.workdir.is_none() && std::env::var_os("TMPDIR").is_none();
         let workdir = match &args.workdir {
             Some(dir) => dir.clone(),
             None => std::env::temp_dir(),
@@ -83,12 +86,56 @@ impl DiskPlan {
             dns: args.dns.clone(),
             append_cmdline: args.append_cmdline.trim().to_string(),
             workdir,
+            workdir_is_default,
         };
         crate::cmd::require("mke2fs")?;
         crate::boot::check_host_tools(plan.bootloader)?;
         crate::output::check_host_tools(plan.format)?;
         Ok(plan)
     }
+}
+
+impl DiskPlan {
+    /// Where to put the staging tree for about `expected` bytes of files. Unpacking ~15,000
+    /// files is bound by the filesystem's metadata speed (18 s on a virtual disk, 4 s on tmpfs),
+    /// so without --workdir or TMPDIR, c2vm stages in /dev/shm when it is a tmpfs with room for the
+    /// tree and the raw disk three times over and the machine has that much memory available.
+    pub fn staging_dir(&self, expected: u64) -> PathBuf {
+        let shm = Path::new("/dev/shm");
+        if self.workdir_is_default && expected > 0 {
+            let need = expected.saturating_mul(3) + 512 * MIB;
+            if is_tmpfs_with_room(shm, need) && mem_available().is_some_and(|m| m > need + need / 2)
+            {
+                log::debug!(
+                    "staging in {} (tmpfs, {} MiB needed)",
+                    shm.display(),
+                    need / MIB
+                );
+                return shm.to_path_buf();
+            }
+        }
+        self.workdir.clone()
+    }
+}
+
+// f_type is i64 on x86-64 glibc but narrower elsewhere: the cast is for portability.
+#[allow(clippy::unnecessary_cast)]
+fn is_tmpfs_with_room(dir: &Path, need: u64) -> bool {
+    match rustix::fs::statfs(dir) {
+        Ok(st) => {
+            const TMPFS_MAGIC: i64 = 0x0102_1994;
+            st.f_type as i64 == TMPFS_MAGIC && st.f_bavail.saturating_mul(st.f_bsize as u64) >= need
+        }
+        Err(_) => false,
+    }
+}
+
+/// MemAvailable from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 pub fn format_from_extension(output: &Path) -> Result<DiskFormat> {

@@ -41,6 +41,14 @@ fn convert_image(image: &str, out: &Path, hostname: &str, key: &Path, dir: &Path
         stderr(&output)
     );
     assert_eq!(containers(), before, "c2vm left a container behind");
+    let leftovers: Vec<String> = listing(Path::new("/dev/shm"))
+        .into_iter()
+        .filter(|n| n.starts_with("c2vm-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staging left in /dev/shm: {leftovers:?}"
+    );
     stderr(&output)
 }
 
