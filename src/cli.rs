@@ -70,12 +70,6 @@ pub struct ImageArgs {
     /// The image already has a kernel, initramfs and init: do not add them
     #[arg(long)]
     pub no_kernel: bool,
-    /// Run the image's ENTRYPOINT/CMD as a service at boot (default: when it is not a bare shell)
-    #[arg(long, overrides_with = "no_app")]
-    pub app: bool,
-    /// Do not turn the image's ENTRYPOINT/CMD into a service
-    #[arg(long)]
-    pub no_app: bool,
 }
 
 /// Options for the disk, whatever the source.
