@@ -8,14 +8,7 @@ fn root_grows_to_fill_a_resized_disk_and_keeps_booting() {
     let dir = scratch();
     let disk = dir.path().join("disk.img");
     let pw = password_file(dir.path());
-    let out = run(c2vm()
-        .arg("convert")
-        .arg(format!("rootfs:{}", test_rootfs().display()))
-        .arg("-o")
-        .arg(&disk)
-        .arg("--password-file")
-        .arg(&pw));
-    assert!(out.status.success(), "{}", stderr(&out));
+    convert_rootfs(&disk, &pw);
     let shipped = std::fs::metadata(&disk).unwrap().len();
     assert!(
         shipped < 2 << 30,
@@ -27,26 +20,9 @@ fn root_grows_to_fill_a_resized_disk_and_keeps_booting() {
     );
 
     let boot = |firmware: &str| {
-        let o = run(c2vm()
-            .args([
-                "run",
-                "--persist",
-                "--firmware",
-                firmware,
-                "--login",
-                "root",
-                "--timeout",
-                "420",
-            ])
-            .arg("--password-file")
-            .arg(&pw)
-            .args([
-                "--exec",
-                "df -B1 --output=size / | tail -n 1; systemctl is-system-running --wait",
-            ])
-            .arg(&disk));
-        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-        let text = stdout(&o);
+        let cmd = "df -B1 --output=size / | tail -n 1; systemctl is-system-running --wait";
+        let (code, text) = boot_exec_with(&disk, firmware, &pw, cmd, true, 420);
+        assert_eq!(code, 0, "{text}");
         let mut lines = text.lines();
         let size: u64 = lines.next().unwrap_or("").trim().parse().unwrap_or(0);
         (size, lines.next().unwrap_or("").to_string())
@@ -73,32 +49,11 @@ fn initramfs_updates_inside_the_vm_are_what_boots_next() {
     let dir = scratch();
     let disk = dir.path().join("disk.img");
     let pw = password_file(dir.path());
-    let out = run(c2vm()
-        .arg("convert")
-        .arg(format!("rootfs:{}", test_rootfs().display()))
-        .arg("-o")
-        .arg(&disk)
-        .arg("--password-file")
-        .arg(&pw));
-    assert!(out.status.success(), "{}", stderr(&out));
+    convert_rootfs(&disk, &pw);
     let exec = |firmware: &str, cmd: &str| {
-        let o = run(c2vm()
-            .args([
-                "run",
-                "--persist",
-                "--firmware",
-                firmware,
-                "--login",
-                "root",
-                "--timeout",
-                "500",
-            ])
-            .arg("--password-file")
-            .arg(&pw)
-            .args(["--exec", cmd])
-            .arg(&disk));
-        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-        stdout(&o)
+        let (code, text) = boot_exec_with(&disk, firmware, &pw, cmd, true, 900);
+        assert_eq!(code, 0, "{text}");
+        text
     };
     // An initramfs script that leaves a marker in /run, which the real root inherits.
     let update = r#"set -e

@@ -96,22 +96,52 @@ pub fn listing(dir: &Path) -> Vec<String> {
 
 /// Boot `disk`, log in as root and run `cmd`; returns (status, stdout).
 pub fn boot_exec(disk: &Path, firmware: &str, pw: &Path, cmd: &str) -> (i32, String) {
-    let out = run(c2vm()
-        .args([
-            "run",
-            "--firmware",
-            firmware,
-            "--login",
-            "root",
-            "--timeout",
-            "420",
-            "--exec",
-            cmd,
-        ])
+    boot_exec_with(disk, firmware, pw, cmd, false, 420)
+}
+
+/// As [`boot_exec`], optionally keeping changes (`--persist`). One vCPU: two TCG guests with two
+/// vCPUs each on a loaded 2-core host can stall in the guest kernel.
+pub fn boot_exec_with(
+    disk: &Path,
+    firmware: &str,
+    pw: &Path,
+    cmd: &str,
+    persist: bool,
+    timeout: u32,
+) -> (i32, String) {
+    let mut command = c2vm();
+    command.args([
+        "run",
+        "--cpus",
+        "1",
+        "--firmware",
+        firmware,
+        "--login",
+        "root",
+    ]);
+    command.arg("--timeout").arg(timeout.to_string());
+    if persist {
+        command.arg("--persist");
+    }
+    let out = run(command
+        .arg("--exec")
+        .arg(cmd)
         .arg("--password-file")
         .arg(pw)
         .arg(disk));
     (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+/// `c2vm convert rootfs:<test rootfs> -o disk --password-file pw`, which must succeed.
+pub fn convert_rootfs(disk: &Path, pw: &Path) {
+    let out = run(c2vm()
+        .arg("convert")
+        .arg(format!("rootfs:{}", test_rootfs().display()))
+        .arg("-o")
+        .arg(disk)
+        .arg("--password-file")
+        .arg(pw));
+    assert!(out.status.success(), "convert failed: {}", stderr(&out));
 }
 
 /// Byte offset of partition `n` (1-based) read back with `sfdisk --json`.
