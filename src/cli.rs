@@ -70,6 +70,24 @@ pub struct ImageArgs {
     /// The image already has a kernel, initramfs and init: do not add them
     #[arg(long)]
     pub no_kernel: bool,
+    /// Run the image's ENTRYPOINT/CMD at boot as a service (default: when the command is not a
+    /// bare shell such as `bash`)
+    #[arg(long, conflicts_with = "no_app")]
+    pub app: bool,
+    /// Do not run the image's ENTRYPOINT/CMD at boot
+    #[arg(long)]
+    pub no_app: bool,
+}
+
+impl ImageArgs {
+    pub fn app_choice(&self) -> crate::rootfs::app::AppChoice {
+        use crate::rootfs::app::AppChoice;
+        match (self.app, self.no_app) {
+            (true, _) => AppChoice::On,
+            (_, true) => AppChoice::Off,
+            _ => AppChoice::Auto,
+        }
+    }
 }
 
 /// Options for the disk, whatever the source.
@@ -135,7 +153,7 @@ pub struct RunArgs {
     /// Keep changes on the disk (default: a snapshot, thrown away at exit)
     #[arg(long)]
     pub persist: bool,
-    /// Forward a host TCP port to the guest, HOST:GUEST; may be repeated
+    /// Forward a host port to the guest, HOST:GUEST (TCP) or HOST:GUEST/udp; may be repeated
     #[arg(long, value_name = "HOST:GUEST")]
     pub publish: Vec<String>,
     /// Scripted: exit 0 as soon as the console shows this regular expression

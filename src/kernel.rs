@@ -187,7 +187,9 @@ mod tests {
     /// instructions only, no secrets.
     #[test]
     fn templates_render_to_wellformed_dockerfiles() {
-        const INSTRUCTIONS: &[&str] = &["FROM", "RUN", "ARG", "ENV", "COPY", "LABEL", "SHELL"];
+        const INSTRUCTIONS: &[&str] = &[
+            "FROM", "USER", "RUN", "ARG", "ENV", "COPY", "LABEL", "SHELL",
+        ];
         for family in Family::ALL {
             let text = render(family, "sha256:abc").unwrap();
             let mut first = None;

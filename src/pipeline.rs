@@ -8,6 +8,7 @@ use crate::disk::layout::Layout;
 use crate::output::{self, PendingOutput};
 use crate::plan::{DiskPlan, SizeRequest, MIB};
 use crate::progress::{note, Stage};
+use crate::rootfs::app::{self, ImageConfig};
 use crate::rootfs::boot_files::BootFiles;
 use crate::rootfs::guest::GuestRoot;
 use crate::rootfs::setup::{self, GuestConfig};
@@ -54,6 +55,8 @@ impl Ids {
 pub struct Unpacked {
     pub staging: Staging,
     pub timings: Timings,
+    /// The image's process, ports and volumes (none for a `rootfs:` tarball).
+    pub image_config: ImageConfig,
 }
 
 /// Everything after the source: guest setup, disk, boot loaders, output.
@@ -83,6 +86,7 @@ fn build_disk_inner(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
     let Unpacked {
         staging,
         mut timings,
+        image_config,
     } = unpacked;
     let ids = Ids::random();
     let root = staging.root();
@@ -104,6 +108,8 @@ fn build_disk_inner(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
         },
     )?;
     let kernel = crate::rootfs::boot_files::find(&guest)?;
+    let disabled_units = app::install(&guest, &image_config)
+        .context("making the image's ENTRYPOINT/CMD a boot service")?;
     timings.add("setup", stage.done());
 
     let usage = ext4::measure_tree(&root)?;
@@ -193,10 +199,65 @@ fn build_disk_inner(unpacked: Unpacked, plan: &DiskPlan) -> Result<()> {
         peak_rss_mib(libc::RUSAGE_SELF),
         peak_rss_mib(libc::RUSAGE_CHILDREN)
     ));
+    explain_image_config(&image_config, &disabled_units, plan);
     if plan.root_password_hash.is_none() && plan.ssh_key.is_none() {
         note("Note: no --password-file or --ssh-key was given, so no one can log in as root on this disk.");
     }
     Ok(())
+}
+
+/// Tell the user what runs at boot and which ports to forward.
+fn explain_image_config(config: &ImageConfig, disabled_units: &[String], plan: &DiskPlan) {
+    if let Some(spec) = &config.app {
+        let argv: Vec<String> = spec
+            .argv
+            .iter()
+            .map(|a| shell_escape::unix::escape(a.into()).into_owned())
+            .collect();
+        let user = if spec.user.is_empty() {
+            "root"
+        } else {
+            spec.user.as_str()
+        };
+        note(&format!(
+            "At boot the VM runs the image's command as the service c2vm-app, as {user}: {} (--no-app turns this off)",
+            argv.join(" ")
+        ));
+        if !disabled_units.is_empty() {
+            note(&format!(
+                "Disabled {}: it starts the same program as the image's command",
+                disabled_units.join(", ")
+            ));
+        }
+    }
+    if !config.exposed_ports.is_empty() {
+        let publish: Vec<String> = config
+            .exposed_ports
+            .iter()
+            .filter_map(|p| {
+                let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+                let port: u16 = port.parse().ok()?;
+                // Ports below 1024 need root on the host; suggest one above.
+                let host = if port < 1024 {
+                    port as u32 + 8000
+                } else {
+                    port as u32
+                };
+                let suffix = if proto == "tcp" {
+                    String::new()
+                } else {
+                    format!("/{proto}")
+                };
+                Some(format!("--publish {host}:{port}{suffix}"))
+            })
+            .collect();
+        note(&format!(
+            "The image exposes {}: forward them with `c2vm run {} {}`",
+            config.exposed_ports.join(", "),
+            plan.output.display(),
+            publish.join(" ")
+        ));
+    }
 }
 
 fn peak_rss_mib(who: libc::c_int) -> u64 {
@@ -267,7 +328,11 @@ pub fn unpack_tarball(path: &std::path::Path, plan: &DiskPlan) -> Result<Unpacke
     let t = std::time::Instant::now();
     crate::source::tarball::unpack_tarball(path, &staging.root())?;
     timings.add("unpack", t.elapsed());
-    Ok(Unpacked { staging, timings })
+    Ok(Unpacked {
+        staging,
+        timings,
+        image_config: ImageConfig::default(),
+    })
 }
 
 /// An image reference → (kernel added) → staging tree, through the Docker Engine API.
@@ -295,6 +360,8 @@ pub fn unpack_image(
             image.architecture
         );
     }
+    // The service comes from the user's image, not the kernel layer built on top of it.
+    let image_config = ImageConfig::from_image(&image, image_args.app_choice())?;
     let t = std::time::Instant::now();
     let bootable = if image_args.no_kernel {
         image.clone()
@@ -307,7 +374,11 @@ pub fn unpack_image(
     let t = std::time::Instant::now();
     engine.export_into(&bootable, &staging.root())?;
     timings.add("export+unpack", t.elapsed());
-    Ok(Unpacked { staging, timings })
+    Ok(Unpacked {
+        staging,
+        timings,
+        image_config,
+    })
 }
 
 /// `c2vm build`: the user's Dockerfile through the API; returns the built image's id.

@@ -1,6 +1,9 @@
 # c2vm kernel layer for Alpine: linux-virt, an initramfs with virtio/nvme/ahci/ext4/vfat, OpenRC,
 # mdev, a getty on the serial console and DHCP on eth0. Nothing secret.
 FROM {{ base_image }}
+# The image may run its command as another user; packages install as root. (The VM's service
+# still runs as the image's USER: c2vm reads it from the image, not from this layer.)
+USER root
 RUN set -eux; \
     apk add --no-cache linux-virt mkinitfs openrc busybox-openrc busybox-mdev-openrc alpine-conf ifupdown-ng e2fsprogs; \
     echo 'features="ata base ext4 keymap kms mmc nvme scsi usb virtio vfat"' > /etc/mkinitfs/mkinitfs.conf; \

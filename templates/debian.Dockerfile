@@ -4,6 +4,9 @@
 # systemd-resolved as its own package, older releases inside systemd); wait-online waits for any
 # one link, not all. Nothing secret.
 FROM {{ base_image }}
+# The image may run its command as another user; packages install as root. (The VM's service
+# still runs as the image's USER: c2vm reads it from the image, not from this layer.)
+USER root
 ARG DEBIAN_FRONTEND=noninteractive
 RUN set -eux; \
     apt-get update; \

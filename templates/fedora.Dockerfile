@@ -2,6 +2,9 @@
 # host-only) dracut initramfs with virtio, nvme, ahci, ext4 and vfat, systemd, udev, and DHCP on
 # the first NIC with NetworkManager. Nothing secret.
 FROM {{ base_image }}
+# The image may run its command as another user; packages install as root. (The VM's service
+# still runs as the image's USER: c2vm reads it from the image, not from this layer.)
+USER root
 RUN set -eux; \
     dnf -y install kernel-core dracut systemd systemd-udev NetworkManager iproute passwd util-linux e2fsprogs; \
     printf 'hostonly="no"\nadd_drivers+=" virtio_blk virtio_pci virtio_scsi virtio_net nvme ahci sd_mod ext4 vfat "\n' \

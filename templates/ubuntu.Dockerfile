@@ -1,6 +1,9 @@
 # c2vm kernel layer for Ubuntu 18.04+: the virtual kernel flavour, systemd, udev, DHCP on the
 # first NIC with systemd-networkd. Nothing secret.
 FROM {{ base_image }}
+# The image may run its command as another user; packages install as root. (The VM's service
+# still runs as the image's USER: c2vm reads it from the image, not from this layer.)
+USER root
 ARG DEBIAN_FRONTEND=noninteractive
 RUN set -eux; \
     apt-get update; \

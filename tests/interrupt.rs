@@ -19,6 +19,39 @@ fn password_in_any_cmdline() -> bool {
         })
 }
 
+/// Wait until stderr of `child` shows a line for which `reached` holds (calling `at_stage` then),
+/// send `signal`, and require an exit within 5 s. Returns the exit status and the later stderr.
+fn signal_when(
+    child: &mut std::process::Child,
+    what: &str,
+    reached: impl Fn(&str) -> bool,
+    at_stage: impl FnOnce(),
+    signal: i32,
+) -> (std::process::ExitStatus, Vec<String>) {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut hit = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if reached(&line) {
+            hit = true;
+            break;
+        }
+    }
+    // Keep reading stderr so c2vm's last words have somewhere to go.
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    assert!(hit, "never reached {what}: {seen:?}");
+    at_stage();
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let status = wait_exit(
+        child,
+        Duration::from_secs(5),
+        &format!("c2vm after the signal at {what}"),
+    );
+    (status, rest.join().unwrap())
+}
+
 /// Start a conversion, send `signal` when stderr shows `stage`, and check the cleanup.
 fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
     // Stage on tmpfs, where c2vm stages by default: the 5 s measure c2vm, not how fast a loaded
@@ -40,38 +73,18 @@ fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.starts_with("==> ") && line.contains(stage) {
+    let (status, rest) = signal_when(
+        &mut child,
+        stage,
+        |line| line.starts_with("==> ") && line.contains(stage),
+        || {
             assert!(
                 !password_in_any_cmdline(),
                 "the password is visible in a process argument list"
-            );
-            break;
-        }
-    }
-    // Keep reading stderr so c2vm's last words have somewhere to go.
-    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-    assert!(
-        seen.iter().any(|l| l.contains(stage)),
-        "never reached {stage}: {seen:?}"
+            )
+        },
+        signal,
     );
-    let sent = Instant::now();
-    unsafe { libc::kill(child.id() as i32, signal) };
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(5),
-            "c2vm did not stop within 5 s of the signal at {stage}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let rest = rest.join().unwrap();
     assert_eq!(status.code(), Some(130), "interrupted at {stage}: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
     assert_eq!(
@@ -113,4 +126,84 @@ fn signal_during_docker_export_removes_the_container() {
         before,
         "container left behind"
     );
+}
+
+#[test]
+fn signal_during_an_image_build_stops_it_and_removes_its_container() {
+    let before = tool("docker", &["ps", "-aq", "--no-trunc"]);
+    let dir = scratch();
+    // A unique layer each time, so the build cache cannot skip the long step.
+    let ctx = build_context(
+        dir.path(),
+        &format!(
+            "FROM debian:latest\nRUN echo {} && sleep 300\n",
+            std::process::id()
+        ),
+    );
+    let out = dir.path().join("out.img");
+    let mut child = c2vm()
+        .args(["-v", "build"])
+        .arg(&ctx)
+        .arg("-o")
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The RUN step is running once the daemon reports its intermediate container.
+    let (status, rest) = signal_when(
+        &mut child,
+        "the RUN step",
+        |line| line.contains("Running in"),
+        || {},
+        libc::SIGINT,
+    );
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(!out.exists());
+    // The daemon cancels the build when c2vm hangs up, and removes the step's container.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = tool("docker", &["ps", "-aq", "--no-trunc"]);
+        if now == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the build's container is still there 20 s after c2vm stopped: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn signal_during_a_pull_stops_promptly() {
+    // A registry that accepts connections and never answers: the daemon's pull hangs, as it
+    // does on a stalled network, and Ctrl-C must still end c2vm at once.
+    let registry = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = registry.local_addr().unwrap().port();
+    let _hold = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in registry.incoming().flatten() {
+            open.push(stream);
+        }
+    });
+    let dir = scratch();
+    let out = dir.path().join("out.img");
+    let reference = format!("127.0.0.1:{port}/c2vm/stalled:latest");
+    let mut child = c2vm()
+        .args(["convert", &reference, "--pull", "always", "-o"])
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, rest) = signal_when(
+        &mut child,
+        "the pull",
+        |line| line.contains("Pulling"),
+        // Let the daemon get stuck on the registry first.
+        || std::thread::sleep(Duration::from_secs(2)),
+        libc::SIGINT,
+    );
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(!out.exists());
+    assert_eq!(listing(dir.path()), Vec::<String>::new());
 }

@@ -72,6 +72,10 @@ impl GuestRoot {
     /// (`RESOLVE_IN_ROOT`: `/lib -> usr/lib` works, `/etc -> /host/etc` stays inside the tree, and
     /// `..` cannot climb out). Missing directories are created (0755) when `create` is set.
     fn dir(&self, rel: &[String], create: bool) -> Result<OwnedFd> {
+        self.dir_depth(rel, create, 0)
+    }
+
+    fn dir_depth(&self, rel: &[String], create: bool, depth: u32) -> Result<OwnedFd> {
         let path = if rel.is_empty() {
             ".".to_string()
         } else {
@@ -82,10 +86,29 @@ impl GuestRoot {
         match rustix::fs::openat2(&self.root, path.as_str(), flags, Mode::empty(), resolve) {
             Ok(fd) => Ok(fd),
             Err(Errno::NOENT) if create && !rel.is_empty() => {
-                let parent = self.dir(&rel[..rel.len() - 1], true)?;
+                let parent = self.dir_depth(&rel[..rel.len() - 1], true, depth)?;
                 let name = rel[rel.len() - 1].as_str();
                 match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
+                    Ok(()) => {}
+                    Err(Errno::EXIST) => {
+                        // A symlink to a directory the image lacks (`/root -> var/roothome`):
+                        // create its target, as `mkdir -p` in the guest would.
+                        if let Ok(target) = rustix::fs::readlinkat(&parent, name, Vec::new()) {
+                            if depth >= 40 {
+                                bail!("/{path} in the image: too many levels of symlinks");
+                            }
+                            let target = target.to_string_lossy().into_owned();
+                            let base = if target.starts_with('/') {
+                                Vec::new()
+                            } else {
+                                rel[..rel.len() - 1].to_vec()
+                            };
+                            let resolved = lexical_join(base, &target);
+                            return self.dir_depth(&resolved, true, depth + 1).with_context(|| {
+                                format!("/{path} in the image is a symlink to {target}")
+                            });
+                        }
+                    }
                     Err(e) => {
                         return Err(io(e)).with_context(|| format!("creating /{path} in the guest"))
                     }
@@ -169,6 +192,9 @@ impl GuestRoot {
 
     /// What is at `rel`, without following a final symlink; `None` if nothing.
     pub fn stat(&self, rel: &str) -> Result<Option<rustix::fs::Stat>> {
+        if Self::parts(rel)?.is_empty() {
+            return Ok(Some(rustix::fs::fstat(&self.root).map_err(io)?));
+        }
         let (parent, name) = Self::split(rel)?;
         let dir = match self.dir(&parent, false) {
             Ok(d) => d,
@@ -198,6 +224,34 @@ impl GuestRoot {
                 rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
             })
             .unwrap_or(false))
+    }
+
+    /// Whether `rel`, following symlinks as the guest would (inside its root), is a regular file
+    /// someone may execute.
+    pub fn is_executable(&self, rel: &str) -> Result<bool> {
+        let parts = Self::parts(rel)?;
+        if parts.is_empty() {
+            return Ok(false);
+        }
+        let resolve = rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS;
+        let fd = match rustix::fs::openat2(
+            &self.root,
+            parts.join("/").as_str(),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(false),
+            Err(e) => {
+                return Err(io(e)).with_context(|| format!("inspecting {rel} in the staging tree"))
+            }
+        };
+        let st = rustix::fs::fstat(&fd).map_err(io)?;
+        Ok(
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+                && st.st_mode & 0o111 != 0,
+        )
     }
 
     /// Remove a file or symlink if present.
@@ -265,6 +319,21 @@ impl GuestRoot {
     }
 }
 
+/// `base` + `target` as guest path components, `..` resolved lexically and clamped at the guest
+/// root, as `RESOLVE_IN_ROOT` does.
+fn lexical_join(mut base: Vec<String>, target: &str) -> Vec<String> {
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                base.pop();
+            }
+            name => base.push(name.to_string()),
+        }
+    }
+    base
+}
+
 fn is_not_found(e: &anyhow::Error) -> bool {
     e.chain()
         .filter_map(|c| c.downcast_ref::<std::io::Error>())
@@ -304,6 +373,31 @@ mod tests {
         std::os::unix::fs::symlink("../../../../..", guest.path().join("up")).unwrap();
         g.write("/up/z", b"z", Perms::root(0o644)).unwrap();
         assert!(guest.path().join("z").exists());
+    }
+
+    #[test]
+    fn dangling_symlinked_directories_are_created_inside_the_guest() {
+        let outside = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("root")).unwrap();
+        // Absolute, relative, and one that climbs past the root: all land inside the tree.
+        std::os::unix::fs::symlink(outside.path().join("ssh"), root.join("root/.ssh")).unwrap();
+        std::os::unix::fs::symlink("../var/roothome", root.join("home")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../elsewhere", root.join("srv")).unwrap();
+        let guest = GuestRoot::open(root).unwrap();
+        guest.mkdir("/root/.ssh", Perms::root(0o700)).unwrap();
+        guest.write("/home/x/f", b"y", Perms::root(0o644)).unwrap();
+        guest.write("/srv/f", b"z", Perms::root(0o644)).unwrap();
+        let inside = root
+            .join(outside.path().strip_prefix("/").unwrap())
+            .join("ssh");
+        assert!(inside.is_dir());
+        assert_eq!(std::fs::read(root.join("var/roothome/x/f")).unwrap(), b"y");
+        assert_eq!(std::fs::read(root.join("elsewhere/f")).unwrap(), b"z");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert!(guest.mkdir("/loop/x", Perms::root(0o755)).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The root filesystem stage: unpack a tar stream safely into a staging tree, then configure it as
 //! a guest (fstab, hostname, passwords, ...). Also finds the kernel and initramfs the disk boots.
+pub mod app;
 pub mod boot_files;
 pub mod guest;
 pub mod setup;

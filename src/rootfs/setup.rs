@@ -3,7 +3,7 @@
 //! (bind-mount targets), a `/.dockerenv`, a regular file at `/dev/console` and the build's
 //! machine-id: all of that is put right here.
 use super::guest::{GuestRoot, Perms};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 
 /// What the guest is told about itself.
@@ -254,6 +254,10 @@ fn write_resolv_conf(guest: &GuestRoot, dns: &[std::net::IpAddr]) -> Result<()> 
 
 /// Put `hash` in root's line of /etc/shadow, keeping every other line, its owner and mode.
 fn set_root_password(guest: &GuestRoot, hash: &str) -> Result<()> {
+    if guest.is_symlink("/etc/shadow")? {
+        // Its other users' lines are wherever the link points: not something to guess at.
+        bail!("/etc/shadow in the image is a symlink, so c2vm cannot set the root password in it; make it a regular file in the image, or convert without --password-file");
+    }
     let (old, perms) = match guest.stat("/etc/shadow")? {
         Some(st) => {
             let text = guest.read("/etc/shadow")?.unwrap_or_default();

@@ -55,7 +55,7 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<UnpackStats> {
         match kind {
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 make_special(&dest, &rel, &entry)
-                    .with_context(|| format!("unpacking `{shown}`"))?;
+                    .with_context(|| format!("refusing archive entry `{shown}`"))?;
             }
             EntryType::Link => {
                 check_hardlink_target(&entry)
@@ -96,6 +96,9 @@ fn unpack_entry<R: Read>(entry: &mut tar::Entry<R>, dest: &Path, shown: &str) ->
                 .join(": ");
             if text.contains("outside of destination") {
                 bail!("refusing archive entry `{shown}`: it would write outside the root through a symlink or link ({text})");
+            }
+            if text.contains("Is a directory") {
+                bail!("refusing archive entry `{shown}`: it would replace a directory that earlier entries made with a non-directory ({text})");
             }
             if text.contains("No space left on device") {
                 bail!("no space left while unpacking `{shown}`: free some space or choose another --workdir ({text})");

@@ -117,7 +117,12 @@ impl VmConfig {
         }
         let mut nic = "user,model=virtio-net-pci".to_string();
         for p in &a.publish {
-            let (host, guest) = p
+            let (ports, proto) = match p.split_once('/') {
+                Some((ports, proto @ ("tcp" | "udp"))) => (ports, proto),
+                Some(_) => bail!("--publish {p}: the protocol after / must be tcp or udp"),
+                None => (p.as_str(), "tcp"),
+            };
+            let (host, guest) = ports
                 .split_once(':')
                 .with_context(|| format!("--publish {p}: expected HOST:GUEST, e.g. 8080:80"))?;
             let host: u16 = host
@@ -126,7 +131,7 @@ impl VmConfig {
             let guest: u16 = guest
                 .parse()
                 .with_context(|| format!("--publish {p}: bad guest port"))?;
-            nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+            nic.push_str(&format!(",hostfwd={proto}:127.0.0.1:{host}-:{guest}"));
         }
         args.extend(["-nic".into(), nic]);
         let mut vars = None;

@@ -28,6 +28,8 @@ pub struct ImageDetails {
     pub working_dir: String,
     pub exposed_ports: Vec<String>,
     pub volumes: Vec<String>,
+    /// The signal `docker stop` sends (STOPSIGNAL); empty for the default SIGTERM.
+    pub stop_signal: String,
 }
 
 pub struct Engine {
@@ -44,6 +46,45 @@ async fn next_or_interrupt<S: Stream + Unpin>(stream: &mut S) -> Result<Option<S
             return Ok(item);
         }
     }
+}
+
+/// The oldest Engine API c2vm uses (Docker 19.03): platform-aware pulls and builds.
+const MIN_API: (u32, u32) = (1, 40);
+
+fn parse_api(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.trim().split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Versions are negotiated down, never up: a daemon too old for c2vm, or one whose oldest
+/// accepted API is newer than c2vm speaks, is named with what to upgrade.
+fn check_api_version(address: &str, version: &bollard::models::SystemVersion) -> Result<()> {
+    let engine = version.version.as_deref().unwrap_or("unknown");
+    let api = version.api_version.as_deref().unwrap_or("");
+    let Some(server_max) = parse_api(api) else {
+        bail!("the Docker daemon at {address} (version {engine}) reports no usable API version ({api:?}); is it a Docker Engine?");
+    };
+    if server_max < MIN_API {
+        bail!(
+            "the Docker daemon at {address} is Docker {engine} with API {api}; c2vm needs API {}.{} (Docker 19.03) or newer: upgrade Docker",
+            MIN_API.0,
+            MIN_API.1
+        );
+    }
+    let client = bollard::API_DEFAULT_VERSION;
+    let client = (client.major_version as u32, client.minor_version as u32);
+    if let Some(server_min) = version.min_api_version.as_deref().and_then(parse_api) {
+        if server_min > client {
+            bail!(
+                "the Docker daemon at {address} (Docker {engine}) accepts API {}.{} and newer only, and this c2vm speaks up to {}.{}: upgrade c2vm, or use an older daemon",
+                server_min.0,
+                server_min.1,
+                client.0,
+                client.1
+            );
+        }
+    }
+    Ok(())
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
@@ -69,6 +110,14 @@ impl Engine {
         let how_to_start = "start one (`sudo systemctl start docker`, or `sudo dockerd &`) or point DOCKER_HOST at a running one";
         let docker = Docker::connect_with_defaults()
             .map_err(|e| anyhow!("no Docker daemon answers at {address} ({e}); {how_to_start}"))?;
+        let version = runtime
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(15), docker.version())
+                    .await?
+                    .map_err(anyhow::Error::from)
+            })
+            .map_err(|e| anyhow!("no Docker daemon answers at {address} ({e}); {how_to_start}"))?;
+        check_api_version(&address, &version)?;
         let docker = runtime
             .block_on(async {
                 let docker =
@@ -77,7 +126,7 @@ impl Engine {
                 tokio::time::timeout(Duration::from_secs(15), docker.ping()).await??;
                 Ok::<_, anyhow::Error>(docker)
             })
-            .map_err(|e| anyhow!("no Docker daemon answers at {address} ({e}); {how_to_start}"))?;
+            .map_err(|e| anyhow!("the Docker daemon at {address} answered, then failed: {e}"))?;
         log::debug!(
             "connected to Docker at {address}, API {:?}",
             docker.client_version()
@@ -135,6 +184,7 @@ impl Engine {
             working_dir: config.working_dir.unwrap_or_default(),
             exposed_ports: config.exposed_ports.unwrap_or_default(),
             volumes: config.volumes.unwrap_or_default(),
+            stop_signal: config.stop_signal.unwrap_or_default(),
         }))
     }
 

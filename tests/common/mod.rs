@@ -153,3 +153,30 @@ pub fn partition_offset(disk: &Path, n: usize) -> u64 {
         .unwrap()
         * 512
 }
+
+/// Wait for `child` to exit, failing the test if it takes longer than `limit`.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for a child") {
+            return status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what} did not end within {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A Docker build context `dir/ctx` holding `dockerfile` as its Dockerfile.
+pub fn build_context(dir: &Path, dockerfile: &str) -> PathBuf {
+    let ctx = dir.join("ctx");
+    std::fs::create_dir(&ctx).expect("creating the build context");
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("writing the Dockerfile");
+    ctx
+}

@@ -1,0 +1,251 @@
+//! Application images become VMs that run the application: the image's ENTRYPOINT/CMD is a boot
+//! service with its Env, WorkingDir and User, and its EXPOSEd port is reachable from the host
+//! through `c2vm run --publish`. Real daemon, real builds, real boots under TCG.
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Conversions talk to one daemon; serialising them makes "no container left" exact.
+static DOCKER: Mutex<()> = Mutex::new(());
+
+fn containers() -> String {
+    tool("docker", &["ps", "-aq", "--no-trunc"])
+}
+
+/// `c2vm build CONTEXT -o OUT`, which must succeed and leave no container; returns its stderr.
+fn build(ctx: &Path, out: &Path, pw: &Path) -> String {
+    let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let before = containers();
+    let o = run(c2vm()
+        .arg("build")
+        .arg(ctx)
+        .arg("-o")
+        .arg(out)
+        .arg("--password-file")
+        .arg(pw));
+    assert!(o.status.success(), "build failed: {}", stderr(&o));
+    assert_eq!(containers(), before, "c2vm build left a container behind");
+    stderr(&o)
+}
+
+/// A `c2vm run` in the background, killed if the test fails before it is stopped.
+struct Vm(Child);
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP GET of `/` on 127.0.0.1:port; the whole response, or None if nothing answers yet.
+fn http_get(port: u16) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    (!response.is_empty()).then_some(response)
+}
+
+#[test]
+fn web_server_image_serves_its_page_on_the_published_port() {
+    const PAGE: &str = "c2vm-app-page-7f3a91";
+    const HOST_PORT: u16 = 18080;
+    let dir = scratch();
+    let ctx = build_context(
+        dir.path(),
+        &format!(
+            "FROM debian:latest\n\
+             RUN apt-get update && apt-get install -y --no-install-recommends nginx \
+                 && rm -rf /var/lib/apt/lists/*\n\
+             RUN echo '{PAGE}' > /var/www/html/index.html\n\
+             EXPOSE 80\n\
+             STOPSIGNAL SIGQUIT\n\
+             CMD [\"nginx\", \"-g\", \"daemon off;\"]\n"
+        ),
+    );
+    let disk = dir.path().join("web.qcow2");
+    let pw = password_file(dir.path());
+    let log = build(&ctx, &disk, &pw);
+    assert!(
+        log.contains(
+            "runs the image's command as the service c2vm-app, as root: nginx -g 'daemon off;'"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("exposes 80/tcp") && log.contains("--publish 8080:80"),
+        "{log}"
+    );
+    // Debian's nginx package enables its own nginx.service; two nginx would fight over port 80.
+    assert!(log.contains("Disabled nginx.service"), "{log}");
+
+    let console_log = dir.path().join("console.log");
+    let mut vm = Vm(c2vm()
+        .args(["run", "--cpus", "1", "--timeout", "600"])
+        .args(["--publish", &format!("{HOST_PORT}:80")])
+        .args(["--expect", "c2vm-test-pattern-that-never-shows"])
+        .arg(&disk)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&console_log).unwrap())
+        .spawn()
+        .expect("starting c2vm run"));
+    let started = Instant::now();
+    let mut page = None;
+    while started.elapsed() < Duration::from_secs(400) {
+        if let Some(response) = http_get(HOST_PORT) {
+            if response.contains(PAGE) {
+                page = Some(response);
+                break;
+            }
+        }
+        if let Ok(Some(status)) = vm.0.try_wait() {
+            panic!(
+                "c2vm run ended early ({status}):\n{}",
+                std::fs::read_to_string(&console_log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let console = std::fs::read_to_string(&console_log).unwrap_or_default();
+    let tail: String = console
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let page =
+        page.unwrap_or_else(|| panic!("no page on port {HOST_PORT} after 400 s; console:\n{tail}"));
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    eprintln!(
+        "page served {:.0} s after `c2vm run` started",
+        started.elapsed().as_secs_f64()
+    );
+
+    // SIGTERM stops the VM promptly and takes QEMU with it.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(vm.0.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = wait_exit(&mut vm.0, Duration::from_secs(10), "c2vm run after SIGTERM");
+    assert_eq!(status.code(), Some(130), "exit code after SIGTERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", HOST_PORT)).is_err(),
+        "QEMU still forwards port {HOST_PORT} after c2vm run ended"
+    );
+}
+
+#[test]
+fn user_workdir_env_and_exact_argv_reach_the_service() {
+    let dir = scratch();
+    // The last argument holds what a unit file or a shell would otherwise expand or split.
+    let ctx = build_context(
+        dir.path(),
+        r#"FROM debian:latest
+RUN useradd --uid 1234 --create-home appuser \
+    && mkdir -p /srv/work /srv/data && chown appuser:appuser /srv/work /srv/data && chmod 700 /srv/data
+USER appuser
+WORKDIR /srv/work
+ENV GREETING="hello world"
+VOLUME ["/srv/data", "/srv/cache"]
+CMD ["sh", "-c", "echo c2vm-app-says-hi; { id -u; id -g; pwd; echo \"$GREETING\"; printf '%s\\n' \"$1\"; } > result.tmp && mv result.tmp result", "sh", "a b $HOME %n \"q\" it's"]
+"#,
+    );
+    let disk = dir.path().join("user.img");
+    let pw = password_file(dir.path());
+    let log = build(&ctx, &disk, &pw);
+    assert!(
+        log.contains("runs the image's command as the service c2vm-app, as appuser"),
+        "{log}"
+    );
+
+    // -v echoes the console to stderr: the service's output must show there as well.
+    let out = run(c2vm()
+        .args([
+            "-v",
+            "run",
+            "--cpus",
+            "1",
+            "--timeout",
+            "420",
+            "--login",
+            "root",
+        ])
+        .arg("--password-file")
+        .arg(&pw)
+        .arg("--exec")
+        .arg(
+            "for i in $(seq 120); do [ -e /srv/work/result ] && break; sleep 1; done; \
+             cat /srv/work/result; systemctl show -p Result --value c2vm-app; \
+             journalctl -b -u c2vm-app -o cat | grep -c c2vm-app-says-hi; \
+             stat -c '%U %a' /srv/data /srv/cache",
+        )
+        .arg(&disk));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "1234\n1234\n/srv/work\nhello world\na b $HOME %n \"q\" it's\nsuccess\n1\nappuser 700\nroot 755\n"
+    );
+    assert!(
+        stderr(&out).contains("c2vm-app-says-hi"),
+        "the service's output did not reach the serial console"
+    );
+}
+
+#[test]
+fn app_flags_and_bare_shell_images() {
+    // debian:latest's CMD is `bash`: no service unless asked; --app on an image without a
+    // command is a clear error. (No boot: the service itself is booted by the tests above.)
+    let dir = scratch();
+    let out = dir.path().join("x.img");
+    let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let o = run(c2vm()
+        .args(["convert", "debian:latest", "--app", "--no-app", "-o"])
+        .arg(&out));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "--app with --no-app is a usage error"
+    );
+    let o = run(c2vm().args(["convert", "debian:latest", "-o"]).arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("c2vm-app"), "{}", stderr(&o));
+    let root = format!("{}?offset={}", out.display(), partition_offset(&out, 2));
+    let units = tool("debugfs", &["-R", "ls /etc/systemd/system", &root]);
+    assert!(units.contains("multi-user.target.wants"), "{units}");
+    assert!(!units.contains("c2vm-app"), "{units}");
+    std::fs::remove_file(&out).unwrap();
+
+    let o = run(c2vm()
+        .args(["convert", "debian:latest", "--app", "-o"])
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("runs the image's command as the service c2vm-app, as root: bash"),
+        "{}",
+        stderr(&o)
+    );
+    let root = format!("{}?offset={}", out.display(), partition_offset(&out, 2));
+    let unit = tool(
+        "debugfs",
+        &["-R", "cat /etc/systemd/system/c2vm-app.service", &root],
+    );
+    assert!(
+        unit.contains("ExecStart=\"/usr/bin/bash\"") || unit.contains("ExecStart=\"/bin/bash\""),
+        "{unit}"
+    );
+}
