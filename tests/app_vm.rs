@@ -204,6 +204,10 @@ CMD ["sh", "-c", "echo c2vm-app-says-hi; { id -u; id -g; pwd; echo \"$GREETING\"
         stderr(&out).contains("c2vm-app-says-hi"),
         "the service's output did not reach the serial console"
     );
+    assert!(
+        !stderr(&out).contains(PASSWORD),
+        "the login password shows in the -v console log"
+    );
 }
 
 #[test]

@@ -425,7 +425,7 @@ fn a_read_only_output_directory_fails_before_any_work() {
 }
 
 #[test]
-fn uefi_without_ovmf_says_which_package_to_install() {
+fn run_without_ovmf_or_qemu_says_which_package_to_install() {
     let dir = scratch();
     let disk = dir.path().join("tiny.qcow2");
     tool(
@@ -449,6 +449,15 @@ fn uefi_without_ovmf_says_which_package_to_install() {
             || Path::new("/usr/share/OVMF/OVMF_CODE.fd").exists(),
         "the host's firmware is untouched"
     );
+    // No QEMU at all: a PATH with every other tool but not qemu-system-x86_64.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let qemu_img = tool("sh", &["-c", "command -v qemu-img"]);
+    std::os::unix::fs::symlink(qemu_img.trim(), bin.join("qemu-img")).unwrap();
+    let o = run(c2vm().env("PATH", &bin).arg("run").arg(&disk));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
 }
 
 #[test]
