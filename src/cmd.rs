@@ -60,8 +60,32 @@ pub struct Cmd {
 /// What a finished command printed.
 pub struct Output {
     pub stdout: String,
-    #[allow(dead_code)]
-    pub stderr: String,
+}
+
+/// A program that ran and failed. Its message is for people; callers that must tell one failure
+/// from another use [`ToolFailed::said`], the one place where c2vm reads other programs' text.
+#[derive(Debug, thiserror::Error)]
+#[error("{description} failed: `{command}` exited with {status}\n{tail}")]
+pub struct ToolFailed {
+    description: String,
+    command: String,
+    status: String,
+    /// The last lines of stderr (or stdout when stderr was empty).
+    tail: String,
+}
+
+impl ToolFailed {
+    /// Whether the program's output says one of `phrases`. mke2fs and friends report "disk full"
+    /// and similar conditions only as text and one exit status for all errors, so matching their
+    /// words is the only way to know; it happens here and nowhere else.
+    pub fn said(&self, phrases: &[&str]) -> bool {
+        phrases.iter().any(|p| self.tail.contains(p))
+    }
+
+    /// The failure of a tool anywhere in `err`'s chain, if one failed.
+    pub fn find(err: &anyhow::Error) -> Option<&ToolFailed> {
+        err.chain().find_map(|e| e.downcast_ref::<ToolFailed>())
+    }
 }
 
 impl Cmd {
@@ -133,15 +157,9 @@ impl Cmd {
         let stdout = stdout.join().unwrap_or_default();
         let stderr = stderr.join().unwrap_or_default();
         if !status.success() {
-            return Err(anyhow!(
-                "{} failed: `{}` exited with {}\n{}",
-                self.description,
-                self.display(),
-                describe_status(status),
-                tail(&stderr, &stdout)
-            ));
+            return Err(self.failed(status, tail(&stderr, &stdout)).into());
         }
-        Ok(Output { stdout, stderr })
+        Ok(Output { stdout })
     }
 
     /// Run with stdout handed line by line (split on `\r` or `\n`) to `on_line`, e.g. to follow
@@ -192,15 +210,18 @@ impl Cmd {
         }
         let stderr = stderr.join().unwrap_or_default();
         if !status.success() {
-            return Err(anyhow!(
-                "{} failed: `{}` exited with {}\n{}",
-                self.description,
-                self.display(),
-                describe_status(status),
-                tail(&stderr, "")
-            ));
+            return Err(self.failed(status, tail(&stderr, "")).into());
         }
         Ok(())
+    }
+
+    fn failed(&self, status: ExitStatus, tail: String) -> ToolFailed {
+        ToolFailed {
+            description: self.description.clone(),
+            command: self.display(),
+            status: describe_status(status),
+            tail,
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! the init system, udev and DHCP networking on top of the user's image, built through the Docker
 //! API. The result is tagged with a hash of the base image, the template and the options, so
 //! converting the same image again reuses it.
-use crate::source::docker::{self, Engine, ImageDetails};
+use crate::source::docker::{self, Engine};
+use crate::source::ImageDetails;
 use anyhow::{bail, Context, Result};
 use sha2::Digest;
 use std::collections::HashMap;

@@ -1,55 +1,73 @@
 //! c2vm turns a container image into a bootable virtual-machine disk.
 //!
-//! The pipeline, one module per stage:
-//! `source` (Docker Engine API or a tarball) → `kernel` (per-distro template adds a kernel) →
-//! `rootfs` (safe unpack + guest setup) → `disk` (GPT, ext4 via mke2fs -d, FAT32 ESP) →
-//! `boot` (SYSLINUX/systemd-boot or GRUB) → `output` (raw or qemu-img formats); `run` boots a disk.
-pub mod boot;
-pub mod cli;
-pub mod cmd;
-pub mod disk;
-pub mod interrupt;
-pub mod kernel;
-pub mod logging;
-pub mod output;
-pub mod pipeline;
-pub mod plan;
-pub mod progress;
-pub mod rootfs;
-pub mod run;
-pub mod source;
+//! Modules point one way: `cli` → `pipeline` → the stages → the helpers.
+//! - Stages, in pipeline order: `source` (an engine or a tarball) → `kernel` (a per-distro
+//!   template adds a kernel) → `rootfs` (safe unpack and guest setup) → `disk` (GPT, ext4 by
+//!   `mke2fs -d`, FAT32 ESP) → `boot` (SYSLINUX/systemd-boot or GRUB) → `output` (raw or
+//!   qemu-img formats); `run` boots a disk.
+//! - Checked options: `plan`, with `credentials` and `workspace`; `report` tells the result.
+//! - Helpers every stage may use: `cmd`, `progress`, `interrupt`, `units`, `image`.
+//!
+//! Only the command line is public; the fuzz target gets the unpacker through [`fuzzing`].
+mod boot;
+mod cli;
+mod cmd;
+mod credentials;
+mod disk;
+mod image;
+mod interrupt;
+mod kernel;
+mod logging;
+mod output;
+mod pipeline;
+mod plan;
+mod progress;
+mod report;
+mod rootfs;
+mod run;
+mod source;
+mod units;
+mod workspace;
 
-use anyhow::Result;
-use cli::{Cli, Command};
+pub use cli::Cli;
+use cli::Command;
 
-pub const EXIT_FAILURE: i32 = 1;
-pub const EXIT_INTERRUPTED: i32 = 130;
+const EXIT_FAILURE: i32 = 1;
+const EXIT_INTERRUPTED: i32 = 130;
 
-/// Run a parsed command line; returns the process exit code.
-pub fn run_cli(cli: Cli) -> Result<i32> {
+/// Run a parsed command line: logging, signal handling, the command, and its error printed as
+/// one line. Returns the process exit code.
+pub fn main(cli: Cli) -> i32 {
+    logging::init(cli.verbose, cli.quiet);
+    interrupt::install();
+    match run_command(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let code = exit_code_for(&err);
+            if code == EXIT_INTERRUPTED {
+                progress::say("c2vm: interrupted; cleaned up");
+            } else {
+                progress::say(&format!("c2vm: error: {err:#}"));
+            }
+            code
+        }
+    }
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Convert(args) => {
-            let plan = plan::DiskPlan::from_args(&args.disk)?;
-            match source::SourceRef::parse(&args.source)? {
-                source::SourceRef::Tarball(path) => {
-                    pipeline::require_root()?;
-                    let unpacked = pipeline::unpack_tarball(&path, &plan)?;
-                    pipeline::build_disk(unpacked, &plan)?;
-                }
-                source::SourceRef::Image(image) => {
-                    pipeline::require_root()?;
-                    let unpacked = pipeline::unpack_image(&image, &args.image, &plan)?;
-                    pipeline::build_disk(unpacked, &plan)?;
-                }
-            }
+            pipeline::convert(&args.source, &args.disk, &args.image)?;
             Ok(0)
         }
         Command::Build(args) => {
-            let plan = plan::DiskPlan::from_args(&args.disk)?;
-            pipeline::require_root()?;
-            let tag = pipeline::build_user_image(&args)?;
-            let unpacked = pipeline::unpack_image(&tag, &args.image, &plan)?;
-            pipeline::build_disk(unpacked, &plan)?;
+            pipeline::build(
+                &args.context,
+                args.dockerfile.as_deref(),
+                &args.build_args,
+                &args.disk,
+                &args.image,
+            )?;
             Ok(0)
         }
         Command::Run(args) => run::run(&args, cli.verbose > 0),
@@ -57,10 +75,16 @@ pub fn run_cli(cli: Cli) -> Result<i32> {
 }
 
 /// Exit code for an error: 130 when interrupted, 1 otherwise.
-pub fn exit_code_for(err: &anyhow::Error) -> i32 {
+fn exit_code_for(err: &anyhow::Error) -> i32 {
     if err.chain().any(|e| e.is::<interrupt::Interrupted>()) || interrupt::is_set() {
         EXIT_INTERRUPTED
     } else {
         EXIT_FAILURE
     }
+}
+
+/// For `fuzz/fuzz_targets/unpack.rs` only: not part of c2vm's interface.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::rootfs::unpack::unpack;
 }

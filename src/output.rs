@@ -1,16 +1,110 @@
 //! The output stage: the disk is built under a temporary name beside the output and renamed into
 //! place only when complete; raw stays sparse, other formats go through `qemu-img convert`.
-use crate::cli::DiskFormat;
+//! Everything about the output path lives here: its format, the checks made before any work, the
+//! temporary file, and the final rename.
 use crate::cmd::Cmd;
 use crate::progress::Stage;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
-pub fn check_host_tools(format: DiskFormat) -> Result<()> {
-    if format != DiskFormat::Raw {
-        crate::cmd::require("qemu-img")?;
+/// The disk image formats c2vm writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+    Vmdk,
+    Vdi,
+    Vhdx,
+    /// VHD (qemu-img calls it vpc)
+    Vhd,
+}
+
+/// The output, checked before any work: its format is known, it does not exist (unless
+/// `--force`), and its directory exists and is writable.
+#[derive(Debug, Clone)]
+pub struct OutputTarget {
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    pub force: bool,
+}
+
+impl OutputTarget {
+    pub fn check(path: &Path, format: Option<DiskFormat>, force: bool) -> Result<OutputTarget> {
+        let format = match format {
+            Some(f) => f,
+            None => format_from_extension(path)?,
+        };
+        check_output_path(path, force)?;
+        if format != DiskFormat::Raw {
+            crate::cmd::require("qemu-img")?;
+        }
+        Ok(OutputTarget {
+            path: path.to_path_buf(),
+            format,
+            force,
+        })
     }
+
+    /// The directory the output goes to (where a full disk would need room).
+    pub fn dir(&self) -> PathBuf {
+        output_dir(&self.path)
+    }
+}
+
+fn format_from_extension(output: &Path) -> Result<DiskFormat> {
+    let ext = output
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    Ok(match ext.as_str() {
+        "img" | "raw" => DiskFormat::Raw,
+        "qcow2" => DiskFormat::Qcow2,
+        "vmdk" => DiskFormat::Vmdk,
+        "vdi" => DiskFormat::Vdi,
+        "vhdx" => DiskFormat::Vhdx,
+        "vhd" | "vpc" => DiskFormat::Vhd,
+        _ => bail!(
+            "cannot tell the disk format from `{}`; use an extension (.img, .raw, .qcow2, .vmdk, .vdi, .vhdx, .vhd) or --format",
+            output.display()
+        ),
+    })
+}
+
+/// The output must not exist (unless --force) and its directory must exist and be writable:
+/// found out now, not after minutes of work.
+fn check_output_path(output: &Path, force: bool) -> Result<()> {
+    if output.exists() && !force {
+        bail!(
+            "{} already exists; use --force to overwrite it",
+            output.display()
+        );
+    }
+    if output.is_dir() {
+        bail!(
+            "{} is a directory; give a file name for the disk",
+            output.display()
+        );
+    }
+    let dir = output_dir(output);
+    if !dir.is_dir() {
+        bail!(
+            "the output directory {} does not exist; create it first",
+            dir.display()
+        );
+    }
+    tempfile::Builder::new()
+        .prefix(".c2vm-probe")
+        .tempfile_in(&dir)
+        .with_context(|| format!("the output directory {} is not writable", dir.display()))?;
     Ok(())
+}
+
+fn output_dir(output: &Path) -> PathBuf {
+    match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// qemu-img's name for a format.
@@ -33,7 +127,7 @@ pub struct PendingOutput {
 
 impl PendingOutput {
     pub fn new(target: &Path) -> Result<PendingOutput> {
-        let dir = crate::plan::output_dir(target);
+        let dir = output_dir(target);
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -72,6 +166,28 @@ impl PendingOutput {
     }
 }
 
+/// Create the raw disk file at `path`, `size` bytes long and sparse, open for writing.
+pub fn create_raw(path: &Path, size: u64) -> Result<File> {
+    let image = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    image
+        .set_len(size)
+        .with_context(|| format!("sizing {}", path.display()))?;
+    Ok(image)
+}
+
+/// What the finished output takes: its length and the bytes allocated to it.
+pub fn sizes(path: &Path) -> (u64, u64) {
+    std::fs::metadata(path)
+        .map(|m| (m.len(), std::os::unix::fs::MetadataExt::blocks(&m) * 512))
+        .unwrap_or((0, 0))
+}
+
 /// Convert the finished raw image into `dest` in `format`, showing qemu-img's progress.
 pub fn convert(raw: &Path, dest: &Path, format: DiskFormat) -> Result<()> {
     let stage = Stage::bytes(&format!("Converting to {}", qemu_format(format)), 100);
@@ -93,4 +209,41 @@ pub fn convert(raw: &Path, dest: &Path, format: DiskFormat) -> Result<()> {
         })?;
     stage.done();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_follows_extension() {
+        assert_eq!(
+            format_from_extension(Path::new("a.qcow2")).unwrap(),
+            DiskFormat::Qcow2
+        );
+        assert_eq!(
+            format_from_extension(Path::new("a.IMG")).unwrap(),
+            DiskFormat::Raw
+        );
+        assert_eq!(
+            format_from_extension(Path::new("a.vhd")).unwrap(),
+            DiskFormat::Vhd
+        );
+        let err = format_from_extension(Path::new("a.iso")).unwrap_err();
+        assert!(err.to_string().contains("or --format"), "{err}");
+    }
+
+    #[test]
+    fn an_existing_output_needs_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("d.img");
+        std::fs::write(&out, b"x").unwrap();
+        let err = OutputTarget::check(&out, None, false).unwrap_err();
+        assert!(err.to_string().contains("use --force"), "{err}");
+        let ok = OutputTarget::check(&out, None, true).unwrap();
+        assert_eq!(ok.format, DiskFormat::Raw);
+        assert_eq!(ok.dir(), dir.path());
+        let err = OutputTarget::check(&dir.path().join("no/d.img"), None, false).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
 }

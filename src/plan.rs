@@ -1,47 +1,103 @@
-//! Validate first, then act: raw CLI arguments become a checked plan (sizes parsed, output path
-//! writable, password hashed, host tools present) before c2vm touches Docker or writes a disk.
-use crate::cli::{Bootloader, DiskArgs, DiskFormat};
+//! Validate first, then act: the options of `convert` and `build`, and their checked form (sizes
+//! parsed, output path writable, password hashed, host tools present), made before c2vm touches
+//! an engine or writes a disk.
+use crate::boot::{self, Bootloader};
+use crate::credentials::{Credentials, PasswordSource};
+use crate::disk::layout::SizeRequest;
+use crate::output::{DiskFormat, OutputTarget};
+use crate::rootfs::app::AppChoice;
+use crate::source::{PullPolicy, PLATFORM};
+use crate::units::{parse_size, MIB};
+use crate::workspace::WorkDir;
 use anyhow::{bail, Context, Result};
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use clap::Args;
+use std::path::PathBuf;
 
-pub const MIB: u64 = 1024 * 1024;
+/// Options for the disk, whatever the source.
+#[derive(Args, Debug, Clone)]
+pub struct DiskArgs {
+    /// The output disk; its extension picks the format (.img/.raw, .qcow2, .vmdk, .vdi, .vhdx, .vhd)
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// The output format, when the extension does not say
+    #[arg(long, value_enum)]
+    pub format: Option<DiskFormat>,
+    /// Overwrite the output if it exists
+    #[arg(long)]
+    pub force: bool,
+    /// Whole disk size: `auto` (what the files need plus headroom) or a size such as 4G, 1536M
+    #[arg(long, default_value = "auto")]
+    pub size: String,
+    /// Size of the EFI system partition
+    #[arg(long, default_value = "256M")]
+    pub esp_size: String,
+    /// Boot loaders: syslinux (BIOS) + systemd-boot (UEFI), or GRUB on both
+    #[arg(long, value_enum, default_value_t = Bootloader::Syslinux)]
+    pub bootloader: Bootloader,
+    /// The guest's hostname
+    #[arg(long, default_value = "c2vm")]
+    pub hostname: String,
+    /// Root password: the first line of this file (stored only as a SHA-512 crypt hash)
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password_file: Option<PathBuf>,
+    /// Root password: the first line of standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// A public key file to put in /root/.ssh/authorized_keys
+    #[arg(long)]
+    pub ssh_key: Option<PathBuf>,
+    /// DNS servers for the guest (default: what DHCP provides); may be repeated
+    #[arg(long)]
+    pub dns: Vec<std::net::IpAddr>,
+    /// Extra kernel command-line arguments
+    #[arg(long, default_value = "")]
+    pub append_cmdline: String,
+    /// Where to put the staging tree and temporary files (default: $TMPDIR)
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+}
 
-/// `--size`: what the files need plus headroom, or a fixed whole-disk size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SizeRequest {
-    Auto,
-    Bytes(u64),
+/// Options for images that come from an engine.
+#[derive(Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// When to pull the image from its registry [default: missing]
+    #[arg(long, value_enum)]
+    pub pull: Option<PullPolicy>,
+    /// The image platform; only linux/amd64 is booted [default: linux/amd64]
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// The image already has a kernel, initramfs and init: do not add them
+    #[arg(long)]
+    pub no_kernel: bool,
+    /// Run the image's ENTRYPOINT/CMD at boot as a service (default: when the command is not a
+    /// bare shell such as `bash`)
+    #[arg(long, conflicts_with = "no_app")]
+    pub app: bool,
+    /// Do not run the image's ENTRYPOINT/CMD at boot
+    #[arg(long)]
+    pub no_app: bool,
 }
 
 /// Everything the disk stages need, checked.
 #[derive(Debug)]
 pub struct DiskPlan {
-    pub output: PathBuf,
-    pub format: DiskFormat,
-    pub force: bool,
+    pub output: OutputTarget,
     pub size: SizeRequest,
     pub esp_size: u64,
     pub bootloader: Bootloader,
     pub hostname: String,
-    /// SHA-512 crypt hash of the root password; the plain text is dropped as soon as it is hashed.
-    pub root_password_hash: Option<String>,
-    pub ssh_key: Option<String>,
+    pub credentials: Credentials,
     pub dns: Vec<std::net::IpAddr>,
     pub append_cmdline: String,
-    pub workdir: PathBuf,
-    /// Neither --workdir nor TMPDIR was given: c2vm may stage in RAM (see [`DiskPlan::staging_dir`]).
-    pub workdir_is_default: bool,
+    pub workdir: WorkDir,
+    /// SOURCE_DATE_EPOCH: the one time every timestamp c2vm and its tools write takes.
+    pub epoch: Option<i64>,
 }
 
 impl DiskPlan {
     pub fn from_args(args: &DiskArgs) -> Result<DiskPlan> {
-        let format = match args.format {
-            Some(f) => f,
-            None => format_from_extension(&args.output)?,
-        };
-        check_output_path(&args.output, args.force)?;
-        let size = parse_size_request(&args.size)?;
+        let output = OutputTarget::check(&args.output, args.format, args.force)?;
+        let size = SizeRequest::parse(&args.size)?;
         let esp_size = parse_size(&args.esp_size).context("--esp-size")?;
         if esp_size < 64 * MIB || esp_size % MIB != 0 {
             bail!(
@@ -50,180 +106,77 @@ impl DiskPlan {
             );
         }
         check_hostname(&args.hostname)?;
-        let password = if let Some(path) = &args.password_file {
-            Some(read_password_file(path)?)
-        } else if args.password_stdin {
-            Some(
-                read_first_line(std::io::stdin().lock())
-                    .context("reading the password from stdin")?,
-            )
-        } else {
-            None
+        let password = match (&args.password_file, args.password_stdin) {
+            (Some(path), _) => PasswordSource::File(path),
+            (None, true) => PasswordSource::Stdin,
+            (None, false) => PasswordSource::None,
         };
-        let root_password_hash = password.map(|p| hash_password(&p)).transpose()?;
-        let ssh_key = args.ssh_key.as_deref().map(read_ssh_key).transpose()?;
-        let workdir_is_default = args.workdir.is_none() && std::env::var_os("TMPDIR").is_none();
-        let workdir = match &args.workdir {
-            Some(dir) => dir.clone(),
-            None => std::env::temp_dir(),
-        };
-        if !workdir.is_dir() {
-            bail!(
-                "work directory {} does not exist; create it or choose another with --workdir",
-                workdir.display()
-            );
-        }
-        let plan = DiskPlan {
-            output: args.output.clone(),
-            format,
-            force: args.force,
+        let credentials = Credentials::read(password, args.ssh_key.as_deref())?;
+        let workdir = WorkDir::choose(args.workdir.as_deref())?;
+        crate::cmd::require("mke2fs")?;
+        boot::check_host_tools(args.bootloader)?;
+        Ok(DiskPlan {
+            output,
             size,
             esp_size,
             bootloader: args.bootloader,
             hostname: args.hostname.clone(),
-            root_password_hash,
-            ssh_key,
+            credentials,
             dns: args.dns.clone(),
             append_cmdline: args.append_cmdline.trim().to_string(),
             workdir,
-            workdir_is_default,
-        };
-        crate::cmd::require("mke2fs")?;
-        crate::boot::check_host_tools(plan.bootloader)?;
-        crate::output::check_host_tools(plan.format)?;
-        Ok(plan)
+            epoch: source_date_epoch()?,
+        })
     }
 }
 
-impl DiskPlan {
-    /// Where to put the staging tree for about `expected` bytes of files. Unpacking ~15,000
-    /// files is bound by the filesystem's metadata speed (18 s on a virtual disk, 4 s on tmpfs),
-    /// so without --workdir or TMPDIR, c2vm stages in /dev/shm when it is a tmpfs with room for the
-    /// tree and the raw disk three times over and the machine has that much memory available.
-    pub fn staging_dir(&self, expected: u64) -> PathBuf {
-        let shm = Path::new("/dev/shm");
-        if self.workdir_is_default && expected > 0 {
-            let need = expected.saturating_mul(3) + 512 * MIB;
-            if is_tmpfs_with_room(shm, need) && mem_available().is_some_and(|m| m > need + need / 2)
-            {
-                log::debug!(
-                    "staging in {} (tmpfs, {} MiB needed)",
-                    shm.display(),
-                    need / MIB
-                );
-                return shm.to_path_buf();
-            }
+/// What to do with an image from an engine, checked.
+#[derive(Debug, Clone, Copy)]
+pub struct ImagePlan {
+    pub pull: PullPolicy,
+    pub add_kernel: bool,
+    pub app: AppChoice,
+}
+
+impl ImagePlan {
+    pub fn from_args(args: &ImageArgs) -> Result<ImagePlan> {
+        if let Some(platform) = args.platform.as_deref().filter(|p| *p != PLATFORM) {
+            bail!("--platform {platform}: c2vm boots x86-64 VMs only; use --platform {PLATFORM}");
         }
-        self.workdir.clone()
+        Ok(ImagePlan {
+            pull: args.pull.unwrap_or(PullPolicy::Missing),
+            add_kernel: !args.no_kernel,
+            app: match (args.app, args.no_app) {
+                (true, _) => AppChoice::On,
+                (_, true) => AppChoice::Off,
+                _ => AppChoice::Auto,
+            },
+        })
     }
-}
 
-// f_type is i64 on x86-64 glibc but narrower elsewhere: the cast is for portability.
-#[allow(clippy::unnecessary_cast)]
-fn is_tmpfs_with_room(dir: &Path, need: u64) -> bool {
-    match rustix::fs::statfs(dir) {
-        Ok(st) => {
-            const TMPFS_MAGIC: i64 = 0x0102_1994;
-            st.f_type as i64 == TMPFS_MAGIC && st.f_bavail.saturating_mul(st.f_bsize as u64) >= need
+    /// A `rootfs:` tarball is taken as it is: image options would be silently ignored, so they
+    /// are refused instead. `--no-kernel` and `--no-app` say what a tarball gets anyway.
+    pub fn check_tarball(args: &ImageArgs) -> Result<()> {
+        let given = [
+            (args.pull.is_some(), "--pull"),
+            (args.platform.is_some(), "--platform"),
+            (args.app, "--app"),
+        ];
+        if let Some((_, flag)) = given.iter().find(|(set, _)| *set) {
+            bail!("{flag} applies to images from an engine; a rootfs: tarball is converted as it is (with its own kernel and init, and no image config): drop {flag}");
         }
-        Err(_) => false,
+        Ok(())
     }
 }
 
-/// MemAvailable from /proc/meminfo, in bytes.
-fn mem_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-pub fn format_from_extension(output: &Path) -> Result<DiskFormat> {
-    let ext = output
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    Ok(match ext.as_str() {
-        "img" | "raw" => DiskFormat::Raw,
-        "qcow2" => DiskFormat::Qcow2,
-        "vmdk" => DiskFormat::Vmdk,
-        "vdi" => DiskFormat::Vdi,
-        "vhdx" => DiskFormat::Vhdx,
-        "vhd" | "vpc" => DiskFormat::Vhd,
-        _ => bail!(
-            "cannot tell the disk format from `{}`; use an extension (.img, .raw, .qcow2, .vmdk, .vdi, .vhdx, .vhd) or --format",
-            output.display()
-        ),
-    })
-}
-
-/// The output must not exist (unless --force) and its directory must exist and be writable:
-/// found out now, not after minutes of work.
-fn check_output_path(output: &Path, force: bool) -> Result<()> {
-    if output.exists() && !force {
-        bail!(
-            "{} already exists; use --force to overwrite it",
-            output.display()
-        );
+/// SOURCE_DATE_EPOCH, read once here (reproducible builds' convention).
+fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(_) => Ok(None),
+        Ok(text) => text.trim().parse().map(Some).with_context(|| {
+            format!("SOURCE_DATE_EPOCH={text:?} is not a number of seconds since 1970")
+        }),
     }
-    if output.is_dir() {
-        bail!(
-            "{} is a directory; give a file name for the disk",
-            output.display()
-        );
-    }
-    let dir = output_dir(output);
-    if !dir.is_dir() {
-        bail!(
-            "the output directory {} does not exist; create it first",
-            dir.display()
-        );
-    }
-    tempfile::Builder::new()
-        .prefix(".c2vm-probe")
-        .tempfile_in(&dir)
-        .with_context(|| format!("the output directory {} is not writable", dir.display()))?;
-    Ok(())
-}
-
-pub fn output_dir(output: &Path) -> PathBuf {
-    match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-pub fn parse_size_request(text: &str) -> Result<SizeRequest> {
-    if text.eq_ignore_ascii_case("auto") {
-        return Ok(SizeRequest::Auto);
-    }
-    parse_size(text)
-        .map(SizeRequest::Bytes)
-        .context("--size takes `auto` or a size such as 4G, 1536M, 2GiB")
-}
-
-/// Parse `4G`, `1536M`, `2GiB`, `512MB`, `1073741824` (units are powers of 1024).
-pub fn parse_size(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    if num.is_empty() {
-        bail!("`{text}` is not a size");
-    }
-    let value: u64 = num
-        .parse()
-        .with_context(|| format!("`{text}` is not a size"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => bail!("`{text}` is not a size: unknown unit `{unit}` (use K, M, G or T)"),
-    };
-    value
-        .checked_mul(1u64 << shift)
-        .with_context(|| format!("`{text}` is too large"))
 }
 
 fn check_hostname(name: &str) -> Result<()> {
@@ -240,102 +193,58 @@ fn check_hostname(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn read_first_line(reader: impl BufRead) -> Result<String> {
-    let line = reader.lines().next().transpose()?.unwrap_or_default();
-    let line = line.trim_end_matches('\r').to_string();
-    if line.is_empty() {
-        bail!("the password is empty");
-    }
-    Ok(line)
-}
-
-pub fn read_password_file(path: &Path) -> Result<String> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("opening the password file {}", path.display()))?;
-    read_first_line(std::io::BufReader::new(file))
-        .with_context(|| format!("reading the password file {}", path.display()))
-}
-
-/// SHA-512 crypt (`$6$`), what Debian's passwd and chpasswd write.
-pub fn hash_password(password: &str) -> Result<String> {
-    let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
-        .map_err(|e| anyhow::anyhow!("hashing the password: {e:?}"))?;
-    sha_crypt::sha512_simple(password, &params)
-        .map_err(|e| anyhow::anyhow!("hashing the password: {e:?}"))
-}
-
-fn read_ssh_key(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the SSH public key {}", path.display()))?;
-    let keys: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    if keys.is_empty() || keys.iter().any(|k| k.contains("PRIVATE KEY")) {
-        bail!("{} is not an SSH public key (expected lines like `ssh-ed25519 AAAA... comment`; give the .pub file)", path.display());
-    }
-    Ok(keys.join("\n") + "\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
-        assert_eq!(parse_size("1536M").unwrap(), 1536 << 20);
-        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("big").is_err());
-        assert!(parse_size("12X").is_err());
-        assert!(parse_size("99999999999999999999T").is_err());
-        assert_eq!(parse_size_request("auto").unwrap(), SizeRequest::Auto);
-    }
-
-    #[test]
-    fn format_follows_extension() {
-        assert_eq!(
-            format_from_extension(Path::new("a.qcow2")).unwrap(),
-            DiskFormat::Qcow2
-        );
-        assert_eq!(
-            format_from_extension(Path::new("a.IMG")).unwrap(),
-            DiskFormat::Raw
-        );
-        assert_eq!(
-            format_from_extension(Path::new("a.vhd")).unwrap(),
-            DiskFormat::Vhd
-        );
-        assert!(format_from_extension(Path::new("a.iso")).is_err());
-    }
-
-    #[test]
     fn hostnames_are_checked() {
         assert!(check_hostname("c2vm").is_ok());
         assert!(check_hostname("web-1.example.org").is_ok());
-        assert!(check_hostname("-bad").is_err());
-        assert!(check_hostname("bad_name").is_err());
-        assert!(check_hostname("").is_err());
+        for bad in ["-bad", "bad_name", ""] {
+            let err = check_hostname(bad).unwrap_err().to_string();
+            assert!(err.contains("is not a valid hostname"), "{err}");
+        }
+    }
+
+    fn image_args() -> ImageArgs {
+        ImageArgs {
+            pull: None,
+            platform: None,
+            no_kernel: false,
+            app: false,
+            no_app: false,
+        }
     }
 
     #[test]
-    fn password_hash_verifies_and_hides_the_text() {
-        let hash = hash_password("s3cret").unwrap();
-        assert!(hash.starts_with("$6$"));
-        assert!(!hash.contains("s3cret"));
-        assert!(sha_crypt::sha512_check("s3cret", &hash).is_ok());
-        assert!(sha_crypt::sha512_check("other", &hash).is_err());
+    fn image_options_are_checked() {
+        let plan = ImagePlan::from_args(&image_args()).unwrap();
+        assert_eq!(plan.pull, PullPolicy::Missing);
+        assert!(plan.add_kernel);
+        assert_eq!(plan.app, AppChoice::Auto);
+        let arm = ImageArgs {
+            platform: Some("linux/arm64".into()),
+            ..image_args()
+        };
+        let err = ImagePlan::from_args(&arm).unwrap_err().to_string();
+        assert!(err.contains("x86-64 VMs only"), "{err}");
     }
 
     #[test]
-    fn password_file_takes_first_line_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pw");
-        std::fs::write(&path, "first\r\nsecond\n").unwrap();
-        assert_eq!(read_password_file(&path).unwrap(), "first");
-        std::fs::write(&path, "\n").unwrap();
-        assert!(read_password_file(&path).is_err());
+    fn a_tarball_refuses_image_options() {
+        assert!(ImagePlan::check_tarball(&image_args()).is_ok());
+        let pull = ImageArgs {
+            pull: Some(PullPolicy::Always),
+            ..image_args()
+        };
+        let err = ImagePlan::check_tarball(&pull).unwrap_err().to_string();
+        assert!(err.starts_with("--pull applies to images"), "{err}");
+        let app = ImageArgs {
+            app: true,
+            ..image_args()
+        };
+        let err = ImagePlan::check_tarball(&app).unwrap_err().to_string();
+        assert!(err.contains("drop --app"), "{err}");
     }
 }

@@ -81,10 +81,6 @@ impl Stage {
         }
     }
 
-    pub fn inc(&self, amount: u64) {
-        self.bar.inc(amount);
-    }
-
     pub fn set_position(&self, pos: u64) {
         self.bar.set_position(pos);
     }
@@ -142,22 +138,27 @@ pub fn note(line: &str) {
     }
 }
 
-/// A reader that moves a stage's bar by the bytes read through it.
-pub struct ProgressReader<'a, R> {
+/// A reader that moves a stage's bar by the bytes read through it. It holds its own handle on the
+/// bar, so a source can hand out the stream and keep the stage to finish later.
+pub struct ProgressReader<R> {
     inner: R,
-    stage: &'a Stage,
+    bar: ProgressBar,
 }
 
-impl<'a, R> ProgressReader<'a, R> {
-    pub fn new(inner: R, stage: &'a Stage) -> Self {
-        ProgressReader { inner, stage }
+impl Stage {
+    /// Wrap `inner` so that reading from it moves this stage's bar.
+    pub fn reader<R>(&self, inner: R) -> ProgressReader<R> {
+        ProgressReader {
+            inner,
+            bar: self.bar.clone(),
+        }
     }
 }
 
-impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
+impl<R: std::io::Read> std::io::Read for ProgressReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.stage.inc(n as u64);
+        self.bar.inc(n as u64);
         Ok(n)
     }
 }

@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let canary_dir = base.path().join("canary");
     std::fs::create_dir(&canary_dir).expect("canary dir");
     std::fs::write(canary_dir.join("file"), b"canary").expect("canary file");
-    let _ = c2vm::rootfs::unpack::unpack(data, &root);
+    let _ = c2vm::fuzzing::unpack(data, &root);
     let mut outside = Vec::new();
     names(base.path(), &mut outside);
     outside.retain(|n| !Path::new(n).starts_with(&root));

@@ -4,11 +4,26 @@
 pub mod grub;
 pub mod syslinux;
 
-use crate::cli::Bootloader;
 use crate::disk::esp::EspFile;
 use crate::disk::layout::Layout;
 use anyhow::{bail, Result};
 use std::path::Path;
+
+/// Which boot loaders go on the disk.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bootloader {
+    /// SYSLINUX for BIOS, systemd-boot for UEFI
+    Syslinux,
+    /// GRUB for BIOS (core.img in a BIOS-boot partition) and UEFI
+    Grub,
+}
+
+impl Bootloader {
+    /// GRUB's BIOS stage needs its own small partition for core.img.
+    pub fn needs_bios_boot_partition(self) -> bool {
+        self == Bootloader::Grub
+    }
+}
 
 /// What the loaders boot, from the ESP's root.
 pub const KERNEL_ON_ESP: &str = "vmlinuz";
@@ -20,6 +35,8 @@ pub struct BootConfig {
     pub cmdline: String,
     /// The ESP's FAT volume id, `ABCD-1234`.
     pub esp_uuid: String,
+    /// SOURCE_DATE_EPOCH, for the dates the loader tools write.
+    pub epoch: Option<i64>,
 }
 
 pub fn kernel_cmdline(root_uuid: &str, extra: &str) -> String {
@@ -85,7 +102,7 @@ pub fn install(
     scratch: &Path,
 ) -> Result<()> {
     match bootloader {
-        Bootloader::Syslinux => syslinux::install(image, layout),
+        Bootloader::Syslinux => syslinux::install(image, layout, cfg.epoch),
         Bootloader::Grub => grub::install(image, layout, cfg, scratch),
     }
 }

@@ -51,17 +51,19 @@ pub fn esp_files(cfg: &BootConfig) -> Result<Vec<EspFile>> {
 
 /// `syslinux --install` on the unmounted image (it uses mtools), LAST of all writes to the ESP:
 /// ldlinux.sys is found by its sector list, which any later change to the ESP can break.
-pub fn install(image: &Path, layout: &Layout) -> Result<()> {
+pub fn install(image: &Path, layout: &Layout, epoch: Option<i64>) -> Result<()> {
     let mut cmd = Cmd::new("syslinux", "Installing SYSLINUX (BIOS boot)")
         .arg("--offset")
         .arg(layout.esp.start.to_string())
         .args(["--install", "--directory", "/syslinux"])
         .arg(image)
         .env("MTOOLS_SKIP_CHECK", "1");
-    if std::env::var_os("SOURCE_DATE_EPOCH").is_none() {
-        // Reproducible timestamps only when asked; syslinux stamps with the current time otherwise.
-        cmd = cmd.env("TZ", "UTC");
-    }
+    // mtools dates what it writes by SOURCE_DATE_EPOCH when set, else by the current time in
+    // TZ: pass the one c2vm was given explicitly, so the environment is read in one place.
+    cmd = match epoch {
+        Some(epoch) => cmd.env("SOURCE_DATE_EPOCH", epoch.to_string()),
+        None => cmd.env("TZ", "UTC"),
+    };
     cmd.run()?;
     sync_backup_boot_sector(image, layout.esp.start)
 }

@@ -2,7 +2,7 @@
 //! writes directories fsck.fat rejects) straight into the image through a partition window.
 use super::layout::Extent;
 use super::window::PartitionWindow;
-use crate::plan::MIB;
+use crate::units::MIB;
 use anyhow::{anyhow, Context, Result};
 use std::fs::File;
 use std::io::Read;
@@ -57,16 +57,13 @@ struct FixedTime {
 }
 
 impl FixedTime {
-    fn from_env() -> FixedTime {
-        let unix = std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0)
-            });
+    fn new(epoch: Option<i64>) -> FixedTime {
+        let unix = epoch.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
         // FAT dates start in 1980.
         FixedTime {
             unix: unix.max(315_532_800),
@@ -116,8 +113,14 @@ impl lamfat::TimeProvider for FixedTime {
     }
 }
 
-/// Format the ESP at `extent` of `image` and write `files` into it.
-pub fn write(image: &File, extent: Extent, volume_id: u32, files: Vec<EspFile>) -> Result<()> {
+/// Format the ESP at `extent` of `image` and write `files` into it, dated `epoch` (else now).
+pub fn write(
+    image: &File,
+    extent: Extent,
+    volume_id: u32,
+    files: Vec<EspFile>,
+    epoch: Option<i64>,
+) -> Result<()> {
     let mut window = PartitionWindow::new(image, extent.start, extent.size);
     let options = lamfat::FormatVolumeOptions::new()
         .fat_type(lamfat::FatType::Fat32)
@@ -130,7 +133,7 @@ pub fn write(image: &File, extent: Extent, volume_id: u32, files: Vec<EspFile>) 
     std::io::Seek::rewind(&mut window)?;
     let fs = lamfat::FileSystem::new(
         window,
-        lamfat::FsOptions::new().time_provider(FixedTime::from_env()),
+        lamfat::FsOptions::new().time_provider(FixedTime::new(epoch)),
     )
     .map_err(fat_err)
     .context("opening the new EFI system partition")?;
@@ -209,6 +212,7 @@ mod tests {
                 EspFile::bytes("EFI/BOOT/BOOTX64.EFI", b"efi".to_vec()),
                 EspFile::bytes("loader/entries/c2vm.conf", b"title c2vm\n".to_vec()),
             ],
+            Some(1_700_000_000),
         )
         .unwrap();
         let window = PartitionWindow::new(&file, extent.start, extent.size);

@@ -1,8 +1,8 @@
 //! The root filesystem: `mke2fs -d STAGING` writes ext4 straight into the root partition of the
 //! image (`-E offset=`). Features are pinned by a private mke2fs.conf, since e2fsprogs 1.47 turns
 //! on features (orphan_file, metadata_csum_seed) that Debian 10 / Ubuntu 18.04 kernels refuse.
-use crate::cmd::Cmd;
-use crate::plan::MIB;
+use crate::cmd::{Cmd, ToolFailed};
+use crate::units::MIB;
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -28,24 +28,7 @@ const MKE2FS_CONF: &str = "\
 \t}
 ";
 
-pub const FEATURES: &[&str] = &[
-    "has_journal",
-    "ext_attr",
-    "resize_inode",
-    "dir_index",
-    "filetype",
-    "extent",
-    "64bit",
-    "flex_bg",
-    "sparse_super",
-    "large_file",
-    "huge_file",
-    "dir_nlink",
-    "extra_isize",
-    "metadata_csum",
-];
-
-/// What the staging tree holds, counted the way ext4 stores it.
+/// What a root filesystem holds, counted the way ext4 stores it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TreeUsage {
     /// 4 KiB blocks of file, directory and long-symlink data (hardlinked files once).
@@ -53,7 +36,40 @@ pub struct TreeUsage {
     pub inodes: u64,
 }
 
-pub fn measure_tree(root: &Path) -> Result<TreeUsage> {
+impl TreeUsage {
+    /// What a tarball will need, from its headers alone (data is skipped by seeking): fast enough
+    /// to refuse a `--size` that cannot fit before anything is unpacked.
+    pub fn of_tarball(path: &Path) -> Result<TreeUsage> {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut archive = tar::Archive::new(file);
+        let mut usage = TreeUsage::default();
+        for entry in archive.entries_with_seek()? {
+            let entry = entry?;
+            let header = entry.header();
+            let size = header.entry_size().unwrap_or(0);
+            match header.entry_type() {
+                tar::EntryType::Link => continue, // another name for an inode already counted
+                tar::EntryType::Directory => usage.blocks += 1,
+                tar::EntryType::Symlink => {
+                    if entry.link_name_bytes().map_or(0, |l| l.len()) >= 60 {
+                        usage.blocks += 1; // long targets need a block; short ones live in the inode
+                    }
+                }
+                _ => usage.blocks += size.div_ceil(BLOCK),
+            }
+            usage.inodes += 1;
+        }
+        Ok(usage)
+    }
+
+    /// What the tree at `root` holds.
+    pub fn of_tree(root: &Path) -> Result<TreeUsage> {
+        measure_tree(root)
+    }
+}
+
+fn measure_tree(root: &Path) -> Result<TreeUsage> {
     let mut usage = TreeUsage::default();
     let mut seen = HashSet::new();
     let mut stack = vec![root.to_path_buf()];
@@ -140,6 +156,8 @@ pub struct Mkfs<'a> {
     pub inodes: Option<u64>,
     /// Where to put the private mke2fs.conf.
     pub scratch: &'a Path,
+    /// SOURCE_DATE_EPOCH: every timestamp mke2fs writes.
+    pub epoch: Option<i64>,
 }
 
 pub fn make(m: &Mkfs) -> Result<()> {
@@ -155,17 +173,20 @@ pub fn make(m: &Mkfs) -> Result<()> {
     if let Some(n) = m.inodes {
         cmd = cmd.arg("-N").arg(n.to_string());
     }
-    if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") {
-        cmd = cmd.env("E2FSPROGS_FAKE_TIME", epoch);
+    if let Some(epoch) = m.epoch {
+        cmd = cmd.env("E2FSPROGS_FAKE_TIME", epoch.to_string());
     }
     let result = cmd.arg(m.image).arg(format!("{}k", m.size / 1024)).run();
     if let Err(e) = result {
-        let text = format!("{e:#}");
-        if text.contains("Could not allocate block")
-            || text.contains("No free space")
-            || text.contains("Could not allocate inode")
-        {
-            bail!("the files do not fit in a {} MiB root filesystem; use a larger --size (or --size auto)\n{text}", m.size / MIB);
+        let full = ToolFailed::find(&e).is_some_and(|t| {
+            t.said(&[
+                "Could not allocate block",
+                "No free space",
+                "Could not allocate inode",
+            ])
+        });
+        if full {
+            bail!("the files do not fit in a {} MiB root filesystem; use a larger --size (or --size auto)\n{e:#}", m.size / MIB);
         }
         return Err(e);
     }

@@ -13,7 +13,7 @@ pub const ESP_PARTITION: u32 = 1;
 pub const ROOT_PARTITION: u32 = 2;
 pub const BIOS_BOOT_PARTITION: u32 = 3;
 
-/// The GUIDs written into the table, chosen up front (random, or fixed for reproducible builds).
+/// The GUIDs written into the table, chosen up front (random for now: the disk GUIDs do not follow SOURCE_DATE_EPOCH yet).
 #[derive(Debug, Clone, Copy)]
 pub struct DiskIds {
     pub disk: Uuid,
@@ -112,7 +112,7 @@ pub fn write_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::MIB;
+    use crate::units::MIB;
 
     #[test]
     fn table_reads_back_with_our_guids_and_boot_code() {
@@ -134,7 +134,10 @@ mod tests {
         assert_eq!(parts[&1].first_lba, 2048);
         assert_eq!(parts[&1].flags & 4, 4);
         assert_eq!(parts[&2].part_type_guid, partition_types::LINUX_ROOT_X64);
-        assert_eq!(parts[&2].last_lba + 1, layout.root.end() / 512);
+        assert_eq!(
+            parts[&2].last_lba + 1,
+            (layout.root.start + layout.root.size) / 512
+        );
         use std::os::unix::fs::FileExt;
         let mut lba0 = [0u8; 512];
         file.read_exact_at(&mut lba0, 0).unwrap();

@@ -1,6 +1,7 @@
 //! Where everything goes on the disk. All partitions start and end on 1 MiB boundaries.
-use crate::plan::MIB;
-use anyhow::{bail, Result};
+use super::ext4::{self, TreeUsage};
+use crate::units::{parse_size, MIB};
+use anyhow::{bail, Context, Result};
 
 pub const SECTOR: u64 = 512;
 /// Space before the first partition: protective MBR, primary GPT header and entries, and room to
@@ -10,6 +11,24 @@ pub const HEAD: u64 = MIB;
 pub const TAIL: u64 = MIB;
 /// GRUB's BIOS-boot partition, holding core.img (GRUB option only).
 pub const BIOS_BOOT_SIZE: u64 = MIB;
+
+/// `--size`: what the files need plus headroom, or a fixed whole-disk size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeRequest {
+    Auto,
+    Bytes(u64),
+}
+
+impl SizeRequest {
+    pub fn parse(text: &str) -> Result<SizeRequest> {
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(SizeRequest::Auto);
+        }
+        parse_size(text)
+            .map(SizeRequest::Bytes)
+            .context("--size takes `auto` or a size such as 4G, 1536M, 2GiB")
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extent {
@@ -25,9 +44,6 @@ impl Extent {
     pub fn sectors(&self) -> u64 {
         self.size / SECTOR
     }
-    pub fn end(&self) -> u64 {
-        self.start + self.size
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +55,31 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layout for a root filesystem holding `usage`, as `--size` asks. A fixed size that
+    /// cannot hold the files fails here, naming the smallest that fits; sources call this from
+    /// tar headers alone, before unpacking, so the answer comes in seconds.
+    pub fn plan(
+        usage: &TreeUsage,
+        size: SizeRequest,
+        esp_size: u64,
+        bios_boot: bool,
+    ) -> Result<Layout> {
+        let min_root = ext4::min_fs_size(usage);
+        match size {
+            SizeRequest::Auto => Self::for_root(ext4::auto_fs_size(usage), esp_size, bios_boot),
+            SizeRequest::Bytes(bytes) => {
+                let smallest = Self::for_root(min_root, esp_size, bios_boot)?.disk_size;
+                if bytes < smallest {
+                    bail!(
+                        "--size {} MiB is too small: these files need a disk of at least {} MiB ({} MiB root filesystem + {} MiB ESP and tables); use --size {}M or more, or --size auto",
+                        bytes / MIB, smallest / MIB, min_root / MIB, (smallest - min_root) / MIB, smallest / MIB
+                    );
+                }
+                Self::for_disk(bytes, esp_size, bios_boot)
+            }
+        }
+    }
+
     /// Bytes the disk needs besides the root partition.
     pub fn overhead(esp_size: u64, bios_boot: bool) -> u64 {
         HEAD + TAIL + esp_size + if bios_boot { BIOS_BOOT_SIZE } else { 0 }
@@ -102,8 +143,8 @@ mod tests {
         assert_eq!(l.esp.start, MIB);
         assert_eq!(l.esp.first_lba(), 2048);
         assert_eq!(l.root.start, 257 * MIB);
-        assert_eq!(l.root.end(), (2 << 30) - MIB);
-        assert!(l.disk_size - l.root.end() >= 33 * SECTOR);
+        assert_eq!((l.root.start + l.root.size), (2 << 30) - MIB);
+        assert!(l.disk_size - (l.root.start + l.root.size) >= 33 * SECTOR);
         for e in [l.esp, l.root] {
             assert_eq!(e.start % MIB, 0);
             assert_eq!(e.size % MIB, 0);
@@ -123,6 +164,29 @@ mod tests {
     fn odd_sizes_round_down_and_tiny_disks_fail() {
         let l = Layout::for_disk(1000 * MIB + 12345, 256 * MIB, false).unwrap();
         assert_eq!(l.disk_size, 1000 * MIB);
-        assert!(Layout::for_disk(200 * MIB, 256 * MIB, false).is_err());
+        let err = Layout::for_disk(200 * MIB, 256 * MIB, false).unwrap_err();
+        assert!(err.to_string().contains("no room for the root"), "{err}");
+    }
+
+    #[test]
+    fn a_fixed_size_too_small_names_the_smallest_that_fits() {
+        let usage = TreeUsage {
+            blocks: 100_000,
+            inodes: 10_000,
+        };
+        let auto = Layout::plan(&usage, SizeRequest::Auto, 256 * MIB, false).unwrap();
+        assert!(auto.root.size > ext4::min_fs_size(&usage));
+        let err = Layout::plan(&usage, SizeRequest::Bytes(300 * MIB), 256 * MIB, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is too small") && err.contains("use --size"),
+            "{err}"
+        );
+        let fits = Layout::plan(&usage, SizeRequest::Bytes(2 << 30), 256 * MIB, false).unwrap();
+        assert_eq!(fits.disk_size, 2 << 30);
+        assert_eq!(SizeRequest::parse("auto").unwrap(), SizeRequest::Auto);
+        let err = format!("{:#}", SizeRequest::parse("lots").unwrap_err());
+        assert!(err.contains("--size takes `auto`"), "{err}");
     }
 }

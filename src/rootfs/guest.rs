@@ -7,11 +7,13 @@ use rustix::fd::OwnedFd;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 pub struct GuestRoot {
     root: OwnedFd,
-    path: PathBuf,
+    /// Whether written files get the owners asked for: only root can give files away. The
+    /// conversion runs as root; unit tests may not, and then files stay the caller's.
+    set_owners: bool,
 }
 
 /// Owner and mode for a file written into the guest.
@@ -47,13 +49,22 @@ impl GuestRoot {
         .with_context(|| format!("opening the guest root {}", path.display()))?;
         Ok(GuestRoot {
             root,
-            path: path.to_path_buf(),
+            set_owners: rustix::process::geteuid().is_root(),
         })
     }
 
-    /// Host path of a guest path, for tools that need one (mke2fs reads the whole tree anyway).
-    pub fn host_path(&self, rel: &str) -> PathBuf {
-        self.path.join(rel.trim_start_matches('/'))
+    /// Give `fd` the owner and mode of `perms` (the owner only where that is possible).
+    fn set_perms(&self, fd: &OwnedFd, perms: Perms) -> Result<()> {
+        if self.set_owners {
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(perms.uid)),
+                Some(rustix::fs::Gid::from_raw(perms.gid)),
+            )
+            .map_err(io)?;
+        }
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(perms.mode)).map_err(io)?;
+        Ok(())
     }
 
     fn parts(rel: &str) -> Result<Vec<String>> {
@@ -144,13 +155,7 @@ impl GuestRoot {
                 Mode::from_raw_mode(0o600),
             )
             .map_err(io)?;
-            rustix::fs::fchown(
-                &fd,
-                Some(rustix::fs::Uid::from_raw(perms.uid)),
-                Some(rustix::fs::Gid::from_raw(perms.gid)),
-            )
-            .map_err(io)?;
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(perms.mode)).map_err(io)?;
+            self.set_perms(&fd, perms)?;
             let mut file = std::fs::File::from(fd);
             file.write_all(contents)?;
             Ok(())
@@ -287,14 +292,8 @@ impl GuestRoot {
         let fd = self
             .dir(&parts, true)
             .with_context(|| format!("creating {rel} in the staging tree"))?;
-        rustix::fs::fchown(
-            &fd,
-            Some(rustix::fs::Uid::from_raw(perms.uid)),
-            Some(rustix::fs::Gid::from_raw(perms.gid)),
-        )
-        .map_err(io)?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(perms.mode)).map_err(io)?;
-        Ok(())
+        self.set_perms(&fd, perms)
+            .with_context(|| format!("setting the owner and mode of {rel} in the staging tree"))
     }
 
     /// Names in the directory `rel` (empty if it does not exist).

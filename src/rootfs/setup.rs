@@ -3,6 +3,8 @@
 //! (bind-mount targets), a `/.dockerenv`, a regular file at `/dev/console` and the build's
 //! machine-id: all of that is put right here.
 use super::guest::{GuestRoot, Perms};
+use super::init::systemd;
+use crate::credentials::Credentials;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 
@@ -15,8 +17,7 @@ pub struct GuestConfig {
     pub root_uuid: String,
     /// The ESP's FAT volume id as Linux shows it, `ABCD-1234`.
     pub esp_uuid: String,
-    pub root_password_hash: Option<String>,
-    pub ssh_key: Option<String>,
+    pub credentials: Credentials,
     pub dns: Vec<std::net::IpAddr>,
 }
 
@@ -45,10 +46,10 @@ pub fn configure(guest: &GuestRoot, cfg: &GuestConfig) -> Result<()> {
         guest.symlink("/var/lib/dbus/machine-id", "/etc/machine-id")?;
     }
     guest.mkdir("/boot/efi", Perms::root(0o755))?;
-    if let Some(hash) = &cfg.root_password_hash {
+    if let Some(hash) = &cfg.credentials.root_password_hash {
         set_root_password(guest, hash)?;
     }
-    if let Some(keys) = &cfg.ssh_key {
+    if let Some(keys) = &cfg.credentials.ssh_keys {
         guest.mkdir("/root/.ssh", Perms::root(0o700))?;
         guest.write(
             "/root/.ssh/authorized_keys",
@@ -56,7 +57,7 @@ pub fn configure(guest: &GuestRoot, cfg: &GuestConfig) -> Result<()> {
             Perms::root(0o600),
         )?;
     }
-    setup_sshd(guest, cfg.ssh_key.is_some())?;
+    setup_sshd(guest, cfg.credentials.ssh_keys.is_some())?;
     install_kernel_hooks(guest, &cfg.cmdline)?;
     Ok(())
 }
@@ -95,34 +96,6 @@ fn install_kernel_hooks(guest: &GuestRoot, cmdline: &str) -> Result<()> {
     Ok(())
 }
 
-const SYSTEMD_UNIT_DIRS: &[&str] = &["/lib/systemd/system", "/usr/lib/systemd/system"];
-
-pub fn is_systemd(guest: &GuestRoot) -> Result<bool> {
-    Ok(
-        guest.is_regular("/lib/systemd/systemd")?
-            || guest.is_regular("/usr/lib/systemd/systemd")?,
-    )
-}
-
-/// Where `unit` is installed in the guest, if anywhere.
-fn find_unit(guest: &GuestRoot, unit: &str) -> Result<Option<String>> {
-    for dir in SYSTEMD_UNIT_DIRS {
-        let path = format!("{dir}/{unit}");
-        if guest.stat(&path)?.is_some() {
-            return Ok(Some(path));
-        }
-    }
-    Ok(None)
-}
-
-/// Enable `unit` for multi-user.target the way `systemctl enable` does.
-fn enable_unit(guest: &GuestRoot, unit: &str, unit_path: &str) -> Result<()> {
-    guest.symlink(
-        &format!("/etc/systemd/system/multi-user.target.wants/{unit}"),
-        unit_path,
-    )
-}
-
 const SSH_HOSTKEYS_UNIT: &str = "\
 [Unit]
 Description=Generate SSH host keys for this machine (c2vm)
@@ -148,16 +121,14 @@ fn setup_sshd(guest: &GuestRoot, enable: bool) -> Result<()> {
             guest.remove(&format!("/etc/ssh/{name}"))?;
         }
     }
-    if !is_systemd(guest)? {
+    if !systemd::is_present(guest)? {
         return Ok(()); // other inits (Alpine's OpenRC sshd) make missing host keys themselves
     }
-    let unit = "/etc/systemd/system/c2vm-ssh-hostkeys.service";
-    guest.write(unit, SSH_HOSTKEYS_UNIT.as_bytes(), Perms::root(0o644))?;
-    enable_unit(guest, "c2vm-ssh-hostkeys.service", unit)?;
+    systemd::install_unit(guest, "c2vm-ssh-hostkeys.service", SSH_HOSTKEYS_UNIT)?;
     if enable {
         for name in ["ssh.service", "sshd.service"] {
-            if let Some(path) = find_unit(guest, name)? {
-                enable_unit(guest, name, &path)?;
+            if let Some(path) = systemd::find_unit(guest, name)? {
+                systemd::enable_unit(guest, name, &path)?;
                 break;
             }
         }
@@ -189,9 +160,7 @@ pub fn fstab(cfg: &GuestConfig, grow_root: bool) -> String {
 /// grows partition 2 and moves the backup GPT header to the new end; `x-systemd.growfs` in fstab
 /// then grows ext4 online. Returns whether the guest can do it.
 fn setup_root_growth(guest: &GuestRoot) -> Result<bool> {
-    let has_repart =
-        guest.is_regular("/usr/bin/systemd-repart")? || guest.is_regular("/bin/systemd-repart")?;
-    if !is_systemd(guest)? || !has_repart {
+    if !systemd::is_present(guest)? || !systemd::has_program(guest, "systemd-repart")? {
         return Ok(false);
     }
     guest.write(
@@ -229,16 +198,7 @@ fn write_resolv_conf(guest: &GuestRoot, dns: &[std::net::IpAddr]) -> Result<()> 
         }
         return guest.write("/etc/resolv.conf", text.as_bytes(), Perms::root(0o644));
     }
-    let has_resolved = [
-        "/lib/systemd/systemd-resolved",
-        "/usr/lib/systemd/systemd-resolved",
-    ]
-    .iter()
-    .map(|p| guest.is_regular(p))
-    .collect::<Result<Vec<_>>>()?
-    .into_iter()
-    .any(|b| b);
-    if has_resolved {
+    if systemd::has_program(guest, "systemd-resolved")? {
         guest.symlink(
             "/etc/resolv.conf",
             "../run/systemd/resolve/stub-resolv.conf",
@@ -314,8 +274,10 @@ mod tests {
             cmdline: "root=UUID=x rw".into(),
             root_uuid: "11111111-2222-3333-4444-555555555555".into(),
             esp_uuid: "ABCD-1234".into(),
-            root_password_hash: Some("$6$salt$hash".into()),
-            ssh_key: Some("ssh-ed25519 AAAA test\n".into()),
+            credentials: Credentials {
+                root_password_hash: Some("$6$salt$hash".into()),
+                ssh_keys: Some("ssh-ed25519 AAAA test\n".into()),
+            },
             dns: vec![],
         }
     }

@@ -11,28 +11,23 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use tar::EntryType;
 
-#[derive(Debug, Default, Clone)]
-pub struct UnpackStats {
-    pub entries: u64,
-    /// Bytes of file data unpacked.
-    pub bytes: u64,
-}
-
-/// Unpack `archive` into `dest` (an empty directory). Wrap the reader in a
-/// [`crate::progress::ProgressReader`] to show progress.
-pub fn unpack(archive: impl Read, dest: &Path) -> Result<UnpackStats> {
+/// Unpack `archive` into `dest` (an empty directory).
+///
+/// Owners are kept when c2vm runs as root, which conversions through a staging tree require; only
+/// root can give files away, so as anyone else (unit tests, the fuzzer) files stay the caller's.
+pub fn unpack(archive: impl Read, dest: &Path) -> Result<()> {
     let dest = dest
         .canonicalize()
         .with_context(|| format!("opening the staging tree {}", dest.display()))?;
     let mut archive = tar::Archive::new(archive);
     archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
+    archive.set_preserve_ownerships(rustix::process::geteuid().is_root());
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(true);
     archive.set_overwrite(true);
     archive.set_mask(0);
 
-    let mut stats = UnpackStats::default();
+    let mut entries_seen = 0u64;
     // Directory mtimes change as entries land in them: set them once everything is in place.
     let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
     let entries = archive
@@ -50,7 +45,6 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<UnpackStats> {
         else {
             continue; // the root itself (`./`)
         };
-        let header_size = entry.header().entry_size().unwrap_or(0);
         let kind = entry.header().entry_type();
         match kind {
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -71,44 +65,84 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<UnpackStats> {
                 unpack_entry(&mut entry, &dest, &shown)?;
             }
         }
-        stats.entries += 1;
-        stats.bytes += header_size;
+        entries_seen += 1;
     }
     for (dir, mtime) in dir_times.iter().rev() {
         set_times(dir, *mtime)
             .with_context(|| format!("setting the mtime of {}", dir.display()))?;
     }
-    if stats.entries == 0 {
+    if entries_seen == 0 {
         bail!("the archive is empty: it holds no root filesystem");
     }
-    Ok(stats)
+    Ok(())
 }
 
 fn unpack_entry<R: Read>(entry: &mut tar::Entry<R>, dest: &Path, shown: &str) -> Result<()> {
     match entry.unpack_in(dest) {
         Ok(true) => Ok(()),
         Ok(false) => bail!("refusing archive entry `{shown}`: it leads outside the root"),
-        Err(e) => {
-            let text = anyhow::Error::new(e)
-                .chain()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(": ");
-            if text.contains("outside of destination") {
-                bail!("refusing archive entry `{shown}`: it would write outside the root through a symlink or link ({text})");
-            }
-            if text.contains("Is a directory") {
-                bail!("refusing archive entry `{shown}`: it would replace a directory that earlier entries made with a non-directory ({text})");
-            }
-            if text.contains("No space left on device") {
-                bail!("no space left while unpacking `{shown}`: free some space or choose another --workdir ({text})");
-            }
-            if text.contains("failed to write entire file")
-                || text.contains("failed to fill whole buffer")
-            {
-                bail!("the archive is corrupt or truncated at `{shown}`; check that it is a complete tar file");
-            }
-            bail!("unpacking `{shown}`: {text}")
+        Err(e) => Err(explain_unpack_error(e, shown)),
+    }
+}
+
+/// Why the tar crate could not unpack an entry, said in terms of what to do.
+fn explain_unpack_error(e: std::io::Error, shown: &str) -> anyhow::Error {
+    let failure = UnpackFailure::of(&e);
+    let text = anyhow::Error::new(e)
+        .chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    match failure {
+        UnpackFailure::Escapes => anyhow!("refusing archive entry `{shown}`: it would write outside the root through a symlink or link ({text})"),
+        UnpackFailure::ReplacesDirectory => anyhow!("refusing archive entry `{shown}`: it would replace a directory that earlier entries made with a non-directory ({text})"),
+        UnpackFailure::Full => anyhow!("no space left while unpacking `{shown}`: free some space or choose another --workdir ({text})"),
+        UnpackFailure::Truncated => anyhow!("the archive is corrupt or truncated at `{shown}`; check that it is a complete tar file"),
+        UnpackFailure::Other => anyhow!("unpacking `{shown}`: {text}"),
+    }
+}
+
+/// The unpack failures c2vm explains.
+#[derive(Debug, PartialEq, Eq)]
+enum UnpackFailure {
+    Escapes,
+    ReplacesDirectory,
+    Full,
+    Truncated,
+    Other,
+}
+
+impl UnpackFailure {
+    fn of(e: &std::io::Error) -> UnpackFailure {
+        // The tar crate wraps the OS's error in its own: look at every error in the chain.
+        let mut chain: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = next {
+            chain.push(err);
+            next = err.source();
+        }
+        let ios = || {
+            chain
+                .iter()
+                .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        };
+        // The crate keeps the OS error's kind but sometimes drops its number: check both.
+        let os_error =
+            |code, kind| ios().any(|io| io.raw_os_error() == Some(code) || io.kind() == kind);
+        // Two of the crate's own refusals exist only as message text: matched here, nowhere else.
+        let says = |phrase: &str| chain.iter().any(|c| c.to_string().contains(phrase));
+        if says("outside of destination") {
+            UnpackFailure::Escapes
+        } else if os_error(libc::EISDIR, std::io::ErrorKind::IsADirectory) {
+            UnpackFailure::ReplacesDirectory
+        } else if os_error(libc::ENOSPC, std::io::ErrorKind::StorageFull) {
+            UnpackFailure::Full
+        } else if ios().any(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+            || says("failed to write entire file")
+        {
+            UnpackFailure::Truncated
+        } else {
+            UnpackFailure::Other
         }
     }
 }
@@ -212,15 +246,18 @@ fn make_special<R: Read>(dest: &Path, rel: &Path, entry: &tar::Entry<R>) -> Resu
     .with_context(|| format!("creating the device node {}", target.display()))?;
     let uid = header.uid().unwrap_or(0) as u32;
     let gid = header.gid().unwrap_or(0) as u32;
-    rustix::fs::chownat(
-        rustix::fs::CWD,
-        &target,
-        Some(rustix::fs::Uid::from_raw(uid)),
-        Some(rustix::fs::Gid::from_raw(gid)),
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(std::io::Error::from)
-    .with_context(|| format!("setting the owner of {}", target.display()))?;
+    // As for files (see `unpack`): owners are given away only by root.
+    if rustix::process::geteuid().is_root() {
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            &target,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("setting the owner of {}", target.display()))?;
+    }
     // mknod applied the umask; chown may have cleared setuid: set the mode last.
     rustix::fs::chmod(&target, Mode::from_raw_mode(mode))
         .map_err(std::io::Error::from)
@@ -291,7 +328,7 @@ mod tests {
         }
     }
 
-    fn unpack_bytes(bytes: &[u8]) -> (tempfile::TempDir, Result<UnpackStats>) {
+    fn unpack_bytes(bytes: &[u8]) -> (tempfile::TempDir, Result<()>) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir(&root).unwrap();
@@ -327,7 +364,9 @@ mod tests {
         let root = dir.path().join("root");
         let passwd = std::fs::metadata(root.join("usr/bin/passwd")).unwrap();
         assert_eq!(passwd.permissions().mode() & 0o7777, 0o4755);
-        assert_eq!((passwd.uid(), passwd.gid()), (1234, 4321));
+        if rustix::process::geteuid().is_root() {
+            assert_eq!((passwd.uid(), passwd.gid()), (1234, 4321));
+        }
         assert_eq!(passwd.mtime(), 1_700_000_000);
         assert_eq!(passwd.nlink(), 2);
         let tmp = std::fs::metadata(root.join("tmp")).unwrap();
@@ -375,7 +414,11 @@ mod tests {
             t.entry("evil", EntryType::Symlink, 0o777, Some(link), b"");
             t.entry("evil/planted", EntryType::Regular, 0o644, None, b"owned");
             let (dir, result) = unpack_bytes(&t.finish());
-            assert!(result.is_err(), "symlink to {link} must be refused");
+            let msg = format!("{:#}", result.unwrap_err());
+            assert!(
+                msg.contains("refusing archive entry `evil/planted`"),
+                "symlink to {link}: {msg}"
+            );
             assert!(!outside.path().join("planted").exists());
             assert!(!dir.path().join("planted").exists());
         }
@@ -393,7 +436,11 @@ mod tests {
             let mut t = Raw::new();
             t.entry("link", EntryType::Link, 0o644, Some(&target), b"");
             let (_dir, result) = unpack_bytes(&t.finish());
-            assert!(result.is_err(), "hardlink to {target} must be refused");
+            let msg = format!("{:#}", result.unwrap_err());
+            assert!(
+                msg.contains("refusing archive entry `link`"),
+                "hardlink to {target}: {msg}"
+            );
         }
         assert_eq!(std::fs::metadata(&victim).unwrap().nlink(), 1);
     }
@@ -411,7 +458,8 @@ mod tests {
         );
         t.entry("d/fifo", EntryType::Fifo, 0o644, None, b"");
         let (_dir, result) = unpack_bytes(&t.finish());
-        assert!(result.is_err());
+        let msg = format!("{:#}", result.unwrap_err());
+        assert!(msg.contains("leads outside the root"), "{msg}");
         assert!(!outside.path().join("fifo").exists());
     }
 
@@ -427,7 +475,11 @@ mod tests {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         let (_d, result) = unpack_bytes(&noise);
-        assert!(result.is_err());
+        let msg = format!("{:#}", result.unwrap_err());
+        assert!(
+            msg.contains("check that it is a complete tar file"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -4,8 +4,64 @@
 mod console;
 mod qemu;
 
-use crate::cli::RunArgs;
 use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+/// `c2vm run`: how to boot and, when scripted, what to wait for or run.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The disk to boot (raw or any format qemu-img knows)
+    pub disk: PathBuf,
+    /// Firmware: bios (SeaBIOS) or uefi (OVMF)
+    #[arg(long, value_enum, default_value_t = Firmware::Bios)]
+    pub firmware: Firmware,
+    /// Acceleration: auto uses KVM only where it works (kvm_intel/kvm_amd), else TCG
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    pub accel: Accel,
+    /// Memory in MiB
+    #[arg(long, default_value_t = 1024)]
+    pub memory: u32,
+    /// Virtual CPUs
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Keep changes on the disk (default: a snapshot, thrown away at exit)
+    #[arg(long)]
+    pub persist: bool,
+    /// Forward a host port to the guest, HOST:GUEST (TCP) or HOST:GUEST/udp; may be repeated
+    #[arg(long, value_name = "HOST:GUEST")]
+    pub publish: Vec<String>,
+    /// Scripted: exit 0 as soon as the console shows this regular expression
+    #[arg(long, value_name = "REGEX")]
+    pub expect: Option<String>,
+    /// Scripted: log in on the serial console as USER (or USER:PASSWORD)
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub login: Option<String>,
+    /// The password for --login, from the first line of this file
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Scripted: after --login, run this shell command, print its stdout, power off, exit with its status
+    #[arg(long, requires = "login")]
+    pub exec: Option<String>,
+    /// Scripted: give up after this many seconds, showing the last console lines
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+/// Which firmware QEMU boots with.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+
+/// How QEMU runs the guest's code.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
 
 pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
     if !args.disk.exists() {
@@ -72,7 +128,7 @@ fn parse_login(login: &str, password_file: Option<&std::path::Path>) -> Result<(
     }
     let password = match (inline, password_file) {
         (Some(p), None) => p,
-        (None, Some(file)) => crate::plan::read_password_file(file)?,
+        (None, Some(file)) => crate::credentials::read_password_file(file)?,
         (Some(_), Some(_)) => bail!(
             "give the password either in --login USER:PASSWORD or in --password-file, not both"
         ),

@@ -1,6 +1,6 @@
 //! Building the QEMU command line: accelerator, firmware, disk, network.
 use super::console::Console;
-use crate::cli::{Accel, Firmware, RunArgs};
+use super::{Accel, Firmware, RunArgs};
 use crate::progress::note;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;

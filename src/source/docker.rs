@@ -3,7 +3,8 @@
 //! and `/etc/os-release` without running it, builds images from in-memory contexts, and streams
 //! `export` straight into the unpacker. Every container c2vm creates is removed again, on success,
 //! error and Ctrl-C alike.
-use crate::cli::PullPolicy;
+use super::{ImageDetails, PullPolicy};
+use crate::image::ImageConfig;
 use crate::progress::{ProgressReader, Stage};
 use anyhow::{anyhow, bail, Context, Result};
 use bollard::query_parameters as q;
@@ -14,24 +15,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-/// What c2vm uses of an image's inspect data.
-#[derive(Debug, Clone, Default)]
-pub struct ImageDetails {
-    pub id: String,
-    pub os: String,
-    pub architecture: String,
-    pub size: u64,
-    pub env: Vec<String>,
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub user: String,
-    pub working_dir: String,
-    pub exposed_ports: Vec<String>,
-    pub volumes: Vec<String>,
-    /// The signal `docker stop` sends (STOPSIGNAL); empty for the default SIGTERM.
-    pub stop_signal: String,
-}
-
+/// A connection to a Docker Engine API (Docker or Podman), made once per command.
 pub struct Engine {
     docker: Docker,
     runtime: tokio::runtime::Runtime,
@@ -138,10 +122,6 @@ impl Engine {
         })
     }
 
-    pub fn address(&self) -> &str {
-        &self.address
-    }
-
     /// Inspect `reference`, pulling it first as `policy` says.
     pub fn ensure_image(
         &self,
@@ -177,14 +157,16 @@ impl Engine {
             os: inspect.os.unwrap_or_default(),
             architecture: inspect.architecture.unwrap_or_default(),
             size: inspect.size.unwrap_or(0).max(0) as u64,
-            env: config.env.unwrap_or_default(),
-            entrypoint: config.entrypoint.unwrap_or_default(),
-            cmd: config.cmd.unwrap_or_default(),
-            user: config.user.unwrap_or_default(),
-            working_dir: config.working_dir.unwrap_or_default(),
-            exposed_ports: config.exposed_ports.unwrap_or_default(),
-            volumes: config.volumes.unwrap_or_default(),
-            stop_signal: config.stop_signal.unwrap_or_default(),
+            config: ImageConfig {
+                env: config.env.unwrap_or_default(),
+                entrypoint: config.entrypoint.unwrap_or_default(),
+                cmd: config.cmd.unwrap_or_default(),
+                user: config.user.unwrap_or_default(),
+                working_dir: config.working_dir.unwrap_or_default(),
+                exposed_ports: config.exposed_ports.unwrap_or_default(),
+                volumes: config.volumes.unwrap_or_default(),
+                stop_signal: config.stop_signal.unwrap_or_default(),
+            },
         }))
     }
 
@@ -293,7 +275,7 @@ impl Engine {
         bail!("too many symlinks while reading {path} from the image")
     }
 
-    /// Build an image from a Dockerfile and an in-memory context; returns the image id.
+    /// Build an image from a Dockerfile and an in-memory context, tagged `tag`.
     pub fn build(
         &self,
         context_tar: Vec<u8>,
@@ -301,7 +283,7 @@ impl Engine {
         tag: &str,
         build_args: &HashMap<String, String>,
         label: &str,
-    ) -> Result<String> {
+    ) -> Result<()> {
         let stage = Stage::spinner(label);
         let options = q::BuildImageOptionsBuilder::default()
             .dockerfile(dockerfile)
@@ -313,10 +295,9 @@ impl Engine {
             .build();
         let verbose = log::log_enabled!(log::Level::Debug);
         let mut log_tail: Vec<String> = Vec::new();
-        let id = self.runtime.block_on(async {
+        self.runtime.block_on(async {
             let body = bollard::body_full(context_tar.into());
             let mut stream = self.docker.build_image(options, None, Some(body));
-            let mut id = None;
             while let Some(item) = next_or_interrupt(&mut stream).await? {
                 let info = match item {
                     Ok(i) => i,
@@ -341,28 +322,53 @@ impl Engine {
                         log_tail.join("\n")
                     );
                 }
-                if let Some(image) = info.aux {
-                    id = image.id;
-                }
             }
-            Ok::<_, anyhow::Error>(id)
+            Ok::<_, anyhow::Error>(())
         })?;
         stage.done();
-        match id {
-            Some(id) => Ok(id),
-            None => self
-                .inspect(tag)?
-                .map(|d| d.id)
-                .ok_or_else(|| anyhow!("the build produced no image")),
-        }
+        Ok(())
     }
 
-    /// Stream `docker export` of a container of `image` into the unpacker (no tar file on disk).
-    pub fn export_into(
+    /// `c2vm build`: build the Dockerfile in `context` (a directory) with `build_args`
+    /// (`KEY=VALUE`); returns the tag of the result, named after the context's hash.
+    pub fn build_dir(
         &self,
-        image: &ImageDetails,
-        dest: &Path,
-    ) -> Result<crate::rootfs::unpack::UnpackStats> {
+        context: &Path,
+        dockerfile: Option<&Path>,
+        build_args: &[String],
+    ) -> Result<String> {
+        let mut args = HashMap::new();
+        for kv in build_args {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--build-arg {kv}: expected KEY=VALUE"))?;
+            args.insert(k.to_string(), v.to_string());
+        }
+        let dockerfile = dockerfile.unwrap_or(Path::new("Dockerfile"));
+        if !context.join(dockerfile).is_file() {
+            bail!(
+                "{} does not exist; give the Dockerfile with -f (relative to the context)",
+                context.join(dockerfile).display()
+            );
+        }
+        let tar = context_from_dir(context)?;
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(&tar);
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let tag = format!("c2vm-build:{hex}");
+        self.build(
+            tar,
+            &dockerfile.to_string_lossy(),
+            &tag,
+            &args,
+            &format!("Building {}", context.display()),
+        )?;
+        Ok(tag)
+    }
+
+    /// `docker export` of a container of `image`, as a stream (no tar file on disk). The
+    /// container is removed by [`ExportStream::finish`], or when the stream is dropped.
+    pub fn export(&self, image: &ImageDetails) -> Result<ExportStream<'_>> {
         let container = self.create_container(&image.id)?;
         let stage = Stage::bytes("Exporting and unpacking the image", image.size);
         let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<bytes::Bytes>>(64);
@@ -375,7 +381,7 @@ impl Engine {
                     chunk.map_err(|e| std::io::Error::other(format!("Docker export failed: {e}")));
                 let failed = item.is_err();
                 if tx.send(item).is_err() || failed {
-                    break; // the unpacker stopped (error or Ctrl-C)
+                    break; // the reader stopped (error or Ctrl-C)
                 }
             }
         });
@@ -383,15 +389,12 @@ impl Engine {
             rx,
             current: bytes::Bytes::new(),
         };
-        let result = crate::rootfs::unpack::unpack(
-            std::io::BufReader::with_capacity(1 << 20, ProgressReader::new(reader, &stage)),
-            dest,
-        );
-        pump.abort();
-        let stats = result?;
-        stage.done();
-        container.remove()?;
-        Ok(stats)
+        Ok(ExportStream {
+            reader: std::io::BufReader::with_capacity(1 << 20, stage.reader(reader)),
+            stage,
+            _pump: AbortOnDrop(pump),
+            container,
+        })
     }
 
     pub fn remove_container(&self, id: &str) -> Result<()> {
@@ -431,6 +434,37 @@ impl Drop for ContainerGuard<'_> {
                 log::warn!("could not remove container {}: {e:#}", self.id);
             }
         }
+    }
+}
+
+/// The tar stream of an export; holds the container until finished.
+pub struct ExportStream<'a> {
+    reader: std::io::BufReader<ProgressReader<ChannelReader>>,
+    stage: Stage,
+    _pump: AbortOnDrop,
+    container: ContainerGuard<'a>,
+}
+
+impl ExportStream<'_> {
+    /// The whole stream was read: end the progress line and remove the container.
+    pub fn finish(self) -> Result<()> {
+        self.stage.done();
+        self.container.remove()
+    }
+}
+
+impl Read for ExportStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+/// Stops the export task when the stream goes away early (an unpack error or Ctrl-C).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -1,9 +1,10 @@
 //! Where the root filesystem comes from. Every source ends the same way: a tar stream of a whole
-//! root filesystem, unpacked into the staging tree. `rootfs:PATH` reads a tarball; an image
+//! root filesystem, which the rootfs stage unpacks. `rootfs:PATH` reads a tarball; an image
 //! reference goes through the Docker Engine API.
 pub mod docker;
 pub mod tarball;
 
+use crate::image::ImageConfig;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 
@@ -31,6 +32,42 @@ impl SourceRef {
     }
 }
 
+/// When to pull an image from its registry.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
+/// The platform c2vm boots.
+pub const PLATFORM: &str = "linux/amd64";
+
+/// An image as a source found it.
+#[derive(Debug, Clone, Default)]
+pub struct ImageDetails {
+    pub id: String,
+    pub os: String,
+    pub architecture: String,
+    /// Bytes of its root filesystem, for progress and placing the workspace.
+    pub size: u64,
+    pub config: ImageConfig,
+}
+
+impl ImageDetails {
+    /// c2vm boots x86-64 Linux guests only.
+    pub fn check_platform(&self, reference: &str) -> Result<()> {
+        if self.os != "linux" || self.architecture != "amd64" {
+            bail!(
+                "{reference} is a {}/{} image; c2vm boots linux/amd64 images only",
+                self.os,
+                self.architecture
+            );
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,7 +83,16 @@ mod tests {
         assert!(
             matches!(SourceRef::parse("docker:alpine").unwrap(), SourceRef::Image(i) if i == "alpine")
         );
-        assert!(SourceRef::parse("rootfs:").is_err());
-        assert!(SourceRef::parse("a b").is_err());
+        let err = |t: &str| SourceRef::parse(t).unwrap_err().to_string();
+        assert!(
+            err("rootfs:").contains("needs a path"),
+            "{}",
+            err("rootfs:")
+        );
+        assert!(
+            err("a b").contains("is not an image reference"),
+            "{}",
+            err("a b")
+        );
     }
 }

@@ -1,0 +1,118 @@
+//! Who may log in: the root password (kept only as a SHA-512 crypt hash from the moment it is
+//! read) and SSH public keys. Secrets come from files or stdin, never from argv.
+use anyhow::{bail, Context, Result};
+use std::io::BufRead;
+use std::path::Path;
+
+/// What guest setup writes into `/etc/shadow` and `/root/.ssh/authorized_keys`.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// SHA-512 crypt hash of the root password; the plain text is dropped as soon as it is hashed.
+    pub root_password_hash: Option<String>,
+    /// authorized_keys lines, newline-terminated.
+    pub ssh_keys: Option<String>,
+}
+
+/// Where the root password comes from.
+pub enum PasswordSource<'a> {
+    None,
+    File(&'a Path),
+    Stdin,
+}
+
+impl Credentials {
+    pub fn read(password: PasswordSource, ssh_key: Option<&Path>) -> Result<Credentials> {
+        let password = match password {
+            PasswordSource::None => None,
+            PasswordSource::File(path) => Some(read_password_file(path)?),
+            PasswordSource::Stdin => Some(
+                read_first_line(std::io::stdin().lock())
+                    .context("reading the password from stdin")?,
+            ),
+        };
+        Ok(Credentials {
+            root_password_hash: password.map(|p| hash_password(&p)).transpose()?,
+            ssh_keys: ssh_key.map(read_ssh_key).transpose()?,
+        })
+    }
+
+    /// Nobody could log in on a disk with neither.
+    pub fn allow_login(&self) -> bool {
+        self.root_password_hash.is_some() || self.ssh_keys.is_some()
+    }
+}
+
+fn read_first_line(reader: impl BufRead) -> Result<String> {
+    let line = reader.lines().next().transpose()?.unwrap_or_default();
+    let line = line.trim_end_matches('\r').to_string();
+    if line.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(line)
+}
+
+/// The first line of `path` (for `convert --password-file` and `run --password-file`).
+pub fn read_password_file(path: &Path) -> Result<String> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("opening the password file {}", path.display()))?;
+    read_first_line(std::io::BufReader::new(file))
+        .with_context(|| format!("reading the password file {}", path.display()))
+}
+
+/// SHA-512 crypt (`$6$`), what Debian's passwd and chpasswd write.
+fn hash_password(password: &str) -> Result<String> {
+    let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e:?}"))?;
+    sha_crypt::sha512_simple(password, &params)
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e:?}"))
+}
+
+fn read_ssh_key(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the SSH public key {}", path.display()))?;
+    let keys: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if keys.is_empty() || keys.iter().any(|k| k.contains("PRIVATE KEY")) {
+        bail!("{} is not an SSH public key (expected lines like `ssh-ed25519 AAAA... comment`; give the .pub file)", path.display());
+    }
+    Ok(keys.join("\n") + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hash_verifies_and_hides_the_text() {
+        let hash = hash_password("s3cret").unwrap();
+        assert!(hash.starts_with("$6$"));
+        assert!(!hash.contains("s3cret"));
+        assert!(sha_crypt::sha512_check("s3cret", &hash).is_ok());
+        assert!(sha_crypt::sha512_check("other", &hash).is_err());
+    }
+
+    #[test]
+    fn password_file_takes_first_line_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "first\r\nsecond\n").unwrap();
+        assert_eq!(read_password_file(&path).unwrap(), "first");
+        std::fs::write(&path, "\n").unwrap();
+        let err = format!("{:#}", read_password_file(&path).unwrap_err());
+        assert!(err.contains("the password is empty"), "{err}");
+    }
+
+    #[test]
+    fn private_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id");
+        std::fs::write(&path, "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n").unwrap();
+        let err = format!("{:#}", read_ssh_key(&path).unwrap_err());
+        assert!(err.contains("give the .pub file"), "{err}");
+        std::fs::write(&path, "# comment\nssh-ed25519 AAAA me\n").unwrap();
+        assert_eq!(read_ssh_key(&path).unwrap(), "ssh-ed25519 AAAA me\n");
+    }
+}

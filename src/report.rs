@@ -1,0 +1,169 @@
+//! What c2vm tells the user after a conversion: what it wrote, how long each stage took, peak
+//! memory, what runs at boot and which ports to forward. `scripts/bench` reads the `Timings:` and
+//! `Peak memory:` lines.
+use crate::output::{self, DiskFormat};
+use crate::progress::{note, Stage};
+use crate::rootfs::app::GuestApp;
+use crate::units::MIB;
+use anyhow::Result;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long each stage took.
+#[derive(Default, Debug)]
+pub struct Timings(Vec<(&'static str, Duration)>);
+
+impl Timings {
+    /// Run `work` as the stage `name`, timed.
+    pub fn time<T>(&mut self, name: &'static str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        let start = Instant::now();
+        let value = work()?;
+        self.0.push((name, start.elapsed()));
+        Ok(value)
+    }
+
+    /// Run `work` as the stage `name` behind a spinner saying `label`, timed.
+    pub fn spin<T>(
+        &mut self,
+        name: &'static str,
+        label: &str,
+        work: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let stage = Stage::spinner(label);
+        let value = work()?;
+        self.0.push((name, stage.done()));
+        Ok(value)
+    }
+
+    fn line(&self) -> String {
+        self.0
+            .iter()
+            .map(|(name, d)| format!("{name} {:.2}s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What a finished conversion made.
+pub struct Summary<'a> {
+    pub output: &'a Path,
+    pub format: DiskFormat,
+    pub root_size: u64,
+    pub kernel_version: &'a str,
+    pub timings: &'a Timings,
+    pub app: &'a GuestApp,
+    /// Units of the image's own turned off because they start the image's command too.
+    pub disabled_units: &'a [String],
+    pub can_log_in: bool,
+}
+
+pub fn print(s: &Summary) {
+    let (size, allocated) = output::sizes(s.output);
+    note(&format!(
+        "Wrote {} ({}, {} MiB, {} MiB allocated; root {} MiB, kernel {})",
+        s.output.display(),
+        output::qemu_format(s.format),
+        size / MIB,
+        allocated / MIB,
+        s.root_size / MIB,
+        s.kernel_version
+    ));
+    note(&format!("Timings: {}", s.timings.line()));
+    note(&format!(
+        "Peak memory: {} MiB (c2vm), {} MiB (largest tool)",
+        peak_rss_mib(libc::RUSAGE_SELF),
+        peak_rss_mib(libc::RUSAGE_CHILDREN)
+    ));
+    explain_app(s.app, s.disabled_units, s.output);
+    if !s.can_log_in {
+        note("Note: no --password-file or --ssh-key was given, so no one can log in as root on this disk.");
+    }
+}
+
+/// Tell the user what runs at boot and which ports to forward.
+fn explain_app(config: &GuestApp, disabled_units: &[String], output: &Path) {
+    if let Some(spec) = &config.app {
+        let argv: Vec<String> = spec
+            .argv
+            .iter()
+            .map(|a| shell_escape::unix::escape(a.into()).into_owned())
+            .collect();
+        let user = if spec.user.is_empty() {
+            "root"
+        } else {
+            spec.user.as_str()
+        };
+        note(&format!(
+            "At boot the VM runs the image's command as the service c2vm-app, as {user}: {} (--no-app turns this off)",
+            argv.join(" ")
+        ));
+        if !disabled_units.is_empty() {
+            note(&format!(
+                "Disabled {}: it starts the same program as the image's command",
+                disabled_units.join(", ")
+            ));
+        }
+    }
+    if !config.exposed_ports.is_empty() {
+        let publish: Vec<String> = config
+            .exposed_ports
+            .iter()
+            .filter_map(|p| publish_flag(p))
+            .collect();
+        note(&format!(
+            "The image exposes {}: forward them with `c2vm run {} {}`",
+            config.exposed_ports.join(", "),
+            output.display(),
+            publish.join(" ")
+        ));
+    }
+}
+
+/// `80/tcp` → `--publish 8080:80`: ports below 1024 need root on the host, so suggest one above.
+fn publish_flag(exposed: &str) -> Option<String> {
+    let (port, proto) = exposed.split_once('/').unwrap_or((exposed, "tcp"));
+    let port: u16 = port.parse().ok()?;
+    let host = if port < 1024 {
+        port as u32 + 8000
+    } else {
+        port as u32
+    };
+    let suffix = if proto == "tcp" {
+        String::new()
+    } else {
+        format!("/{proto}")
+    };
+    Some(format!("--publish {host}:{port}{suffix}"))
+}
+
+fn peak_rss_mib(who: libc::c_int) -> u64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss.max(0) as u64 / 1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposed_ports_become_publish_flags() {
+        assert_eq!(publish_flag("80/tcp").unwrap(), "--publish 8080:80");
+        assert_eq!(publish_flag("5353/udp").unwrap(), "--publish 5353:5353/udp");
+        assert_eq!(publish_flag("http"), None);
+    }
+
+    #[test]
+    fn timings_list_stages_in_order() {
+        let mut t = Timings::default();
+        t.time("a", || Ok(())).unwrap();
+        t.time("b", || Ok(())).unwrap();
+        let err = t.time("c", || -> Result<()> { anyhow::bail!("no") });
+        assert_eq!(err.unwrap_err().to_string(), "no");
+        assert!(t.line().starts_with("a 0.") && t.line().contains(", b 0."));
+        assert!(!t.line().contains("c "), "{}", t.line());
+    }
+}

@@ -1,0 +1,257 @@
+//! Everything c2vm knows about systemd guests: where units live, how `systemctl enable` links
+//! them, and the unit that runs the image's process. Guest setup and the app service both use it.
+use super::Service;
+use crate::rootfs::guest::{GuestRoot, Perms};
+use anyhow::{bail, Result};
+use std::fmt::Write as _;
+
+/// Where unit files live, the admin's first: the one list every lookup uses.
+const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
+
+/// The unit that runs the image's process.
+pub const APP_UNIT: &str = "c2vm-app.service";
+
+pub fn is_present(guest: &GuestRoot) -> Result<bool> {
+    Ok(
+        guest.is_regular("/lib/systemd/systemd")?
+            || guest.is_regular("/usr/lib/systemd/systemd")?,
+    )
+}
+
+/// Whether one of systemd's own programs (`systemd-repart`, `systemd-resolved`) is installed.
+pub fn has_program(guest: &GuestRoot, name: &str) -> Result<bool> {
+    for dir in ["/lib/systemd", "/usr/lib/systemd", "/usr/bin", "/bin"] {
+        if guest.is_regular(&format!("{dir}/{name}"))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Where `unit` is installed in the guest, if anywhere.
+pub fn find_unit(guest: &GuestRoot, unit: &str) -> Result<Option<String>> {
+    for dir in UNIT_DIRS {
+        let path = format!("{dir}/{unit}");
+        if guest.stat(&path)?.is_some() {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// Enable `unit` for multi-user.target the way `systemctl enable` does.
+pub fn enable_unit(guest: &GuestRoot, unit: &str, unit_path: &str) -> Result<()> {
+    guest.symlink(
+        &format!("/etc/systemd/system/multi-user.target.wants/{unit}"),
+        unit_path,
+    )
+}
+
+/// Write a unit of c2vm's own into /etc/systemd/system and enable it.
+pub fn install_unit(guest: &GuestRoot, unit: &str, text: &str) -> Result<()> {
+    let path = format!("/etc/systemd/system/{unit}");
+    guest.write(&path, text.as_bytes(), Perms::root(0o644))?;
+    enable_unit(guest, unit, &path)
+}
+
+/// A package may have enabled its own unit for the program the image runs (Debian's nginx
+/// package enables nginx.service): both would start and fight over the port, so that unit is
+/// disabled; the image's command is what the container ran.
+pub fn disable_units_running(guest: &GuestRoot, program: &str) -> Result<Vec<String>> {
+    let mut disabled = Vec::new();
+    for wants in guest.list("/etc/systemd/system")? {
+        if !wants.ends_with(".wants") {
+            continue;
+        }
+        let wants_dir = format!("/etc/systemd/system/{wants}");
+        for unit in guest.list(&wants_dir)? {
+            if !unit.ends_with(".service") || unit == APP_UNIT {
+                continue;
+            }
+            let mut text = None;
+            for dir in UNIT_DIRS {
+                let path = format!("{dir}/{unit}");
+                if guest.is_regular(&path)? {
+                    text = guest.read(&path)?;
+                    break;
+                }
+            }
+            let text = String::from_utf8_lossy(&text.unwrap_or_default()).into_owned();
+            let starts_program = text.lines().any(|line| {
+                line.trim()
+                    .strip_prefix("ExecStart=")
+                    .and_then(|cmd| cmd.split_whitespace().next())
+                    .map(|first| {
+                        same_program(first.trim_start_matches(['-', '@', ':', '+', '!']), program)
+                    })
+                    .unwrap_or(false)
+            });
+            if starts_program {
+                guest.remove(&format!("{wants_dir}/{unit}"))?;
+                if !disabled.contains(&unit) {
+                    disabled.push(unit);
+                }
+            }
+        }
+    }
+    Ok(disabled)
+}
+
+/// The same program under merged /usr: `/bin/x` and `/usr/bin/x` are one file.
+fn same_program(a: &str, b: &str) -> bool {
+    a.strip_prefix("/usr").unwrap_or(a) == b.strip_prefix("/usr").unwrap_or(b)
+}
+
+/// One word for a systemd unit file: double-quoted with C escapes, and `%` / `$` doubled so
+/// that neither specifiers nor variables are expanded: the process gets exactly these bytes.
+pub fn word(word: &str, expand_dollar: bool) -> String {
+    let mut out = String::with_capacity(word.len() + 2);
+    out.push('"');
+    for c in word.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '%' => out.push_str("%%"),
+            '$' if expand_dollar => out.push_str("$$"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The unit that runs the image's process as `docker run` would.
+pub fn app_unit(service: &Service) -> Result<String> {
+    let (argv, workdir, user) = (&service.argv, service.workdir.as_str(), &service.user);
+    if workdir.contains(['\n', '\r']) {
+        bail!("the image's WORKDIR contains a line break; convert with --no-app");
+    }
+    let mut unit = String::from(
+        "# The image's ENTRYPOINT + CMD, as `docker run` starts it; written by c2vm.\n\
+         # Turn it off with `systemctl disable --now c2vm-app`.\n\
+         [Unit]\n\
+         Description=The container image's command (c2vm)\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\
+         # Keep trying, as a container with a restart policy would.\n\
+         StartLimitIntervalSec=0\n\n\
+         [Service]\n\
+         Type=simple\n",
+    );
+    let mut exec_prefix = String::new();
+    match &user.name {
+        Some(name) => {
+            let _ = writeln!(unit, "User={name}");
+            if let Some(group) = &user.group {
+                let _ = writeln!(unit, "Group={group}");
+            }
+        }
+        // systemd refuses a User= that is not in the user database; setpriv does not.
+        None => {
+            exec_prefix = format!(
+                "/usr/bin/setpriv --reuid={} --regid={} --clear-groups -- ",
+                user.uid, user.gid
+            );
+        }
+    }
+    let _ = writeln!(unit, "WorkingDirectory={}", workdir.replace('%', "%%"));
+    for kv in &service.env {
+        let _ = writeln!(unit, "Environment={}", word(kv, false));
+    }
+    let words: Vec<String> = argv.iter().map(|a| word(a, true)).collect();
+    let _ = writeln!(unit, "ExecStart={exec_prefix}{}", words.join(" "));
+    if !service.stop_signal.is_empty() {
+        let signal = service.stop_signal.trim_start_matches("SIG");
+        if !signal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+')
+        {
+            bail!(
+                "the image's STOPSIGNAL {} is not a signal name",
+                service.stop_signal
+            );
+        }
+        let _ = writeln!(unit, "KillSignal=SIG{signal}");
+    }
+    unit.push_str(
+        "Restart=on-failure\n\
+         RestartSec=2\n\
+         StandardOutput=journal+console\n\
+         StandardError=journal+console\n\n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+    );
+    Ok(unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::users::RunAs;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn systemd_words_keep_every_byte() {
+        assert_eq!(word("daemon off;", true), "\"daemon off;\"");
+        assert_eq!(
+            word("a $HOME %n \"q\" \\", true),
+            "\"a $$HOME %%n \\\"q\\\" \\\\\""
+        );
+        assert_eq!(word("K=$V", false), "\"K=$V\"");
+        assert_eq!(word("x\ny\u{1}", true), "\"x\\ny\\x01\"");
+    }
+
+    #[test]
+    fn unit_runs_the_argv_as_the_user() {
+        let mut service = Service {
+            argv: argv(&["/usr/sbin/nginx", "-g", "daemon off;"]),
+            env: argv(&["PATH=/usr/bin:/bin", "GREETING=hello world"]),
+            workdir: "/srv".into(),
+            user: RunAs {
+                name: Some("app".into()),
+                uid: 1234,
+                group: None,
+                gid: 1300,
+            },
+            stop_signal: "SIGQUIT".into(),
+        };
+        let unit = app_unit(&service).unwrap();
+        assert!(
+            unit.contains("\nUser=app\nWorkingDirectory=/srv\n"),
+            "{unit}"
+        );
+        assert!(unit.contains("\nWorkingDirectory=/srv\n"), "{unit}");
+        assert!(
+            unit.contains("\nEnvironment=\"GREETING=hello world\"\n"),
+            "{unit}"
+        );
+        assert!(
+            unit.contains("\nExecStart=\"/usr/sbin/nginx\" \"-g\" \"daemon off;\"\n"),
+            "{unit}"
+        );
+        assert!(unit.contains("\nKillSignal=SIGQUIT\n"), "{unit}");
+        assert!(unit.contains("After=network-online.target"), "{unit}");
+        service.user = RunAs {
+            name: None,
+            uid: 4000,
+            group: None,
+            gid: 0,
+        };
+        service.workdir = "/".into();
+        let unit = app_unit(&service).unwrap();
+        assert!(unit.contains("ExecStart=/usr/bin/setpriv --reuid=4000 --regid=0 --clear-groups -- \"/usr/sbin/nginx\""), "{unit}");
+        assert!(!unit.contains("User="), "{unit}");
+    }
+}

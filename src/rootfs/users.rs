@@ -1,0 +1,186 @@
+//! Who the image's process runs as: USER resolved the way docker (runc) does, from the image's
+//! own /etc/passwd and /etc/group.
+use super::guest::GuestRoot;
+use anyhow::{bail, Context, Result};
+
+/// Who the process runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The passwd name, when the user has an entry and the group (if any) has one too (systemd
+    /// and OpenRC then also set the supplementary groups, HOME and SHELL from it).
+    pub name: Option<String>,
+    pub uid: u32,
+    /// The group given after `:`, when there was one; else the user's primary group.
+    pub group: Option<String>,
+    pub gid: u32,
+}
+
+fn passwd_lines(guest: &GuestRoot, file: &str) -> Result<Vec<Vec<String>>> {
+    let text = guest.read(file)?.unwrap_or_default();
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(':').map(str::to_string).collect())
+        .collect())
+}
+
+pub fn resolve(guest: &GuestRoot, spec: &str) -> Result<RunAs> {
+    let passwd = passwd_lines(guest, "/etc/passwd")?;
+    let groups = passwd_lines(guest, "/etc/group")?;
+    resolve_user_in(spec, &passwd, &groups)
+}
+
+fn resolve_user_in(spec: &str, passwd: &[Vec<String>], groups: &[Vec<String>]) -> Result<RunAs> {
+    let (user_part, group_part) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let user_part = if user_part.is_empty() {
+        "root"
+    } else {
+        user_part
+    };
+    let entry = passwd
+        .iter()
+        .find(|f| f.len() >= 4 && f[0] == user_part)
+        .or_else(|| {
+            user_part.parse::<u32>().ok().and_then(|uid| {
+                passwd
+                    .iter()
+                    .find(|f| f.len() >= 4 && f[2].parse() == Ok(uid))
+            })
+        });
+    let (name, uid, primary_gid) = match entry {
+        Some(f) => (
+            Some(f[0].clone()),
+            f[2].parse::<u32>().with_context(|| format!("bad uid for {} in the image's /etc/passwd", f[0]))?,
+            f[3].parse::<u32>().unwrap_or(0),
+        ),
+        None => match user_part.parse::<u32>() {
+            // docker runs a numeric uid that has no entry with gid 0.
+            Ok(uid) => (None, uid, 0),
+            Err(_) => bail!(
+                "the image's USER {user_part} is not in its /etc/passwd, so docker could not start it either; fix USER in the image, or convert with --no-app"
+            ),
+        },
+    };
+    let (group, gid) = match group_part {
+        None | Some("") => (None, primary_gid),
+        Some(g) => {
+            let by_name = groups.iter().find(|f| f.len() >= 3 && f[0] == g);
+            let by_id = g.parse::<u32>().ok().and_then(|gid| {
+                groups
+                    .iter()
+                    .find(|f| f.len() >= 3 && f[2].parse() == Ok(gid))
+            });
+            match by_name.or(by_id) {
+                Some(f) => (
+                    Some(f[0].clone()),
+                    f[2].parse::<u32>().with_context(|| format!("bad gid for {} in the image's /etc/group", f[0]))?,
+                ),
+                // A numeric gid with no entry: only setpriv can run it, without a user name.
+                None => match g.parse::<u32>() {
+                    Ok(gid) => {
+                        return Ok(RunAs {
+                            name: None,
+                            uid,
+                            group: None,
+                            gid,
+                        })
+                    }
+                    Err(_) => bail!("the image's USER names the group {g}, which is not in its /etc/group; fix USER in the image, or convert with --no-app"),
+                },
+            }
+        }
+    };
+    Ok(RunAs {
+        name,
+        uid,
+        group,
+        gid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_resolve_like_docker() {
+        let passwd: Vec<Vec<String>> = [
+            "root:x:0:0::/root:/bin/sh",
+            "app:x:1234:1300::/home/app:/bin/sh",
+        ]
+        .iter()
+        .map(|l| l.split(':').map(str::to_string).collect())
+        .collect();
+        let groups: Vec<Vec<String>> = ["root:x:0:", "staff:x:50:", "apps:x:1300:"]
+            .iter()
+            .map(|l| l.split(':').map(str::to_string).collect())
+            .collect();
+        let r = |s: &str| resolve_user_in(s, &passwd, &groups);
+        assert_eq!(
+            r("").unwrap(),
+            RunAs {
+                name: Some("root".into()),
+                uid: 0,
+                group: None,
+                gid: 0
+            }
+        );
+        assert_eq!(
+            r("app").unwrap(),
+            RunAs {
+                name: Some("app".into()),
+                uid: 1234,
+                group: None,
+                gid: 1300
+            }
+        );
+        assert_eq!(r("1234").unwrap().name.as_deref(), Some("app"));
+        assert_eq!(
+            r("app:staff").unwrap(),
+            RunAs {
+                name: Some("app".into()),
+                uid: 1234,
+                group: Some("staff".into()),
+                gid: 50
+            }
+        );
+        assert_eq!(
+            r("4000").unwrap(),
+            RunAs {
+                name: None,
+                uid: 4000,
+                group: None,
+                gid: 0
+            }
+        );
+        assert_eq!(
+            r("4000:4001").unwrap(),
+            RunAs {
+                name: None,
+                uid: 4000,
+                group: None,
+                gid: 4001
+            }
+        );
+        assert_eq!(
+            r("app:4001").unwrap(),
+            RunAs {
+                name: None,
+                uid: 1234,
+                group: None,
+                gid: 4001
+            }
+        );
+        assert!(r("nobody-here")
+            .unwrap_err()
+            .to_string()
+            .contains("not in its /etc/passwd"));
+        assert!(r("app:nogroup")
+            .unwrap_err()
+            .to_string()
+            .contains("not in its /etc/group"));
+    }
+}
