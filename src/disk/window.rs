@@ -91,8 +91,14 @@ mod tests {
         assert_eq!(w.seek(SeekFrom::End(0)).unwrap(), 100);
         w.seek(SeekFrom::Start(90)).unwrap();
         assert_eq!(w.write(&[1u8; 50]).unwrap(), 10);
-        assert!(w.write(&[1u8; 5]).is_err());
-        assert!(w.seek(SeekFrom::Start(101)).is_err());
+        assert_eq!(
+            w.write(&[1u8; 5]).unwrap_err().kind(),
+            std::io::ErrorKind::WriteZero
+        );
+        assert_eq!(
+            w.seek(SeekFrom::Start(101)).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
         let mut all = vec![0u8; 300];
         use std::os::unix::fs::FileExt;
         file.read_exact_at(&mut all, 0).unwrap();

@@ -396,7 +396,11 @@ mod tests {
         assert_eq!(std::fs::read(root.join("elsewhere/f")).unwrap(), b"z");
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
-        assert!(guest.mkdir("/loop/x", Perms::root(0o755)).is_err());
+        let err = format!(
+            "{:#}",
+            guest.mkdir("/loop/x", Perms::root(0o755)).unwrap_err()
+        );
+        assert!(err.contains("creating /loop/x"), "{err}");
     }
 
     #[test]

@@ -149,8 +149,10 @@ mod tests {
             parse_login("root:pw", None).unwrap(),
             ("root".into(), "pw".into())
         );
-        assert!(parse_login("root", None).is_err());
-        assert!(parse_login(":pw", None).is_err());
+        let err = parse_login("root", None).unwrap_err().to_string();
+        assert!(err.contains("needs a password"), "{err}");
+        let err = parse_login(":pw", None).unwrap_err().to_string();
+        assert!(err.contains("needs a user name"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pw");
         std::fs::write(&f, "secret\n").unwrap();
