@@ -28,6 +28,14 @@ impl Bootloader {
 /// What the loaders boot, from the ESP's root.
 pub const KERNEL_ON_ESP: &str = "vmlinuz";
 pub const INITRD_ON_ESP: &str = "initrd.img";
+/// The kernel command line, as the loaders have it.
+pub const CMDLINE_ON_ESP: &str = "c2vm/cmdline";
+
+/// What keeps the boot quiet: every byte on the emulated serial port traps into QEMU, and under
+/// software emulation the kernel's and systemd's few hundred lines cost seconds of a boot.
+/// Errors still show; `c2vm run --boot-log` shows everything, and `--append-cmdline loglevel=7`
+/// makes a disk that always does.
+const QUIET: &str = "quiet loglevel=3";
 
 /// What every loader needs to know.
 pub struct BootConfig {
@@ -40,7 +48,7 @@ pub struct BootConfig {
 }
 
 pub fn kernel_cmdline(root_uuid: &str, extra: &str) -> String {
-    let mut line = format!("root=UUID={root_uuid} rw console=tty0 console=ttyS0,115200");
+    let mut line = format!("root=UUID={root_uuid} rw console=tty0 console=ttyS0,115200 {QUIET}");
     if !extra.is_empty() {
         line.push(' ');
         line.push_str(extra);
@@ -85,12 +93,15 @@ pub fn mbr_bootcode(bootloader: Bootloader, layout: &Layout) -> Result<[u8; 440]
     }
 }
 
-/// Loader files and configuration to put on the ESP (besides kernel and initramfs).
+/// Loader files and configuration to put on the ESP (besides kernel and initramfs), and the
+/// command line in a file of its own for `c2vm run --boot-log`, whichever loader reads it.
 pub fn esp_files(bootloader: Bootloader, cfg: &BootConfig, scratch: &Path) -> Result<Vec<EspFile>> {
-    match bootloader {
-        Bootloader::Syslinux => syslinux::esp_files(cfg),
-        Bootloader::Grub => grub::esp_files(cfg, scratch),
-    }
+    let mut files = match bootloader {
+        Bootloader::Syslinux => syslinux::esp_files(cfg)?,
+        Bootloader::Grub => grub::esp_files(cfg, scratch)?,
+    };
+    files.push(EspFile::bytes(CMDLINE_ON_ESP, format!("{}\n", cfg.cmdline)));
+    Ok(files)
 }
 
 /// Steps that must come after the ESP is written and closed.

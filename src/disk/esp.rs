@@ -174,6 +174,27 @@ pub fn write(
     Ok(())
 }
 
+/// Read whole files (`/`-separated paths) from the FAT ESP at `extent` of `image`.
+pub fn read_files(image: &File, extent: Extent, paths: &[&str]) -> Result<Vec<Vec<u8>>> {
+    let window = PartitionWindow::new(image, extent.start, extent.size);
+    let fs = lamfat::FileSystem::new(window, lamfat::FsOptions::new())
+        .map_err(fat_err)
+        .context("opening the EFI system partition")?;
+    let root = fs.root_dir();
+    paths
+        .iter()
+        .map(|path| {
+            let mut data = Vec::new();
+            root.open_file(path)
+                .map_err(fat_err)
+                .with_context(|| format!("opening {path} on the EFI system partition"))?
+                .read_to_end(&mut data)
+                .with_context(|| format!("reading {path} on the EFI system partition"))?;
+            Ok(data)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +245,13 @@ mod tests {
             .unwrap();
         assert_eq!(back, big);
         assert!(fs.root_dir().open_file("EFI/BOOT/BOOTX64.EFI").is_ok());
+        drop(fs);
+        let read = read_files(&file, extent, &["vmlinuz", "loader/entries/c2vm.conf"]).unwrap();
+        assert_eq!(read, vec![big, b"title c2vm\n".to_vec()]);
+        let err = format!("{:#}", read_files(&file, extent, &["nope"]).unwrap_err());
+        assert!(
+            err.contains("opening nope on the EFI system partition"),
+            "{err}"
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The GUID partition table (crate `gpt`) and the protective MBR carrying BIOS boot code.
-use super::layout::Layout;
+use super::layout::{Extent, Layout};
 use anyhow::{anyhow, Context, Result};
 use gpt::disk::LogicalBlockSize;
 use gpt::partition::PartitionAttributes;
@@ -109,6 +109,26 @@ pub fn write_table(
     Ok(())
 }
 
+/// Where the EFI system partition of an existing disk is, from its GPT.
+pub fn find_esp(file: &mut File) -> Result<Extent> {
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .logical_block_size(LogicalBlockSize::Lb512)
+        .open_from_device(&mut *file)
+        .map_err(gpt_err)
+        .context("reading the disk's GPT")?;
+    let esp = disk
+        .partitions()
+        .values()
+        .find(|p| p.part_type_guid == partition_types::EFI)
+        .context("the disk has no EFI system partition; was it made by c2vm?")?;
+    let sector = super::layout::SECTOR;
+    Ok(Extent {
+        start: esp.first_lba * sector,
+        size: (esp.last_lba + 1 - esp.first_lba) * sector,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +158,8 @@ mod tests {
             parts[&2].last_lba + 1,
             (layout.root.start + layout.root.size) / 512
         );
+        drop(disk);
+        assert_eq!(find_esp(&mut file).unwrap(), layout.esp);
         use std::os::unix::fs::FileExt;
         let mut lba0 = [0u8; 512];
         file.read_exact_at(&mut lba0, 0).unwrap();

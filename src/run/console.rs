@@ -16,7 +16,7 @@ pub struct Console {
     /// Bytes of `buffer` already matched.
     consumed: usize,
     qemu_stderr: Arc<Mutex<Vec<u8>>>,
-    _vars: Option<tempfile::NamedTempFile>,
+    _files: super::qemu::VmFiles,
 }
 
 pub struct ExecResult {
@@ -43,11 +43,7 @@ fn pump(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>, echo: b
 }
 
 impl Console {
-    pub fn new(
-        mut child: Child,
-        echo: bool,
-        vars: Option<tempfile::NamedTempFile>,
-    ) -> Result<Console> {
+    pub fn new(mut child: Child, echo: bool, files: super::qemu::VmFiles) -> Result<Console> {
         let stdin = child.stdin.take().context("QEMU's stdin")?;
         let stdout = child.stdout.take().context("QEMU's stdout")?;
         let stderr = child.stderr.take().context("QEMU's stderr")?;
@@ -61,7 +57,7 @@ impl Console {
             buffer,
             consumed: 0,
             qemu_stderr,
-            _vars: vars,
+            _files: files,
         })
     }
 

@@ -2,6 +2,7 @@
 //! `--expect` (wait for a pattern) or `--login` + `--exec` (run a command, print its stdout, exit
 //! with its status) for tests and CI.
 mod console;
+mod direct;
 mod qemu;
 
 use anyhow::{bail, Context, Result};
@@ -16,6 +17,10 @@ pub struct RunArgs {
     /// Firmware: bios (SeaBIOS) or uefi (OVMF)
     #[arg(long, value_enum, default_value_t = Firmware::Bios)]
     pub firmware: Firmware,
+    /// Machine type: q35 (PCIe, no legacy devices: boots fastest) or pc (i440fx); the disk boots
+    /// on both
+    #[arg(long, value_enum, default_value_t = Machine::Q35)]
+    pub machine: Machine,
     /// Acceleration: auto uses KVM only where it works (kvm_intel/kvm_amd), else TCG
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
@@ -43,6 +48,10 @@ pub struct RunArgs {
     /// Scripted: after --login, run this shell command, print its stdout, power off, exit with its status
     #[arg(long, requires = "login")]
     pub exec: Option<String>,
+    /// Show every kernel and systemd message of this boot (the disk boots quietly): boots the
+    /// disk's kernel directly, with its command line minus `quiet`
+    #[arg(long)]
+    pub boot_log: bool,
     /// Scripted: give up after this many seconds, showing the last console lines
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -53,6 +62,13 @@ pub struct RunArgs {
 pub enum Firmware {
     Bios,
     Uefi,
+}
+
+/// QEMU's machine type.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Machine {
+    Q35,
+    Pc,
 }
 
 /// How QEMU runs the guest's code.

@@ -1,6 +1,7 @@
 //! Building the QEMU command line: accelerator, firmware, disk, network.
 use super::console::Console;
-use super::{Accel, Firmware, RunArgs};
+use super::direct::DirectBoot;
+use super::{Accel, Firmware, Machine, RunArgs};
 use crate::progress::note;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -18,8 +19,16 @@ const OVMF_VARS: &[&str] = &[
 
 pub struct VmConfig {
     args: Vec<String>,
-    /// Keeps the private copy of the UEFI variable store alive while QEMU runs.
+    files: VmFiles,
+}
+
+/// Files QEMU uses that must live as long as it runs.
+#[derive(Default)]
+pub struct VmFiles {
+    /// The private copy of the UEFI variable store.
     _vars: Option<tempfile::NamedTempFile>,
+    /// The kernel and initramfs of a `--boot-log` boot.
+    _direct: Option<DirectBoot>,
 }
 
 /// What `qemu-img info --output=json` says about a disk (the fields c2vm uses).
@@ -89,7 +98,16 @@ impl VmConfig {
                 "TCG (software emulation: no usable KVM here)"
             }
         ));
+        // Only the devices c2vm adds (-nodefaults): the default floppy, CD-ROM, parallel port
+        // and VGA each cost the guest a driver load and a probe, seconds under TCG.
+        let machine = match a.machine {
+            Machine::Q35 => "q35",
+            Machine::Pc => "pc",
+        };
         let mut args: Vec<String> = vec![
+            "-machine".into(),
+            machine.into(),
+            "-nodefaults".into(),
             "-name".into(),
             "c2vm".into(),
             "-m".into(),
@@ -108,14 +126,21 @@ impl VmConfig {
             .with_context(|| format!("resolving {}", a.disk.display()))?;
         args.push("-drive".into());
         args.push(format!(
-            "file={},format={},if=virtio,cache=unsafe",
+            "file={},format={},if=none,id=disk0,cache=unsafe",
             qemu_escape(&disk.to_string_lossy()),
             info.format
         ));
+        // The disk first in the boot order, so OVMF does not try PXE and HTTP boot before it
+        // (a --boot-log boot starts QEMU's own kernel loader instead, which takes index 0).
+        let device = match a.boot_log {
+            false => "virtio-blk-pci,drive=disk0,bootindex=0",
+            true => "virtio-blk-pci,drive=disk0",
+        };
+        args.extend(["-device".into(), device.into()]);
         if !a.persist {
             args.push("-snapshot".into());
         }
-        let mut nic = "user,model=virtio-net-pci".to_string();
+        let mut netdev = "user,id=net0".to_string();
         for p in &a.publish {
             let (ports, proto) = match p.split_once('/') {
                 Some((ports, proto @ ("tcp" | "udp"))) => (ports, proto),
@@ -131,10 +156,28 @@ impl VmConfig {
             let guest: u16 = guest
                 .parse()
                 .with_context(|| format!("--publish {p}: bad guest port"))?;
-            nic.push_str(&format!(",hostfwd={proto}:127.0.0.1:{host}-:{guest}"));
+            netdev.push_str(&format!(",hostfwd={proto}:127.0.0.1:{host}-:{guest}"));
         }
-        args.extend(["-nic".into(), nic]);
-        let mut vars = None;
+        // No option ROM: the disk boots, so the NIC's iPXE ROM would only cost SeaBIOS time.
+        args.extend([
+            "-netdev".into(),
+            netdev,
+            "-device".into(),
+            "virtio-net-pci,netdev=net0,romfile=".into(),
+        ]);
+        let mut files = VmFiles::default();
+        if a.boot_log {
+            let direct = DirectBoot::from_disk(&disk, &info.format)?;
+            args.extend([
+                "-kernel".into(),
+                direct.kernel.to_string_lossy().into_owned(),
+                "-initrd".into(),
+                direct.initrd.to_string_lossy().into_owned(),
+                "-append".into(),
+                direct.cmdline.clone(),
+            ]);
+            files._direct = Some(direct);
+        }
         if a.firmware == Firmware::Uefi {
             let code = first_existing(OVMF_CODE).context("no OVMF firmware found (/usr/share/OVMF/OVMF_CODE*.fd); install it with `apt-get install ovmf`")?;
             let template = first_existing(OVMF_VARS)
@@ -155,16 +198,28 @@ impl VmConfig {
                 "if=pflash,format=raw,unit=1,file={}",
                 copy.path().display()
             ));
-            vars = Some(copy);
+            files._vars = Some(copy);
         }
-        Ok(VmConfig { args, _vars: vars })
+        Ok(VmConfig { args, files })
     }
 
     pub fn run_interactive(self) -> Result<i32> {
         note("c2vm: the serial console is on this terminal. To leave: press Ctrl-A, then X.");
         let mut child = Command::new("qemu-system-x86_64")
             .args(&self.args)
-            .arg("-nographic")
+            // What -nographic sets up, which -nodefaults turns off: the serial port and the
+            // monitor share this terminal (Ctrl-A C switches, Ctrl-A X quits), and Ctrl-C goes
+            // to the guest.
+            .args([
+                "-display",
+                "none",
+                "-chardev",
+                "stdio,id=console,mux=on,signal=off",
+                "-serial",
+                "chardev:console",
+                "-mon",
+                "chardev=console,mode=readline",
+            ])
             .spawn()
             .context("starting qemu-system-x86_64")?;
         let status = child.wait().context("waiting for QEMU")?;
@@ -180,7 +235,7 @@ impl VmConfig {
             .stderr(Stdio::piped());
         log::debug!("running: qemu-system-x86_64 {}", self.args.join(" "));
         let child = cmd.spawn().context("starting qemu-system-x86_64")?;
-        Console::new(child, echo, self._vars)
+        Console::new(child, echo, self.files)
     }
 }
 

@@ -1,0 +1,119 @@
+//! `c2vm run --boot-log`: boot the disk's own kernel and initramfs directly (QEMU `-kernel`), with
+//! its command line minus what quiets the console, so the kernel's and systemd's messages show
+//! again. The disk's boot loaders are skipped for this one boot; nothing on the disk changes.
+use crate::cmd::Cmd;
+use crate::disk::{esp, gpt};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Where the boot loaders find the kernel command line on c2vm's ESP.
+const CMDLINE_FILES: &[&str] = &[crate::boot::CMDLINE_ON_ESP, "loader/entries/c2vm.conf"];
+
+/// Kernel, initramfs and command line taken from a disk, in a private directory.
+pub struct DirectBoot {
+    _dir: tempfile::TempDir,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+}
+
+impl DirectBoot {
+    pub fn from_disk(disk: &Path, format: &str) -> Result<DirectBoot> {
+        let dir = tempfile::Builder::new()
+            .prefix("c2vm-boot-log.")
+            .tempdir()
+            .context("creating a directory for the kernel")?;
+        // The ESP is read as raw bytes; other formats are converted first (sparse, so quick).
+        let raw = if format == "raw" {
+            disk.to_path_buf()
+        } else {
+            let raw = dir.path().join("disk.raw");
+            Cmd::new("qemu-img", "Reading the disk's boot files")
+                .args(["convert", "-f", format, "-O", "raw"])
+                .arg(disk)
+                .arg(&raw)
+                .run()?;
+            raw
+        };
+        let mut file =
+            std::fs::File::open(&raw).with_context(|| format!("opening {}", raw.display()))?;
+        let extent = gpt::find_esp(&mut file)?;
+        let read = |path: &str| esp::read_files(&file, extent, &[path]).map(|mut v| v.remove(0));
+        let cmdline = CMDLINE_FILES
+            .iter()
+            .find_map(|path| read(path).ok().map(|bytes| (*path, bytes)))
+            .map(|(path, bytes)| parse_cmdline(path, &String::from_utf8_lossy(&bytes)))
+            .context(
+                "the disk's ESP holds no kernel command line (c2vm/cmdline); was it made by c2vm?",
+            )??;
+        let kernel = dir.path().join("vmlinuz");
+        let initrd = dir.path().join("initrd.img");
+        for (on_esp, host) in [
+            (crate::boot::KERNEL_ON_ESP, &kernel),
+            (crate::boot::INITRD_ON_ESP, &initrd),
+        ] {
+            std::fs::write(host, read(on_esp)?)
+                .with_context(|| format!("writing {}", host.display()))?;
+        }
+        if format != "raw" {
+            std::fs::remove_file(&raw).ok();
+        }
+        Ok(DirectBoot {
+            _dir: dir,
+            kernel,
+            initrd,
+            cmdline: verbose(&cmdline),
+        })
+    }
+}
+
+/// The command line from `c2vm/cmdline` (the whole file) or a systemd-boot entry (`options`).
+fn parse_cmdline(path: &str, text: &str) -> Result<String> {
+    let line = if path.ends_with(".conf") {
+        text.lines()
+            .find_map(|l| l.strip_prefix("options "))
+            .unwrap_or("")
+    } else {
+        text.trim()
+    };
+    if line.trim().is_empty() {
+        bail!("{path} on the disk's ESP holds no kernel command line");
+    }
+    Ok(line.trim().to_string())
+}
+
+/// The same command line with every console message on: `quiet` and `loglevel=` dropped, full
+/// kernel and systemd output asked for.
+fn verbose(cmdline: &str) -> String {
+    let mut words: Vec<&str> = cmdline
+        .split_whitespace()
+        .filter(|w| {
+            *w != "quiet" && !w.starts_with("loglevel=") && !w.starts_with("systemd.show_status=")
+        })
+        .collect();
+    words.extend(["loglevel=7", "systemd.show_status=true"]);
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_log_turns_the_console_back_on() {
+        assert_eq!(
+            verbose("root=UUID=x rw console=ttyS0,115200 quiet loglevel=3 foo"),
+            "root=UUID=x rw console=ttyS0,115200 foo loglevel=7 systemd.show_status=true"
+        );
+        assert_eq!(
+            parse_cmdline(
+                "loader/entries/c2vm.conf",
+                "title c2vm\noptions root=UUID=y rw\n"
+            )
+            .unwrap(),
+            "root=UUID=y rw"
+        );
+        let err = parse_cmdline("c2vm/cmdline", "\n").unwrap_err().to_string();
+        assert!(err.contains("holds no kernel command line"), "{err}");
+    }
+}
