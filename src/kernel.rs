@@ -93,12 +93,24 @@ pub fn render(family: Family, base_image: &str) -> Result<String> {
     Ok(text)
 }
 
+/// Files beside the Dockerfile in every template's build context (templates COPY what they use).
+const CONTEXT_FILES: &[(&str, &str)] = &[(
+    "initramfs-local-root",
+    include_str!("../templates/guest/initramfs-local-root"),
+)];
+
 /// The tag of the kernel image for this base image, template and options.
 pub fn cache_tag(base_id: &str, dockerfile: &str) -> String {
     let mut hash = sha2::Sha256::new();
     hash.update(base_id.as_bytes());
     hash.update([0]);
     hash.update(dockerfile.as_bytes());
+    for (name, text) in CONTEXT_FILES {
+        hash.update([0]);
+        hash.update(name.as_bytes());
+        hash.update([0]);
+        hash.update(text.as_bytes());
+    }
     let digest = hash.finalize();
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     format!("c2vm-kernel:{hex}")
@@ -149,7 +161,9 @@ pub fn add_kernel(engine: &Engine, image: &ImageDetails, reference: &str) -> Res
         ));
         return Ok(cached);
     }
-    let context = docker::context_with_dockerfile("Dockerfile", &dockerfile)?;
+    let mut files = vec![("Dockerfile", dockerfile.as_str())];
+    files.extend_from_slice(CONTEXT_FILES);
+    let context = docker::context_of_files(&files)?;
     engine.build(
         context,
         "Dockerfile",
@@ -237,6 +251,32 @@ mod tests {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn templates_copy_only_files_of_the_context() {
+        for family in Family::ALL {
+            let text = render(family, "sha256:abc").unwrap();
+            for line in text.lines().filter(|l| l.starts_with("COPY ")) {
+                let source = line.split_whitespace().nth(1).unwrap();
+                assert!(
+                    CONTEXT_FILES.iter().any(|(name, _)| *name == source),
+                    "{}: COPY {source} is not in the build context",
+                    family.name()
+                );
+            }
+        }
+        for (name, text) in CONTEXT_FILES {
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", text])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 

@@ -9,7 +9,10 @@ ARG DEBIAN_FRONTEND=noninteractive
 # there when the kernel's initramfs is built, else it falls back to gzip, about 3x slower to
 # unpack at every boot (seconds under emulation). Releases whose mkinitramfs predates zstd
 # keep gzip.
+# The root is on the VM's own disk: network and NFS drivers stay out of the initramfs.
+COPY initramfs-local-root /etc/initramfs-tools/hooks/zz-c2vm-local-root
 RUN set -eux; \
+    chmod 755 /etc/initramfs-tools/hooks/zz-c2vm-local-root; \
     apt-get update; \
     apt-get install -y --no-install-recommends zstd initramfs-tools; \
     if grep -q zstd /usr/sbin/mkinitramfs; then \

@@ -488,15 +488,17 @@ impl Read for ChannelReader {
     }
 }
 
-/// A tar of one in-memory file, the build context for a rendered Dockerfile.
-pub fn context_with_dockerfile(name: &str, text: &str) -> Result<Vec<u8>> {
+/// A tar of in-memory files (name, text), the build context for a rendered Dockerfile.
+pub fn context_of_files(files: &[(&str, &str)]) -> Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(text.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    header.set_cksum();
-    builder.append_data(&mut header, name, text.as_bytes())?;
+    for (name, text) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append_data(&mut header, name, text.as_bytes())?;
+    }
     Ok(builder.into_inner()?)
 }
 
