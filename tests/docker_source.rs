@@ -77,6 +77,7 @@ fn ssh_key(dir: &Path) -> std::path::PathBuf {
 }
 
 #[test]
+#[ignore = "needs root, dockerd with debian:latest and QEMU; scripts/test runs it"]
 fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     let dir = scratch();
     let key = ssh_key(dir.path());
@@ -113,6 +114,7 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
 }
 
 #[test]
+#[ignore = "needs root, dockerd with debian:latest, the Debian mirror and QEMU; scripts/test runs it"]
 fn build_of_a_small_dockerfile_boots_and_shows_its_file() {
     let dir = scratch();
     let ctx = dir.path().join("ctx");
@@ -147,6 +149,7 @@ fn build_of_a_small_dockerfile_boots_and_shows_its_file() {
 }
 
 #[test]
+#[ignore = "needs root, dockerd with debian:latest and scripts/install-host-deps's tools; scripts/test runs it"]
 fn docker_errors_are_clear_and_leave_nothing_behind() {
     let dir = scratch();
     let work = dir.path().join("work");

@@ -4,6 +4,7 @@ mod common;
 use common::*;
 
 #[test]
+#[ignore = "needs root, the debootstrap test rootfs and QEMU; scripts/test runs it"]
 fn root_grows_to_fill_a_resized_disk_and_keeps_booting() {
     let dir = scratch();
     let disk = dir.path().join("disk.img");
@@ -45,6 +46,7 @@ fn root_grows_to_fill_a_resized_disk_and_keeps_booting() {
 /// An initramfs change made inside the VM (`update-initramfs -u`) is the one that boots next,
 /// on BIOS and UEFI (the hook copies it to the ESP; one kernel, so no fallback entry yet).
 #[test]
+#[ignore = "needs root, the debootstrap test rootfs and QEMU; scripts/test runs it"]
 fn initramfs_updates_inside_the_vm_are_what_boots_next() {
     let dir = scratch();
     let disk = dir.path().join("disk.img");
@@ -79,6 +81,7 @@ cat /run/c2vm-initrd-marker 2>/dev/null || echo no-marker-yet"#;
 /// boots next, on BIOS and UEFI; the one before stays on the ESP behind a `previous` entry,
 /// which boots too (picked on BIOS, where SYSLINUX once loaded the wrong initramfs for it).
 #[test]
+#[ignore = "needs root, the debootstrap test rootfs, the cloud kernel .deb (scripts/fetch-test-kernel) and QEMU; scripts/test runs it"]
 fn a_kernel_installed_in_the_vm_boots_next_and_the_old_one_stays_as_fallback() {
     let dir = scratch();
     let disk = dir.path().join("disk.img");
