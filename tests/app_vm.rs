@@ -6,11 +6,7 @@ use common::*;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Conversions talk to one daemon; serialising them makes "no container left" exact.
-static DOCKER: Mutex<()> = Mutex::new(());
 
 fn containers() -> String {
     tool("docker", &["ps", "-aq", "--no-trunc"])
@@ -18,7 +14,7 @@ fn containers() -> String {
 
 /// `c2vm build CONTEXT -o OUT`, which must succeed and leave no container; returns its stderr.
 fn build(ctx: &Path, out: &Path, pw: &Path) -> String {
-    let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = host_lock();
     let before = containers();
     let o = run(c2vm()
         .arg("build")
@@ -220,7 +216,7 @@ fn app_flags_and_bare_shell_images() {
     // command is a clear error. (No boot: the service itself is booted by the tests above.)
     let dir = scratch();
     let out = dir.path().join("x.img");
-    let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = host_lock();
     let o = run(c2vm()
         .args(["convert", "debian:latest", "--app", "--no-app", "-o"])
         .arg(&out));

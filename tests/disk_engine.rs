@@ -379,7 +379,9 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
     // The output dir fills up while writing the disk.
     let small_out = SmallFs::mount(&dir.path().join("small-out"), "200M");
     let out = small_out.0.join("out.img");
+    let lock = host_lock(); // stages in /dev/shm
     let o = run(c2vm().args(["convert", &source, "-o"]).arg(&out));
+    drop(lock);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.to_lowercase().contains("space"), "{err}");

@@ -5,10 +5,6 @@ mod common;
 use common::*;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
-
-/// Conversions talk to one daemon; serialising them makes "no container left" exact.
-static DOCKER: Mutex<()> = Mutex::new(());
 
 fn docker(args: &[&str]) -> String {
     tool("docker", args)
@@ -25,7 +21,7 @@ const CHECKS: &str =
 
 fn convert_image(image: &str, out: &Path, hostname: &str, key: &Path, dir: &Path) -> String {
     let pw = password_file(dir);
-    let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = host_lock();
     let before = containers();
     let output = run(c2vm()
         .args(["convert", image, "-o"])
@@ -126,7 +122,7 @@ fn build_of_a_small_dockerfile_boots_and_shows_its_file() {
     let out = dir.path().join("built.qcow2");
     let pw = password_file(dir.path());
     {
-        let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+        let _lock = host_lock();
         let before = containers();
         let o = run(c2vm()
             .arg("build")
@@ -179,7 +175,7 @@ fn docker_errors_are_clear_and_leave_nothing_behind() {
         );
         err
     };
-    let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = host_lock();
     let before = containers();
 
     let err = attempt(&["c2vm-no-such-image:nope", "--pull", "never"], None);

@@ -9,10 +9,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
-
-/// Conversions from the daemon are serialised so that "no container left" is exact.
-static DOCKER: Mutex<()> = Mutex::new(());
 
 /// A tar archive built entry by entry, hostile entries included (the tar crate's safe
 /// builder methods would refuse to write them).
@@ -287,6 +283,7 @@ fn odd_names_pax_long_names_and_device_nodes_survive_and_secrets_stay_out_of_log
     );
     let disk = dir.path().join("odd.img");
     let pw = password_file(dir.path());
+    let lock = host_lock(); // stages in /dev/shm
     let o = run(c2vm()
         .args(["-vv", "convert"])
         .arg(format!("rootfs:{}", combined.display()))
@@ -294,6 +291,7 @@ fn odd_names_pax_long_names_and_device_nodes_survive_and_secrets_stay_out_of_log
         .arg(&disk)
         .arg("--password-file")
         .arg(&pw));
+    drop(lock);
     assert!(o.status.success(), "{}", stderr(&o));
     let log = format!("{}{}", stdout(&o), stderr(&o));
     assert!(log.contains("mke2fs"), "-vv shows the commands run: {log}");
@@ -508,7 +506,7 @@ fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
     )
     .unwrap();
     let pw = password_file(dir.path());
-    let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = host_lock();
     let status = Command::new("sh")
         .arg("-c")
         .arg(format!(

@@ -52,7 +52,8 @@ fn signal_when(
     (status, rest.join().unwrap())
 }
 
-/// Start a conversion, send `signal` when stderr shows `stage`, and check the cleanup.
+/// Start a conversion, send `signal` when stderr shows `stage`, and check the cleanup. The caller
+/// holds [`host_lock`]: the conversion stages in /dev/shm and may use the daemon.
 fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
     // Stage on tmpfs, where c2vm stages by default: the 5 s measure c2vm, not how fast a loaded
     // virtual disk deletes 15,000 files.
@@ -110,6 +111,7 @@ fn signals_at_every_stage_clean_up_within_five_seconds() {
         ("Converting", libc::SIGTERM),
     ] {
         let dir = scratch();
+        let _lock = host_lock();
         interrupt_at(&source, stage, signal, dir.path());
     }
 }
@@ -117,6 +119,7 @@ fn signals_at_every_stage_clean_up_within_five_seconds() {
 #[test]
 #[ignore = "needs root, dockerd with debian:latest and scripts/install-host-deps's tools; scripts/test runs it"]
 fn signal_during_docker_export_removes_the_container() {
+    let _lock = host_lock();
     let before = tool("docker", &["ps", "-aq", "--no-trunc"]);
     let dir = scratch();
     // The kernel image may need building first: let that finish, interrupt the export.
@@ -133,6 +136,7 @@ fn signal_during_docker_export_removes_the_container() {
 #[test]
 #[ignore = "needs root, dockerd with debian:latest and scripts/install-host-deps's tools; scripts/test runs it"]
 fn signal_during_an_image_build_stops_it_and_removes_its_container() {
+    let _lock = host_lock();
     let before = tool("docker", &["ps", "-aq", "--no-trunc"]);
     let dir = scratch();
     // A unique layer each time, so the build cache cannot skip the long step.

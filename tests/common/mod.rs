@@ -67,6 +67,25 @@ pub fn test_rootfs() -> PathBuf {
     .clone()
 }
 
+/// A lock shared by every test process on this machine, held while a test converts through the
+/// Docker daemon or stages in /dev/shm (c2vm's default), so that "no container left behind" and
+/// "no staging left in /dev/shm" stay exact. `cargo test` runs one test binary at a time, but
+/// nextest runs tests of different binaries at once, each in its own process, where a `static
+/// Mutex` serialises nothing. Released when dropped, or when the process dies.
+pub struct HostLock(std::fs::File);
+
+pub fn host_lock() -> HostLock {
+    let path = Path::new("/tmp/c2vm-tests.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    HostLock(file)
+}
+
 /// A directory for one test; checked empty afterwards by the tests that care.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -134,6 +153,7 @@ pub fn boot_exec_with(
 
 /// `c2vm convert rootfs:<test rootfs> -o disk --password-file pw`, which must succeed.
 pub fn convert_rootfs(disk: &Path, pw: &Path) {
+    let _lock = host_lock();
     let out = run(c2vm()
         .arg("convert")
         .arg(format!("rootfs:{}", test_rootfs().display()))
