@@ -86,6 +86,25 @@ pub fn host_lock() -> HostLock {
     HostLock(file)
 }
 
+/// A second kernel for the test rootfs: Debian's cloud flavour of its kernel, same ABI, as a .deb
+/// (downloaded once and cached by scripts/fetch-test-kernel; `C2VM_TEST_KERNEL_DEB` names it).
+pub fn test_kernel_deb() -> PathBuf {
+    if let Ok(p) = std::env::var("C2VM_TEST_KERNEL_DEB") {
+        return PathBuf::from(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-test-kernel");
+    let out = Command::new(&script)
+        .arg(test_rootfs())
+        .output()
+        .expect("running scripts/fetch-test-kernel");
+    assert!(
+        out.status.success(),
+        "scripts/fetch-test-kernel failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// A directory for one test; checked empty afterwards by the tests that care.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new()
