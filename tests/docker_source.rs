@@ -51,7 +51,16 @@ fn convert_image(image: &str, out: &Path, hostname: &str, key: &Path, dir: &Path
 /// The release of the image the daemon holds as `debian:latest` (trixie, or whatever a registry
 /// gave), as its own os-release says.
 fn codename_of(image: &str) -> String {
-    let release = docker(&["run", "--rm", "--entrypoint", "cat", image, "/etc/os-release"]);
+    // `docker run` makes a container: not while another test counts them.
+    let _lock = host_lock();
+    let release = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        image,
+        "/etc/os-release",
+    ]);
     let line = release
         .lines()
         .find(|l| l.starts_with("VERSION_CODENAME="))
