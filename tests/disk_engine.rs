@@ -47,6 +47,7 @@ fn convert(out: &Path, extra: &[&str], work: &Path) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs root, the debootstrap test rootfs, scripts/install-host-deps's tools and QEMU; scripts/test runs it"]
 fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
     let dir = scratch();
     let work = dir.path().join("work");
@@ -179,6 +180,7 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
 }
 
 #[test]
+#[ignore = "needs root, the debootstrap test rootfs, GRUB, qemu-img and QEMU; scripts/test runs it"]
 fn grub_qcow2_image_boots_on_bios_and_uefi() {
     let dir = scratch();
     let disk = dir.path().join("disk.qcow2");
@@ -201,6 +203,7 @@ fn grub_qcow2_image_boots_on_bios_and_uefi() {
 }
 
 #[test]
+#[ignore = "needs root, the debootstrap test rootfs and QEMU; scripts/test runs it"]
 fn exec_returns_the_command_status_and_exact_stdout() {
     // Uses a small dedicated convert so it can run beside the others.
     let dir = scratch();
@@ -219,6 +222,7 @@ fn exec_returns_the_command_status_and_exact_stdout() {
 }
 
 #[test]
+#[ignore = "needs root, the debootstrap test rootfs and scripts/install-host-deps's tools; scripts/test runs it (tests/cli.rs has the usage errors)"]
 fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     let dir = scratch();
     let work = dir.path().join("work");
@@ -270,7 +274,8 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    attempt(format!("rootfs:{}", noise.display()), &[]);
+    let err = attempt(format!("rootfs:{}", noise.display()), &[]);
+    assert!(err.contains("corrupt or truncated"), "{err}");
     let err = attempt(
         format!("rootfs:{}", dir.path().join("missing.tar").display()),
         &[],
@@ -319,6 +324,11 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     // Usage errors exit 2.
     let o = run(c2vm().arg("convert"));
     assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("required arguments were not provided"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A tmpfs of `size` mounted at `dir` for the test's lifetime.
@@ -349,6 +359,7 @@ impl Drop for SmallFs {
 }
 
 #[test]
+#[ignore = "needs root (mounts tmpfs), the debootstrap test rootfs and scripts/install-host-deps's tools; scripts/test runs it"]
 fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
     let dir = scratch();
     let source = format!("rootfs:{}", test_rootfs().display());
@@ -368,7 +379,9 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
     // The output dir fills up while writing the disk.
     let small_out = SmallFs::mount(&dir.path().join("small-out"), "200M");
     let out = small_out.0.join("out.img");
+    let lock = host_lock(); // stages in /dev/shm
     let o = run(c2vm().args(["convert", &source, "-o"]).arg(&out));
+    drop(lock);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.to_lowercase().contains("space"), "{err}");
@@ -380,6 +393,7 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
 }
 
 #[test]
+#[ignore = "needs the debootstrap test rootfs and every host tool but the one it hides; scripts/test runs it"]
 fn a_missing_host_tool_is_named_with_its_package_before_any_work() {
     let dir = scratch();
     let source = format!("rootfs:{}", test_rootfs().display());

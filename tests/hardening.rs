@@ -9,10 +9,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
-
-/// Conversions from the daemon are serialised so that "no container left" is exact.
-static DOCKER: Mutex<()> = Mutex::new(());
 
 /// A tar archive built entry by entry, hostile entries included (the tar crate's safe
 /// builder methods would refuse to write them).
@@ -92,6 +88,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, i64)> {
 }
 
 #[test]
+#[ignore = "needs root and scripts/install-host-deps's tools; scripts/test runs it"]
 fn hostile_archives_are_refused_and_write_nothing_outside_the_staging_tree() {
     let dir = scratch();
     let work = dir.path().join("work");
@@ -230,6 +227,7 @@ fn hostile_archives_are_refused_and_write_nothing_outside_the_staging_tree() {
 }
 
 #[test]
+#[ignore = "needs root, the debootstrap test rootfs, scripts/install-host-deps's tools and debugfs; scripts/test runs it"]
 fn odd_names_pax_long_names_and_device_nodes_survive_and_secrets_stay_out_of_logs() {
     let dir = scratch();
     // The bootable test root filesystem with odd-but-valid entries appended (GNU tar -A).
@@ -285,6 +283,7 @@ fn odd_names_pax_long_names_and_device_nodes_survive_and_secrets_stay_out_of_log
     );
     let disk = dir.path().join("odd.img");
     let pw = password_file(dir.path());
+    let lock = host_lock(); // stages in /dev/shm
     let o = run(c2vm()
         .args(["-vv", "convert"])
         .arg(format!("rootfs:{}", combined.display()))
@@ -292,6 +291,7 @@ fn odd_names_pax_long_names_and_device_nodes_survive_and_secrets_stay_out_of_log
         .arg(&disk)
         .arg("--password-file")
         .arg(&pw));
+    drop(lock);
     assert!(o.status.success(), "{}", stderr(&o));
     let log = format!("{}{}", stdout(&o), stderr(&o));
     assert!(log.contains("mke2fs"), "-vv shows the commands run: {log}");
@@ -349,6 +349,7 @@ fn fake_daemon(socket: &Path, version_json: &'static str) -> std::thread::JoinHa
 }
 
 #[test]
+#[ignore = "needs root and scripts/install-host-deps's tools; scripts/test runs it"]
 fn a_daemon_that_refuses_our_api_version_is_named_with_what_to_upgrade() {
     let dir = scratch();
     for (version, says) in [
@@ -383,6 +384,7 @@ fn a_daemon_that_refuses_our_api_version_is_named_with_what_to_upgrade() {
 }
 
 #[test]
+#[ignore = "needs root (mounts tmpfs) and the debootstrap test rootfs; scripts/test runs it"]
 fn a_read_only_output_directory_fails_before_any_work() {
     let dir = scratch();
     let ro = dir.path().join("ro");
@@ -425,6 +427,7 @@ fn a_read_only_output_directory_fails_before_any_work() {
 }
 
 #[test]
+#[ignore = "needs root (mount namespace), qemu-img and OVMF; scripts/test runs it"]
 fn run_without_ovmf_or_qemu_says_which_package_to_install() {
     let dir = scratch();
     let disk = dir.path().join("tiny.qcow2");
@@ -461,6 +464,7 @@ fn run_without_ovmf_or_qemu_says_which_package_to_install() {
 }
 
 #[test]
+#[ignore = "needs root, dockerd, scripts/install-host-deps's tools and debugfs; scripts/test runs it"]
 fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
     // An image (imported through the daemon, which keeps such links) whose config files are
     // symlinks to host paths, and a block device node: the guest setup writes inside the tree,
@@ -502,7 +506,7 @@ fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
     )
     .unwrap();
     let pw = password_file(dir.path());
-    let _lock = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = host_lock();
     let status = Command::new("sh")
         .arg("-c")
         .arg(format!(

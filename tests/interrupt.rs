@@ -52,7 +52,8 @@ fn signal_when(
     (status, rest.join().unwrap())
 }
 
-/// Start a conversion, send `signal` when stderr shows `stage`, and check the cleanup.
+/// Start a conversion, send `signal` when stderr shows `stage`, and check the cleanup. The caller
+/// holds [`host_lock`]: the conversion stages in /dev/shm and may use the daemon.
 fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
     // Stage on tmpfs, where c2vm stages by default: the 5 s measure c2vm, not how fast a loaded
     // virtual disk deletes 15,000 files.
@@ -100,6 +101,7 @@ fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
 }
 
 #[test]
+#[ignore = "needs root, the debootstrap test rootfs and scripts/install-host-deps's tools; scripts/test runs it"]
 fn signals_at_every_stage_clean_up_within_five_seconds() {
     let source = format!("rootfs:{}", test_rootfs().display());
     for (stage, signal) in [
@@ -109,12 +111,15 @@ fn signals_at_every_stage_clean_up_within_five_seconds() {
         ("Converting", libc::SIGTERM),
     ] {
         let dir = scratch();
+        let _lock = host_lock();
         interrupt_at(&source, stage, signal, dir.path());
     }
 }
 
 #[test]
+#[ignore = "needs root, dockerd with debian:latest and scripts/install-host-deps's tools; scripts/test runs it"]
 fn signal_during_docker_export_removes_the_container() {
+    let _lock = host_lock();
     let before = tool("docker", &["ps", "-aq", "--no-trunc"]);
     let dir = scratch();
     // The kernel image may need building first: let that finish, interrupt the export.
@@ -129,7 +134,9 @@ fn signal_during_docker_export_removes_the_container() {
 }
 
 #[test]
+#[ignore = "needs root, dockerd with debian:latest and scripts/install-host-deps's tools; scripts/test runs it"]
 fn signal_during_an_image_build_stops_it_and_removes_its_container() {
+    let _lock = host_lock();
     let before = tool("docker", &["ps", "-aq", "--no-trunc"]);
     let dir = scratch();
     // A unique layer each time, so the build cache cannot skip the long step.
@@ -175,6 +182,7 @@ fn signal_during_an_image_build_stops_it_and_removes_its_container() {
 }
 
 #[test]
+#[ignore = "needs root, dockerd and scripts/install-host-deps's tools; scripts/test runs it"]
 fn signal_during_a_pull_stops_promptly() {
     // A registry that accepts connections and never answers: the daemon's pull hangs, as it
     // does on a stalled network, and Ctrl-C must still end c2vm at once.

@@ -67,6 +67,44 @@ pub fn test_rootfs() -> PathBuf {
     .clone()
 }
 
+/// A lock shared by every test process on this machine, held while a test converts through the
+/// Docker daemon or stages in /dev/shm (c2vm's default), so that "no container left behind" and
+/// "no staging left in /dev/shm" stay exact. `cargo test` runs one test binary at a time, but
+/// nextest runs tests of different binaries at once, each in its own process, where a `static
+/// Mutex` serialises nothing. Released when dropped, or when the process dies.
+pub struct HostLock(std::fs::File);
+
+pub fn host_lock() -> HostLock {
+    let path = Path::new("/tmp/c2vm-tests.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    HostLock(file)
+}
+
+/// A second kernel for the test rootfs: Debian's cloud flavour of its kernel, same ABI, as a .deb
+/// (downloaded once and cached by scripts/fetch-test-kernel; `C2VM_TEST_KERNEL_DEB` names it).
+pub fn test_kernel_deb() -> PathBuf {
+    if let Ok(p) = std::env::var("C2VM_TEST_KERNEL_DEB") {
+        return PathBuf::from(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-test-kernel");
+    let out = Command::new(&script)
+        .arg(test_rootfs())
+        .output()
+        .expect("running scripts/fetch-test-kernel");
+    assert!(
+        out.status.success(),
+        "scripts/fetch-test-kernel failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// A directory for one test; checked empty afterwards by the tests that care.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -134,6 +172,7 @@ pub fn boot_exec_with(
 
 /// `c2vm convert rootfs:<test rootfs> -o disk --password-file pw`, which must succeed.
 pub fn convert_rootfs(disk: &Path, pw: &Path) {
+    let _lock = host_lock();
     let out = run(c2vm()
         .arg("convert")
         .arg(format!("rootfs:{}", test_rootfs().display()))

@@ -1,0 +1,381 @@
+//! The fast tier: usage errors through the real binary, runnable anywhere `cargo test` runs (an
+//! ordinary user, no Docker daemon, no QEMU, no host tools, no network). Each case checks the exit
+//! code (2 for what clap refuses, 1 for what c2vm refuses), the message that says what to do, no
+//! panic, and that nothing was written. `convert` checks its arguments in the order of
+//! `DiskPlan::from_args` (output format, output path, sizes, hostname, password, SSH key, work
+//! dir, then host tools) before it looks at the source or asks for root, so the cases here pick
+//! errors found before the host-tool check, or accept the errors that come first on this host.
+mod common;
+use common::*;
+use std::path::Path;
+
+/// Run c2vm with `args` in `dir`, require exit code 1 and one `c2vm: error:` line; its stderr.
+fn fails(dir: &Path, args: &[&str]) -> String {
+    fails_with_path(dir, args, None)
+}
+
+fn fails_with_path(dir: &Path, args: &[&str], path: Option<&Path>) -> String {
+    let before = listing(dir);
+    let mut cmd = c2vm();
+    cmd.current_dir(dir).args(args);
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let o = run(&mut cmd);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("c2vm: error:"))
+            .count(),
+        1,
+        "{args:?}: one error line: {err}"
+    );
+    assert_eq!(listing(dir), before, "{args:?} wrote something");
+    err
+}
+
+/// Run c2vm with `args`, require clap's usage-error exit code 2; its stderr.
+fn usage_error(args: &[&str]) -> String {
+    let o = run(c2vm().args(args));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let o = run(c2vm().arg("--version"));
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("c2vm {}", env!("CARGO_PKG_VERSION"))
+    );
+    let o = run(c2vm().arg("--help"));
+    assert_eq!(o.status.code(), Some(0));
+    let help = stdout(&o);
+    for word in [
+        "convert",
+        "build",
+        "run",
+        "Exit codes: 0 success, 1 failure, 2 usage error",
+    ] {
+        assert!(help.contains(word), "{word} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn clap_usage_errors_exit_2_and_say_what_is_wrong() {
+    assert!(usage_error(&[]).contains("Usage: c2vm"));
+    let err = usage_error(&["convert"]);
+    assert!(
+        err.contains("required arguments were not provided"),
+        "{err}"
+    );
+    assert!(err.contains("--output"), "{err}");
+    let err = usage_error(&["--no-such-flag"]);
+    assert!(
+        err.contains("unexpected argument '--no-such-flag'"),
+        "{err}"
+    );
+    let err = usage_error(&["convert", "x", "-o", "x.img", "--bootloader", "lilo"]);
+    assert!(err.contains("invalid value 'lilo'"), "{err}");
+    let err = usage_error(&["convert", "x", "-o", "x.img", "--format", "iso"]);
+    assert!(err.contains("invalid value 'iso'"), "{err}");
+    let err = usage_error(&["convert", "x", "-o", "x.img", "--pull", "sometimes"]);
+    assert!(err.contains("invalid value 'sometimes'"), "{err}");
+    let err = usage_error(&["convert", "x", "-o", "x.img", "--app", "--no-app"]);
+    assert!(
+        err.contains("'--app' cannot be used with '--no-app'"),
+        "{err}"
+    );
+    let err = usage_error(&[
+        "convert",
+        "x",
+        "-o",
+        "x.img",
+        "--password-file",
+        "pw",
+        "--password-stdin",
+    ]);
+    assert!(
+        err.contains("cannot be used with '--password-stdin'"),
+        "{err}"
+    );
+    let err = usage_error(&["convert", "x", "-o", "x.img", "--dns", "not-an-ip"]);
+    assert!(err.contains("invalid value 'not-an-ip'"), "{err}");
+    let err = usage_error(&["run", "disk.img", "--exec", "true"]);
+    assert!(
+        err.contains("required arguments were not provided"),
+        "{err}"
+    );
+    assert!(err.contains("--login"), "{err}");
+    let err = usage_error(&["run", "disk.img", "--memory", "lots"]);
+    assert!(err.contains("invalid value 'lots'"), "{err}");
+    let err = usage_error(&["run", "disk.img", "--firmware", "coreboot"]);
+    assert!(err.contains("invalid value 'coreboot'"), "{err}");
+    let err = usage_error(&["build"]);
+    assert!(
+        err.contains("required arguments were not provided"),
+        "{err}"
+    );
+}
+
+#[test]
+fn convert_refuses_bad_arguments_before_any_work() {
+    let dir = scratch();
+    let d = dir.path();
+    // Never read: every case below fails before the source is looked at.
+    let src = "rootfs:/nonexistent/c2vm-test-rootfs.tar";
+
+    let err = fails(d, &["convert", src, "-o", "disk.txt"]);
+    assert!(
+        err.contains("cannot tell the disk format from `disk.txt`") && err.contains(".qcow2"),
+        "{err}"
+    );
+    let err = fails(d, &["convert", src, "-o", "disk"]);
+    assert!(err.contains("cannot tell the disk format"), "{err}");
+
+    // An existing output is kept without --force; a directory is never the output.
+    std::fs::write(d.join("precious.img"), "precious").unwrap();
+    let err = fails(d, &["convert", src, "-o", "precious.img"]);
+    assert!(
+        err.contains("precious.img already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("precious.img")).unwrap(),
+        "precious"
+    );
+    std::fs::create_dir(d.join("adir.img")).unwrap();
+    let err = fails(d, &["convert", src, "-o", "adir.img", "--force"]);
+    assert!(err.contains("is a directory"), "{err}");
+    let err = fails(d, &["convert", src, "-o", "nope/x.img"]);
+    assert!(
+        err.contains("the output directory nope does not exist"),
+        "{err}"
+    );
+
+    // Sizes.
+    let err = fails(d, &["convert", src, "-o", "x.img", "--size", "lots"]);
+    assert!(
+        err.contains("--size takes `auto` or a size") && err.contains("`lots` is not a size"),
+        "{err}"
+    );
+    let err = fails(d, &["convert", src, "-o", "x.img", "--size", "4X"]);
+    assert!(err.contains("unknown unit `X`"), "{err}");
+    let err = fails(
+        d,
+        &["convert", src, "-o", "x.img", "--size", "99999999999T"],
+    );
+    assert!(err.contains("too large"), "{err}");
+    let err = fails(d, &["convert", src, "-o", "x.img", "--esp-size", "10M"]);
+    assert!(err.contains("--esp-size must be"), "{err}");
+    assert!(err.contains("at least 64M"), "{err}");
+    let err = fails(d, &["convert", src, "-o", "x.img", "--esp-size", "lots"]);
+    assert!(
+        err.contains("--esp-size") && err.contains("not a size"),
+        "{err}"
+    );
+
+    let err = fails(
+        d,
+        &[
+            "convert",
+            src,
+            "-o",
+            "x.img",
+            "--hostname",
+            "no_underscores",
+        ],
+    );
+    assert!(
+        err.contains("`no_underscores` is not a valid hostname"),
+        "{err}"
+    );
+
+    // Secrets and keys: named, never echoed.
+    let err = fails(
+        d,
+        &[
+            "convert",
+            src,
+            "-o",
+            "x.img",
+            "--password-file",
+            "missing-pw",
+        ],
+    );
+    assert!(
+        err.contains("opening the password file missing-pw"),
+        "{err}"
+    );
+    let empty = scratch();
+    std::fs::write(empty.path().join("pw"), "\n").unwrap();
+    let pw = empty.path().join("pw");
+    let err = fails(
+        d,
+        &[
+            "convert",
+            src,
+            "-o",
+            "x.img",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("the password is empty"), "{err}");
+    let err = fails(
+        d,
+        &["convert", src, "-o", "x.img", "--ssh-key", "missing.pub"],
+    );
+    assert!(
+        err.contains("reading the SSH public key missing.pub"),
+        "{err}"
+    );
+    let key = empty.path().join("id_ed25519");
+    std::fs::write(
+        &key,
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nc2vm-not-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let err = fails(
+        d,
+        &[
+            "convert",
+            src,
+            "-o",
+            "x.img",
+            "--ssh-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("is not an SSH public key"), "{err}");
+    assert!(!err.contains("c2vm-not-a-real-key"), "{err}");
+
+    let err = fails(
+        d,
+        &["convert", src, "-o", "x.img", "--workdir", "no-such-dir"],
+    );
+    assert!(
+        err.contains("work directory no-such-dir does not exist"),
+        "{err}"
+    );
+
+    // `build` checks its disk options the same way, before it talks to a daemon.
+    let err = fails(d, &["build", ".", "-o", "disk.txt"]);
+    assert!(err.contains("cannot tell the disk format"), "{err}");
+}
+
+#[test]
+fn convert_without_host_tools_names_the_package_to_install() {
+    let dir = scratch();
+    let empty_path = dir.path().join("empty-bin");
+    std::fs::create_dir(&empty_path).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    for args in [
+        &["convert", "rootfs:/nonexistent/rootfs.tar", "-o", "x.img"][..],
+        &["convert", "debian:latest", "-o", "x.qcow2"][..],
+        &["build", ".", "-o", "x.img"][..],
+    ] {
+        let err = fails_with_path(&work, args, Some(&empty_path));
+        // Which tool is checked first is c2vm's business; it is one of them, with its package.
+        assert!(
+            [
+                ("mke2fs", "e2fsprogs"),
+                ("syslinux", "syslinux"),
+                ("mcopy", "mtools"),
+                ("qemu-img", "qemu-utils"),
+            ]
+            .iter()
+            .any(|(tool, package)| err.contains(&format!(
+                "`{tool}` was not found on PATH; install it with `apt-get install {package}`"
+            ))),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn convert_source_errors_or_the_check_that_comes_first_here() {
+    // The source is looked at after the host tools (and, for a tarball, before the root check):
+    // which of these errors shows depends on this host, but it is one of them, and clear.
+    let dir = scratch();
+    let d = dir.path();
+    let first_checks = |err: &str| {
+        (err.contains("was not found on PATH") || err.contains("is missing; install it with"))
+            && err.contains("apt-get install")
+            || err.contains("must run as root")
+    };
+    let err = fails(d, &["convert", "rootfs:", "-o", "x.img"]);
+    assert!(
+        err.contains("`rootfs:` needs a path") || first_checks(&err),
+        "{err}"
+    );
+    let err = fails(d, &["convert", "not an image", "-o", "x.img"]);
+    assert!(
+        err.contains("`not an image` is not an image reference") || first_checks(&err),
+        "{err}"
+    );
+    let err = fails(d, &["convert", "rootfs:missing.tar", "-o", "x.img"]);
+    assert!(err.contains("missing.tar") || first_checks(&err), "{err}");
+}
+
+#[test]
+fn run_refuses_bad_arguments_before_starting_qemu() {
+    let dir = scratch();
+    let d = dir.path();
+    let err = fails(d, &["run", "missing.img"]);
+    assert!(
+        err.contains("missing.img does not exist; make one with `c2vm convert`"),
+        "{err}"
+    );
+    // Any file will do: these are refused before QEMU or qemu-img look at it.
+    std::fs::write(d.join("disk.img"), b"").unwrap();
+    let err = fails(
+        d,
+        &[
+            "run", "disk.img", "--login", "root:pw", "--exec", "true", "--expect", "login:",
+        ],
+    );
+    assert!(
+        err.contains("--expect and --exec do not go together"),
+        "{err}"
+    );
+    let err = fails(d, &["run", "disk.img", "--login", "root", "--exec", "true"]);
+    assert!(
+        err.contains("--login root needs a password") && err.contains("--password-file"),
+        "{err}"
+    );
+    let err = fails(d, &["run", "disk.img", "--login", "root:pw"]);
+    assert!(err.contains("--login needs --exec"), "{err}");
+    let err = fails(
+        d,
+        &[
+            "run",
+            "disk.img",
+            "--login",
+            "root",
+            "--password-file",
+            "missing-pw",
+            "--exec",
+            "true",
+        ],
+    );
+    assert!(
+        err.contains("opening the password file missing-pw"),
+        "{err}"
+    );
+    // No QEMU on PATH.
+    let empty_path = d.join("empty-bin");
+    std::fs::create_dir(&empty_path).unwrap();
+    let err = fails_with_path(d, &["run", "disk.img"], Some(&empty_path));
+    assert!(
+        err.contains("`qemu-system-x86_64` was not found on PATH")
+            && err.contains("apt-get install qemu-system-x86"),
+        "{err}"
+    );
+}
