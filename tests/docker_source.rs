@@ -16,8 +16,8 @@ fn containers() -> String {
 
 const CHECKS: &str =
     "grep ^VERSION_CODENAME= /etc/os-release; systemctl is-system-running --wait; \
-    ip -4 -o addr show scope global | awk '{print $4}'; hostname; cat /root/.ssh/authorized_keys; \
-    cat /etc/machine-id";
+    ip -4 -o addr show scope global dynamic | awk '{print $4}'; hostname; \
+    cat /root/.ssh/authorized_keys; cat /etc/machine-id; systemctl --failed --no-legend | wc -l";
 
 fn convert_image(image: &str, out: &Path, hostname: &str, key: &Path, dir: &Path) -> String {
     let pw = password_file(dir);
@@ -83,6 +83,7 @@ fn check_guest(out: &str, hostname: &str) -> String {
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGM2dm0tdGVzdC1rZXktbm90LXJlYWwtYnV0LWZpbmU c2vm-test"
     );
     assert_eq!(lines[5].len(), 32, "machine-id: {}", lines[5]);
+    assert_eq!(lines.get(6), Some(&"0"), "failed units: {out}");
     lines[5].to_string()
 }
 
@@ -250,4 +251,96 @@ fn docker_errors_are_clear_and_leave_nothing_behind() {
     assert!(err.contains("no kernel found"), "{err}");
     docker(&["rmi", "c2vm-test-noos:latest"]);
     assert_eq!(containers(), before, "a container was left behind");
+}
+
+/// How the first bytes after the uncompressed early cpio archives (initramfs-tools keeps
+/// already-compressed modules there) are compressed.
+fn initramfs_compression(initrd: &[u8]) -> &'static str {
+    let mut pos = 0;
+    while pos + 110 <= initrd.len() {
+        if initrd[pos] == 0 {
+            pos += 1; // padding between archives
+            continue;
+        }
+        if &initrd[pos..pos + 6] != b"070701" {
+            break;
+        }
+        let field = |at: usize| {
+            let text = std::str::from_utf8(&initrd[pos + at..pos + at + 8]).unwrap();
+            usize::from_str_radix(text, 16).unwrap()
+        };
+        let (size, name_len) = (field(54), field(94));
+        let data = (pos + 110 + name_len + 3) & !3;
+        pos = (data + size + 3) & !3;
+    }
+    match initrd.get(pos..pos + 4) {
+        Some([0x28, 0xb5, 0x2f, 0xfd]) => "zstd",
+        Some([0x02, 0x21, 0x4c, 0x18]) => "lz4",
+        Some([0x1f, 0x8b, _, _]) => "gzip",
+        Some([0xfd, b'7', b'z', b'X']) => "xz",
+        _ => "unknown",
+    }
+}
+
+/// The fast-boot defaults lose nothing: the console is quiet (kernel messages only with
+/// `--boot-log`), the initramfs is zstd, and the disk still boots on QEMU's older `pc` board.
+/// (The DHCP address, `running` and no failed units are checked on every boot above.)
+#[test]
+#[ignore = "needs root, dockerd with debian:latest and scripts/install-host-deps's tools; scripts/test runs it"]
+fn fast_boot_is_quiet_by_default_with_a_zstd_initramfs_and_a_boot_log_on_demand() {
+    let dir = scratch();
+    let key = ssh_key(dir.path());
+    let disk = dir.path().join("d.img");
+    convert_image("debian:latest", &disk, "vm-fast", &key, dir.path());
+
+    let esp = format!("{}@@{}", disk.display(), partition_offset(&disk, 1));
+    let initrd = dir.path().join("initrd.img");
+    let out = Command::new("mcopy")
+        .args(["-n", "-i", &esp, "::initrd.img"])
+        .arg(&initrd)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mcopy: {}", stderr(&out));
+    let bytes = std::fs::read(&initrd).unwrap();
+    assert_eq!(
+        initramfs_compression(&bytes),
+        "zstd",
+        "{} bytes",
+        bytes.len()
+    );
+
+    // The older board, BIOS: login: shows, and no kernel message before it.
+    let boot = run(c2vm()
+        .args([
+            "run",
+            "--machine",
+            "pc",
+            "--expect",
+            "login:",
+            "--timeout",
+            "300",
+        ])
+        .arg(&disk));
+    let console = stderr(&boot);
+    assert_eq!(boot.status.code(), Some(0), "{console}");
+    assert!(console.contains("login:"), "{console}");
+    assert!(
+        !console.contains("] Linux version"),
+        "kernel messages on a quiet boot: {console}"
+    );
+
+    // --boot-log: the kernel's messages are back (its first lines are enough).
+    let boot = run(c2vm()
+        .args([
+            "run",
+            "--boot-log",
+            "--expect",
+            r"Command line: .*loglevel=7",
+        ])
+        .args(["--timeout", "300"])
+        .arg(&disk));
+    let console = stderr(&boot);
+    assert_eq!(boot.status.code(), Some(0), "{console}");
+    assert!(console.contains("] Linux version"), "{console}");
 }
