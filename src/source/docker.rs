@@ -298,12 +298,23 @@ impl Engine {
         self.runtime.block_on(async {
             let body = bollard::body_full(context_tar.into());
             let mut stream = self.docker.build_image(options, None, Some(body));
+            // Whether the daemon has said the image exists (its ID, then "Successfully tagged").
+            let mut built = false;
             while let Some(item) = next_or_interrupt(&mut stream).await? {
                 let info = match item {
                     Ok(i) => i,
+                    // The daemon's reply sometimes ends in a fragment that the JSON-lines
+                    // decoder refuses ("bytes remaining on stream") after a complete build:
+                    // what counts then is whether the image is there (checked below).
+                    Err(e) if built => {
+                        log::debug!("{label}: the build's output ended badly after success: {e}");
+                        break;
+                    }
                     Err(e) => bail!("{label} failed: {e}\n{}", log_tail.join("\n")),
                 };
+                built |= info.aux.is_some();
                 if let Some(text) = info.stream {
+                    built |= text.starts_with("Successfully tagged");
                     for line in text.lines().filter(|l| !l.trim().is_empty()) {
                         if verbose {
                             stage.println(line);
@@ -325,6 +336,12 @@ impl Engine {
             }
             Ok::<_, anyhow::Error>(())
         })?;
+        if self.inspect(tag)?.is_none() {
+            bail!(
+                "{label} ended without an image tagged {tag}\n{}",
+                log_tail.join("\n")
+            );
+        }
         stage.done();
         Ok(())
     }
