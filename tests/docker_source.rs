@@ -314,6 +314,8 @@ fn fast_boot_is_quiet_by_default_with_a_zstd_initramfs_and_a_boot_log_on_demand(
     let boot = run(c2vm()
         .args([
             "run",
+            "--cpus",
+            "1",
             "--machine",
             "pc",
             "--expect",
@@ -334,6 +336,8 @@ fn fast_boot_is_quiet_by_default_with_a_zstd_initramfs_and_a_boot_log_on_demand(
     let boot = run(c2vm()
         .args([
             "run",
+            "--cpus",
+            "1",
             "--boot-log",
             "--expect",
             r"Command line: .*loglevel=7",

@@ -27,9 +27,9 @@ pub struct RunArgs {
     /// Memory in MiB
     #[arg(long, default_value_t = 1024)]
     pub memory: u32,
-    /// Virtual CPUs [default: 2 with KVM, 1 under TCG, where a second vCPU slows the boot]
-    #[arg(long)]
-    pub cpus: Option<u32>,
+    /// Virtual CPUs
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
     /// Keep changes on the disk (default: a snapshot, thrown away at exit)
     #[arg(long)]
     pub persist: bool,

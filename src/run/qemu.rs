@@ -113,9 +113,7 @@ impl VmConfig {
             "-m".into(),
             a.memory.to_string(),
             "-smp".into(),
-            // Under TCG a second vCPU costs more in cross-CPU synchronisation than it gives
-            // (a Debian boot took 35 s with two, 28 s with one, on an idle 2-core host).
-            a.cpus.unwrap_or(if kvm { 2 } else { 1 }).to_string(),
+            a.cpus.to_string(),
         ];
         if kvm {
             args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
