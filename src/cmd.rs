@@ -4,7 +4,7 @@
 //! SIGTERM stop the child too. A missing program names the Debian package that provides it.
 use anyhow::{anyhow, Context, Result};
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -60,6 +60,7 @@ pub struct Cmd {
 /// What a finished command printed.
 pub struct Output {
     pub stdout: String,
+    pub stderr: String,
 }
 
 /// A program that ran and failed. Its message is for people; callers that must tell one failure
@@ -78,6 +79,11 @@ impl ToolFailed {
     /// Whether the program's output says one of `phrases`. mke2fs and friends report "disk full"
     /// and similar conditions only as text and one exit status for all errors, so matching their
     /// words is the only way to know; it happens here and nowhere else.
+    /// The last lines the program printed.
+    pub fn tail(&self) -> &str {
+        &self.tail
+    }
+
     pub fn said(&self, phrases: &[&str]) -> bool {
         phrases.iter().any(|p| self.tail.contains(p))
     }
@@ -141,25 +147,69 @@ impl Cmd {
         Ok(command)
     }
 
-    /// Run to completion with captured output; a non-zero exit is an error with stderr's tail.
-    pub fn run(self) -> Result<Output> {
+    /// Start the program with stdout and stderr collected by threads.
+    fn spawn(&self, stdin: Stdio) -> Result<(Child, Collected, Collected)> {
         log::debug!("running: {}", self.display());
         let mut child = self
             .command()?
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("{}: starting `{}`", self.description, self.program))?;
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
+        Ok((child, stdout, stderr))
+    }
+
+    /// Run to completion with captured output; a non-zero exit is an error with stderr's tail.
+    pub fn run(self) -> Result<Output> {
+        let (mut child, stdout, stderr) = self.spawn(Stdio::null())?;
         let status = wait_interruptible(&mut child)?;
         let stdout = stdout.join().unwrap_or_default();
         let stderr = stderr.join().unwrap_or_default();
         if !status.success() {
             return Err(self.failed(status, tail(&stderr, &stdout)).into());
         }
-        Ok(Output { stdout })
+        Ok(Output { stdout, stderr })
+    }
+
+    /// Run with `feed` writing the program's stdin (e.g. a tar stream into `mke2fs -d -`); stdin
+    /// is closed when `feed` returns. When the program fails, its error wins: `feed` then
+    /// usually only saw a broken pipe. When `feed` fails first (a refused archive, Ctrl-C), the
+    /// program is killed, so it never finishes on half an input.
+    pub fn run_feeding<T>(
+        self,
+        feed: impl FnOnce(&mut dyn std::io::Write) -> Result<T>,
+    ) -> Result<T> {
+        let (mut child, stdout, stderr) = self.spawn(Stdio::piped())?;
+        let fed = match child.stdin.take() {
+            Some(stdin) => {
+                let mut stdin = std::io::BufWriter::with_capacity(1 << 20, stdin);
+                let fed = feed(&mut stdin);
+                // Flushing after a failure may block on a program that stopped reading.
+                let flushed = match fed.is_ok() {
+                    true => stdin.flush().map_err(anyhow::Error::from),
+                    false => Ok(()),
+                };
+                let failed = fed.is_err() || flushed.is_err();
+                let broken =
+                    is_broken_pipe(fed.as_ref().err()) || is_broken_pipe(flushed.as_ref().err());
+                if failed && !broken {
+                    let _ = child.kill();
+                }
+                drop(stdin.into_parts().0);
+                flushed.and(fed)
+            }
+            None => Err(anyhow::anyhow!("no stdin for `{}`", self.program)),
+        };
+        let status = wait_interruptible(&mut child)?;
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        if !status.success() && (fed.is_ok() || is_broken_pipe(fed.as_ref().err())) {
+            return Err(self.failed(status, tail(&stderr, &stdout)).into());
+        }
+        fed
     }
 
     /// Run with stdout handed line by line (split on `\r` or `\n`) to `on_line`, e.g. to follow
@@ -224,6 +274,17 @@ impl Cmd {
         }
     }
 }
+
+fn is_broken_pipe(err: Option<&anyhow::Error>) -> bool {
+    err.is_some_and(|e| {
+        e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        })
+    })
+}
+
+type Collected = std::thread::JoinHandle<String>;
 
 fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {

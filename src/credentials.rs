@@ -21,7 +21,14 @@ pub enum PasswordSource<'a> {
 }
 
 impl Credentials {
-    pub fn read(password: PasswordSource, ssh_key: Option<&Path>) -> Result<Credentials> {
+    /// With `reproducible` (the build's SOURCE_DATE_EPOCH and hostname), the password's salt is
+    /// derived from them and the password, so the same inputs give the same `/etc/shadow` (and
+    /// disk); otherwise it is random.
+    pub fn read(
+        password: PasswordSource,
+        ssh_key: Option<&Path>,
+        reproducible: Option<&str>,
+    ) -> Result<Credentials> {
         let password = match password {
             PasswordSource::None => None,
             PasswordSource::File(path) => Some(read_password_file(path)?),
@@ -31,7 +38,9 @@ impl Credentials {
             ),
         };
         Ok(Credentials {
-            root_password_hash: password.map(|p| hash_password(&p)).transpose()?,
+            root_password_hash: password
+                .map(|p| hash_password(&p, reproducible))
+                .transpose()?,
             ssh_keys: ssh_key.map(read_ssh_key).transpose()?,
         })
     }
@@ -60,11 +69,32 @@ pub fn read_password_file(path: &Path) -> Result<String> {
 }
 
 /// SHA-512 crypt (`$6$`), what Debian's passwd and chpasswd write.
-fn hash_password(password: &str) -> Result<String> {
-    let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
-        .map_err(|e| anyhow::anyhow!("hashing the password: {e:?}"))?;
-    sha_crypt::sha512_simple(password, &params)
-        .map_err(|e| anyhow::anyhow!("hashing the password: {e:?}"))
+fn hash_password(password: &str, reproducible: Option<&str>) -> Result<String> {
+    let failed = |e| anyhow::anyhow!("hashing the password: {e:?}");
+    let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT).map_err(failed)?;
+    let Some(context) = reproducible else {
+        return sha_crypt::sha512_simple(password, &params).map_err(failed);
+    };
+    // 16 salt characters from crypt's alphabet, from a hash of the build's context and the
+    // password: they differ between builds and passwords, and say nothing the hash does not.
+    use sha2::Digest;
+    const ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let digest = sha2::Sha256::digest(
+        [
+            b"c2vm password salt\0",
+            context.as_bytes(),
+            b"\0",
+            password.as_bytes(),
+        ]
+        .concat(),
+    );
+    let salt: String = digest[..16]
+        .iter()
+        .map(|b| ALPHABET[usize::from(b % 64)] as char)
+        .collect();
+    let hash = sha_crypt::sha512_crypt_b64(password.as_bytes(), salt.as_bytes(), &params)
+        .map_err(failed)?;
+    Ok(format!("$6${salt}${hash}"))
 }
 
 fn read_ssh_key(path: &Path) -> Result<String> {
@@ -87,11 +117,21 @@ mod tests {
 
     #[test]
     fn password_hash_verifies_and_hides_the_text() {
-        let hash = hash_password("s3cret").unwrap();
+        let hash = hash_password("s3cret", None).unwrap();
         assert!(hash.starts_with("$6$"));
         assert!(!hash.contains("s3cret"));
         assert!(sha_crypt::sha512_check("s3cret", &hash).is_ok());
         assert!(sha_crypt::sha512_check("other", &hash).is_err());
+        let same = hash_password("s3cret", Some("1700000000\0vm")).unwrap();
+        assert_eq!(
+            same,
+            hash_password("s3cret", Some("1700000000\0vm")).unwrap()
+        );
+        assert_ne!(
+            same,
+            hash_password("s3cret", Some("1700000000\0other")).unwrap()
+        );
+        assert!(sha_crypt::sha512_check("s3cret", &same).is_ok());
     }
 
     #[test]

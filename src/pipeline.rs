@@ -1,26 +1,29 @@
 //! `c2vm convert` and `c2vm build`, as a table of contents: each step is one call into the stage
-//! module that owns it. Options are checked first (`plan`), then: source → kernel → rootfs →
-//! disk → boot → output, then the report.
+//! module that owns it. Options are checked first (`plan`), then: source → kernel → the stream
+//! edit (rootfs) into mke2fs (disk) → ESP and boot loaders → output, then the report.
 use crate::boot::{self, BootConfig};
 use crate::cmd::ToolFailed;
 use crate::disk::esp::{self, EspFile};
-use crate::disk::ext4::{self, TreeUsage};
+use crate::disk::ext4::{self, Files, Populate, TreeUsage};
 use crate::disk::gpt;
 use crate::disk::layout::{Layout, SizeRequest};
 use crate::disk::Identifiers;
 use crate::kernel;
 use crate::output::{self, DiskFormat, PendingOutput};
 use crate::plan::{DiskArgs, DiskPlan, ImageArgs, ImagePlan};
+use crate::progress;
 use crate::report::{self, Summary, Timings};
 use crate::rootfs::app::{self, GuestApp};
 use crate::rootfs::boot_files::{self, BootFiles};
-use crate::rootfs::guest::GuestRoot;
+use crate::rootfs::edit::{self, Edited};
 use crate::rootfs::setup::{self, GuestConfig};
-use crate::rootfs::unpack;
+use crate::rootfs::tree::GuestTree;
+use crate::rootfs::{self, unpack};
 use crate::source::docker::Engine;
-use crate::source::{self, SourceRef, PLATFORM};
+use crate::source::{self, SourceRef, TarStream, PLATFORM};
 use crate::workspace::Workspace;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::Write;
 use std::path::Path;
 
 /// `c2vm convert SOURCE`.
@@ -29,12 +32,10 @@ pub fn convert(source: &str, disk: &DiskArgs, image: &ImageArgs) -> Result<()> {
     match SourceRef::parse(source)? {
         SourceRef::Tarball(path) => {
             ImagePlan::check_tarball(image)?;
-            require_root()?;
             convert_tarball(&path, &plan)
         }
         SourceRef::Image(reference) => {
             let image = ImagePlan::from_args(image)?;
-            require_root()?;
             let engine = Engine::connect()?;
             convert_image(&engine, &reference, &image, &plan)
         }
@@ -51,42 +52,44 @@ pub fn build(
 ) -> Result<()> {
     let plan = DiskPlan::from_args(disk)?;
     let image = ImagePlan::from_args(image)?;
-    require_root()?;
     let engine = Engine::connect()?;
     let tag = engine.build_dir(context, dockerfile, build_args)?;
     convert_image(&engine, &tag, &image, &plan)
 }
 
-/// c2vm needs root to give unpacked files their owners (and to create device nodes).
-fn require_root() -> Result<()> {
-    if !rustix::process::geteuid().is_root() {
-        bail!("c2vm convert must run as root, so that the guest's files keep their owners; run it with sudo");
-    }
-    Ok(())
+/// Opens the source's tar stream, again if a first pass must be redone.
+type Open<'a> = dyn Fn() -> Result<Box<dyn TarStream + 'a>> + 'a;
+
+/// What the disk is made from: the stream, what it will need (exact, or an estimate), and what
+/// reproducible identifiers derive from.
+struct Input<'a> {
+    open: &'a Open<'a>,
+    usage: TreeUsage,
+    exact: bool,
+    /// The input's digest and every option that shapes the disk.
+    seed: String,
 }
 
-/// `rootfs:PATH` → workspace → disk.
+/// `rootfs:PATH` → disk.
 fn convert_tarball(path: &Path, plan: &DiskPlan) -> Result<()> {
-    if plan.size != SizeRequest::Auto {
-        // An explicit --size that cannot fit fails now, not after unpacking (headers only: fast).
-        if let Ok(usage) = TreeUsage::of_tarball(path) {
-            plan_layout(&usage, plan)?;
-        }
-    }
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let workspace = Workspace::create(&plan.workdir, size)?;
-    let mut timings = Timings::default();
-    timings.time("unpack", || {
-        let mut stream = source::tarball::open(path)?;
-        unpack::unpack(&mut stream, &workspace.root())
-            .with_context(|| format!("unpacking {}", path.display()))?;
-        stream.finish();
-        Ok(())
-    })?;
-    build_disk(workspace, timings, &GuestApp::default(), plan)
+    // Headers only (data skipped by seeking): the exact need, in seconds.
+    let usage = TreeUsage::of_tarball(path)
+        .with_context(|| format!("reading the archive {}", path.display()))?;
+    let digest = match plan.epoch {
+        Some(_) => source::tarball::digest(path)?,
+        None => String::new(),
+    };
+    let open = || -> Result<Box<dyn TarStream>> { Ok(Box::new(source::tarball::open(path)?)) };
+    let input = Input {
+        open: &open,
+        usage,
+        exact: true,
+        seed: format!("rootfs {digest}|{}", plan.seed()),
+    };
+    build_disk(&input, Timings::default(), &GuestApp::default(), plan)
 }
 
-/// An image reference → (kernel added) → workspace → disk, through the engine.
+/// An image reference → (kernel added) → disk, through the engine.
 fn convert_image(
     engine: &Engine,
     reference: &str,
@@ -104,74 +107,89 @@ fn convert_image(
         true => kernel::add_kernel(engine, &image, reference),
         false => Ok(image.clone()),
     })?;
-    let workspace = Workspace::create(&plan.workdir, bootable.size)?;
-    timings.time("export+unpack", || {
-        let mut stream = engine.export(&bootable)?;
-        unpack::unpack(&mut stream, &workspace.root())?;
-        stream.finish()
-    })?;
-    build_disk(workspace, timings, &app, plan)
+    let open = || -> Result<Box<dyn TarStream + '_>> { Ok(Box::new(engine.export(&bootable)?)) };
+    let input = Input {
+        open: &open,
+        usage: TreeUsage::estimate(bootable.size),
+        exact: false,
+        seed: format!("image {}|{app:?}|{}", bootable.id, plan.seed()),
+    };
+    build_disk(&input, timings, &app, plan)
 }
 
-/// Everything after the source: guest setup, disk, boot loaders, output, report.
-fn build_disk(
-    workspace: Workspace,
-    timings: Timings,
-    app: &GuestApp,
-    plan: &DiskPlan,
-) -> Result<()> {
-    build_disk_steps(workspace, timings, app, plan).map_err(|e| explain_full_disk(e, plan))
+/// Everything after the source: the root filesystem with guest setup, the ESP, boot loaders,
+/// output, report.
+fn build_disk(input: &Input, timings: Timings, app: &GuestApp, plan: &DiskPlan) -> Result<()> {
+    build_disk_steps(input, timings, app, plan).map_err(|e| explain_full_disk(e, plan))
 }
 
 fn build_disk_steps(
-    workspace: Workspace,
+    input: &Input,
     mut timings: Timings,
     app: &GuestApp,
     plan: &DiskPlan,
 ) -> Result<()> {
-    let ids = Identifiers::random();
-    let root = workspace.root();
-    let guest = GuestRoot::open(&root)?;
+    let ids = match plan.epoch {
+        Some(_) => Identifiers::derive(input.seed.as_bytes()),
+        None => Identifiers::random(),
+    };
     let boot_cfg = BootConfig {
         cmdline: boot::kernel_cmdline(&ids.root_fs.to_string(), &plan.append_cmdline),
         esp_uuid: ids.esp_uuid(),
         epoch: plan.epoch,
     };
-    let (kernel, disabled_units) = timings.spin("setup", "Configuring the guest", || {
-        configure_guest(&guest, &boot_cfg, &ids, app, plan)
-    })?;
-
-    let usage = TreeUsage::of_tree(&root)?;
-    let layout = plan_layout(&usage, plan)?;
     let pending = PendingOutput::new(&plan.output.path)?;
-    // Raw output is written in place under its temporary name; other formats are converted from
-    // a raw image in the scratch space.
+    // Scratch: configs, and the raw image when another format is asked for.
+    let scratch_need = match plan.output.format {
+        DiskFormat::Raw => 0,
+        _ => input.usage.blocks * 4096,
+    };
+    let populate = ext4::probe(&std::env::temp_dir())?;
+    let workspace = match &populate {
+        Populate::Stream => Workspace::create(&plan.workdir, scratch_need)?,
+        Populate::Staging(why) => {
+            if !rustix::process::geteuid().is_root() {
+                bail!("{why}, and without that c2vm must unpack the image as root; {}, or run c2vm as root", ext4::how_to_get_tar_input());
+            }
+            progress::note(&format!(
+                "Taking the slower path through a staging tree: {why}; {} for a faster conversion without root.",
+                ext4::how_to_get_tar_input()
+            ));
+            Workspace::create(&plan.workdir, input.usage.blocks * 4096 + scratch_need)?
+        }
+    };
     let raw_path = match plan.output.format {
         DiskFormat::Raw => pending.path().to_path_buf(),
         _ => workspace.scratch().join("disk.raw"),
     };
-    let mut image = output::create_raw(&raw_path, layout.disk_size)?;
-    let bootcode = boot::mbr_bootcode(plan.bootloader, &layout)?;
-    gpt::write_table(&mut image, &layout, &ids.gpt, &bootcode)?;
+    let setup = |guest: &mut GuestTree| configure_guest(guest, &boot_cfg, &ids, app, plan);
+    let root = RootFs {
+        input,
+        plan,
+        ids: &ids,
+        raw_path: &raw_path,
+        workspace: &workspace,
+    };
+    let (layout, edited) = match populate {
+        Populate::Stream => timings.spin(
+            "rootfs",
+            "Writing the root filesystem (image stream → mke2fs -d -)",
+            || root.stream(&setup),
+        )?,
+        Populate::Staging(_) => root.staged(&mut timings, &setup)?,
+    };
+    for line in &edited.notes {
+        progress::note(line);
+    }
+    let (kernel, disabled_units) = &edited.value;
 
-    timings.spin(
-        "mke2fs",
-        "Creating the ext4 root filesystem (mke2fs -d)",
-        || {
-            ext4::make(&ext4::Mkfs {
-                image: &raw_path,
-                offset: layout.root.start,
-                size: layout.root.size,
-                tree: &root,
-                uuid: &ids.root_fs.to_string(),
-                inodes: ext4::inode_count(&usage, layout.root.size),
-                scratch: workspace.scratch(),
-                epoch: plan.epoch,
-            })
-        },
-    )?;
+    let image = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&raw_path)
+        .with_context(|| format!("opening {}", raw_path.display()))?;
     timings.spin("esp", "Writing the EFI system partition", || {
-        let mut files = kernel_files(&guest, &kernel)?;
+        let mut files = kernel_files(&edited.tree, kernel)?;
         files.extend(boot::esp_files(
             plan.bootloader,
             &boot_cfg,
@@ -196,7 +214,6 @@ fn build_disk_steps(
         })?;
     }
     pending.commit(plan.output.force)?;
-    drop(workspace);
 
     report::print(&Summary {
         output: &plan.output.path,
@@ -205,21 +222,163 @@ fn build_disk_steps(
         kernel_version: &kernel.version,
         timings: &timings,
         app,
-        disabled_units: &disabled_units,
+        disabled_units,
         can_log_in: plan.credentials.allow_login(),
     });
     Ok(())
 }
 
+/// Guest setup's result: the kernel the disk boots, and the image's own units disabled in
+/// favour of the app service.
+type SetupDone = (BootFiles, Vec<String>);
+type Setup<'s> = dyn Fn(&mut GuestTree) -> Result<SetupDone> + 's;
+
+/// The root filesystem, filled one of two ways.
+struct RootFs<'a, 'i> {
+    input: &'a Input<'i>,
+    plan: &'a DiskPlan,
+    ids: &'a Identifiers,
+    raw_path: &'a Path,
+    workspace: &'a Workspace,
+}
+
+impl RootFs<'_, '_> {
+    /// One pass: the source's stream, edited, into `mke2fs -d -` writing the root partition.
+    /// Sized from the source's estimate; when that proves too small, one pass to count (the
+    /// stream edit measures what it writes) and the real one again.
+    fn stream(&self, setup: &Setup) -> Result<(Layout, Edited<SetupDone>)> {
+        let layout = self.layout(&self.input.usage, self.input.exact)?;
+        match self.stream_into(&layout, &self.input.usage, setup) {
+            Err(e) if ext4::TooSmall::find(&e).is_some() && !self.input.exact => {
+                log::info!("the estimate was short ({e:#}); counting the files");
+                let counted = self.edit_into(std::io::sink(), setup)?.usage;
+                let layout = self.layout(&counted, true)?;
+                self.stream_into(&layout, &counted, setup)
+                    .map(|edited| (layout, edited))
+            }
+            result => result.map(|edited| (layout, edited)),
+        }
+    }
+
+    fn stream_into(
+        &self,
+        layout: &Layout,
+        usage: &TreeUsage,
+        setup: &Setup,
+    ) -> Result<Edited<SetupDone>> {
+        self.partition(layout)?;
+        let mut edited = None;
+        ext4::make(ext4::Mkfs {
+            image: self.raw_path,
+            offset: layout.root.start,
+            size: layout.root.size,
+            files: Files::Stream(&mut |stdin| {
+                edited = Some(self.edit_into(stdin, setup)?);
+                Ok(())
+            }),
+            uuid: &self.ids.root_fs.to_string(),
+            hash_seed: &self.ids.hash_seed.to_string(),
+            inodes: ext4::inode_count(usage, layout.root.size),
+            scratch: self.workspace.scratch(),
+            epoch: self.plan.epoch,
+        })?;
+        let edited =
+            edited.ok_or_else(|| anyhow!("mke2fs finished before the stream was written"))?;
+        ext4::set_xattrs(
+            self.raw_path,
+            layout.root.start,
+            &edited.other_xattrs,
+            self.workspace.scratch(),
+        )?;
+        Ok(edited)
+    }
+
+    /// The source's stream, edited, into `sink`.
+    fn edit_into(&self, sink: impl Write, setup: &Setup) -> Result<Edited<SetupDone>> {
+        let stream = (self.input.open)()?;
+        let mut stream = std::io::BufReader::with_capacity(1 << 20, stream);
+        let edited = edit::edit(
+            &mut stream,
+            sink,
+            &rootfs::edit_policy(self.plan.epoch),
+            setup,
+        )?;
+        // Read to the real end, past the end-of-archive blocks, so the source finishes cleanly.
+        std::io::copy(&mut stream, &mut std::io::sink())
+            .context("reading the source to its end")?;
+        stream.into_inner().finish()?;
+        Ok(edited)
+    }
+
+    /// Where mke2fs reads no tar: the edited stream through the safe unpacker into the staging
+    /// tree (as root, for owners and devices), then `mke2fs -d TREE`.
+    fn staged(&self, timings: &mut Timings, setup: &Setup) -> Result<(Layout, Edited<SetupDone>)> {
+        let tree = self.workspace.root();
+        let edited = timings.time("unpack", || {
+            let (reader, writer) = rustix::pipe::pipe().context("making a pipe")?;
+            std::thread::scope(|s| {
+                let unpacker = s.spawn(|| unpack::unpack(std::fs::File::from(reader), &tree));
+                let edited = self.edit_into(std::fs::File::from(writer), setup);
+                let unpacked = unpacker
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("the unpacker panicked")));
+                // The unpacker's refusal explains the broken pipe the edit then saw.
+                unpacked.and(edited)
+            })
+        })?;
+        let usage = TreeUsage::of_tree(&tree)?;
+        let layout = self.layout(&usage, true)?;
+        self.partition(&layout)?;
+        timings.spin(
+            "mke2fs",
+            "Creating the ext4 root filesystem (mke2fs -d)",
+            || {
+                ext4::make(ext4::Mkfs {
+                    image: self.raw_path,
+                    offset: layout.root.start,
+                    size: layout.root.size,
+                    files: Files::Tree(&tree),
+                    uuid: &self.ids.root_fs.to_string(),
+                    hash_seed: &self.ids.hash_seed.to_string(),
+                    inodes: ext4::inode_count(&usage, layout.root.size),
+                    scratch: self.workspace.scratch(),
+                    epoch: self.plan.epoch,
+                })
+            },
+        )?;
+        Ok((layout, edited))
+    }
+
+    /// The layout for `usage`. An explicit `--size` below an exact need fails here, naming the
+    /// smallest that fits; below an estimate it is tried (estimates run high).
+    fn layout(&self, usage: &TreeUsage, exact: bool) -> Result<Layout> {
+        match (self.plan.size, exact) {
+            (SizeRequest::Bytes(bytes), false) => Layout::for_disk(
+                bytes,
+                self.plan.esp_size,
+                self.plan.bootloader.needs_bios_boot_partition(),
+            ),
+            _ => plan_layout(usage, self.plan),
+        }
+    }
+
+    /// A fresh raw image of the layout's size with its partition table (and MBR boot code).
+    fn partition(&self, layout: &Layout) -> Result<()> {
+        let mut image = output::create_raw(self.raw_path, layout.disk_size)?;
+        let bootcode = boot::mbr_bootcode(self.plan.bootloader, layout)?;
+        gpt::write_table(&mut image, layout, &self.ids.gpt, &bootcode)
+    }
+}
+
 /// Turn the container's tree into a machine's; returns the kernel it boots and the image's own
 /// units that were disabled in favour of the app service.
 fn configure_guest(
-    guest: &GuestRoot,
+    guest: &mut GuestTree,
     boot_cfg: &BootConfig,
     ids: &Identifiers,
     app: &GuestApp,
     plan: &DiskPlan,
-) -> Result<(BootFiles, Vec<String>)> {
+) -> Result<SetupDone> {
     setup::configure(
         guest,
         &GuestConfig {
@@ -246,15 +405,15 @@ fn plan_layout(usage: &TreeUsage, plan: &DiskPlan) -> Result<Layout> {
     )
 }
 
-/// The kernel and initramfs, read from the guest's tree, under the names the loaders boot.
-fn kernel_files(guest: &GuestRoot, kernel: &BootFiles) -> Result<Vec<EspFile>> {
+/// The kernel and initramfs, as copied from the stream, under the names the loaders boot.
+fn kernel_files(guest: &GuestTree, kernel: &BootFiles) -> Result<Vec<EspFile>> {
     let open = |path: &str, on_esp: &str| -> Result<EspFile> {
-        let file = guest
-            .open_file(path)?
-            .with_context(|| format!("{path} vanished from the staging tree"))?;
+        let data = guest
+            .contents(path.trim_start_matches('/').as_bytes())
+            .with_context(|| format!("{path} was not kept from the stream"))?;
         Ok(EspFile {
             path: on_esp.to_string(),
-            contents: Box::new(file),
+            contents: Box::new(std::io::Cursor::new(data)),
         })
     };
     Ok(vec![

@@ -95,6 +95,24 @@ pub struct DiskPlan {
 }
 
 impl DiskPlan {
+    /// Every option that shapes the disk, as text: half the seed of a reproducible disk's
+    /// identifiers (the input's digest is the other), so different options give another disk.
+    /// The output's name and format are not in it: the raw disk is the same.
+    pub fn seed(&self) -> String {
+        format!(
+            "size={:?} esp={} loader={:?} host={} pw={:?} keys={:?} dns={:?} append={:?} epoch={:?}",
+            self.size,
+            self.esp_size,
+            self.bootloader,
+            self.hostname,
+            self.credentials.root_password_hash,
+            self.credentials.ssh_keys,
+            self.dns,
+            self.append_cmdline,
+            self.epoch
+        )
+    }
+
     pub fn from_args(args: &DiskArgs) -> Result<DiskPlan> {
         let output = OutputTarget::check(&args.output, args.format, args.force)?;
         let size = SizeRequest::parse(&args.size)?;
@@ -111,7 +129,12 @@ impl DiskPlan {
             (None, true) => PasswordSource::Stdin,
             (None, false) => PasswordSource::None,
         };
-        let credentials = Credentials::read(password, args.ssh_key.as_deref())?;
+        let epoch = source_date_epoch()?;
+        let credentials = Credentials::read(
+            password,
+            args.ssh_key.as_deref(),
+            epoch.map(|e| format!("{e}\0{}", args.hostname)).as_deref(),
+        )?;
         let workdir = WorkDir::choose(args.workdir.as_deref())?;
         crate::cmd::require("mke2fs")?;
         boot::check_host_tools(args.bootloader)?;
@@ -125,7 +148,7 @@ impl DiskPlan {
             dns: args.dns.clone(),
             append_cmdline: args.append_cmdline.trim().to_string(),
             workdir,
-            epoch: source_date_epoch()?,
+            epoch,
         })
     }
 }

@@ -103,7 +103,8 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
     let root_off = partition_offset(&disk, 2);
     let img = format!("{}?offset={root_off}", disk.display());
     tool("e2fsck", &["-fn", &img]);
-    let features = tool("dumpe2fs", &["-h", &img]);
+    // (debugfs, not dumpe2fs: dumpe2fs 1.47.2 takes `?offset=` for a NAME=value device spec)
+    let features = tool("debugfs", &["-R", "features", &img]);
     assert!(
         !features.contains("orphan_file") && !features.contains("metadata_csum_seed"),
         "{features}"
@@ -363,9 +364,10 @@ impl Drop for SmallFs {
 fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
     let dir = scratch();
     let source = format!("rootfs:{}", test_rootfs().display());
-    // The work dir fills up while unpacking.
+    // The work dir fills up with the raw disk a qcow2 is made from (or, on the staging path,
+    // while unpacking).
     let small_work = SmallFs::mount(&dir.path().join("small-work"), "64M");
-    let out = dir.path().join("out.img");
+    let out = dir.path().join("out.qcow2");
     let o = run(c2vm()
         .args(["convert", &source, "-o"])
         .arg(&out)

@@ -1,12 +1,14 @@
-//! The root filesystem: `mke2fs -d STAGING` writes ext4 straight into the root partition of the
-//! image (`-E offset=`). Features are pinned by a private mke2fs.conf, since e2fsprogs 1.47 turns
+//! The root filesystem: `mke2fs -d -` reads the edited tar stream from stdin (e2fsprogs 1.47.1+,
+//! with libarchive), or `mke2fs -d STAGING` an unpacked tree where mke2fs is older, and writes
+//! ext4 straight into the root partition of the image (`-E offset=`). Features are pinned by a private mke2fs.conf, since e2fsprogs 1.47 turns
 //! on features (orphan_file, metadata_csum_seed) that Debian 10 / Ubuntu 18.04 kernels refuse.
 use crate::cmd::{Cmd, ToolFailed};
 use crate::units::MIB;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::process::Command;
 
 const BLOCK: u64 = 4096;
 const INODE_SIZE: u64 = 256;
@@ -44,8 +46,14 @@ impl TreeUsage {
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let mut archive = tar::Archive::new(file);
         let mut usage = TreeUsage::default();
-        for entry in archive.entries_with_seek()? {
-            let entry = entry?;
+        let corrupt = |e: std::io::Error| {
+            anyhow::anyhow!(
+                "{} is corrupt or truncated ({e}); check that it is a complete tar file",
+                path.display()
+            )
+        };
+        for entry in archive.entries_with_seek().map_err(corrupt)? {
+            let entry = entry.map_err(corrupt)?;
             let header = entry.header();
             let size = header.entry_size().unwrap_or(0);
             match header.entry_type() {
@@ -61,6 +69,17 @@ impl TreeUsage {
             usage.inodes += 1;
         }
         Ok(usage)
+    }
+
+    /// A guess from an image's size alone (engines report no file count): every byte in its own
+    /// blocks, and an inode for every 8 KiB, far more than Debian's 27 KiB a file. A guess that
+    /// proves short costs a counting pass, never a broken disk.
+    pub fn estimate(bytes: u64) -> TreeUsage {
+        let inodes = bytes / 8192 + 4096;
+        TreeUsage {
+            blocks: bytes.div_ceil(BLOCK) + inodes / 2,
+            inodes,
+        }
     }
 
     /// What the tree at `root` holds.
@@ -147,12 +166,77 @@ pub fn auto_fs_size(usage: &TreeUsage) -> u64 {
     (min + headroom).div_ceil(MIB) * MIB
 }
 
+/// How this host's mke2fs can be given the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Populate {
+    /// A tar stream on stdin: one pass, no staging tree, no root needed.
+    Stream,
+    /// Only a directory: the stream is unpacked into a staging tree first (as root). Says why.
+    Staging(String),
+}
+
+/// Ask this host's mke2fs whether it reads tar from stdin: its version (1.47.1 or later), then a
+/// tiny real run, which also proves libarchive is there.
+pub fn probe(scratch: &Path) -> Result<Populate> {
+    let out = Command::new("mke2fs")
+        .arg("-V")
+        .output()
+        .context("running mke2fs -V")?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let version = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let number = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    if number(&version) < vec![1, 47, 1] {
+        return Ok(Populate::Staging(format!(
+            "mke2fs {version} cannot read a tar stream (e2fsprogs 1.47.1 or later can)"
+        )));
+    }
+    let image = tempfile::Builder::new()
+        .prefix("c2vm-probe.")
+        .tempfile_in(scratch)
+        .with_context(|| format!("making a scratch file in {}", scratch.display()))?;
+    let empty_tar = [0u8; 1024];
+    let probe = Cmd::new("mke2fs", "Checking that mke2fs reads tar")
+        .args(["-q", "-F", "-d", "-"])
+        .arg(image.path())
+        .arg("1M")
+        .run_feeding(|stdin| Ok(stdin.write_all(&empty_tar)?));
+    Ok(match probe {
+        Ok(()) => Populate::Stream,
+        Err(e) => Populate::Staging(format!(
+            "mke2fs {version} cannot read a tar stream here, most likely for want of libarchive ({})",
+            ToolFailed::find(&e).map_or_else(|| format!("{e:#}"), |t| t.tail().to_string())
+        )),
+    })
+}
+
+/// How to get an mke2fs that reads tar, on this distro.
+pub fn how_to_get_tar_input() -> &'static str {
+    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    if os.contains("VERSION_CODENAME=bookworm") {
+        "install e2fsprogs 1.47.2 and libarchive13 from bookworm-backports (apt-get install -t bookworm-backports e2fsprogs libarchive13)"
+    } else {
+        "install e2fsprogs 1.47.1 or later and libarchive (Debian 13, Ubuntu 24.10 and Fedora 40 ship them)"
+    }
+}
+
+/// Where mke2fs takes the files from.
+pub enum Files<'a> {
+    Tree(&'a Path),
+    /// A tar stream, written by this function into mke2fs's stdin.
+    Stream(&'a mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>),
+}
+
 pub struct Mkfs<'a> {
     pub image: &'a Path,
     pub offset: u64,
     pub size: u64,
-    pub tree: &'a Path,
+    pub files: Files<'a>,
     pub uuid: &'a str,
+    pub hash_seed: &'a str,
     pub inodes: Option<u64>,
     /// Where to put the private mke2fs.conf.
     pub scratch: &'a Path,
@@ -160,15 +244,21 @@ pub struct Mkfs<'a> {
     pub epoch: Option<i64>,
 }
 
-pub fn make(m: &Mkfs) -> Result<()> {
+pub fn make(m: Mkfs) -> Result<()> {
     let conf = m.scratch.join("mke2fs.conf");
     std::fs::write(&conf, MKE2FS_CONF).with_context(|| format!("writing {}", conf.display()))?;
     let mut cmd = Cmd::new("mke2fs", "Creating the root filesystem")
         .args(["-q", "-F", "-t", "ext4", "-L", "root", "-U", m.uuid])
         .arg("-d")
-        .arg(m.tree)
+        .arg(match &m.files {
+            Files::Tree(path) => path.as_os_str(),
+            Files::Stream(_) => std::ffi::OsStr::new("-"),
+        })
         .arg("-E")
-        .arg(format!("offset={},nodiscard,root_owner=0:0", m.offset))
+        .arg(format!(
+            "offset={},nodiscard,root_owner=0:0,hash_seed={}",
+            m.offset, m.hash_seed
+        ))
         .env("MKE2FS_CONFIG", &conf);
     if let Some(n) = m.inodes {
         cmd = cmd.arg("-N").arg(n.to_string());
@@ -176,7 +266,11 @@ pub fn make(m: &Mkfs) -> Result<()> {
     if let Some(epoch) = m.epoch {
         cmd = cmd.env("E2FSPROGS_FAKE_TIME", epoch.to_string());
     }
-    let result = cmd.arg(m.image).arg(format!("{}k", m.size / 1024)).run();
+    let cmd = cmd.arg(m.image).arg(format!("{}k", m.size / 1024));
+    let result = match m.files {
+        Files::Tree(_) => cmd.run().map(drop),
+        Files::Stream(feed) => cmd.run_feeding(feed),
+    };
     if let Err(e) = result {
         let full = ToolFailed::find(&e).is_some_and(|t| {
             t.said(&[
@@ -186,11 +280,71 @@ pub fn make(m: &Mkfs) -> Result<()> {
             ])
         });
         if full {
-            bail!("the files do not fit in a {} MiB root filesystem; use a larger --size (or --size auto)\n{e:#}", m.size / MIB);
+            return Err(e.context(TooSmall(m.size)));
         }
         return Err(e);
     }
     Ok(())
+}
+
+/// Set xattrs that `mke2fs -d -` left out (it copies `security.capability` only) with
+/// `debugfs -w`: `(guest path key, name, value)`.
+pub fn set_xattrs(
+    image: &Path,
+    offset: u64,
+    xattrs: &[(Vec<u8>, String, Vec<u8>)],
+    scratch: &Path,
+) -> Result<()> {
+    if xattrs.is_empty() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir_in(scratch).context("making a scratch directory for xattrs")?;
+    let mut script = Vec::new();
+    for (i, (key, name, value)) in xattrs.iter().enumerate() {
+        if key.contains(&b'"') || key.contains(&b'\n') || name.contains(['"', ' ', '\n']) {
+            log::warn!(
+                "not setting xattr {name} on /{}: a name debugfs cannot quote",
+                String::from_utf8_lossy(key)
+            );
+            continue;
+        }
+        let file = dir.path().join(i.to_string());
+        std::fs::write(&file, value).context("writing an xattr value")?;
+        script.extend_from_slice(format!("ea_set -f {} \"/", file.display()).as_bytes());
+        script.extend_from_slice(key);
+        script.extend_from_slice(format!("\" {name}\n").as_bytes());
+    }
+    let commands = dir.path().join("commands");
+    std::fs::write(&commands, &script).context("writing debugfs commands")?;
+    let out = Cmd::new("debugfs", "Setting the image's other xattrs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&commands)
+        .arg(format!("{}?offset={offset}", image.display()))
+        .run()?;
+    // debugfs reports a failed command on stderr and still exits 0.
+    if let Some(line) = out.stderr.lines().find(|l| !l.starts_with("debugfs ")) {
+        anyhow::bail!("debugfs could not set an xattr: {line}");
+    }
+    Ok(())
+}
+
+/// mke2fs ran out of blocks or inodes in a root filesystem of this many bytes.
+#[derive(Debug)]
+pub struct TooSmall(pub u64);
+
+impl std::fmt::Display for TooSmall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the files do not fit in a {} MiB root filesystem; use a larger --size (or --size auto)", self.0 / MIB)
+    }
+}
+
+impl std::error::Error for TooSmall {}
+
+impl TooSmall {
+    pub fn find(err: &anyhow::Error) -> Option<&TooSmall> {
+        err.downcast_ref::<TooSmall>()
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! This module decides whether there is a service and what it runs; the init system's own
 //! module (`rootfs::init`) writes it in that init's terms.
 use crate::image::ImageConfig;
-use crate::rootfs::guest::{GuestRoot, Perms};
 use crate::rootfs::init::{self, InitSystem, Service};
+use crate::rootfs::tree::{GuestTree, Perms};
 use crate::rootfs::users;
 use anyhow::{bail, Context, Result};
 
@@ -93,10 +93,10 @@ impl GuestApp {
 
 /// Put the image's volumes and process into the guest. Returns the units of the image's own
 /// that were disabled because they start the same program.
-pub fn install(guest: &GuestRoot, config: &GuestApp) -> Result<Vec<String>> {
+pub fn install(guest: &mut GuestTree, config: &GuestApp) -> Result<Vec<String>> {
     for volume in &config.volumes {
         // A volume the image already has keeps its owner and mode, as docker shows it.
-        if guest.stat(volume)?.is_none() {
+        if !guest.exists(volume)? {
             guest
                 .mkdir(volume, Perms::root(0o755))
                 .with_context(|| format!("creating the image's VOLUME {volume}"))?;
@@ -110,7 +110,7 @@ pub fn install(guest: &GuestRoot, config: &GuestApp) -> Result<Vec<String>> {
     } else {
         app.working_dir.clone()
     };
-    if guest.stat(&workdir)?.is_none() {
+    if !guest.exists(&workdir)? {
         // docker creates a missing WORKDIR at start; so does the VM, once, here.
         guest.mkdir(&workdir, Perms::root(0o755))?;
     }
@@ -143,7 +143,7 @@ pub fn install(guest: &GuestRoot, config: &GuestApp) -> Result<Vec<String>> {
 
 /// docker looks a bare program name up in the image's PATH; a boot service needs the full path.
 /// The program as a full path in the guest.
-fn resolve_program(guest: &GuestRoot, app: &AppSpec, workdir: &str) -> Result<String> {
+fn resolve_program(guest: &mut GuestTree, app: &AppSpec, workdir: &str) -> Result<String> {
     let program = &app.argv[0];
     if program.contains('/') {
         let path = if program.starts_with('/') {
@@ -261,7 +261,6 @@ mod tests {
             root.join("etc/systemd/system/multi-user.target.wants/web.service"),
         )
         .unwrap();
-        let guest = GuestRoot::open(root).unwrap();
         let config = GuestApp {
             app: Some(AppSpec {
                 argv: argv(&["web", "--port", "80"]),
@@ -271,7 +270,24 @@ mod tests {
             exposed_ports: vec![],
             volumes: vec!["/data".into()],
         };
-        let disabled = install(&guest, &config).unwrap();
+        // A command that is not in the image fails with what to do.
+        let missing = GuestApp {
+            app: Some(AppSpec {
+                argv: argv(&["nope"]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (out, result) = crate::rootfs::edit::edit_dir(root, |guest| {
+            let err = install(guest, &missing).unwrap_err().to_string();
+            assert!(
+                err.contains("not in its PATH") && err.contains("--no-app"),
+                "{err}"
+            );
+            install(guest, &config)
+        });
+        let disabled = result.unwrap();
+        let root = out.path();
         assert_eq!(disabled, vec!["web.service".to_string()]);
         let unit =
             std::fs::read_to_string(root.join("etc/systemd/system/c2vm-app.service")).unwrap();
@@ -287,18 +303,5 @@ mod tests {
             .join("etc/systemd/system/multi-user.target.wants/web.service")
             .exists());
         assert!(root.join("data").is_dir());
-        // A command that is not in the image fails with what to do.
-        let missing = GuestApp {
-            app: Some(AppSpec {
-                argv: argv(&["nope"]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let err = install(&guest, &missing).unwrap_err().to_string();
-        assert!(
-            err.contains("not in its PATH") && err.contains("--no-app"),
-            "{err}"
-        );
     }
 }

@@ -1,7 +1,7 @@
 //! Find the kernel and initramfs the disk boots: the newest `/boot/vmlinuz-VERSION` that has an
 //! initramfs beside it (Debian/Ubuntu `initrd.img-V`, Fedora `initramfs-V.img`, Alpine
 //! `initramfs-virt`).
-use super::guest::GuestRoot;
+use super::tree::GuestTree;
 use anyhow::{bail, Result};
 use std::cmp::Ordering;
 
@@ -20,7 +20,19 @@ const INITRD_NAMES: &[(&str, &str)] = &[
     ("initrd-", ""),
 ];
 
-pub fn find(guest: &GuestRoot) -> Result<BootFiles> {
+/// The files [`find`] may pick, so the stream edit copies them as they pass (for the ESP).
+pub fn is_candidate(key: &[u8]) -> bool {
+    let Some(name) = key.strip_prefix(b"boot/") else {
+        return false;
+    };
+    !name.contains(&b'/')
+        && (name.starts_with(b"vmlinuz-")
+            || INITRD_NAMES
+                .iter()
+                .any(|(pre, _)| name.starts_with(pre.as_bytes())))
+}
+
+pub fn find(guest: &mut GuestTree) -> Result<BootFiles> {
     let names = guest.list("/boot")?;
     let mut found: Vec<BootFiles> = Vec::new();
     for name in &names {
@@ -102,24 +114,33 @@ mod tests {
         assert_eq!(compare_versions("6.1", "6.1.0"), Ordering::Less);
     }
 
+    use crate::rootfs::tree::tests::tree;
+    use crate::rootfs::tree::Kind;
+
+    fn boot(files: &[&str]) -> GuestTree {
+        let mut entries = vec![("boot".to_string(), Kind::Dir)];
+        entries.extend(files.iter().map(|f| (format!("boot/{f}"), Kind::File)));
+        let entries: Vec<(&str, Kind, u32, &[u8])> = entries
+            .iter()
+            .map(|(p, k)| (p.as_str(), k.clone(), 0o644, &b"x"[..]))
+            .collect();
+        tree(&entries)
+    }
+
     #[test]
     fn newest_kernel_with_an_initramfs_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let boot = dir.path().join("boot");
-        std::fs::create_dir(&boot).unwrap();
-        for f in [
+        let mut g = boot(&[
             "vmlinuz-6.1.0-9-amd64",
             "initrd.img-6.1.0-9-amd64",
             "vmlinuz-6.1.0-10-amd64",
             "initrd.img-6.1.0-10-amd64",
             "vmlinuz-6.2.0-1-amd64", /* no initrd */
-        ] {
-            std::fs::write(boot.join(f), "x").unwrap();
-        }
-        let g = GuestRoot::open(dir.path()).unwrap();
-        let files = find(&g).unwrap();
+        ]);
+        let files = find(&mut g).unwrap();
         assert_eq!(files.version, "6.1.0-10-amd64");
         assert_eq!(files.initrd, "/boot/initrd.img-6.1.0-10-amd64");
+        assert!(is_candidate(b"boot/initrd.img-6.1.0-10-amd64"));
+        assert!(!is_candidate(b"boot/grub/x") && !is_candidate(b"usr/boot/vmlinuz-1"));
     }
 
     #[test]
@@ -131,22 +152,14 @@ mod tests {
             ),
             ("vmlinuz-virt", "initramfs-virt"),
         ] {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::create_dir(dir.path().join("boot")).unwrap();
-            std::fs::write(dir.path().join("boot").join(k), "x").unwrap();
-            std::fs::write(dir.path().join("boot").join(i), "x").unwrap();
-            let files = find(&GuestRoot::open(dir.path()).unwrap()).unwrap();
+            let files = find(&mut boot(&[k, i])).unwrap();
             assert_eq!(files.initrd, format!("/boot/{i}"));
         }
     }
 
     #[test]
     fn no_kernel_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let msg = format!(
-            "{:#}",
-            find(&GuestRoot::open(dir.path()).unwrap()).unwrap_err()
-        );
+        let msg = format!("{:#}", find(&mut boot(&[])).unwrap_err());
         assert!(msg.contains("no kernel found"), "{msg}");
     }
 }

@@ -1,9 +1,10 @@
-//! Guest setup in the staging tree: what turns a container filesystem into a machine's.
+//! Guest setup, as an edit of the image's tree: what turns a container filesystem into a
+//! machine's.
 //! `docker export` leaves `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` as empty 0755 files
 //! (bind-mount targets), a `/.dockerenv`, a regular file at `/dev/console` and the build's
 //! machine-id: all of that is put right here.
-use super::guest::{GuestRoot, Perms};
 use super::init::systemd;
+use super::tree::{GuestTree, Perms};
 use crate::credentials::Credentials;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
@@ -21,7 +22,13 @@ pub struct GuestConfig {
     pub dns: Vec<std::net::IpAddr>,
 }
 
-pub fn configure(guest: &GuestRoot, cfg: &GuestConfig) -> Result<()> {
+/// What setup changes or removes, so the stream edit holds it back until the stream ends:
+/// `/etc`, and the container leftovers outside it.
+pub fn holds(key: &[u8]) -> bool {
+    key.starts_with(b"etc/") || key == b".dockerenv" || key == b"dev/console"
+}
+
+pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig) -> Result<()> {
     remove_container_leftovers(guest)?;
     let grows = setup_root_growth(guest)?;
     guest.write(
@@ -68,8 +75,8 @@ const HOOK: &str = include_str!("../../templates/guest/hook");
 /// Debian and Ubuntu run /etc/kernel/post{inst,rm}.d after installing or removing a kernel and
 /// /etc/initramfs/post-update.d after `update-initramfs`: there the ESP copies and both boot
 /// loaders' entries are refreshed, so the newest kernel boots and the previous one stays.
-fn install_kernel_hooks(guest: &GuestRoot, cmdline: &str) -> Result<()> {
-    if guest.stat("/etc/kernel/postinst.d")?.is_none() {
+fn install_kernel_hooks(guest: &mut GuestTree, cmdline: &str) -> Result<()> {
+    if !guest.exists("/etc/kernel/postinst.d")? {
         return Ok(());
     }
     guest.write(
@@ -112,7 +119,7 @@ WantedBy=multi-user.target
 
 /// An image with sshd: host keys baked in at build time would be shared by every VM made from
 /// it, so they go, and a first-boot unit makes new ones. With --ssh-key, sshd is enabled.
-fn setup_sshd(guest: &GuestRoot, enable: bool) -> Result<()> {
+fn setup_sshd(guest: &mut GuestTree, enable: bool) -> Result<()> {
     if !guest.is_regular("/usr/sbin/sshd")? {
         return Ok(());
     }
@@ -136,7 +143,7 @@ fn setup_sshd(guest: &GuestRoot, enable: bool) -> Result<()> {
     Ok(())
 }
 
-fn remove_container_leftovers(guest: &GuestRoot) -> Result<()> {
+fn remove_container_leftovers(guest: &mut GuestTree) -> Result<()> {
     guest.remove("/.dockerenv")?;
     if guest.is_regular("/dev/console")? {
         guest.remove("/dev/console")?;
@@ -159,7 +166,7 @@ pub fn fstab(cfg: &GuestConfig, grow_root: bool) -> String {
 /// The root partition grows to fill a larger virtual disk on boot: systemd-repart (systemd 245+)
 /// grows partition 2 and moves the backup GPT header to the new end; `x-systemd.growfs` in fstab
 /// then grows ext4 online. Returns whether the guest can do it.
-fn setup_root_growth(guest: &GuestRoot) -> Result<bool> {
+fn setup_root_growth(guest: &mut GuestTree) -> Result<bool> {
     if !systemd::is_present(guest)? || !systemd::has_program(guest, "systemd-repart")? {
         return Ok(false);
     }
@@ -187,7 +194,7 @@ pub fn hosts(hostname: &str) -> String {
 /// `/etc/resolv.conf`: a symlink (systemd-resolved, resolvconf) is the image managing it: keep it.
 /// Else `--dns` servers, else systemd-resolved's stub if the image has it, else a plain file
 /// that the DHCP client fills in.
-fn write_resolv_conf(guest: &GuestRoot, dns: &[std::net::IpAddr]) -> Result<()> {
+fn write_resolv_conf(guest: &mut GuestTree, dns: &[std::net::IpAddr]) -> Result<()> {
     if dns.is_empty() && guest.is_symlink("/etc/resolv.conf")? {
         return Ok(());
     }
@@ -213,19 +220,14 @@ fn write_resolv_conf(guest: &GuestRoot, dns: &[std::net::IpAddr]) -> Result<()> 
 }
 
 /// Put `hash` in root's line of /etc/shadow, keeping every other line, its owner and mode.
-fn set_root_password(guest: &GuestRoot, hash: &str) -> Result<()> {
+fn set_root_password(guest: &mut GuestTree, hash: &str) -> Result<()> {
     if guest.is_symlink("/etc/shadow")? {
         // Its other users' lines are wherever the link points: not something to guess at.
         bail!("/etc/shadow in the image is a symlink, so c2vm cannot set the root password in it; make it a regular file in the image, or convert without --password-file");
     }
-    let (old, perms) = match guest.stat("/etc/shadow")? {
-        Some(st) => {
+    let (old, perms) = match guest.perms("/etc/shadow")? {
+        Some(perms) => {
             let text = guest.read("/etc/shadow")?.unwrap_or_default();
-            let perms = Perms {
-                mode: st.st_mode & 0o7777,
-                uid: st.st_uid,
-                gid: st.st_gid,
-            };
             (
                 String::from_utf8(text).context("/etc/shadow in the image is not text")?,
                 perms,
@@ -325,8 +327,9 @@ mod tests {
         )
         .unwrap();
         std::fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
-        let g = GuestRoot::open(root).unwrap();
-        configure(&g, &cfg()).unwrap();
+        let (out, result) = crate::rootfs::edit::edit_dir(root, |g| configure(g, &cfg()));
+        result.unwrap();
+        let root = out.path();
         assert_eq!(
             std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
             "web.example.org\n"

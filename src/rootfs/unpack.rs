@@ -36,10 +36,7 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<()> {
     for entry in entries {
         crate::interrupt::check()?;
         let mut entry = entry.map_err(|e| corrupt(&e))?;
-        let raw_name = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw_name)
-            .escape_debug()
-            .to_string();
+        let (raw_name, shown) = super::edit::entry_name(&entry);
         let Some(rel) = sanitize_name(&raw_name)
             .with_context(|| format!("refusing archive entry `{shown}`"))?
         else {

@@ -1,6 +1,6 @@
 //! Who the image's process runs as: USER resolved the way docker (runc) does, from the image's
 //! own /etc/passwd and /etc/group.
-use super::guest::GuestRoot;
+use super::tree::GuestTree;
 use anyhow::{bail, Context, Result};
 
 /// Who the process runs as.
@@ -15,7 +15,7 @@ pub struct RunAs {
     pub gid: u32,
 }
 
-fn passwd_lines(guest: &GuestRoot, file: &str) -> Result<Vec<Vec<String>>> {
+fn passwd_lines(guest: &mut GuestTree, file: &str) -> Result<Vec<Vec<String>>> {
     let text = guest.read(file)?.unwrap_or_default();
     Ok(String::from_utf8_lossy(&text)
         .lines()
@@ -24,7 +24,7 @@ fn passwd_lines(guest: &GuestRoot, file: &str) -> Result<Vec<Vec<String>>> {
         .collect())
 }
 
-pub fn resolve(guest: &GuestRoot, spec: &str) -> Result<RunAs> {
+pub fn resolve(guest: &mut GuestTree, spec: &str) -> Result<RunAs> {
     let passwd = passwd_lines(guest, "/etc/passwd")?;
     let groups = passwd_lines(guest, "/etc/group")?;
     resolve_user_in(spec, &passwd, &groups)

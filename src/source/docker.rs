@@ -387,7 +387,7 @@ impl Engine {
     /// container is removed by [`ExportStream::finish`], or when the stream is dropped.
     pub fn export(&self, image: &ImageDetails) -> Result<ExportStream<'_>> {
         let container = self.create_container(&image.id)?;
-        let stage = Stage::bytes("Exporting and unpacking the image", image.size);
+        let stage = Stage::bytes("Exporting the image into the disk", image.size);
         let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<bytes::Bytes>>(64);
         let docker = self.docker.clone();
         let id = container.id.clone();
@@ -462,9 +462,9 @@ pub struct ExportStream<'a> {
     container: ContainerGuard<'a>,
 }
 
-impl ExportStream<'_> {
+impl super::TarStream for ExportStream<'_> {
     /// The whole stream was read: end the progress line and remove the container.
-    pub fn finish(self) -> Result<()> {
+    fn finish(self: Box<Self>) -> Result<()> {
         self.stage.done();
         self.container.remove()
     }

@@ -1,12 +1,19 @@
 //! Where the root filesystem comes from. Every source ends the same way: a tar stream of a whole
-//! root filesystem, which the rootfs stage unpacks. `rootfs:PATH` reads a tarball; an image
+//! root filesystem, which the rootfs stage edits on its way into the disk. `rootfs:PATH` reads a tarball; an image
 //! reference goes through the Docker Engine API.
 pub mod docker;
 pub mod tarball;
 
 use crate::image::ImageConfig;
 use anyhow::{bail, Result};
+use std::io::Read;
 use std::path::PathBuf;
+
+/// A whole root filesystem as a tar stream; `finish` once it was read to its end (it ends the
+/// progress line and lets go of what the source held, e.g. the export's container).
+pub trait TarStream: Read {
+    fn finish(self: Box<Self>) -> Result<()>;
+}
 
 #[derive(Debug, Clone)]
 pub enum SourceRef {

@@ -25,14 +25,15 @@ pub fn open(path: &Path) -> Result<TarballStream> {
             path.display()
         );
     }
-    let stage = Stage::bytes("Unpacking the root filesystem", meta.len());
+    let stage = Stage::bytes("Reading the root filesystem", meta.len());
     let reader = BufReader::with_capacity(1 << 20, stage.reader(file));
     Ok(TarballStream { reader, stage })
 }
 
-impl TarballStream {
-    pub fn finish(self) {
+impl super::TarStream for TarballStream {
+    fn finish(self: Box<Self>) -> Result<()> {
         self.stage.done();
+        Ok(())
     }
 }
 
@@ -40,4 +41,13 @@ impl Read for TarballStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.reader.read(buf)
     }
+}
+
+/// The tarball's SHA-256, the input half of a reproducible disk's identifiers.
+pub fn digest(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
+    Ok(format!("sha256:{:x}", hasher.finalize()))
 }

@@ -3,7 +3,7 @@
 pub mod openrc;
 pub mod systemd;
 
-use crate::rootfs::guest::GuestRoot;
+use crate::rootfs::tree::GuestTree;
 use crate::rootfs::users::RunAs;
 use anyhow::Result;
 
@@ -29,7 +29,7 @@ pub enum InitSystem {
 }
 
 impl InitSystem {
-    pub fn detect(guest: &GuestRoot) -> Result<InitSystem> {
+    pub fn detect(guest: &mut GuestTree) -> Result<InitSystem> {
         Ok(if systemd::is_present(guest)? {
             InitSystem::Systemd
         } else if openrc::is_present(guest)? {

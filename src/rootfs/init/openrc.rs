@@ -1,19 +1,19 @@
 //! Everything c2vm knows about OpenRC guests (Alpine): the app service is an init script under
 //! supervise-daemon, started by a launcher that sets the image's environment.
 use super::Service;
-use crate::rootfs::guest::{GuestRoot, Perms};
+use crate::rootfs::tree::{GuestTree, Perms};
 use anyhow::Result;
 use std::fmt::Write as _;
 
 const SCRIPT: &str = "/etc/init.d/c2vm-app";
 const LAUNCHER: &str = "/usr/local/lib/c2vm/app-launch";
 
-pub fn is_present(guest: &GuestRoot) -> Result<bool> {
-    Ok(guest.stat("/sbin/openrc-run")?.is_some())
+pub fn is_present(guest: &mut GuestTree) -> Result<bool> {
+    guest.exists("/sbin/openrc-run")
 }
 
 /// Write the app's launcher and init script, and add it to the default runlevel.
-pub fn install_app(guest: &GuestRoot, service: &Service) -> Result<()> {
+pub fn install_app(guest: &mut GuestTree, service: &Service) -> Result<()> {
     guest.write(LAUNCHER, launcher(service).as_bytes(), Perms::root(0o755))?;
     guest.write(SCRIPT, script(service).as_bytes(), Perms::root(0o755))?;
     guest.symlink("/etc/runlevels/default/c2vm-app", SCRIPT)

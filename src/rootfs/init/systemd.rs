@@ -1,7 +1,7 @@
 //! Everything c2vm knows about systemd guests: where units live, how `systemctl enable` links
 //! them, and the unit that runs the image's process. Guest setup and the app service both use it.
 use super::Service;
-use crate::rootfs::guest::{GuestRoot, Perms};
+use crate::rootfs::tree::{GuestTree, Perms};
 use anyhow::{bail, Result};
 use std::fmt::Write as _;
 
@@ -13,9 +13,17 @@ const UNIT_DIRS: &[&str] = &[
 ];
 
 /// The unit that runs the image's process.
+/// The unit files setup reads (beside `/etc`, which it holds), so the stream edit copies them.
+pub fn reads(key: &[u8]) -> bool {
+    UNIT_DIRS.iter().any(|dir| {
+        key.strip_prefix(&dir.as_bytes()[1..])
+            .is_some_and(|rest| rest.starts_with(b"/"))
+    })
+}
+
 pub const APP_UNIT: &str = "c2vm-app.service";
 
-pub fn is_present(guest: &GuestRoot) -> Result<bool> {
+pub fn is_present(guest: &mut GuestTree) -> Result<bool> {
     Ok(
         guest.is_regular("/lib/systemd/systemd")?
             || guest.is_regular("/usr/lib/systemd/systemd")?,
@@ -23,7 +31,7 @@ pub fn is_present(guest: &GuestRoot) -> Result<bool> {
 }
 
 /// Whether one of systemd's own programs (`systemd-repart`, `systemd-resolved`) is installed.
-pub fn has_program(guest: &GuestRoot, name: &str) -> Result<bool> {
+pub fn has_program(guest: &mut GuestTree, name: &str) -> Result<bool> {
     for dir in ["/lib/systemd", "/usr/lib/systemd", "/usr/bin", "/bin"] {
         if guest.is_regular(&format!("{dir}/{name}"))? {
             return Ok(true);
@@ -33,10 +41,10 @@ pub fn has_program(guest: &GuestRoot, name: &str) -> Result<bool> {
 }
 
 /// Where `unit` is installed in the guest, if anywhere.
-pub fn find_unit(guest: &GuestRoot, unit: &str) -> Result<Option<String>> {
+pub fn find_unit(guest: &mut GuestTree, unit: &str) -> Result<Option<String>> {
     for dir in UNIT_DIRS {
         let path = format!("{dir}/{unit}");
-        if guest.stat(&path)?.is_some() {
+        if guest.exists(&path)? {
             return Ok(Some(path));
         }
     }
@@ -44,7 +52,7 @@ pub fn find_unit(guest: &GuestRoot, unit: &str) -> Result<Option<String>> {
 }
 
 /// Enable `unit` for multi-user.target the way `systemctl enable` does.
-pub fn enable_unit(guest: &GuestRoot, unit: &str, unit_path: &str) -> Result<()> {
+pub fn enable_unit(guest: &mut GuestTree, unit: &str, unit_path: &str) -> Result<()> {
     guest.symlink(
         &format!("/etc/systemd/system/multi-user.target.wants/{unit}"),
         unit_path,
@@ -52,7 +60,7 @@ pub fn enable_unit(guest: &GuestRoot, unit: &str, unit_path: &str) -> Result<()>
 }
 
 /// Write a unit of c2vm's own into /etc/systemd/system and enable it.
-pub fn install_unit(guest: &GuestRoot, unit: &str, text: &str) -> Result<()> {
+pub fn install_unit(guest: &mut GuestTree, unit: &str, text: &str) -> Result<()> {
     let path = format!("/etc/systemd/system/{unit}");
     guest.write(&path, text.as_bytes(), Perms::root(0o644))?;
     enable_unit(guest, unit, &path)
@@ -61,7 +69,7 @@ pub fn install_unit(guest: &GuestRoot, unit: &str, text: &str) -> Result<()> {
 /// A package may have enabled its own unit for the program the image runs (Debian's nginx
 /// package enables nginx.service): both would start and fight over the port, so that unit is
 /// disabled; the image's command is what the container ran.
-pub fn disable_units_running(guest: &GuestRoot, program: &str) -> Result<Vec<String>> {
+pub fn disable_units_running(guest: &mut GuestTree, program: &str) -> Result<Vec<String>> {
     let mut disabled = Vec::new();
     for wants in guest.list("/etc/systemd/system")? {
         if !wants.ends_with(".wants") {

@@ -1,0 +1,687 @@
+//! The stream edit: the image's tar stream goes through c2vm once, on its way to `mke2fs -d -`
+//! (or to the safe unpacker where mke2fs is too old). Most entries pass straight on. The few that
+//! guest setup changes or removes (`/etc`, container leftovers) are held back until the stream
+//! ends; those it only reads (unit files, the kernel and initramfs) are copied as they pass. At
+//! the end, setup runs on the [`GuestTree`] and its result follows as more entries: a later entry
+//! of a name replaces the earlier one in both consumers.
+//!
+//! The hostile-archive policy is applied here, before any consumer sees an entry: a `..` name, a
+//! hardlink to a name outside the tree, and an entry through a symlink that leaves the tree refuse
+//! the whole archive; an entry through a symlink inside the tree is renamed to where it lands.
+use super::tree::{show, Follow, GuestTree, Kind, Meta, Node, State};
+use crate::disk::ext4::TreeUsage;
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use tar::{EntryType, Header};
+
+/// Files larger than this are never held or copied: setup reads only small text files.
+const HOLD_LIMIT: u64 = 1 << 20;
+/// All held and copied contents together, but the kernel and initramfs.
+const HOLD_BUDGET: u64 = 256 << 20;
+/// The kernel and initramfs files copied for the ESP.
+const BOOT_BUDGET: u64 = 512 << 20;
+
+/// Which entries the edit holds back or copies, by key (guest path without the leading `/`).
+pub struct Policy {
+    /// Held until the stream ends: guest setup may change or remove them.
+    pub hold: fn(&[u8]) -> bool,
+    /// Copied as they pass: guest setup reads them.
+    pub copy: fn(&[u8]) -> bool,
+    /// Copied as they pass, whatever their size: the kernel and initramfs for the ESP.
+    pub boot: fn(&[u8]) -> bool,
+    /// With SOURCE_DATE_EPOCH: no timestamp after it (clamped, as reproducible tar does).
+    pub clamp_mtime: Option<u64>,
+    /// mtime of what setup writes.
+    pub now: u64,
+}
+
+/// What the edit saw, beside setup's own result.
+pub struct Edited<T> {
+    pub value: T,
+    pub tree: GuestTree,
+    /// What the filesystem must hold, counted as entries went out.
+    pub usage: TreeUsage,
+    /// Things left out, for the user to know (sockets, unknown entry types).
+    pub notes: Vec<String>,
+    /// Xattrs mke2fs's tar reader does not copy (it keeps `security.capability` only), by key,
+    /// for the disk stage to set after it: `(key, name, value)`.
+    pub other_xattrs: Vec<(Vec<u8>, String, Vec<u8>)>,
+}
+
+/// The xattrs `mke2fs -d` copies from a tar archive (e2fsprogs' create_inode_libarchive.c).
+const MKE2FS_XATTRS: &[&str] = &["security.capability", "gnu.translator"];
+
+/// Read `source`, write the edited stream to `sink`, and run `setup` on the tree once the
+/// source has ended.
+pub fn edit<T>(
+    source: impl Read,
+    sink: impl Write,
+    policy: &Policy,
+    setup: impl FnOnce(&mut GuestTree) -> Result<T>,
+) -> Result<Edited<T>> {
+    let mut out = Output::new(sink);
+    let mut tree = GuestTree::new(policy.now);
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut kept_bytes = 0u64;
+    let mut boot_bytes = 0u64;
+    let mut skipped: Vec<String> = Vec::new();
+    let mut entries_seen = 0u64;
+
+    let mut archive = tar::Archive::new(source);
+    let entries = archive
+        .entries()
+        .context("reading the root filesystem archive")?;
+    for entry in entries {
+        crate::interrupt::check()?;
+        let mut entry = entry.map_err(|e| corrupt(&e))?;
+        let (raw_name, shown) = entry_name(&entry);
+        let refuse = || format!("refusing archive entry `{shown}`");
+        let Some(name) = sanitize(&raw_name).with_context(refuse)? else {
+            continue; // the root itself (`./`); mke2fs makes it root's
+        };
+        let header = entry.header();
+        let kind = match header.entry_type() {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
+            EntryType::Directory => Kind::Dir,
+            EntryType::Symlink => Kind::Symlink(
+                entry
+                    .link_name_bytes()
+                    .ok_or_else(|| anyhow!("a symlink without a target"))
+                    .with_context(refuse)?
+                    .into_owned(),
+            ),
+            EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| anyhow!("a hardlink without a target"))
+                    .with_context(refuse)?;
+                let target = sanitize(&target)
+                    .with_context(refuse)?
+                    .ok_or_else(|| anyhow!("a hardlink to the root directory"))
+                    .with_context(refuse)?;
+                let target = tree
+                    .resolve(&target, Follow::Strict, false, false)
+                    .with_context(refuse)?
+                    .filter(|k| tree.get(k).is_some_and(|n| n.kind != Kind::Dir))
+                    .ok_or_else(|| anyhow!("a hardlink to a file not earlier in the archive"))
+                    .with_context(refuse)?;
+                Kind::Hardlink(target)
+            }
+            EntryType::Char | EntryType::Block => {
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                match header.entry_type() {
+                    EntryType::Char => Kind::Char(major, minor),
+                    _ => Kind::Block(major, minor),
+                }
+            }
+            EntryType::Fifo => Kind::Fifo,
+            EntryType::XGlobalHeader | EntryType::XHeader => continue,
+            other => {
+                skipped.push(format!("{shown} (tar type {:?})", other.as_byte() as char));
+                continue;
+            }
+        };
+        let mode = header.mode().unwrap_or(0o644);
+        if mode & 0o170000 == 0o140000 {
+            skipped.push(format!(
+                "{shown} (a socket: programs make their own at run time)"
+            ));
+            continue;
+        }
+        let mut mtime = header.mtime().unwrap_or(0);
+        if let Some(limit) = policy.clamp_mtime {
+            mtime = mtime.min(limit);
+        }
+        let mut meta = Meta {
+            mode: mode & 0o7777,
+            uid: header.uid().unwrap_or(0),
+            gid: header.gid().unwrap_or(0),
+            mtime,
+            xattrs: Vec::new(),
+        };
+        if let Some(pax) = entry.pax_extensions().map_err(|e| corrupt(&e))? {
+            for ext in pax {
+                let ext = ext.map_err(|e| corrupt(&e))?;
+                if let Some(attr) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                    meta.xattrs
+                        .push((attr.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        let size = if kind == Kind::File { entry.size() } else { 0 };
+
+        // Where the entry lands: its directories resolved through links inside the tree.
+        let (parent, base) = match name.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&name[..i], &name[i + 1..]),
+            None => (&b""[..], &name[..]),
+        };
+        // Directories the archive leaves out are made (0755, root's), as tar -x does; mke2fs
+        // needs each one before what it holds.
+        let parent_key = tree
+            .resolve(parent, Follow::Strict, true, true)
+            .with_context(refuse)?
+            .ok_or_else(|| anyhow!("its directory is not a directory"))
+            .with_context(refuse)?;
+        for dir in tree.take_created() {
+            if let Some(node) = tree.get_mut(&dir) {
+                node.state = State::Passed;
+                node.meta.mtime = policy.clamp_mtime.unwrap_or(policy.now);
+                let node = node.clone();
+                out.entry(&dir, &node, &mut std::io::empty())?;
+            }
+        }
+        let key = if parent_key.is_empty() {
+            base.to_vec()
+        } else {
+            [parent_key.as_slice(), b"/", base].concat()
+        };
+        match tree.get(&key).map(|n| &n.kind) {
+            Some(Kind::Dir) if kind != Kind::Dir => bail!(
+                "{}: it would replace a directory that earlier entries made with a non-directory",
+                refuse()
+            ),
+            Some(k) if *k != Kind::Dir && kind == Kind::Dir => bail!(
+                "{}: it would replace a file that an earlier entry made with a directory",
+                refuse()
+            ),
+            Some(_)
+                if kind != Kind::Dir && tree.get(&key).is_some_and(|n| n.state == State::Held) =>
+            {
+                held.retain(|k| *k != key); // a repeated name: the later entry wins
+            }
+            _ => {}
+        }
+
+        let hardlink_to_held = matches!(&kind, Kind::Hardlink(t) if tree.get(t).is_some_and(|n| n.state == State::Held));
+        let hold =
+            kind != Kind::Dir && size <= HOLD_LIMIT && ((policy.hold)(&key) || hardlink_to_held);
+        let boot = kind == Kind::File && (policy.boot)(&key);
+        let copy = kind == Kind::File && size <= HOLD_LIMIT && (policy.copy)(&key);
+        let data = if hold || copy || boot {
+            let budget = if boot {
+                &mut boot_bytes
+            } else {
+                &mut kept_bytes
+            };
+            *budget += size;
+            if *budget > if boot { BOOT_BUDGET } else { HOLD_BUDGET } {
+                bail!("the image holds more than {} MiB in files guest setup must keep in memory (at `{shown}`); c2vm cannot convert it", (if boot { BOOT_BUDGET } else { HOLD_BUDGET }) >> 20);
+            }
+            let mut buf = Vec::with_capacity(size as usize);
+            entry
+                .read_to_end(&mut buf)
+                .map_err(|e| corrupt(&e))
+                .with_context(|| format!("reading `{shown}`"))?;
+            Some(Arc::<[u8]>::from(buf))
+        } else {
+            None
+        };
+        let mut node = Node::new(kind, meta, data);
+        node.size = size;
+        if hold {
+            node.state = State::Held;
+            held.push(key.clone());
+        } else {
+            match &node.data {
+                Some(data) => out.entry(&key, &node, &mut data.as_ref())?,
+                None => out.entry(&key, &node, &mut entry)?,
+            }
+            if node.data.is_none() || !(copy || boot) {
+                node.data = None;
+            }
+        }
+        tree.insert(key, node);
+        entries_seen += 1;
+    }
+    if entries_seen == 0 {
+        bail!("the archive is empty: it holds no root filesystem");
+    }
+
+    let value = setup(&mut tree)?;
+
+    for key in held {
+        if let Some(node) = tree.get(&key).filter(|n| n.state == State::Held) {
+            if let Kind::Hardlink(target) = &node.kind {
+                if tree.get(target).is_none() {
+                    bail!(
+                        "guest setup removed /{}, which /{} is a hardlink to",
+                        show(target),
+                        show(&key)
+                    );
+                }
+            }
+            let data = node.data.clone().unwrap_or_else(|| Arc::from(Vec::new()));
+            out.entry(&key, node, &mut data.as_ref())?;
+        }
+    }
+    for (key, node) in tree.edited() {
+        let data = node.data.clone().unwrap_or_else(|| Arc::from(Vec::new()));
+        out.entry(key, node, &mut data.as_ref())?;
+    }
+    let other_xattrs = std::mem::take(&mut out.other_xattrs);
+    let usage = out.finish()?;
+    let notes = match skipped.len() {
+        0 => Vec::new(),
+        n => vec![format!(
+            "left out {n} archive entr{} a filesystem cannot hold: {}",
+            if n == 1 { "y" } else { "ies" },
+            skipped
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )],
+    };
+    Ok(Edited {
+        value,
+        tree,
+        usage,
+        notes,
+        other_xattrs,
+    })
+}
+
+/// An entry's raw name, and how messages show it.
+pub fn entry_name<R: Read>(entry: &tar::Entry<R>) -> (Vec<u8>, String) {
+    let raw = entry.path_bytes().into_owned();
+    let shown = String::from_utf8_lossy(&raw).escape_debug().to_string();
+    (raw, shown)
+}
+
+/// A name as a key: leading `/` and `./` dropped (as GNU tar does); `..` refused.
+fn sanitize(raw: &[u8]) -> Result<Option<Vec<u8>>> {
+    if raw.contains(&0) {
+        bail!("the name has a NUL byte");
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in raw.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => bail!("the name climbs out of the root with `..`"),
+            p => parts.push(p),
+        }
+    }
+    Ok((!parts.is_empty()).then(|| parts.join(&b'/')))
+}
+
+fn corrupt(e: &dyn std::fmt::Display) -> anyhow::Error {
+    anyhow!("the archive is corrupt or truncated ({e}); check that it is a complete tar file")
+}
+
+/// The edited stream: GNU tar entries (long names as GNU extensions, xattrs as PAX records),
+/// which libarchive (mke2fs) and the tar crate (the unpacker) both read.
+struct Output<W: Write> {
+    builder: tar::Builder<W>,
+    usage: TreeUsage,
+    other_xattrs: Vec<(Vec<u8>, String, Vec<u8>)>,
+}
+
+const BLOCK: u64 = 4096;
+
+impl<W: Write> Output<W> {
+    fn new(sink: W) -> Output<W> {
+        let mut builder = tar::Builder::new(sink);
+        builder.mode(tar::HeaderMode::Complete);
+        Output {
+            builder,
+            usage: TreeUsage {
+                blocks: 1,
+                inodes: 1,
+            },
+            other_xattrs: Vec::new(),
+        }
+    }
+
+    fn entry(&mut self, key: &[u8], node: &Node, data: &mut dyn Read) -> Result<()> {
+        self.write(key, node, data)
+            .with_context(|| format!("writing /{} into the disk's root filesystem", show(key)))
+    }
+
+    fn write(&mut self, key: &[u8], node: &Node, data: &mut dyn Read) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(key));
+        if !node.meta.xattrs.is_empty() {
+            self.pax_xattrs(&node.meta.xattrs)?;
+            for (name, value) in &node.meta.xattrs {
+                if !MKE2FS_XATTRS.contains(&name.as_str()) {
+                    self.other_xattrs
+                        .push((key.to_vec(), name.clone(), value.clone()));
+                }
+            }
+        }
+        let mut h = Header::new_gnu();
+        h.set_mode(node.meta.mode);
+        h.set_uid(node.meta.uid);
+        h.set_gid(node.meta.gid);
+        h.set_mtime(node.meta.mtime);
+        // mke2fs takes atime and ctime from the entry too; unset, they would read 1970.
+        if let Some(gnu) = h.as_gnu_mut() {
+            gnu.set_atime(node.meta.mtime);
+            gnu.set_ctime(node.meta.mtime);
+        }
+        h.set_size(0);
+        self.usage.inodes += 1;
+        match &node.kind {
+            Kind::File => {
+                h.set_entry_type(EntryType::Regular);
+                h.set_size(node.size);
+                self.usage.blocks += node.size.div_ceil(BLOCK);
+                self.builder.append_data(&mut h, path, data)?;
+            }
+            Kind::Dir => {
+                h.set_entry_type(EntryType::Directory);
+                self.usage.blocks += 1;
+                self.builder.append_data(&mut h, path, std::io::empty())?;
+            }
+            Kind::Symlink(target) | Kind::Hardlink(target) => {
+                let hard = matches!(node.kind, Kind::Hardlink(_));
+                h.set_entry_type(if hard {
+                    EntryType::Link
+                } else {
+                    EntryType::Symlink
+                });
+                if hard {
+                    self.usage.inodes -= 1; // another name, not another inode
+                } else if target.len() >= 60 {
+                    self.usage.blocks += 1;
+                }
+                let target = std::path::Path::new(std::ffi::OsStr::from_bytes(target));
+                self.builder.append_link(&mut h, path, target)?;
+            }
+            Kind::Char(major, minor) | Kind::Block(major, minor) => {
+                let char = matches!(node.kind, Kind::Char(..));
+                h.set_entry_type(if char {
+                    EntryType::Char
+                } else {
+                    EntryType::Block
+                });
+                h.set_device_major(*major)?;
+                h.set_device_minor(*minor)?;
+                self.builder.append_data(&mut h, path, std::io::empty())?;
+            }
+            Kind::Fifo => {
+                h.set_entry_type(EntryType::Fifo);
+                self.builder.append_data(&mut h, path, std::io::empty())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A PAX extended header carrying the next entry's xattrs (`SCHILY.xattr.NAME`, as GNU tar
+    /// and Docker write them).
+    fn pax_xattrs(&mut self, xattrs: &[(String, Vec<u8>)]) -> Result<()> {
+        let mut records = Vec::new();
+        for (name, value) in xattrs {
+            let body_len = " SCHILY.xattr.".len() + name.len() + 1 + value.len() + 1;
+            // The record's length counts its own digits.
+            let mut len = body_len + 1;
+            while len.to_string().len() + body_len != len {
+                len = len.to_string().len() + body_len;
+            }
+            records.extend_from_slice(format!("{len} SCHILY.xattr.{name}=").as_bytes());
+            records.extend_from_slice(value);
+            records.push(b'\n');
+        }
+        let mut h = Header::new_ustar();
+        h.set_entry_type(EntryType::XHeader);
+        h.set_path("././@PaxHeader")?;
+        h.set_mode(0o644);
+        h.set_size(records.len() as u64);
+        h.set_cksum();
+        self.builder.append(&h, records.as_slice())?;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<TreeUsage> {
+        let usage = self.usage;
+        let mut sink = self
+            .builder
+            .into_inner()
+            .context("ending the root filesystem stream")?;
+        sink.flush().context("ending the root filesystem stream")?;
+        Ok(usage)
+    }
+}
+
+/// For tests elsewhere: run `setup` as an edit of the directory `src` (tarred), and unpack the
+/// edited stream into a new directory, as the staging path does.
+#[cfg(test)]
+pub(crate) fn edit_dir<T>(
+    src: &std::path::Path,
+    setup: impl FnOnce(&mut GuestTree) -> Result<T>,
+) -> (tempfile::TempDir, Result<T>) {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", src).unwrap();
+    let source = b.into_inner().unwrap();
+    let policy = Policy {
+        hold: super::setup::holds,
+        copy: super::init::systemd::reads,
+        boot: super::boot_files::is_candidate,
+        clamp_mtime: None,
+        now: 1_700_000_000,
+    };
+    let mut out = Vec::new();
+    let dest = tempfile::tempdir().unwrap();
+    match edit(source.as_slice(), &mut out, &policy, setup) {
+        Ok(edited) => {
+            super::unpack::unpack(out.as_slice(), dest.path()).unwrap();
+            (dest, Ok(edited.value))
+        }
+        Err(e) => (dest, Err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            hold: |k| k.starts_with(b"etc/"),
+            copy: |k| k.starts_with(b"usr/lib/systemd/system/"),
+            boot: |k| k.starts_with(b"boot/vmlinuz"),
+            clamp_mtime: None,
+            now: 1_700_000_000,
+        }
+    }
+
+    struct T(tar::Builder<Vec<u8>>);
+    impl T {
+        fn new() -> T {
+            T(tar::Builder::new(Vec::new()))
+        }
+        fn add(&mut self, name: &str, kind: EntryType, link: Option<&str>, data: &[u8]) -> &mut T {
+            let mut h = Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(if kind == EntryType::Directory {
+                0o755
+            } else {
+                0o4755
+            });
+            h.set_uid(1000);
+            h.set_gid(50);
+            h.set_mtime(1_600_000_000);
+            h.set_size(data.len() as u64);
+            if name.contains("..") {
+                // The tar crate refuses to write such names: put the bytes in the header.
+                h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+                h.set_cksum();
+                self.0.append(&h, data).unwrap();
+                return self;
+            }
+            match link {
+                Some(l) => self.0.append_link(&mut h, name, l).unwrap(),
+                None => self.0.append_data(&mut h, name, data).unwrap(),
+            }
+            self
+        }
+        fn bytes(&mut self) -> Vec<u8> {
+            std::mem::replace(&mut self.0, tar::Builder::new(Vec::new()))
+                .into_inner()
+                .unwrap()
+        }
+    }
+
+    fn names(stream: &[u8]) -> Vec<(String, EntryType)> {
+        let mut a = tar::Archive::new(stream);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                    e.header().entry_type(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn held_entries_follow_the_rest_with_setups_edits() {
+        let mut t = T::new();
+        t.add("./", EntryType::Directory, None, b"")
+            .add("./etc/", EntryType::Directory, None, b"")
+            .add("./etc/hostname", EntryType::Regular, None, b"")
+            .add("./etc/gone", EntryType::Regular, None, b"x")
+            .add("./usr/", EntryType::Directory, None, b"")
+            .add("./usr/bin/", EntryType::Directory, None, b"")
+            .add("./usr/bin/su", EntryType::Regular, None, b"elf")
+            .add("./usr/bin/su2", EntryType::Link, Some("usr/bin/su"), b"");
+        let mut out = Vec::new();
+        let edited = edit(t.bytes().as_slice(), &mut out, &policy(), |tree| {
+            tree.write(
+                "/etc/hostname",
+                b"vm\n",
+                super::super::tree::Perms::root(0o644),
+            )?;
+            tree.remove("/etc/gone")?;
+            tree.write(
+                "/usr/bin/su",
+                b"new",
+                super::super::tree::Perms::root(0o755),
+            )
+        })
+        .unwrap();
+        let got = names(&out);
+        let order: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "etc",
+                "usr",
+                "usr/bin",
+                "usr/bin/su",
+                "usr/bin/su2",
+                "etc/hostname",
+                "usr/bin/su"
+            ]
+        );
+        assert_eq!(edited.usage.inodes, 1 + 5 + 2 - 1);
+        // Held, then re-emitted with setup's contents; a passed entry replaced by a later one.
+        let mut a = tar::Archive::new(out.as_slice());
+        let mut hostname = None;
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path_bytes().as_ref() == b"etc/hostname" {
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                hostname = Some((s, e.header().mode().unwrap()));
+            }
+        }
+        assert_eq!(hostname, Some(("vm\n".to_string(), 0o644)));
+    }
+
+    #[test]
+    fn hostile_names_are_refused_whole() {
+        for (entries, why) in [
+            (vec![("../x", EntryType::Regular, None)], "climbs out"),
+            (
+                vec![
+                    ("lnk", EntryType::Symlink, Some("/etc")),
+                    ("lnk/passwd", EntryType::Regular, None),
+                ],
+                "absolute symlink",
+            ),
+            (
+                vec![
+                    ("up", EntryType::Symlink, Some("../..")),
+                    ("up/x", EntryType::Regular, None),
+                ],
+                "outside the root",
+            ),
+            (vec![("h", EntryType::Link, Some("nothere"))], "not earlier"),
+            (
+                vec![
+                    ("d", EntryType::Directory, None),
+                    ("d", EntryType::Regular, None),
+                ],
+                "replace a directory",
+            ),
+        ] {
+            let mut t = T::new();
+            for (n, k, l) in entries {
+                t.add(n, k, l, b"");
+            }
+            let err = edit(t.bytes().as_slice(), std::io::sink(), &policy(), |_| Ok(()))
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+            assert!(
+                err.contains("refusing archive entry") && err.contains(why),
+                "{why}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_through_links_inside_the_tree_land_where_they_point() {
+        let mut t = T::new();
+        t.add("usr/", EntryType::Directory, None, b"")
+            .add("usr/lib/", EntryType::Directory, None, b"")
+            .add("lib", EntryType::Symlink, Some("usr/lib"), b"")
+            .add("lib/x", EntryType::Regular, None, b"x");
+        let mut out = Vec::new();
+        edit(t.bytes().as_slice(), &mut out, &policy(), |_| Ok(())).unwrap();
+        assert!(names(&out).iter().any(|(n, _)| n == "usr/lib/x"));
+    }
+
+    #[test]
+    fn long_and_non_utf8_names_and_xattrs_survive() {
+        let long = format!("d/{}", "n".repeat(200));
+        let odd = "d/caf\u{e9}";
+        let mut t = T::new();
+        t.add("d/", EntryType::Directory, None, b"")
+            .add(&long, EntryType::Regular, None, b"long")
+            .add(odd, EntryType::Regular, None, b"");
+        let mut src = t.bytes();
+        // a Latin-1 name: not UTF-8
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        use std::os::unix::ffi::OsStrExt;
+        b.append_data(
+            &mut h,
+            std::path::Path::new(std::ffi::OsStr::from_bytes(b"d/\xe9t\xe9")),
+            std::io::empty(),
+        )
+        .unwrap();
+        let extra = b.into_inner().unwrap();
+        src.truncate(src.len() - 1024); // drop the end-of-archive blocks
+        src.extend_from_slice(&extra);
+        let mut out = Vec::new();
+        edit(src.as_slice(), &mut out, &policy(), |_| Ok(())).unwrap();
+        let mut a = tar::Archive::new(out.as_slice());
+        let got: Vec<Vec<u8>> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path_bytes().into_owned())
+            .collect();
+        assert!(got.contains(&long.as_bytes().to_vec()));
+        assert!(got.contains(&b"d/\xe9t\xe9".to_vec()));
+    }
+}
