@@ -22,7 +22,7 @@ use crate::rootfs::{self, unpack};
 use crate::source::docker::Engine;
 use crate::source::{self, SourceRef, TarStream, PLATFORM};
 use crate::workspace::Workspace;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use std::io::Write;
 use std::path::Path;
 
@@ -144,13 +144,9 @@ fn build_disk_steps(
         DiskFormat::Raw => 0,
         _ => input.usage.blocks * 4096,
     };
-    let populate = ext4::probe(&std::env::temp_dir())?;
-    let workspace = match &populate {
+    let workspace = match &plan.populate {
         Populate::Stream => Workspace::create(&plan.workdir, scratch_need)?,
         Populate::Staging(why) => {
-            if !rustix::process::geteuid().is_root() {
-                bail!("{why}, and without that c2vm must unpack the image as root; {}, or run c2vm as root", ext4::how_to_get_tar_input());
-            }
             progress::note(&format!(
                 "Taking the slower path through a staging tree: {why}; {} for a faster conversion without root.",
                 ext4::how_to_get_tar_input()
@@ -170,7 +166,7 @@ fn build_disk_steps(
         raw_path: &raw_path,
         workspace: &workspace,
     };
-    let (layout, edited) = match populate {
+    let (layout, edited) = match plan.populate {
         Populate::Stream => timings.spin(
             "rootfs",
             "Writing the root filesystem (image stream → mke2fs -d -)",

@@ -3,6 +3,7 @@
 //! an engine or writes a disk.
 use crate::boot::{self, Bootloader};
 use crate::credentials::{Credentials, PasswordSource};
+use crate::disk::ext4::{self, Populate};
 use crate::disk::layout::SizeRequest;
 use crate::output::{DiskFormat, OutputTarget};
 use crate::rootfs::app::AppChoice;
@@ -92,6 +93,8 @@ pub struct DiskPlan {
     pub workdir: WorkDir,
     /// SOURCE_DATE_EPOCH: the one time every timestamp c2vm and its tools write takes.
     pub epoch: Option<i64>,
+    /// How mke2fs takes the files on this host (probed once).
+    pub populate: Populate,
 }
 
 impl DiskPlan {
@@ -137,6 +140,12 @@ impl DiskPlan {
         )?;
         let workdir = WorkDir::choose(args.workdir.as_deref())?;
         crate::cmd::require("mke2fs")?;
+        let populate = ext4::probe(&std::env::temp_dir())?;
+        if let Populate::Staging(why) = &populate {
+            if !rustix::process::geteuid().is_root() {
+                bail!("{why}, and without that c2vm must unpack the image as root; {}, or run c2vm as root", ext4::how_to_get_tar_input());
+            }
+        }
         boot::check_host_tools(args.bootloader)?;
         Ok(DiskPlan {
             output,
@@ -149,6 +158,7 @@ impl DiskPlan {
             append_cmdline: args.append_cmdline.trim().to_string(),
             workdir,
             epoch,
+            populate,
         })
     }
 }

@@ -132,18 +132,7 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
 
     // The ESP: clean FAT32 with kernel, initramfs and both loaders.
     let esp = dir.path().join("esp.fat");
-    let esp_off = partition_offset(&disk, 1);
-    tool(
-        "dd",
-        &[
-            &format!("if={}", disk.display()),
-            &format!("of={}", esp.display()),
-            "bs=1M",
-            &format!("skip={}", esp_off / MIB),
-            "count=256",
-            "status=none",
-        ],
-    );
+    copy_partition(&disk, 1, &esp);
     let fsck = tool("fsck.fat", &["-n", esp.to_str().unwrap()]);
     assert!(
         !fsck.contains("differences") && !fsck.to_lowercase().contains("error"),

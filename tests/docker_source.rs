@@ -19,11 +19,12 @@ const CHECKS: &str =
     ip -4 -o addr show scope global dynamic | awk '{print $4}'; hostname; \
     cat /root/.ssh/authorized_keys; cat /etc/machine-id; systemctl --failed --no-legend | wc -l";
 
+/// Convert as an ordinary user in the docker group: no root needed.
 fn convert_image(image: &str, out: &Path, hostname: &str, key: &Path, dir: &Path) -> String {
     let pw = password_file(dir);
     let _lock = host_lock();
     let before = containers();
-    let output = run(c2vm()
+    let output = run(c2vm_as_user()
         .args(["convert", image, "-o"])
         .arg(out)
         .arg("--password-file")
@@ -96,7 +97,7 @@ fn ssh_key(dir: &Path) -> std::path::PathBuf {
 #[test]
 #[ignore = "needs root, dockerd with debian:latest and QEMU; scripts/test runs it"]
 fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
-    let dir = scratch();
+    let dir = user_scratch();
     let key = ssh_key(dir.path());
     let a = dir.path().join("a.qcow2");
     let b = dir.path().join("b.img");
@@ -107,6 +108,13 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
         "second convert should reuse the kernel build:\n{log}"
     );
     tool("qemu-img", &["check", a.to_str().unwrap()]);
+    // The raw disk, as any tool sees it: partition table, ESP and root filesystem all clean.
+    tool("sgdisk", &["-v", b.to_str().unwrap()]);
+    let root = format!("{}?offset={}", b.display(), partition_offset(&b, 2));
+    tool("e2fsck", &["-fn", &root]);
+    let esp_copy = dir.path().join("esp.img");
+    copy_partition(&b, 1, &esp_copy);
+    tool("fsck.fat", &["-n", esp_copy.to_str().unwrap()]);
 
     let pw = password_file(dir.path());
     let (code, out) = boot_exec(&a, "bios", &pw, CHECKS);

@@ -231,10 +231,9 @@ fn hostile_archives_are_refused_and_write_nothing_outside_the_staging_tree() {
 fn odd_names_pax_long_names_and_device_nodes_survive_and_secrets_stay_out_of_logs() {
     let dir = scratch();
     // The bootable test root filesystem with odd-but-valid entries appended (GNU tar -A).
-    let extra = dir.path().join("extra.tar");
     let long_dir = format!("opt/{}", "d".repeat(120));
     let long_name = format!("{long_dir}/{}", "n".repeat(150));
-    {
+    let extra = {
         let mut b = tar::Builder::new(Vec::new());
         let mut pax = tar::Header::new_ustar();
         pax.set_entry_type(tar::EntryType::Regular);
@@ -268,19 +267,9 @@ fn odd_names_pax_long_names_and_device_nodes_survive_and_secrets_stay_out_of_log
             std::io::empty(),
         )
         .unwrap();
-        std::fs::write(&extra, b.into_inner().unwrap()).unwrap();
-    }
-    let combined = dir.path().join("rootfs.tar");
-    std::fs::copy(test_rootfs(), &combined).unwrap();
-    tool(
-        "tar",
-        &[
-            "-A",
-            "-f",
-            combined.to_str().unwrap(),
-            extra.to_str().unwrap(),
-        ],
-    );
+        b.into_inner().unwrap()
+    };
+    let combined = test_rootfs_plus(dir.path(), &extra);
     let disk = dir.path().join("odd.img");
     let pw = password_file(dir.path());
     let lock = host_lock(); // stages in /dev/shm

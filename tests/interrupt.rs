@@ -98,6 +98,23 @@ fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
         vec!["password"],
         "output or temp output left after {stage}"
     );
+    let left = processes_mentioning(&[dir, &work]);
+    assert!(left.is_empty(), "processes left after {stage}: {left:?}");
+}
+
+/// Command lines (of any process) that name one of `paths`: a tool c2vm started and left.
+fn processes_mentioning(paths: &[&Path]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if paths.iter().any(|p| cmdline.contains(p.to_str().unwrap())) {
+            found.push(cmdline);
+        }
+    }
+    found
 }
 
 #[test]
@@ -105,8 +122,9 @@ fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
 fn signals_at_every_stage_clean_up_within_five_seconds() {
     let source = format!("rootfs:{}", test_rootfs().display());
     for (stage, signal) in [
-        ("Unpacking", libc::SIGINT),
-        ("Creating the ext4", libc::SIGTERM),
+        // mid-stream: c2vm feeding the edited tar into mke2fs
+        ("Reading the root filesystem", libc::SIGINT),
+        ("Writing the root filesystem", libc::SIGTERM),
         ("Writing the EFI", libc::SIGINT),
         ("Converting", libc::SIGTERM),
     ] {

@@ -31,6 +31,70 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The ordinary user conversions run as in tests of "no root needed": a member of the `docker`
+/// group, made once.
+pub const USER: &str = "c2vm-user";
+
+/// `c2vm`, run as [`USER`] (no root; the engine through the docker group). The binary is copied
+/// where that user can reach it: a clone may sit under a root-only home.
+pub fn c2vm_as_user() -> Command {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    let bin = BIN.get_or_init(|| {
+        let exists = Command::new("id").arg(USER).output().expect("running id");
+        if !exists.status.success() {
+            // Two test processes may race here: the loser finds the user made.
+            let _ = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
+                .args(["--groups", "docker", USER])
+                .status();
+            tool("id", &[USER]);
+        }
+        let exe = Path::new(env!("CARGO_BIN_EXE_c2vm"));
+        let stamp = std::fs::metadata(exe)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let dir = Path::new("/tmp/c2vm-user-bin");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let bin = dir.join(format!("c2vm-{stamp}"));
+        if !bin.exists() {
+            let tmp = dir.join(format!(".c2vm-{stamp}.{}", std::process::id()));
+            std::fs::copy(exe, &tmp).unwrap();
+            std::fs::rename(&tmp, &bin).unwrap();
+        }
+        bin
+    });
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={USER}"),
+        &format!("--regid={USER}"),
+        "--init-groups",
+        "--",
+    ])
+    .arg(bin)
+    .env("HOME", "/tmp")
+    .stdin(Stdio::null());
+    cmd
+}
+
+/// A scratch directory [`USER`] may write in (its files stay readable by the test).
+pub fn user_scratch() -> tempfile::TempDir {
+    let dir = scratch();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    dir
+}
+
 /// Run a host tool and return its stdout, failing the test if it fails.
 pub fn tool(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
@@ -65,6 +129,25 @@ pub fn test_rootfs() -> PathBuf {
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
     })
     .clone()
+}
+
+/// The test root filesystem with the entries of the tar `extra` appended (GNU tar -A), as
+/// `dir/rootfs.tar`.
+pub fn test_rootfs_plus(dir: &Path, extra: &[u8]) -> PathBuf {
+    let extra_path = dir.join("extra.tar");
+    std::fs::write(&extra_path, extra).unwrap();
+    let combined = dir.join("rootfs.tar");
+    std::fs::copy(test_rootfs(), &combined).unwrap();
+    tool(
+        "tar",
+        &[
+            "-A",
+            "-f",
+            combined.to_str().unwrap(),
+            extra_path.to_str().unwrap(),
+        ],
+    );
+    combined
 }
 
 /// A lock shared by every test process on this machine, held while a test converts through the
@@ -191,6 +274,28 @@ pub fn partition_offset(disk: &Path, n: usize) -> u64 {
         .as_u64()
         .unwrap()
         * 512
+}
+
+/// Copy partition `n` of `disk` to `to` (FAT tools take no offset).
+pub fn copy_partition(disk: &Path, n: usize, to: &Path) {
+    let json: serde_json::Value =
+        serde_json::from_str(&tool("sfdisk", &["--json", disk.to_str().unwrap()])).unwrap();
+    let part = &json["partitiontable"]["partitions"][n - 1];
+    let (start, size) = (
+        part["start"].as_u64().unwrap(),
+        part["size"].as_u64().unwrap(),
+    );
+    tool(
+        "dd",
+        &[
+            &format!("if={}", disk.display()),
+            &format!("of={}", to.display()),
+            "bs=512",
+            &format!("skip={start}"),
+            &format!("count={size}"),
+            "status=none",
+        ],
+    );
 }
 
 /// Wait for `child` to exit, failing the test if it takes longer than `limit`.

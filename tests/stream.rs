@@ -1,0 +1,239 @@
+//! The one-pass conversion (the image's tar stream edited into `mke2fs -d -`): what it keeps of
+//! every file, read back with debugfs, on both paths (the stream as an ordinary user, the
+//! staging fallback as root with Debian 12's own mke2fs); reproducible disks; and the fallback's
+//! one line. debian:latest booting from a non-root conversion is in tests/docker_source.rs.
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const EPOCH: &str = "1700000000";
+
+/// Debian 12's mke2fs 1.47.0, which reads no tar (scripts/fetch-old-mke2fs, cached).
+fn old_mke2fs_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("C2VM_TEST_OLD_MKE2FS") {
+        return PathBuf::from(dir);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-old-mke2fs");
+    PathBuf::from(tool(script.to_str().unwrap(), &[]).trim())
+}
+
+/// PATH with the old mke2fs first.
+fn path_with_old_mke2fs() -> String {
+    format!(
+        "{}:{}",
+        old_mke2fs_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(1234);
+    h.set_gid(5678);
+    h.set_mtime(1_650_000_000);
+    h
+}
+
+/// The test root filesystem with entries for every property appended: owners, setgid and
+/// sticky modes, an exact mtime, an empty file, a hardlink pair and a socket (left out).
+fn rootfs_with_properties(dir: &Path) -> PathBuf {
+    let mut b = tar::Builder::new(Vec::new());
+    use tar::EntryType::{Directory, Regular};
+    // A socket in a tar: the mode's file type says so. No filesystem keeps one from an archive.
+    for (name, kind, mode, data) in [
+        ("opt/props/", Directory, 0o755, &b""[..]),
+        ("opt/props/sticky/", Directory, 0o1777, b""),
+        ("opt/props/setgid", Regular, 0o2755, b"x\n"),
+        ("opt/props/empty", Regular, 0o600, b""),
+        ("opt/props/hard1", Regular, 0o644, b"shared\n"),
+        ("opt/props/sock", Regular, 0o140755, b""),
+    ] {
+        let mut h = header(kind, mode, data.len() as u64);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    let mut link = header(tar::EntryType::Link, 0o644, 0);
+    b.append_link(&mut link, "opt/props/hard2", "opt/props/hard1")
+        .unwrap();
+    let combined = test_rootfs_plus(dir, &b.into_inner().unwrap());
+    std::fs::set_permissions(
+        &combined,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    combined
+}
+
+/// Everything a user would check in the root filesystem of `disk`, read back with debugfs.
+fn assert_properties(disk: &Path, log: &str) {
+    let root = format!("{}?offset={}", disk.display(), partition_offset(disk, 2));
+    tool("e2fsck", &["-fn", &root]);
+    let stat = |path: &str| tool("debugfs", &["-R", &format!("stat {path}"), &root]);
+    let setgid = stat("/opt/props/setgid");
+    assert!(setgid.contains("Mode:  02755"), "{setgid}");
+    assert!(
+        setgid.contains("User:  1234") && setgid.contains("Group:  5678"),
+        "{setgid}"
+    );
+    assert!(
+        setgid.contains(&format!("mtime: 0x{:08x}", 1_650_000_000u32)),
+        "{setgid}"
+    );
+    assert!(stat("/opt/props/sticky").contains("Mode:  01777"));
+    assert!(stat("/usr/bin/passwd").contains("Mode:  04755"));
+    let empty = stat("/opt/props/empty");
+    assert!(
+        empty.contains("Size: 0") && empty.contains("Type: regular"),
+        "{empty}"
+    );
+    let inode = |s: &str| {
+        s.split_whitespace()
+            .skip_while(|w| *w != "Inode:")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (h1, h2) = (stat("/opt/props/hard1"), stat("/opt/props/hard2"));
+    assert!(h1.contains("Links: 2"), "{h1}");
+    assert_eq!(inode(&h1), inode(&h2), "a hardlink pair is one inode");
+    assert_eq!(
+        tool("debugfs", &["-R", "cat /opt/props/hard2", &root]),
+        "shared\n"
+    );
+    let listing = tool("debugfs", &["-R", "ls /opt/props", &root]);
+    assert!(!listing.contains("sock"), "{listing}");
+    assert!(
+        log.contains("socket"),
+        "the socket is left out with a note: {log}"
+    );
+    let caps = tool("debugfs", &["-R", "ea_list /opt/c2vm-test/cap-file", &root]);
+    assert!(
+        caps.contains("security.capability (20) = 01 00 00 02 00 20 00 00"),
+        "{caps}"
+    );
+    assert!(caps.contains("user.c2vm (5) = \"hello\""), "{caps}");
+    assert!(stat("/opt/c2vm-test/fifo").contains("Type: FIFO"));
+    assert!(stat("/dev/null").contains("Type: character special"));
+    let shadow = tool("debugfs", &["-R", "cat /etc/shadow", &root]);
+    assert!(shadow.starts_with("root:$6$") && !shadow.contains(PASSWORD));
+    let hostname = tool("debugfs", &["-R", "cat /etc/hostname", &root]);
+    assert_eq!(hostname, "props\n");
+}
+
+fn convert_properties(cmd: &mut Command, source: &Path, out: &Path, pw: &Path) -> String {
+    let o = run(cmd
+        .arg("convert")
+        .arg(format!("rootfs:{}", source.display()))
+        .arg("-o")
+        .arg(out)
+        .arg("--password-file")
+        .arg(pw)
+        .args(["--hostname", "props"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    stderr(&o)
+}
+
+#[test]
+#[ignore = "needs root (to make a user and run the fallback), the debootstrap test rootfs and e2fsprogs 1.47.2 with Debian 12's mke2fs beside it; scripts/test runs it"]
+fn every_property_survives_the_stream_as_a_user_and_the_staging_path_as_root() {
+    let dir = user_scratch();
+    let source = rootfs_with_properties(dir.path());
+    let pw = password_file(dir.path());
+
+    // One pass, as an ordinary user.
+    let streamed = dir.path().join("streamed.img");
+    let log = convert_properties(&mut c2vm_as_user(), &source, &streamed, &pw);
+    assert!(!log.contains("slower path"), "{log}");
+    assert_properties(&streamed, &log);
+
+    // The fallback: Debian 12's own mke2fs first on PATH, as root, says why it is slower.
+    let staged = dir.path().join("staged.img");
+    let _lock = host_lock(); // stages in /dev/shm
+    let log = convert_properties(
+        c2vm().env("PATH", path_with_old_mke2fs()),
+        &source,
+        &staged,
+        &pw,
+    );
+    assert!(
+        log.contains("slower path") && log.contains("mke2fs 1.47.0"),
+        "{log}"
+    );
+    assert_properties(&staged, &log);
+}
+
+#[test]
+#[ignore = "needs root (to make a user) and Debian 12's mke2fs (scripts/fetch-old-mke2fs); scripts/test runs it"]
+fn without_a_tar_reading_mke2fs_a_user_gets_one_line_saying_what_to_install() {
+    let dir = user_scratch();
+    let out = dir.path().join("out.img");
+    let o = run(c2vm_as_user()
+        .env("PATH", path_with_old_mke2fs())
+        .args(["convert", "rootfs:/nonexistent.tar", "-o"])
+        .arg(&out));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("mke2fs 1.47.0 cannot read a tar stream")
+            && err.contains("as root")
+            && err.contains("1.47"),
+        "{err}"
+    );
+    assert_eq!(listing(dir.path()), Vec::<String>::new());
+}
+
+fn sha256(path: &Path) -> String {
+    tool("sha256sum", &[path.to_str().unwrap()])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+#[ignore = "needs root (to make a user), dockerd with debian:latest and qemu-img; scripts/test runs it"]
+fn the_same_image_and_options_give_the_same_bytes_with_source_date_epoch() {
+    let dir = user_scratch();
+    let convert = |name: &str, hostname: &str, epoch: bool| -> PathBuf {
+        let out = dir.path().join(name);
+        let mut cmd = c2vm_as_user();
+        if epoch {
+            cmd.env("SOURCE_DATE_EPOCH", EPOCH);
+        }
+        let _lock = host_lock(); // the daemon's containers
+        let o = run(cmd
+            .args(["convert", "debian:latest", "-o"])
+            .arg(&out)
+            .args(["--hostname", hostname]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let a = convert("a.img", "repro", true);
+    let b = convert("b.img", "repro", true);
+    assert_eq!(sha256(&a), sha256(&b), "two raw disks from the same input");
+    let qa = convert("a.qcow2", "repro", true);
+    let qb = convert("b.qcow2", "repro", true);
+    assert_eq!(
+        sha256(&qa),
+        sha256(&qb),
+        "two qcow2 disks from the same input"
+    );
+    let other = convert("other.img", "elsewhere", true);
+    assert_ne!(
+        sha256(&a),
+        sha256(&other),
+        "another --hostname, another disk"
+    );
+    let random = convert("random.img", "repro", false);
+    assert_ne!(
+        sha256(&a),
+        sha256(&random),
+        "without the variable, new identifiers"
+    );
+    let root = format!("{}?offset={}", a.display(), partition_offset(&a, 2));
+    tool("e2fsck", &["-fn", &root]);
+}
