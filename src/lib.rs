@@ -86,5 +86,21 @@ fn exit_code_for(err: &anyhow::Error) -> i32 {
 /// For `fuzz/fuzz_targets/unpack.rs` only: not part of c2vm's interface.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::rootfs::unpack::unpack;
+    use std::path::Path;
+
+    /// What the staging path does with an archive: the stream edit (its hostile-archive policy
+    /// first), then the safe unpacker into `root`.
+    pub fn unpack(archive: &[u8], root: &Path) -> anyhow::Result<()> {
+        let mut edited = Vec::new();
+        crate::rootfs::edit::edit(
+            archive,
+            &mut edited,
+            &crate::rootfs::edit_policy(None),
+            |_| Ok(()),
+        )?;
+        crate::rootfs::unpack::unpack(edited.as_slice(), root)
+    }
+
+    /// The unpacker alone, on the raw archive: its own checks are the second line of defence.
+    pub use crate::rootfs::unpack::unpack as unpack_raw;
 }

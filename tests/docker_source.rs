@@ -296,7 +296,7 @@ fn initramfs_compression(initrd: &[u8]) -> &'static str {
 #[test]
 #[ignore = "needs root, dockerd with debian:latest and scripts/install-host-deps's tools; scripts/test runs it"]
 fn fast_boot_is_quiet_by_default_with_a_zstd_initramfs_and_a_boot_log_on_demand() {
-    let dir = scratch();
+    let dir = user_scratch();
     let key = ssh_key(dir.path());
     let disk = dir.path().join("d.img");
     convert_image("debian:latest", &disk, "vm-fast", &key, dir.path());

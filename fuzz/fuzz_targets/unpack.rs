@@ -1,4 +1,4 @@
-//! The unpacker against arbitrary bytes: it may refuse an archive, but it must not panic, and it
+//! The staging path (stream edit, then unpacker) and the unpacker alone against arbitrary bytes: it may refuse an archive, but it must not panic, and it
 //! must never create or change anything outside the staging tree it was given.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -34,10 +34,15 @@ fuzz_target!(|data: &[u8]| {
     let canary_dir = base.path().join("canary");
     std::fs::create_dir(&canary_dir).expect("canary dir");
     std::fs::write(canary_dir.join("file"), b"canary").expect("canary file");
+    // Both lines of defence: the stream edit then the unpacker (the staging path), and the
+    // unpacker alone on the raw bytes, each into a fresh root.
     let _ = c2vm::fuzzing::unpack(data, &root);
+    let raw_root = base.path().join("raw-root");
+    std::fs::create_dir(&raw_root).expect("second staging root");
+    let _ = c2vm::fuzzing::unpack_raw(data, &raw_root);
     let mut outside = Vec::new();
     names(base.path(), &mut outside);
-    outside.retain(|n| !Path::new(n).starts_with(&root));
+    outside.retain(|n| !Path::new(n).starts_with(&root) && !Path::new(n).starts_with(&raw_root));
     outside.sort();
     let expected = vec![
         canary_dir.to_string_lossy().into_owned(),
