@@ -185,6 +185,9 @@ impl Cmd {
         let (mut child, stdout, stderr) = self.spawn(Stdio::piped())?;
         let fed = match child.stdin.take() {
             Some(stdin) => {
+                // A 1 MiB pipe (Linux's default is 64 KiB): fewer switches between c2vm and the
+                // program on a long stream. Only an optimisation, so a refusal is fine.
+                let _ = rustix::pipe::fcntl_setpipe_size(&stdin, 1 << 20);
                 let mut stdin = std::io::BufWriter::with_capacity(1 << 20, stdin);
                 let fed = feed(&mut stdin);
                 // Flushing after a failure may block on a program that stopped reading.
