@@ -183,6 +183,17 @@ impl Cmd {
         feed: impl FnOnce(&mut dyn std::io::Write) -> Result<T>,
     ) -> Result<T> {
         let (mut child, stdout, stderr) = self.spawn(Stdio::piped())?;
+        // The feeding thread is busy: another one watches the program's memory.
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let (running, pid) = (running.clone(), child.id());
+            std::thread::spawn(move || {
+                while running.load(std::sync::atomic::Ordering::Relaxed) {
+                    sample_peak_memory(pid);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
         let fed = match child.stdin.take() {
             Some(stdin) => {
                 // A 1 MiB pipe (Linux's default is 64 KiB): fewer switches between c2vm and the
@@ -206,7 +217,10 @@ impl Cmd {
             }
             None => Err(anyhow::anyhow!("no stdin for `{}`", self.program)),
         };
-        let status = wait_interruptible(&mut child)?;
+        let status = wait_interruptible(&mut child);
+        running.store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = sampler.join();
+        let status = status?;
         let stdout = stdout.join().unwrap_or_default();
         let stderr = stderr.join().unwrap_or_default();
         if !status.success() && (fed.is_ok() || is_broken_pipe(fed.as_ref().err())) {
@@ -289,6 +303,29 @@ fn is_broken_pipe(err: Option<&anyhow::Error>) -> bool {
 
 type Collected = std::thread::JoinHandle<String>;
 
+/// The largest peak resident memory seen of any program c2vm ran, in KiB. getrusage cannot say:
+/// a child's ru_maxrss starts from its parent's size at fork, so it is sampled (VmHWM, which
+/// counts from exec) while the program runs.
+static PEAK_TOOL_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn sample_peak_memory(pid: u32) {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return;
+    };
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    PEAK_TOOL_KIB.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The largest peak memory of the programs c2vm ran (sampled while they ran), in KiB.
+pub fn peak_tool_memory_kib() -> u64 {
+    PEAK_TOOL_KIB.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut text = String::new();
@@ -303,6 +340,7 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<S
 
 /// One poll step: the exit status if the child ended; kills it and fails on an interrupt.
 fn poll_child(child: &mut Child) -> Result<Option<ExitStatus>> {
+    sample_peak_memory(child.id());
     if let Some(status) = child.try_wait().context("waiting for a child process")? {
         return Ok(Some(status));
     }

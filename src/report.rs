@@ -72,7 +72,7 @@ pub fn print(s: &Summary) {
     note(&format!(
         "Peak memory: {} MiB (c2vm), {} MiB (largest tool)",
         peak_rss_mib(libc::RUSAGE_SELF),
-        peak_rss_mib(libc::RUSAGE_CHILDREN)
+        crate::cmd::peak_tool_memory_kib() / 1024
     ));
     explain_app(s.app, s.disabled_units, s.output);
     if !s.can_log_in {
