@@ -3,7 +3,7 @@
 //! API. The result is tagged with a hash of the base image, the template and the options, so
 //! converting the same image again reuses it.
 use crate::source::docker::{self, Engine};
-use crate::source::ImageDetails;
+use crate::source::{ImageDetails, PullPolicy, PLATFORM};
 use anyhow::{bail, Context, Result};
 use sha2::Digest;
 use std::collections::HashMap;
@@ -31,6 +31,15 @@ impl Family {
             Family::Ubuntu => "ubuntu",
             Family::Alpine => "alpine",
             Family::Fedora => "fedora",
+        }
+    }
+
+    /// The program the template installs with.
+    pub fn package_manager(self) -> &'static str {
+        match self {
+            Family::Debian | Family::Ubuntu => "/usr/bin/apt-get",
+            Family::Alpine => "/sbin/apk",
+            Family::Fedora => "/usr/bin/dnf",
         }
     }
 
@@ -116,21 +125,80 @@ pub fn cache_tag(base_id: &str, dockerfile: &str) -> String {
     format!("c2vm-kernel:{hex}")
 }
 
+/// The base of the generic kernel bundle: Debian stable.
+pub const GENERIC_BASE: &str = "debian:stable";
+const GENERIC_TEMPLATE: &str = include_str!("../templates/generic.Dockerfile");
+
+/// c2vm's generic kernel bundle (built once through the engine, then cached by the template's
+/// and base image's hash), or the user's own (`--kernel-image`).
+pub fn bundle(engine: &Engine, own: Option<&str>) -> Result<ImageDetails> {
+    if let Some(reference) = own {
+        let image = engine.ensure_image(reference, PullPolicy::Missing, PLATFORM)?;
+        image.check_platform(reference)?;
+        return Ok(image);
+    }
+    let base = engine.ensure_image(GENERIC_BASE, PullPolicy::Missing, PLATFORM)?;
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let dockerfile = env
+        .render_str(
+            GENERIC_TEMPLATE,
+            minijinja::context! { base_image => base.id },
+        )
+        .context("rendering the generic kernel template")?;
+    let tag = cache_tag(&base.id, &dockerfile).replace("c2vm-kernel:", "c2vm-kernel:generic-");
+    if let Some(cached) = engine.inspect(&tag)? {
+        return Ok(cached);
+    }
+    let context = docker::context_of_files(&[("Dockerfile", dockerfile.as_str())])?;
+    engine.build(
+        context,
+        "Dockerfile",
+        &tag,
+        &HashMap::new(),
+        "Building the generic kernel bundle (once)",
+    )?;
+    engine
+        .inspect(&tag)?
+        .context("the kernel bundle vanished after its build")
+}
+
+/// The family whose template fits `image`: its os-release names one, and the package manager the
+/// template uses is there (distroless images name Debian but have no apt).
+pub fn distro_family(engine: &Engine, image: &ImageDetails) -> Result<Option<Family>> {
+    let container = engine.create_container(&image.id)?;
+    let family = read_os_release(engine, &container)?
+        .as_ref()
+        .and_then(detect_family);
+    let usable = match family {
+        Some(f) => engine.read_file(&container, f.package_manager())?.is_some(),
+        None => false,
+    };
+    container.remove()?;
+    Ok(family.filter(|_| usable))
+}
+
+fn read_os_release(
+    engine: &Engine,
+    container: &docker::ContainerGuard,
+) -> Result<Option<HashMap<String, String>>> {
+    for path in ["/etc/os-release", "/usr/lib/os-release"] {
+        if let Some(bytes) = engine.read_file(container, path)? {
+            return Ok(Some(parse_os_release(&String::from_utf8_lossy(&bytes))));
+        }
+    }
+    Ok(None)
+}
+
 /// Read the image's os-release without running it.
 pub fn os_release(
     engine: &Engine,
     image: &ImageDetails,
 ) -> Result<Option<HashMap<String, String>>> {
     let container = engine.create_container(&image.id)?;
-    let mut text = None;
-    for path in ["/etc/os-release", "/usr/lib/os-release"] {
-        if let Some(bytes) = engine.read_file(&container, path)? {
-            text = Some(String::from_utf8_lossy(&bytes).into_owned());
-            break;
-        }
-    }
+    let release = read_os_release(engine, &container)?;
     container.remove()?;
-    Ok(text.map(|t| parse_os_release(&t)))
+    Ok(release)
 }
 
 /// Add a kernel to `image` (or reuse the cached build); returns the kernel image's details.

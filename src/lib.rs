@@ -10,6 +10,7 @@
 //!
 //! Only the command line is public; the fuzz target gets the unpacker through [`fuzzing`].
 mod boot;
+mod choose;
 mod cli;
 mod cmd;
 mod credentials;

@@ -2,6 +2,7 @@
 //! module that owns it. Options are checked first (`plan`), then: source → kernel → the stream
 //! edit (rootfs) into mke2fs (disk) → ESP and boot loaders → output, then the report.
 use crate::boot::{self, BootConfig};
+use crate::choose::{self, KernelPlan};
 use crate::cmd::ToolFailed;
 use crate::disk::esp::{self, EspFile};
 use crate::disk::ext4::{self, Files, Populate, TreeUsage};
@@ -10,12 +11,13 @@ use crate::disk::layout::{Layout, SizeRequest};
 use crate::disk::Identifiers;
 use crate::kernel;
 use crate::output::{self, DiskFormat, PendingOutput};
-use crate::plan::{DiskArgs, DiskPlan, ImageArgs, ImagePlan};
+use crate::plan::{DiskArgs, DiskPlan, ImageArgs, ImagePlan, InitChoice};
 use crate::progress;
 use crate::report::{self, Summary, Timings};
 use crate::rootfs::app::{self, GuestApp};
 use crate::rootfs::boot_files::{self, BootFiles};
-use crate::rootfs::edit::{self, Edited};
+use crate::rootfs::edit::{self, Edited, Extra};
+use crate::rootfs::init::c2vm::{self, Restart};
 use crate::rootfs::setup::{self, GuestConfig};
 use crate::rootfs::tree::GuestTree;
 use crate::rootfs::{self, unpack};
@@ -68,6 +70,21 @@ struct Input<'a> {
     exact: bool,
     /// The input's digest and every option that shapes the disk.
     seed: String,
+    /// More entries once the image's have passed (a kernel bundle's).
+    more: &'a More<'a>,
+    /// What runs as PID 1, and how.
+    init: InitPlan,
+}
+
+/// Asked when the image's stream ends (see [`edit::edit_with`]).
+type More<'a> = dyn Fn(&mut GuestTree) -> Result<Option<Extra<'a>>> + 'a;
+
+/// `--init` and what c2vm-init needs.
+#[derive(Debug, Clone)]
+struct InitPlan {
+    choice: InitChoice,
+    restart: Restart,
+    stop_timeout: u64,
 }
 
 /// `rootfs:PATH` → disk.
@@ -85,6 +102,12 @@ fn convert_tarball(path: &Path, plan: &DiskPlan) -> Result<()> {
         usage,
         exact: true,
         seed: format!("rootfs {digest}|{}", plan.seed()),
+        more: &|_| Ok(None),
+        init: InitPlan {
+            choice: InitChoice::Auto,
+            restart: Restart::No,
+            stop_timeout: 10,
+        },
     };
     build_disk(&input, Timings::default(), &GuestApp::default(), plan)
 }
@@ -103,16 +126,41 @@ fn convert_image(
     image.check_platform(reference)?;
     // The service comes from the user's image, not the kernel layer built on top of it.
     let app = GuestApp::from_config(&image.config, options.app)?;
-    let bootable = timings.time("kernel", || match options.add_kernel {
-        true => kernel::add_kernel(engine, &image, reference),
-        false => Ok(image.clone()),
+    let (kernel_plan, bootable) = timings.time("kernel", || {
+        let kernel_plan = choose::kernel(
+            engine,
+            &image,
+            options.kernel,
+            options.kernel_image.as_deref(),
+        )?;
+        let bootable = match kernel_plan {
+            KernelPlan::Distro => kernel::add_kernel(engine, &image, reference)?,
+            _ => image.clone(),
+        };
+        Ok((kernel_plan, bootable))
     })?;
     let open = || -> Result<Box<dyn TarStream + '_>> { Ok(Box::new(engine.export(&bootable)?)) };
+    let more =
+        |tree: &mut GuestTree| choose::bundle_entries(engine, &kernel_plan, tree, options.init);
+    let bundle_size = match &kernel_plan {
+        KernelPlan::Bundle(b) | KernelPlan::ImageElseBundle(b) => b.size / 4,
+        _ => 0,
+    };
     let input = Input {
         open: &open,
-        usage: TreeUsage::estimate(bootable.size),
+        usage: TreeUsage::estimate(bootable.size + bundle_size),
         exact: false,
-        seed: format!("image {}|{app:?}|{}", bootable.id, plan.seed()),
+        seed: format!(
+            "image {}|{app:?}|{options:?}|{kernel_plan:?}|{}",
+            bootable.id,
+            plan.seed()
+        ),
+        more: &more,
+        init: InitPlan {
+            choice: options.init,
+            restart: options.restart,
+            stop_timeout: options.stop_timeout,
+        },
     };
     build_disk(&input, timings, &app, plan)
 }
@@ -158,7 +206,8 @@ fn build_disk_steps(
         DiskFormat::Raw => pending.path().to_path_buf(),
         _ => workspace.scratch().join("disk.raw"),
     };
-    let setup = |guest: &mut GuestTree| configure_guest(guest, &boot_cfg, &ids, app, plan);
+    let setup =
+        |guest: &mut GuestTree| configure_guest(guest, &boot_cfg, &ids, app, plan, &input.init);
     let root = RootFs {
         input,
         plan,
@@ -177,7 +226,22 @@ fn build_disk_steps(
     for line in &edited.notes {
         progress::note(line);
     }
-    let (kernel, disabled_units) = &edited.value;
+    let SetupDone {
+        kernel,
+        disabled: disabled_units,
+        c2vm_init,
+    } = &edited.value;
+    // c2vm-init is PID 1 by the kernel's command line (`--append-cmdline` still comes last).
+    let boot_cfg = match c2vm_init {
+        true => BootConfig {
+            cmdline: boot::kernel_cmdline(
+                &ids.root_fs.to_string(),
+                &format!("init={} {}", c2vm::PATH, plan.append_cmdline),
+            ),
+            ..boot_cfg
+        },
+        false => boot_cfg,
+    };
 
     let image = std::fs::OpenOptions::new()
         .read(true)
@@ -219,14 +283,21 @@ fn build_disk_steps(
         timings: &timings,
         app,
         disabled_units,
+        c2vm_init: *c2vm_init,
         can_log_in: plan.credentials.allow_login(),
     });
     Ok(())
 }
 
-/// Guest setup's result: the kernel the disk boots, and the image's own units disabled in
-/// favour of the app service.
-type SetupDone = (BootFiles, Vec<String>);
+/// Guest setup's result.
+struct SetupDone {
+    /// The kernel the disk boots.
+    kernel: BootFiles,
+    /// The image's own units disabled in favour of the app service.
+    disabled: Vec<String>,
+    /// Whether c2vm-init is PID 1.
+    c2vm_init: bool,
+}
 type Setup<'s> = dyn Fn(&mut GuestTree) -> Result<SetupDone> + 's;
 
 /// The root filesystem, filled one of two ways.
@@ -293,10 +364,11 @@ impl RootFs<'_, '_> {
     fn edit_into(&self, sink: impl Write, setup: &Setup) -> Result<Edited<SetupDone>> {
         let stream = (self.input.open)()?;
         let mut stream = std::io::BufReader::with_capacity(1 << 20, stream);
-        let edited = edit::edit(
+        let edited = edit::edit_with(
             &mut stream,
             sink,
             &rootfs::edit_policy(self.plan.epoch),
+            &mut |tree| (self.input.more)(tree),
             setup,
         )?;
         // Read to the real end, past the end-of-archive blocks, so the source finishes cleanly.
@@ -374,6 +446,7 @@ fn configure_guest(
     ids: &Identifiers,
     app: &GuestApp,
     plan: &DiskPlan,
+    init: &InitPlan,
 ) -> Result<SetupDone> {
     setup::configure(
         guest,
@@ -387,9 +460,27 @@ fn configure_guest(
         },
     )?;
     let kernel = boot_files::find(guest)?;
+    if choose::c2vm_init(guest, init.choice)? {
+        let settings = c2vm::Settings {
+            hostname: plan.hostname.clone(),
+            dns: plan.dns.clone(),
+            restart: init.restart,
+            stop_timeout: init.stop_timeout,
+        };
+        c2vm::install(guest, &app.process, &settings).context("installing c2vm-init")?;
+        return Ok(SetupDone {
+            kernel,
+            disabled: Vec::new(),
+            c2vm_init: true,
+        });
+    }
     let disabled =
         app::install(guest, app).context("making the image's ENTRYPOINT/CMD a boot service")?;
-    Ok((kernel, disabled))
+    Ok(SetupDone {
+        kernel,
+        disabled,
+        c2vm_init: false,
+    })
 }
 
 fn plan_layout(usage: &TreeUsage, plan: &DiskPlan) -> Result<Layout> {

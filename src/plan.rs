@@ -7,6 +7,7 @@ use crate::disk::ext4::{self, Populate};
 use crate::disk::layout::SizeRequest;
 use crate::output::{DiskFormat, OutputTarget};
 use crate::rootfs::app::AppChoice;
+use crate::rootfs::init::c2vm::Restart;
 use crate::source::{PullPolicy, PLATFORM};
 use crate::units::{parse_size, MIB};
 use crate::workspace::WorkDir;
@@ -67,9 +68,28 @@ pub struct ImageArgs {
     /// The image platform; only linux/amd64 is booted [default: linux/amd64]
     #[arg(long)]
     pub platform: Option<String>,
-    /// The image already has a kernel, initramfs and init: do not add them
-    #[arg(long)]
+    /// Which kernel the disk boots: `distro` adds one from c2vm's template for the image's
+    /// distribution, `image` takes the image's own /boot, `generic` c2vm's kernel bundle; `auto`
+    /// picks distro where a template and package manager fit, else image, else generic
+    #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
+    pub kernel: KernelChoice,
+    /// The image already has a kernel, initramfs and init: the same as `--kernel image`
+    #[arg(long, conflicts_with_all = ["kernel", "kernel_image"])]
     pub no_kernel: bool,
+    /// A kernel bundle of your own instead of c2vm's generic one: an image holding
+    /// /boot/vmlinuz-VER, /boot/initrd.img-VER and /usr/lib/modules/VER
+    #[arg(long, value_name = "REF")]
+    pub kernel_image: Option<String>,
+    /// PID 1: `image` is the image's systemd or OpenRC (with the app as a service), `c2vm` is
+    /// c2vm-init running the app directly; `auto` takes the image's where it has one
+    #[arg(long, value_enum, default_value_t = InitChoice::Auto)]
+    pub init: InitChoice,
+    /// With c2vm-init, when the app ends: `no` powers the VM off (like `docker run`)
+    #[arg(long, value_enum, default_value_t = Restart::No)]
+    pub restart: Restart,
+    /// With c2vm-init, seconds between the image's STOPSIGNAL and SIGKILL on the power button
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub stop_timeout: u64,
     /// Run the image's ENTRYPOINT/CMD at boot as a service (default: when the command is not a
     /// bare shell such as `bash`)
     #[arg(long, conflicts_with = "no_app")]
@@ -163,11 +183,33 @@ impl DiskPlan {
     }
 }
 
+/// `--kernel`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelChoice {
+    Auto,
+    Image,
+    Distro,
+    Generic,
+}
+
+/// `--init`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitChoice {
+    Auto,
+    Image,
+    C2vm,
+}
+
 /// What to do with an image from an engine, checked.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ImagePlan {
     pub pull: PullPolicy,
-    pub add_kernel: bool,
+    pub kernel: KernelChoice,
+    /// `--kernel-image`: the bundle to use for `generic`.
+    pub kernel_image: Option<String>,
+    pub init: InitChoice,
+    pub restart: Restart,
+    pub stop_timeout: u64,
     pub app: AppChoice,
 }
 
@@ -178,7 +220,21 @@ impl ImagePlan {
         }
         Ok(ImagePlan {
             pull: args.pull.unwrap_or(PullPolicy::Missing),
-            add_kernel: !args.no_kernel,
+            kernel: match (args.no_kernel, &args.kernel_image) {
+                (true, _) => KernelChoice::Image,
+                (_, Some(_)) if args.kernel == KernelChoice::Auto => KernelChoice::Generic,
+                (_, Some(_)) if args.kernel != KernelChoice::Generic => {
+                    bail!(
+                        "--kernel-image is a bundle for --kernel generic; drop --kernel {:?}",
+                        args.kernel
+                    )
+                }
+                _ => args.kernel,
+            },
+            kernel_image: args.kernel_image.clone(),
+            init: args.init,
+            restart: args.restart,
+            stop_timeout: args.stop_timeout,
             app: match (args.app, args.no_app) {
                 (true, _) => AppChoice::On,
                 (_, true) => AppChoice::Off,
@@ -194,6 +250,10 @@ impl ImagePlan {
             (args.pull.is_some(), "--pull"),
             (args.platform.is_some(), "--platform"),
             (args.app, "--app"),
+            (args.kernel != KernelChoice::Auto, "--kernel"),
+            (args.kernel_image.is_some(), "--kernel-image"),
+            (args.init != InitChoice::Auto, "--init"),
+            (args.restart != Restart::No, "--restart"),
         ];
         if let Some((_, flag)) = given.iter().find(|(set, _)| *set) {
             bail!("{flag} applies to images from an engine; a rootfs: tarball is converted as it is (with its own kernel and init, and no image config): drop {flag}");
@@ -244,7 +304,12 @@ mod tests {
         ImageArgs {
             pull: None,
             platform: None,
+            kernel: KernelChoice::Auto,
             no_kernel: false,
+            kernel_image: None,
+            init: InitChoice::Auto,
+            restart: Restart::No,
+            stop_timeout: 10,
             app: false,
             no_app: false,
         }
@@ -254,8 +319,24 @@ mod tests {
     fn image_options_are_checked() {
         let plan = ImagePlan::from_args(&image_args()).unwrap();
         assert_eq!(plan.pull, PullPolicy::Missing);
-        assert!(plan.add_kernel);
+        assert_eq!(plan.kernel, KernelChoice::Auto);
         assert_eq!(plan.app, AppChoice::Auto);
+        let no_kernel = ImageArgs {
+            no_kernel: true,
+            ..image_args()
+        };
+        assert_eq!(
+            ImagePlan::from_args(&no_kernel).unwrap().kernel,
+            KernelChoice::Image
+        );
+        let own = ImageArgs {
+            kernel_image: Some("my/kernel".into()),
+            ..image_args()
+        };
+        assert_eq!(
+            ImagePlan::from_args(&own).unwrap().kernel,
+            KernelChoice::Generic
+        );
         let arm = ImageArgs {
             platform: Some("linux/arm64".into()),
             ..image_args()

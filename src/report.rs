@@ -52,6 +52,8 @@ pub struct Summary<'a> {
     pub kernel_version: &'a str,
     pub timings: &'a Timings,
     pub app: &'a GuestApp,
+    /// Whether c2vm-init is PID 1 (it runs the image's process itself).
+    pub c2vm_init: bool,
     /// Units of the image's own turned off because they start the image's command too.
     pub disabled_units: &'a [String],
     pub can_log_in: bool,
@@ -74,15 +76,20 @@ pub fn print(s: &Summary) {
         peak_rss_mib(libc::RUSAGE_SELF),
         crate::cmd::peak_tool_memory_kib() / 1024
     ));
-    explain_app(s.app, s.disabled_units, s.output);
-    if !s.can_log_in {
+    explain_app(s.app, s.disabled_units, s.output, s.c2vm_init);
+    if s.c2vm_init {
+        note(&format!(
+            "c2vm-init runs the image's command as PID 1's only child; when it ends the VM powers off, and `c2vm run {}` exits with its status",
+            s.output.display()
+        ));
+    } else if !s.can_log_in {
         note("Note: no --password-file or --ssh-key was given, so no one can log in as root on this disk.");
     }
 }
 
 /// Tell the user what runs at boot and which ports to forward.
-fn explain_app(config: &GuestApp, disabled_units: &[String], output: &Path) {
-    if let Some(spec) = &config.app {
+fn explain_app(config: &GuestApp, disabled_units: &[String], output: &Path, c2vm_init: bool) {
+    if let Some(spec) = config.app.as_ref().filter(|_| !c2vm_init) {
         let argv: Vec<String> = spec
             .argv
             .iter()

@@ -18,6 +18,10 @@ pub struct GuestApp {
     pub exposed_ports: Vec<String>,
     /// VOLUME directories.
     pub volumes: Vec<String>,
+    /// The image's process whether or not it is a service: c2vm-init runs it even when it is a
+    /// shell (on the console, like `docker run -it`). Empty argv when the image has none, or
+    /// with --no-app.
+    pub process: AppSpec,
 }
 
 /// The image's process, as `docker run` would start it.
@@ -76,15 +80,21 @@ impl GuestApp {
             }
             AppChoice::Auto => !is_shell_or_init(&argv),
         };
-        let app = wanted.then(|| AppSpec {
-            argv,
+        let process = AppSpec {
+            argv: if choice == AppChoice::Off {
+                Vec::new()
+            } else {
+                argv
+            },
             env: config.env.clone(),
             user: config.user.clone(),
             working_dir: config.working_dir.clone(),
             stop_signal: config.stop_signal.clone(),
-        });
+        };
+        let app = wanted.then(|| process.clone());
         Ok(GuestApp {
             app,
+            process,
             exposed_ports: config.exposed_ports.clone(),
             volumes: config.volumes.clone(),
         })
@@ -269,6 +279,7 @@ mod tests {
             }),
             exposed_ports: vec![],
             volumes: vec!["/data".into()],
+            process: AppSpec::default(),
         };
         // A command that is not in the image fails with what to do.
         let missing = GuestApp {

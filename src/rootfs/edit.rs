@@ -54,10 +54,35 @@ const MKE2FS_XATTRS: &[&str] = &["security.capability", "gnu.translator"];
 
 /// Read `source`, write the edited stream to `sink`, and run `setup` on the tree once the
 /// source has ended.
+/// A second stream whose entries join the image's, e.g. a kernel bundle's `/boot` and modules:
+/// asked for once the image's stream has ended (the choice may depend on what the image holds).
+pub struct Extra<'a> {
+    pub stream: Box<dyn Read + 'a>,
+    /// Which of its entries (by name) to take.
+    pub keep: Keep<'a>,
+}
+
+/// A filter on entry names.
+pub type Keep<'a> = Box<dyn Fn(&[u8]) -> bool + 'a>;
+
+/// Asked once the image's stream has ended: another stream to take entries from, if any.
+pub type MoreEntries<'a, 'b> = &'b mut dyn FnMut(&mut GuestTree) -> Result<Option<Extra<'a>>>;
+
 pub fn edit<T>(
     source: impl Read,
     sink: impl Write,
     policy: &Policy,
+    setup: impl FnOnce(&mut GuestTree) -> Result<T>,
+) -> Result<Edited<T>> {
+    edit_with(source, sink, policy, &mut |_| Ok(None), setup)
+}
+
+/// [`edit`], with entries from a second stream after the image's.
+pub fn edit_with<'a, T>(
+    source: impl Read + 'a,
+    sink: impl Write,
+    policy: &Policy,
+    more: MoreEntries<'a, '_>,
     setup: impl FnOnce(&mut GuestTree) -> Result<T>,
 ) -> Result<Edited<T>> {
     let mut out = Output::new(sink);
@@ -68,175 +93,192 @@ pub fn edit<T>(
     let mut skipped: Vec<String> = Vec::new();
     let mut entries_seen = 0u64;
 
-    let mut archive = tar::Archive::new(source);
-    let entries = archive
-        .entries()
-        .context("reading the root filesystem archive")?;
-    for entry in entries {
-        crate::interrupt::check()?;
-        let mut entry = entry.map_err(|e| corrupt(&e))?;
-        let (raw_name, shown) = entry_name(&entry);
-        let refuse = || format!("refusing archive entry `{shown}`");
-        let Some(name) = sanitize(&raw_name).with_context(refuse)? else {
-            continue; // the root itself (`./`); mke2fs makes it root's
-        };
-        let header = entry.header();
-        let kind = match header.entry_type() {
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
-            EntryType::Directory => Kind::Dir,
-            EntryType::Symlink => Kind::Symlink(
-                entry
-                    .link_name_bytes()
-                    .ok_or_else(|| anyhow!("a symlink without a target"))
-                    .with_context(refuse)?
-                    .into_owned(),
-            ),
-            EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| anyhow!("a hardlink without a target"))
-                    .with_context(refuse)?;
-                let target = sanitize(&target)
-                    .with_context(refuse)?
-                    .ok_or_else(|| anyhow!("a hardlink to the root directory"))
-                    .with_context(refuse)?;
-                let target = tree
-                    .resolve(&target, Follow::Strict, false, false)
-                    .with_context(refuse)?
-                    .filter(|k| tree.get(k).is_some_and(|n| n.kind != Kind::Dir))
-                    .ok_or_else(|| anyhow!("a hardlink to a file not earlier in the archive"))
-                    .with_context(refuse)?;
-                Kind::Hardlink(target)
-            }
-            EntryType::Char | EntryType::Block => {
-                let major = header.device_major().ok().flatten().unwrap_or(0);
-                let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                match header.entry_type() {
-                    EntryType::Char => Kind::Char(major, minor),
-                    _ => Kind::Block(major, minor),
-                }
-            }
-            EntryType::Fifo => Kind::Fifo,
-            EntryType::XGlobalHeader | EntryType::XHeader => continue,
-            other => {
-                skipped.push(format!("{shown} (tar type {:?})", other.as_byte() as char));
+    let mut next = Some(Extra {
+        stream: Box::new(source),
+        keep: Box::new(|_| true),
+    });
+    let mut first = true;
+    while let Some(Extra { stream, keep }) = next.take() {
+        let mut archive = tar::Archive::new(stream);
+        let entries = archive
+            .entries()
+            .context("reading the root filesystem archive")?;
+        for entry in entries {
+            crate::interrupt::check()?;
+            let mut entry = entry.map_err(|e| corrupt(&e))?;
+            let (raw_name, shown) = entry_name(&entry);
+            let refuse = || format!("refusing archive entry `{shown}`");
+            let Some(name) = sanitize(&raw_name).with_context(refuse)? else {
+                continue; // the root itself (`./`); mke2fs makes it root's
+            };
+            if !keep(&name) {
                 continue;
             }
-        };
-        let mode = header.mode().unwrap_or(0o644);
-        if mode & 0o170000 == 0o140000 {
-            skipped.push(format!(
-                "{shown} (a socket: programs make their own at run time)"
-            ));
-            continue;
-        }
-        let mut mtime = header.mtime().unwrap_or(0);
-        if let Some(limit) = policy.clamp_mtime {
-            mtime = mtime.min(limit);
-        }
-        let mut meta = Meta {
-            mode: mode & 0o7777,
-            uid: header.uid().unwrap_or(0),
-            gid: header.gid().unwrap_or(0),
-            mtime,
-            xattrs: Vec::new(),
-        };
-        if let Some(pax) = entry.pax_extensions().map_err(|e| corrupt(&e))? {
-            for ext in pax {
-                let ext = ext.map_err(|e| corrupt(&e))?;
-                if let Some(attr) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
-                    meta.xattrs
-                        .push((attr.to_string(), ext.value_bytes().to_vec()));
+            let header = entry.header();
+            let kind = match header.entry_type() {
+                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
+                EntryType::Directory => Kind::Dir,
+                EntryType::Symlink => Kind::Symlink(
+                    entry
+                        .link_name_bytes()
+                        .ok_or_else(|| anyhow!("a symlink without a target"))
+                        .with_context(refuse)?
+                        .into_owned(),
+                ),
+                EntryType::Link => {
+                    let target = entry
+                        .link_name_bytes()
+                        .ok_or_else(|| anyhow!("a hardlink without a target"))
+                        .with_context(refuse)?;
+                    let target = sanitize(&target)
+                        .with_context(refuse)?
+                        .ok_or_else(|| anyhow!("a hardlink to the root directory"))
+                        .with_context(refuse)?;
+                    let target = tree
+                        .resolve(&target, Follow::Strict, false, false)
+                        .with_context(refuse)?
+                        .filter(|k| tree.get(k).is_some_and(|n| n.kind != Kind::Dir))
+                        .ok_or_else(|| anyhow!("a hardlink to a file not earlier in the archive"))
+                        .with_context(refuse)?;
+                    Kind::Hardlink(target)
+                }
+                EntryType::Char | EntryType::Block => {
+                    let major = header.device_major().ok().flatten().unwrap_or(0);
+                    let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                    match header.entry_type() {
+                        EntryType::Char => Kind::Char(major, minor),
+                        _ => Kind::Block(major, minor),
+                    }
+                }
+                EntryType::Fifo => Kind::Fifo,
+                EntryType::XGlobalHeader | EntryType::XHeader => continue,
+                other => {
+                    skipped.push(format!("{shown} (tar type {:?})", other.as_byte() as char));
+                    continue;
+                }
+            };
+            let mode = header.mode().unwrap_or(0o644);
+            if mode & 0o170000 == 0o140000 {
+                skipped.push(format!(
+                    "{shown} (a socket: programs make their own at run time)"
+                ));
+                continue;
+            }
+            let mut mtime = header.mtime().unwrap_or(0);
+            if let Some(limit) = policy.clamp_mtime {
+                mtime = mtime.min(limit);
+            }
+            let mut meta = Meta {
+                mode: mode & 0o7777,
+                uid: header.uid().unwrap_or(0),
+                gid: header.gid().unwrap_or(0),
+                mtime,
+                xattrs: Vec::new(),
+            };
+            if let Some(pax) = entry.pax_extensions().map_err(|e| corrupt(&e))? {
+                for ext in pax {
+                    let ext = ext.map_err(|e| corrupt(&e))?;
+                    if let Some(attr) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr."))
+                    {
+                        meta.xattrs
+                            .push((attr.to_string(), ext.value_bytes().to_vec()));
+                    }
                 }
             }
-        }
-        let size = if kind == Kind::File { entry.size() } else { 0 };
+            let size = if kind == Kind::File { entry.size() } else { 0 };
 
-        // Where the entry lands: its directories resolved through links inside the tree.
-        let (parent, base) = match name.iter().rposition(|b| *b == b'/') {
-            Some(i) => (&name[..i], &name[i + 1..]),
-            None => (&b""[..], &name[..]),
-        };
-        // Directories the archive leaves out are made (0755, root's), as tar -x does; mke2fs
-        // needs each one before what it holds.
-        let parent_key = tree
-            .resolve(parent, Follow::Strict, true, true)
-            .with_context(refuse)?
-            .ok_or_else(|| anyhow!("its directory is not a directory"))
-            .with_context(refuse)?;
-        for dir in tree.take_created() {
-            if let Some(node) = tree.get_mut(&dir) {
-                node.state = State::Passed;
-                node.meta.mtime = policy.clamp_mtime.unwrap_or(policy.now);
-                let node = node.clone();
-                out.entry(&dir, &node, &mut std::io::empty())?;
+            // Where the entry lands: its directories resolved through links inside the tree.
+            let (parent, base) = match name.iter().rposition(|b| *b == b'/') {
+                Some(i) => (&name[..i], &name[i + 1..]),
+                None => (&b""[..], &name[..]),
+            };
+            // Directories the archive leaves out are made (0755, root's), as tar -x does; mke2fs
+            // needs each one before what it holds.
+            let parent_key = tree
+                .resolve(parent, Follow::Strict, true, true)
+                .with_context(refuse)?
+                .ok_or_else(|| anyhow!("its directory is not a directory"))
+                .with_context(refuse)?;
+            for dir in tree.take_created() {
+                if let Some(node) = tree.get_mut(&dir) {
+                    node.state = State::Passed;
+                    node.meta.mtime = policy.clamp_mtime.unwrap_or(policy.now);
+                    let node = node.clone();
+                    out.entry(&dir, &node, &mut std::io::empty())?;
+                }
             }
-        }
-        let key = if parent_key.is_empty() {
-            base.to_vec()
-        } else {
-            [parent_key.as_slice(), b"/", base].concat()
-        };
-        match tree.get(&key).map(|n| &n.kind) {
-            Some(Kind::Dir) if kind != Kind::Dir => bail!(
+            let key = if parent_key.is_empty() {
+                base.to_vec()
+            } else {
+                [parent_key.as_slice(), b"/", base].concat()
+            };
+            match tree.get(&key).map(|n| &n.kind) {
+                Some(Kind::Dir) if kind != Kind::Dir => bail!(
                 "{}: it would replace a directory that earlier entries made with a non-directory",
                 refuse()
             ),
-            Some(k) if *k != Kind::Dir && kind == Kind::Dir => bail!(
-                "{}: it would replace a file that an earlier entry made with a directory",
-                refuse()
-            ),
-            Some(_)
-                if kind != Kind::Dir && tree.get(&key).is_some_and(|n| n.state == State::Held) =>
-            {
-                held.retain(|k| *k != key); // a repeated name: the later entry wins
+                Some(k) if *k != Kind::Dir && kind == Kind::Dir => bail!(
+                    "{}: it would replace a file that an earlier entry made with a directory",
+                    refuse()
+                ),
+                Some(_)
+                    if kind != Kind::Dir
+                        && tree.get(&key).is_some_and(|n| n.state == State::Held) =>
+                {
+                    held.retain(|k| *k != key); // a repeated name: the later entry wins
+                }
+                _ => {}
             }
-            _ => {}
-        }
 
-        let hardlink_to_held = matches!(&kind, Kind::Hardlink(t) if tree.get(t).is_some_and(|n| n.state == State::Held));
-        let hold =
-            kind != Kind::Dir && size <= HOLD_LIMIT && ((policy.hold)(&key) || hardlink_to_held);
-        let boot = kind == Kind::File && (policy.boot)(&key);
-        let copy = kind == Kind::File && size <= HOLD_LIMIT && (policy.copy)(&key);
-        let data = if hold || copy || boot {
-            let budget = if boot {
-                &mut boot_bytes
+            let hardlink_to_held = matches!(&kind, Kind::Hardlink(t) if tree.get(t).is_some_and(|n| n.state == State::Held));
+            let hold = kind != Kind::Dir
+                && size <= HOLD_LIMIT
+                && ((policy.hold)(&key) || hardlink_to_held);
+            let boot = kind == Kind::File && (policy.boot)(&key);
+            let copy = kind == Kind::File && size <= HOLD_LIMIT && (policy.copy)(&key);
+            let data = if hold || copy || boot {
+                let budget = if boot {
+                    &mut boot_bytes
+                } else {
+                    &mut kept_bytes
+                };
+                *budget += size;
+                if *budget > if boot { BOOT_BUDGET } else { HOLD_BUDGET } {
+                    bail!("the image holds more than {} MiB in files guest setup must keep in memory (at `{shown}`); c2vm cannot convert it", (if boot { BOOT_BUDGET } else { HOLD_BUDGET }) >> 20);
+                }
+                let mut buf = Vec::with_capacity(size as usize);
+                entry
+                    .read_to_end(&mut buf)
+                    .map_err(|e| corrupt(&e))
+                    .with_context(|| format!("reading `{shown}`"))?;
+                Some(Arc::<[u8]>::from(buf))
             } else {
-                &mut kept_bytes
+                None
             };
-            *budget += size;
-            if *budget > if boot { BOOT_BUDGET } else { HOLD_BUDGET } {
-                bail!("the image holds more than {} MiB in files guest setup must keep in memory (at `{shown}`); c2vm cannot convert it", (if boot { BOOT_BUDGET } else { HOLD_BUDGET }) >> 20);
+            let mut node = Node::new(kind, meta, data);
+            node.size = size;
+            if hold {
+                node.state = State::Held;
+                held.push(key.clone());
+            } else {
+                match &node.data {
+                    Some(data) => out.entry(&key, &node, &mut data.as_ref())?,
+                    None => out.entry(&key, &node, &mut entry)?,
+                }
+                if node.data.is_none() || !(copy || boot) {
+                    node.data = None;
+                }
             }
-            let mut buf = Vec::with_capacity(size as usize);
-            entry
-                .read_to_end(&mut buf)
-                .map_err(|e| corrupt(&e))
-                .with_context(|| format!("reading `{shown}`"))?;
-            Some(Arc::<[u8]>::from(buf))
-        } else {
-            None
-        };
-        let mut node = Node::new(kind, meta, data);
-        node.size = size;
-        if hold {
-            node.state = State::Held;
-            held.push(key.clone());
-        } else {
-            match &node.data {
-                Some(data) => out.entry(&key, &node, &mut data.as_ref())?,
-                None => out.entry(&key, &node, &mut entry)?,
-            }
-            if node.data.is_none() || !(copy || boot) {
-                node.data = None;
-            }
+            tree.insert(key, node);
+            entries_seen += 1;
         }
-        tree.insert(key, node);
-        entries_seen += 1;
-    }
-    if entries_seen == 0 {
-        bail!("the archive is empty: it holds no root filesystem");
+        if first {
+            if entries_seen == 0 {
+                bail!("the archive is empty: it holds no root filesystem");
+            }
+            first = false;
+            next = more(&mut tree)?;
+        }
     }
 
     let value = setup(&mut tree)?;

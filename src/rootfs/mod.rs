@@ -5,7 +5,7 @@
 pub mod app;
 pub mod boot_files;
 pub mod edit;
-mod init;
+pub mod init;
 pub mod setup;
 pub mod tree;
 pub mod unpack;

@@ -30,13 +30,67 @@ pub fn resolve(guest: &mut GuestTree, spec: &str) -> Result<RunAs> {
     resolve_user_in(spec, &passwd, &groups)
 }
 
+/// Who a process runs as, numerically, with what `docker run` also gives it: supplementary groups
+/// from the image's /etc/group and HOME from its /etc/passwd (else `/`). For c2vm-init, which
+/// has no passwd lookup of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: String,
+}
+
+pub fn identity(guest: &mut GuestTree, spec: &str) -> Result<Identity> {
+    let passwd = passwd_lines(guest, "/etc/passwd")?;
+    let groups = passwd_lines(guest, "/etc/group")?;
+    identity_in(spec, &passwd, &groups)
+}
+
+fn identity_in(spec: &str, passwd: &[Vec<String>], groups: &[Vec<String>]) -> Result<Identity> {
+    let who = resolve_user_in(spec, passwd, groups)?;
+    let entry = who
+        .name
+        .as_ref()
+        .and_then(|n| passwd.iter().find(|f| f.len() >= 6 && &f[0] == n));
+    let home = entry
+        .map(|f| f[5].clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".to_string());
+    let mut supplementary = vec![who.gid];
+    if let Some(name) = &who.name {
+        for g in groups.iter().filter(|f| f.len() >= 4) {
+            if g[3].split(',').any(|m| m == name) {
+                if let Ok(gid) = g[2].parse::<u32>() {
+                    if !supplementary.contains(&gid) {
+                        supplementary.push(gid);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Identity {
+        uid: who.uid,
+        gid: who.gid,
+        groups: supplementary,
+        home,
+    })
+}
+
 fn resolve_user_in(spec: &str, passwd: &[Vec<String>], groups: &[Vec<String>]) -> Result<RunAs> {
     let (user_part, group_part) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let user_part = if user_part.is_empty() {
+    // No USER is root, also in an image with no /etc/passwd at all (`FROM scratch`).
+    let user_part = if user_part.is_empty()
+        && passwd
+            .iter()
+            .any(|f| f.first().is_some_and(|n| n == "root"))
+    {
         "root"
+    } else if user_part.is_empty() {
+        "0"
     } else {
         user_part
     };
@@ -104,6 +158,31 @@ fn resolve_user_in(spec: &str, passwd: &[Vec<String>], groups: &[Vec<String>]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identities_carry_groups_and_home() {
+        let passwd: Vec<Vec<String>> = ["app:x:1234:1300::/home/app:/bin/sh"]
+            .iter()
+            .map(|l| l.split(':').map(str::to_string).collect())
+            .collect();
+        let groups: Vec<Vec<String>> = ["apps:x:1300:", "audio:x:29:app,other", "video:x:44:other"]
+            .iter()
+            .map(|l| l.split(':').map(str::to_string).collect())
+            .collect();
+        let id = identity_in("app", &passwd, &groups).unwrap();
+        assert_eq!(
+            (id.uid, id.gid, id.groups.clone()),
+            (1234, 1300, vec![1300, 29])
+        );
+        assert_eq!(id.home, "/home/app");
+        // A numeric user the image does not know: gid 0, HOME /, as docker.
+        let id = identity_in("4321", &passwd, &groups).unwrap();
+        assert_eq!((id.uid, id.gid, id.home.as_str()), (4321, 0, "/"));
+        let id = identity_in("", &passwd, &groups).unwrap();
+        assert_eq!((id.uid, id.gid, id.home.as_str()), (0, 0, "/"));
+        let id = identity_in("4321:77", &passwd, &groups).unwrap();
+        assert_eq!((id.uid, id.gid), (4321, 77));
+    }
 
     #[test]
     fn users_resolve_like_docker() {

@@ -220,10 +220,16 @@ impl VmConfig {
                 "-mon",
                 "chardev=console,mode=readline",
             ])
+            .stdout(Stdio::piped())
             .spawn()
             .context("starting qemu-system-x86_64")?;
+        // The console passes through c2vm, which watches for c2vm-init's last word: a VM whose
+        // init is c2vm-init ends with its app's exit status, as `docker run` does.
+        let stdout = child.stdout.take().context("QEMU's stdout")?;
+        let relay = std::thread::spawn(move || relay_console(stdout));
         let status = child.wait().context("waiting for QEMU")?;
-        Ok(status.code().unwrap_or(1))
+        let app_status = relay.join().ok().flatten();
+        Ok(app_status.unwrap_or(status.code().unwrap_or(1)))
     }
 
     pub fn start_scripted(self, echo: bool) -> Result<Console> {
@@ -239,6 +245,42 @@ impl VmConfig {
     }
 }
 
+/// Copy the console to our stdout as it comes; return the status c2vm-init reported
+/// (`c2vm-init: exit N`), if it did.
+fn relay_console(mut from: impl std::io::Read) -> Option<i32> {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    let mut line = Vec::new();
+    let mut status = None;
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let _ = out.write_all(&buf[..n]);
+        let _ = out.flush();
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                status = init_exit_status(&line).or(status);
+                line.clear();
+            } else if line.len() < 256 {
+                line.push(b);
+            }
+        }
+    }
+    status
+}
+
+/// `c2vm-init: exit 42` → 42.
+fn init_exit_status(line: &[u8]) -> Option<i32> {
+    let text = String::from_utf8_lossy(line);
+    text.trim_end_matches('\r')
+        .strip_prefix("c2vm-init: exit ")?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// QEMU's -drive option separates with commas; a comma in a path is doubled.
 fn qemu_escape(path: &str) -> String {
     path.replace(',', ",,")
@@ -247,6 +289,13 @@ fn qemu_escape(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_apps_status_comes_from_init_s_last_word() {
+        let console = b"booting\r\nhello from the app\r\nc2vm-init: the app exited with status 42\r\nc2vm-init: exit 42\r\n[ 9.1] reboot: Power down\r\n";
+        assert_eq!(relay_console(&console[..]), Some(42));
+        assert_eq!(relay_console(&b"login: "[..]), None);
+    }
 
     #[test]
     fn parses_qemu_img_info() {

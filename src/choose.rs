@@ -1,0 +1,147 @@
+//! Which kernel and which init the disk boots, and why; said to the user as it is decided.
+//!
+//! | `--kernel` | the kernel |
+//! |---|---|
+//! | `distro` | c2vm's template for the image's distribution, built on the image |
+//! | `image` | the image's own `/boot` |
+//! | `generic` | c2vm's kernel bundle (or `--kernel-image`), merged into the stream |
+//! | `auto` | distro where a template and its package manager fit; else the image's own when it has one; else generic |
+//!
+//! `--init auto` takes the image's systemd or OpenRC where it has one, else c2vm-init. Some of
+//! this waits for the image's tree: the stream edit asks once the image's entries have passed.
+use crate::kernel;
+use crate::plan::{InitChoice, KernelChoice};
+use crate::progress;
+use crate::rootfs::boot_files;
+use crate::rootfs::edit::Extra;
+use crate::rootfs::init::InitSystem;
+use crate::rootfs::tree::GuestTree;
+use crate::source::docker::Engine;
+use crate::source::ImageDetails;
+use anyhow::{bail, Result};
+
+/// The kernel, as far as it can be decided before the stream.
+#[derive(Debug, Clone)]
+pub enum KernelPlan {
+    /// Added by the distribution template (a layer on the image).
+    Distro,
+    /// The image's own.
+    Image,
+    /// A bundle's, merged into the stream.
+    Bundle(ImageDetails),
+    /// The image's own if it has one, else the bundle's.
+    ImageElseBundle(ImageDetails),
+}
+
+pub fn kernel(
+    engine: &Engine,
+    image: &ImageDetails,
+    choice: KernelChoice,
+    own_bundle: Option<&str>,
+) -> Result<KernelPlan> {
+    Ok(match choice {
+        KernelChoice::Distro => KernelPlan::Distro,
+        KernelChoice::Image => {
+            progress::note("Kernel: the image's own (--kernel image)");
+            KernelPlan::Image
+        }
+        KernelChoice::Generic => {
+            let bundle = kernel::bundle(engine, own_bundle)?;
+            progress::note(&match own_bundle {
+                Some(r) => format!("Kernel: the bundle {r} (--kernel-image)"),
+                None => "Kernel: c2vm's generic bundle (--kernel generic)".to_string(),
+            });
+            KernelPlan::Bundle(bundle)
+        }
+        KernelChoice::Auto => match kernel::distro_family(engine, image)? {
+            Some(family) => {
+                progress::note(&format!(
+                    "Kernel: the {} template's (the image is {0}-based and has its package manager)",
+                    family.name()
+                ));
+                KernelPlan::Distro
+            }
+            None => KernelPlan::ImageElseBundle(kernel::bundle(engine, None)?),
+        },
+    })
+}
+
+/// Whether the image's init will load kernel modules after boot (udev), so a bundle's modules
+/// belong in the guest; c2vm-init loads none (the initramfs has what it needs).
+fn loads_modules(tree: &mut GuestTree, init: InitChoice) -> Result<bool> {
+    Ok(init != InitChoice::C2vm && InitSystem::detect(tree)? != InitSystem::Other)
+}
+
+/// The bundle's entries to merge into the stream, once the image's tree is known: `None` when
+/// the image's own kernel boots.
+pub fn bundle_entries<'a>(
+    engine: &'a Engine,
+    plan: &'a KernelPlan,
+    tree: &mut GuestTree,
+    init: InitChoice,
+) -> Result<Option<Extra<'a>>> {
+    let bundle = match plan {
+        KernelPlan::Bundle(b) => b,
+        KernelPlan::ImageElseBundle(b) => {
+            if boot_files::find(tree).is_ok() {
+                progress::note("Kernel: the image's own (no distribution template fits, and it has one in /boot)");
+                return Ok(None);
+            }
+            progress::note("Kernel: c2vm's generic bundle (no distribution template fits, and the image has no kernel)");
+            b
+        }
+        KernelPlan::Distro | KernelPlan::Image => return Ok(None),
+    };
+    let modules = loads_modules(tree, init)?;
+    let stream = engine.export(bundle)?;
+    Ok(Some(Extra {
+        stream: Box::new(stream),
+        keep: Box::new(move |name| is_bundle_file(name, modules)),
+    }))
+}
+
+/// What a guest takes from a bundle: kernel and initramfs, and the modules if its init loads any.
+fn is_bundle_file(name: &[u8], modules: bool) -> bool {
+    boot_files::is_candidate(name) || (modules && name.starts_with(b"usr/lib/modules/"))
+}
+
+/// Whether c2vm-init is PID 1 (else the image's own init).
+pub fn c2vm_init(tree: &mut GuestTree, choice: InitChoice) -> Result<bool> {
+    let own = InitSystem::detect(tree)?;
+    Ok(match (choice, own) {
+        (InitChoice::C2vm, _) => {
+            progress::note("Init: c2vm-init (--init c2vm)");
+            true
+        }
+        (_, InitSystem::Other) if choice == InitChoice::Image => {
+            bail!("--init image: the image has no init (neither systemd nor OpenRC); use --init c2vm (or auto)")
+        }
+        (_, InitSystem::Other) => {
+            progress::note("Init: c2vm-init (the image has no init of its own)");
+            true
+        }
+        (_, own) => {
+            progress::note(&format!(
+                "Init: the image's {own:?}, with the app as a service"
+            ));
+            false
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_takes_kernel_files_and_modules_only_when_used() {
+        assert!(is_bundle_file(b"boot/vmlinuz-6.12.1-cloud-amd64", false));
+        assert!(is_bundle_file(b"boot/initrd.img-6.12.1-cloud-amd64", false));
+        assert!(!is_bundle_file(
+            b"usr/lib/modules/6.12.1/kernel/x.ko",
+            false
+        ));
+        assert!(is_bundle_file(b"usr/lib/modules/6.12.1/kernel/x.ko", true));
+        assert!(!is_bundle_file(b"etc/passwd", true));
+    }
+}

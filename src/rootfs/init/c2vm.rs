@@ -1,0 +1,148 @@
+//! c2vm's own init (`init/`, embedded at build time) for images with no init: it goes to
+//! `/.c2vm/init` with its config beside it, and the kernel boots it with `init=`.
+use crate::rootfs::app::AppSpec;
+use crate::rootfs::tree::{GuestTree, Perms};
+use crate::rootfs::users;
+use anyhow::{bail, Result};
+
+/// The static c2vm-init binary (built by build.rs).
+const BINARY: &[u8] = include_bytes!(env!("C2VM_INIT_BINARY"));
+
+pub const PATH: &str = "/.c2vm/init";
+const CONFIG: &str = "/.c2vm/config.json";
+
+/// What happens when the app ends: `--restart`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// power off, like `docker run`
+    No,
+    OnFailure,
+    Always,
+}
+
+/// What the init needs beside the image's process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub hostname: String,
+    pub dns: Vec<std::net::IpAddr>,
+    pub restart: Restart,
+    pub stop_timeout: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Config<'a> {
+    argv: &'a [String],
+    env: &'a [String],
+    workdir: &'a str,
+    uid: u32,
+    gid: u32,
+    groups: &'a [u32],
+    home: &'a str,
+    hostname: &'a str,
+    dns: Vec<String>,
+    restart: Restart,
+    stop_signal: &'a str,
+    stop_timeout: u64,
+}
+
+/// Put the init, its config and the mount points it needs into the guest.
+pub fn install(guest: &mut GuestTree, process: &AppSpec, settings: &Settings) -> Result<()> {
+    if process.argv.is_empty() {
+        bail!("the image has no ENTRYPOINT or CMD, so c2vm-init has nothing to run; set CMD in the image (or drop --no-app)");
+    }
+    let who = users::identity(guest, &process.user)?;
+    let workdir = if process.working_dir.is_empty() {
+        "/"
+    } else {
+        process.working_dir.as_str()
+    };
+    let config = Config {
+        argv: &process.argv,
+        env: &process.env,
+        workdir,
+        uid: who.uid,
+        gid: who.gid,
+        groups: &who.groups,
+        home: &who.home,
+        hostname: &settings.hostname,
+        dns: settings.dns.iter().map(|d| d.to_string()).collect(),
+        restart: settings.restart,
+        stop_signal: if process.stop_signal.is_empty() {
+            "SIGTERM"
+        } else {
+            &process.stop_signal
+        },
+        stop_timeout: settings.stop_timeout,
+    };
+    guest.mkdir("/.c2vm", Perms::root(0o755))?;
+    guest.write(PATH, BINARY, Perms::root(0o755))?;
+    guest.write(
+        CONFIG,
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+        Perms::root(0o644),
+    )?;
+    // Mount points (a `FROM scratch` image has none) and a WORKDIR docker would make.
+    for dir in ["/dev", "/proc", "/sys", "/run", "/etc"] {
+        if !guest.exists(dir)? {
+            guest.mkdir(dir, Perms::root(0o755))?;
+        }
+    }
+    if !guest.exists("/tmp")? {
+        guest.mkdir("/tmp", Perms::root(0o1777))?;
+    }
+    if !guest.exists(workdir)? {
+        guest.mkdir(workdir, Perms::root(0o755))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::tree::tests::tree;
+    use crate::rootfs::tree::Kind;
+
+    #[test]
+    fn the_init_and_its_config_go_in_with_the_user_resolved() {
+        let mut t = tree(&[
+            ("etc", Kind::Dir, 0o755, b""),
+            (
+                "etc/passwd",
+                Kind::File,
+                0o644,
+                b"web:x:1000:1000::/srv:/bin/sh\n",
+            ),
+            (
+                "etc/group",
+                Kind::File,
+                0o644,
+                b"web:x:1000:\nwww:x:33:web\n",
+            ),
+        ]);
+        let process = AppSpec {
+            argv: vec!["/bin/httpd".into(), "-f".into()],
+            env: vec!["GREETING=hi".into()],
+            user: "web".into(),
+            working_dir: "/srv/www".into(),
+            stop_signal: String::new(),
+        };
+        let settings = Settings {
+            hostname: "vm".into(),
+            dns: vec![],
+            restart: Restart::OnFailure,
+            stop_timeout: 10,
+        };
+        install(&mut t, &process, &settings).unwrap();
+        assert!(t.is_executable(PATH).unwrap());
+        let config: serde_json::Value =
+            serde_json::from_slice(&t.read(CONFIG).unwrap().unwrap()).unwrap();
+        assert_eq!(config["uid"], 1000);
+        assert_eq!(config["groups"], serde_json::json!([1000, 33]));
+        assert_eq!(config["home"], "/srv");
+        assert_eq!(config["restart"], "on-failure");
+        assert_eq!(config["stop_signal"], "SIGTERM");
+        assert!(t.exists("/srv/www").unwrap() && t.exists("/proc").unwrap());
+        assert_eq!(t.perms("/tmp").unwrap().unwrap().mode, 0o1777);
+    }
+}

@@ -1,0 +1,32 @@
+# c2vm's generic kernel bundle: one kernel and initramfs that boot any image, built once on Debian
+# stable and cached (c2vm-kernel:generic-HASH). Used for images with no kernel of their own and
+# no distribution template (distroless, FROM scratch, busybox, unknown distros), and on request
+# (--kernel generic). Only /boot/vmlinuz-*, /boot/initrd.img-* and /usr/lib/modules go into a
+# guest.
+#
+# Flavour: Debian's `cloud` kernel. It is built for VMs: virtio (QEMU/KVM, KubeVirt), NVMe, Xen
+# and Hyper-V front ends, AWS ENA and Google gVNIC, and it leaves out the thousands of bare-metal
+# drivers of the generic `amd64` flavour (a third the size).
+#
+# The initramfs (initramfs-tools, zstd) finds the root by UUID and loads only the drivers a VM
+# needs, listed below, before it starts the `init=` it is given; the NIC drivers are in it too,
+# since c2vm-init loads no modules. The power button (button) and its input events (evdev)
+# let c2vm-init stop the app on ACPI shutdown.
+FROM {{ base_image }}
+USER root
+ARG DEBIAN_FRONTEND=noninteractive
+RUN set -eux; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends zstd initramfs-tools kmod; \
+    printf 'MODULES=list\nCOMPRESS=zstd\n' > /etc/initramfs-tools/conf.d/c2vm-generic.conf; \
+    printf '%s\n' \
+        virtio_pci virtio_blk virtio_scsi virtio_net virtio_console virtio_rng \
+        nvme ahci ata_piix sd_mod sr_mod \
+        ext4 crc32c_generic \
+        xen_blkfront xen_netfront hv_vmbus hv_storvsc hv_netvsc ena gve \
+        button evdev \
+        > /etc/initramfs-tools/modules; \
+    apt-get install -y --no-install-recommends linux-image-cloud-amd64; \
+    apt-get clean; \
+    rm -rf /var/lib/apt/lists/*; \
+    ls /boot/vmlinuz-* /boot/initrd.img-*

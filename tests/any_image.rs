@@ -1,0 +1,160 @@
+//! Images with no kernel, no init and no package manager become VMs: c2vm's generic kernel bundle
+//! and c2vm-init, our own PID 1. The images are built here `FROM scratch` with Debian's static
+//! busybox (there is no registry): a web server as a numeric non-root user, a program that exits
+//! 42, one that fails once, and an unknown distribution.
+mod common;
+use common::*;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `FROM scratch` image: static busybox and its applets, then `tail` (more Dockerfile lines).
+fn scratch_image(dir: &Path, tag: &str, tail: &str, files: &[(&str, &str)]) {
+    let dockerfile = format!(
+        "FROM debian:latest AS build\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends busybox-static && \\\n\
+             mkdir -p /out/bin /out/www && cp /bin/busybox /out/bin/busybox && \\\n\
+             for a in sh httpd id cat ip mkdir printf pwd sleep ls touch; do ln -s busybox /out/bin/$a; done\n\
+         FROM scratch\n\
+         COPY --from=build /out/ /\n\
+         ENV PATH=/bin\n\
+         {tail}\n"
+    );
+    let ctx = dir.join(tag.replace(['/', ':'], "-"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    for (name, text) in files {
+        std::fs::write(ctx.join(name), text).unwrap();
+    }
+    let _lock = host_lock(); // builds make containers
+    tool("docker", &["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
+}
+
+fn convert(image: &str, out: &Path, extra: &[&str]) -> String {
+    let _lock = host_lock();
+    let o = run(c2vm_as_user()
+        .args(["convert", image, "-o"])
+        .arg(out)
+        .args(extra));
+    assert!(o.status.success(), "convert {image}: {}", stderr(&o));
+    stderr(&o)
+}
+
+/// `c2vm run DISK` to its end: (exit code, console).
+fn run_to_end(disk: &Path, firmware: &str) -> (i32, String) {
+    let o = run(c2vm()
+        .args(["run", "--cpus", "1", "--firmware", firmware])
+        .arg(disk)
+        .stdin(Stdio::null()));
+    (o.status.code().unwrap_or(-1), stdout(&o))
+}
+
+#[test]
+#[ignore = "needs root, dockerd with debian:latest (as debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
+fn a_scratch_web_server_boots_on_the_generic_kernel_and_serves_its_page() {
+    let dir = user_scratch();
+    scratch_image(
+        dir.path(),
+        "c2vm-test/scratch-web",
+        "ENV GREETING=hello-from-env\nWORKDIR /www\nUSER 4242:4242\nEXPOSE 8080\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\", \"mkdir -p /tmp/site && \
+         printf 'uid=%s dir=%s greeting=%s\\\\n' \\\"$(id -u)\\\" \\\"$(pwd)\\\" \\\"$GREETING\\\" > /tmp/site/index.html && \
+         cat /etc/resolv.conf && ip -4 -o addr show scope global && exec httpd -f -p 8080 -h /tmp/site\"]",
+        &[],
+    );
+    let disk = dir.path().join("web.qcow2");
+    let log = convert("c2vm-test/scratch-web", &disk, &[]);
+    assert!(log.contains("Kernel: c2vm's generic bundle"), "{log}");
+    assert!(log.contains("Init: c2vm-init"), "{log}");
+    for firmware in ["bios", "uefi"] {
+        let started = Instant::now();
+        let mut vm = Command::new(env!("CARGO_BIN_EXE_c2vm"))
+            .args([
+                "run",
+                "--cpus",
+                "1",
+                "--firmware",
+                firmware,
+                "--publish",
+                "18081:8080",
+            ])
+            .arg(&disk)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut page = String::new();
+        while started.elapsed() < Duration::from_secs(120) {
+            if let Ok(o) = Command::new("curl")
+                .args(["-s", "-m", "2", "http://127.0.0.1:18081/"])
+                .output()
+            {
+                page = String::from_utf8_lossy(&o.stdout).into_owned();
+                if !page.is_empty() {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let took = started.elapsed();
+        // SAFETY: ends the VM's process group (c2vm and QEMU).
+        unsafe { libc::kill(-(vm.id() as i32), libc::SIGTERM) };
+        let mut console = String::new();
+        use std::io::Read;
+        let _ = vm.stdout.take().unwrap().read_to_string(&mut console);
+        let _ = vm.wait();
+        eprintln!("{firmware}: page after {took:?}\n{console}");
+        assert_eq!(
+            page, "uid=4242 dir=/www greeting=hello-from-env\n",
+            "{console}"
+        );
+        // DHCP from QEMU's user network: address and DNS, as the app saw them.
+        assert!(console.contains("inet 10.0.2.15/24"), "{console}");
+        assert!(console.contains("nameserver 10.0.2.3"), "{console}");
+    }
+}
+
+#[test]
+#[ignore = "needs root, dockerd with debian:latest (as debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
+fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
+    let dir = user_scratch();
+    scratch_image(
+        dir.path(),
+        "c2vm-test/exit42",
+        "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo hello from the app; exit 42\"]",
+        &[],
+    );
+    let disk = dir.path().join("exit42.qcow2");
+    convert("c2vm-test/exit42", &disk, &[]);
+    let (code, console) = run_to_end(&disk, "bios");
+    assert_eq!(code, 42, "{console}");
+    assert!(console.contains("hello from the app"), "{console}");
+
+    // Fails once (its mark survives in /tmp across restarts, not across boots), then succeeds.
+    // An unknown distribution's os-release changes nothing: generic kernel, c2vm-init.
+    scratch_image(
+        dir.path(),
+        "c2vm-test/flaky",
+        "COPY os-release /etc/os-release\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\", \"if [ -e /tmp/ran ]; then echo second run; exit 0; fi; \
+         touch /tmp/ran; echo first run fails; exit 3\"]",
+        &[(
+            "os-release",
+            "NAME=\"Nowhere OS\"\nID=nowhere\nVERSION_ID=1\nPRETTY_NAME=\"Nowhere OS 1\"\n",
+        )],
+    );
+    let disk = dir.path().join("flaky.qcow2");
+    let log = convert("c2vm-test/flaky", &disk, &["--restart", "on-failure"]);
+    assert!(
+        log.contains("Kernel: c2vm's generic bundle") && log.contains("Init: c2vm-init"),
+        "{log}"
+    );
+    let (code, console) = run_to_end(&disk, "uefi");
+    assert_eq!(code, 0, "{console}");
+    let first = console.find("first run fails").unwrap_or(usize::MAX);
+    let second = console.find("second run").unwrap_or(0);
+    assert!(first < second, "runs twice, failing first: {console}");
+}
