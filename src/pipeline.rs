@@ -474,6 +474,9 @@ fn configure_guest(
             c2vm_init: true,
         });
     }
+    if !setup::ensure_network(guest)? {
+        progress::note("Note: the image has no DHCP client (systemd-networkd, NetworkManager or dhclient), so the VM will have no network");
+    }
     let disabled =
         app::install(guest, app).context("making the image's ENTRYPOINT/CMD a boot service")?;
     Ok(SetupDone {

@@ -158,3 +158,62 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
     let second = console.find("second run").unwrap_or(0);
     assert!(first < second, "runs twice, failing first: {console}");
 }
+
+#[test]
+#[ignore = "needs root, dockerd with debian:latest (as debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
+fn an_image_with_systemd_but_no_kernel_boots_to_login_on_the_generic_kernel() {
+    let dir = user_scratch();
+    let ctx = dir.path().join("systemd");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:latest\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends systemd-sysv udev kmod && \
+         rm -rf /var/lib/apt/lists/*\n",
+    )
+    .unwrap();
+    {
+        let _lock = host_lock();
+        tool(
+            "docker",
+            &[
+                "build",
+                "-q",
+                "-t",
+                "c2vm-test/systemd-nokernel",
+                ctx.to_str().unwrap(),
+            ],
+        );
+    }
+    let disk = dir.path().join("systemd.qcow2");
+    let pw = password_file(dir.path());
+    let log = convert(
+        "c2vm-test/systemd-nokernel",
+        &disk,
+        &[
+            "--kernel",
+            "generic",
+            "--password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    assert!(log.contains("Init: the image's Systemd"), "{log}");
+    let (code, out) = boot_exec(
+        &disk,
+        "bios",
+        &pw,
+        "uname -r; systemctl is-system-running --wait; hostname -I",
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].ends_with("-cloud-amd64"),
+        "the bundle's kernel: {out}"
+    );
+    assert_eq!(lines.get(1), Some(&"running"), "{out}");
+    assert_eq!(
+        lines.get(2).and_then(|l| l.split_whitespace().next()),
+        Some("10.0.2.15"),
+        "DHCP by networkd: {out}"
+    );
+}

@@ -8,7 +8,11 @@ const KEY_POWER: u16 = 116;
 
 /// Watch every power-button device in a thread of its own.
 pub fn watch() {
-    for dir in std::fs::read_dir("/sys/class/input").into_iter().flatten().flatten() {
+    for dir in std::fs::read_dir("/sys/class/input")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = dir.file_name().to_string_lossy().into_owned();
         if !name.starts_with("event") {
             continue;

@@ -97,10 +97,19 @@ impl Client {
         self.base(MessageType::Discover, Ipv4Addr::UNSPECIFIED)
     }
 
-    fn request(&self, address: Ipv4Addr, server: Option<Ipv4Addr>, ciaddr: Option<Ipv4Addr>) -> Message {
-        let mut msg = self.base(MessageType::Request, ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED));
+    fn request(
+        &self,
+        address: Ipv4Addr,
+        server: Option<Ipv4Addr>,
+        ciaddr: Option<Ipv4Addr>,
+    ) -> Message {
+        let mut msg = self.base(
+            MessageType::Request,
+            ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        );
         if ciaddr.is_none() {
-            msg.opts_mut().insert(DhcpOption::RequestedIpAddress(address));
+            msg.opts_mut()
+                .insert(DhcpOption::RequestedIpAddress(address));
         }
         if let Some(server) = server {
             msg.opts_mut().insert(DhcpOption::ServerIdentifier(server));
@@ -218,12 +227,19 @@ mod tests {
             Ipv4Addr::UNSPECIFIED,
             &mac,
         );
-        ack.opts_mut().insert(DhcpOption::MessageType(MessageType::Ack));
-        ack.opts_mut().insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)));
-        ack.opts_mut().insert(DhcpOption::Router(vec![Ipv4Addr::new(10, 0, 2, 2)]));
-        ack.opts_mut().insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(10, 0, 2, 3)]));
+        ack.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Ack));
+        ack.opts_mut()
+            .insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)));
+        ack.opts_mut()
+            .insert(DhcpOption::Router(vec![Ipv4Addr::new(10, 0, 2, 2)]));
+        ack.opts_mut()
+            .insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(
+                10, 0, 2, 3,
+            )]));
         ack.opts_mut().insert(DhcpOption::AddressLeaseTime(86400));
-        ack.opts_mut().insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2)));
+        ack.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2)));
         // through the wire format and back, as the client sees it
         let mut buf = Vec::new();
         ack.encode(&mut Encoder::new(&mut buf)).unwrap();
@@ -243,14 +259,22 @@ mod tests {
             mac: [2, 0, 0, 0, 0, 1],
             xid: 99,
         };
-        let req = client.request(Ipv4Addr::new(10, 0, 2, 15), Some(Ipv4Addr::new(10, 0, 2, 2)), None);
+        let req = client.request(
+            Ipv4Addr::new(10, 0, 2, 15),
+            Some(Ipv4Addr::new(10, 0, 2, 2)),
+            None,
+        );
         assert_eq!(req.opts().msg_type(), Some(MessageType::Request));
         assert!(matches!(
             req.opts().get(OptionCode::RequestedIpAddress),
             Some(DhcpOption::RequestedIpAddress(ip)) if *ip == Ipv4Addr::new(10, 0, 2, 15)
         ));
         assert!(req.flags().broadcast());
-        let renew = client.request(Ipv4Addr::new(10, 0, 2, 15), None, Some(Ipv4Addr::new(10, 0, 2, 15)));
+        let renew = client.request(
+            Ipv4Addr::new(10, 0, 2, 15),
+            None,
+            Some(Ipv4Addr::new(10, 0, 2, 15)),
+        );
         assert_eq!(renew.ciaddr(), Ipv4Addr::new(10, 0, 2, 15));
         assert!(renew.opts().get(OptionCode::RequestedIpAddress).is_none());
     }

@@ -115,7 +115,10 @@ fn network(config: &Config) {
             }
         };
         match apply(&nic, &lease, own_dns) {
-            Ok(()) => system::say(&format!("{} has {}/{} from DHCP", nic.name, lease.address, lease.prefix_len)),
+            Ok(()) => system::say(&format!(
+                "{} has {}/{} from DHCP",
+                nic.name, lease.address, lease.prefix_len
+            )),
             Err(e) => system::say(&format!("configuring {}: {e}", nic.name)),
         }
         let _ = tx.send(());

@@ -8,6 +8,7 @@ pub fn mount_all() -> Result<(), String> {
     // missing mount points can be made.
     mount_remount("/", MountFlags::empty(), "")
         .map_err(|e| format!("remounting / read-write: {e}"))?;
+    #[rustfmt::skip]
     let table: &[(&str, &str, &str, MountFlags, &str)] = &[
         ("proc", "/proc", "proc", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, ""),
         ("sysfs", "/sys", "sysfs", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, ""),
@@ -59,7 +60,8 @@ pub fn ensure_console() {
 
 /// The hostname, and /etc/hosts naming it (where the image lets us write).
 pub fn set_hostname(name: &str) -> Result<(), String> {
-    rustix::system::sethostname(name.as_bytes()).map_err(|e| format!("setting the hostname: {e}"))?;
+    rustix::system::sethostname(name.as_bytes())
+        .map_err(|e| format!("setting the hostname: {e}"))?;
     let _ = std::fs::create_dir_all("/etc");
     let hosts = format!(
         "127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"

@@ -69,6 +69,15 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig) -> Result<()> {
     Ok(())
 }
 
+/// DHCP where the image's init can run it (see [`systemd::ensure_dhcp`]); false when the VM will
+/// have no network. Images with OpenRC keep their own /etc/network setup.
+pub fn ensure_network(guest: &mut GuestTree) -> Result<bool> {
+    if systemd::is_present(guest)? {
+        return systemd::ensure_dhcp(guest);
+    }
+    Ok(true)
+}
+
 const UPDATE_BOOT: &str = include_str!("../../templates/guest/c2vm-update-boot");
 const HOOK: &str = include_str!("../../templates/guest/hook");
 

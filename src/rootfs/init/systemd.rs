@@ -21,6 +21,38 @@ pub fn reads(key: &[u8]) -> bool {
     })
 }
 
+/// DHCP on the first NIC by systemd-networkd, for an image that has networkd but nothing set up
+/// (a kernel from the generic bundle brings no network setup, unlike the distro templates).
+/// Returns whether the guest will run a DHCP client.
+pub fn ensure_dhcp(guest: &mut GuestTree) -> Result<bool> {
+    let configured = guest
+        .list("/etc/systemd/network")?
+        .iter()
+        .any(|n| n.ends_with(".network"));
+    let other_client = [
+        "/usr/sbin/NetworkManager",
+        "/usr/sbin/dhclient",
+        "/sbin/dhclient",
+    ]
+    .into_iter()
+    .map(|p| guest.is_executable(p))
+    .collect::<Result<Vec<bool>>>()?
+    .contains(&true);
+    if configured || other_client {
+        return Ok(true);
+    }
+    let Some(unit) = find_unit(guest, "systemd-networkd.service")? else {
+        return Ok(false);
+    };
+    guest.write(
+        "/etc/systemd/network/80-c2vm-dhcp.network",
+        b"# Written by c2vm: DHCP on the VM's NIC.\n[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n",
+        Perms::root(0o644),
+    )?;
+    enable_unit(guest, "systemd-networkd.service", &unit)?;
+    Ok(true)
+}
+
 pub const APP_UNIT: &str = "c2vm-app.service";
 
 pub fn is_present(guest: &mut GuestTree) -> Result<bool> {
