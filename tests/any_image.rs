@@ -217,3 +217,78 @@ fn an_image_with_systemd_but_no_kernel_boots_to_login_on_the_generic_kernel() {
         "DHCP by networkd: {out}"
     );
 }
+
+#[test]
+#[ignore = "needs root, dockerd with debian:latest (as debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
+fn the_power_button_stops_the_app_with_its_stop_signal_and_powers_off() {
+    let dir = user_scratch();
+    scratch_image(
+        dir.path(),
+        "c2vm-test/trap",
+        "ENTRYPOINT [\"/bin/sh\", \"-c\", \"trap 'echo app got SIGTERM; exit 0' TERM; \
+         echo app ready; while :; do sleep 1; done\"]",
+        &[],
+    );
+    let disk = dir.path().join("trap.qcow2");
+    convert("c2vm-test/trap", &disk, &["--stop-timeout", "5"]);
+    let mut vm = Command::new(env!("CARGO_BIN_EXE_c2vm"))
+        .args(["run", "--cpus", "1"])
+        .arg(&disk)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut stdin = vm.stdin.take().unwrap();
+    let stdout = vm.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut console = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => {
+                let ready = line.contains("app ready");
+                console.push(line);
+                if ready {
+                    break;
+                }
+            }
+            Err(_) => continue,
+        }
+    }
+    assert!(
+        console.iter().any(|l| l.contains("app ready")),
+        "{console:?}"
+    );
+    // QEMU's monitor shares the console: Ctrl-A c, then the ACPI power button.
+    use std::io::Write;
+    stdin.write_all(b"\x01c").unwrap();
+    stdin.write_all(b"system_powerdown\n").unwrap();
+    stdin.flush().unwrap();
+    let pressed = Instant::now();
+    let status = wait_exit(
+        &mut vm,
+        Duration::from_secs(5 + 20),
+        "the VM after the power button",
+    );
+    let took = pressed.elapsed();
+    console.extend(rx.try_iter());
+    let text = console.join("\n");
+    eprintln!("off {took:?} after the button\n{text}");
+    assert!(text.contains("app got SIGTERM"), "{text}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the app's status after its handler: {text}"
+    );
+}
