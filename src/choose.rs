@@ -40,7 +40,10 @@ pub fn kernel(
     own_bundle: Option<&str>,
 ) -> Result<KernelPlan> {
     Ok(match choice {
-        KernelChoice::Distro => KernelPlan::Distro,
+        KernelChoice::Distro => {
+            progress::note("Kernel: the distribution template's (--kernel distro)");
+            KernelPlan::Distro
+        }
         KernelChoice::Image => {
             progress::note("Kernel: the image's own (--kernel image)");
             KernelPlan::Image

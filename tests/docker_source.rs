@@ -250,9 +250,17 @@ fn docker_errors_are_clear_and_leave_nothing_behind() {
         .unwrap();
     assert!(status.success());
     std::fs::remove_file(&tarball).unwrap();
-    let err = attempt(&["c2vm-test-noos:latest"], None);
+    // Asked for the distribution's kernel, c2vm cannot pick a template.
+    let err = attempt(&["c2vm-test-noos:latest", "--kernel", "distro"], None);
     assert!(
         err.contains("no /etc/os-release") && err.contains("--no-kernel"),
+        "{err}"
+    );
+    // By default it takes the generic kernel and c2vm-init, which refuses a command the image
+    // does not have.
+    let err = attempt(&["c2vm-test-noos:latest"], None);
+    assert!(
+        err.contains("/x is not an executable file in the image"),
         "{err}"
     );
     let err = attempt(&["c2vm-test-noos:latest", "--no-kernel"], None);

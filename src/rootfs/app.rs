@@ -153,7 +153,11 @@ pub fn install(guest: &mut GuestTree, config: &GuestApp) -> Result<Vec<String>> 
 
 /// docker looks a bare program name up in the image's PATH; a boot service needs the full path.
 /// The program as a full path in the guest.
-fn resolve_program(guest: &mut GuestTree, app: &AppSpec, workdir: &str) -> Result<String> {
+pub(crate) fn resolve_program(
+    guest: &mut GuestTree,
+    app: &AppSpec,
+    workdir: &str,
+) -> Result<String> {
     let program = &app.argv[0];
     if program.contains('/') {
         let path = if program.starts_with('/') {

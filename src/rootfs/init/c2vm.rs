@@ -57,6 +57,9 @@ pub fn install(guest: &mut GuestTree, process: &AppSpec, settings: &Settings) ->
     } else {
         process.working_dir.as_str()
     };
+    // The program must be there: a disk whose only process cannot start is no use. (The argv
+    // stays as the image has it: the init looks a bare name up in PATH, as docker does.)
+    crate::rootfs::app::resolve_program(guest, process, workdir)?;
     let config = Config {
         argv: &process.argv,
         env: &process.env,
@@ -106,6 +109,8 @@ mod tests {
     #[test]
     fn the_init_and_its_config_go_in_with_the_user_resolved() {
         let mut t = tree(&[
+            ("bin", Kind::Dir, 0o755, b""),
+            ("bin/httpd", Kind::File, 0o755, b"\x7fELF"),
             ("etc", Kind::Dir, 0o755, b""),
             (
                 "etc/passwd",
