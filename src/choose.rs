@@ -108,9 +108,19 @@ fn is_bundle_file(name: &[u8], modules: bool) -> bool {
     boot_files::is_candidate(name) || (modules && name.starts_with(b"usr/lib/modules/"))
 }
 
-/// Whether c2vm-init is PID 1 (else the image's own init).
-pub fn c2vm_init(tree: &mut GuestTree, choice: InitChoice) -> Result<bool> {
+/// Whether c2vm-init is PID 1 (else the image's own init). `has_command`: whether the image has
+/// a command for c2vm-init to run; without one, `auto` keeps an image's own `/sbin/init` of a
+/// kind c2vm does not know (busybox init, runit).
+pub fn c2vm_init(tree: &mut GuestTree, choice: InitChoice, has_command: bool) -> Result<bool> {
     let own = InitSystem::detect(tree)?;
+    if choice == InitChoice::Auto
+        && own == InitSystem::Other
+        && !has_command
+        && tree.exists("/sbin/init")?
+    {
+        progress::note("Init: the image's own /sbin/init (it has no command for c2vm-init to run)");
+        return Ok(false);
+    }
     Ok(match (choice, own) {
         (InitChoice::C2vm, _) => {
             progress::note("Init: c2vm-init (--init c2vm)");
@@ -135,6 +145,23 @@ pub fn c2vm_init(tree: &mut GuestTree, choice: InitChoice) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rootfs::tree::tests::tree;
+    use crate::rootfs::tree::Kind;
+
+    #[test]
+    fn auto_takes_c2vm_init_unless_the_image_has_an_init_to_keep() {
+        let systemd = || tree(&[("usr/lib/systemd/systemd", Kind::File, 0o755, b"")]);
+        let busybox_init = || tree(&[("sbin/init", Kind::File, 0o755, b"")]);
+        let nothing = || tree(&[("bin/app", Kind::File, 0o755, b"")]);
+        assert!(!c2vm_init(&mut systemd(), InitChoice::Auto, true).unwrap());
+        assert!(c2vm_init(&mut systemd(), InitChoice::C2vm, true).unwrap());
+        assert!(c2vm_init(&mut nothing(), InitChoice::Auto, true).unwrap());
+        // An unknown init and no command: keep the image's own.
+        assert!(!c2vm_init(&mut busybox_init(), InitChoice::Auto, false).unwrap());
+        assert!(c2vm_init(&mut busybox_init(), InitChoice::Auto, true).unwrap());
+        let err = c2vm_init(&mut nothing(), InitChoice::Image, true).unwrap_err();
+        assert!(err.to_string().contains("--init c2vm"), "{err}");
+    }
 
     #[test]
     fn a_guest_takes_kernel_files_and_modules_only_when_used() {

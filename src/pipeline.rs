@@ -460,7 +460,7 @@ fn configure_guest(
         },
     )?;
     let kernel = boot_files::find(guest)?;
-    if choose::c2vm_init(guest, init.choice)? {
+    if choose::c2vm_init(guest, init.choice, !app.process.argv.is_empty())? {
         let settings = c2vm::Settings {
             hostname: plan.hostname.clone(),
             dns: plan.dns.clone(),

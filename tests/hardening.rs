@@ -480,6 +480,8 @@ fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
     a.raw(b"boot/", tar::EntryType::Directory, None, b"");
     a.file("boot/vmlinuz-6.1.0-c2vm", b"not really a kernel");
     a.file("boot/initrd.img-6.1.0-c2vm", b"not really an initrd");
+    // An init of its own (and no command), so that c2vm keeps it rather than bring c2vm-init.
+    a.file("sbin/init", b"#!/bin/sh\n");
     a.0.append(
         &block_device("dev/host-disk", 8, 0, 0o666),
         std::io::empty(),
