@@ -150,9 +150,21 @@ mod tests {
 
     #[test]
     fn auto_takes_c2vm_init_unless_the_image_has_an_init_to_keep() {
-        let systemd = || tree(&[("usr/lib/systemd/systemd", Kind::File, 0o755, b"")]);
-        let busybox_init = || tree(&[("sbin/init", Kind::File, 0o755, b"")]);
-        let nothing = || tree(&[("bin/app", Kind::File, 0o755, b"")]);
+        let systemd = || {
+            tree(&[
+                ("usr", Kind::Dir, 0o755, b""),
+                ("usr/lib", Kind::Dir, 0o755, b""),
+                ("usr/lib/systemd", Kind::Dir, 0o755, b""),
+                ("usr/lib/systemd/systemd", Kind::File, 0o755, b""),
+            ])
+        };
+        let busybox_init = || {
+            tree(&[
+                ("sbin", Kind::Dir, 0o755, b""),
+                ("sbin/init", Kind::File, 0o755, b""),
+            ])
+        };
+        let nothing = || tree(&[("bin", Kind::Dir, 0o755, b"")]);
         assert!(!c2vm_init(&mut systemd(), InitChoice::Auto, true).unwrap());
         assert!(c2vm_init(&mut systemd(), InitChoice::C2vm, true).unwrap());
         assert!(c2vm_init(&mut nothing(), InitChoice::Auto, true).unwrap());
