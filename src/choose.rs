@@ -95,11 +95,15 @@ pub fn bundle_entries<'a>(
         }
         KernelPlan::Distro | KernelPlan::Image => return Ok(None),
     };
+    // Under systemd or OpenRC the guest has udev, which loads modules, and may update its kernel:
+    // kernel, initramfs and modules go into the filesystem. c2vm-init (or an init c2vm does not
+    // know) loads no modules and updates nothing: the kernel goes to the ESP only.
     let modules = loads_modules(tree, init)?;
     let stream = engine.export(bundle)?;
     Ok(Some(Extra {
         stream: Box::new(stream),
         keep: Box::new(move |name| is_bundle_file(name, modules)),
+        emit: modules,
     }))
 }
 

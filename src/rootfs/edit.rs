@@ -60,6 +60,9 @@ pub struct Extra<'a> {
     pub stream: Box<dyn Read + 'a>,
     /// Which of its entries (by name) to take.
     pub keep: Keep<'a>,
+    /// Whether they go into the filesystem too, or are only kept in the tree (a kernel the ESP
+    /// needs but the guest's init never updates).
+    pub emit: bool,
 }
 
 /// A filter on entry names.
@@ -96,9 +99,10 @@ pub fn edit_with<'a, T>(
     let mut next = Some(Extra {
         stream: Box::new(source),
         keep: Box::new(|_| true),
+        emit: true,
     });
     let mut first = true;
-    while let Some(Extra { stream, keep }) = next.take() {
+    while let Some(Extra { stream, keep, emit }) = next.take() {
         let mut archive = tar::Archive::new(stream);
         let entries = archive
             .entries()
@@ -260,6 +264,8 @@ pub fn edit_with<'a, T>(
             if hold {
                 node.state = State::Held;
                 held.push(key.clone());
+            } else if !emit {
+                // Kept for the ESP only: the tree knows it, the filesystem never sees it.
             } else {
                 match &node.data {
                     Some(data) => out.entry(&key, &node, &mut data.as_ref())?,
