@@ -292,7 +292,8 @@ impl Cmd {
     }
 }
 
-fn is_broken_pipe(err: Option<&anyhow::Error>) -> bool {
+/// Whether `err` is (or wraps) a write to a pipe whose reader has gone.
+pub fn is_broken_pipe(err: Option<&anyhow::Error>) -> bool {
     err.is_some_and(|e| {
         e.chain().any(|c| {
             c.downcast_ref::<std::io::Error>()

@@ -3,7 +3,7 @@
 //! edit (rootfs) into mke2fs (disk) → ESP and boot loaders → output, then the report.
 use crate::boot::{self, BootConfig};
 use crate::choose::{self, KernelPlan};
-use crate::cmd::ToolFailed;
+use crate::cmd::{self, ToolFailed};
 use crate::disk::esp::{self, EspFile};
 use crate::disk::ext4::{self, Files, Populate, TreeUsage};
 use crate::disk::gpt;
@@ -390,8 +390,15 @@ impl RootFs<'_, '_> {
                 let unpacked = unpacker
                     .join()
                     .unwrap_or_else(|_| Err(anyhow!("the unpacker panicked")));
-                // The unpacker's refusal explains the broken pipe the edit then saw.
-                unpacked.and(edited)
+                // Whichever stopped first explains the other's failure: the unpacker's refusal
+                // the broken pipe the edit then saw, the edit's refusal the archive cut short
+                // that the unpacker then saw.
+                match (unpacked, edited) {
+                    (Err(unpacker), Err(edit)) if cmd::is_broken_pipe(Some(&edit)) => Err(unpacker),
+                    (_, Err(edit)) => Err(edit),
+                    (Err(unpacker), Ok(_)) => Err(unpacker),
+                    (Ok(()), Ok(edited)) => Ok(edited),
+                }
             })
         })?;
         let usage = TreeUsage::of_tree(&tree)?;

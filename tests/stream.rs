@@ -163,6 +163,28 @@ fn every_property_survives_the_stream_as_a_user_and_the_staging_path_as_root() {
         "{log}"
     );
     assert_properties(&staged, &log);
+
+    // A hostile archive on the fallback path: the stream edit's refusal is what the user reads,
+    // not the unpacker's "truncated" that follows it.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = header(tar::EntryType::Regular, 0o644, 2);
+    h.as_old_mut().name[..4].copy_from_slice(b"../x");
+    h.set_cksum();
+    b.append(&h, &b"x\n"[..]).unwrap();
+    let hostile = dir.path().join("hostile.tar");
+    std::fs::write(&hostile, b.into_inner().unwrap()).unwrap();
+    let out = dir.path().join("hostile.img");
+    let o = run(c2vm()
+        .env("PATH", path_with_old_mke2fs())
+        .args(["convert", &format!("rootfs:{}", hostile.display()), "-o"])
+        .arg(&out));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refusing archive entry `../x`") && err.contains("climbs out"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }
 
 #[test]
