@@ -7,6 +7,9 @@
 //! | `generic` | c2vm's kernel bundle (or `--kernel-image`), merged into the stream |
 //! | `auto` | distro where a template and its package manager fit; else the image's own when it has one; else generic |
 //!
+//! With no engine (`oci:`, `docker://` and the other transports), `auto` is the image's own
+//! kernel, else the `--kernel-image` bundle; there is no template build.
+//!
 //! `--init auto` takes the image's systemd or OpenRC where it has one, else c2vm-init. Some of
 //! this waits for the image's tree: the stream edit asks once the image's entries have passed.
 use crate::kernel;
@@ -17,8 +20,11 @@ use crate::rootfs::edit::Extra;
 use crate::rootfs::init::InitSystem;
 use crate::rootfs::tree::GuestTree;
 use crate::source::docker::Engine;
-use crate::source::ImageDetails;
-use anyhow::{bail, Result};
+use crate::source::layers::LayeredImage;
+use crate::source::registry::Access;
+use crate::source::{ImageDetails, SourceRef};
+use anyhow::{anyhow, bail, Result};
+use std::io::Read;
 
 /// The kernel, as far as it can be decided before the stream.
 #[derive(Debug, Clone)]
@@ -28,16 +34,83 @@ pub enum KernelPlan {
     /// The image's own.
     Image,
     /// A bundle's, merged into the stream.
-    Bundle(ImageDetails),
+    Bundle(Bundle),
     /// The image's own if it has one, else the bundle's.
-    ImageElseBundle(ImageDetails),
+    ImageElseBundle(Bundle),
+    /// The image's own, which it must have: no engine to build a bundle, and none given.
+    ImageOrFail,
+}
+
+/// A kernel bundle: an image from the engine, or one read from a transport.
+#[derive(Debug, Clone)]
+pub enum Bundle {
+    Engine(ImageDetails),
+    Layers(LayeredImage),
+}
+
+impl Bundle {
+    /// Bytes of its root filesystem, for sizing.
+    pub fn size(&self) -> u64 {
+        match self {
+            Bundle::Engine(d) => d.size,
+            Bundle::Layers(l) => l.unpacked_size(),
+        }
+    }
+
+    fn open<'a>(&'a self, engine: Option<&'a Engine>) -> Result<Box<dyn Read + 'a>> {
+        Ok(match (self, engine) {
+            (Bundle::Engine(details), Some(engine)) => Box::new(engine.export(details)?),
+            (Bundle::Engine(_), None) => {
+                bail!("the kernel bundle is in an engine, and there is none")
+            }
+            (Bundle::Layers(image), _) => Box::new(image.open("Reading the kernel bundle")?),
+        })
+    }
+}
+
+/// `--kernel-image REF`: through a transport, else from the engine (connected only then).
+fn own_bundle(engine: Option<&Engine>, reference: &str, access: &Access) -> Result<Bundle> {
+    if let SourceRef::Layers(transport) = SourceRef::parse(reference)? {
+        let image = transport.open(access)?;
+        image.details.check_platform(reference)?;
+        return Ok(Bundle::Layers(image));
+    }
+    let engine = engine.ok_or_else(|| {
+        anyhow!("--kernel-image {reference} names an image in an engine, and this conversion has none; give the bundle as oci:DIR, oci-archive:PATH, docker-archive:PATH or docker://REF")
+    })?;
+    Ok(Bundle::Engine(kernel::bundle(engine, Some(reference))?))
+}
+
+/// The kernel for an image read with no engine (a transport).
+pub fn kernel_without_engine(
+    choice: KernelChoice,
+    own: Option<&str>,
+    access: &Access,
+) -> Result<KernelPlan> {
+    let how = "a kernel bundle with --kernel-image oci:DIR|oci-archive:PATH|docker-archive:PATH|docker://REF, or load the image into Docker or Podman and convert it from there";
+    Ok(match (choice, own) {
+        (KernelChoice::Distro, _) => bail!("--kernel distro builds c2vm's template on the image, which needs the image in a Docker or Podman engine; give {how}"),
+        (KernelChoice::Image, _) => {
+            progress::note("Kernel: the image's own (--kernel image)");
+            KernelPlan::Image
+        }
+        (KernelChoice::Generic, None) => bail!("--kernel generic builds c2vm's bundle in an engine, and this conversion uses none; give {how}"),
+        (KernelChoice::Generic, Some(r)) => {
+            let bundle = own_bundle(None, r, access)?;
+            progress::note(&format!("Kernel: the bundle {r} (--kernel-image)"));
+            KernelPlan::Bundle(bundle)
+        }
+        (KernelChoice::Auto, Some(r)) => KernelPlan::ImageElseBundle(own_bundle(None, r, access)?),
+        (KernelChoice::Auto, None) => KernelPlan::ImageOrFail,
+    })
 }
 
 pub fn kernel(
     engine: &Engine,
     image: &ImageDetails,
     choice: KernelChoice,
-    own_bundle: Option<&str>,
+    own: Option<&str>,
+    access: &Access,
 ) -> Result<KernelPlan> {
     Ok(match choice {
         KernelChoice::Distro => {
@@ -49,8 +122,11 @@ pub fn kernel(
             KernelPlan::Image
         }
         KernelChoice::Generic => {
-            let bundle = kernel::bundle(engine, own_bundle)?;
-            progress::note(&match own_bundle {
+            let bundle = match own {
+                Some(r) => own_bundle(Some(engine), r, access)?,
+                None => Bundle::Engine(kernel::bundle(engine, None)?),
+            };
+            progress::note(&match own {
                 Some(r) => format!("Kernel: the bundle {r} (--kernel-image)"),
                 None => "Kernel: c2vm's generic bundle (--kernel generic)".to_string(),
             });
@@ -64,7 +140,7 @@ pub fn kernel(
                 ));
                 KernelPlan::Distro
             }
-            None => KernelPlan::ImageElseBundle(kernel::bundle(engine, None)?),
+            None => KernelPlan::ImageElseBundle(Bundle::Engine(kernel::bundle(engine, None)?)),
         },
     })
 }
@@ -78,7 +154,7 @@ fn loads_modules(tree: &mut GuestTree, init: InitChoice) -> Result<bool> {
 /// The bundle's entries to merge into the stream, once the image's tree is known: `None` when
 /// the image's own kernel boots.
 pub fn bundle_entries<'a>(
-    engine: &'a Engine,
+    engine: Option<&'a Engine>,
     plan: &'a KernelPlan,
     tree: &mut GuestTree,
     init: InitChoice,
@@ -93,15 +169,22 @@ pub fn bundle_entries<'a>(
             progress::note("Kernel: c2vm's generic bundle (no distribution template fits, and the image has no kernel)");
             b
         }
+        KernelPlan::ImageOrFail => {
+            if boot_files::find(tree).is_ok() {
+                progress::note("Kernel: the image's own (in its /boot)");
+                return Ok(None);
+            }
+            bail!("the image has no kernel in /boot, and with no engine c2vm cannot build one: give a kernel bundle with --kernel-image oci:DIR|oci-archive:PATH|docker-archive:PATH|docker://REF, or load the image into Docker or Podman and convert it from there");
+        }
         KernelPlan::Distro | KernelPlan::Image => return Ok(None),
     };
     // Under systemd or OpenRC the guest has udev, which loads modules, and may update its kernel:
     // kernel, initramfs and modules go into the filesystem. c2vm-init (or an init c2vm does not
     // know) loads no modules and updates nothing: the kernel goes to the ESP only.
     let modules = loads_modules(tree, init)?;
-    let stream = engine.export(bundle)?;
+    let stream = bundle.open(engine)?;
     Ok(Some(Extra {
-        stream: Box::new(stream),
+        stream,
         keep: Box::new(move |name| is_bundle_file(name, modules)),
         emit: modules,
     }))

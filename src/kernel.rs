@@ -239,6 +239,10 @@ pub fn add_kernel(engine: &Engine, image: &ImageDetails, reference: &str) -> Res
         &HashMap::new(),
         &format!("Adding a kernel ({} template)", family.name()),
     )?;
+    // Named, so it can be saved or pushed and converted elsewhere with no engine.
+    crate::progress::note(&format!(
+        "The image with its kernel is {tag} (kept as the cache for next time)"
+    ));
     engine
         .inspect(&tag)?
         .context("the kernel image vanished after its build")

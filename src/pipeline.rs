@@ -22,6 +22,7 @@ use crate::rootfs::setup::{self, GuestConfig};
 use crate::rootfs::tree::GuestTree;
 use crate::rootfs::{self, unpack};
 use crate::source::docker::Engine;
+use crate::source::layers::LayeredImage;
 use crate::source::{self, SourceRef, TarStream, PLATFORM};
 use crate::workspace::Workspace;
 use anyhow::{anyhow, Context, Result};
@@ -40,6 +41,12 @@ pub fn convert(source: &str, disk: &DiskArgs, image: &ImageArgs) -> Result<()> {
             let image = ImagePlan::from_args(image)?;
             let engine = Engine::connect()?;
             convert_image(&engine, &reference, &image, &plan)
+        }
+        SourceRef::Layers(transport) => {
+            let options = ImagePlan::from_args(image)?;
+            let mut timings = Timings::default();
+            let image = timings.time("pull", || transport.open(&options.access))?;
+            convert_layers(&image, source, &options, &plan, timings)
         }
     }
 }
@@ -132,6 +139,7 @@ fn convert_image(
             &image,
             options.kernel,
             options.kernel_image.as_deref(),
+            &options.access,
         )?;
         let bootable = match kernel_plan {
             KernelPlan::Distro => kernel::add_kernel(engine, &image, reference)?,
@@ -140,29 +148,90 @@ fn convert_image(
         Ok((kernel_plan, bootable))
     })?;
     let open = || -> Result<Box<dyn TarStream + '_>> { Ok(Box::new(engine.export(&bootable)?)) };
+    let more = |tree: &mut GuestTree| {
+        choose::bundle_entries(Some(engine), &kernel_plan, tree, options.init)
+    };
+    let image = ImageInput {
+        id: &bootable.id,
+        size: bootable.size,
+        kernel: &kernel_plan,
+        app: &app,
+        options,
+    };
+    build_disk(&image.input(&open, &more, plan), timings, &app, plan)
+}
+
+/// An image read with no engine (a transport) → disk: its layers merged in one stream, and a
+/// kernel of its own or from a bundle.
+fn convert_layers(
+    image: &LayeredImage,
+    reference: &str,
+    options: &ImagePlan,
+    plan: &DiskPlan,
+    mut timings: Timings,
+) -> Result<()> {
+    image.details.check_platform(reference)?;
+    let app = GuestApp::from_config(&image.details.config, options.app)?;
+    let kernel_plan = timings.time("kernel", || {
+        choose::kernel_without_engine(
+            options.kernel,
+            options.kernel_image.as_deref(),
+            &options.access,
+        )
+    })?;
+    let open = || -> Result<Box<dyn TarStream + '_>> {
+        Ok(Box::new(
+            image.open("Reading the image's layers into the disk")?,
+        ))
+    };
     let more =
-        |tree: &mut GuestTree| choose::bundle_entries(engine, &kernel_plan, tree, options.init);
-    let bundle_size = match &kernel_plan {
-        KernelPlan::Bundle(b) | KernelPlan::ImageElseBundle(b) => b.size / 4,
-        _ => 0,
+        |tree: &mut GuestTree| choose::bundle_entries(None, &kernel_plan, tree, options.init);
+    let input = ImageInput {
+        id: &image.details.id,
+        size: image.unpacked_size(),
+        kernel: &kernel_plan,
+        app: &app,
+        options,
     };
-    let input = Input {
-        open: &open,
-        usage: TreeUsage::estimate(bootable.size + bundle_size),
-        exact: false,
-        seed: format!(
-            "image {}|{app:?}|{options:?}|{kernel_plan:?}|{}",
-            bootable.id,
-            plan.seed()
-        ),
-        more: &more,
-        init: InitPlan {
-            choice: options.init,
-            restart: options.restart,
-            stop_timeout: options.stop_timeout,
-        },
-    };
-    build_disk(&input, timings, &app, plan)
+    build_disk(&input.input(&open, &more, plan), timings, &app, plan)
+}
+
+/// What an image source (engine or transport) knows, for the disk's [`Input`].
+struct ImageInput<'a> {
+    id: &'a str,
+    /// Bytes of its root filesystem, roughly.
+    size: u64,
+    kernel: &'a KernelPlan,
+    app: &'a GuestApp,
+    options: &'a ImagePlan,
+}
+
+impl ImageInput<'_> {
+    fn input<'a>(&self, open: &'a Open<'a>, more: &'a More<'a>, plan: &DiskPlan) -> Input<'a> {
+        let bundle_size = match self.kernel {
+            KernelPlan::Bundle(b) | KernelPlan::ImageElseBundle(b) => b.size() / 4,
+            _ => 0,
+        };
+        Input {
+            open,
+            usage: TreeUsage::estimate(self.size + bundle_size),
+            exact: false,
+            seed: format!(
+                "image {}|{:?}|{:?}|{:?}|{}",
+                self.id,
+                self.app,
+                self.options,
+                self.kernel,
+                plan.seed()
+            ),
+            more,
+            init: InitPlan {
+                choice: self.options.init,
+                restart: self.options.restart,
+                stop_timeout: self.options.stop_timeout,
+            },
+        }
+    }
 }
 
 /// Everything after the source: the root filesystem with guest setup, the ESP, boot loaders,
@@ -370,7 +439,12 @@ impl RootFs<'_, '_> {
             &rootfs::edit_policy(self.plan.epoch),
             &mut |tree| (self.input.more)(tree),
             setup,
-        )?;
+        );
+        // A source that broke (a layer's digest, a registry) explains the edit's failure.
+        let edited = match edited {
+            Err(e) => return Err(stream.get_mut().failure().unwrap_or(e)),
+            Ok(edited) => edited,
+        };
         // Read to the real end, past the end-of-archive blocks, so the source finishes cleanly.
         std::io::copy(&mut stream, &mut std::io::sink())
             .context("reading the source to its end")?;

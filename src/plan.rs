@@ -8,6 +8,7 @@ use crate::disk::layout::SizeRequest;
 use crate::output::{DiskFormat, OutputTarget};
 use crate::rootfs::app::AppChoice;
 use crate::rootfs::init::c2vm::Restart;
+use crate::source::registry::Access;
 use crate::source::{PullPolicy, PLATFORM};
 use crate::units::{parse_size, MIB};
 use crate::workspace::WorkDir;
@@ -97,6 +98,18 @@ pub struct ImageArgs {
     /// Do not run the image's ENTRYPOINT/CMD at boot
     #[arg(long)]
     pub no_app: bool,
+    /// docker:// credentials: USER, with the password read from standard input (USER:PASS
+    /// works too, but puts the password where `ps` shows it)
+    #[arg(long, value_name = "USER[:PASS]", conflicts_with = "password_stdin")]
+    pub creds: Option<String>,
+    /// docker://: check TLS certificates and require HTTPS (plain HTTP is allowed for
+    /// localhost and 127.0.0.0/8 only)
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// docker://: a directory of CA certificates (`*.crt`) to trust [default:
+    /// /etc/containers/certs.d/HOST, /etc/docker/certs.d/HOST]
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
 }
 
 /// Everything the disk stages need, checked.
@@ -211,6 +224,8 @@ pub struct ImagePlan {
     pub restart: Restart,
     pub stop_timeout: u64,
     pub app: AppChoice,
+    /// How to reach registries (docker://).
+    pub access: Access,
 }
 
 impl ImagePlan {
@@ -240,6 +255,14 @@ impl ImagePlan {
                 (_, true) => AppChoice::Off,
                 _ => AppChoice::Auto,
             },
+            access: Access {
+                creds: match &args.creds {
+                    None => None,
+                    Some(creds) => Some(registry_creds(creds)?),
+                },
+                insecure: !args.tls_verify,
+                cert_dir: args.cert_dir.clone(),
+            },
         })
     }
 
@@ -254,12 +277,35 @@ impl ImagePlan {
             (args.kernel_image.is_some(), "--kernel-image"),
             (args.init != InitChoice::Auto, "--init"),
             (args.restart != Restart::No, "--restart"),
+            (args.creds.is_some(), "--creds"),
+            (!args.tls_verify, "--tls-verify"),
+            (args.cert_dir.is_some(), "--cert-dir"),
         ];
         if let Some((_, flag)) = given.iter().find(|(set, _)| *set) {
             bail!("{flag} applies to images from an engine; a rootfs: tarball is converted as it is (with its own kernel and init, and no image config): drop {flag}");
         }
         Ok(())
     }
+}
+
+/// `--creds USER[:PASS]`; without `:PASS`, the password is the first line of standard input.
+fn registry_creds(text: &str) -> Result<(String, String)> {
+    if let Some((user, password)) = text.split_once(':') {
+        crate::progress::note("Note: a password given with --creds shows in `ps` to every user; give --creds USER and the password on standard input instead");
+        return Ok((user.to_string(), password.to_string()));
+    }
+    if text.is_empty() {
+        bail!("--creds needs a user name: --creds USER, with the password on standard input");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the registry password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        bail!("--creds {text}: no password on standard input; pipe it in, e.g. `c2vm convert … --creds {text} < password-file`");
+    }
+    Ok((text.to_string(), password))
 }
 
 /// SOURCE_DATE_EPOCH, read once here (reproducible builds' convention).
@@ -312,6 +358,9 @@ mod tests {
             stop_timeout: 10,
             app: false,
             no_app: false,
+            creds: None,
+            tls_verify: true,
+            cert_dir: None,
         }
     }
 

@@ -155,6 +155,13 @@ impl Stage {
     }
 }
 
+impl<R> ProgressReader<R> {
+    /// Move the bar by bytes that went by another way.
+    pub fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+}
+
 impl<R: std::io::Read> std::io::Read for ProgressReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;

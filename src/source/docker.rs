@@ -237,7 +237,11 @@ impl Engine {
                 Err(e) if is_not_found(&e) => return Ok(None),
                 Err(e) => return Err(e).with_context(|| format!("looking up {path} in the image")),
             };
-            if !info.link_target.is_empty() {
+            // Follow symlinks only, by Go's `os.ModeSymlink` bit in the mode: Podman fills
+            // `linkTarget` for every path (a regular file's is its own path), Docker for links
+            // only. Both give the target resolved and absolute.
+            const GO_MODE_SYMLINK: u32 = 1 << 27;
+            if info.file_mode & GO_MODE_SYMLINK != 0 && !info.link_target.is_empty() {
                 let target = Path::new(&path)
                     .parent()
                     .unwrap_or(Path::new("/"))
@@ -402,10 +406,7 @@ impl Engine {
                 }
             }
         });
-        let reader = ChannelReader {
-            rx,
-            current: bytes::Bytes::new(),
-        };
+        let reader = super::ChannelReader::new(rx);
         Ok(ExportStream {
             reader: std::io::BufReader::with_capacity(1 << 20, stage.reader(reader)),
             stage,
@@ -456,7 +457,7 @@ impl Drop for ContainerGuard<'_> {
 
 /// The tar stream of an export; holds the container until finished.
 pub struct ExportStream<'a> {
-    reader: std::io::BufReader<ProgressReader<ChannelReader>>,
+    reader: std::io::BufReader<ProgressReader<super::ChannelReader>>,
     stage: Stage,
     _pump: AbortOnDrop,
     container: ContainerGuard<'a>,
@@ -482,26 +483,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Blocking reader over chunks sent by the async export task.
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
-    current: bytes::Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.recv() {
-                Ok(chunk) => self.current = chunk?,
-                Err(_) => return Ok(0), // sender finished: end of stream
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
     }
 }
 

@@ -1,7 +1,15 @@
 //! Where the root filesystem comes from. Every source ends the same way: a tar stream of a whole
-//! root filesystem, which the rootfs stage edits on its way into the disk. `rootfs:PATH` reads a tarball; an image
-//! reference goes through the Docker Engine API.
+//! root filesystem, which the rootfs stage edits on its way into the disk.
+//! - `rootfs:PATH` reads a tarball (`tarball`);
+//! - a plain image reference goes through a Docker Engine API, Docker's or Podman's (`docker`);
+//! - skopeo's transports need no engine: `oci:`, `oci-archive:`, `docker-archive:` (`layout`)
+//!   and `docker://` (`registry`) give an image's layers (`oci`), merged into one stream
+//!   (`layers`).
 pub mod docker;
+pub mod layers;
+pub mod layout;
+pub mod oci;
+pub mod registry;
 pub mod tarball;
 
 use crate::image::ImageConfig;
@@ -13,14 +21,64 @@ use std::path::PathBuf;
 /// progress line and lets go of what the source held, e.g. the export's container).
 pub trait TarStream: Read {
     fn finish(self: Box<Self>) -> Result<()>;
+    /// Why the stream broke, when the source knows better than a reader's error (a layer's
+    /// digest, a registry's refusal).
+    fn failure(&mut self) -> Option<anyhow::Error> {
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
 pub enum SourceRef {
     /// `rootfs:PATH`: a tarball of a whole root filesystem with a kernel in /boot.
     Tarball(PathBuf),
-    /// An image reference as docker takes it.
+    /// An image reference as docker takes it, through the engine.
     Image(String),
+    /// An image with no engine, by one of skopeo's transports.
+    Layers(Transport),
+}
+
+/// skopeo's transport names for images c2vm reads with no engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// `oci:DIR[:TAG]`
+    Oci { dir: PathBuf, tag: Option<String> },
+    /// `oci-archive:PATH[:TAG]`
+    OciArchive { path: PathBuf, tag: Option<String> },
+    /// `docker-archive:PATH[:REF]`
+    DockerArchive {
+        path: PathBuf,
+        reference: Option<String>,
+    },
+    /// `docker://REGISTRY/NAME[:TAG|@DIGEST]`
+    Registry(String),
+}
+
+impl Transport {
+    /// The image, its config read and its layers found (none read yet).
+    pub fn open(&self, access: &registry::Access) -> Result<layers::LayeredImage> {
+        let platform = oci::Platform::parse(PLATFORM)?;
+        match self {
+            Transport::Oci { dir, tag } => layout::oci_dir(dir, tag.as_deref(), &platform),
+            Transport::OciArchive { path, tag } => {
+                layout::oci_archive(path, tag.as_deref(), &platform)
+            }
+            Transport::DockerArchive { path, reference } => {
+                layout::docker_archive(path, reference.as_deref(), &platform)
+            }
+            Transport::Registry(reference) => registry::image(reference, access, &platform),
+        }
+    }
+}
+
+/// `PATH[:TAG]` where a tag has no `/` (so a path may hold `:`).
+fn path_and_tag(text: &str) -> (PathBuf, Option<String>) {
+    match text.rsplit_once(':') {
+        Some((path, tag)) if !tag.is_empty() && !tag.contains('/') && !path.is_empty() => {
+            (PathBuf::from(path), Some(tag.to_string()))
+        }
+        _ => (PathBuf::from(text), None),
+    }
 }
 
 impl SourceRef {
@@ -31,11 +89,80 @@ impl SourceRef {
             }
             return Ok(SourceRef::Tarball(PathBuf::from(path)));
         }
+        let layers = |t: Transport| Ok(SourceRef::Layers(t));
+        let needs = |what: &str| {
+            anyhow::anyhow!("`{text}` names no {what}; e.g. {}", match what {
+            "directory" => "oci:/tmp/debian-layout:latest",
+            "archive" => "oci-archive:/tmp/debian.tar or docker-archive:/tmp/debian.tar:debian:latest",
+            _ => "docker://registry.example:5000/debian:latest",
+        })
+        };
+        if let Some(rest) = text.strip_prefix("docker://") {
+            if rest.is_empty() {
+                return Err(needs("image"));
+            }
+            return layers(Transport::Registry(rest.to_string()));
+        }
+        if let Some(rest) = text.strip_prefix("oci:") {
+            let (dir, tag) = path_and_tag(rest);
+            if rest.is_empty() {
+                return Err(needs("directory"));
+            }
+            return layers(Transport::Oci { dir, tag });
+        }
+        if let Some(rest) = text.strip_prefix("oci-archive:") {
+            let (path, tag) = path_and_tag(rest);
+            if rest.is_empty() {
+                return Err(needs("archive"));
+            }
+            return layers(Transport::OciArchive { path, tag });
+        }
+        if let Some(rest) = text.strip_prefix("docker-archive:") {
+            // The reference may hold `:` (debian:latest), a path rarely does: split at the first.
+            let (path, reference) = match rest.split_once(':') {
+                Some((p, r)) if !r.is_empty() => (PathBuf::from(p), Some(r.to_string())),
+                _ => (PathBuf::from(rest.trim_end_matches(':')), None),
+            };
+            if rest.is_empty() {
+                return Err(needs("archive"));
+            }
+            return layers(Transport::DockerArchive { path, reference });
+        }
         let image = text.strip_prefix("docker:").unwrap_or(text);
         if image.is_empty() || image.contains(char::is_whitespace) {
-            bail!("`{text}` is not an image reference (e.g. debian:latest) nor rootfs:PATH");
+            bail!("`{text}` is not an image reference (e.g. debian:latest), rootfs:PATH, oci:DIR, oci-archive:PATH, docker-archive:PATH or docker://REF");
         }
         Ok(SourceRef::Image(image.to_string()))
+    }
+}
+
+/// A blocking reader over chunks an async task sends (an engine's export, a registry's blob):
+/// the stream edit reads synchronously.
+pub struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl ChannelReader {
+    pub fn new(rx: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(chunk) => self.current = chunk?,
+                Err(_) => return Ok(0), // the sender finished: end of stream
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
 }
 
@@ -90,7 +217,29 @@ mod tests {
         assert!(
             matches!(SourceRef::parse("docker:alpine").unwrap(), SourceRef::Image(i) if i == "alpine")
         );
+        let parse = |t: &str| SourceRef::parse(t).unwrap();
+        assert!(
+            matches!(parse("docker://127.0.0.1:5000/a/b:1"), SourceRef::Layers(Transport::Registry(r)) if r == "127.0.0.1:5000/a/b:1")
+        );
+        assert!(
+            matches!(parse("oci:/l:v1"), SourceRef::Layers(Transport::Oci { dir, tag }) if dir == std::path::Path::new("/l") && tag.as_deref() == Some("v1"))
+        );
+        assert!(
+            matches!(parse("oci:/a:b/l"), SourceRef::Layers(Transport::Oci { dir, tag: None }) if dir == std::path::Path::new("/a:b/l"))
+        );
+        assert!(matches!(
+            parse("oci-archive:x.tar"),
+            SourceRef::Layers(Transport::OciArchive { tag: None, .. })
+        ));
+        assert!(
+            matches!(parse("docker-archive:d.tar:debian:latest"), SourceRef::Layers(Transport::DockerArchive { path, reference }) if path == std::path::Path::new("d.tar") && reference.as_deref() == Some("debian:latest"))
+        );
         let err = |t: &str| SourceRef::parse(t).unwrap_err().to_string();
+        assert!(
+            err("oci:").contains("names no directory"),
+            "{}",
+            err("oci:")
+        );
         assert!(
             err("rootfs:").contains("needs a path"),
             "{}",

@@ -1,0 +1,367 @@
+//! `docker://REGISTRY/NAME[:TAG|@DIGEST]`: an image straight from a registry, no engine. The
+//! distribution protocol (token and basic auth, manifests, blobs) is the `oci-client` crate's,
+//! the maintained Rust client of the ORAS project; c2vm adds what users of docker and skopeo
+//! expect around it: their credential files, `--cert-dir`, the localhost rule for plain HTTP,
+//! and its own check of every digest.
+use super::layers::{BlobStore, LayeredImage};
+use super::oci::{self, Fetch, Platform, JSON_LIMIT};
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::StreamExt;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to reach registries: `--creds`, `--tls-verify`, `--cert-dir`.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// `USER` and password, from `--creds`.
+    pub creds: Option<(String, String)>,
+    /// `--tls-verify=false`: no certificate checks, and plain HTTP allowed.
+    pub insecure: bool,
+    /// `--cert-dir`: CA certificates (`*.crt`) to trust.
+    pub cert_dir: Option<PathBuf>,
+}
+
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// A registry connection for one image reference.
+struct Registry {
+    client: Client,
+    reference: Reference,
+    runtime: Arc<tokio::runtime::Runtime>,
+    name: String,
+}
+
+/// `docker://…` → the image, its config read and its layers listed (not yet downloaded).
+pub fn image(text: &str, access: &Access, platform: &Platform) -> Result<LayeredImage> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let reference: Reference = text
+        .parse()
+        .map_err(|e| anyhow!("docker://{text} is not an image reference ({e}); e.g. docker://registry.example:5000/team/app:1.0"))?;
+    let name = format!("docker://{text}");
+    let host = reference.resolve_registry().to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let certs = certificates(&host, access.cert_dir.as_deref())?;
+    let scheme = runtime.block_on(probe(&host, &certs, access.insecure))?;
+    let config = ClientConfig {
+        protocol: scheme,
+        accept_invalid_certificates: access.insecure,
+        extra_root_certificates: certs,
+        platform_resolver: None,
+        connect_timeout: Some(Duration::from_secs(30)),
+        read_timeout: Some(Duration::from_secs(120)),
+        ..Default::default()
+    };
+    let registry = Registry {
+        client: Client::new(config),
+        reference,
+        runtime: Arc::new(runtime),
+        name: name.clone(),
+    };
+    let auth = credentials(&registry.reference, access)?;
+    registry.runtime.block_on(async {
+        registry
+            .client
+            .store_auth_if_needed(registry.reference.resolve_registry(), &auth)
+            .await
+    });
+    let (json, digest) = registry
+        .runtime
+        .block_on(
+            registry
+                .client
+                .pull_manifest_raw(&registry.reference, &auth, MANIFEST_TYPES),
+        )
+        .map_err(|e| explain(e, &registry.reference, &auth))?;
+    if let Some(pinned) = registry.reference.digest() {
+        oci::verify(&json, pinned, &format!("the manifest of {name}"))?;
+    }
+    log::debug!("{name}: manifest {digest}");
+    let registry = Arc::new(registry);
+    oci::resolve(&RegistryFetch(registry), &json, platform, &name)
+}
+
+/// Which scheme the registry speaks. HTTPS always comes first; plain HTTP only where docker
+/// allows it without configuration (localhost, 127.0.0.0/8) or with `--tls-verify=false`, and
+/// only when the server does not speak TLS at all: a certificate c2vm cannot trust is an error,
+/// never a reason to drop TLS.
+async fn probe(host: &str, certs: &[Certificate], insecure: bool) -> Result<ClientProtocol> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(60))
+        .danger_accept_invalid_certs(insecure);
+    for cert in certs {
+        builder = builder.add_root_certificate(
+            reqwest::Certificate::from_pem(&cert.data)
+                .context("reading a --cert-dir certificate")?,
+        );
+    }
+    let client = builder.build().context("setting up HTTPS")?;
+    let tls_error = match client.get(format!("https://{host}/v2/")).send().await {
+        Ok(_) => return Ok(ClientProtocol::Https),
+        Err(e) => e,
+    };
+    if insecure || is_loopback(host) {
+        if let Ok(answer) = client.get(format!("http://{host}/v2/")).send().await {
+            let registry = answer
+                .headers()
+                .contains_key("docker-distribution-api-version")
+                || matches!(answer.status().as_u16(), 200 | 401);
+            if registry {
+                crate::progress::note(&format!("Note: registry {host} speaks plain HTTP only, so c2vm reads it without TLS (allowed for loopback hosts and with --tls-verify=false)"));
+                return Ok(ClientProtocol::Http);
+            }
+        }
+    }
+    let detail = error_chain(&tls_error);
+    if detail.contains("certificate") || detail.contains("UnknownIssuer") {
+        bail!("the TLS certificate of registry {host} is not trusted ({detail}); give its CA with --cert-dir DIR (a directory holding ca.crt), put it in /etc/containers/certs.d/{host}/, or use --tls-verify=false");
+    }
+    bail!("cannot reach registry {host} over HTTPS ({detail}); check the name and your network")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// CA certificates: `--cert-dir`, else where docker and podman keep a registry's
+/// (`/etc/docker/certs.d/HOST/`, `/etc/containers/certs.d/HOST/`).
+fn certificates(host: &str, cert_dir: Option<&Path>) -> Result<Vec<Certificate>> {
+    let dirs: Vec<PathBuf> = match cert_dir {
+        Some(d) => {
+            if !d.is_dir() {
+                bail!(
+                    "--cert-dir {} is not a directory; give the directory that holds ca.crt",
+                    d.display()
+                );
+            }
+            vec![d.to_path_buf()]
+        }
+        None => ["/etc/containers/certs.d", "/etc/docker/certs.d"]
+            .iter()
+            .map(|base| Path::new(base).join(host))
+            .filter(|d| d.is_dir())
+            .collect(),
+    };
+    let mut certs = Vec::new();
+    for dir in dirs {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "crt") {
+                certs.push(Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                });
+            }
+        }
+    }
+    Ok(certs)
+}
+
+/// `--creds`, else the first credential file that has the registry: `REGISTRY_AUTH_FILE` (or
+/// podman's `$XDG_RUNTIME_DIR/containers/auth.json`), then docker's `config.json` (with its
+/// credential helpers); else anonymous.
+fn credentials(reference: &Reference, access: &Access) -> Result<RegistryAuth> {
+    if let Some((user, password)) = &access.creds {
+        return Ok(RegistryAuth::Basic(user.clone(), password.clone()));
+    }
+    let registry = reference.resolve_registry();
+    // Docker Hub's key in credential files is its old v1 address.
+    let keys: Vec<String> = match registry {
+        "index.docker.io" | "docker.io" | "registry-1.docker.io" => {
+            vec![
+                "https://index.docker.io/v1/".into(),
+                "docker.io".into(),
+                "index.docker.io".into(),
+            ]
+        }
+        r => vec![r.to_string()],
+    };
+    let auth_file = std::env::var_os("REGISTRY_AUTH_FILE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_RUNTIME_DIR").map(|d| Path::new(&d).join("containers/auth.json"))
+        });
+    let to_auth = |c: docker_credential::DockerCredential| match c {
+        docker_credential::DockerCredential::UsernamePassword(u, p) => RegistryAuth::Basic(u, p),
+        docker_credential::DockerCredential::IdentityToken(t) => RegistryAuth::Bearer(t),
+    };
+    if let Some(file) = auth_file.filter(|f| f.is_file()) {
+        for key in &keys {
+            let reader = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            if let Ok(c) = docker_credential::get_credential_from_reader(reader, key) {
+                log::info!("credentials for {registry} from {}", file.display());
+                return Ok(to_auth(c));
+            }
+        }
+    }
+    for key in &keys {
+        if let Ok(c) = docker_credential::get_credential(key) {
+            log::info!("credentials for {registry} from docker's config.json");
+            return Ok(to_auth(c));
+        }
+    }
+    Ok(RegistryAuth::Anonymous)
+}
+
+/// A registry's refusal, said as what to do.
+fn explain(
+    e: oci_client::errors::OciDistributionError,
+    reference: &Reference,
+    auth: &RegistryAuth,
+) -> anyhow::Error {
+    let registry = reference.resolve_registry();
+    let text = error_chain(&e);
+    let lower = text.to_lowercase();
+    if [
+        "401",
+        "unauthorized",
+        "not authorized",
+        "authentication",
+        "denied",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+    {
+        return match auth {
+            RegistryAuth::Anonymous => anyhow!("registry {registry} needs credentials for {reference} ({text}): give --creds USER (the password on stdin), or log in (`docker login {registry}`)"),
+            _ => anyhow!("registry {registry} refused the credentials for {reference} ({text}): check --creds, REGISTRY_AUTH_FILE or `docker login {registry}`"),
+        };
+    }
+    if lower.contains("manifest unknown") || lower.contains("404") || lower.contains("not found") {
+        return anyhow!(
+            "registry {registry} has no image {reference} ({text}); check the name and tag"
+        );
+    }
+    anyhow!("reading {reference} from registry {registry} failed: {text}")
+}
+
+struct RegistryFetch(Arc<Registry>);
+
+impl Fetch for RegistryFetch {
+    fn manifest(&self, digest: &str) -> Result<Vec<u8>> {
+        let r = &self.0;
+        let by_digest = r.reference.clone_with_digest(digest.to_string());
+        let (json, _) = r
+            .runtime
+            .block_on(r.client.pull_manifest_raw(
+                &by_digest,
+                &RegistryAuth::Anonymous,
+                MANIFEST_TYPES,
+            ))
+            .map_err(|e| explain(e, &by_digest, &RegistryAuth::Anonymous))?;
+        oci::verify(
+            &json,
+            digest,
+            &format!("the manifest {digest} of {}", r.name),
+        )?;
+        Ok(json.to_vec())
+    }
+
+    fn blob(&self, digest: &str) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        BlobStore::open(self.0.as_ref(), digest)?
+            .take(JSON_LIMIT + 1)
+            .read_to_end(&mut data)
+            .with_context(|| format!("reading {digest} from {}", self.0.name))?;
+        if data.len() as u64 > JSON_LIMIT {
+            bail!(
+                "{digest} of {} is too large to be an image config",
+                self.0.name
+            );
+        }
+        oci::verify(
+            &data,
+            digest,
+            &format!("the config {digest} of {}", self.0.name),
+        )?;
+        Ok(data)
+    }
+
+    fn store(&self) -> Arc<dyn BlobStore> {
+        self.0.clone()
+    }
+
+    fn layer_location(&self, digest: &str) -> String {
+        digest.to_string()
+    }
+}
+
+impl BlobStore for Registry {
+    /// A blob as a blocking reader: a task streams it over a bounded channel (the stream edit
+    /// and the merge are synchronous).
+    fn open(&self, digest: &str) -> Result<Box<dyn Read + Send>> {
+        let stream = self
+            .runtime
+            .block_on(self.client.pull_blob_stream(&self.reference, digest))
+            .map_err(|e| explain(e, &self.reference, &RegistryAuth::Anonymous))
+            .with_context(|| format!("downloading {digest}"))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<bytes::Bytes>>(16);
+        let mut stream = stream.stream;
+        self.runtime.spawn(async move {
+            while let Some(chunk) = stream.next().await {
+                let chunk =
+                    chunk.map_err(|e| std::io::Error::other(format!("the download failed: {e}")));
+                let failed = chunk.is_err();
+                if tx.send(chunk).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Box::new(super::ChannelReader::new(rx)))
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_for_loopback_hosts_only() {
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("127.8.9.1"));
+        assert!(is_loopback("[::1]:5000"));
+        assert!(!is_loopback("registry.example:5000"));
+        assert!(!is_loopback("10.0.0.1:5000"));
+    }
+}
