@@ -152,7 +152,7 @@ fn convert_image(
         choose::bundle_entries(Some(engine), &kernel_plan, tree, options.init)
     };
     let image = ImageInput {
-        id: &bootable.id,
+        id: &bootable.content_id(),
         size: bootable.size,
         kernel: &kernel_plan,
         app: &app,
@@ -187,7 +187,7 @@ fn convert_layers(
     let more =
         |tree: &mut GuestTree| choose::bundle_entries(None, &kernel_plan, tree, options.init);
     let input = ImageInput {
-        id: &image.details.id,
+        id: &image.details.content_id(),
         size: image.unpacked_size(),
         kernel: &kernel_plan,
         app: &app,
@@ -246,6 +246,7 @@ fn build_disk_steps(
     app: &GuestApp,
     plan: &DiskPlan,
 ) -> Result<()> {
+    log::debug!("identifiers' seed: {}", input.seed);
     let ids = match plan.epoch {
         Some(_) => Identifiers::derive(input.seed.as_bytes()),
         None => Identifiers::random(),

@@ -152,19 +152,24 @@ impl Engine {
             Err(e) => return Err(e).with_context(|| format!("inspecting image {reference}")),
         };
         let config = inspect.config.unwrap_or_default();
+        let sorted = |mut v: Vec<String>| {
+            v.sort(); // the API's maps come in no fixed order
+            v
+        };
         Ok(Some(ImageDetails {
             id: inspect.id.unwrap_or_default(),
             os: inspect.os.unwrap_or_default(),
             architecture: inspect.architecture.unwrap_or_default(),
             size: inspect.size.unwrap_or(0).max(0) as u64,
+            diff_ids: inspect.root_fs.and_then(|r| r.layers).unwrap_or_default(),
             config: ImageConfig {
                 env: config.env.unwrap_or_default(),
                 entrypoint: config.entrypoint.unwrap_or_default(),
                 cmd: config.cmd.unwrap_or_default(),
                 user: config.user.unwrap_or_default(),
                 working_dir: config.working_dir.unwrap_or_default(),
-                exposed_ports: config.exposed_ports.unwrap_or_default(),
-                volumes: config.volumes.unwrap_or_default(),
+                exposed_ports: sorted(config.exposed_ports.unwrap_or_default()),
+                volumes: sorted(config.volumes.unwrap_or_default()),
                 stop_signal: config.stop_signal.unwrap_or_default(),
             },
         }))

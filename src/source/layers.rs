@@ -336,57 +336,86 @@ fn read_layer<T>(
 ) -> Result<T> {
     let raw = store.open(&layer.location)?;
     let mut blob = Checked::new(raw, layer.digest.as_deref(), advance)?;
-    let value;
-    {
-        let mut buffered = BufReader::with_capacity(1 << 20, &mut blob);
-        let compression = match layer.compression {
-            Compression::Detect => {
-                let head = buffered.fill_buf().context("reading the layer")?;
-                if head.starts_with(&[0x1f, 0x8b]) {
-                    Compression::Gzip
-                } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-                    Compression::Zstd
-                } else {
-                    Compression::None
-                }
-            }
-            known => known,
-        };
-        let mut decoded: Box<dyn Read + '_> = match compression {
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut buffered)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::with_buffer(&mut buffered).context("starting zstd")?,
-            ),
-            _ => Box::new(&mut buffered),
-        };
-        let mut uncounted = |_| {};
-        let mut tar_stream = Checked::new(&mut decoded, layer.diff_id.as_deref(), &mut uncounted)?;
-        {
-            let reader: &mut dyn Read = &mut tar_stream;
-            let mut archive = tar::Archive::new(reader);
-            let mut entries = archive.entries().map_err(|e| damaged(&e))?.raw(true);
-            value = each(&mut entries)?;
+    match read_blob(&mut blob, layer, each) {
+        Ok(value) => {
+            check_blob(&blob, layer)?;
+            Ok(value)
         }
-        // The rest past the end-of-archive blocks still counts for the digests.
-        std::io::copy(&mut tar_stream, &mut std::io::sink()).map_err(|e| damaged(&e))?;
-        tar_stream.check("its uncompressed tar (diff ID)")?;
-        drop(decoded);
-        std::io::copy(&mut buffered, &mut std::io::sink()).map_err(|e| damaged(&e))?;
+        Err(e) if e.downcast_ref::<Damaged>().is_some() => {
+            // What broke the decompressor or the tar: the blob's digest says it better (a
+            // damaged or tampered blob, or one cut short), so it is read to its end for that.
+            let _ = std::io::copy(&mut blob, &mut std::io::sink());
+            check_blob(&blob, layer)?;
+            Err(e)
+        }
+        Err(e) => Err(e),
     }
-    blob.check("the blob")?;
+}
+
+/// The blob's size and digest, once read to its end.
+fn check_blob<R: Read>(blob: &Checked<R>, layer: &Layer) -> Result<()> {
     if let Some(size) = layer.size {
         if blob.count != size {
             bail!(
-                "the blob holds {} bytes where the manifest says {size}: the image is damaged; fetch it again",
+                "the blob holds {} bytes where the manifest says {size}: it is truncated or damaged; fetch the image again",
                 blob.count
             );
         }
     }
+    blob.check("the blob")
+}
+
+/// Decompress the blob and hand its tar's entries to `each`; then read to the end, checking the
+/// diff ID.
+fn read_blob<T>(
+    blob: &mut dyn Read,
+    layer: &Layer,
+    each: &mut dyn FnMut(&mut tar::Entries<&mut dyn Read>) -> Result<T>,
+) -> Result<T> {
+    let mut buffered = BufReader::with_capacity(1 << 20, blob);
+    let compression = match layer.compression {
+        Compression::Detect => {
+            let head = buffered.fill_buf().map_err(|e| damaged(&e))?;
+            if head.starts_with(&[0x1f, 0x8b]) {
+                Compression::Gzip
+            } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                Compression::Zstd
+            } else {
+                Compression::None
+            }
+        }
+        known => known,
+    };
+    let mut decoded: Box<dyn Read + '_> = match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut buffered)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(&mut buffered).map_err(|e| damaged(&e))?,
+        ),
+        _ => Box::new(&mut buffered),
+    };
+    let mut uncounted = |_| {};
+    let mut tar_stream = Checked::new(&mut decoded, layer.diff_id.as_deref(), &mut uncounted)?;
+    let value = {
+        let reader: &mut dyn Read = &mut tar_stream;
+        let mut archive = tar::Archive::new(reader);
+        let mut entries = archive.entries().map_err(|e| damaged(&e))?.raw(true);
+        each(&mut entries)?
+    };
+    // The rest past the end-of-archive blocks still counts for the digests.
+    std::io::copy(&mut tar_stream, &mut std::io::sink()).map_err(|e| damaged(&e))?;
+    tar_stream.check("its uncompressed tar (diff ID)")?;
+    drop(decoded);
+    std::io::copy(&mut buffered, &mut std::io::sink()).map_err(|e| damaged(&e))?;
     Ok(value)
 }
 
+/// A layer that cannot be read as a (compressed) tar.
+#[derive(Debug, thiserror::Error)]
+#[error("the layer is truncated or damaged ({0}); fetch the image again")]
+struct Damaged(String);
+
 fn damaged(e: &dyn std::fmt::Display) -> anyhow::Error {
-    anyhow!("the layer is truncated or damaged ({e}); fetch the image again")
+    Damaged(e.to_string()).into()
 }
 
 /// A reader that hashes what passes and compares it with `expected` at the end.

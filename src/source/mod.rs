@@ -186,9 +186,20 @@ pub struct ImageDetails {
     /// Bytes of its root filesystem, for progress and placing the workspace.
     pub size: u64,
     pub config: ImageConfig,
+    /// Its layers' diff IDs (digests of their uncompressed tars), bottom first.
+    pub diff_ids: Vec<String>,
 }
 
 impl ImageDetails {
+    /// What the image holds, whatever carried it: its diff IDs. (Its ID is its config's digest,
+    /// which changes when skopeo or a registry rewrites the config between formats.)
+    pub fn content_id(&self) -> String {
+        match self.diff_ids.is_empty() {
+            true => self.id.clone(),
+            false => format!("layers {}", self.diff_ids.join(",")),
+        }
+    }
+
     /// c2vm boots x86-64 Linux guests only.
     pub fn check_platform(&self, reference: &str) -> Result<()> {
         if self.os != "linux" || self.architecture != "amd64" {

@@ -208,19 +208,25 @@ fn image_of(fetch: &dyn Fetch, json: &[u8], what: &str) -> Result<LayeredImage> 
 /// What an image config says, as the engines report it.
 pub fn details_of(config: &ImageConfiguration, id: &str) -> ImageDetails {
     let c = config.config().clone().unwrap_or_default();
+    let sorted = |v: &Option<Vec<String>>| {
+        let mut v = v.clone().unwrap_or_default();
+        v.sort(); // maps in the JSON: the engines report them sorted
+        v
+    };
     ImageDetails {
         id: id.to_string(),
         os: config.os().to_string(),
         architecture: config.architecture().to_string(),
         size: 0,
+        diff_ids: config.rootfs().diff_ids().clone(),
         config: ImageConfig {
             env: c.env().clone().unwrap_or_default(),
             entrypoint: c.entrypoint().clone().unwrap_or_default(),
             cmd: c.cmd().clone().unwrap_or_default(),
             user: c.user().clone().unwrap_or_default(),
             working_dir: c.working_dir().clone().unwrap_or_default(),
-            exposed_ports: c.exposed_ports().clone().unwrap_or_default(),
-            volumes: c.volumes().clone().unwrap_or_default(),
+            exposed_ports: sorted(c.exposed_ports()),
+            volumes: sorted(c.volumes()),
             stop_signal: c.stop_signal().clone().unwrap_or_default(),
         },
     }

@@ -324,3 +324,163 @@ pub fn build_context(dir: &Path, dockerfile: &str) -> PathBuf {
     std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("writing the Dockerfile");
     ctx
 }
+
+/// What a file is, as compared across conversions: `MODE uid:gid CONTENT`, the mode with its
+/// type bits in octal (as debugfs shows it), the content a regular file's SHA-256 or a symlink's
+/// target.
+pub type Listing = std::collections::BTreeMap<String, String>;
+
+/// Every entry of the root filesystem (partition 2) of `disk`, read back with debugfs: modes
+/// and owners with `ls -p`, directory by directory, contents from `rdump`.
+pub fn root_listing(disk: &Path, work: &Path) -> Listing {
+    use sha2::Digest;
+    let part = work.join("root.ext4");
+    copy_partition(disk, 2, &part);
+    let dump = work.join("rdump");
+    std::fs::create_dir(&dump).unwrap();
+    tool(
+        "debugfs",
+        &[
+            "-R",
+            &format!("rdump / {}", dump.display()),
+            part.to_str().unwrap(),
+        ],
+    );
+    let mut listing = Listing::new();
+    let mut dirs = vec![String::new()];
+    while !dirs.is_empty() {
+        // One debugfs run per level of the tree.
+        let commands: String = dirs.iter().map(|d| format!("ls -p \"/{d}\"\n")).collect();
+        let cmd_file = work.join("debugfs.cmds");
+        std::fs::write(&cmd_file, commands).unwrap();
+        let out = tool(
+            "debugfs",
+            &["-f", cmd_file.to_str().unwrap(), part.to_str().unwrap()],
+        );
+        let mut next = Vec::new();
+        let mut current = String::new();
+        for line in out.lines() {
+            if let Some(cmd) = line.strip_prefix("debugfs: ls -p \"/") {
+                current = cmd.trim_end_matches('"').to_string();
+                continue;
+            }
+            // /inode/mode/uid/gid/name/size/
+            let fields: Vec<&str> = line.split('/').collect();
+            if fields.len() < 7 || matches!(fields[5], "." | "..") {
+                continue;
+            }
+            let name = fields[5];
+            let path = match current.as_str() {
+                "" => name.to_string(),
+                dir => format!("{dir}/{name}"),
+            };
+            if path == "lost+found" {
+                continue;
+            }
+            let mode = fields[2];
+            let content = match &mode[..mode.len() - 4] {
+                "10" => format!(
+                    "{:x}",
+                    sha2::Sha256::digest(std::fs::read(dump.join(&path)).unwrap())
+                ),
+                "12" => std::fs::read_link(dump.join(&path))
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                "4" | "04" => {
+                    next.push(path.clone());
+                    String::new()
+                }
+                _ => String::new(),
+            };
+            listing.insert(
+                path,
+                format!("{mode:0>6} {}:{} {content}", fields[3], fields[4]),
+            );
+        }
+        dirs = next;
+    }
+    listing
+}
+
+/// The same for a tar stream of a whole root filesystem (`docker export`).
+pub fn tar_listing(archive: impl std::io::Read) -> Listing {
+    use sha2::Digest;
+    let mut listing = Listing::new();
+    let mut archive = tar::Archive::new(archive);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        if path.is_empty() {
+            continue;
+        }
+        let h = entry.header().clone();
+        let perm = h.mode().unwrap() & 0o7777;
+        let (kind, content) = match h.entry_type() {
+            tar::EntryType::Directory => (0o040000, String::new()),
+            tar::EntryType::Symlink => (
+                0o120000,
+                entry
+                    .link_name()
+                    .unwrap()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .unwrap()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let same = listing[target.trim_start_matches("./")].clone();
+                listing.insert(path, same);
+                continue;
+            }
+            tar::EntryType::Char => (0o020000, String::new()),
+            tar::EntryType::Block => (0o060000, String::new()),
+            tar::EntryType::Fifo => (0o010000, String::new()),
+            _ => {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+                (0o100000, format!("{:x}", sha2::Sha256::digest(&data)))
+            }
+        };
+        listing.insert(
+            path,
+            format!(
+                "{:06o} {}:{} {content}",
+                kind | perm,
+                h.uid().unwrap(),
+                h.gid().unwrap()
+            ),
+        );
+    }
+    listing
+}
+
+/// Where two listings differ, at most `limit` lines.
+pub fn listing_diff(a: &Listing, b: &Listing, limit: usize) -> Vec<String> {
+    let mut diff = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => diff.push(format!("only in the first: {k} {v}")),
+            Some(w) if w != v => diff.push(format!("differs: {k}: {v} vs {w}")),
+            _ => {}
+        }
+    }
+    for (k, v) in b {
+        if !a.contains_key(k) {
+            diff.push(format!("only in the second: {k} {v}"));
+        }
+    }
+    diff.truncate(limit);
+    diff
+}

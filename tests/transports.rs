@@ -1,0 +1,574 @@
+//! Images with no engine: `oci:`, `oci-archive:`, `docker-archive:` (both layouts) and
+//! `docker://` from a real registry (Debian's docker-registry, plain HTTP and TLS with htpasswd
+//! auth), made with skopeo. Each conversion runs with DOCKER_HOST pointing at nothing, and its
+//! root filesystem must hold what the engine's export holds; whiteouts; and bad input.
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const NO_ENGINE: &str = "unix:///nonexistent/c2vm-test-no-engine.sock";
+const EPOCH: &str = "1700000000";
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+/// A registry on 127.0.0.1 (scripts/start-registry), stopped when dropped.
+struct Registry {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Registry {
+    fn start(mode: &str) -> Registry {
+        let dir = scratch();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        tool(
+            script("start-registry").to_str().unwrap(),
+            &[dir.path().to_str().unwrap(), mode, &port.to_string()],
+        );
+        Registry { dir, port }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn cert_dir(&self) -> PathBuf {
+        self.dir.path().join("certs.d").join(self.host())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(script("start-registry"))
+            .args([self.dir.path().to_str().unwrap(), "stop"])
+            .status();
+    }
+}
+
+fn skopeo(args: &[&str]) {
+    tool(
+        "skopeo",
+        &[&["--insecure-policy", "copy", "-q"], args].concat(),
+    );
+}
+
+/// c2vm with no engine to reach, reproducible, writing to `out`.
+fn convert_without_engine(
+    source: &str,
+    out: &Path,
+    pw: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    run(c2vm()
+        .env("DOCKER_HOST", NO_ENGINE)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(["convert", source, "-o"])
+        .arg(out)
+        .arg("--password-file")
+        .arg(pw)
+        .args(extra))
+}
+
+/// `debian:latest` with the kernel c2vm's Debian template adds: an image that boots with its
+/// own kernel. Its tag is the note c2vm prints (the template's result is cached in the engine).
+fn image_with_kernel(dir: &Path) -> String {
+    let pw = password_file(dir);
+    let _lock = host_lock();
+    let out = run(c2vm()
+        .args(["convert", "debian:latest", "-o"])
+        .arg(dir.join("template.raw"))
+        .arg("--password-file")
+        .arg(&pw));
+    let said = stderr(&out);
+    assert!(out.status.success(), "convert debian:latest: {said}");
+    std::fs::remove_file(dir.join("template.raw")).unwrap();
+    let tag = regex::Regex::new(r"c2vm-kernel:[0-9a-f]{16}")
+        .unwrap()
+        .find(&said)
+        .unwrap_or_else(|| panic!("no kernel image named in: {said}"))
+        .as_str()
+        .to_string();
+    tag
+}
+
+/// An OCI layout inside a docker-archive, as Docker 25 and later write `docker save`:
+/// `manifest.json` naming blobs of the layout, beside its `index.json`.
+fn docker_archive_with_oci_layout(oci_dir: &Path, out: &Path) {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci_dir.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let blob = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci_dir.join(blob(digest))).unwrap()).unwrap();
+    let docker_manifest = serde_json::json!([{
+        "Config": blob(manifest["config"]["digest"].as_str().unwrap()),
+        "RepoTags": ["c2vm-test/with-kernel:latest"],
+        "Layers": manifest["layers"].as_array().unwrap().iter()
+            .map(|l| blob(l["digest"].as_str().unwrap())).collect::<Vec<_>>(),
+    }]);
+    std::fs::write(
+        oci_dir.join("manifest.json"),
+        serde_json::to_vec(&docker_manifest).unwrap(),
+    )
+    .unwrap();
+    tool(
+        "tar",
+        &[
+            "-cf",
+            out.to_str().unwrap(),
+            "-C",
+            oci_dir.to_str().unwrap(),
+            ".",
+        ],
+    );
+    std::fs::remove_file(oci_dir.join("manifest.json")).unwrap();
+}
+
+#[test]
+#[ignore = "needs Docker, skopeo, docker-registry, mke2fs and QEMU"]
+fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let image = image_with_kernel(d);
+
+    // The reference: the same image through the engine, its own kernel.
+    let engine_disk = d.join("engine.raw");
+    let out = run(c2vm()
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(["convert", &image, "--kernel", "image", "-o"])
+        .arg(&engine_disk)
+        .arg("--password-file")
+        .arg(&pw));
+    assert!(out.status.success(), "engine convert: {}", stderr(&out));
+    let work = d.join("engine-listing");
+    std::fs::create_dir(&work).unwrap();
+    let reference = root_listing(&engine_disk, &work);
+    std::fs::remove_file(&engine_disk).unwrap();
+    assert!(
+        reference.len() > 5000,
+        "the engine's tree is too small: {}",
+        reference.len()
+    );
+
+    // The same image in every transport (skopeo writes them from the engine).
+    let oci = d.join("oci");
+    skopeo(&[
+        &format!("docker-daemon:{image}"),
+        &format!("oci:{}:latest", oci.display()),
+    ]);
+    let oci_archive = d.join("oci-archive.tar");
+    skopeo(&[
+        &format!("docker-daemon:{image}"),
+        &format!("oci-archive:{}:latest", oci_archive.display()),
+    ]);
+    let docker_archive = d.join("docker-archive.tar");
+    skopeo(&[
+        &format!("docker-daemon:{image}"),
+        &format!("docker-archive:{}:{image}", docker_archive.display()),
+    ]);
+    let docker_archive_oci = d.join("docker-archive-oci.tar");
+    docker_archive_with_oci_layout(&oci, &docker_archive_oci);
+    let registry = Registry::start("http");
+    let remote = format!("{}/c2vm-test/with-kernel:latest", registry.host());
+    skopeo(&[
+        "--dest-tls-verify=false",
+        &format!("docker-daemon:{image}"),
+        &format!("docker://{remote}"),
+    ]);
+
+    let sources = [
+        format!("oci:{}:latest", oci.display()),
+        format!("oci-archive:{}", oci_archive.display()),
+        format!("docker-archive:{}:{image}", docker_archive.display()),
+        format!("docker-archive:{}", docker_archive_oci.display()),
+        format!("docker://{remote}"),
+    ];
+    for (n, source) in sources.iter().enumerate() {
+        let disk = d.join(format!("t{n}.raw"));
+        let out = convert_without_engine(source, &disk, &pw, &["--kernel", "image"]);
+        assert!(out.status.success(), "convert {source}: {}", stderr(&out));
+        let work = d.join(format!("t{n}-listing"));
+        std::fs::create_dir(&work).unwrap();
+        let mut listing = root_listing(&disk, &work);
+        // What the engine adds to every container's export, and no layer holds: /etc/mtab as
+        // a link to /proc/mounts (the image's own is ../proc/self/mounts), and an empty
+        // /dev/console mount point in place of the image's device (which c2vm drops).
+        for engine_only in ["etc/mtab", "dev/console"] {
+            match reference.get(engine_only) {
+                Some(v) => listing.insert(engine_only.to_string(), v.clone()),
+                None => listing.remove(engine_only),
+            };
+        }
+        let diff = listing_diff(&reference, &listing, 20);
+        assert!(
+            diff.is_empty(),
+            "{source} differs from the engine's export:\n{}",
+            diff.join("\n")
+        );
+        std::fs::remove_dir_all(&work).unwrap();
+        if n != 0 {
+            std::fs::remove_file(&disk).unwrap();
+        }
+    }
+
+    // One of them boots (the layout's), to a login and a network.
+    let (status, said) = boot_exec(
+        &d.join("t0.raw"),
+        "bios",
+        &pw,
+        "systemctl is-system-running --wait; ip -4 -o addr show scope global | awk '{print $4}'",
+    );
+    assert_eq!(status, 0, "guest said: {said}");
+    assert!(
+        said.contains("running") && said.contains("10.0.2.15/24"),
+        "guest said: {said}"
+    );
+}
+
+#[test]
+#[ignore = "needs Docker, skopeo, docker-registry and mke2fs"]
+fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot() {
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let registry = Registry::start("tls");
+    let remote = format!("docker://{}/c2vm-test/debian:latest", registry.host());
+    let cert_dir = registry.cert_dir();
+    let cert_dir = cert_dir.to_str().unwrap();
+    skopeo(&[
+        "--dest-cert-dir",
+        cert_dir,
+        "--dest-creds",
+        "c2vm:secret-pw",
+        "docker-daemon:debian:latest",
+        &remote[..],
+    ]);
+    let convert = |extra: &[&str], stdin: &str| {
+        let disk = d.join("tls.raw");
+        let _ = std::fs::remove_file(&disk);
+        let mut child = c2vm()
+            .env("DOCKER_HOST", NO_ENGINE)
+            .env("TMPDIR", d.join("tmp"))
+            .args(["convert", &remote, "-o"])
+            .arg(&disk)
+            .arg("--password-file")
+            .arg(&pw)
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), stderr(&out), disk.exists())
+    };
+    std::fs::create_dir(d.join("tmp")).unwrap();
+
+    // Right CA, right password (read from stdin): debian:latest has no kernel, so a bundle is
+    // needed: refused in one line that says how, after the layers were read and checked.
+    let (code, said, made) = convert(&["--cert-dir", cert_dir, "--creds", "c2vm"], "secret-pw\n");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(!made);
+    assert!(
+        said.contains("has no kernel in /boot") && said.contains("--kernel-image"),
+        "{said}"
+    );
+    let errors: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("c2vm: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{said}");
+
+    // The same with a kernel bundle from the same registry: it converts.
+    let bundle = image_with_kernel(d);
+    let remote_bundle = format!("docker://{}/c2vm-test/bundle:latest", registry.host());
+    skopeo(&[
+        "--dest-cert-dir",
+        cert_dir,
+        "--dest-creds",
+        "c2vm:secret-pw",
+        &format!("docker-daemon:{bundle}"),
+        &remote_bundle[..],
+    ]);
+    let (code, said, made) = convert(
+        &[
+            "--cert-dir",
+            cert_dir,
+            "--creds",
+            "c2vm",
+            "--kernel-image",
+            &remote_bundle,
+        ],
+        "secret-pw\n",
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert!(made);
+    let part = d.join("root.ext4");
+    copy_partition(&d.join("tls.raw"), 2, &part);
+    tool("e2fsck", &["-fn", part.to_str().unwrap()]);
+    // debian:latest has no init of its own: c2vm-init runs it, and the bundle's kernel is on
+    // the ESP only.
+    assert!(said.contains("c2vm-init"), "{said}");
+    let esp = d.join("esp.fat");
+    copy_partition(&d.join("tls.raw"), 1, &esp);
+    let files = tool("mdir", &["-b", "-i", esp.to_str().unwrap(), "::/"]);
+    assert!(
+        files.contains("vmlinuz") && files.contains("initrd.img"),
+        "ESP: {files}"
+    );
+    assert!(
+        !said.contains("secret-pw"),
+        "the password shows in the output: {said}"
+    );
+
+    // Bad credentials, no credentials, no CA: one line each, nothing left.
+    for (extra, stdin, expect) in [
+        (
+            vec!["--cert-dir", cert_dir, "--creds", "c2vm"],
+            "wrong\n",
+            "refused the credentials",
+        ),
+        (vec!["--cert-dir", cert_dir], "", "needs credentials"),
+        (vec!["--creds", "c2vm"], "secret-pw\n", "--cert-dir"),
+    ] {
+        let (code, said, made) = convert(&extra, stdin);
+        assert_eq!(code, Some(1), "{extra:?}: {said}");
+        assert!(!made, "{extra:?} left an output");
+        let errors: Vec<&str> = said
+            .lines()
+            .filter(|l| l.starts_with("c2vm: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{said}");
+        assert!(errors[0].contains(expect), "{extra:?}: {said}");
+    }
+    assert!(
+        listing(&d.join("tmp")).is_empty(),
+        "scratch left: {:?}",
+        listing(&d.join("tmp"))
+    );
+}
+
+#[test]
+#[ignore = "needs Docker, skopeo and mke2fs"]
+fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let base = image_with_kernel(d);
+    // Layer 2 makes files and directories; layer 3 deletes a file and a directory, and empties
+    // a directory and fills it again (overlayfs writes an opaque directory for that).
+    let ctx = build_context(
+        d,
+        &format!(
+            "FROM {base}\n\
+             RUN mkdir -p /w/dir/sub /w/opq && echo a > /w/file && echo b > /w/dir/sub/x \\\n \
+                 && echo c > /w/opq/old && echo keep > /w/kept && ln /w/kept /w/kept-link\n\
+             RUN rm /w/file && rm -r /w/dir && rm -r /w/opq && mkdir /w/opq && echo n > /w/opq/new\n"
+        ),
+    );
+    let tag = "c2vm-test/whiteouts:latest";
+    tool("docker", &["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
+    let saved = d.join("whiteouts.tar");
+    tool("docker", &["save", "-o", saved.to_str().unwrap(), tag]);
+    let layer_names = tool("tar", &["-tf", saved.to_str().unwrap()]);
+    assert!(
+        layer_names.matches("layer.tar").count() >= 3 || layer_names.matches("blobs/").count() >= 3
+    );
+
+    let disk = d.join("w.raw");
+    let out = convert_without_engine(
+        &format!("docker-archive:{}", saved.display()),
+        &disk,
+        &pw,
+        &[],
+    );
+    assert!(out.status.success(), "convert: {}", stderr(&out));
+    let work = d.join("listing");
+    std::fs::create_dir(&work).unwrap();
+    let on_disk = root_listing(&disk, &work);
+
+    let exported = {
+        let _lock = host_lock();
+        let id = tool("docker", &["create", tag, "/x"]).trim().to_string();
+        let out = Command::new("docker")
+            .args(["export", &id])
+            .output()
+            .unwrap();
+        tool("docker", &["rm", &id]);
+        assert!(out.status.success());
+        tar_listing(out.stdout.as_slice())
+    };
+    let under_w = |l: &Listing| -> Listing {
+        l.iter()
+            .filter(|(k, _)| k.starts_with("w/") || *k == "w")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let w = under_w(&on_disk);
+    assert_eq!(w, under_w(&exported));
+    assert_eq!(
+        w.keys().cloned().collect::<Vec<_>>(),
+        ["w", "w/kept", "w/kept-link", "w/opq", "w/opq/new"]
+    );
+    // Everywhere else, the disk holds what the export holds, but for what guest setup writes
+    // (/etc, /root, its boot-update hook, the ESP mount point, the D-Bus machine-id link) and what the engine adds
+    // to every container (/.dockerenv, /dev).
+    let outside = |l: &Listing| -> Listing {
+        l.iter()
+            .filter(|(k, _)| {
+                !(k.starts_with("etc/")
+                    || k.starts_with("root/")
+                    || k.starts_with("dev/")
+                    || k.starts_with("usr/local/sbin/c2vm-")
+                    || *k == ".dockerenv"
+                    || *k == "var/lib/dbus/machine-id"
+                    || *k == "boot/efi")
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let diff = listing_diff(&outside(&exported), &outside(&on_disk), 20);
+    assert!(
+        diff.is_empty(),
+        "the disk differs from docker export:\n{}",
+        diff.join("\n")
+    );
+    tool("docker", &["rmi", tag]);
+}
+
+#[test]
+#[ignore = "needs Docker, skopeo and mke2fs"]
+fn broken_layouts_fail_in_one_line_and_leave_nothing() {
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let layout = d.join("good");
+    skopeo(&[
+        "docker-daemon:debian:latest",
+        &format!("oci:{}:latest", layout.display()),
+    ]);
+    let blob = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+    let read_json = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let sha = |data: &[u8]| {
+        use sha2::Digest;
+        format!("sha256:{:x}", sha2::Sha256::digest(data))
+    };
+    let copy = |name: &str| {
+        let to = d.join(name);
+        tool(
+            "cp",
+            &["-a", layout.to_str().unwrap(), to.to_str().unwrap()],
+        );
+        to
+    };
+    let index = read_json(&layout.join("index.json"));
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest = read_json(&layout.join(blob(&manifest_digest)));
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Write a changed manifest and point index.json at it.
+    let with_manifest =
+        |dir: &Path, manifest: &serde_json::Value, platform: Option<serde_json::Value>| {
+            let bytes = serde_json::to_vec(manifest).unwrap();
+            let digest = sha(&bytes);
+            std::fs::write(dir.join(blob(&digest)), &bytes).unwrap();
+            let mut index = read_json(&dir.join("index.json"));
+            index["manifests"][0]["digest"] = digest.into();
+            index["manifests"][0]["size"] = bytes.len().into();
+            if let Some(p) = platform {
+                index["manifests"][0]["platform"] = p;
+            }
+            std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        };
+
+    let corrupt = copy("corrupt");
+    let path = corrupt.join(blob(&layer));
+    let mut data = std::fs::read(&path).unwrap();
+    let middle = data.len() / 2;
+    data[middle] ^= 0xff;
+    std::fs::write(&path, &data).unwrap();
+
+    let missing = copy("missing");
+    std::fs::remove_file(missing.join(blob(&layer))).unwrap();
+
+    let truncated = copy("truncated");
+    let path = truncated.join(blob(&layer));
+    let data = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &data[..data.len() / 3]).unwrap();
+
+    let unknown = copy("unknown-type");
+    let mut m = manifest.clone();
+    m["layers"][0]["mediaType"] = "application/vnd.example.not-a-layer".into();
+    with_manifest(&unknown, &m, None);
+
+    let arm = copy("arm64-only");
+    with_manifest(
+        &arm,
+        &manifest,
+        Some(serde_json::json!({"os": "linux", "architecture": "arm64"})),
+    );
+
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    for (layout, expect) in [
+        (&corrupt, "does not match its digest"),
+        (&missing, "has no blobs/sha256/"),
+        (&truncated, "truncated or damaged"),
+        (&unknown, "application/vnd.example.not-a-layer"),
+        (&arm, "linux/arm64"),
+    ] {
+        let disk = d.join("out.raw");
+        let out = run(c2vm()
+            .env("DOCKER_HOST", NO_ENGINE)
+            .env("TMPDIR", &tmp)
+            .arg("convert")
+            .arg(format!("oci:{}:latest", layout.display()))
+            .arg("-o")
+            .arg(&disk)
+            .arg("--password-file")
+            .arg(&pw)
+            .args(["--kernel", "image"]));
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {said}", layout.display());
+        let errors: Vec<&str> = said
+            .lines()
+            .filter(|l| l.starts_with("c2vm: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{said}");
+        assert!(
+            errors[0].contains(expect),
+            "{}: expected `{expect}` in: {said}",
+            layout.display()
+        );
+        assert!(!disk.exists(), "{} left an output", layout.display());
+        assert!(
+            listing(&tmp).is_empty(),
+            "scratch left: {:?}",
+            listing(&tmp)
+        );
+    }
+}
