@@ -37,8 +37,10 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct ConvertArgs {
-    /// What to convert: an image reference (`debian:latest`, `docker:REF`) or `rootfs:PATH` for a
-    /// tarball of a whole root filesystem that already has a kernel in /boot
+    /// What to convert: an image in the engine at DOCKER_HOST (`debian:latest`), or with no
+    /// engine `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`, `docker-archive:PATH[:REF]`,
+    /// `docker://REGISTRY/NAME[:TAG]`; or `rootfs:PATH`, a tarball of a whole root filesystem
+    /// with a kernel in /boot
     pub source: String,
     #[command(flatten)]
     pub disk: DiskArgs,

@@ -143,6 +143,7 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
 
     // The reference: the same image through the engine, its own kernel.
     let engine_disk = d.join("engine.raw");
+    let lock = host_lock(); // it makes a container: not while another test counts them
     let out = run(c2vm()
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .args(["convert", &image, "--kernel", "image", "-o"])
@@ -150,6 +151,7 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
         .arg("--password-file")
         .arg(&pw));
     assert!(out.status.success(), "engine convert: {}", stderr(&out));
+    drop(lock);
     let work = d.join("engine-listing");
     std::fs::create_dir(&work).unwrap();
     let reference = root_listing(&engine_disk, &work);
@@ -166,6 +168,20 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
         &format!("docker-daemon:{image}"),
         &format!("oci:{}:latest", oci.display()),
     ]);
+    // The layers compressed with zstd (gzip is skopeo's default; docker-archive's legacy
+    // layout holds plain tars).
+    let oci_zstd = d.join("oci-zstd");
+    skopeo(&[
+        "--dest-compress-format",
+        "zstd",
+        &format!("docker-daemon:{image}"),
+        &format!("oci:{}:latest", oci_zstd.display()),
+    ]);
+    let zstd_blobs = tool(
+        "grep",
+        &["-rl", "tar+zstd", oci_zstd.join("blobs").to_str().unwrap()],
+    );
+    assert!(!zstd_blobs.is_empty(), "skopeo wrote no zstd layer");
     let oci_archive = d.join("oci-archive.tar");
     skopeo(&[
         &format!("docker-daemon:{image}"),
@@ -188,6 +204,7 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
 
     let sources = [
         format!("oci:{}:latest", oci.display()),
+        format!("oci:{}", oci_zstd.display()),
         format!("oci-archive:{}", oci_archive.display()),
         format!("docker-archive:{}:{image}", docker_archive.display()),
         format!("docker-archive:{}", docker_archive_oci.display()),
@@ -384,7 +401,10 @@ fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
         ),
     );
     let tag = "c2vm-test/whiteouts:latest";
-    tool("docker", &["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
+    {
+        let _lock = host_lock(); // a build makes containers
+        tool("docker", &["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
+    }
     let saved = d.join("whiteouts.tar");
     tool("docker", &["save", "-o", saved.to_str().unwrap(), tag]);
     let layer_names = tool("tar", &["-tf", saved.to_str().unwrap()]);

@@ -867,15 +867,20 @@ mod tests {
         let mut blobs = HashMap::new();
         let mut list = Vec::new();
         for (n, blob) in layers.into_iter().enumerate() {
-            // The second layer gzipped: the merge reads both kinds.
-            let blob = match n % 2 {
+            // Layers plain, gzipped and zstd-compressed in turn: the merge reads every kind.
+            let (blob, compression) = match n % 3 {
                 1 => {
                     let mut gz =
                         flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                     gz.write_all(&blob).unwrap();
-                    gz.finish().unwrap()
+                    (gz.finish().unwrap(), Compression::Gzip)
                 }
-                _ => blob,
+                2 => (
+                    zstd::encode_all(blob.as_slice(), 3).unwrap(),
+                    Compression::Detect,
+                ),
+                _ if n == 0 => (blob, Compression::None),
+                _ => (blob, Compression::Detect),
             };
             let digest = format!("sha256:{:x}", sha2::Sha256::digest(&blob));
             blobs.insert(format!("l{n}"), blob.clone());
@@ -884,11 +889,7 @@ mod tests {
                 digest: Some(digest),
                 diff_id: None,
                 size: Some(blob.len() as u64),
-                compression: if n % 2 == 1 {
-                    Compression::Gzip
-                } else {
-                    Compression::Detect
-                },
+                compression,
             });
         }
         let image = LayeredImage {
@@ -939,6 +940,11 @@ mod tests {
             merged(vec![base, top]).unwrap(),
             ["a/ = ", "a/stays = 1", "keep = new", "o/ = ", "o/new = 2"]
         );
+        // A third layer (zstd) deletes what the second added and adds back what the first had.
+        let base = layer(&[E::Dir("a/"), E::File("a/f", "1")]);
+        let mid = layer(&[E::File(".wh.a", ""), E::File("b", "2")]);
+        let top = layer(&[E::File(".wh.b", ""), E::Dir("a/"), E::File("a/g", "3")]);
+        assert_eq!(merged(vec![base, mid, top]).unwrap(), ["a/ = ", "a/g = 3"]);
     }
 
     #[test]
