@@ -209,7 +209,7 @@ fn docker_errors_are_clear_and_leave_nothing_behind() {
 
     let err = attempt(&["c2vm-no-such-image:nope", "--pull", "never"], None);
     assert!(
-        err.contains("not on the Docker daemon") && err.contains("--pull never"),
+        err.contains("not in the engine") && err.contains("--pull never"),
         "{err}"
     );
     let err = attempt(&["c2vm-no-such-image:nope"], None);
@@ -222,7 +222,7 @@ fn docker_errors_are_clear_and_leave_nothing_behind() {
         Some(("DOCKER_HOST", "unix:///nonexistent/docker.sock")),
     );
     assert!(
-        err.contains("no Docker daemon answers at unix:///nonexistent/docker.sock"),
+        err.contains("no Docker or Podman engine answers at unix:///nonexistent/docker.sock"),
         "{err}"
     );
     let err = attempt(&["debian:latest", "--platform", "linux/arm64"], None);

@@ -1,6 +1,7 @@
 //! Podman's Docker-compatible API as the engine (Debian's podman, `podman system service` on a
 //! private socket and storage, started by scripts/start-podman): `debian:latest` converts with
-//! the kernel template built in Podman, boots to a login, and nothing is left in Podman.
+//! the image pulled by Podman from a local registry, the kernel template built in Podman, boots
+//! to a login, and nothing is left in Podman.
 mod common;
 use common::*;
 use std::path::Path;
@@ -14,21 +15,51 @@ fn podman(args: &[&str]) -> String {
     tool(PODMAN, args)
 }
 
-/// Stops the service when the test ends, however it ends (its storage stays, as a cache).
-struct Service;
+/// Runs a stop command when the test ends, however it ends.
+struct Stop(std::path::PathBuf, Vec<String>);
 
-impl Drop for Service {
+impl Drop for Stop {
     fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/start-podman");
-        let _ = Command::new(script).arg("stop").status();
+        let _ = Command::new(&self.0).args(&self.1).status();
     }
 }
 
 #[test]
-#[ignore = "needs Podman, Docker (to copy debian:latest from), mke2fs and QEMU"]
+#[ignore = "needs Podman, Docker (to copy debian:latest from), docker-registry, mke2fs and QEMU"]
 fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/start-podman");
-    let started = Command::new(&script)
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let disk = d.join("podman.qcow2");
+    // A registry to pull from: Podman reaches it over plain HTTP only when told.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let registry = d.join("registry").to_str().unwrap().to_string();
+    let start_registry = scripts.join("start-registry");
+    tool(
+        start_registry.to_str().unwrap(),
+        &[&registry, "http", &port.to_string()],
+    );
+    let _registry = Stop(start_registry, vec![registry, "stop".into()]);
+    let remote = format!("127.0.0.1:{port}/c2vm-test/debian:latest");
+    tool(
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            "docker-daemon:debian:latest",
+            &format!("docker://{remote}"),
+        ],
+    );
+    let start_podman = scripts.join("start-podman");
+    let started = Command::new(&start_podman)
+        .env("C2VM_PODMAN_INSECURE", format!("127.0.0.1:{port}"))
         .output()
         .expect("running scripts/start-podman");
     assert!(
@@ -36,20 +67,44 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
         "scripts/start-podman failed: {}",
         String::from_utf8_lossy(&started.stderr)
     );
-    let _service = Service;
-    let dir = scratch();
-    let d = dir.path();
-    let pw = password_file(d);
-    let disk = d.join("podman.qcow2");
+    // The service stops when the test ends; its storage stays, as a cache.
+    let _service = Stop(start_podman, vec!["stop".into()]);
     let before = podman(&["ps", "-aq"]);
+
+    // A missing image: Podman's pull error, in one line.
+    let missing = format!("127.0.0.1:{port}/c2vm-test/missing:latest");
     let out = run(c2vm()
         .env("DOCKER_HOST", SOCKET)
-        .args(["convert", "debian:latest", "--kernel", "distro", "-o"])
+        .args(["convert", &missing, "-o"])
+        .arg(d.join("missing.raw"))
+        .arg("--password-file")
+        .arg(&pw));
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let errors: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("c2vm: error:"))
+        .collect();
+    assert!(
+        errors.len() == 1 && errors[0].contains("manifest unknown"),
+        "{said}"
+    );
+    assert!(!d.join("missing.raw").exists());
+
+    // Pulled by Podman from the registry (not in its store before), inspected, its os-release
+    // read, the kernel template built in Podman, exported.
+    let _ = Command::new(PODMAN).args(["rmi", "-f", &remote]).output();
+    let out = run(c2vm()
+        .env("DOCKER_HOST", SOCKET)
+        .args([
+            "convert", &remote, "--pull", "always", "--kernel", "distro", "-o",
+        ])
         .arg(&disk)
         .arg("--password-file")
         .arg(&pw));
     let said = stderr(&out);
     assert!(out.status.success(), "convert through Podman: {said}");
+    assert!(said.contains("Pulling"), "{said}");
     assert_eq!(
         podman(&["ps", "-aq"]),
         before,

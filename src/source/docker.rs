@@ -91,16 +91,19 @@ impl Engine {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let how_to_start = "start one (`sudo systemctl start docker`, or `sudo dockerd &`) or point DOCKER_HOST at a running one";
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| anyhow!("no Docker daemon answers at {address} ({e}); {how_to_start}"))?;
+        let how_to_start = "start one (`sudo systemctl start docker`, or `podman system service`) and point DOCKER_HOST at it, or convert with no engine from oci:, oci-archive:, docker-archive: or docker://";
+        let docker = Docker::connect_with_defaults().map_err(|e| {
+            anyhow!("no Docker or Podman engine answers at {address} ({e}); {how_to_start}")
+        })?;
         let version = runtime
             .block_on(async {
                 tokio::time::timeout(Duration::from_secs(15), docker.version())
                     .await?
                     .map_err(anyhow::Error::from)
             })
-            .map_err(|e| anyhow!("no Docker daemon answers at {address} ({e}); {how_to_start}"))?;
+            .map_err(|e| {
+                anyhow!("no Docker or Podman engine answers at {address} ({e}); {how_to_start}")
+            })?;
         check_api_version(&address, &version)?;
         let docker = runtime
             .block_on(async {
@@ -110,7 +113,7 @@ impl Engine {
                 tokio::time::timeout(Duration::from_secs(15), docker.ping()).await??;
                 Ok::<_, anyhow::Error>(docker)
             })
-            .map_err(|e| anyhow!("the Docker daemon at {address} answered, then failed: {e}"))?;
+            .map_err(|e| anyhow!("the engine at {address} answered, then failed: {e}"))?;
         log::debug!(
             "connected to Docker at {address}, API {:?}",
             docker.client_version()
@@ -132,7 +135,7 @@ impl Engine {
         let local = self.inspect(reference)?;
         match (policy, local) {
             (PullPolicy::Never, None) => bail!(
-                "image {reference} is not on the Docker daemon at {} and --pull never forbids pulling it; pull or build it first",
+                "image {reference} is not in the engine at {} and --pull never forbids pulling it; pull or build it first",
                 self.address
             ),
             (PullPolicy::Missing, Some(found)) | (PullPolicy::Never, Some(found)) => Ok(found),
