@@ -592,3 +592,184 @@ fn broken_layouts_fail_in_one_line_and_leave_nothing() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs Docker (to copy debian:latest from), skopeo, docker-registry and mke2fs"]
+fn a_signal_while_layers_stream_stops_within_five_seconds_and_leaves_nothing() {
+    use std::io::BufRead;
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let layout = d.join("layout");
+    skopeo(&[
+        "docker-daemon:debian:latest",
+        &format!("oci:{}:latest", layout.display()),
+    ]);
+    let registry = Registry::start("http");
+    let remote = format!("docker://{}/c2vm-test/debian:latest", registry.host());
+    skopeo(&[
+        "--dest-tls-verify=false",
+        "docker-daemon:debian:latest",
+        &remote,
+    ]);
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    for (source, signal) in [
+        (format!("oci:{}", layout.display()), libc::SIGINT),
+        (remote.clone(), libc::SIGTERM),
+    ] {
+        let out = d.join("out.raw");
+        let mut child = c2vm()
+            .env("DOCKER_HOST", NO_ENGINE)
+            .env("TMPDIR", &tmp)
+            .args(["convert", &source, "-o"])
+            .arg(&out)
+            .arg("--password-file")
+            .arg(&pw)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let reached = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.starts_with("==> Reading the image's layers"));
+        assert!(reached, "{source}: the layers were never read");
+        let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = wait_exit(&mut child, std::time::Duration::from_secs(5), &source);
+        let rest = rest.join().unwrap();
+        assert_eq!(status.code(), Some(130), "{source}: {rest:?}");
+        assert!(!out.exists(), "{source} left an output");
+        assert!(
+            listing(&tmp).is_empty(),
+            "{source} left scratch: {:?}",
+            listing(&tmp)
+        );
+        let temp_outputs: Vec<String> = listing(d)
+            .into_iter()
+            .filter(|n| n.contains("out.raw"))
+            .collect();
+        assert!(temp_outputs.is_empty(), "{source} left {temp_outputs:?}");
+    }
+}
+
+/// A minimal OCI layout at `dir` of `layers` (tar bytes, bottom first), gzipped.
+fn oci_layout_of(dir: &Path, layers: &[Vec<u8>]) {
+    use sha2::Digest;
+    use std::io::Write;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| -> (String, usize) {
+        let hex = format!("{:x}", sha2::Sha256::digest(data));
+        std::fs::write(blobs.join(&hex), data).unwrap();
+        (format!("sha256:{hex}"), data.len())
+    };
+    let mut diff_ids = Vec::new();
+    let mut descriptors = Vec::new();
+    for layer in layers {
+        diff_ids.push(format!("sha256:{:x}", sha2::Sha256::digest(layer)));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(layer).unwrap();
+        let (digest, size) = put(&gz.finish().unwrap());
+        descriptors.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size}));
+    }
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config_size},
+        "layers": descriptors});
+    let (digest, size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// A tar of (name, kind, link target or data).
+fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, value) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+        h.set_mtime(1_700_000_000);
+        match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                h.set_size(0);
+                b.append_link(&mut h, name, value).unwrap();
+            }
+            _ => {
+                h.set_size(value.len() as u64);
+                // Names the builder would refuse (`..`) go in raw.
+                let raw = &mut h.as_old_mut().name;
+                raw[..name.len()].copy_from_slice(name.as_bytes());
+                h.set_cksum();
+                b.append(&h, value.as_bytes()).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+#[ignore = "needs mke2fs"]
+fn hostile_layers_are_refused_in_one_line_whichever_layer_holds_them() {
+    use tar::EntryType::{Directory, Regular, Symlink};
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let base = tar_of(&[
+        ("etc/", Directory, ""),
+        ("etc/os-release", Regular, "ID=test\n"),
+    ]);
+    let victim = d.join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let escape = format!("../../../../../../../..{}/escaped", victim.display());
+    for (name, hostile, expect) in [
+        (
+            "dotdot",
+            tar_of(&[(&escape[..], Regular, "x")]),
+            "climbs out of the root",
+        ),
+        (
+            "symlink",
+            tar_of(&[
+                ("etc/out", Symlink, victim.to_str().unwrap()),
+                ("etc/out/escaped", Regular, "x"),
+            ]),
+            "refusing",
+        ),
+        (
+            "whiteout",
+            tar_of(&[("../.wh.etc", Regular, "")]),
+            "climbs out of the root",
+        ),
+    ] {
+        let layout = d.join(name);
+        oci_layout_of(&layout, &[base.clone(), hostile]);
+        let out = convert_without_engine(
+            &format!("oci:{}", layout.display()),
+            &d.join("out.raw"),
+            &pw,
+            &[],
+        );
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {said}");
+        let errors: Vec<&str> = said
+            .lines()
+            .filter(|l| l.starts_with("c2vm: error:"))
+            .collect();
+        assert!(
+            errors.len() == 1 && errors[0].contains(expect),
+            "{name}: {said}"
+        );
+        assert!(listing(&victim).is_empty(), "{name} wrote outside the tree");
+        assert!(!d.join("out.raw").exists());
+    }
+}
