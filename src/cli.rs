@@ -33,6 +33,45 @@ pub enum Command {
     Build(BuildArgs),
     /// Boot a disk in QEMU with its serial console on this terminal
     Run(RunArgs),
+    /// Print a shell completion script: `c2vm completions bash > /etc/bash_completion.d/c2vm`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (c2vm.1 and one per subcommand) into DIR, or c2vm.1 to standard
+    /// output
+    Man { dir: Option<PathBuf> },
+}
+
+/// `c2vm completions SHELL`: from the same definitions as the parser, so they never drift.
+pub fn completions(shell: clap_complete::Shell) {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "c2vm", &mut std::io::stdout());
+}
+
+/// `c2vm man [DIR]`: roff pages from the same definitions (clap_mangen).
+pub fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let command = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = dir else {
+        return clap_mangen::Man::new(command)
+            .render(&mut std::io::stdout())
+            .context("writing the manual page");
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, command: clap::Command| -> anyhow::Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        clap_mangen::Man::new(command)
+            .render(&mut file)
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    for sub in command.get_subcommands() {
+        let name = format!("c2vm-{}", sub.get_name());
+        write(&name, sub.clone().name(name.clone()))?;
+    }
+    write("c2vm", command)
 }
 
 #[derive(Args, Debug, Clone)]

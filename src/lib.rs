@@ -13,6 +13,7 @@ mod boot;
 mod choose;
 mod cli;
 mod cmd;
+mod containerdisk;
 mod credentials;
 mod disk;
 mod image;
@@ -72,6 +73,14 @@ fn run_command(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run(args) => run::run(&args, cli.verbose > 0),
+        Command::Completions { shell } => {
+            cli::completions(shell);
+            Ok(0)
+        }
+        Command::Man { dir } => {
+            cli::man(dir.as_deref())?;
+            Ok(0)
+        }
     }
 }
 

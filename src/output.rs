@@ -9,15 +9,54 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// The disk image formats c2vm writes.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DiskFormat {
     Raw,
+    /// qcow2, with compressed clusters (--compress)
     Qcow2,
+    /// VMDK for AWS and VMware import (--vmdk-subformat)
     Vmdk,
     Vdi,
     Vhdx,
-    /// VHD (qemu-img calls it vpc)
+    /// A fixed VHD of a whole number of MiB, as Azure takes it (qemu-img calls it vpc)
     Vhd,
+    /// GCE's image: disk.raw, sparse, in a gzipped GNU tar, the disk a whole number of GiB
+    Gce,
+}
+
+impl DiskFormat {
+    /// What the whole disk's size must be a multiple of.
+    pub fn size_multiple(self) -> u64 {
+        match self {
+            DiskFormat::Gce => 1 << 30,
+            _ => 1 << 20,
+        }
+    }
+}
+
+/// qcow2 cluster compression.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compress {
+    /// zstd clusters: small and fast; QEMU 5.1 or later reads them
+    Zstd,
+    /// zlib clusters: for older readers
+    Zlib,
+    None,
+}
+
+/// The VMDK subformat.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum VmdkSubformat {
+    /// Compressed, streamable: what AWS VM Import and VMware's OVF import take
+    #[value(name = "streamOptimized")]
+    #[serde(rename = "streamOptimized")]
+    StreamOptimized,
+    /// Sparse, for VMware Workstation and VirtualBox to run in place
+    #[value(name = "monolithicSparse")]
+    #[serde(rename = "monolithicSparse")]
+    MonolithicSparse,
 }
 
 /// The output, checked before any work: its format is known, it does not exist (unless
@@ -27,22 +66,47 @@ pub struct OutputTarget {
     pub path: PathBuf,
     pub format: DiskFormat,
     pub force: bool,
+    /// qcow2 only.
+    pub compress: Compress,
+    /// VMDK only.
+    pub vmdk_subformat: VmdkSubformat,
 }
 
 impl OutputTarget {
-    pub fn check(path: &Path, format: Option<DiskFormat>, force: bool) -> Result<OutputTarget> {
+    pub fn check(
+        path: &Path,
+        format: Option<DiskFormat>,
+        force: bool,
+        compress: Option<Compress>,
+        vmdk_subformat: Option<VmdkSubformat>,
+    ) -> Result<OutputTarget> {
         let format = match format {
             Some(f) => f,
             None => format_from_extension(path)?,
         };
+        if compress.is_some() && format != DiskFormat::Qcow2 {
+            bail!("--compress applies to qcow2 output; this output is {format:?}: drop --compress");
+        }
+        if vmdk_subformat.is_some() && format != DiskFormat::Vmdk {
+            bail!("--vmdk-subformat applies to VMDK output; this output is {format:?}: drop --vmdk-subformat");
+        }
         check_output_path(path, force)?;
-        if format != DiskFormat::Raw {
-            crate::cmd::require("qemu-img")?;
+        match format {
+            DiskFormat::Raw => {}
+            DiskFormat::Gce => {
+                crate::cmd::require("tar")?;
+                crate::cmd::require("gzip")?;
+            }
+            _ => {
+                crate::cmd::require("qemu-img")?;
+            }
         }
         Ok(OutputTarget {
             path: path.to_path_buf(),
             format,
             force,
+            compress: compress.unwrap_or(Compress::Zstd),
+            vmdk_subformat: vmdk_subformat.unwrap_or(VmdkSubformat::StreamOptimized),
         })
     }
 
@@ -53,6 +117,13 @@ impl OutputTarget {
 }
 
 fn format_from_extension(output: &Path) -> Result<DiskFormat> {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if name.ends_with(".tar.gz") {
+        return Ok(DiskFormat::Gce);
+    }
     let ext = output
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
@@ -65,7 +136,7 @@ fn format_from_extension(output: &Path) -> Result<DiskFormat> {
         "vhdx" => DiskFormat::Vhdx,
         "vhd" | "vpc" => DiskFormat::Vhd,
         _ => bail!(
-            "cannot tell the disk format from `{}`; use an extension (.img, .raw, .qcow2, .vmdk, .vdi, .vhdx, .vhd) or --format",
+            "cannot tell the disk format from `{}`; use an extension (.img, .raw, .qcow2, .vmdk, .vdi, .vhdx, .vhd, .tar.gz for GCE) or --format",
             output.display()
         ),
     })
@@ -110,7 +181,7 @@ fn output_dir(output: &Path) -> PathBuf {
 /// qemu-img's name for a format.
 pub fn qemu_format(format: DiskFormat) -> &'static str {
     match format {
-        DiskFormat::Raw => "raw",
+        DiskFormat::Raw | DiskFormat::Gce => "raw",
         DiskFormat::Qcow2 => "qcow2",
         DiskFormat::Vmdk => "vmdk",
         DiskFormat::Vdi => "vdi",
@@ -188,11 +259,42 @@ pub fn sizes(path: &Path) -> (u64, u64) {
         .unwrap_or((0, 0))
 }
 
-/// Convert the finished raw image into `dest` in `format`, showing qemu-img's progress.
-pub fn convert(raw: &Path, dest: &Path, format: DiskFormat) -> Result<()> {
+/// Convert the finished raw image (named `disk.raw`, as GCE wants it) into `dest` as `target`
+/// says, showing progress.
+pub fn convert(raw: &Path, dest: &Path, target: &OutputTarget) -> Result<()> {
+    let format = target.format;
+    if format == DiskFormat::Gce {
+        return gce_tarball(raw, dest);
+    }
+    // Per format: qcow2's compressed clusters; the VMDK subformat; Azure's fixed VHD, sized to
+    // exactly the disk (qemu-img would otherwise round to its CHS geometry).
+    let options: Vec<String> = match (format, target.compress) {
+        (DiskFormat::Qcow2, Compress::None) => vec![],
+        (DiskFormat::Qcow2, c) => vec![
+            "-c".into(),
+            "-o".into(),
+            format!(
+                "compression_type={}",
+                if c == Compress::Zstd { "zstd" } else { "zlib" }
+            ),
+        ],
+        (DiskFormat::Vmdk, _) => vec![
+            "-o".into(),
+            format!(
+                "subformat={}",
+                match target.vmdk_subformat {
+                    VmdkSubformat::StreamOptimized => "streamOptimized",
+                    VmdkSubformat::MonolithicSparse => "monolithicSparse",
+                }
+            ),
+        ],
+        (DiskFormat::Vhd, _) => vec!["-o".into(), "subformat=fixed,force_size=on".into()],
+        _ => vec![],
+    };
     let stage = Stage::bytes(&format!("Converting to {}", qemu_format(format)), 100);
     Cmd::new("qemu-img", "Converting the disk")
         .args(["convert", "-p", "-f", "raw", "-O", qemu_format(format)])
+        .args(&options)
         .arg(raw)
         .arg(dest)
         .run_streaming(|line| {
@@ -207,6 +309,30 @@ pub fn convert(raw: &Path, dest: &Path, format: DiskFormat) -> Result<()> {
                 }
             }
         })?;
+    stage.done();
+    Ok(())
+}
+
+/// GCE's image format: `disk.raw` alone in a gzipped GNU tar (oldgnu, sparse).
+fn gce_tarball(raw: &Path, dest: &Path) -> Result<()> {
+    if raw.file_name().and_then(|n| n.to_str()) != Some("disk.raw") {
+        bail!("GCE wants the disk named disk.raw, not {}", raw.display());
+    }
+    let dir = raw.parent().context("the raw disk has no directory")?;
+    let stage = Stage::spinner("Packing disk.raw for GCE (sparse tar, gzip)");
+    Cmd::new("tar", "Packing the GCE image")
+        .args([
+            "--format=oldgnu",
+            "--sparse",
+            "--gzip",
+            "--create",
+            "--file",
+        ])
+        .arg(dest)
+        .arg("-C")
+        .arg(dir)
+        .arg("disk.raw")
+        .run()?;
     stage.done();
     Ok(())
 }
@@ -229,6 +355,10 @@ mod tests {
             format_from_extension(Path::new("a.vhd")).unwrap(),
             DiskFormat::Vhd
         );
+        assert_eq!(
+            format_from_extension(Path::new("d.tar.gz")).unwrap(),
+            DiskFormat::Gce
+        );
         let err = format_from_extension(Path::new("a.iso")).unwrap_err();
         assert!(err.to_string().contains("or --format"), "{err}");
     }
@@ -238,12 +368,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("d.img");
         std::fs::write(&out, b"x").unwrap();
-        let err = OutputTarget::check(&out, None, false).unwrap_err();
+        let err = OutputTarget::check(&out, None, false, None, None).unwrap_err();
         assert!(err.to_string().contains("use --force"), "{err}");
-        let ok = OutputTarget::check(&out, None, true).unwrap();
+        let ok = OutputTarget::check(&out, None, true, None, None).unwrap();
         assert_eq!(ok.format, DiskFormat::Raw);
         assert_eq!(ok.dir(), dir.path());
-        let err = OutputTarget::check(&dir.path().join("no/d.img"), None, false).unwrap_err();
+        let err =
+            OutputTarget::check(&dir.path().join("no/d.img"), None, false, None, None).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }

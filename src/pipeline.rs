@@ -4,6 +4,7 @@
 use crate::boot::{self, BootConfig};
 use crate::choose::{self, KernelPlan};
 use crate::cmd::{self, ToolFailed};
+use crate::containerdisk::{self, Destination};
 use crate::disk::esp::{self, EspFile};
 use crate::disk::ext4::{self, Files, Populate, TreeUsage};
 use crate::disk::gpt;
@@ -23,6 +24,7 @@ use crate::rootfs::tree::GuestTree;
 use crate::rootfs::{self, unpack};
 use crate::source::docker::Engine;
 use crate::source::layers::LayeredImage;
+use crate::source::registry::Access;
 use crate::source::{self, SourceRef, TarStream, PLATFORM};
 use crate::workspace::Workspace;
 use anyhow::{anyhow, Context, Result};
@@ -35,7 +37,7 @@ pub fn convert(source: &str, disk: &DiskArgs, image: &ImageArgs) -> Result<()> {
     match SourceRef::parse(source)? {
         SourceRef::Tarball(path) => {
             ImagePlan::check_tarball(image)?;
-            convert_tarball(&path, &plan)
+            convert_tarball(&path, source, &plan)
         }
         SourceRef::Image(reference) => {
             let image = ImagePlan::from_args(image)?;
@@ -81,6 +83,19 @@ struct Input<'a> {
     more: &'a More<'a>,
     /// What runs as PID 1, and how.
     init: InitPlan,
+    /// Which image, for the report.
+    identity: Identity,
+    /// The engine the image came through, if any (a containerDisk may go there).
+    engine: Option<&'a Engine>,
+    /// How to reach registries (a containerDisk may be pushed).
+    access: Access,
+}
+
+/// Which image a disk is made from, as the report says it.
+struct Identity {
+    source: String,
+    id: String,
+    diff_ids: Vec<String>,
 }
 
 /// Asked when the image's stream ends (see [`edit::edit_with`]).
@@ -95,13 +110,13 @@ struct InitPlan {
 }
 
 /// `rootfs:PATH` → disk.
-fn convert_tarball(path: &Path, plan: &DiskPlan) -> Result<()> {
+fn convert_tarball(path: &Path, source: &str, plan: &DiskPlan) -> Result<()> {
     // Headers only (data skipped by seeking): the exact need, in seconds.
     let usage = TreeUsage::of_tarball(path)
         .with_context(|| format!("reading the archive {}", path.display()))?;
-    let digest = match plan.epoch {
-        Some(_) => source::tarball::digest(path)?,
-        None => String::new(),
+    let digest = match plan.epoch.is_some() || plan.json {
+        true => source::tarball::digest(path)?,
+        false => String::new(),
     };
     let open = || -> Result<Box<dyn TarStream>> { Ok(Box::new(source::tarball::open(path)?)) };
     let input = Input {
@@ -115,6 +130,13 @@ fn convert_tarball(path: &Path, plan: &DiskPlan) -> Result<()> {
             restart: Restart::No,
             stop_timeout: 10,
         },
+        identity: Identity {
+            source: source.to_string(),
+            id: digest.clone(),
+            diff_ids: Vec::new(),
+        },
+        engine: None,
+        access: Access::default(),
     };
     build_disk(&input, Timings::default(), &GuestApp::default(), plan)
 }
@@ -152,7 +174,10 @@ fn convert_image(
         choose::bundle_entries(Some(engine), &kernel_plan, tree, options.init)
     };
     let image = ImageInput {
-        id: &bootable.content_id(),
+        engine: Some(engine),
+        source: reference,
+        details: &bootable,
+        named: &image,
         size: bootable.size,
         kernel: &kernel_plan,
         app: &app,
@@ -187,7 +212,10 @@ fn convert_layers(
     let more =
         |tree: &mut GuestTree| choose::bundle_entries(None, &kernel_plan, tree, options.init);
     let input = ImageInput {
-        id: &image.details.content_id(),
+        engine: None,
+        source: reference,
+        details: &image.details,
+        named: &image.details,
         size: image.unpacked_size(),
         kernel: &kernel_plan,
         app: &app,
@@ -198,7 +226,13 @@ fn convert_layers(
 
 /// What an image source (engine or transport) knows, for the disk's [`Input`].
 struct ImageInput<'a> {
-    id: &'a str,
+    engine: Option<&'a Engine>,
+    /// As the user named it.
+    source: &'a str,
+    /// The image the disk is made of (the template's result, where a kernel was added).
+    details: &'a source::ImageDetails,
+    /// The image the user named, for the report.
+    named: &'a source::ImageDetails,
     /// Bytes of its root filesystem, roughly.
     size: u64,
     kernel: &'a KernelPlan,
@@ -206,8 +240,8 @@ struct ImageInput<'a> {
     options: &'a ImagePlan,
 }
 
-impl ImageInput<'_> {
-    fn input<'a>(&self, open: &'a Open<'a>, more: &'a More<'a>, plan: &DiskPlan) -> Input<'a> {
+impl<'a> ImageInput<'a> {
+    fn input(&self, open: &'a Open<'a>, more: &'a More<'a>, plan: &DiskPlan) -> Input<'a> {
         let bundle_size = match self.kernel {
             KernelPlan::Bundle(b) | KernelPlan::ImageElseBundle(b) => b.size() / 4,
             _ => 0,
@@ -218,7 +252,7 @@ impl ImageInput<'_> {
             exact: false,
             seed: format!(
                 "image {}|{:?}|{:?}|{:?}|{}",
-                self.id,
+                self.details.content_id(),
                 self.app,
                 self.options,
                 self.kernel,
@@ -230,6 +264,13 @@ impl ImageInput<'_> {
                 restart: self.options.restart,
                 stop_timeout: self.options.stop_timeout,
             },
+            identity: Identity {
+                source: self.source.to_string(),
+                id: self.named.id.clone(),
+                diff_ids: self.named.diff_ids.clone(),
+            },
+            engine: self.engine,
+            access: self.options.access.clone(),
         }
     }
 }
@@ -340,14 +381,37 @@ fn build_disk_steps(
     })?;
     if plan.output.format != DiskFormat::Raw {
         timings.time("convert", || {
-            output::convert(&raw_path, pending.path(), plan.output.format)
+            output::convert(&raw_path, pending.path(), &plan.output)
         })?;
     }
+    let containerdisk = match &plan.containerdisk {
+        Some(dest) => Some(timings.time("containerdisk", || {
+            package_containerdisk(
+                dest,
+                pending.path(),
+                input,
+                &kernel.version,
+                plan,
+                &workspace,
+            )
+        })?),
+        None => None,
+    };
     pending.commit(plan.output.force)?;
 
     report::print(&Summary {
         output: &plan.output.path,
         format: plan.output.format,
+        target: &plan.output,
+        layout: &layout,
+        ids: &ids,
+        image: report::ImageIdentity {
+            source: &input.identity.source,
+            id: &input.identity.id,
+            diff_ids: &input.identity.diff_ids,
+        },
+        json: plan.json,
+        containerdisk: containerdisk.as_deref(),
         root_size: layout.root.size,
         kernel_version: &kernel.version,
         timings: &timings,
@@ -357,6 +421,47 @@ fn build_disk_steps(
         can_log_in: plan.credentials.allow_login(),
     });
     Ok(())
+}
+
+/// `--containerdisk`: the finished disk (under its temporary name) as KubeVirt's image.
+fn package_containerdisk(
+    dest: &Destination,
+    disk: &Path,
+    input: &Input,
+    kernel_version: &str,
+    plan: &DiskPlan,
+    workspace: &Workspace,
+) -> Result<String> {
+    let connected;
+    let engine = match (dest.needs_engine(), input.engine) {
+        (true, None) => {
+            connected = Engine::connect()?;
+            Some(&connected)
+        }
+        (_, engine) => engine,
+    };
+    let name = plan
+        .output
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .context("the output has no file name")?;
+    let said = containerdisk::package(
+        disk,
+        &name,
+        dest,
+        &containerdisk::Origin {
+            source: &input.identity.source,
+            digest: &input.identity.id,
+            kernel: kernel_version,
+        },
+        &input.access,
+        engine,
+        workspace.scratch(),
+        plan.epoch,
+    )?;
+    progress::note(&format!("The containerDisk is {said}"));
+    Ok(said)
 }
 
 /// Guest setup's result.
@@ -502,13 +607,22 @@ impl RootFs<'_, '_> {
     /// The layout for `usage`. An explicit `--size` below an exact need fails here, naming the
     /// smallest that fits; below an estimate it is tried (estimates run high).
     fn layout(&self, usage: &TreeUsage, exact: bool) -> Result<Layout> {
-        match (self.plan.size, exact) {
-            (SizeRequest::Bytes(bytes), false) => Layout::for_disk(
-                bytes,
+        let bios_boot = self.plan.bootloader.needs_bios_boot_partition();
+        let layout = match (self.plan.size, exact) {
+            (SizeRequest::Bytes(bytes), false) => {
+                Layout::for_disk(bytes, self.plan.esp_size, bios_boot)?
+            }
+            _ => plan_layout(usage, self.plan)?,
+        };
+        // GCE takes whole GiB only: the root partition gets the rest.
+        let multiple = self.plan.output.format.size_multiple();
+        match layout.disk_size % multiple {
+            0 => Ok(layout),
+            _ => Layout::for_disk(
+                layout.disk_size.div_ceil(multiple) * multiple,
                 self.plan.esp_size,
-                self.plan.bootloader.needs_bios_boot_partition(),
+                bios_boot,
             ),
-            _ => plan_layout(usage, self.plan),
         }
     }
 

@@ -2,10 +2,11 @@
 //! parsed, output path writable, password hashed, host tools present), made before c2vm touches
 //! an engine or writes a disk.
 use crate::boot::{self, Bootloader};
+use crate::containerdisk::Destination;
 use crate::credentials::{Credentials, PasswordSource};
 use crate::disk::ext4::{self, Populate};
 use crate::disk::layout::SizeRequest;
-use crate::output::{DiskFormat, OutputTarget};
+use crate::output::{Compress, DiskFormat, OutputTarget, VmdkSubformat};
 use crate::rootfs::app::AppChoice;
 use crate::rootfs::init::c2vm::Restart;
 use crate::source::registry::Access;
@@ -22,9 +23,26 @@ pub struct DiskArgs {
     /// The output disk; its extension picks the format (.img/.raw, .qcow2, .vmdk, .vdi, .vhdx, .vhd)
     #[arg(short, long)]
     pub output: PathBuf,
-    /// The output format, when the extension does not say
+    /// The output format, when the extension does not say (.tar.gz is GCE's)
     #[arg(long, value_enum)]
     pub format: Option<DiskFormat>,
+    /// qcow2 cluster compression [default: zstd, which QEMU 5.1+ reads; zlib for older readers]
+    #[arg(long, value_enum)]
+    pub compress: Option<Compress>,
+    /// VMDK subformat [default: streamOptimized, which AWS and VMware import]
+    #[arg(long, value_enum)]
+    pub vmdk_subformat: Option<VmdkSubformat>,
+    /// Also wrap the disk as a KubeVirt containerDisk: NAME (loaded into the engine),
+    /// oci:DIR[:TAG], oci-archive:PATH[:TAG] or docker://REF (pushed, no engine needed)
+    #[arg(long, value_name = "REF")]
+    pub containerdisk: Option<String>,
+    /// With --containerdisk NAME: push it to NAME's registry instead of loading it into the engine
+    #[arg(long, requires = "containerdisk")]
+    pub push: bool,
+    /// Print the result as JSON on standard output (output, format, sizes, kernel, init,
+    /// image, identifiers, stage timings); the human report stays on standard error
+    #[arg(long)]
+    pub json: bool,
     /// Overwrite the output if it exists
     #[arg(long)]
     pub force: bool,
@@ -128,6 +146,10 @@ pub struct DiskPlan {
     pub epoch: Option<i64>,
     /// How mke2fs takes the files on this host (probed once).
     pub populate: Populate,
+    /// `--json`: the result as JSON on standard output.
+    pub json: bool,
+    /// `--containerdisk`: where the KubeVirt containerDisk goes.
+    pub containerdisk: Option<Destination>,
 }
 
 impl DiskPlan {
@@ -150,7 +172,13 @@ impl DiskPlan {
     }
 
     pub fn from_args(args: &DiskArgs) -> Result<DiskPlan> {
-        let output = OutputTarget::check(&args.output, args.format, args.force)?;
+        let output = OutputTarget::check(
+            &args.output,
+            args.format,
+            args.force,
+            args.compress,
+            args.vmdk_subformat,
+        )?;
         let size = SizeRequest::parse(&args.size)?;
         let esp_size = parse_size(&args.esp_size).context("--esp-size")?;
         if esp_size < 64 * MIB || esp_size % MIB != 0 {
@@ -160,6 +188,15 @@ impl DiskPlan {
             );
         }
         check_hostname(&args.hostname)?;
+        let containerdisk = match &args.containerdisk {
+            None => None,
+            Some(text) => {
+                if !matches!(output.format, DiskFormat::Qcow2 | DiskFormat::Raw) {
+                    bail!("--containerdisk wraps a qcow2 or raw disk (what KubeVirt boots); write -o NAME.qcow2");
+                }
+                Some(Destination::parse(text, args.push)?)
+            }
+        };
         let password = match (&args.password_file, args.password_stdin) {
             (Some(path), _) => PasswordSource::File(path),
             (None, true) => PasswordSource::Stdin,
@@ -192,6 +229,8 @@ impl DiskPlan {
             workdir,
             epoch,
             populate,
+            json: args.json,
+            containerdisk,
         })
     }
 }

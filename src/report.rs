@@ -1,7 +1,9 @@
 //! What c2vm tells the user after a conversion: what it wrote, how long each stage took, peak
 //! memory, what runs at boot and which ports to forward. `scripts/bench` reads the `Timings:` and
 //! `Peak memory:` lines.
-use crate::output::{self, DiskFormat};
+use crate::disk::layout::Layout;
+use crate::disk::Identifiers;
+use crate::output::{self, DiskFormat, OutputTarget};
 use crate::progress::{note, Stage};
 use crate::rootfs::app::GuestApp;
 use crate::units::MIB;
@@ -44,10 +46,28 @@ impl Timings {
     }
 }
 
+/// Which image a disk was made from.
+pub struct ImageIdentity<'a> {
+    /// As the user named it.
+    pub source: &'a str,
+    /// The engine's image ID (its config's digest), or a tarball's sha256.
+    pub id: &'a str,
+    /// Its layers' diff IDs, where known.
+    pub diff_ids: &'a [String],
+}
+
 /// What a finished conversion made.
 pub struct Summary<'a> {
     pub output: &'a Path,
     pub format: DiskFormat,
+    pub target: &'a OutputTarget,
+    pub layout: &'a Layout,
+    pub ids: &'a Identifiers,
+    pub image: ImageIdentity<'a>,
+    /// `--json`: also the result as JSON on standard output.
+    pub json: bool,
+    /// Where `--containerdisk` put the KubeVirt image.
+    pub containerdisk: Option<&'a str>,
     pub root_size: u64,
     pub kernel_version: &'a str,
     pub timings: &'a Timings,
@@ -60,6 +80,13 @@ pub struct Summary<'a> {
 }
 
 pub fn print(s: &Summary) {
+    if s.json {
+        // Standard output carries nothing else: CI reads it whole.
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json(s)).unwrap_or_default()
+        );
+    }
     let (size, allocated) = output::sizes(s.output);
     note(&format!(
         "Wrote {} ({}, {} MiB, {} MiB allocated; root {} MiB, kernel {})",
@@ -85,6 +112,51 @@ pub fn print(s: &Summary) {
     } else if !s.can_log_in {
         note("Note: no --password-file or --ssh-key was given, so no one can log in as root on this disk.");
     }
+}
+
+/// The result for programs (`--json`): what was written, from what, with which identifiers,
+/// and how long each stage took.
+fn json(s: &Summary) -> serde_json::Value {
+    let (file_size, allocated) = output::sizes(s.output);
+    let extent =
+        |e: &crate::disk::layout::Extent| serde_json::json!({"offset": e.start, "size": e.size});
+    serde_json::json!({
+        "output": s.output,
+        "format": s.format,
+        "compression": match s.format {
+            DiskFormat::Qcow2 => serde_json::to_value(s.target.compress).unwrap_or_default(),
+            DiskFormat::Gce => "gzip".into(),
+            _ => serde_json::Value::Null,
+        },
+        "vmdk_subformat": match s.format {
+            DiskFormat::Vmdk => serde_json::to_value(s.target.vmdk_subformat).unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        },
+        "virtual_size": s.layout.disk_size,
+        "file_size": file_size,
+        "allocated": allocated,
+        "partitions": {
+            "esp": extent(&s.layout.esp),
+            "root": extent(&s.layout.root),
+        },
+        "identifiers": {
+            "gpt_disk": s.ids.gpt.disk.to_string(),
+            "gpt_esp": s.ids.gpt.esp.to_string(),
+            "gpt_root": s.ids.gpt.root.to_string(),
+            "root_fs_uuid": s.ids.root_fs.to_string(),
+            "esp_volume_id": s.ids.esp_uuid(),
+        },
+        "kernel": s.kernel_version,
+        "init": if s.c2vm_init { "c2vm-init" } else { "image" },
+        "app": s.app.app.as_ref().map(|a| &a.argv),
+        "image": {
+            "source": s.image.source,
+            "id": s.image.id,
+            "diff_ids": s.image.diff_ids,
+        },
+        "containerdisk": s.containerdisk,
+        "timings": s.timings.0.iter().map(|(name, d)| (name.to_string(), serde_json::json!(d.as_secs_f64()))).collect::<serde_json::Map<_, _>>(),
+    })
 }
 
 /// Tell the user what runs at boot and which ports to forward.

@@ -1,8 +1,9 @@
 # c2vm kernel layer for Debian 10+ (and derivatives without their own template).
 # Adds a kernel with an initramfs (Debian's MODULES=most has virtio, nvme, ahci, ext4, vfat),
 # systemd as init, udev, and DHCP on the first NIC with systemd-networkd (bookworm ships
-# systemd-resolved as its own package, older releases inside systemd); wait-online waits for any
-# one link, not all. Nothing secret.
+# systemd-resolved as its own package, older releases inside systemd), systemd-repart for the
+# root to grow (its own package from Debian 13); wait-online waits for any one link, not all.
+# Nothing secret.
 FROM {{ base_image }}
 # The image may run its command as another user; packages install as root. (The VM's service
 # still runs as the image's USER: c2vm reads it from the image, not from this layer.)
@@ -13,6 +14,8 @@ ARG DEBIAN_FRONTEND=noninteractive
 # unpack at every boot (seconds under emulation). Releases whose mkinitramfs predates zstd
 # keep gzip.
 # The root is on the VM's own disk: network and NFS drivers stay out of the initramfs.
+# Debian 13 ships systemd-repart on its own: without it the root would not grow to fill a larger
+# virtual disk (older releases have it inside systemd).
 COPY initramfs-local-root /etc/initramfs-tools/hooks/zz-c2vm-local-root
 RUN set -eux; \
     chmod 755 /etc/initramfs-tools/hooks/zz-c2vm-local-root; \
@@ -23,6 +26,7 @@ RUN set -eux; \
     fi; \
     extra=""; \
     if apt-cache show systemd-resolved >/dev/null 2>&1; then extra="systemd-resolved"; fi; \
+    if apt-cache show systemd-repart >/dev/null 2>&1; then extra="$extra systemd-repart"; fi; \
     apt-get install -y --no-install-recommends \
         linux-image-amd64 initramfs-tools systemd systemd-sysv udev dbus iproute2 \
         login passwd kmod $extra; \

@@ -32,19 +32,9 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
     let pw = password_file(d);
     let disk = d.join("podman.qcow2");
     // A registry to pull from: Podman reaches it over plain HTTP only when told.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let registry = Registry::start("http");
+    let port = registry.port;
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
-    let registry = d.join("registry").to_str().unwrap().to_string();
-    let start_registry = scripts.join("start-registry");
-    tool(
-        start_registry.to_str().unwrap(),
-        &[&registry, "http", &port.to_string()],
-    );
-    let _registry = Stop(start_registry, vec![registry, "stop".into()]);
     let remote = format!("127.0.0.1:{port}/c2vm-test/debian:latest");
     tool(
         "skopeo",

@@ -4,55 +4,11 @@
 //! root filesystem must hold what the engine's export holds; whiteouts; and bad input.
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const NO_ENGINE: &str = "unix:///nonexistent/c2vm-test-no-engine.sock";
 const EPOCH: &str = "1700000000";
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name)
-}
-
-/// A registry on 127.0.0.1 (scripts/start-registry), stopped when dropped.
-struct Registry {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Registry {
-    fn start(mode: &str) -> Registry {
-        let dir = scratch();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        tool(
-            script("start-registry").to_str().unwrap(),
-            &[dir.path().to_str().unwrap(), mode, &port.to_string()],
-        );
-        Registry { dir, port }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn cert_dir(&self) -> PathBuf {
-        self.dir.path().join("certs.d").join(self.host())
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new(script("start-registry"))
-            .args([self.dir.path().to_str().unwrap(), "stop"])
-            .status();
-    }
-}
 
 fn skopeo(args: &[&str]) {
     tool(
@@ -354,6 +310,34 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
         !said.contains("secret-pw"),
         "the password shows in the output: {said}"
     );
+
+    // Credentials from a containers auth file (REGISTRY_AUTH_FILE) and from docker's
+    // config.json (DOCKER_CONFIG), with no --creds: the registry lets c2vm in, and it gets as
+    // far as the missing kernel.
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("c2vm:secret-pw");
+    let auths = serde_json::json!({"auths": {registry.host(): {"auth": auth}}});
+    let docker_config = d.join("docker-config");
+    std::fs::create_dir(&docker_config).unwrap();
+    std::fs::write(docker_config.join("config.json"), auths.to_string()).unwrap();
+    std::fs::write(d.join("auth.json"), auths.to_string()).unwrap();
+    for (variable, value) in [
+        ("REGISTRY_AUTH_FILE", d.join("auth.json")),
+        ("DOCKER_CONFIG", docker_config.clone()),
+    ] {
+        let out = run(c2vm()
+            .env("DOCKER_HOST", NO_ENGINE)
+            .env(variable, &value)
+            .args(["convert", &remote, "--cert-dir", cert_dir, "-o"])
+            .arg(d.join("auth-file.raw"))
+            .arg("--password-file")
+            .arg(&pw));
+        let said = stderr(&out);
+        assert!(
+            said.contains("has no kernel in /boot"),
+            "{variable}: {said}"
+        );
+    }
 
     // Bad credentials, no credentials, no CA: one line each, nothing left.
     for (extra, stdin, expect) in [

@@ -423,6 +423,34 @@ impl Engine {
         })
     }
 
+    /// `docker load` of the image archive at `path` (what `docker save` writes), streamed.
+    pub fn load(&self, path: &Path, what: &str) -> Result<()> {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let stage = Stage::spinner(&format!("Loading {what} into the engine"));
+        let options = q::ImportImageOptionsBuilder::default().quiet(true).build();
+        self.runtime.block_on(async {
+            let body = tokio_util::io::ReaderStream::with_capacity(
+                tokio::fs::File::from_std(file),
+                1 << 20,
+            );
+            let mut stream = self.docker.import_image_stream(options, body, None);
+            while let Some(item) = next_or_interrupt(&mut stream).await? {
+                let info =
+                    item.map_err(|e| anyhow!("loading {what} into the engine failed: {e}"))?;
+                if let Some(detail) = info.error_detail {
+                    bail!(
+                        "loading {what} into the engine failed: {}",
+                        detail.message.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        })?;
+        stage.done();
+        Ok(())
+    }
+
     pub fn remove_container(&self, id: &str) -> Result<()> {
         let options = q::RemoveContainerOptionsBuilder::default()
             .force(true)

@@ -119,6 +119,11 @@ pub fn pick_platform<'i>(
     )
 }
 
+/// The sha256 digest of `bytes`, as OCI writes it.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
+}
+
 /// Check `bytes` against `digest` (`sha256:…` or `sha512:…`).
 pub fn verify(bytes: &[u8], digest: &str, what: &str) -> Result<()> {
     let actual = match digest.split_once(':') {

@@ -43,6 +43,27 @@ struct Registry {
 
 /// `docker://…` → the image, its config read and its layers listed (not yet downloaded).
 pub fn image(text: &str, access: &Access, platform: &Platform) -> Result<LayeredImage> {
+    let (registry, auth) = connect(text, access)?;
+    let name = registry.name.clone();
+    let (json, digest) = registry
+        .runtime
+        .block_on(
+            registry
+                .client
+                .pull_manifest_raw(&registry.reference, &auth, MANIFEST_TYPES),
+        )
+        .map_err(|e| explain(e, &registry.reference, &auth))?;
+    if let Some(pinned) = registry.reference.digest() {
+        oci::verify(&json, pinned, &format!("the manifest of {name}"))?;
+    }
+    log::debug!("{name}: manifest {digest}");
+    let registry = Arc::new(registry);
+    oci::resolve(&RegistryFetch(registry), &json, platform, &name)
+}
+
+/// A client for the registry of `text` (a reference without `docker://`), its scheme probed,
+/// and the credentials to use there.
+fn connect(text: &str, access: &Access) -> Result<(Registry, RegistryAuth)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let reference: Reference = text
         .parse()
@@ -69,7 +90,7 @@ pub fn image(text: &str, access: &Access, platform: &Platform) -> Result<Layered
         client: Client::new(config),
         reference,
         runtime: Arc::new(runtime),
-        name: name.clone(),
+        name,
     };
     let auth = credentials(&registry.reference, access)?;
     registry.runtime.block_on(async {
@@ -78,20 +99,72 @@ pub fn image(text: &str, access: &Access, platform: &Platform) -> Result<Layered
             .store_auth_if_needed(registry.reference.resolve_registry(), &auth)
             .await
     });
-    let (json, digest) = registry
-        .runtime
-        .block_on(
-            registry
-                .client
-                .pull_manifest_raw(&registry.reference, &auth, MANIFEST_TYPES),
-        )
-        .map_err(|e| explain(e, &registry.reference, &auth))?;
-    if let Some(pinned) = registry.reference.digest() {
-        oci::verify(&json, pinned, &format!("the manifest of {name}"))?;
+    Ok((registry, auth))
+}
+
+/// An image to push: its manifest (OCI JSON), config, and layers as files with their digests.
+pub struct Upload<'a> {
+    pub manifest: &'a [u8],
+    pub config: (&'a [u8], &'a str),
+    pub layers: &'a [(&'a Path, &'a str)],
+}
+
+/// Push `upload` to `docker://text`; returns the manifest's digest.
+pub fn push(text: &str, access: &Access, upload: &Upload) -> Result<String> {
+    use oci_client::RegistryOperation;
+    let (registry, auth) = connect(text, access)?;
+    let r = &registry;
+    r.runtime
+        .block_on(r.client.auth(&r.reference, &auth, RegistryOperation::Push))
+        .map_err(|e| explain(e, &r.reference, &auth))?;
+    for (path, digest) in upload.layers {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let size = file.metadata()?.len();
+        let stream = futures_util::stream::iter(FileChunks(file))
+            .map(|chunk| chunk.map_err(oci_client::errors::OciDistributionError::from));
+        r.runtime
+            .block_on(
+                r.client
+                    .push_blob_stream(&r.reference, stream, digest, Some(size)),
+            )
+            .map_err(|e| explain(e, &r.reference, &auth))
+            .with_context(|| format!("pushing the layer {digest}"))?;
     }
-    log::debug!("{name}: manifest {digest}");
-    let registry = Arc::new(registry);
-    oci::resolve(&RegistryFetch(registry), &json, platform, &name)
+    r.runtime
+        .block_on(
+            r.client
+                .push_blob(&r.reference, upload.config.0.to_vec(), upload.config.1),
+        )
+        .map_err(|e| explain(e, &r.reference, &auth))
+        .context("pushing the config")?;
+    r.runtime
+        .block_on(r.client.push_manifest_raw(
+            &r.reference,
+            upload.manifest.to_vec(),
+            reqwest::header::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"),
+        ))
+        .map_err(|e| explain(e, &r.reference, &auth))
+        .context("pushing the manifest")?;
+    Ok(oci::digest_of(upload.manifest))
+}
+
+/// A file as 1 MiB chunks, for a streamed upload.
+struct FileChunks(std::fs::File);
+
+impl Iterator for FileChunks {
+    type Item = std::io::Result<bytes::Bytes>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut buf = vec![0u8; 1 << 20];
+        match self.0.read(&mut buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some(Ok(bytes::Bytes::from(buf)))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
 }
 
 /// Which scheme the registry speaks. HTTPS always comes first; plain HTTP only where docker

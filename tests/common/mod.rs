@@ -484,3 +484,49 @@ pub fn listing_diff(a: &Listing, b: &Listing, limit: usize) -> Vec<String> {
     diff.truncate(limit);
     diff
 }
+
+/// A script of this repository.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+/// A registry on 127.0.0.1 (scripts/start-registry), stopped when dropped.
+pub struct Registry {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Registry {
+    /// `mode`: `http`, or `tls` (a test CA, htpasswd user c2vm, password secret-pw).
+    pub fn start(mode: &str) -> Registry {
+        let dir = scratch();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        tool(
+            script("start-registry").to_str().unwrap(),
+            &[dir.path().to_str().unwrap(), mode, &port.to_string()],
+        );
+        Registry { dir, port }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn cert_dir(&self) -> PathBuf {
+        self.dir.path().join("certs.d").join(self.host())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(script("start-registry"))
+            .args([self.dir.path().to_str().unwrap(), "stop"])
+            .status();
+    }
+}

@@ -1,0 +1,349 @@
+//! `--containerdisk REF`: the finished disk wrapped as KubeVirt takes a containerDisk, a
+//! `FROM scratch` image whose one layer holds `disk/NAME`, owned by uid and gid 107 (the qemu
+//! user of KubeVirt's virt-launcher) and readable by it, and nothing else. It goes where REF
+//! says: into the engine by name, or with no engine to an OCI layout, an OCI archive, or a
+//! registry (`docker://REF`, or a plain name with `--push`).
+use crate::source::docker::Engine;
+use crate::source::oci;
+use crate::source::registry::{self, Access, Upload};
+use crate::source::{SourceRef, Transport};
+use anyhow::{bail, Context, Result};
+use sha2::Digest as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// KubeVirt's virt-launcher runs QEMU as uid and gid 107.
+const QEMU_ID: u64 = 107;
+
+/// Where the containerDisk goes.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// Loaded into the engine under this name.
+    Engine(String),
+    /// An OCI image layout (made, or added to), under a tag.
+    Oci { dir: PathBuf, tag: String },
+    /// That layout as a tar file.
+    OciArchive { path: PathBuf, tag: String },
+    /// Pushed to a registry.
+    Registry(String),
+}
+
+impl Destination {
+    /// skopeo's names, as the sources take them; a plain name is the engine's, or the
+    /// registry's with `--push`.
+    pub fn parse(text: &str, push: bool) -> Result<Destination> {
+        let tag = |t: Option<String>| t.unwrap_or_else(|| "latest".to_string());
+        Ok(match SourceRef::parse(text)? {
+            SourceRef::Image(name) if push => Destination::Registry(name),
+            SourceRef::Image(name) => Destination::Engine(name),
+            SourceRef::Layers(Transport::Registry(r)) => Destination::Registry(r),
+            SourceRef::Layers(Transport::Oci { dir, tag: t }) => Destination::Oci { dir, tag: tag(t) },
+            SourceRef::Layers(Transport::OciArchive { path, tag: t }) => {
+                Destination::OciArchive { path, tag: tag(t) }
+            }
+            SourceRef::Layers(Transport::DockerArchive { .. }) | SourceRef::Tarball(_) => bail!(
+                "--containerdisk {text}: c2vm writes containerDisks to an engine (NAME), oci:DIR[:TAG], oci-archive:PATH[:TAG] or docker://REF"
+            ),
+        })
+    }
+
+    /// Whether writing there needs the engine.
+    pub fn needs_engine(&self) -> bool {
+        matches!(self, Destination::Engine(_))
+    }
+}
+
+/// What the labels say the disk came from.
+pub struct Origin<'a> {
+    pub source: &'a str,
+    pub digest: &'a str,
+    pub kernel: &'a str,
+}
+
+/// Wrap `disk` (to be named `name` in the image) and send it to `dest`; `scratch` holds the
+/// layer on its way. Returns where the image went, for the report.
+#[allow(clippy::too_many_arguments)]
+pub fn package(
+    disk: &Path,
+    name: &str,
+    dest: &Destination,
+    origin: &Origin,
+    access: &Access,
+    engine: Option<&Engine>,
+    scratch: &Path,
+    epoch: Option<i64>,
+) -> Result<String> {
+    let mtime = epoch.map(|e| e.max(0) as u64).unwrap_or_else(now);
+    let layer = scratch.join("containerdisk-layer.tar");
+    let (layer_digest, layer_size) = write_layer(disk, name, &layer, mtime)?;
+    let labels = serde_json::json!({
+        "io.c2vm.source": origin.source,
+        "io.c2vm.source.digest": origin.digest,
+        "io.c2vm.version": env!("CARGO_PKG_VERSION"),
+        "io.c2vm.kernel": origin.kernel,
+        "org.opencontainers.image.title": name,
+    });
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Labels": labels },
+        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+        "history": [{ "created_by": format!("c2vm {}: KubeVirt containerDisk", env!("CARGO_PKG_VERSION")) }],
+    }))?;
+    let config_digest = oci::digest_of(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        // Uncompressed: the qcow2's clusters are compressed already.
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer_size,
+        }],
+    }))?;
+    let image = Image {
+        manifest: &manifest,
+        config: &config,
+        config_digest: &config_digest,
+        layer: &layer,
+        layer_digest: &layer_digest,
+    };
+    let said = match dest {
+        Destination::Engine(reference) => {
+            let engine =
+                engine.context("--containerdisk NAME loads into an engine, and there is none")?;
+            let archive = scratch.join("containerdisk-load.tar");
+            // docker load wants a tag.
+            let last = reference.rsplit('/').next().unwrap_or(reference);
+            let reference = match last.contains(':') {
+                true => reference.clone(),
+                false => format!("{reference}:latest"),
+            };
+            image.docker_archive(&archive, &reference)?;
+            engine.load(&archive, &format!("the containerDisk {reference}"))?;
+            std::fs::remove_file(&archive).ok();
+            format!("{reference} in the engine")
+        }
+        Destination::Oci { dir, tag } => {
+            image.oci_layout(dir, tag)?;
+            format!("oci:{}:{tag}", dir.display())
+        }
+        Destination::OciArchive { path, tag } => {
+            let layout = scratch.join("containerdisk-layout");
+            image.oci_layout(&layout, tag)?;
+            let pending = crate::output::PendingOutput::new(path)?;
+            let file = std::fs::File::create(pending.path())
+                .with_context(|| format!("creating {}", pending.path().display()))?;
+            let mut archive = tar::Builder::new(std::io::BufWriter::new(file));
+            archive
+                .append_dir_all(".", &layout)
+                .with_context(|| format!("writing {}", path.display()))?;
+            archive.into_inner()?.flush()?;
+            pending.commit(true)?;
+            format!("oci-archive:{}:{tag}", path.display())
+        }
+        Destination::Registry(reference) => {
+            let digest = registry::push(
+                reference,
+                access,
+                &Upload {
+                    manifest: &manifest,
+                    config: (&config, &config_digest),
+                    layers: &[(&layer, &layer_digest)],
+                },
+            )?;
+            format!("docker://{reference} ({digest})")
+        }
+    };
+    std::fs::remove_file(&layer).ok();
+    Ok(said)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The one layer: `disk/` and `disk/NAME`, 107:107, the file readable by its owner and group
+/// only. Returns its digest and size.
+fn write_layer(disk: &Path, name: &str, layer: &Path, mtime: u64) -> Result<(String, u64)> {
+    let file =
+        std::fs::File::create(layer).with_context(|| format!("creating {}", layer.display()))?;
+    let mut builder = tar::Builder::new(Hashing::new(std::io::BufWriter::with_capacity(
+        1 << 20,
+        file,
+    )));
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o555);
+    dir.set_uid(QEMU_ID);
+    dir.set_gid(QEMU_ID);
+    dir.set_mtime(mtime);
+    dir.set_size(0);
+    builder.append_data(&mut dir, "disk/", std::io::empty())?;
+    let mut data =
+        std::fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o440);
+    header.set_uid(QEMU_ID);
+    header.set_gid(QEMU_ID);
+    header.set_mtime(mtime);
+    header.set_size(data.metadata()?.len());
+    builder
+        .append_data(&mut header, format!("disk/{name}"), &mut data)
+        .with_context(|| format!("writing {}", layer.display()))?;
+    let mut hashing = builder.into_inner()?;
+    hashing.flush()?;
+    Ok((
+        format!("sha256:{:x}", hashing.hasher.finalize()),
+        hashing.count,
+    ))
+}
+
+/// A writer that hashes and counts what passes.
+struct Hashing<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+    count: u64,
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Hashing<W> {
+        Hashing {
+            inner,
+            hasher: sha2::Sha256::new(),
+            count: 0,
+        }
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The image's parts, ready to be laid out.
+struct Image<'a> {
+    manifest: &'a [u8],
+    config: &'a [u8],
+    config_digest: &'a str,
+    layer: &'a Path,
+    layer_digest: &'a str,
+}
+
+impl Image<'_> {
+    fn blobs(&self, root: &Path) -> Result<()> {
+        let put = |digest: &str, write: &dyn Fn(&Path) -> Result<()>| -> Result<()> {
+            let path = root.join(oci::blob_path(digest)?);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            write(&path)
+        };
+        put(&oci::digest_of(self.manifest), &|p| {
+            Ok(std::fs::write(p, self.manifest)?)
+        })?;
+        put(self.config_digest, &|p| Ok(std::fs::write(p, self.config)?))?;
+        put(self.layer_digest, &|p| {
+            std::fs::copy(self.layer, p).with_context(|| format!("writing {}", p.display()))?;
+            Ok(())
+        })
+    }
+
+    /// An OCI layout at `dir`: made, or the tag added to (replacing an image of that tag).
+    fn oci_layout(&self, dir: &Path, tag: &str) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.blobs(dir)?;
+        let index_path = dir.join("index.json");
+        let mut index: serde_json::Value = match std::fs::read(&index_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not an OCI index", index_path.display()))?,
+            Err(_) => serde_json::json!({ "schemaVersion": 2, "manifests": [] }),
+        };
+        let entry = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": oci::digest_of(self.manifest),
+            "size": self.manifest.len(),
+            "annotations": { "org.opencontainers.image.ref.name": tag },
+        });
+        let manifests = index["manifests"]
+            .as_array_mut()
+            .with_context(|| format!("{} has no manifests list", index_path.display()))?;
+        manifests.retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != tag);
+        manifests.push(entry);
+        std::fs::write(&index_path, serde_json::to_vec(&index)?)
+            .with_context(|| format!("writing {}", index_path.display()))?;
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .with_context(|| format!("writing {}", dir.display()))?;
+        Ok(())
+    }
+
+    /// What `docker load` takes: `manifest.json` naming the config and the layer, in an OCI
+    /// layout's blobs (as Docker 25+ saves).
+    fn docker_archive(&self, path: &Path, reference: &str) -> Result<()> {
+        let root = path.with_extension("d");
+        self.blobs(&root)?;
+        let manifest = serde_json::json!([{
+            "Config": oci::blob_path(self.config_digest)?,
+            "RepoTags": [reference],
+            "Layers": [oci::blob_path(self.layer_digest)?],
+        }]);
+        std::fs::write(root.join("manifest.json"), serde_json::to_vec(&manifest)?)?;
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut archive = tar::Builder::new(std::io::BufWriter::new(file));
+        archive.append_dir_all(".", &root)?;
+        archive.into_inner()?.flush()?;
+        std::fs::remove_dir_all(&root).ok();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_take_skopeos_names() {
+        assert!(
+            matches!(Destination::parse("vms/debian:13", false).unwrap(), Destination::Engine(n) if n == "vms/debian:13")
+        );
+        assert!(
+            matches!(Destination::parse("reg.example/vms/debian:13", true).unwrap(), Destination::Registry(n) if n == "reg.example/vms/debian:13")
+        );
+        assert!(matches!(
+            Destination::parse("docker://reg.example/d", false).unwrap(),
+            Destination::Registry(_)
+        ));
+        assert!(
+            matches!(Destination::parse("oci:/l", false).unwrap(), Destination::Oci { tag, .. } if tag == "latest")
+        );
+        assert!(
+            matches!(Destination::parse("oci-archive:/a.tar:v2", false).unwrap(), Destination::OciArchive { tag, .. } if tag == "v2")
+        );
+        let err = Destination::parse("docker-archive:/x.tar", false).unwrap_err();
+        assert!(
+            err.to_string().contains("c2vm writes containerDisks to"),
+            "{err}"
+        );
+        assert!(Destination::parse("vms/debian", false)
+            .unwrap()
+            .needs_engine());
+    }
+}

@@ -1,0 +1,488 @@
+//! Where the disks go: cloud formats (GCE, Azure, VMDK) checked structurally, compressed qcow2
+//! by default, `--json`, KubeVirt containerDisks (engine, OCI layout, registry), c2vm as a
+//! container with no privileges, shell completions and the man page.
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+const EPOCH: &str = "1700000000";
+const GIB: u64 = 1 << 30;
+
+fn convert_rootfs_to(out: &Path, pw: &Path, extra: &[&str]) -> String {
+    let out = run(c2vm()
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .arg("convert")
+        .arg(format!("rootfs:{}", test_rootfs().display()))
+        .arg("-o")
+        .arg(out)
+        .arg("--password-file")
+        .arg(pw)
+        .args(extra));
+    assert!(out.status.success(), "convert {extra:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn qemu_info(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&tool(
+        "qemu-img",
+        &["info", "--output=json", path.to_str().unwrap()],
+    ))
+    .unwrap()
+}
+
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    Command::new("cmp")
+        .arg("-s")
+        .arg(a)
+        .arg(b)
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+#[ignore = "needs the debootstrap test rootfs, mke2fs, qemu-img, GNU tar"]
+fn cloud_formats_hold_the_same_disk_in_the_shape_each_cloud_imports() {
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let raw = d.join("disk.img");
+    convert_rootfs_to(&raw, &pw, &["--size", "2G"]);
+
+    // GCE: exactly disk.raw, sparse (GNU oldgnu 'S'), a whole number of GiB, the same bytes.
+    let gce = d.join("disk.tar.gz");
+    convert_rootfs_to(&gce, &pw, &["--size", "2G"]);
+    let listing = tool("tar", &["-tvzf", gce.to_str().unwrap()]);
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(names, ["disk.raw"], "{listing}");
+    let mut header = [0u8; 512];
+    std::io::Read::read_exact(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&gce).unwrap()),
+        &mut header,
+    )
+    .unwrap();
+    assert_eq!(header[156], b'S', "disk.raw is not stored sparse");
+    let unpacked = d.join("gce");
+    std::fs::create_dir(&unpacked).unwrap();
+    tool(
+        "tar",
+        &[
+            "-xSzf",
+            gce.to_str().unwrap(),
+            "-C",
+            unpacked.to_str().unwrap(),
+        ],
+    );
+    let disk_raw = unpacked.join("disk.raw");
+    assert_eq!(std::fs::metadata(&disk_raw).unwrap().len() % GIB, 0);
+    assert!(
+        same_bytes(&disk_raw, &raw),
+        "GCE's disk.raw differs from the raw conversion"
+    );
+    // With --size auto too the disk is whole GiB.
+    let auto = d.join("auto.tar.gz");
+    convert_rootfs_to(&auto, &pw, &[]);
+    let listing = tool("tar", &["-tvzf", auto.to_str().unwrap()]);
+    let size: u64 = listing.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(size > 0 && size % GIB == 0, "{listing}");
+
+    // Azure: a fixed VHD of a whole number of MiB whose data is the raw disk.
+    let vhd = d.join("disk.vhd");
+    convert_rootfs_to(&vhd, &pw, &["--size", "2G"]);
+    // A fixed VHD is the data with a footer: qemu-img probes it as raw, so name the format.
+    let info: serde_json::Value = serde_json::from_str(&tool(
+        "qemu-img",
+        &["info", "-f", "vpc", "--output=json", vhd.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(info["format"], "vpc", "{info}");
+    let virtual_size = info["virtual-size"].as_u64().unwrap();
+    assert_eq!(virtual_size % (1 << 20), 0, "{info}");
+    let bytes = std::fs::read(&vhd).unwrap();
+    let footer = &bytes[bytes.len() - 512..];
+    assert_eq!(&footer[..8], b"conectix");
+    assert_eq!(
+        u32::from_be_bytes(footer[60..64].try_into().unwrap()),
+        2,
+        "the disk type is not fixed"
+    );
+    let back = d.join("vhd.raw");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "vpc",
+            "-O",
+            "raw",
+            vhd.to_str().unwrap(),
+            back.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        same_bytes(&back, &raw),
+        "the VHD's data differs from the raw conversion"
+    );
+
+    // VMDK: streamOptimized by default (AWS and VMware import it), monolithicSparse on request.
+    for (extra, create_type) in [
+        (vec![], "streamOptimized"),
+        (
+            vec!["--vmdk-subformat", "monolithicSparse"],
+            "monolithicSparse",
+        ),
+    ] {
+        let vmdk = d.join(format!("{create_type}.vmdk"));
+        convert_rootfs_to(&vmdk, &pw, &extra);
+        let info = qemu_info(&vmdk);
+        assert_eq!(
+            info["format-specific"]["data"]["create-type"], create_type,
+            "{info}"
+        );
+        tool("qemu-img", &["check", vmdk.to_str().unwrap()]);
+    }
+
+    // --compress on a format without clusters is refused in one line.
+    let out = run(c2vm()
+        .arg("convert")
+        .arg(format!("rootfs:{}", test_rootfs().display()))
+        .args(["-o"])
+        .arg(d.join("x.vhd"))
+        .args(["--compress", "zstd"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--compress applies to qcow2"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+#[ignore = "needs the debootstrap test rootfs, mke2fs, qemu-img, blkid"]
+fn json_says_what_the_disk_holds() {
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let disk = d.join("disk.img");
+    let said = convert_rootfs_to(&disk, &pw, &["--json"]);
+    let json: serde_json::Value = serde_json::from_str(&said).expect("--json prints JSON");
+    let info = qemu_info(&disk);
+    assert_eq!(json["format"], "raw");
+    assert_eq!(json["virtual_size"], info["virtual-size"], "{json}");
+    assert_eq!(json["allocated"], info["actual-size"], "{json}");
+    assert_eq!(json["output"], disk.to_str().unwrap());
+    let root_offset = json["partitions"]["root"]["offset"].as_u64().unwrap();
+    assert_eq!(root_offset, partition_offset(&disk, 2));
+    let uuid = tool(
+        "blkid",
+        &[
+            "-p",
+            "-O",
+            &root_offset.to_string(),
+            "-s",
+            "UUID",
+            "-o",
+            "value",
+            disk.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(json["identifiers"]["root_fs_uuid"], uuid.trim(), "{json}");
+    assert!(json["kernel"].as_str().unwrap().starts_with("6."), "{json}");
+    assert!(
+        json["image"]["id"].as_str().unwrap().starts_with("sha256:"),
+        "{json}"
+    );
+    for stage in ["rootfs", "esp", "bootloader"] {
+        assert!(
+            json["timings"][stage].as_f64().is_some(),
+            "no {stage} timing: {json}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs Docker with debian:latest, mke2fs, qemu-img and QEMU"]
+fn debian_latest_qcow2_is_compressed_with_zstd_boots_and_its_root_grows() {
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let convert = |out: &Path, extra: &[&str]| {
+        let _lock = host_lock();
+        let output = run(c2vm()
+            .args(["convert", "debian:latest", "-o"])
+            .arg(out)
+            .arg("--password-file")
+            .arg(&pw)
+            .args(extra));
+        assert!(output.status.success(), "{}", stderr(&output));
+        std::fs::metadata(out).unwrap().len()
+    };
+    let small = d.join("zstd.qcow2");
+    let plain = d.join("plain.qcow2");
+    let compressed = convert(&small, &[]);
+    let uncompressed = convert(&plain, &["--compress", "none"]);
+    // Most of what is left is compressed already (xz modules, the zstd initramfs and the kernel,
+    // twice: in /boot and on the ESP), and the one pass writes no zeroed blocks to squeeze:
+    // about 63% of the uncompressed qcow2, and 35% of the 670 MiB disk of before the one pass.
+    assert!(
+        compressed * 100 <= uncompressed * 70,
+        "the default qcow2 is {compressed} bytes, {}% of the uncompressed {uncompressed}",
+        compressed * 100 / uncompressed
+    );
+    let info = qemu_info(&small);
+    assert_eq!(
+        info["format-specific"]["data"]["compression-type"], "zstd",
+        "{info}"
+    );
+    let zlib = d.join("zlib.qcow2");
+    convert(&zlib, &["--compress", "zlib"]);
+    assert_eq!(
+        qemu_info(&zlib)["format-specific"]["data"]["compression-type"],
+        "zlib"
+    );
+
+    // Made larger before its first boot: the root fills the new size.
+    let before = qemu_info(&small)["virtual-size"].as_u64().unwrap();
+    tool(
+        "qemu-img",
+        &["resize", "-f", "qcow2", small.to_str().unwrap(), "+2G"],
+    );
+    let (status, said) = boot_exec(&small, "bios", &pw, "df -B1 --output=size / | tail -n1");
+    assert_eq!(status, 0, "{said}");
+    let root: u64 = said
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("guest said: {said}"));
+    assert!(
+        root > before,
+        "the root ({root} bytes) did not grow past the old disk ({before})"
+    );
+}
+
+#[test]
+#[ignore = "needs Docker, skopeo, docker-registry, the debootstrap test rootfs, mke2fs, qemu-img"]
+fn containerdisks_hold_only_the_disk_owned_by_qemu_in_the_engine_a_layout_and_a_registry() {
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let registry = Registry::start("http");
+    let remote = format!("{}/c2vm-test/containerdisk:1", registry.host());
+    let layout = d.join("layout");
+    let tag = "c2vm-test/containerdisk:latest";
+    for dest in [
+        tag.to_string(),
+        format!("oci:{}:v1", layout.display()),
+        format!("docker://{remote}"),
+    ] {
+        let _lock = host_lock();
+        let disk = d.join("vm.qcow2");
+        let _ = std::fs::remove_file(&disk);
+        convert_rootfs_to(&disk, &pw, &["--containerdisk", &dest]);
+        assert!(disk.exists(), "the disk itself is written too");
+    }
+
+    // The engine's: one layer, the labels, and only disk/vm.qcow2 owned 107:107.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&tool("docker", &["image", "inspect", tag])).unwrap();
+    assert_eq!(
+        inspect[0]["RootFS"]["Layers"].as_array().unwrap().len(),
+        1,
+        "{inspect}"
+    );
+    let labels = &inspect[0]["Config"]["Labels"];
+    assert!(
+        labels["io.c2vm.source"]
+            .as_str()
+            .unwrap()
+            .starts_with("rootfs:"),
+        "{labels}"
+    );
+    assert!(
+        labels["io.c2vm.source.digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{labels}"
+    );
+    assert_eq!(labels["io.c2vm.version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        labels["io.c2vm.kernel"].as_str().unwrap().starts_with("6."),
+        "{labels}"
+    );
+    let files = {
+        let _lock = host_lock();
+        let id = tool("docker", &["create", tag, "/none"]).trim().to_string();
+        let export = Command::new("docker")
+            .args(["export", &id])
+            .output()
+            .unwrap();
+        tool("docker", &["rm", &id]);
+        export.stdout
+    };
+    let mut archive = tar::Archive::new(files.as_slice());
+    let mut regular = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        // The engine adds .dockerenv, /etc's mount points and empty /dev, /proc, /sys.
+        if entry.header().entry_type().is_file() && entry.size() > 0 {
+            let (uid, gid, mode) = (
+                entry.header().uid().unwrap(),
+                entry.header().gid().unwrap(),
+                entry.header().mode().unwrap(),
+            );
+            let qcow2 = d.join("from-image.qcow2");
+            let mut out = std::fs::File::create(&qcow2).unwrap();
+            std::io::copy(&mut entry, &mut out).unwrap();
+            tool("qemu-img", &["check", qcow2.to_str().unwrap()]);
+            regular.push(format!("{name} {uid}:{gid} {:o}", mode & 0o7777));
+        }
+    }
+    assert_eq!(regular, ["disk/vm.qcow2 107:107 440"]);
+    tool("docker", &["rmi", tag]);
+
+    // The layout's and the registry's, as skopeo reads them.
+    for (source, flags) in [
+        (format!("oci:{}:v1", layout.display()), vec![]),
+        (format!("docker://{remote}"), vec!["--tls-verify=false"]),
+    ] {
+        let inspect: serde_json::Value = serde_json::from_str(&tool(
+            "skopeo",
+            &[&["inspect"], flags.as_slice(), &[source.as_str()]].concat(),
+        ))
+        .unwrap();
+        assert_eq!(
+            inspect["Layers"].as_array().unwrap().len(),
+            1,
+            "{source}: {inspect}"
+        );
+        assert_eq!(
+            inspect["Labels"]["io.c2vm.version"],
+            env!("CARGO_PKG_VERSION"),
+            "{source}"
+        );
+        assert_eq!(
+            inspect["Labels"]["org.opencontainers.image.title"], "vm.qcow2",
+            "{source}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs Docker with debian:latest, a release build, the test user, and QEMU"]
+fn c2vm_runs_as_a_container_with_no_privileges_and_the_disk_is_the_callers() {
+    let image = tool(script("container-image").to_str().unwrap(), &[])
+        .trim()
+        .to_string();
+    let _ = c2vm_as_user(); // makes the test user, in the docker group
+    let out_dir = user_scratch();
+    let pw = password_file(out_dir.path());
+    let uid = tool("id", &["-u", USER]).trim().to_string();
+    let gid = tool("id", &["-g", USER]).trim().to_string();
+    let socket_gid = tool("stat", &["-c", "%g", "/var/run/docker.sock"])
+        .trim()
+        .to_string();
+    let output = {
+        let _lock = host_lock();
+        run(Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "-v",
+                "/var/run/docker.sock:/var/run/docker.sock",
+                "-v",
+            ])
+            .arg(format!("{}:/out", out_dir.path().display()))
+            .args([
+                "--user",
+                &format!("{uid}:{gid}"),
+                "--group-add",
+                &socket_gid,
+                &image,
+            ])
+            .args([
+                "convert",
+                "debian:latest",
+                "-o",
+                "/out/d.qcow2",
+                "--password-file",
+                "/out/password",
+            ]))
+    };
+    assert!(
+        output.status.success(),
+        "c2vm in a container: {}",
+        stderr(&output)
+    );
+    let disk = out_dir.path().join("d.qcow2");
+    let owner = tool("stat", &["-c", "%u:%g", disk.to_str().unwrap()]);
+    assert_eq!(owner.trim(), format!("{uid}:{gid}"));
+    let inspect = tool(
+        "docker",
+        &["image", "inspect", "-f", "{{.Config.User}}", &image],
+    );
+    assert!(
+        inspect.trim().is_empty() || inspect.trim() == "root",
+        "{inspect}"
+    );
+    let (status, said) = boot_exec(&disk, "bios", &pw, "grep ^ID= /etc/os-release");
+    assert_eq!(status, 0, "{said}");
+    assert!(said.contains("ID=debian"), "{said}");
+}
+
+#[test]
+#[ignore = "needs bash and man-db"]
+fn completions_complete_and_the_man_page_names_every_subcommand() {
+    let dir = scratch();
+    let d = dir.path();
+    let script = d.join("c2vm.bash");
+    let out = run(c2vm().args(["completions", "bash"]));
+    assert!(out.status.success());
+    std::fs::write(&script, &out.stdout).unwrap();
+    tool("bash", &["-n", script.to_str().unwrap()]);
+    let completed = tool(
+        "bash",
+        &[
+            "-c",
+            &format!(
+                "source {}; COMP_WORDS=(c2vm con); COMP_CWORD=1; COMP_LINE='c2vm con'; COMP_POINT=8; _c2vm c2vm con c2vm; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                script.display()
+            ),
+        ],
+    );
+    assert_eq!(completed.trim(), "convert", "{completed}");
+    for shell in ["zsh", "fish"] {
+        let out = run(c2vm().args(["completions", shell]));
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+
+    let man = d.join("man");
+    let out = run(c2vm().arg("man").arg(&man));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = tool(
+        "man",
+        &["-l", "-P", "cat", man.join("c2vm.1").to_str().unwrap()],
+    );
+    for sub in ["convert", "build", "run", "completions", "man"] {
+        assert!(page.contains(sub), "c2vm.1 does not name {sub}:\n{page}");
+        let sub_page = man.join(format!("c2vm-{sub}.1"));
+        assert!(sub_page.exists(), "no {}", sub_page.display());
+    }
+    let convert = tool(
+        "man",
+        &[
+            "-l",
+            "-P",
+            "cat",
+            man.join("c2vm-convert.1").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        convert.contains("--containerdisk") && convert.contains("--compress"),
+        "{convert}"
+    );
+}
