@@ -65,6 +65,7 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
     let missing = format!("127.0.0.1:{port}/c2vm-test/missing:latest");
     let out = run(c2vm()
         .env("DOCKER_HOST", SOCKET)
+        .env("TMPDIR", d)
         .args(["convert", &missing, "-o"])
         .arg(d.join("missing.raw"))
         .arg("--password-file")
@@ -86,6 +87,7 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
     let _ = Command::new(PODMAN).args(["rmi", "-f", &remote]).output();
     let out = run(c2vm()
         .env("DOCKER_HOST", SOCKET)
+        .env("TMPDIR", d)
         .args([
             "convert", &remote, "--pull", "always", "--kernel", "distro", "-o",
         ])
