@@ -303,15 +303,7 @@ fn from_oci_layout(
     };
     let fetch = LayoutFetch(files);
     let entry = match candidates.as_slice() {
-        [] if tag.is_some() => bail!(
-            "{name} has no image tagged {}; it has: {}",
-            tag.unwrap_or_default(),
-            if tags.is_empty() {
-                "no tags".to_string()
-            } else {
-                tags.join(", ")
-            }
-        ),
+        [] if tag.is_some() => return Err(not_named(&name, "tagged ", tag, &tags)),
         [] => bail!("{name} holds no image"),
         [one] => one.clone(),
         // Several: one image per platform, or several images (then a tag must choose).
@@ -372,15 +364,7 @@ pub fn docker_archive(
     let chosen: Vec<&Entry> = manifest.iter().filter(matches).collect();
     let entry = match chosen.as_slice() {
         [one] => *one,
-        [] if reference.is_some() => bail!(
-            "{name} has no image {}; it has: {}",
-            reference.unwrap_or_default(),
-            if tags.is_empty() {
-                "no tags".to_string()
-            } else {
-                tags.join(", ")
-            }
-        ),
+        [] if reference.is_some() => return Err(not_named(&name, "", reference, &tags)),
         [] => bail!("{name} holds no image"),
         _ => bail!(
             "{name} holds {} images; name one as {name}:REF (e.g. {})",
@@ -432,6 +416,18 @@ pub fn docker_archive(
         layers,
         store: Arc::new(Shared(files)),
     })
+}
+
+/// An archive or layout lacks the image asked for: say which it has.
+fn not_named(name: &str, how: &str, asked: Option<&str>, have: &[String]) -> anyhow::Error {
+    let have = match have.is_empty() {
+        true => "no tags".to_string(),
+        false => have.join(", "),
+    };
+    anyhow!(
+        "{name} has no image {how}{}; it has: {have}",
+        asked.unwrap_or_default()
+    )
 }
 
 /// Whether two references name the same image, as docker shortens them
