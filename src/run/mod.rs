@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Acceleration: auto uses KVM only where it works (kvm_intel/kvm_amd), else TCG
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
+    /// QEMU's CPU model [default: host with KVM; under TCG qemu64 with RDRAND and without SVM,
+    /// which fills the guest's random pool at once]
+    #[arg(long, value_name = "MODEL")]
+    pub cpu_model: Option<String>,
     /// Memory in MiB
     #[arg(long, default_value_t = 1024)]
     pub memory: u32,

@@ -99,9 +99,12 @@ impl VmConfig {
             }
         ));
         // Only the devices c2vm adds (-nodefaults): the default floppy, CD-ROM, parallel port
-        // and VGA each cost the guest a driver load and a probe, seconds under TCG.
+        // and VGA each cost the guest a driver load and a probe, seconds under TCG. Q35's
+        // built-in SATA and SMBus controllers, PS/2 port and VMware backdoor go too: the disk is
+        // on virtio and the console is serial, so they only cost the guest drivers (ahci, i2c,
+        // psmouse) in the initramfs and again in udev.
         let machine = match a.machine {
-            Machine::Q35 => "q35",
+            Machine::Q35 => "q35,sata=off,smbus=off,i8042=off,vmport=off",
             Machine::Pc => "pc",
         };
         let mut args: Vec<String> = vec![
@@ -115,11 +118,20 @@ impl VmConfig {
             "-smp".into(),
             a.cpus.to_string(),
         ];
-        if kvm {
-            args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
-        } else {
-            args.extend(["-accel".into(), "tcg".into()]);
-        }
+        // TCG's default CPU (qemu64) has no RDRAND, so the guest's random pool fills only
+        // slowly and systemd-random-seed holds sysinit.target until it does; RDRAND (which TCG
+        // emulates from the host's getrandom) seeds it at once. Without SVM the guest does not
+        // load kvm_amd for nested virtualization nobody uses under emulation.
+        let (accel, cpu) = match kvm {
+            true => ("kvm", "host"),
+            false => ("tcg", "qemu64,+rdrand,-svm"),
+        };
+        args.extend([
+            "-accel".into(),
+            accel.into(),
+            "-cpu".into(),
+            a.cpu_model.clone().unwrap_or_else(|| cpu.into()),
+        ]);
         let disk = a
             .disk
             .canonicalize()
