@@ -65,6 +65,11 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig) -> Result<()> {
         )?;
     }
     setup_sshd(guest, cfg.credentials.ssh_keys.is_some())?;
+    if systemd::is_present(guest)? {
+        systemd::mark_up_to_date(guest)?;
+        systemd::skip_wireless_stack(guest)?;
+        systemd::skip_unneeded_modprobes(guest)?;
+    }
     install_kernel_hooks(guest, &cfg.cmdline)?;
     Ok(())
 }

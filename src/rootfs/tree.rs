@@ -112,6 +112,11 @@ impl GuestTree {
         }
     }
 
+    /// The mtime of what setup writes.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<&Node> {
         self.nodes.get(key)
     }

@@ -53,6 +53,66 @@ pub fn ensure_dhcp(guest: &mut GuestTree) -> Result<bool> {
     Ok(true)
 }
 
+/// Stamp `/etc` and `/var` as up to date with `/usr`, as systemd-update-done does. Without the
+/// stamps every first boot runs what `ConditionNeedsUpdate=` guards (ldconfig, the journal
+/// catalog and hwdb rebuilds, systemd-update-done): seconds under emulation, to redo what the
+/// package manager's triggers already did when the image was built. The container ran with
+/// these caches as they are; so does the VM. An image's own stamp is kept.
+pub fn mark_up_to_date(guest: &mut GuestTree) -> Result<()> {
+    let stamp = format!(
+        "# Written by c2vm: this directory matches /usr (see systemd-update-done.service(8)).\n\
+         TIMESTAMP_NSEC={}\n",
+        u128::from(guest.now()) * 1_000_000_000
+    );
+    for path in ["/etc/.updated", "/var/.updated"] {
+        if !guest.exists(path)? {
+            guest.write(path, stamp.as_bytes(), Perms::root(0o644))?;
+        }
+    }
+    Ok(())
+}
+
+/// systemd-networkd asks for the kernel's nl80211 netlink family when it starts, and the kernel
+/// loads the whole wireless stack (cfg80211, 1.4 MB) for that alone: about a second of a boot
+/// under emulation, in a VM with no Wi-Fi. The blacklist only stops loads by alias; a Wi-Fi
+/// driver still pulls cfg80211 in as its dependency.
+pub fn skip_wireless_stack(guest: &mut GuestTree) -> Result<()> {
+    if !has_program(guest, "systemd-networkd")? || guest.exists(WIRELESS_BLACKLIST)? {
+        return Ok(());
+    }
+    guest.write(
+        WIRELESS_BLACKLIST,
+        b"# Written by c2vm: systemd-networkd's nl80211 lookup alone does not load cfg80211;\n\
+          # a Wi-Fi driver still loads it as a dependency.\n\
+          blacklist cfg80211\n",
+        Perms::root(0o644),
+    )
+}
+
+/// Kernel modules systemd loads at every boot "just in case", whose devices load them on first
+/// use anyway: `/dev/loop-control` and `/dev/mapper/control` are static nodes that load loop and
+/// dm_mod when opened, and a graphics driver pulls drm in as its dependency. Each instance is a
+/// process and a module load at sysinit, about 0.2 s of CPU each under emulation, on the way to
+/// `login:`. Only units others merely want are masked (fuse and configfs are required by their
+/// mounts); an image that has its own say on them is left alone.
+const UNNEEDED_MODPROBES: &[&str] = &[
+    "modprobe@loop.service",
+    "modprobe@dm_mod.service",
+    "modprobe@drm.service",
+];
+
+pub fn skip_unneeded_modprobes(guest: &mut GuestTree) -> Result<()> {
+    for unit in UNNEEDED_MODPROBES {
+        let path = format!("/etc/systemd/system/{unit}");
+        if find_unit(guest, "modprobe@.service")?.is_some() && !guest.exists(&path)? {
+            guest.symlink(&path, "/dev/null")?;
+        }
+    }
+    Ok(())
+}
+
+const WIRELESS_BLACKLIST: &str = "/etc/modprobe.d/c2vm-no-wireless-autoload.conf";
+
 pub const APP_UNIT: &str = "c2vm-app.service";
 
 pub fn is_present(guest: &mut GuestTree) -> Result<bool> {
