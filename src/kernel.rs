@@ -43,6 +43,20 @@ impl Family {
         }
     }
 
+    /// The kernel package for `flavour`, where the template takes one.
+    fn kernel_package(self, flavour: Flavour) -> Result<&'static str> {
+        match (self, flavour) {
+            (Family::Debian, Flavour::Standard) => Ok("linux-image-amd64"),
+            (Family::Debian, Flavour::Cloud) => Ok("linux-image-cloud-amd64"),
+            (_, Flavour::Standard) => Ok(""),
+            (family, flavour) => bail!(
+                "--kernel-flavour {}: only Debian images have that kernel, and this one is {}; drop --kernel-flavour",
+                flavour.name(),
+                family.name()
+            ),
+        }
+    }
+
     /// The template text, compiled into the binary so c2vm is one self-contained file.
     pub fn template(self) -> &'static str {
         match self {
@@ -50,6 +64,30 @@ impl Family {
             Family::Ubuntu => include_str!("../templates/ubuntu.Dockerfile"),
             Family::Alpine => include_str!("../templates/alpine.Dockerfile"),
             Family::Fedora => include_str!("../templates/fedora.Dockerfile"),
+        }
+    }
+}
+
+/// Which of the distribution's kernels the template installs (`--kernel-flavour`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavour {
+    /// The distribution's default kernel, with every driver: boots on any hypervisor and on
+    /// bare metal.
+    #[default]
+    Standard,
+    /// Debian's cloud kernel (linux-image-cloud-amd64): built for VMs (QEMU/KVM, KubeVirt,
+    /// Xen, Hyper-V, AWS, GCE, VMware's paravirtual disk and NIC). It leaves out USB, graphics,
+    /// sound, Wi-Fi, the e1000 NICs and the LSI/MegaRAID SCSI controllers (VirtualBox's and
+    /// VMware's defaults, Proxmox's default SCSI): a Debian boot under emulation is about
+    /// 2 s shorter.
+    Cloud,
+}
+
+impl Flavour {
+    fn name(self) -> &'static str {
+        match self {
+            Flavour::Standard => "standard",
+            Flavour::Cloud => "cloud",
         }
     }
 }
@@ -90,14 +128,15 @@ pub fn detect_family(os_release: &HashMap<String, String>) -> Option<Family> {
     None
 }
 
-pub fn render(family: Family, base_image: &str) -> Result<String> {
+pub fn render(family: Family, base_image: &str, flavour: Flavour) -> Result<String> {
+    let kernel_package = family.kernel_package(flavour)?;
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.add_template(family.name(), family.template())
         .with_context(|| format!("loading the {} template", family.name()))?;
     let text = env
         .get_template(family.name())?
-        .render(minijinja::context! { base_image => base_image })
+        .render(minijinja::context! { base_image => base_image, kernel_package => kernel_package })
         .with_context(|| format!("rendering the {} template", family.name()))?;
     Ok(text)
 }
@@ -202,7 +241,12 @@ pub fn os_release(
 }
 
 /// Add a kernel to `image` (or reuse the cached build); returns the kernel image's details.
-pub fn add_kernel(engine: &Engine, image: &ImageDetails, reference: &str) -> Result<ImageDetails> {
+pub fn add_kernel(
+    engine: &Engine,
+    image: &ImageDetails,
+    reference: &str,
+    flavour: Flavour,
+) -> Result<ImageDetails> {
     let release = os_release(engine, image)?;
     let families = Family::ALL
         .iter()
@@ -220,7 +264,7 @@ pub fn add_kernel(engine: &Engine, image: &ImageDetails, reference: &str) -> Res
                if the image has its own kernel and init, use --no-kernel",
             release.get("PRETTY_NAME").cloned().unwrap_or_default(), release.get("ID").cloned().unwrap_or_default());
     };
-    let dockerfile = render(family, &image.id)?;
+    let dockerfile = render(family, &image.id, flavour)?;
     let tag = cache_tag(&image.id, &dockerfile);
     if let Some(cached) = engine.inspect(&tag)? {
         crate::progress::note(&format!(
@@ -253,6 +297,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_cloud_flavour_is_debians_only() {
+        let debian = render(Family::Debian, "sha256:abc", Flavour::Cloud).unwrap();
+        assert!(debian.contains(" linux-image-cloud-amd64 "), "{debian}");
+        let standard = render(Family::Debian, "sha256:abc", Flavour::Standard).unwrap();
+        assert!(standard.contains(" linux-image-amd64 "), "{standard}");
+        for family in [Family::Ubuntu, Family::Alpine, Family::Fedora] {
+            let err = render(family, "sha256:abc", Flavour::Cloud)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("only Debian images") && err.contains(family.name()),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn os_release_parses_and_families_match() {
         let deb = parse_os_release(
             "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
@@ -278,7 +339,7 @@ mod tests {
             "FROM", "USER", "RUN", "ARG", "ENV", "COPY", "LABEL", "SHELL",
         ];
         for family in Family::ALL {
-            let text = render(family, "sha256:abc").unwrap();
+            let text = render(family, "sha256:abc", Flavour::Standard).unwrap();
             let mut first = None;
             let mut continued = false;
             for line in text.lines() {
@@ -329,7 +390,7 @@ mod tests {
     #[test]
     fn templates_copy_only_files_of_the_context() {
         for family in Family::ALL {
-            let text = render(family, "sha256:abc").unwrap();
+            let text = render(family, "sha256:abc", Flavour::Standard).unwrap();
             for line in text.lines().filter(|l| l.starts_with("COPY ")) {
                 let source = line.split_whitespace().nth(1).unwrap();
                 assert!(

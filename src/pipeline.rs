@@ -27,7 +27,7 @@ use crate::source::layers::LayeredImage;
 use crate::source::registry::Access;
 use crate::source::{self, SourceRef, TarStream, PLATFORM};
 use crate::workspace::Workspace;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
 
@@ -164,7 +164,12 @@ fn convert_image(
             &options.access,
         )?;
         let bootable = match kernel_plan {
-            KernelPlan::Distro => kernel::add_kernel(engine, &image, reference)?,
+            KernelPlan::Distro => {
+                kernel::add_kernel(engine, &image, reference, options.kernel_flavour)?
+            }
+            _ if options.kernel_flavour != kernel::Flavour::Standard => {
+                bail!("--kernel-flavour picks the kernel c2vm adds, and {reference} boots its own or a bundle's; drop --kernel-flavour, or add --kernel distro")
+            }
             _ => image.clone(),
         };
         Ok((kernel_plan, bootable))
@@ -197,6 +202,9 @@ fn convert_layers(
 ) -> Result<()> {
     image.details.check_platform(reference)?;
     let app = GuestApp::from_config(&image.details.config, options.app)?;
+    if options.kernel_flavour != kernel::Flavour::Standard {
+        bail!("--kernel-flavour picks the kernel c2vm adds through an engine, and {reference} is read without one; drop --kernel-flavour, or convert the image from Docker or Podman");
+    }
     let kernel_plan = timings.time("kernel", || {
         choose::kernel_without_engine(
             options.kernel,

@@ -1,4 +1,5 @@
 # c2vm kernel layer for Debian 10+ (and derivatives without their own template).
+# The kernel: linux-image-amd64, or linux-image-cloud-amd64 with --kernel-flavour cloud.
 # Adds a kernel with an initramfs (Debian's MODULES=most has virtio, nvme, ahci, ext4, vfat),
 # systemd as init, udev, and DHCP on the first NIC with systemd-networkd (bookworm ships
 # systemd-resolved as its own package, older releases inside systemd), systemd-repart for the
@@ -28,7 +29,7 @@ RUN set -eux; \
     if apt-cache show systemd-resolved >/dev/null 2>&1; then extra="systemd-resolved"; fi; \
     if apt-cache show systemd-repart >/dev/null 2>&1; then extra="$extra systemd-repart"; fi; \
     apt-get install -y --no-install-recommends \
-        linux-image-amd64 initramfs-tools systemd systemd-sysv udev dbus iproute2 \
+        {{ kernel_package }} initramfs-tools systemd systemd-sysv udev dbus iproute2 \
         login passwd kmod $extra; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/*
