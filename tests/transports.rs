@@ -435,8 +435,8 @@ fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
         ["w", "w/kept", "w/kept-link", "w/opq", "w/opq/new"]
     );
     // Everywhere else, the disk holds what the export holds, but for what guest setup writes
-    // (/etc, /root, its boot-update hook, the ESP mount point, the D-Bus machine-id link) and what the engine adds
-    // to every container (/.dockerenv, /dev).
+    // (/etc, /root, its boot-update hook, the ESP mount point, the D-Bus machine-id link, the
+    // /var/.updated stamp) and what the engine adds to every container (/.dockerenv, /dev).
     let outside = |l: &Listing| -> Listing {
         l.iter()
             .filter(|(k, _)| {
@@ -446,6 +446,7 @@ fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
                     || k.starts_with("usr/local/sbin/c2vm-")
                     || *k == ".dockerenv"
                     || *k == "var/lib/dbus/machine-id"
+                    || *k == "var/.updated"
                     || *k == "boot/efi")
             })
             .map(|(k, v)| (k.clone(), v.clone()))
