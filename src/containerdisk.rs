@@ -137,13 +137,7 @@ pub fn package(
             let layout = scratch.join("containerdisk-layout");
             image.oci_layout(&layout, tag)?;
             let pending = crate::output::PendingOutput::new(path)?;
-            let file = std::fs::File::create(pending.path())
-                .with_context(|| format!("creating {}", pending.path().display()))?;
-            let mut archive = tar::Builder::new(std::io::BufWriter::new(file));
-            archive
-                .append_dir_all(".", &layout)
-                .with_context(|| format!("writing {}", path.display()))?;
-            archive.into_inner()?.flush()?;
+            tar_dir(&layout, pending.path())?;
             pending.commit(true)?;
             format!("oci-archive:{}:{tag}", path.display())
         }
@@ -180,28 +174,32 @@ fn write_layer(disk: &Path, name: &str, layer: &Path, mtime: u64) -> Result<(Str
         1 << 20,
         file,
     )));
-    let mut dir = tar::Header::new_gnu();
-    dir.set_entry_type(tar::EntryType::Directory);
-    dir.set_mode(0o555);
-    dir.set_uid(QEMU_ID);
-    dir.set_gid(QEMU_ID);
-    dir.set_mtime(mtime);
-    dir.set_size(0);
-    builder.append_data(&mut dir, "disk/", std::io::empty())?;
+    let header = |kind, mode, size| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(QEMU_ID);
+        h.set_gid(QEMU_ID);
+        h.set_mtime(mtime);
+        h.set_size(size);
+        h
+    };
     let mut data =
         std::fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(0o440);
-    header.set_uid(QEMU_ID);
-    header.set_gid(QEMU_ID);
-    header.set_mtime(mtime);
-    header.set_size(data.metadata()?.len());
-    builder
-        .append_data(&mut header, format!("disk/{name}"), &mut data)
-        .with_context(|| format!("writing {}", layer.display()))?;
-    let mut hashing = builder.into_inner()?;
-    hashing.flush()?;
+    let size = data
+        .metadata()
+        .with_context(|| format!("reading {}", disk.display()))?
+        .len();
+    let write = || -> std::io::Result<Hashing<_>> {
+        let mut dir = header(tar::EntryType::Directory, 0o555, 0);
+        builder.append_data(&mut dir, "disk/", std::io::empty())?;
+        let mut file = header(tar::EntryType::Regular, 0o440, size);
+        builder.append_data(&mut file, format!("disk/{name}"), &mut data)?;
+        let mut hashing = builder.into_inner()?;
+        hashing.flush()?;
+        Ok(hashing)
+    };
+    let hashing = write().with_context(|| format!("writing {}", layer.display()))?;
     Ok((
         format!("sha256:{:x}", hashing.hasher.finalize()),
         hashing.count,
@@ -304,15 +302,22 @@ impl Image<'_> {
             "RepoTags": [reference],
             "Layers": [oci::blob_path(self.layer_digest)?],
         }]);
-        std::fs::write(root.join("manifest.json"), serde_json::to_vec(&manifest)?)?;
-        let file =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut archive = tar::Builder::new(std::io::BufWriter::new(file));
-        archive.append_dir_all(".", &root)?;
-        archive.into_inner()?.flush()?;
+        std::fs::write(root.join("manifest.json"), serde_json::to_vec(&manifest)?)
+            .with_context(|| format!("writing {}", root.display()))?;
+        tar_dir(&root, path)?;
         std::fs::remove_dir_all(&root).ok();
         Ok(())
     }
+}
+
+/// `dir`'s contents as the tar archive `path` (names relative to `dir`).
+fn tar_dir(dir: &Path, path: &Path) -> Result<()> {
+    let write = || -> std::io::Result<()> {
+        let mut archive = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(path)?));
+        archive.append_dir_all(".", dir)?;
+        archive.into_inner()?.flush()
+    };
+    write().with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -102,9 +102,12 @@ const UNNEEDED_MODPROBES: &[&str] = &[
 ];
 
 pub fn skip_unneeded_modprobes(guest: &mut GuestTree) -> Result<()> {
+    if find_unit(guest, "modprobe@.service")?.is_none() {
+        return Ok(());
+    }
     for unit in UNNEEDED_MODPROBES {
         let path = format!("/etc/systemd/system/{unit}");
-        if find_unit(guest, "modprobe@.service")?.is_some() && !guest.exists(&path)? {
+        if !guest.exists(&path)? {
             guest.symlink(&path, "/dev/null")?;
         }
     }
