@@ -48,7 +48,21 @@ pub enum Bundle {
     Layers(LayeredImage),
 }
 
+impl KernelPlan {
+    pub fn is_distro(&self) -> bool {
+        matches!(self, KernelPlan::Distro)
+    }
+}
+
 impl Bundle {
+    /// What identifies its contents: its layers.
+    pub fn content_id(&self) -> String {
+        match self {
+            Bundle::Engine(d) => d.content_id(),
+            Bundle::Layers(l) => l.details.content_id(),
+        }
+    }
+
     /// Bytes of its root filesystem, for sizing.
     pub fn size(&self) -> u64 {
         match self {
@@ -81,20 +95,37 @@ fn own_bundle(engine: Option<&Engine>, reference: &str, access: &Access) -> Resu
     Ok(Bundle::Engine(kernel::bundle(engine, Some(reference))?))
 }
 
-/// The kernel for an image read with no engine (a transport).
-pub fn kernel_without_engine(
+/// Whether `choice` may need c2vm's own bundle, which is built in an engine.
+pub fn bundle_needs_engine(choice: KernelChoice, own: Option<&str>) -> bool {
+    own.is_none() && matches!(choice, KernelChoice::Auto | KernelChoice::Generic)
+}
+
+/// The kernel for an image read with no engine (a transport). `engine`, where one answers,
+/// builds c2vm's generic bundle (or takes it from its cache) for an image with no kernel.
+pub fn kernel_without_image_engine(
+    engine: Option<&Engine>,
     choice: KernelChoice,
     own: Option<&str>,
     access: &Access,
 ) -> Result<KernelPlan> {
-    let how = "a kernel bundle with --kernel-image oci:DIR|oci-archive:PATH|docker-archive:PATH|docker://REF, or load the image into Docker or Podman and convert it from there";
+    let how = "a kernel bundle with --kernel-image oci:DIR|oci-archive:PATH|docker-archive:PATH|docker://REF, or start Docker or Podman (c2vm builds its generic bundle there)";
+    if let (Some(engine), true) = (engine, bundle_needs_engine(choice, own)) {
+        let bundle = Bundle::Engine(kernel::bundle(engine, None)?);
+        return Ok(match choice {
+            KernelChoice::Generic => {
+                progress::note("Kernel: c2vm's generic bundle (--kernel generic)");
+                KernelPlan::Bundle(bundle)
+            }
+            _ => KernelPlan::ImageElseBundle(bundle),
+        });
+    }
     Ok(match (choice, own) {
         (KernelChoice::Distro, _) => bail!("--kernel distro builds c2vm's template on the image, which needs the image in a Docker or Podman engine; give {how}"),
         (KernelChoice::Image, _) => {
             progress::note("Kernel: the image's own (--kernel image)");
             KernelPlan::Image
         }
-        (KernelChoice::Generic, None) => bail!("--kernel generic builds c2vm's bundle in an engine, and this conversion uses none; give {how}"),
+        (KernelChoice::Generic, None) => bail!("--kernel generic builds c2vm's bundle in Docker or Podman, and none answers; give {how}"),
         (KernelChoice::Generic, Some(r)) => {
             let bundle = own_bundle(None, r, access)?;
             progress::note(&format!("Kernel: the bundle {r} (--kernel-image)"));
@@ -174,7 +205,7 @@ pub fn bundle_entries<'a>(
                 progress::note("Kernel: the image's own (in its /boot)");
                 return Ok(None);
             }
-            bail!("the image has no kernel in /boot, and with no engine c2vm cannot build one: give a kernel bundle with --kernel-image oci:DIR|oci-archive:PATH|docker-archive:PATH|docker://REF, or load the image into Docker or Podman and convert it from there");
+            bail!("the image has no kernel in /boot, and with no Docker or Podman answering c2vm cannot build its generic bundle: give a kernel bundle with --kernel-image oci:DIR|oci-archive:PATH|docker-archive:PATH|docker://REF, or start Docker or Podman");
         }
         KernelPlan::Distro | KernelPlan::Image => return Ok(None),
     };

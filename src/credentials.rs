@@ -5,12 +5,25 @@ use std::io::BufRead;
 use std::path::Path;
 
 /// What guest setup writes into `/etc/shadow` and `/root/.ssh/authorized_keys`.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default, serde::Serialize)]
 pub struct Credentials {
     /// SHA-512 crypt hash of the root password; the plain text is dropped as soon as it is hashed.
     pub root_password_hash: Option<String>,
     /// authorized_keys lines, newline-terminated.
     pub ssh_keys: Option<String>,
+}
+
+/// The hash is enough to attack the password offline: a `Debug` shows only whether there is one.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field(
+                "root_password_hash",
+                &self.root_password_hash.as_ref().map(|_| crate::REDACTED),
+            )
+            .field("ssh_keys", &self.ssh_keys)
+            .finish()
+    }
 }
 
 /// Where the root password comes from.

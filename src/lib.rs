@@ -34,6 +34,9 @@ mod workspace;
 pub use cli::Cli;
 use cli::Command;
 
+/// What a `Debug` of a secret-holding type shows in the secret's place.
+const REDACTED: &str = "<redacted>";
+
 const EXIT_FAILURE: i32 = 1;
 const EXIT_INTERRUPTED: i32 = 130;
 

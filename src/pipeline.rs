@@ -12,13 +12,13 @@ use crate::disk::layout::{Layout, SizeRequest};
 use crate::disk::Identifiers;
 use crate::kernel;
 use crate::output::{self, DiskFormat, PendingOutput};
-use crate::plan::{DiskArgs, DiskPlan, ImageArgs, ImagePlan, InitChoice};
+use crate::plan::{check_flavour, DiskArgs, DiskPlan, DiskSeed, ImageArgs, ImagePlan, InitPlan};
 use crate::progress;
 use crate::report::{self, Summary, Timings};
 use crate::rootfs::app::{self, GuestApp};
 use crate::rootfs::boot_files::{self, BootFiles};
 use crate::rootfs::edit::{self, Edited, Extra};
-use crate::rootfs::init::c2vm::{self, Restart};
+use crate::rootfs::init::c2vm;
 use crate::rootfs::setup::{self, GuestConfig};
 use crate::rootfs::tree::GuestTree;
 use crate::rootfs::{self, unpack};
@@ -27,7 +27,7 @@ use crate::source::layers::LayeredImage;
 use crate::source::registry::Access;
 use crate::source::{self, SourceRef, TarStream, PLATFORM};
 use crate::workspace::Workspace;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use std::io::Write;
 use std::path::Path;
 
@@ -77,8 +77,8 @@ struct Input<'a> {
     open: &'a Open<'a>,
     usage: TreeUsage,
     exact: bool,
-    /// The input's digest and every option that shapes the disk.
-    seed: String,
+    /// What reproducible identifiers derive from: a [`Seed`], serialised.
+    seed: Vec<u8>,
     /// More entries once the image's have passed (a kernel bundle's).
     more: &'a More<'a>,
     /// What runs as PID 1, and how.
@@ -101,12 +101,24 @@ struct Identity {
 /// Asked when the image's stream ends (see [`edit::edit_with`]).
 type More<'a> = dyn Fn(&mut GuestTree) -> Result<Option<Extra<'a>>> + 'a;
 
-/// `--init` and what c2vm-init needs.
-#[derive(Debug, Clone)]
-struct InitPlan {
-    choice: InitChoice,
-    restart: Restart,
-    stop_timeout: u64,
+/// Every fact that shapes the disk, and nothing else: how the image was fetched (`--pull`,
+/// `--tls-verify`, `--cert-dir`, the credentials) never changes it. Serialised for hashing, and
+/// never shown: the root password's hash is in it.
+#[derive(serde::Serialize)]
+struct Seed<'a> {
+    /// The tarball's sha256, or the image's layers (its ID where the engine lists none).
+    input: String,
+    /// The kernel bundle that may be merged in, by its layers.
+    bundle: Option<String>,
+    app: Option<&'a GuestApp>,
+    init: Option<&'a InitPlan>,
+    disk: DiskSeed<'a>,
+}
+
+impl Seed<'_> {
+    fn bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).context("serialising the identifiers' seed")
+    }
 }
 
 /// `rootfs:PATH` → disk.
@@ -123,13 +135,16 @@ fn convert_tarball(path: &Path, source: &str, plan: &DiskPlan) -> Result<()> {
         open: &open,
         usage,
         exact: true,
-        seed: format!("rootfs {digest}|{}", plan.seed()),
+        seed: Seed {
+            input: format!("rootfs {digest}"),
+            bundle: None,
+            app: None,
+            init: None,
+            disk: plan.seed(),
+        }
+        .bytes()?,
         more: &|_| Ok(None),
-        init: InitPlan {
-            choice: InitChoice::Auto,
-            restart: Restart::No,
-            stop_timeout: 10,
-        },
+        init: InitPlan::tarball(),
         identity: Identity {
             source: source.to_string(),
             id: digest.clone(),
@@ -163,12 +178,10 @@ fn convert_image(
             options.kernel_image.as_deref(),
             &options.access,
         )?;
+        check_flavour(options.kernel_flavour, kernel_plan.is_distro())?;
         let bootable = match kernel_plan {
             KernelPlan::Distro => {
                 kernel::add_kernel(engine, &image, reference, options.kernel_flavour)?
-            }
-            _ if options.kernel_flavour != kernel::Flavour::Standard => {
-                bail!("--kernel-flavour picks the kernel c2vm adds, and {reference} boots its own or a bundle's; drop --kernel-flavour, or add --kernel distro")
             }
             _ => image.clone(),
         };
@@ -176,7 +189,7 @@ fn convert_image(
     })?;
     let open = || -> Result<Box<dyn TarStream + '_>> { Ok(Box::new(engine.export(&bootable)?)) };
     let more = |tree: &mut GuestTree| {
-        choose::bundle_entries(Some(engine), &kernel_plan, tree, options.init)
+        choose::bundle_entries(Some(engine), &kernel_plan, tree, options.init.choice)
     };
     let image = ImageInput {
         engine: Some(engine),
@@ -188,7 +201,7 @@ fn convert_image(
         app: &app,
         options,
     };
-    build_disk(&image.input(&open, &more, plan), timings, &app, plan)
+    build_disk(&image.input(&open, &more, plan)?, timings, &app, plan)
 }
 
 /// An image read with no engine (a transport) → disk: its layers merged in one stream, and a
@@ -202,25 +215,32 @@ fn convert_layers(
 ) -> Result<()> {
     image.details.check_platform(reference)?;
     let app = GuestApp::from_config(&image.details.config, options.app)?;
-    if options.kernel_flavour != kernel::Flavour::Standard {
-        bail!("--kernel-flavour picks the kernel c2vm adds through an engine, and {reference} is read without one; drop --kernel-flavour, or convert the image from Docker or Podman");
-    }
+    // The image is read without an engine, but c2vm's generic bundle is built in one: an engine
+    // that answers serves, whatever transport brought the image.
+    let engine = match choose::bundle_needs_engine(options.kernel, options.kernel_image.as_deref())
+    {
+        true => Engine::connect().ok(),
+        false => None,
+    };
     let kernel_plan = timings.time("kernel", || {
-        choose::kernel_without_engine(
+        choose::kernel_without_image_engine(
+            engine.as_ref(),
             options.kernel,
             options.kernel_image.as_deref(),
             &options.access,
         )
     })?;
+    check_flavour(options.kernel_flavour, kernel_plan.is_distro())?;
     let open = || -> Result<Box<dyn TarStream + '_>> {
         Ok(Box::new(
             image.open("Reading the image's layers into the disk")?,
         ))
     };
-    let more =
-        |tree: &mut GuestTree| choose::bundle_entries(None, &kernel_plan, tree, options.init);
+    let more = |tree: &mut GuestTree| {
+        choose::bundle_entries(engine.as_ref(), &kernel_plan, tree, options.init.choice)
+    };
     let input = ImageInput {
-        engine: None,
+        engine: engine.as_ref(),
         source: reference,
         details: &image.details,
         named: &image.details,
@@ -229,7 +249,7 @@ fn convert_layers(
         app: &app,
         options,
     };
-    build_disk(&input.input(&open, &more, plan), timings, &app, plan)
+    build_disk(&input.input(&open, &more, plan)?, timings, &app, plan)
 }
 
 /// What an image source (engine or transport) knows, for the disk's [`Input`].
@@ -249,29 +269,25 @@ struct ImageInput<'a> {
 }
 
 impl<'a> ImageInput<'a> {
-    fn input(&self, open: &'a Open<'a>, more: &'a More<'a>, plan: &DiskPlan) -> Input<'a> {
-        let bundle_size = match self.kernel {
-            KernelPlan::Bundle(b) | KernelPlan::ImageElseBundle(b) => b.size() / 4,
-            _ => 0,
+    fn input(&self, open: &'a Open<'a>, more: &'a More<'a>, plan: &DiskPlan) -> Result<Input<'a>> {
+        let bundle = match self.kernel {
+            KernelPlan::Bundle(b) | KernelPlan::ImageElseBundle(b) => Some(b),
+            _ => None,
         };
-        Input {
+        let seed = Seed {
+            input: format!("image {}", self.details.content_id()),
+            bundle: bundle.map(|b| b.content_id()),
+            app: Some(self.app),
+            init: Some(&self.options.init),
+            disk: plan.seed(),
+        };
+        Ok(Input {
             open,
-            usage: TreeUsage::estimate(self.size + bundle_size),
+            usage: TreeUsage::estimate(self.size + bundle.map_or(0, |b| b.size() / 4)),
             exact: false,
-            seed: format!(
-                "image {}|{:?}|{:?}|{:?}|{}",
-                self.details.content_id(),
-                self.app,
-                self.options,
-                self.kernel,
-                plan.seed()
-            ),
+            seed: seed.bytes()?,
             more,
-            init: InitPlan {
-                choice: self.options.init,
-                restart: self.options.restart,
-                stop_timeout: self.options.stop_timeout,
-            },
+            init: self.options.init.clone(),
             identity: Identity {
                 source: self.source.to_string(),
                 id: self.named.id.clone(),
@@ -279,7 +295,7 @@ impl<'a> ImageInput<'a> {
             },
             engine: self.engine,
             access: self.options.access.clone(),
-        }
+        })
     }
 }
 
@@ -295,9 +311,8 @@ fn build_disk_steps(
     app: &GuestApp,
     plan: &DiskPlan,
 ) -> Result<()> {
-    log::debug!("identifiers' seed: {}", input.seed);
     let ids = match plan.epoch {
-        Some(_) => Identifiers::derive(input.seed.as_bytes()),
+        Some(_) => Identifiers::derive(&input.seed),
         None => Identifiers::random(),
     };
     let boot_cfg = BootConfig {
@@ -426,7 +441,7 @@ fn build_disk_steps(
         app,
         disabled_units,
         c2vm_init: *c2vm_init,
-        can_log_in: plan.credentials.allow_login(),
+        can_log_in: plan.guest.credentials.allow_login(),
     });
     Ok(())
 }
@@ -655,19 +670,17 @@ fn configure_guest(
     setup::configure(
         guest,
         &GuestConfig {
-            hostname: plan.hostname.clone(),
+            settings: &plan.guest,
             cmdline: boot_cfg.cmdline.clone(),
             root_uuid: ids.root_fs.to_string(),
             esp_uuid: boot_cfg.esp_uuid.clone(),
-            credentials: plan.credentials.clone(),
-            dns: plan.dns.clone(),
         },
     )?;
     let kernel = boot_files::find(guest)?;
     if choose::c2vm_init(guest, init.choice, !app.process.argv.is_empty())? {
         let settings = c2vm::Settings {
-            hostname: plan.hostname.clone(),
-            dns: plan.dns.clone(),
+            hostname: plan.guest.hostname.clone(),
+            dns: plan.guest.dns.clone(),
             restart: init.restart,
             stop_timeout: init.stop_timeout,
         };

@@ -10,6 +10,7 @@ use crate::kernel::Flavour;
 use crate::output::{Compress, DiskFormat, OutputTarget, VmdkSubformat};
 use crate::rootfs::app::AppChoice;
 use crate::rootfs::init::c2vm::Restart;
+use crate::rootfs::setup::GuestSettings;
 use crate::source::registry::Access;
 use crate::source::{PullPolicy, PLATFORM};
 use crate::units::{parse_size, MIB};
@@ -144,9 +145,8 @@ pub struct DiskPlan {
     pub size: SizeRequest,
     pub esp_size: u64,
     pub bootloader: Bootloader,
-    pub hostname: String,
-    pub credentials: Credentials,
-    pub dns: Vec<std::net::IpAddr>,
+    /// Who the guest is, passed down whole to guest setup and c2vm-init.
+    pub guest: GuestSettings,
     pub append_cmdline: String,
     pub workdir: WorkDir,
     /// SOURCE_DATE_EPOCH: the one time every timestamp c2vm and its tools write takes.
@@ -160,22 +160,19 @@ pub struct DiskPlan {
 }
 
 impl DiskPlan {
-    /// Every option that shapes the disk, as text: half the seed of a reproducible disk's
-    /// identifiers (the input's digest is the other), so different options give another disk.
-    /// The output's name and format are not in it: the raw disk is the same.
-    pub fn seed(&self) -> String {
-        format!(
-            "size={:?} esp={} loader={:?} host={} pw={:?} keys={:?} dns={:?} append={:?} epoch={:?}",
-            self.size,
-            self.esp_size,
-            self.bootloader,
-            self.hostname,
-            self.credentials.root_password_hash,
-            self.credentials.ssh_keys,
-            self.dns,
-            self.append_cmdline,
-            self.epoch
-        )
+    /// Every option that shapes the disk: half the seed of a reproducible disk's identifiers
+    /// (the input is the other), so different options give another disk. The output's name and
+    /// format are not in it (the raw disk is the same), nor anything about how the image was
+    /// fetched.
+    pub fn seed(&self) -> DiskSeed<'_> {
+        DiskSeed {
+            size: self.size,
+            esp_size: self.esp_size,
+            bootloader: self.bootloader,
+            guest: &self.guest,
+            append_cmdline: &self.append_cmdline,
+            epoch: self.epoch,
+        }
     }
 
     pub fn from_args(args: &DiskArgs) -> Result<DiskPlan> {
@@ -229,9 +226,11 @@ impl DiskPlan {
             size,
             esp_size,
             bootloader: args.bootloader,
-            hostname: args.hostname.clone(),
-            credentials,
-            dns: args.dns.clone(),
+            guest: GuestSettings {
+                hostname: args.hostname.clone(),
+                credentials,
+                dns: args.dns.clone(),
+            },
             append_cmdline: args.append_cmdline.trim().to_string(),
             workdir,
             epoch,
@@ -240,6 +239,18 @@ impl DiskPlan {
             containerdisk,
         })
     }
+}
+
+/// The disk's options as they go into the identifiers' seed: serialised for hashing, never
+/// shown (the password's hash is in it).
+#[derive(serde::Serialize)]
+pub struct DiskSeed<'a> {
+    size: SizeRequest,
+    esp_size: u64,
+    bootloader: Bootloader,
+    guest: &'a GuestSettings,
+    append_cmdline: &'a str,
+    epoch: Option<i64>,
 }
 
 /// `--kernel`.
@@ -252,11 +263,30 @@ pub enum KernelChoice {
 }
 
 /// `--init`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum InitChoice {
     Auto,
     Image,
     C2vm,
+}
+
+/// `--init` and what c2vm-init needs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InitPlan {
+    pub choice: InitChoice,
+    pub restart: Restart,
+    pub stop_timeout: u64,
+}
+
+impl InitPlan {
+    /// What a `rootfs:` tarball gets: its own init where it has one.
+    pub fn tarball() -> InitPlan {
+        InitPlan {
+            choice: InitChoice::Auto,
+            restart: Restart::No,
+            stop_timeout: 10,
+        }
+    }
 }
 
 /// What to do with an image from an engine, checked.
@@ -268,9 +298,7 @@ pub struct ImagePlan {
     pub kernel_image: Option<String>,
     /// `--kernel-flavour`: for the kernel c2vm adds.
     pub kernel_flavour: Flavour,
-    pub init: InitChoice,
-    pub restart: Restart,
-    pub stop_timeout: u64,
+    pub init: InitPlan,
     pub app: AppChoice,
     /// How to reach registries (docker://).
     pub access: Access,
@@ -292,19 +320,20 @@ impl ImagePlan {
             }
             _ => args.kernel,
         };
-        if args.kernel_flavour != Flavour::Standard
-            && matches!(kernel, KernelChoice::Image | KernelChoice::Generic)
-        {
-            bail!("--kernel-flavour picks the kernel c2vm adds from its template (--kernel distro), and this conversion takes the image's own or a bundle's; drop --kernel-flavour");
-        }
+        check_flavour(
+            args.kernel_flavour,
+            !matches!(kernel, KernelChoice::Image | KernelChoice::Generic),
+        )?;
         Ok(ImagePlan {
             pull: args.pull.unwrap_or(PullPolicy::Missing),
             kernel,
             kernel_image: args.kernel_image.clone(),
             kernel_flavour: args.kernel_flavour,
-            init: args.init,
-            restart: args.restart,
-            stop_timeout: args.stop_timeout,
+            init: InitPlan {
+                choice: args.init,
+                restart: args.restart,
+                stop_timeout: args.stop_timeout,
+            },
             app: match (args.app, args.no_app) {
                 (true, _) => AppChoice::On,
                 (_, true) => AppChoice::Off,
@@ -342,6 +371,16 @@ impl ImagePlan {
         }
         Ok(())
     }
+}
+
+/// `--kernel-flavour` picks the kernel c2vm adds from its template: with the image's own kernel
+/// or a bundle's (`distro` false) it would be silently ignored, so it is refused. Checked from
+/// the flags before any work, and again once `--kernel auto` has decided.
+pub fn check_flavour(flavour: Flavour, distro: bool) -> Result<()> {
+    if flavour != Flavour::Standard && !distro {
+        bail!("--kernel-flavour picks the kernel c2vm adds from its template (--kernel distro, in Docker or Podman), and this conversion takes the image's own or a bundle's; drop --kernel-flavour");
+    }
+    Ok(())
 }
 
 /// `--creds USER[:PASS]`; without `:PASS`, the password is the first line of standard input.

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use std::path::Path;
 
 /// Which boot loaders go on the disk.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Bootloader {
     /// SYSLINUX for BIOS, systemd-boot for UEFI
     Syslinux,

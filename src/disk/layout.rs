@@ -13,7 +13,7 @@ pub const TAIL: u64 = MIB;
 pub const BIOS_BOOT_SIZE: u64 = MIB;
 
 /// `--size`: what the files need plus headroom, or a fixed whole-disk size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum SizeRequest {
     Auto,
     Bytes(u64),

@@ -10,7 +10,7 @@ use crate::rootfs::users;
 use anyhow::{bail, Context, Result};
 
 /// What the VM takes from the image's config: the process to run (if any), ports and volumes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GuestApp {
     /// The process to run at boot, if the app service is wanted.
     pub app: Option<AppSpec>,
@@ -25,7 +25,7 @@ pub struct GuestApp {
 }
 
 /// The image's process, as `docker run` would start it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AppSpec {
     /// ENTRYPOINT followed by CMD.
     pub argv: Vec<String>,

@@ -9,17 +9,25 @@ use crate::credentials::Credentials;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 
-/// What the guest is told about itself.
-#[derive(Debug, Clone)]
-pub struct GuestConfig {
+/// Who the guest is: checked once (`plan`), then passed down whole to guest setup and to
+/// c2vm-init. A new guest option is a field here.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GuestSettings {
     pub hostname: String,
+    pub credentials: Credentials,
+    /// Empty: what DHCP provides.
+    pub dns: Vec<std::net::IpAddr>,
+}
+
+/// What the guest is told about itself: its settings, and where it boots from.
+#[derive(Debug, Clone)]
+pub struct GuestConfig<'a> {
+    pub settings: &'a GuestSettings,
     /// The kernel command line the boot loaders use, kept for the kernel-update hooks.
     pub cmdline: String,
     pub root_uuid: String,
     /// The ESP's FAT volume id as Linux shows it, `ABCD-1234`.
     pub esp_uuid: String,
-    pub credentials: Credentials,
-    pub dns: Vec<std::net::IpAddr>,
 }
 
 /// What setup changes or removes, so the stream edit holds it back until the stream ends:
@@ -38,25 +46,25 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig) -> Result<()> {
     )?;
     guest.write(
         "/etc/hostname",
-        format!("{}\n", cfg.hostname).as_bytes(),
+        format!("{}\n", cfg.settings.hostname).as_bytes(),
         Perms::root(0o644),
     )?;
     guest.write(
         "/etc/hosts",
-        hosts(&cfg.hostname).as_bytes(),
+        hosts(&cfg.settings.hostname).as_bytes(),
         Perms::root(0o644),
     )?;
-    write_resolv_conf(guest, &cfg.dns)?;
+    write_resolv_conf(guest, &cfg.settings.dns)?;
     // Empty machine-id: systemd makes a new one on first boot, so every VM gets its own.
     guest.write("/etc/machine-id", b"", Perms::root(0o444))?;
     if guest.is_regular("/var/lib/dbus/machine-id")? {
         guest.symlink("/var/lib/dbus/machine-id", "/etc/machine-id")?;
     }
     guest.mkdir("/boot/efi", Perms::root(0o755))?;
-    if let Some(hash) = &cfg.credentials.root_password_hash {
+    if let Some(hash) = &cfg.settings.credentials.root_password_hash {
         set_root_password(guest, hash)?;
     }
-    if let Some(keys) = &cfg.credentials.ssh_keys {
+    if let Some(keys) = &cfg.settings.credentials.ssh_keys {
         guest.mkdir("/root/.ssh", Perms::root(0o700))?;
         guest.write(
             "/root/.ssh/authorized_keys",
@@ -64,7 +72,7 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig) -> Result<()> {
             Perms::root(0o600),
         )?;
     }
-    setup_sshd(guest, cfg.credentials.ssh_keys.is_some())?;
+    setup_sshd(guest, cfg.settings.credentials.ssh_keys.is_some())?;
     if systemd::is_present(guest)? {
         systemd::mark_up_to_date(guest)?;
         systemd::skip_wireless_stack(guest)?;
@@ -284,17 +292,22 @@ pub fn shadow_with_root_hash(shadow: &str, hash: &str) -> String {
 mod tests {
     use super::*;
 
-    fn cfg() -> GuestConfig {
-        GuestConfig {
+    static SETTINGS: std::sync::LazyLock<GuestSettings> =
+        std::sync::LazyLock::new(|| GuestSettings {
             hostname: "web.example.org".into(),
-            cmdline: "root=UUID=x rw".into(),
-            root_uuid: "11111111-2222-3333-4444-555555555555".into(),
-            esp_uuid: "ABCD-1234".into(),
             credentials: Credentials {
                 root_password_hash: Some("$6$salt$hash".into()),
                 ssh_keys: Some("ssh-ed25519 AAAA test\n".into()),
             },
             dns: vec![],
+        });
+
+    fn cfg() -> GuestConfig<'static> {
+        GuestConfig {
+            settings: &SETTINGS,
+            cmdline: "root=UUID=x rw".into(),
+            root_uuid: "11111111-2222-3333-4444-555555555555".into(),
+            esp_uuid: "ABCD-1234".into(),
         }
     }
 

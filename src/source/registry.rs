@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How to reach registries: `--creds`, `--tls-verify`, `--cert-dir`.
-#[derive(Debug, Clone, Default)]
+/// How to reach registries: `--creds`, `--tls-verify`, `--cert-dir`. How an image is fetched
+/// never shapes the disk, so none of this is in the identifiers' seed.
+#[derive(Clone, Default)]
 pub struct Access {
     /// `USER` and password, from `--creds`.
     pub creds: Option<(String, String)>,
@@ -24,6 +25,20 @@ pub struct Access {
     pub insecure: bool,
     /// `--cert-dir`: CA certificates (`*.crt`) to trust.
     pub cert_dir: Option<PathBuf>,
+}
+
+/// The password never shows, whatever prints an `Access` (`-vv`, a panic, a test's assertion).
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field(
+                "creds",
+                &self.creds.as_ref().map(|(user, _)| (user, crate::REDACTED)),
+            )
+            .field("insecure", &self.insecure)
+            .field("cert_dir", &self.cert_dir)
+            .finish()
+    }
 }
 
 const MANIFEST_TYPES: &[&str] = &[
