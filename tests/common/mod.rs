@@ -202,6 +202,15 @@ pub fn password_file(dir: &Path) -> PathBuf {
     p
 }
 
+/// The file's sha256, in hex.
+pub fn sha256_file(path: &Path) -> String {
+    tool("sha256sum", &[path.to_str().unwrap()])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// Names in `dir`, sorted.
 pub fn listing(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
