@@ -182,6 +182,17 @@ fn loads_modules(tree: &mut GuestTree, init: InitChoice) -> Result<bool> {
     Ok(init != InitChoice::C2vm && InitSystem::detect(tree)? != InitSystem::Other)
 }
 
+/// Whether udev and systemd can load a module on demand: they run `modprobe` (kmod's, or
+/// busybox's), wherever the image's PATH would find it.
+fn has_modprobe(tree: &mut GuestTree) -> Result<bool> {
+    for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        if tree.is_executable(&format!("{dir}/modprobe"))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The bundle's entries to merge into the stream, once the image's tree is known: `None` when
 /// the image's own kernel boots.
 pub fn bundle_entries<'a>(
@@ -213,6 +224,9 @@ pub fn bundle_entries<'a>(
     // kernel, initramfs and modules go into the filesystem. c2vm-init (or an init c2vm does not
     // know) loads no modules and updates nothing: the kernel goes to the ESP only.
     let modules = loads_modules(tree, init)?;
+    if modules && !has_modprobe(tree)? {
+        progress::note("Note: the image has no modprobe (no kmod), so modules load only from the initramfs: the bundle's holds the VM's disk, NIC, ext4 and vfat drivers");
+    }
     let stream = bundle.open(engine)?;
     Ok(Some(Extra {
         stream,

@@ -11,7 +11,9 @@
 # The initramfs (initramfs-tools, zstd) finds the root by UUID and loads only the drivers a VM
 # needs, listed below, before it starts the `init=` it is given; the NIC drivers are in it too,
 # since c2vm-init loads no modules. The power button (button) and its input events (evdev)
-# let c2vm-init stop the app on ACPI shutdown.
+# let c2vm-init stop the app on ACPI shutdown. vfat and its code pages are there so the ESP mounts
+# on a guest that has no modprobe (images often leave out kmod): the kernel cannot load a module
+# on demand without it, and what the initramfs loaded stays loaded.
 FROM {{ base_image }}
 USER root
 ARG DEBIAN_FRONTEND=noninteractive
@@ -22,7 +24,7 @@ RUN set -eux; \
     printf '%s\n' \
         virtio_pci virtio_blk virtio_scsi virtio_net virtio_console virtio_rng \
         nvme ahci ata_piix sd_mod sr_mod \
-        ext4 crc32c_generic \
+        ext4 crc32c_generic vfat nls_cp437 nls_ascii \
         xen_blkfront xen_netfront hv_vmbus hv_storvsc hv_netvsc ena gve \
         button evdev \
         > /etc/initramfs-tools/modules; \

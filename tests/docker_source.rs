@@ -277,6 +277,38 @@ fn docker_errors_are_clear_and_leave_nothing_behind() {
     let err = attempt(&["c2vm-test-noos:latest", "--no-kernel"], None);
     assert!(err.contains("no kernel found"), "{err}");
     docker(&["rmi", "c2vm-test-noos:latest"]);
+
+    // A Debian image whose apt sources lead nowhere: the kernel template's build fails, and
+    // the last line says which step and quotes apt's own error, with no terminal escapes.
+    let ctx = dir.path().join("broken-apt");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:latest\n\
+         RUN rm -f /etc/apt/sources.list.d/* && \
+         echo 'deb http://127.0.0.1:9/debian trixie main' > /etc/apt/sources.list\n",
+    )
+    .unwrap();
+    tool(
+        "docker",
+        &[
+            "build",
+            "-q",
+            "-t",
+            "c2vm-test-broken-apt",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    std::fs::remove_dir_all(&ctx).unwrap();
+    let err = attempt(&["c2vm-test-broken-apt"], None);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("c2vm: error:") && last.contains("at `RUN") && last.contains("E: "),
+        "the last line names the step and quotes apt: {err}"
+    );
+    assert!(!err.contains('\x1b'), "terminal escapes in: {err}");
+    assert!(!err.contains("Removing intermediate container"), "{err}");
+    docker(&["rmi", "c2vm-test-broken-apt"]);
     assert_eq!(containers(), before, "a container was left behind");
 }
 

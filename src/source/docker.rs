@@ -306,7 +306,7 @@ impl Engine {
             .buildargs(build_args)
             .build();
         let verbose = log::log_enabled!(log::Level::Debug);
-        let mut log_tail: Vec<String> = Vec::new();
+        let mut log = BuildLog::default();
         self.runtime.block_on(async {
             let body = bollard::body_full(context_tar.into());
             let mut stream = self.docker.build_image(options, None, Some(body));
@@ -322,7 +322,7 @@ impl Engine {
                         log::debug!("{label}: the build's output ended badly after success: {e}");
                         break;
                     }
-                    Err(e) => bail!("{label} failed: {e}\n{}", log_tail.join("\n")),
+                    Err(e) => bail!("{label} failed: {e}{}", log.cause()),
                 };
                 built |= info.aux.is_some();
                 if let Some(text) = info.stream {
@@ -331,28 +331,23 @@ impl Engine {
                         if verbose {
                             stage.println(line);
                         }
+                        let line = log.push(line);
                         stage.message(line.chars().take(70).collect::<String>().as_str());
-                        log_tail.push(line.to_string());
-                        if log_tail.len() > 25 {
-                            log_tail.remove(0);
-                        }
                     }
                 }
                 if let Some(detail) = info.error_detail {
                     bail!(
-                        "{label} failed: {}\n{}",
-                        detail.message.unwrap_or_default(),
-                        log_tail.join("\n")
+                        "{label} failed{}: {}{}",
+                        log.step(),
+                        exit_status(&detail.message.unwrap_or_default()),
+                        log.cause()
                     );
                 }
             }
             Ok::<_, anyhow::Error>(())
         })?;
         if self.inspect(tag)?.is_none() {
-            bail!(
-                "{label} ended without an image tagged {tag}\n{}",
-                log_tail.join("\n")
-            );
+            bail!("{label} ended without an image tagged {tag}{}", log.cause());
         }
         stage.done();
         Ok(())
@@ -522,6 +517,124 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A build's output, kept to say in one line why it failed: the step that failed and its own
+/// last error lines (apt's `E:` lines where there are some), free of terminal escapes and of
+/// the builder's bookkeeping. The whole output is shown live with `-v`.
+#[derive(Default)]
+struct BuildLog {
+    /// `RUN …` of the step running now, shortened.
+    step: Option<String>,
+    /// That step's output lines.
+    lines: Vec<String>,
+}
+
+impl BuildLog {
+    /// Keeps a line (cleaned) and returns it.
+    fn push(&mut self, raw: &str) -> String {
+        let line = strip_escapes(raw).trim_end().to_string();
+        // Docker's classic builder says `Step 2/3 : RUN …`, Podman's `STEP 2/3: RUN …`.
+        let step = line
+            .strip_prefix("Step ")
+            .or_else(|| line.strip_prefix("STEP "))
+            .and_then(|rest| rest.split_once(':'))
+            .filter(|(count, _)| count.trim().contains('/'))
+            .map(|(_, instruction)| instruction.trim());
+        if let Some(instruction) = step {
+            let instruction = instruction.split_whitespace().collect::<Vec<_>>().join(" ");
+            let mut short: String = instruction.chars().take(60).collect();
+            if short.len() < instruction.len() {
+                short.push('…');
+            }
+            self.step = Some(short);
+            self.lines.clear();
+        } else if !is_builder_bookkeeping(&line) {
+            self.lines.push(line.clone());
+            if self.lines.len() > 200 {
+                self.lines.remove(0);
+            }
+        }
+        line
+    }
+
+    /// ` at RUN …`, or nothing before the first step.
+    fn step(&self) -> String {
+        self.step
+            .as_ref()
+            .map(|s| format!(" at `{s}`"))
+            .unwrap_or_default()
+    }
+
+    /// `; apt said: E: …`, or the step's last lines; nothing when it printed none.
+    fn cause(&self) -> String {
+        let errors: Vec<&str> = self
+            .lines
+            .iter()
+            .map(String::as_str)
+            .filter(|l| l.starts_with("E: "))
+            .collect();
+        let quoted: Vec<&str> = match errors.is_empty() {
+            false => errors.into_iter().rev().take(2).rev().collect(),
+            true => {
+                let n = self.lines.len();
+                self.lines[n.saturating_sub(3)..]
+                    .iter()
+                    .map(String::as_str)
+                    .collect()
+            }
+        };
+        match quoted.is_empty() {
+            true => String::new(),
+            false => format!("; it said: {}", quoted.join(" | ")),
+        }
+    }
+}
+
+/// The builder's own lines, which say nothing about the failure.
+fn is_builder_bookkeeping(line: &str) -> bool {
+    let line = line.trim();
+    line.is_empty()
+        || line.starts_with("---> ")
+        || line.starts_with("Removing intermediate container")
+        || line.starts_with("Running in ")
+        || line.starts_with("Successfully ")
+}
+
+/// The daemon's message for a failed RUN repeats the whole command: keep its exit status.
+fn exit_status(message: &str) -> String {
+    match message.rsplit_once("returned a non-zero code: ") {
+        Some((_, code)) => format!("exit status {}", code.trim()),
+        None => strip_escapes(message)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string(),
+    }
+}
+
+/// Terminal escapes (colours, cursor moves) and carriage returns out of a line.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                // CSI: ESC [ parameters… final byte (a letter).
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A tar of in-memory files (name, text), the build context for a rendered Dockerfile.
 pub fn context_of_files(files: &[(&str, &str)]) -> Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
@@ -547,4 +660,57 @@ pub fn context_from_dir(dir: &Path) -> Result<Vec<u8>> {
         .append_dir_all(".", dir)
         .with_context(|| format!("packing the build context {}", dir.display()))?;
     Ok(builder.into_inner()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_build_says_its_step_and_apt_s_error_in_one_line() {
+        let output = "Step 1/2 : FROM sha256:0123\n ---> 0123\n\
+            Step 2/2 : RUN set -eux;     apt-get update;     apt-get install -y --no-install-recommends linux-image-amd64 zstd\n \
+            ---> Running in 4567\n+ apt-get update\n\
+            \x1b[91mW: Some index files failed to download.\r\n\x1b[0m\
+            Reading package lists...\nE: Unable to locate package linux-image-amd64\n\
+            E: Unable to locate package zstd\nRemoving intermediate container 4567\n";
+        let mut log = BuildLog::default();
+        for line in output.lines() {
+            log.push(line);
+        }
+        let message = format!(
+            "failed{}: {}{}",
+            log.step(),
+            exit_status(
+                "The command '/bin/sh -c set -eux;\n apt-get update' returned a non-zero code: 100"
+            ),
+            log.cause()
+        );
+        assert_eq!(
+            message,
+            "failed at `RUN set -eux; apt-get update; apt-get install -y --no-instal…`: \
+             exit status 100; it said: E: Unable to locate package linux-image-amd64 | \
+             E: Unable to locate package zstd"
+        );
+        assert!(!message.contains('\n') && !message.contains('\x1b'));
+    }
+
+    #[test]
+    fn without_apt_errors_the_step_s_last_lines_are_quoted() {
+        let mut log = BuildLog::default();
+        for line in [
+            "STEP 2/2: RUN make",
+            "cc -o x x.c",
+            "x.c:1: error: oops",
+            "make: *** [x] Error 1",
+        ] {
+            log.push(line);
+        }
+        assert_eq!(log.step(), " at `RUN make`");
+        assert_eq!(
+            log.cause(),
+            "; it said: cc -o x x.c | x.c:1: error: oops | make: *** [x] Error 1"
+        );
+        assert_eq!(strip_escapes("\x1b[1;31mred\x1b[0m\r"), "red");
+    }
 }
