@@ -243,8 +243,13 @@ fn is_bundle_file(name: &[u8], modules: bool) -> bool {
 /// Whether c2vm-init is PID 1 (else the image's own init). `has_command`: whether the image has
 /// a command for c2vm-init to run; without one, `auto` keeps an image's own `/sbin/init` of a
 /// kind c2vm does not know (busybox init, runit).
-pub fn c2vm_init(tree: &mut GuestTree, choice: InitChoice, has_command: bool) -> Result<bool> {
-    let own = InitSystem::detect(tree)?;
+/// `own`: what the image itself runs as PID 1.
+pub fn c2vm_init(
+    tree: &mut GuestTree,
+    choice: InitChoice,
+    has_command: bool,
+    own: InitSystem,
+) -> Result<bool> {
     if choice == InitChoice::Auto
         && own == InitSystem::Other
         && !has_command
@@ -297,13 +302,17 @@ mod tests {
             ])
         };
         let nothing = || tree(&[("bin", Kind::Dir, 0o755, b"")]);
-        assert!(!c2vm_init(&mut systemd(), InitChoice::Auto, true).unwrap());
-        assert!(c2vm_init(&mut systemd(), InitChoice::C2vm, true).unwrap());
-        assert!(c2vm_init(&mut nothing(), InitChoice::Auto, true).unwrap());
+        let decide = |mut tree: GuestTree, choice, has_command| {
+            let own = InitSystem::detect(&mut tree)?;
+            c2vm_init(&mut tree, choice, has_command, own)
+        };
+        assert!(!decide(systemd(), InitChoice::Auto, true).unwrap());
+        assert!(decide(systemd(), InitChoice::C2vm, true).unwrap());
+        assert!(decide(nothing(), InitChoice::Auto, true).unwrap());
         // An unknown init and no command: keep the image's own.
-        assert!(!c2vm_init(&mut busybox_init(), InitChoice::Auto, false).unwrap());
-        assert!(c2vm_init(&mut busybox_init(), InitChoice::Auto, true).unwrap());
-        let err = c2vm_init(&mut nothing(), InitChoice::Image, true).unwrap_err();
+        assert!(!decide(busybox_init(), InitChoice::Auto, false).unwrap());
+        assert!(decide(busybox_init(), InitChoice::Auto, true).unwrap());
+        let err = decide(nothing(), InitChoice::Image, true).unwrap_err();
         assert!(err.to_string().contains("--init c2vm"), "{err}");
     }
 

@@ -18,7 +18,7 @@ use crate::report::{self, Summary, Timings};
 use crate::rootfs::app::{self, GuestApp};
 use crate::rootfs::boot_files::{self, BootFiles};
 use crate::rootfs::edit::{self, Edited, Extra};
-use crate::rootfs::init::c2vm;
+use crate::rootfs::init::{c2vm, InitSystem};
 use crate::rootfs::setup::{self, GuestConfig};
 use crate::rootfs::tree::GuestTree;
 use crate::rootfs::{self, unpack};
@@ -667,6 +667,8 @@ fn configure_guest(
     plan: &DiskPlan,
     init: &InitPlan,
 ) -> Result<SetupDone> {
+    // What the image runs as PID 1, asked once: guest setup and the app service depend on it.
+    let own_init = InitSystem::detect(guest)?;
     setup::configure(
         guest,
         &GuestConfig {
@@ -675,9 +677,10 @@ fn configure_guest(
             root_uuid: ids.root_fs.to_string(),
             esp_uuid: boot_cfg.esp_uuid.clone(),
         },
+        own_init,
     )?;
     let kernel = boot_files::find(guest)?;
-    if choose::c2vm_init(guest, init.choice, !app.process.argv.is_empty())? {
+    if choose::c2vm_init(guest, init.choice, !app.process.argv.is_empty(), own_init)? {
         let settings = c2vm::Settings {
             hostname: plan.guest.hostname.clone(),
             dns: plan.guest.dns.clone(),
@@ -691,11 +694,11 @@ fn configure_guest(
             c2vm_init: true,
         });
     }
-    if !setup::ensure_network(guest)? {
+    if !setup::ensure_network(guest, own_init)? {
         progress::note("Note: the image has no DHCP client (systemd-networkd, NetworkManager or dhclient), so the VM will have no network");
     }
-    let disabled =
-        app::install(guest, app).context("making the image's ENTRYPOINT/CMD a boot service")?;
+    let disabled = app::install(guest, app, own_init)
+        .context("making the image's ENTRYPOINT/CMD a boot service")?;
     Ok(SetupDone {
         kernel,
         disabled,

@@ -103,7 +103,7 @@ impl GuestApp {
 
 /// Put the image's volumes and process into the guest. Returns the units of the image's own
 /// that were disabled because they start the same program.
-pub fn install(guest: &mut GuestTree, config: &GuestApp) -> Result<Vec<String>> {
+pub fn install(guest: &mut GuestTree, config: &GuestApp, init: InitSystem) -> Result<Vec<String>> {
     for volume in &config.volumes {
         // A volume the image already has keeps its owner and mode, as docker shows it.
         if !guest.exists(volume)? {
@@ -133,7 +133,7 @@ pub fn install(guest: &mut GuestTree, config: &GuestApp) -> Result<Vec<String>> 
         user: users::resolve(guest, &app.user)?,
         stop_signal: app.stop_signal.clone(),
     };
-    match InitSystem::detect(guest)? {
+    match init {
         InitSystem::Systemd => {
             let disabled = init::systemd::disable_units_running(guest, &service.argv[0])?;
             if service.user.name.is_none() && !guest.is_executable("/usr/bin/setpriv")? {
@@ -294,12 +294,13 @@ mod tests {
             ..Default::default()
         };
         let (out, result) = crate::rootfs::edit::edit_dir(root, |guest| {
-            let err = install(guest, &missing).unwrap_err().to_string();
+            let init = InitSystem::detect(guest)?;
+            let err = install(guest, &missing, init).unwrap_err().to_string();
             assert!(
                 err.contains("not in its PATH") && err.contains("--no-app"),
                 "{err}"
             );
-            install(guest, &config)
+            install(guest, &config, init)
         });
         let disabled = result.unwrap();
         let root = out.path();

@@ -3,7 +3,7 @@
 //! `docker export` leaves `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` as empty 0755 files
 //! (bind-mount targets), a `/.dockerenv`, a regular file at `/dev/console` and the build's
 //! machine-id: all of that is put right here.
-use super::init::systemd;
+use super::init::{systemd, InitSystem};
 use super::tree::{GuestTree, Perms};
 use crate::credentials::Credentials;
 use anyhow::{bail, Context, Result};
@@ -36,9 +36,11 @@ pub fn holds(key: &[u8]) -> bool {
     key.starts_with(b"etc/") || key == b".dockerenv" || key == b"dev/console"
 }
 
-pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig) -> Result<()> {
+/// `init`: what the image runs as PID 1 (detected once, by the caller).
+pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig, init: InitSystem) -> Result<()> {
+    let systemd = init == InitSystem::Systemd;
     remove_container_leftovers(guest)?;
-    let grows = setup_root_growth(guest)?;
+    let grows = systemd && setup_root_growth(guest)?;
     guest.write(
         "/etc/fstab",
         fstab(cfg, grows).as_bytes(),
@@ -72,8 +74,8 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig) -> Result<()> {
             Perms::root(0o600),
         )?;
     }
-    setup_sshd(guest, cfg.settings.credentials.ssh_keys.is_some())?;
-    if systemd::is_present(guest)? {
+    setup_sshd(guest, cfg.settings.credentials.ssh_keys.is_some(), systemd)?;
+    if systemd {
         systemd::mark_up_to_date(guest)?;
         systemd::skip_wireless_stack(guest)?;
         systemd::skip_unneeded_modprobes(guest)?;
@@ -84,8 +86,8 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig) -> Result<()> {
 
 /// DHCP where the image's init can run it (see [`systemd::ensure_dhcp`]); false when the VM will
 /// have no network. Images with OpenRC keep their own /etc/network setup.
-pub fn ensure_network(guest: &mut GuestTree) -> Result<bool> {
-    if systemd::is_present(guest)? {
+pub fn ensure_network(guest: &mut GuestTree, init: InitSystem) -> Result<bool> {
+    if init == InitSystem::Systemd {
         return systemd::ensure_dhcp(guest);
     }
     Ok(true)
@@ -141,7 +143,7 @@ WantedBy=multi-user.target
 
 /// An image with sshd: host keys baked in at build time would be shared by every VM made from
 /// it, so they go, and a first-boot unit makes new ones. With --ssh-key, sshd is enabled.
-fn setup_sshd(guest: &mut GuestTree, enable: bool) -> Result<()> {
+fn setup_sshd(guest: &mut GuestTree, enable: bool, systemd: bool) -> Result<()> {
     if !guest.is_regular("/usr/sbin/sshd")? {
         return Ok(());
     }
@@ -150,7 +152,7 @@ fn setup_sshd(guest: &mut GuestTree, enable: bool) -> Result<()> {
             guest.remove(&format!("/etc/ssh/{name}"))?;
         }
     }
-    if !systemd::is_present(guest)? {
+    if !systemd {
         return Ok(()); // other inits (Alpine's OpenRC sshd) make missing host keys themselves
     }
     systemd::install_unit(guest, "c2vm-ssh-hostkeys.service", SSH_HOSTKEYS_UNIT)?;
@@ -187,9 +189,9 @@ pub fn fstab(cfg: &GuestConfig, grow_root: bool) -> String {
 
 /// The root partition grows to fill a larger virtual disk on boot: systemd-repart (systemd 245+)
 /// grows partition 2 and moves the backup GPT header to the new end; `x-systemd.growfs` in fstab
-/// then grows ext4 online. Returns whether the guest can do it.
+/// then grows ext4 online. Returns whether the guest (a systemd one) can do it.
 fn setup_root_growth(guest: &mut GuestTree) -> Result<bool> {
-    if !systemd::is_present(guest)? || !systemd::has_program(guest, "systemd-repart")? {
+    if !systemd::has_program(guest, "systemd-repart")? {
         return Ok(false);
     }
     guest.write(
@@ -354,7 +356,10 @@ mod tests {
         )
         .unwrap();
         std::fs::write(root.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
-        let (out, result) = crate::rootfs::edit::edit_dir(root, |g| configure(g, &cfg()));
+        let (out, result) = crate::rootfs::edit::edit_dir(root, |g| {
+            let init = InitSystem::detect(g)?;
+            configure(g, &cfg(), init)
+        });
         result.unwrap();
         let root = out.path();
         assert_eq!(
