@@ -202,6 +202,16 @@ pub fn password_file(dir: &Path) -> PathBuf {
     p
 }
 
+/// The `name=value` lines of a guest's output (what a boot's check script prints), by name; other
+/// lines are left out. A check reads its facts by label, never by line position.
+pub fn labelled(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(name, _)| !name.is_empty() && !name.contains(char::is_whitespace))
+        .map(|(name, value)| (name.to_string(), value.trim().to_string()))
+        .collect()
+}
+
 /// The file's sha256, in hex.
 pub fn sha256_file(path: &Path) -> String {
     tool("sha256sum", &[path.to_str().unwrap()])
