@@ -148,13 +148,15 @@ fn web_server_image_serves_its_page_on_the_published_port() {
 }
 
 #[test]
-#[ignore = "needs root, dockerd with debian:latest and QEMU; scripts/test runs it"]
+#[ignore = "needs root, dockerd with debian:latest, the Debian mirror and QEMU; scripts/test runs it"]
 fn user_workdir_env_and_exact_argv_reach_the_service() {
     let dir = scratch();
     // The last argument holds what a unit file or a shell would otherwise expand or split.
     let ctx = build_context(
         dir.path(),
         r#"FROM debian:latest
+RUN apt-get update && apt-get install -y --no-install-recommends jq && rm -rf /var/lib/apt/lists/*
+COPY marker.txt /etc/c2vm-marker
 RUN useradd --uid 1234 --create-home appuser \
     && mkdir -p /srv/work /srv/data && chown appuser:appuser /srv/work /srv/data && chmod 700 /srv/data
 USER appuser
@@ -164,6 +166,8 @@ VOLUME ["/srv/data", "/srv/cache"]
 CMD ["sh", "-c", "echo c2vm-app-says-hi; { id -u; id -g; pwd; echo \"$GREETING\"; printf '%s\\n' \"$1\"; } > result.tmp && mv result.tmp result", "sh", "a b $HOME %n \"q\" it's"]
 "#,
     );
+    // `c2vm build` with a file from the context and a package from the mirror: both in the VM.
+    std::fs::write(ctx.join("marker.txt"), "made-by-c2vm-build\n").unwrap();
     let disk = dir.path().join("user.img");
     let pw = password_file(dir.path());
     let log = build(&ctx, &disk, &pw);
@@ -191,13 +195,15 @@ CMD ["sh", "-c", "echo c2vm-app-says-hi; { id -u; id -g; pwd; echo \"$GREETING\"
             "for i in $(seq 120); do [ -e /srv/work/result ] && break; sleep 1; done; \
              cat /srv/work/result; systemctl show -p Result --value c2vm-app; \
              journalctl -b -u c2vm-app -o cat | grep -c c2vm-app-says-hi; \
-             stat -c '%U %a' /srv/data /srv/cache",
+             stat -c '%U %a' /srv/data /srv/cache; \
+             cat /etc/c2vm-marker; echo '{\"a\":41}' | jq .a",
         )
         .arg(&disk));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(
         stdout(&out),
-        "1234\n1234\n/srv/work\nhello world\na b $HOME %n \"q\" it's\nsuccess\n1\nappuser 700\nroot 755\n"
+        "1234\n1234\n/srv/work\nhello world\na b $HOME %n \"q\" it's\nsuccess\n1\nappuser 700\nroot 755\n\
+         made-by-c2vm-build\n41\n"
     );
     assert!(
         stderr(&out).contains("c2vm-app-says-hi"),

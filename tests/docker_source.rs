@@ -214,41 +214,6 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
 }
 
 #[test]
-#[ignore = "needs root, dockerd with debian:latest, the Debian mirror and QEMU; scripts/test runs it"]
-fn build_of_a_small_dockerfile_boots_and_shows_its_file() {
-    let dir = scratch();
-    let ctx = dir.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(ctx.join("marker.txt"), "made-by-c2vm-build\n").unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM debian:latest\n\
-        RUN apt-get update && apt-get install -y --no-install-recommends jq && rm -rf /var/lib/apt/lists/*\n\
-        COPY marker.txt /etc/c2vm-marker\n").unwrap();
-    let out = dir.path().join("built.qcow2");
-    let pw = password_file(dir.path());
-    {
-        let _lock = host_lock();
-        let before = containers();
-        let o = run(c2vm()
-            .arg("build")
-            .arg(&ctx)
-            .arg("-o")
-            .arg(&out)
-            .arg("--password-file")
-            .arg(&pw));
-        assert!(o.status.success(), "build failed: {}", stderr(&o));
-        assert_eq!(containers(), before, "c2vm build left a container behind");
-    }
-    let (code, stdout) = boot_exec(
-        &out,
-        "bios",
-        &pw,
-        "cat /etc/c2vm-marker; echo '{\"a\":41}' | jq .a",
-    );
-    assert_eq!(code, 0, "{stdout}");
-    assert_eq!(stdout, "made-by-c2vm-build\n41\n");
-}
-
-#[test]
 #[ignore = "needs root, dockerd with debian:latest and scripts/install-host-deps's tools; scripts/test runs it"]
 fn docker_errors_are_clear_and_leave_nothing_behind() {
     let dir = scratch();
