@@ -27,21 +27,10 @@ fn path_with_old_mke2fs() -> String {
     )
 }
 
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_uid(1234);
-    h.set_gid(5678);
-    h.set_mtime(1_650_000_000);
-    h
-}
-
 /// The test root filesystem with entries for every property appended: owners, setgid and
 /// sticky modes, an exact mtime, an empty file, a hardlink pair and a socket (left out).
 fn rootfs_with_properties(dir: &Path) -> PathBuf {
-    let mut b = tar::Builder::new(Vec::new());
+    let mut t = Tar::new().owner(1234, 5678).mtime(1_650_000_000);
     use tar::EntryType::{Directory, Regular};
     // A socket in a tar: the mode's file type says so. No filesystem keeps one from an archive.
     for (name, kind, mode, data) in [
@@ -52,13 +41,10 @@ fn rootfs_with_properties(dir: &Path) -> PathBuf {
         ("opt/props/hard1", Regular, 0o644, b"shared\n"),
         ("opt/props/sock", Regular, 0o140755, b""),
     ] {
-        let mut h = header(kind, mode, data.len() as u64);
-        b.append_data(&mut h, name, data).unwrap();
+        t.entry(name, kind, mode, None, data);
     }
-    let mut link = header(tar::EntryType::Link, 0o644, 0);
-    b.append_link(&mut link, "opt/props/hard2", "opt/props/hard1")
-        .unwrap();
-    let combined = test_rootfs_plus(dir, &b.into_inner().unwrap());
+    t.hardlink("opt/props/hard2", "opt/props/hard1");
+    let combined = test_rootfs_plus(dir, &t.bytes());
     std::fs::set_permissions(
         &combined,
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
@@ -166,13 +152,8 @@ fn every_property_survives_the_stream_as_a_user_and_the_staging_path_as_root() {
 
     // A hostile archive on the fallback path: the stream edit's refusal is what the user reads,
     // not the unpacker's "truncated" that follows it.
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = header(tar::EntryType::Regular, 0o644, 2);
-    h.as_old_mut().name[..4].copy_from_slice(b"../x");
-    h.set_cksum();
-    b.append(&h, &b"x\n"[..]).unwrap();
     let hostile = dir.path().join("hostile.tar");
-    std::fs::write(&hostile, b.into_inner().unwrap()).unwrap();
+    Tar::new().file("../x", b"x\n").write(&hostile);
     let out = dir.path().join("hostile.img");
     let o = run(c2vm()
         .env("PATH", path_with_old_mke2fs())

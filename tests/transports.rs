@@ -679,63 +679,36 @@ fn oci_layout_of(dir: &Path, layers: &[Vec<u8>]) {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
-/// A tar of (name, kind, link target or data).
-fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, kind, value) in entries {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(*kind);
-        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
-        h.set_mtime(1_700_000_000);
-        match kind {
-            tar::EntryType::Symlink | tar::EntryType::Link => {
-                h.set_size(0);
-                b.append_link(&mut h, name, value).unwrap();
-            }
-            _ => {
-                h.set_size(value.len() as u64);
-                // Names the builder would refuse (`..`) go in raw.
-                let raw = &mut h.as_old_mut().name;
-                raw[..name.len()].copy_from_slice(name.as_bytes());
-                h.set_cksum();
-                b.append(&h, value.as_bytes()).unwrap();
-            }
-        }
-    }
-    b.into_inner().unwrap()
-}
-
 #[test]
 #[ignore = "needs mke2fs"]
 fn hostile_layers_are_refused_in_one_line_whichever_layer_holds_them() {
-    use tar::EntryType::{Directory, Regular, Symlink};
     let dir = scratch();
     let d = dir.path();
     let pw = password_file(d);
-    let base = tar_of(&[
-        ("etc/", Directory, ""),
-        ("etc/os-release", Regular, "ID=test\n"),
-    ]);
+    let base = Tar::new()
+        .dir("etc/")
+        .file("etc/os-release", b"ID=test\n")
+        .bytes();
     let victim = d.join("victim");
     std::fs::create_dir(&victim).unwrap();
     let escape = format!("../../../../../../../..{}/escaped", victim.display());
     for (name, hostile, expect) in [
         (
             "dotdot",
-            tar_of(&[(&escape[..], Regular, "x")]),
+            Tar::new().file(&escape, b"x").bytes(),
             "climbs out of the root",
         ),
         (
             "symlink",
-            tar_of(&[
-                ("etc/out", Symlink, victim.to_str().unwrap()),
-                ("etc/out/escaped", Regular, "x"),
-            ]),
+            Tar::new()
+                .symlink("etc/out", victim.to_str().unwrap())
+                .file("etc/out/escaped", b"x")
+                .bytes(),
             "refusing",
         ),
         (
             "whiteout",
-            tar_of(&[("../.wh.etc", Regular, "")]),
+            Tar::new().file("../.wh.etc", b"").bytes(),
             "climbs out of the root",
         ),
     ] {

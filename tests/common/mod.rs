@@ -4,6 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+// The tar builder the unit tests use as well.
+#[path = "../../src/testutil.rs"]
+mod testutil;
+#[allow(unused_imports)] // as dead_code above: not every suite builds archives
+pub use testutil::Tar;
+
 pub const MIB: u64 = 1024 * 1024;
 pub const PASSWORD: &str = "c2vm-Test-pw-4711";
 
