@@ -8,10 +8,6 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-fn containers() -> String {
-    tool("docker", &["ps", "-aq", "--no-trunc"])
-}
-
 /// `c2vm build CONTEXT -o OUT`, which must succeed and leave no container; returns its stderr.
 fn build(ctx: &Path, out: &Path, pw: &Path) -> String {
     let _lock = host_lock();

@@ -32,20 +32,6 @@ fn assert_guest(out: &str, firmware: &str) {
     assert_eq!(lines[8].trim(), "33", "systemd wrote a fresh machine-id");
 }
 
-fn convert(out: &Path, extra: &[&str], work: &Path) -> std::process::Output {
-    let pw = password_file(work);
-    run(c2vm()
-        .arg("convert")
-        .arg(format!("rootfs:{}", test_rootfs().display()))
-        .arg("-o")
-        .arg(out)
-        .arg("--password-file")
-        .arg(&pw)
-        .args(["--hostname", "vm-under-test", "--workdir"])
-        .arg(work)
-        .args(extra))
-}
-
 #[test]
 #[ignore = "needs root, the debootstrap test rootfs, scripts/install-host-deps's tools and QEMU; scripts/test runs it"]
 fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
@@ -53,8 +39,11 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let disk = dir.path().join("disk.img");
-    let out = convert(&disk, &[], &work);
-    assert!(out.status.success(), "convert failed: {}", stderr(&out));
+    Convert::rootfs(&disk)
+        .password_file(&password_file(&work))
+        .args(["--hostname", "vm-under-test", "--workdir"])
+        .arg(&work)
+        .success();
     assert_eq!(
         listing(&work),
         vec!["password"],
@@ -174,8 +163,12 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
 fn grub_qcow2_image_boots_on_bios_and_uefi() {
     let dir = scratch();
     let disk = dir.path().join("disk.qcow2");
-    let out = convert(&disk, &["--bootloader", "grub"], dir.path());
-    assert!(out.status.success(), "convert failed: {}", stderr(&out));
+    Convert::rootfs(&disk)
+        .password_file(&password_file(dir.path()))
+        .args(["--hostname", "vm-under-test", "--workdir"])
+        .arg(dir.path())
+        .args(["--bootloader", "grub"])
+        .success();
     let info: serde_json::Value = serde_json::from_str(&tool(
         "qemu-img",
         &["info", "--output=json", disk.to_str().unwrap()],
@@ -198,8 +191,11 @@ fn exec_returns_the_command_status_and_exact_stdout() {
     // Uses a small dedicated convert so it can run beside the others.
     let dir = scratch();
     let disk = dir.path().join("disk.img");
-    let out = convert(&disk, &[], dir.path());
-    assert!(out.status.success(), "convert failed: {}", stderr(&out));
+    Convert::rootfs(&disk)
+        .password_file(&password_file(dir.path()))
+        .args(["--hostname", "vm-under-test", "--workdir"])
+        .arg(dir.path())
+        .success();
     let pw = password_file(dir.path());
     let (code, out) = boot_exec(
         &disk,

@@ -10,44 +10,10 @@ fn docker(args: &[&str]) -> String {
     tool("docker", args)
 }
 
-fn containers() -> String {
-    docker(&["ps", "-aq", "--no-trunc"])
-}
-
 const CHECKS: &str =
     "grep ^VERSION_CODENAME= /etc/os-release; systemctl is-system-running --wait; \
     ip -4 -o addr show scope global dynamic | awk '{print $4}'; hostname; \
     cat /root/.ssh/authorized_keys; cat /etc/machine-id; systemctl --failed --no-legend | wc -l";
-
-/// Convert as an ordinary user in the docker group: no root needed.
-fn convert_image(image: &str, out: &Path, hostname: &str, key: &Path, dir: &Path) -> String {
-    let pw = password_file(dir);
-    let _lock = host_lock();
-    let before = containers();
-    let output = run(c2vm_as_user()
-        .args(["convert", image, "-o"])
-        .arg(out)
-        .arg("--password-file")
-        .arg(&pw)
-        .arg("--ssh-key")
-        .arg(key)
-        .args(["--hostname", hostname]));
-    assert!(
-        output.status.success(),
-        "convert {image} failed: {}",
-        stderr(&output)
-    );
-    assert_eq!(containers(), before, "c2vm left a container behind");
-    let leftovers: Vec<String> = listing(Path::new("/dev/shm"))
-        .into_iter()
-        .filter(|n| n.starts_with("c2vm-"))
-        .collect();
-    assert!(
-        leftovers.is_empty(),
-        "staging left in /dev/shm: {leftovers:?}"
-    );
-    stderr(&output)
-}
 
 /// The release of the image the daemon holds as `debian:latest` (trixie, or whatever a registry
 /// gave), as its own os-release says.
@@ -101,8 +67,20 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     let key = ssh_key(dir.path());
     let a = dir.path().join("a.qcow2");
     let b = dir.path().join("b.img");
-    convert_image("debian:latest", &a, "vm-a", &key, dir.path());
-    let log = convert_image("debian:latest", &b, "vm-b", &key, dir.path());
+    let pw = password_file(dir.path());
+    // As an ordinary user in the docker group: no root needed.
+    let convert = |out: &Path, hostname: &str| {
+        Convert::new("debian:latest", out)
+            .by_user()
+            .password_file(&pw)
+            .arg("--ssh-key")
+            .arg(&key)
+            .args(["--hostname", hostname])
+            .leaving_nothing_behind()
+            .success()
+    };
+    convert(&a, "vm-a");
+    let log = stderr(&convert(&b, "vm-b"));
     assert!(
         log.contains("Reusing the kernel image"),
         "second convert should reuse the kernel build:\n{log}"
@@ -116,7 +94,6 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     copy_partition(&b, 1, &esp_copy);
     tool("fsck.fat", &["-n", esp_copy.to_str().unwrap()]);
 
-    let pw = password_file(dir.path());
     let (code, out) = boot_exec(&a, "bios", &pw, CHECKS);
     assert_eq!(code, 0, "{out}");
     let id_a = check_guest(&out, "vm-a");
@@ -318,7 +295,15 @@ fn fast_boot_is_quiet_by_default_with_a_zstd_initramfs_and_a_boot_log_on_demand(
     let dir = user_scratch();
     let key = ssh_key(dir.path());
     let disk = dir.path().join("d.img");
-    convert_image("debian:latest", &disk, "vm-fast", &key, dir.path());
+    let pw = password_file(dir.path());
+    Convert::new("debian:latest", &disk)
+        .by_user()
+        .password_file(&pw)
+        .arg("--ssh-key")
+        .arg(&key)
+        .args(["--hostname", "vm-fast"])
+        .leaving_nothing_behind()
+        .success();
 
     let esp = format!("{}@@{}", disk.display(), partition_offset(&disk, 1));
     let initrd = dir.path().join("initrd.img");
@@ -341,7 +326,6 @@ fn fast_boot_is_quiet_by_default_with_a_zstd_initramfs_and_a_boot_log_on_demand(
     // before it. Inside: no failed unit, the address from DHCP, and none of the first-boot work
     // guest setup takes away (ConditionNeedsUpdate rebuilds, the wireless stack networkd's
     // start would load, modprobe@ units for modules that load on use, KVM for nested guests).
-    let pw = password_file(dir.path());
     let boot = run(c2vm()
         .args(["run", "-v", "--cpus", "1", "--machine", "pc"])
         .args(["--login", "root", "--password-file"])
@@ -396,23 +380,12 @@ fn cloud_kernel_flavour_boots_debian_on_uefi_with_network() {
     let dir = user_scratch();
     let disk = dir.path().join("cloud.img");
     let pw = password_file(dir.path());
-    {
-        let _lock = host_lock();
-        let before = containers();
-        let out = run(c2vm_as_user()
-            .args([
-                "convert",
-                "debian:latest",
-                "--kernel-flavour",
-                "cloud",
-                "-o",
-            ])
-            .arg(&disk)
-            .arg("--password-file")
-            .arg(&pw));
-        assert!(out.status.success(), "convert: {}", stderr(&out));
-        assert_eq!(containers(), before, "c2vm left a container behind");
-    }
+    Convert::new("debian:latest", &disk)
+        .by_user()
+        .args(["--kernel-flavour", "cloud"])
+        .password_file(&pw)
+        .leaving_nothing_behind()
+        .success();
     let (code, said) = boot_exec_with(
         &disk,
         "uefi",

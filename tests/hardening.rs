@@ -405,7 +405,6 @@ fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
         .status()
         .unwrap();
     assert!(status.success(), "docker import");
-    let containers = || tool("docker", &["ps", "-aq", "--no-trunc"]);
     let before_containers = containers();
     let disk = dir.path().join("hostile.img");
     // With a password: /etc/shadow is a symlink, which c2vm will not write through.

@@ -109,16 +109,11 @@ fn a_kernel_installed_in_the_vm_boots_next_and_the_old_one_stays_as_fallback() {
         ],
     );
     // Room for a second kernel and its modules (auto size leaves too little headroom for one).
-    let lock = host_lock(); // stages in /dev/shm
-    let out = run(c2vm()
-        .arg("convert")
-        .arg(format!("rootfs:{}", rootfs.display()))
-        .args(["--size", "3G", "-o"])
-        .arg(&disk)
-        .arg("--password-file")
-        .arg(&pw));
-    drop(lock);
-    assert!(out.status.success(), "convert failed: {}", stderr(&out));
+    Convert::new(&format!("rootfs:{}", rootfs.display()), &disk)
+        .args(["--size", "3G"])
+        .password_file(&pw)
+        .locked() // stages in /dev/shm
+        .success();
     std::fs::remove_file(&rootfs).unwrap();
     let exec_within = |firmware: &str, cmd: &str, timeout: u32| {
         let (code, text) = boot_exec_with(&disk, firmware, &pw, cmd, true, timeout);

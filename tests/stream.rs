@@ -5,9 +5,6 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const EPOCH: &str = "1700000000";
 
 /// Debian 12's mke2fs 1.47.0, which reads no tar (scripts/fetch-old-mke2fs, cached).
 fn old_mke2fs_dir() -> PathBuf {
@@ -109,19 +106,6 @@ fn assert_properties(disk: &Path, log: &str) {
     assert_eq!(hostname, "props\n");
 }
 
-fn convert_properties(cmd: &mut Command, source: &Path, out: &Path, pw: &Path) -> String {
-    let o = run(cmd
-        .arg("convert")
-        .arg(format!("rootfs:{}", source.display()))
-        .arg("-o")
-        .arg(out)
-        .arg("--password-file")
-        .arg(pw)
-        .args(["--hostname", "props"]));
-    assert!(o.status.success(), "{}", stderr(&o));
-    stderr(&o)
-}
-
 #[test]
 #[ignore = "needs root (to make a user and run the fallback), the debootstrap test rootfs and e2fsprogs 1.47.2 with Debian 12's mke2fs beside it; scripts/test runs it"]
 fn every_property_survives_the_stream_as_a_user_and_the_staging_path_as_root() {
@@ -131,18 +115,23 @@ fn every_property_survives_the_stream_as_a_user_and_the_staging_path_as_root() {
 
     // One pass, as an ordinary user.
     let streamed = dir.path().join("streamed.img");
-    let log = convert_properties(&mut c2vm_as_user(), &source, &streamed, &pw);
+    let source = format!("rootfs:{}", source.display());
+    let convert = |out: &Path| {
+        Convert::new(&source, out)
+            .password_file(&pw)
+            .args(["--hostname", "props"])
+    };
+    let log = stderr(&convert(&streamed).by_user().success());
     assert!(!log.contains("slower path"), "{log}");
     assert_properties(&streamed, &log);
 
     // The fallback: Debian 12's own mke2fs first on PATH, as root, says why it is slower.
     let staged = dir.path().join("staged.img");
     let _lock = host_lock(); // stages in /dev/shm
-    let log = convert_properties(
-        c2vm().env("PATH", path_with_old_mke2fs()),
-        &source,
-        &staged,
-        &pw,
+    let log = stderr(
+        &convert(&staged)
+            .env("PATH", path_with_old_mke2fs())
+            .success(),
     );
     assert!(
         log.contains("slower path") && log.contains("mke2fs 1.47.0"),
@@ -203,16 +192,16 @@ fn the_same_image_and_options_give_the_same_bytes_with_source_date_epoch() {
     let dir = user_scratch();
     let convert = |name: &str, hostname: &str, epoch: bool| -> PathBuf {
         let out = dir.path().join(name);
-        let mut cmd = c2vm_as_user();
+        let convert = Convert::new("debian:latest", &out)
+            .by_user()
+            .args(["--hostname", hostname])
+            .locked(); // the daemon's containers
         if epoch {
-            cmd.env("SOURCE_DATE_EPOCH", EPOCH);
+            convert.reproducible()
+        } else {
+            convert
         }
-        let _lock = host_lock(); // the daemon's containers
-        let o = run(cmd
-            .args(["convert", "debian:latest", "-o"])
-            .arg(&out)
-            .args(["--hostname", hostname]));
-        assert!(o.status.success(), "{}", stderr(&o));
+        .success();
         out
     };
     let a = convert("a.img", "repro", true);

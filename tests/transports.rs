@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Command;
 
 const NO_ENGINE: &str = "unix:///nonexistent/c2vm-test-no-engine.sock";
-const EPOCH: &str = "1700000000";
 
 fn skopeo(args: &[&str]) {
     tool(
@@ -17,37 +16,15 @@ fn skopeo(args: &[&str]) {
     );
 }
 
-/// c2vm with no engine to reach, reproducible, writing to `out`.
-fn convert_without_engine(
-    source: &str,
-    out: &Path,
-    pw: &Path,
-    extra: &[&str],
-) -> std::process::Output {
-    // Scratch beside the output, not in /dev/shm, where other tests count what is left.
-    run(c2vm()
-        .env("DOCKER_HOST", NO_ENGINE)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env("TMPDIR", out.parent().unwrap())
-        .args(["convert", source, "-o"])
-        .arg(out)
-        .arg("--password-file")
-        .arg(pw)
-        .args(extra))
-}
-
 /// `debian:latest` with the kernel c2vm's Debian template adds: an image that boots with its
 /// own kernel. Its tag is the note c2vm prints (the template's result is cached in the engine).
 fn image_with_kernel(dir: &Path) -> String {
     let pw = password_file(dir);
-    let _lock = host_lock();
-    let out = run(c2vm()
-        .args(["convert", "debian:latest", "-o"])
-        .arg(dir.join("template.raw"))
-        .arg("--password-file")
-        .arg(&pw));
+    let out = Convert::new("debian:latest", &dir.join("template.raw"))
+        .password_file(&pw)
+        .locked()
+        .success();
     let said = stderr(&out);
-    assert!(out.status.success(), "convert debian:latest: {said}");
     std::fs::remove_file(dir.join("template.raw")).unwrap();
     let tag = regex::Regex::new(r"c2vm-kernel:[0-9a-f]{16}")
         .unwrap()
@@ -101,15 +78,13 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
 
     // The reference: the same image through the engine, its own kernel.
     let engine_disk = d.join("engine.raw");
-    let lock = host_lock(); // it makes a container: not while another test counts them
-    let out = run(c2vm()
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .args(["convert", &image, "--kernel", "image", "-o"])
-        .arg(&engine_disk)
-        .arg("--password-file")
-        .arg(&pw));
-    assert!(out.status.success(), "engine convert: {}", stderr(&out));
-    drop(lock);
+    // It makes a container: locked, not while another test counts them.
+    Convert::new(&image, &engine_disk)
+        .reproducible()
+        .args(["--kernel", "image"])
+        .password_file(&pw)
+        .locked()
+        .success();
     let work = d.join("engine-listing");
     std::fs::create_dir(&work).unwrap();
     let reference = root_listing(&engine_disk, &work);
@@ -170,8 +145,13 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
     ];
     for (n, source) in sources.iter().enumerate() {
         let disk = d.join(format!("t{n}.raw"));
-        let out = convert_without_engine(source, &disk, &pw, &["--kernel", "image"]);
-        assert!(out.status.success(), "convert {source}: {}", stderr(&out));
+        Convert::new(source, &disk)
+            .env("DOCKER_HOST", NO_ENGINE)
+            .reproducible()
+            .scratch_beside_output()
+            .password_file(&pw)
+            .args(["--kernel", "image"])
+            .success();
         let work = d.join(format!("t{n}-listing"));
         std::fs::create_dir(&work).unwrap();
         let mut listing = root_listing(&disk, &work);
@@ -400,13 +380,12 @@ fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
     );
 
     let disk = d.join("w.raw");
-    let out = convert_without_engine(
-        &format!("docker-archive:{}", saved.display()),
-        &disk,
-        &pw,
-        &[],
-    );
-    assert!(out.status.success(), "convert: {}", stderr(&out));
+    Convert::new(&format!("docker-archive:{}", saved.display()), &disk)
+        .env("DOCKER_HOST", NO_ENGINE)
+        .reproducible()
+        .scratch_beside_output()
+        .password_file(&pw)
+        .success();
     let work = d.join("listing");
     std::fs::create_dir(&work).unwrap();
     let on_disk = root_listing(&disk, &work);
@@ -714,12 +693,12 @@ fn hostile_layers_are_refused_in_one_line_whichever_layer_holds_them() {
     ] {
         let layout = d.join(name);
         oci_layout_of(&layout, &[base.clone(), hostile]);
-        let out = convert_without_engine(
-            &format!("oci:{}", layout.display()),
-            &d.join("out.raw"),
-            &pw,
-            &[],
-        );
+        let out = Convert::new(&format!("oci:{}", layout.display()), &d.join("out.raw"))
+            .env("DOCKER_HOST", NO_ENGINE)
+            .reproducible()
+            .scratch_beside_output()
+            .password_file(&pw)
+            .output();
         let said = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{name}: {said}");
         let errors: Vec<&str> = said
