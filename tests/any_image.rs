@@ -204,17 +204,26 @@ fn an_image_with_systemd_but_no_kernel_boots_to_login_on_the_generic_kernel() {
         &disk,
         "bios",
         &pw,
-        "uname -r; systemctl is-system-running --wait; hostname -I",
+        &facts_script(&[
+            ("kernel", "uname -r"),
+            ("state", "systemctl is-system-running --wait"),
+            // No iproute2 in this image: poll `hostname -I` for an IPv4 address, 60 s at most.
+            (
+                "addresses",
+                "for i in $(seq 60); do hostname -I | grep -q '[0-9]\\.[0-9]' && break; sleep 1; \
+                 done; hostname -I",
+            ),
+        ]),
     );
     assert_eq!(code, 0, "{out}");
-    let lines: Vec<&str> = out.lines().collect();
+    let facts = Facts::parse(&out);
     assert!(
-        lines[0].ends_with("-cloud-amd64"),
+        facts["kernel"].ends_with("-cloud-amd64"),
         "the bundle's kernel: {out}"
     );
-    assert_eq!(lines.get(1), Some(&"running"), "{out}");
+    assert_eq!(&facts["state"], "running", "{out}");
     assert_eq!(
-        lines.get(2).and_then(|l| l.split_whitespace().next()),
+        facts["addresses"].split_whitespace().next(),
         Some("10.0.2.15"),
         "DHCP by networkd: {out}"
     );

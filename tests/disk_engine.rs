@@ -7,29 +7,44 @@ use std::path::Path;
 
 /// What the guest reports: `/` ext4 rw, `/boot/efi` the vfat ESP, setuid kept, our hostname,
 /// the hardlink pair and setgid dir from the test tree, and which firmware booted it.
-const GUEST_CHECKS: &str = "findmnt -no FSTYPE,OPTIONS /; findmnt -no FSTYPE /boot/efi; \
-    stat -c %a /usr/bin/passwd; hostname; stat -c '%h %i' /opt/c2vm-test/link-a /opt/c2vm-test/link-b; \
-    stat -c '%a %u:%g' /opt/c2vm-test/setgid-dir; test -d /sys/firmware/efi && echo uefi || echo bios; \
-    cat /etc/machine-id | wc -c";
+fn guest_checks() -> String {
+    facts_script(&[
+        ("root", "findmnt -no FSTYPE,OPTIONS /"),
+        ("esp", "findmnt -no FSTYPE /boot/efi"),
+        ("passwd_mode", "stat -c %a /usr/bin/passwd"),
+        ("hostname", "hostname"),
+        ("link_a", "stat -c '%h %i' /opt/c2vm-test/link-a"),
+        ("link_b", "stat -c '%h %i' /opt/c2vm-test/link-b"),
+        ("setgid_dir", "stat -c '%a %u:%g' /opt/c2vm-test/setgid-dir"),
+        (
+            "firmware",
+            "test -d /sys/firmware/efi && echo uefi || echo bios",
+        ),
+        ("machine_id_bytes", "cat /etc/machine-id | wc -c"),
+    ])
+}
 
 fn assert_guest(out: &str, firmware: &str) {
-    let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.len() >= 9, "guest output: {out}");
+    let facts = Facts::parse(out);
+    let root = &facts["root"];
     assert!(
-        lines[0].starts_with("ext4") && lines[0].contains("rw"),
-        "root: {}",
-        lines[0]
+        root.starts_with("ext4") && root.contains("rw"),
+        "root: {root}"
     );
-    assert_eq!(lines[1].trim(), "vfat", "ESP");
-    assert_eq!(lines[2].trim(), "4755", "passwd mode");
-    assert_eq!(lines[3].trim(), "vm-under-test");
-    let a: Vec<&str> = lines[4].split_whitespace().collect();
-    let b: Vec<&str> = lines[5].split_whitespace().collect();
+    assert_eq!(facts["esp"].trim(), "vfat", "ESP");
+    assert_eq!(facts["passwd_mode"].trim(), "4755", "passwd mode");
+    assert_eq!(facts["hostname"].trim(), "vm-under-test");
+    let a: Vec<&str> = facts["link_a"].split_whitespace().collect();
+    let b: Vec<&str> = facts["link_b"].split_whitespace().collect();
     assert_eq!((a[0], b[0]), ("2", "2"), "hardlink count");
     assert_eq!(a[1], b[1], "hardlinks share an inode");
-    assert_eq!(lines[6].trim(), "2775 1000:1000");
-    assert_eq!(lines[7].trim(), firmware);
-    assert_eq!(lines[8].trim(), "33", "systemd wrote a fresh machine-id");
+    assert_eq!(facts["setgid_dir"].trim(), "2775 1000:1000");
+    assert_eq!(facts["firmware"].trim(), firmware);
+    assert_eq!(
+        facts["machine_id_bytes"].trim(),
+        "33",
+        "systemd wrote a fresh machine-id"
+    );
 }
 
 #[test]
@@ -150,10 +165,10 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
     std::fs::remove_file(&esp).unwrap();
 
     let pw = password_file(dir.path());
-    let (code, out) = boot_exec(&disk, "bios", &pw, GUEST_CHECKS);
+    let (code, out) = boot_exec(&disk, "bios", &pw, &guest_checks());
     assert_eq!(code, 0, "BIOS boot: {out}");
     assert_guest(&out, "bios");
-    let (code, out) = boot_exec(&disk, "uefi", &pw, GUEST_CHECKS);
+    let (code, out) = boot_exec(&disk, "uefi", &pw, &guest_checks());
     assert_eq!(code, 0, "UEFI boot: {out}");
     assert_guest(&out, "uefi");
 }
@@ -177,10 +192,10 @@ fn grub_qcow2_image_boots_on_bios_and_uefi() {
     assert_eq!(info["format"], "qcow2");
     tool("qemu-img", &["check", disk.to_str().unwrap()]);
     let pw = password_file(dir.path());
-    let (code, out) = boot_exec(&disk, "bios", &pw, GUEST_CHECKS);
+    let (code, out) = boot_exec(&disk, "bios", &pw, &guest_checks());
     assert_eq!(code, 0, "GRUB BIOS boot: {out}");
     assert_guest(&out, "bios");
-    let (code, out) = boot_exec(&disk, "uefi", &pw, GUEST_CHECKS);
+    let (code, out) = boot_exec(&disk, "uefi", &pw, &guest_checks());
     assert_eq!(code, 0, "GRUB UEFI boot: {out}");
     assert_guest(&out, "uefi");
 }

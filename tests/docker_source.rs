@@ -10,10 +10,23 @@ fn docker(args: &[&str]) -> String {
     tool("docker", args)
 }
 
-const CHECKS: &str =
-    "grep ^VERSION_CODENAME= /etc/os-release; systemctl is-system-running --wait; \
-    ip -4 -o addr show scope global dynamic | awk '{print $4}'; hostname; \
-    cat /root/.ssh/authorized_keys; cat /etc/machine-id; systemctl --failed --no-legend | wc -l";
+/// What a user would check after logging in, by name (the address once DHCP has given one).
+fn checks() -> String {
+    facts_script(&[
+        ("release", "grep ^VERSION_CODENAME= /etc/os-release"),
+        ("state", "systemctl is-system-running --wait"),
+        (
+            "addr",
+            &format!(
+                "{WAIT_FOR_DHCP}; ip -4 -o addr show scope global dynamic | awk '{{print $4}}'"
+            ),
+        ),
+        ("hostname", "hostname"),
+        ("key", "cat /root/.ssh/authorized_keys"),
+        ("machine_id", "cat /etc/machine-id"),
+        ("failed", "systemctl --failed --no-legend | wc -l"),
+    ])
+}
 
 /// The release of the image the daemon holds as `debian:latest` (trixie, or whatever a registry
 /// gave), as its own os-release says.
@@ -36,22 +49,22 @@ fn codename_of(image: &str) -> String {
 }
 
 fn check_guest(out: &str, hostname: &str) -> String {
-    let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.len() >= 6, "guest said: {out}");
-    assert_eq!(lines[0], codename_of("debian:latest"));
-    assert_eq!(lines[1], "running", "systemctl is-system-running");
+    let facts = Facts::parse(out);
+    assert_eq!(&facts["release"], codename_of("debian:latest"));
+    assert_eq!(&facts["state"], "running", "systemctl is-system-running");
     assert_eq!(
-        lines[2], "10.0.2.15/24",
+        &facts["addr"], "10.0.2.15/24",
         "DHCP address from QEMU's user network"
     );
-    assert_eq!(lines[3], hostname);
+    assert_eq!(&facts["hostname"], hostname);
     assert_eq!(
-        lines[4],
+        &facts["key"],
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGM2dm0tdGVzdC1rZXktbm90LXJlYWwtYnV0LWZpbmU c2vm-test"
     );
-    assert_eq!(lines[5].len(), 32, "machine-id: {}", lines[5]);
-    assert_eq!(lines.get(6), Some(&"0"), "failed units: {out}");
-    lines[5].to_string()
+    let machine_id = &facts["machine_id"];
+    assert_eq!(machine_id.len(), 32, "machine-id: {machine_id}");
+    assert_eq!(&facts["failed"], "0", "failed units: {out}");
+    machine_id.to_string()
 }
 
 fn ssh_key(dir: &Path) -> std::path::PathBuf {
@@ -94,10 +107,10 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     copy_partition(&b, 1, &esp_copy);
     tool("fsck.fat", &["-n", esp_copy.to_str().unwrap()]);
 
-    let (code, out) = boot_exec(&a, "bios", &pw, CHECKS);
+    let (code, out) = boot_exec(&a, "bios", &pw, &checks());
     assert_eq!(code, 0, "{out}");
     let id_a = check_guest(&out, "vm-a");
-    let (code, out) = boot_exec(&b, "uefi", &pw, CHECKS);
+    let (code, out) = boot_exec(&b, "uefi", &pw, &checks());
     assert_eq!(code, 0, "{out}");
     let id_b = check_guest(&out, "vm-b");
     assert_ne!(
@@ -326,21 +339,35 @@ fn fast_boot_is_quiet_by_default_with_a_zstd_initramfs_and_a_boot_log_on_demand(
     // before it. Inside: no failed unit, the address from DHCP, and none of the first-boot work
     // guest setup takes away (ConditionNeedsUpdate rebuilds, the wireless stack networkd's
     // start would load, modprobe@ units for modules that load on use, KVM for nested guests).
+    let script = format!(
+        "systemctl is-system-running --wait >/dev/null; {WAIT_FOR_DHCP}\n{}",
+        facts_script(&[
+            ("failed", "systemctl --failed --no-legend | wc -l"),
+            (
+                "dhcp",
+                "ip -4 -o addr show scope global | grep -c ' dynamic '"
+            ),
+            (
+                "needs_update",
+                "for u in ldconfig systemd-journal-catalog-update systemd-update-done; do \
+                 systemctl show -P ConditionResult $u.service; done"
+            ),
+            (
+                "modprobe",
+                "for m in loop dm_mod drm; do systemctl is-enabled modprobe@$m.service; done"
+            ),
+            (
+                "modules",
+                "lsmod | awk 'NR > 1 {print $1}' \
+                 | grep -cxE 'cfg80211|kvm|kvm_amd|kvm_intel|drm' || true"
+            ),
+        ])
+    );
     let boot = run(c2vm()
         .args(["run", "-v", "--cpus", "1", "--machine", "pc"])
         .args(["--login", "root", "--password-file"])
         .arg(&pw)
-        .args(["--timeout", "300", "--exec"])
-        .arg(
-            "systemctl is-system-running --wait >/dev/null; \
-             timeout 60 sh -c 'until ip -4 -o addr show scope global | grep -q dynamic; do sleep 1; done'; \
-             systemctl --failed --no-legend | wc -l; \
-             ip -4 -o addr show scope global | grep -c ' dynamic '; \
-             for u in ldconfig systemd-journal-catalog-update systemd-update-done; do \
-               systemctl show -P ConditionResult $u.service; done; \
-             for m in loop dm_mod drm; do systemctl is-enabled modprobe@$m.service; done; \
-             lsmod | awk 'NR > 1 {print $1}' | grep -cxE 'cfg80211|kvm|kvm_amd|kvm_intel|drm' || true",
-        )
+        .args(["--timeout", "300", "--exec", &script])
         .arg(&disk));
     let console = stderr(&boot);
     assert_eq!(boot.status.code(), Some(0), "{console}");
@@ -350,10 +377,16 @@ fn fast_boot_is_quiet_by_default_with_a_zstd_initramfs_and_a_boot_log_on_demand(
         "kernel messages on a quiet boot: {console}"
     );
     let said = stdout(&boot);
-    let lines: Vec<&str> = said.lines().collect();
+    let facts = Facts::parse(&said);
     assert_eq!(
-        lines,
-        ["0", "1", "no", "no", "no", "masked", "masked", "masked", "0"],
+        [
+            &facts["failed"],
+            &facts["dhcp"],
+            &facts["needs_update"],
+            &facts["modprobe"],
+            &facts["modules"]
+        ],
+        ["0", "1", "no\nno\nno", "masked\nmasked\nmasked", "0"],
         "failed units, DHCP addresses, ConditionNeedsUpdate results, modprobe@ units, modules that should not load: {said}"
     );
 
@@ -390,15 +423,23 @@ fn cloud_kernel_flavour_boots_debian_on_uefi_with_network() {
         &disk,
         "uefi",
         &pw,
-        "uname -r; systemctl is-system-running --wait; \
-         timeout 60 sh -c 'until ip -4 -o addr show scope global | grep -q dynamic; do sleep 1; done'; \
-         ip -4 -o addr show scope global | grep -c ' dynamic '",
+        &facts_script(&[
+            ("kernel", "uname -r"),
+            ("state", "systemctl is-system-running --wait"),
+            (
+                "dhcp",
+                &format!("{WAIT_FOR_DHCP}; ip -4 -o addr show scope global | grep -c ' dynamic '"),
+            ),
+        ]),
         false,
         300,
     );
     assert_eq!(code, 0, "{said}");
-    let lines: Vec<&str> = said.lines().collect();
-    assert_eq!(lines.len(), 3, "{said}");
-    assert!(lines[0].ends_with("-cloud-amd64"), "kernel: {said}");
-    assert_eq!(&lines[1..], ["running", "1"], "{said}");
+    let facts = Facts::parse(&said);
+    assert!(facts["kernel"].ends_with("-cloud-amd64"), "kernel: {said}");
+    assert_eq!(
+        [&facts["state"], &facts["dhcp"]],
+        ["running", "1"],
+        "{said}"
+    );
 }

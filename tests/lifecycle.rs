@@ -21,12 +21,16 @@ fn root_grows_to_fill_a_resized_disk_and_keeps_booting() {
     );
 
     let boot = |firmware: &str| {
-        let cmd = "df -B1 --output=size / | tail -n 1; systemctl is-system-running --wait";
-        let (code, text) = boot_exec_with(&disk, firmware, &pw, cmd, true, 420);
+        // The size once boot is done: growing the root is part of it.
+        let cmd = facts_script(&[
+            ("state", "systemctl is-system-running --wait"),
+            ("size", "df -B1 --output=size / | tail -n 1"),
+        ]);
+        let (code, text) = boot_exec_with(&disk, firmware, &pw, &cmd, true, 420);
         assert_eq!(code, 0, "{text}");
-        let mut lines = text.lines();
-        let size: u64 = lines.next().unwrap_or("").trim().parse().unwrap_or(0);
-        (size, lines.next().unwrap_or("").to_string())
+        let facts = Facts::parse(&text);
+        let size: u64 = facts["size"].trim().parse().unwrap_or(0);
+        (size, facts["state"].to_string())
     };
     let (size, state) = boot("bios");
     assert!(

@@ -245,7 +245,13 @@ fn debian_latest_qcow2_is_compressed_with_zstd_boots_and_its_root_grows() {
         "qemu-img",
         &["resize", "-f", "qcow2", small.to_str().unwrap(), "+2G"],
     );
-    let (status, said) = boot_exec(&small, "bios", &pw, "df -B1 --output=size / | tail -n1");
+    // Once boot is done: growing the root is part of it.
+    let (status, said) = boot_exec(
+        &small,
+        "bios",
+        &pw,
+        "systemctl is-system-running --wait >/dev/null; df -B1 --output=size / | tail -n1",
+    );
     assert_eq!(status, 0, "{said}");
     let root: u64 = said
         .trim()

@@ -181,11 +181,18 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
         &d.join("t0.raw"),
         "bios",
         &pw,
-        "systemctl is-system-running --wait; ip -4 -o addr show scope global | awk '{print $4}'",
+        &facts_script(&[
+            ("state", "systemctl is-system-running --wait"),
+            (
+                "addr",
+                &format!("{WAIT_FOR_DHCP}; ip -4 -o addr show scope global | awk '{{print $4}}'"),
+            ),
+        ]),
     );
     assert_eq!(status, 0, "guest said: {said}");
+    let facts = Facts::parse(&said);
     assert!(
-        said.contains("running") && said.contains("10.0.2.15/24"),
+        facts["state"].contains("running") && facts["addr"].contains("10.0.2.15/24"),
         "guest said: {said}"
     );
 }

@@ -393,6 +393,60 @@ pub fn convert_rootfs(disk: &Path, pw: &Path) {
     Convert::rootfs(disk).password_file(pw).locked().success();
 }
 
+/// Guest shell: wait, at most 60 s, for an IPv4 address from DHCP. `systemctl
+/// is-system-running --wait` returns before networkd has a lease, and on a slow host the lease
+/// comes later still.
+pub const WAIT_FOR_DHCP: &str = "for i in $(seq 60); do \
+    ip -4 -o addr show scope global dynamic | grep -q . && break; sleep 1; done";
+
+/// A guest script that prints each fact under its name: for each `(name, command)`, one
+/// `name=LINE` per line of the command's output (`name=` alone when it printed nothing). Read it
+/// back with [`Facts::parse`]: a fact that is missing or not there yet then fails under its own
+/// name, instead of shifting every line after it. Commands run in order, so a fact can wait for
+/// what it reads (see [`WAIT_FOR_DHCP`]).
+pub fn facts_script(facts: &[(&str, &str)]) -> String {
+    facts
+        .iter()
+        .map(|(name, command)| format!("printf '%s\\n' \"$({command})\" | sed 's/^/{name}=/'\n"))
+        .collect()
+}
+
+/// What a [`facts_script`] printed, by name; a fact of several lines is one value, its lines
+/// joined with `\n`. `facts["name"]` fails the test, with all the guest said, if it is missing.
+pub struct Facts {
+    said: String,
+    values: std::collections::BTreeMap<String, String>,
+}
+
+impl Facts {
+    pub fn parse(said: &str) -> Facts {
+        let mut values = std::collections::BTreeMap::<String, String>::new();
+        for (name, value) in said.lines().filter_map(|l| l.split_once('=')) {
+            values
+                .entry(name.to_string())
+                .and_modify(|v| {
+                    v.push('\n');
+                    v.push_str(value);
+                })
+                .or_insert_with(|| value.to_string());
+        }
+        Facts {
+            said: said.to_string(),
+            values,
+        }
+    }
+}
+
+impl std::ops::Index<&str> for Facts {
+    type Output = str;
+
+    fn index(&self, name: &str) -> &str {
+        self.values
+            .get(name)
+            .unwrap_or_else(|| panic!("the guest printed no `{name}=`; it said:\n{}", self.said))
+    }
+}
+
 /// Byte offset of partition `n` (1-based) read back with `sfdisk --json`.
 pub fn partition_offset(disk: &Path, n: usize) -> u64 {
     let json: serde_json::Value =
