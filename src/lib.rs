@@ -28,6 +28,8 @@ mod report;
 mod rootfs;
 mod run;
 mod source;
+#[cfg(test)]
+mod testutil;
 mod units;
 mod workspace;
 

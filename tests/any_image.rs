@@ -31,16 +31,6 @@ fn scratch_image(dir: &Path, tag: &str, tail: &str, files: &[(&str, &str)]) {
     tool("docker", &["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
 }
 
-fn convert(image: &str, out: &Path, extra: &[&str]) -> String {
-    let _lock = host_lock();
-    let o = run(c2vm_as_user()
-        .args(["convert", image, "-o"])
-        .arg(out)
-        .args(extra));
-    assert!(o.status.success(), "convert {image}: {}", stderr(&o));
-    stderr(&o)
-}
-
 /// `c2vm run DISK` to its end: (exit code, console).
 fn run_to_end(disk: &Path, firmware: &str) -> (i32, String) {
     let o = run(c2vm()
@@ -64,7 +54,12 @@ fn a_scratch_web_server_boots_on_the_generic_kernel_and_serves_its_page() {
         &[],
     );
     let disk = dir.path().join("web.qcow2");
-    let log = convert("c2vm-test/scratch-web", &disk, &[]);
+    let log = stderr(
+        &Convert::new("c2vm-test/scratch-web", &disk)
+            .by_user()
+            .locked()
+            .success(),
+    );
     assert!(log.contains("Kernel: c2vm's generic bundle"), "{log}");
     assert!(log.contains("Init: c2vm-init"), "{log}");
     for firmware in ["bios", "uefi"] {
@@ -128,7 +123,10 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
         &[],
     );
     let disk = dir.path().join("exit42.qcow2");
-    convert("c2vm-test/exit42", &disk, &[]);
+    Convert::new("c2vm-test/exit42", &disk)
+        .by_user()
+        .locked()
+        .success();
     let (code, console) = run_to_end(&disk, "bios");
     assert_eq!(code, 42, "{console}");
     assert!(console.contains("hello from the app"), "{console}");
@@ -147,7 +145,13 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
         )],
     );
     let disk = dir.path().join("flaky.qcow2");
-    let log = convert("c2vm-test/flaky", &disk, &["--restart", "on-failure"]);
+    let log = stderr(
+        &Convert::new("c2vm-test/flaky", &disk)
+            .by_user()
+            .args(["--restart", "on-failure"])
+            .locked()
+            .success(),
+    );
     assert!(
         log.contains("Kernel: c2vm's generic bundle") && log.contains("Init: c2vm-init"),
         "{log}"
@@ -187,15 +191,13 @@ fn an_image_with_systemd_but_no_kernel_boots_to_login_on_the_generic_kernel() {
     }
     let disk = dir.path().join("systemd.qcow2");
     let pw = password_file(dir.path());
-    let log = convert(
-        "c2vm-test/systemd-nokernel",
-        &disk,
-        &[
-            "--kernel",
-            "generic",
-            "--password-file",
-            pw.to_str().unwrap(),
-        ],
+    let log = stderr(
+        &Convert::new("c2vm-test/systemd-nokernel", &disk)
+            .by_user()
+            .args(["--kernel", "generic"])
+            .password_file(&pw)
+            .locked()
+            .success(),
     );
     assert!(log.contains("Init: the image's Systemd"), "{log}");
     // Images often leave out kmod: without modprobe the kernel loads no module on demand.
@@ -204,28 +206,30 @@ fn an_image_with_systemd_but_no_kernel_boots_to_login_on_the_generic_kernel() {
         &disk,
         "bios",
         &pw,
-        "echo kernel=$(uname -r); echo state=$(systemctl is-system-running --wait); \
-         for i in $(seq 60); do a=$(hostname -I); [ -n \"$a\" ] && break; sleep 1; done; \
-         echo addr=$a; echo efi=$(findmnt -n -o FSTYPE /boot/efi); \
-         echo failed=$(systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\\n' ' ')",
+        &facts_script(&[
+            ("kernel", "uname -r"),
+            ("state", "systemctl is-system-running --wait"),
+            // No iproute2 in this image: poll `hostname -I` for an IPv4 address, 60 s at most.
+            (
+                "addresses",
+                "for i in $(seq 60); do hostname -I | grep -q '[0-9]\\.[0-9]' && break; sleep 1; \
+                 done; hostname -I",
+            ),
+            ("efi", "findmnt -n -o FSTYPE /boot/efi"),
+            ("failed", "systemctl --failed --no-legend --plain | wc -l"),
+        ]),
     );
     assert_eq!(code, 0, "{out}");
-    let fact = |name: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name}= in: {out}"))
-            .trim()
-            .to_string()
-    };
+    let facts = Facts::parse(&out);
     assert!(
-        fact("kernel").ends_with("-cloud-amd64"),
+        facts["kernel"].ends_with("-cloud-amd64"),
         "the bundle's kernel: {out}"
     );
-    assert_eq!(fact("state"), "running", "{out}");
-    assert_eq!(fact("failed"), "", "{out}");
-    assert_eq!(fact("efi"), "vfat", "the ESP is mounted: {out}");
+    assert_eq!(&facts["state"], "running", "{out}");
+    assert_eq!(&facts["failed"], "0", "no failed unit: {out}");
+    assert_eq!(&facts["efi"], "vfat", "the ESP is mounted: {out}");
     assert_eq!(
-        fact("addr").split_whitespace().next(),
+        facts["addresses"].split_whitespace().next(),
         Some("10.0.2.15"),
         "DHCP by networkd: {out}"
     );
@@ -243,7 +247,11 @@ fn the_power_button_stops_the_app_with_its_stop_signal_and_powers_off() {
         &[],
     );
     let disk = dir.path().join("trap.qcow2");
-    convert("c2vm-test/trap", &disk, &["--stop-timeout", "5"]);
+    Convert::new("c2vm-test/trap", &disk)
+        .by_user()
+        .args(["--stop-timeout", "5"])
+        .locked()
+        .success();
     let mut vm = Command::new(env!("CARGO_BIN_EXE_c2vm"))
         .args(["run", "--cpus", "1"])
         .arg(&disk)

@@ -8,10 +8,6 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-fn containers() -> String {
-    tool("docker", &["ps", "-aq", "--no-trunc"])
-}
-
 /// `c2vm build CONTEXT -o OUT`, which must succeed and leave no container; returns its stderr.
 fn build(ctx: &Path, out: &Path, pw: &Path) -> String {
     let _lock = host_lock();
@@ -177,6 +173,20 @@ CMD ["sh", "-c", "echo c2vm-app-says-hi; { id -u; id -g; pwd; echo \"$GREETING\"
     );
 
     // -v echoes the console to stderr: the service's output must show there as well.
+    let said_hi = "journalctl -b -u c2vm-app -o cat | grep -c c2vm-app-says-hi";
+    let script = format!(
+        "for i in $(seq 120); do [ -e /srv/work/result ] && break; sleep 1; done\n\
+         for i in $(seq 30); do {said_hi} >/dev/null && break; sleep 1; done\n{}",
+        facts_script(&[
+            ("result", "cat /srv/work/result"),
+            ("service", "systemctl show -p Result --value c2vm-app"),
+            ("said_hi", said_hi),
+            ("data", "stat -c '%U %a' /srv/data"),
+            ("cache", "stat -c '%U %a' /srv/cache"),
+            ("marker", "cat /etc/c2vm-marker"),
+            ("jq", "echo '{\"a\":41}' | jq .a"),
+        ])
+    );
     let out = run(c2vm()
         .args([
             "-v",
@@ -191,19 +201,29 @@ CMD ["sh", "-c", "echo c2vm-app-says-hi; { id -u; id -g; pwd; echo \"$GREETING\"
         .arg("--password-file")
         .arg(&pw)
         .arg("--exec")
-        .arg(
-            "for i in $(seq 120); do [ -e /srv/work/result ] && break; sleep 1; done; \
-             cat /srv/work/result; systemctl show -p Result --value c2vm-app; \
-             journalctl -b -u c2vm-app -o cat | grep -c c2vm-app-says-hi; \
-             stat -c '%U %a' /srv/data /srv/cache; \
-             cat /etc/c2vm-marker; echo '{\"a\":41}' | jq .a",
-        )
+        .arg(&script)
         .arg(&disk));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let facts = Facts::parse(&stdout(&out));
     assert_eq!(
-        stdout(&out),
-        "1234\n1234\n/srv/work\nhello world\na b $HOME %n \"q\" it's\nsuccess\n1\nappuser 700\nroot 755\n\
-         made-by-c2vm-build\n41\n"
+        [
+            &facts["result"],
+            &facts["service"],
+            &facts["said_hi"],
+            &facts["data"],
+            &facts["cache"],
+            &facts["marker"],
+            &facts["jq"]
+        ],
+        [
+            "1234\n1234\n/srv/work\nhello world\na b $HOME %n \"q\" it's",
+            "success",
+            "1",
+            "appuser 700",
+            "root 755",
+            "made-by-c2vm-build",
+            "41"
+        ]
     );
     assert!(
         stderr(&out).contains("c2vm-app-says-hi"),

@@ -5,52 +5,46 @@ mod common;
 use common::*;
 use std::path::Path;
 
-/// What the guest reports, one labelled fact a line: `/` ext4 rw, `/boot/efi` the vfat ESP,
-/// setuid kept, our hostname, the hardlink pair and setgid dir from the test tree, which firmware
-/// booted it, and a fresh machine-id.
-const GUEST_CHECKS: &str = "echo root=$(findmnt -no FSTYPE,OPTIONS /); echo esp=$(findmnt -no FSTYPE /boot/efi); \
-    echo passwd=$(stat -c %a /usr/bin/passwd); echo hostname=$(hostname); \
-    echo link-a=$(stat -c '%h %i' /opt/c2vm-test/link-a); echo link-b=$(stat -c '%h %i' /opt/c2vm-test/link-b); \
-    echo setgid-dir=$(stat -c '%a %u:%g' /opt/c2vm-test/setgid-dir); \
-    echo firmware=$(test -d /sys/firmware/efi && echo uefi || echo bios); \
-    echo machine-id=$(wc -c < /etc/machine-id)";
-
-fn assert_guest(out: &str, firmware: &str) {
-    let facts = labelled(out);
-    let fact = |name: &str| {
-        facts
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name}= in what the guest said: {out}"))
-            .as_str()
-    };
-    assert!(
-        fact("root").starts_with("ext4") && fact("root").contains("rw"),
-        "root: {out}"
-    );
-    assert_eq!(fact("esp"), "vfat", "ESP: {out}");
-    assert_eq!(fact("passwd"), "4755", "passwd mode: {out}");
-    assert_eq!(fact("hostname"), "vm-under-test");
-    let a: Vec<&str> = fact("link-a").split_whitespace().collect();
-    let b: Vec<&str> = fact("link-b").split_whitespace().collect();
-    assert_eq!((a[0], b[0]), ("2", "2"), "hardlink count: {out}");
-    assert_eq!(a[1], b[1], "hardlinks share an inode: {out}");
-    assert_eq!(fact("setgid-dir"), "2775 1000:1000");
-    assert_eq!(fact("firmware"), firmware);
-    assert_eq!(fact("machine-id"), "33", "systemd wrote a fresh machine-id");
+/// What the guest reports: `/` ext4 rw, `/boot/efi` the vfat ESP, setuid kept, our hostname,
+/// the hardlink pair and setgid dir from the test tree, and which firmware booted it.
+fn guest_checks() -> String {
+    facts_script(&[
+        ("root", "findmnt -no FSTYPE,OPTIONS /"),
+        ("esp", "findmnt -no FSTYPE /boot/efi"),
+        ("passwd_mode", "stat -c %a /usr/bin/passwd"),
+        ("hostname", "hostname"),
+        ("link_a", "stat -c '%h %i' /opt/c2vm-test/link-a"),
+        ("link_b", "stat -c '%h %i' /opt/c2vm-test/link-b"),
+        ("setgid_dir", "stat -c '%a %u:%g' /opt/c2vm-test/setgid-dir"),
+        (
+            "firmware",
+            "test -d /sys/firmware/efi && echo uefi || echo bios",
+        ),
+        ("machine_id_bytes", "cat /etc/machine-id | wc -c"),
+    ])
 }
 
-fn convert(out: &Path, extra: &[&str], work: &Path) -> std::process::Output {
-    let pw = password_file(work);
-    run(c2vm()
-        .arg("convert")
-        .arg(format!("rootfs:{}", test_rootfs().display()))
-        .arg("-o")
-        .arg(out)
-        .arg("--password-file")
-        .arg(&pw)
-        .args(["--hostname", "vm-under-test", "--workdir"])
-        .arg(work)
-        .args(extra))
+fn assert_guest(out: &str, firmware: &str) {
+    let facts = Facts::parse(out);
+    let root = &facts["root"];
+    assert!(
+        root.starts_with("ext4") && root.contains("rw"),
+        "root: {root}"
+    );
+    assert_eq!(facts["esp"].trim(), "vfat", "ESP");
+    assert_eq!(facts["passwd_mode"].trim(), "4755", "passwd mode");
+    assert_eq!(facts["hostname"].trim(), "vm-under-test");
+    let a: Vec<&str> = facts["link_a"].split_whitespace().collect();
+    let b: Vec<&str> = facts["link_b"].split_whitespace().collect();
+    assert_eq!((a[0], b[0]), ("2", "2"), "hardlink count");
+    assert_eq!(a[1], b[1], "hardlinks share an inode");
+    assert_eq!(facts["setgid_dir"].trim(), "2775 1000:1000");
+    assert_eq!(facts["firmware"].trim(), firmware);
+    assert_eq!(
+        facts["machine_id_bytes"].trim(),
+        "33",
+        "systemd wrote a fresh machine-id"
+    );
 }
 
 #[test]
@@ -60,8 +54,11 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let disk = dir.path().join("disk.img");
-    let out = convert(&disk, &[], &work);
-    assert!(out.status.success(), "convert failed: {}", stderr(&out));
+    Convert::rootfs(&disk)
+        .password_file(&password_file(&work))
+        .args(["--hostname", "vm-under-test", "--workdir"])
+        .arg(&work)
+        .success();
     assert_eq!(
         listing(&work),
         vec!["password"],
@@ -77,7 +74,7 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
     let json: serde_json::Value =
         serde_json::from_str(&tool("sfdisk", &["--json", disk.to_str().unwrap()])).unwrap();
     let table = &json["partitiontable"];
-    assert_eq!(table["label"], "gpt");
+    assert_eq!(&table["label"], "gpt");
     let parts = table["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 2);
     assert_eq!(parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
@@ -174,13 +171,16 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
         &disk,
         "bios",
         &pw,
-        &format!("{GUEST_CHECKS}; printf 'a b\\n\\tc'; echo oops >&2; exit 7"),
+        &format!(
+            "{}\nprintf 'a b\\n\\tc'; echo oops >&2; exit 7",
+            guest_checks()
+        ),
     );
     assert_eq!(code, 7, "BIOS boot: {out}");
     assert!(out.ends_with("\na b\n\tc"), "exact stdout: {out:?}");
     assert!(!out.contains("oops"), "stderr in stdout: {out:?}");
     assert_guest(&out, "bios");
-    let (code, out) = boot_exec(&disk, "uefi", &pw, GUEST_CHECKS);
+    let (code, out) = boot_exec(&disk, "uefi", &pw, &guest_checks());
     assert_eq!(code, 0, "UEFI boot: {out}");
     assert_guest(&out, "uefi");
 }
@@ -190,8 +190,12 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
 fn grub_qcow2_image_boots_on_bios_and_uefi() {
     let dir = scratch();
     let disk = dir.path().join("disk.qcow2");
-    let out = convert(&disk, &["--bootloader", "grub"], dir.path());
-    assert!(out.status.success(), "convert failed: {}", stderr(&out));
+    Convert::rootfs(&disk)
+        .password_file(&password_file(dir.path()))
+        .args(["--hostname", "vm-under-test", "--workdir"])
+        .arg(dir.path())
+        .args(["--bootloader", "grub"])
+        .success();
     let info: serde_json::Value = serde_json::from_str(&tool(
         "qemu-img",
         &["info", "--output=json", disk.to_str().unwrap()],
@@ -200,10 +204,10 @@ fn grub_qcow2_image_boots_on_bios_and_uefi() {
     assert_eq!(info["format"], "qcow2");
     tool("qemu-img", &["check", disk.to_str().unwrap()]);
     let pw = password_file(dir.path());
-    let (code, out) = boot_exec(&disk, "bios", &pw, GUEST_CHECKS);
+    let (code, out) = boot_exec(&disk, "bios", &pw, &guest_checks());
     assert_eq!(code, 0, "GRUB BIOS boot: {out}");
     assert_guest(&out, "bios");
-    let (code, out) = boot_exec(&disk, "uefi", &pw, GUEST_CHECKS);
+    let (code, out) = boot_exec(&disk, "uefi", &pw, &guest_checks());
     assert_eq!(code, 0, "GRUB UEFI boot: {out}");
     assert_guest(&out, "uefi");
 }

@@ -10,10 +10,6 @@ fn docker(args: &[&str]) -> String {
     tool("docker", args)
 }
 
-fn containers() -> String {
-    docker(&["ps", "-aq", "--no-trunc"])
-}
-
 /// What every boot of a `debian:latest` disk checks, one labelled fact a line. The DHCP lease
 /// may come after `running` (the getty waits for no network): the address is polled.
 const CHECKS: &str = r#"echo release=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
@@ -33,34 +29,20 @@ const FIRST_BOOT_WORK: &str = r#"echo conditions=$(for u in ldconfig systemd-jou
 echo modprobe-units=$(for m in loop dm_mod drm; do systemctl is-enabled modprobe@$m.service; done | tr '\n' ' ')
 echo unwanted-modules=$(lsmod | awk 'NR > 1 {print $1}' | grep -cxE 'cfg80211|kvm|kvm_amd|kvm_intel|drm' || true)"#;
 
-/// Convert as an ordinary user in the docker group: no root needed.
+/// Convert as an ordinary user in the docker group (no root needed), leaving no container and
+/// no staging behind; returns what c2vm said.
 fn convert_image(image: &str, out: &Path, hostname: &str, key: &Path, dir: &Path) -> String {
-    let pw = password_file(dir);
-    let _lock = host_lock();
-    let before = containers();
-    let output = run(c2vm_as_user()
-        .args(["convert", image, "-o"])
-        .arg(out)
-        .arg("--password-file")
-        .arg(&pw)
-        .arg("--ssh-key")
-        .arg(key)
-        .args(["--hostname", hostname]));
-    assert!(
-        output.status.success(),
-        "convert {image} failed: {}",
-        stderr(&output)
-    );
-    assert_eq!(containers(), before, "c2vm left a container behind");
-    let leftovers: Vec<String> = listing(Path::new("/dev/shm"))
-        .into_iter()
-        .filter(|n| n.starts_with("c2vm-"))
-        .collect();
-    assert!(
-        leftovers.is_empty(),
-        "staging left in /dev/shm: {leftovers:?}"
-    );
-    stderr(&output)
+    stderr(
+        &Convert::new(image, out)
+            .by_user()
+            .password_file(&password_file(dir))
+            .arg("--ssh-key")
+            .arg(key)
+            .args(["--hostname", hostname])
+            .locked()
+            .leaving_nothing_behind()
+            .success(),
+    )
 }
 
 /// The release of the image the daemon holds as `debian:latest` (trixie, or whatever a registry
@@ -76,20 +58,13 @@ fn codename_of(image: &str) -> String {
         image,
         "/etc/os-release",
     ]);
-    labelled(&release)
-        .remove("VERSION_CODENAME")
-        .unwrap_or_else(|| panic!("{image} has no VERSION_CODENAME: {release}"))
+    Facts::parse(&release)["VERSION_CODENAME"].to_string()
 }
 
 /// [`CHECKS`]' facts: returns the machine-id.
 fn check_guest(out: &str, hostname: &str) -> String {
-    let facts = labelled(out);
-    let fact = |name: &str| {
-        facts
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name}= in what the guest said: {out}"))
-            .as_str()
-    };
+    let facts = Facts::parse(out);
+    let fact = |name: &str| &facts[name];
     assert_eq!(fact("release"), codename_of("debian:latest"), "{out}");
     assert_eq!(
         fact("state"),
@@ -177,13 +152,13 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
         "kernel messages on a quiet boot: {console}"
     );
     let id_a = check_guest(&out, "vm-a");
-    let facts = labelled(&out);
+    let facts = Facts::parse(&out);
     assert_eq!(
-        facts["conditions"], "no no no",
+        &facts["conditions"], "no no no",
         "ConditionNeedsUpdate: {out}"
     );
-    assert_eq!(facts["modprobe-units"], "masked masked masked", "{out}");
-    assert_eq!(facts["unwanted-modules"], "0", "{out}");
+    assert_eq!(&facts["modprobe-units"], "masked masked masked", "{out}");
+    assert_eq!(&facts["unwanted-modules"], "0", "{out}");
 
     let (code, out) = boot_exec(&b, "uefi", &pw, CHECKS);
     assert_eq!(code, 0, "{out}");
@@ -415,8 +390,8 @@ fn cloud_kernel_flavour_boots_debian_on_uefi_with_network() {
         300,
     );
     assert_eq!(code, 0, "{said}");
-    let facts = labelled(&said);
+    let facts = Facts::parse(&said);
     assert!(facts["kernel"].ends_with("-cloud-amd64"), "kernel: {said}");
-    assert_eq!(facts["state"], "running", "{said}");
-    assert_eq!(facts["leases"], "1", "{said}");
+    assert_eq!(&facts["state"], "running", "{said}");
+    assert_eq!(&facts["leases"], "1", "{said}");
 }

@@ -10,66 +10,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A tar archive built entry by entry, hostile entries included (the tar crate's safe
-/// builder methods would refuse to write them).
-struct Archive(tar::Builder<Vec<u8>>);
-
-impl Archive {
-    fn new() -> Archive {
-        Archive(tar::Builder::new(Vec::new()))
-    }
-
-    fn raw(&mut self, name: &[u8], kind: tar::EntryType, link: Option<&[u8]>, data: &[u8]) {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
-        h.set_size(data.len() as u64);
-        h.set_mtime(1_700_000_000);
-        h.set_uid(0);
-        h.set_gid(0);
-        let gnu = h.as_gnu_mut().unwrap();
-        gnu.name[..name.len()].copy_from_slice(name);
-        if let Some(l) = link {
-            gnu.linkname[..l.len()].copy_from_slice(l);
-        }
-        h.set_cksum();
-        self.0.append(&h, data).unwrap();
-    }
-
-    fn file(&mut self, name: &str, data: &[u8]) {
-        self.raw(name.as_bytes(), tar::EntryType::Regular, None, data);
-    }
-
-    fn symlink(&mut self, name: &str, target: &str) {
-        self.raw(
-            name.as_bytes(),
-            tar::EntryType::Symlink,
-            Some(target.as_bytes()),
-            b"",
-        );
-    }
-
-    fn write(self, path: &Path) {
-        std::fs::write(path, self.0.into_inner().unwrap()).unwrap();
-    }
-}
-
-/// A block device node header, `major:minor`, as a disk image might carry one.
-fn block_device(path: &str, major: u32, minor: u32, mode: u32) -> tar::Header {
-    let mut dev = tar::Header::new_gnu();
-    dev.set_entry_type(tar::EntryType::Block);
-    dev.set_mode(mode);
-    dev.set_size(0);
-    dev.set_uid(0);
-    dev.set_gid(0);
-    dev.set_mtime(1_700_000_000);
-    dev.set_device_major(major).unwrap();
-    dev.set_device_minor(minor).unwrap();
-    dev.set_path(path).unwrap();
-    dev.set_cksum();
-    dev
-}
-
 /// Every path under `dir` with its size and mtime: a snapshot to compare after a run.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, i64)> {
     let mut all = Vec::new();
@@ -101,72 +41,51 @@ fn hostile_archives_are_refused_and_write_nothing_outside_the_staging_tree() {
     let climb = format!("../../../../../../../../../..{abs}");
     let before = snapshot(&outside);
 
-    let mut cases: Vec<(&str, Archive, &str)> = Vec::new();
-    let mut a = Archive::new();
+    let mut cases: Vec<(&str, Tar, &str)> = Vec::new();
+    let mut a = Tar::new();
     a.file("../victim", b"owned");
     cases.push(("a `..` name", a, "`..`"));
-    let mut a = Archive::new();
+    let mut a = Tar::new();
     a.file("etc/ok", b"fine");
     a.file("usr/../../victim", b"owned");
     cases.push(("`..` in the middle", a, "`..`"));
-    let mut a = Archive::new();
+    let mut a = Tar::new();
     a.symlink("evil", &abs);
     a.file("evil/victim", b"owned");
     cases.push(("a write through an absolute symlink", a, "outside"));
-    let mut a = Archive::new();
+    let mut a = Tar::new();
     a.symlink("evil", &climb);
     a.file("evil/planted", b"owned");
     cases.push(("a write through a relative symlink", a, "outside"));
-    let mut a = Archive::new();
-    a.raw(
-        b"hard",
-        tar::EntryType::Link,
-        Some(format!("{abs}/victim").as_bytes()),
-        b"",
-    );
+    let mut a = Tar::new();
+    a.hardlink("hard", &format!("{abs}/victim"));
     a.file("hard", b"owned");
     cases.push(("a hardlink to an absolute path", a, "refusing"));
-    let mut a = Archive::new();
-    a.raw(
-        b"hard",
-        tar::EntryType::Link,
-        Some(b"../../outside/victim"),
-        b"",
-    );
+    let mut a = Tar::new();
+    a.hardlink("hard", "../../outside/victim");
     cases.push(("a hardlink that climbs out", a, "`..`"));
-    let mut a = Archive::new();
-    a.raw(b"etc/", tar::EntryType::Directory, None, b"");
+    let mut a = Tar::new();
+    a.dir("etc/");
     a.file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n");
     a.symlink("etc", &abs);
     a.file("etc/victim", b"owned");
     cases.push(("a directory replaced by a symlink", a, "refusing"));
-    let mut a = Archive::new();
+    let mut a = Tar::new();
     a.symlink("dev", &climb);
-    a.raw(b"dev/planted-node", tar::EntryType::Fifo, None, b"");
+    a.entry("dev/planted-node", tar::EntryType::Fifo, 0o644, None, b"");
     cases.push(("a device node through a symlink", a, "outside"));
-    let mut a = Archive::new();
+    let mut a = Tar::new();
     a.symlink("evil", &abs);
-    a.raw(
-        b"evil/victim",
-        tar::EntryType::Link,
-        Some(b"etc/whatever"),
-        b"",
-    );
+    a.hardlink("evil/victim", "etc/whatever");
     cases.push(("a hardlink written through a symlink", a, "refusing"));
 
     // A header that claims 3 GiB, with the data missing: found before anything is written.
-    let mut a = Archive::new();
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Regular);
+    let mut a = Tar::new();
+    let mut h = a.header(tar::EntryType::Regular, 0o644, 3 << 30);
     h.set_path("huge").unwrap();
-    h.set_mode(0o644);
-    h.set_size(3 << 30);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(1_700_000_000);
     h.set_cksum();
     a.file("small", b"tiny");
-    let mut bytes = a.0.into_inner().unwrap();
+    let mut bytes = a.bytes();
     bytes.truncate(bytes.len() - 1024); // drop the end-of-archive blocks
     bytes.extend_from_slice(h.as_bytes());
     bytes.extend_from_slice(&[0u8; 4096]);
@@ -190,7 +109,7 @@ fn hostile_archives_are_refused_and_write_nothing_outside_the_staging_tree() {
     }
     std::fs::remove_file(&giant).unwrap();
 
-    for (what, archive, says) in cases {
+    for (what, mut archive, says) in cases {
         let tarball = dir.path().join("hostile.tar");
         archive.write(&tarball);
         let o = run(c2vm()
@@ -233,42 +152,25 @@ fn odd_names_pax_long_names_and_device_nodes_survive_and_secrets_stay_out_of_log
     // The bootable test root filesystem with odd-but-valid entries appended (GNU tar -A).
     let long_dir = format!("opt/{}", "d".repeat(120));
     let long_name = format!("{long_dir}/{}", "n".repeat(150));
-    let extra = {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut pax = tar::Header::new_ustar();
-        pax.set_entry_type(tar::EntryType::Regular);
-        pax.set_mode(0o644);
-        pax.set_size(4);
-        pax.set_uid(0);
-        pax.set_gid(0);
-        pax.set_mtime(1_700_000_000);
-        // append_data writes a GNU long-name entry; this one gets a PAX header instead.
-        b.append_pax_extensions([("path", long_name.as_bytes())])
-            .unwrap();
-        pax.set_path("opt/placeholder").unwrap();
-        pax.set_cksum();
-        b.append(&pax, &b"pax\n"[..]).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_size(3);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        let odd: [&[u8]; 2] = [b"opt/new\nline", b"opt/latin1-\xe9t\xe9"];
-        for name in odd {
-            h.as_gnu_mut().unwrap().name = [0; 100];
-            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
-            h.set_cksum();
-            b.append(&h, &b"ok\n"[..]).unwrap();
-        }
-        b.append(
-            &block_device("dev/c2vm-test-sda", 8, 0, 0o600),
-            std::io::empty(),
+    let extra = Tar::new()
+        // A long name in a PAX header (the builder's own long names are GNU entries).
+        .pax_file(&long_name, "opt/placeholder", b"pax\n")
+        .entry(
+            b"opt/new\nline",
+            tar::EntryType::Regular,
+            0o644,
+            None,
+            b"ok\n",
         )
-        .unwrap();
-        b.into_inner().unwrap()
-    };
+        .entry(
+            b"opt/latin1-\xe9t\xe9",
+            tar::EntryType::Regular,
+            0o644,
+            None,
+            b"ok\n",
+        )
+        .device("dev/c2vm-test-sda", tar::EntryType::Block, (8, 0), 0o600)
+        .bytes();
     let combined = test_rootfs_plus(dir.path(), &extra);
     let disk = dir.path().join("odd.img");
     let pw = password_file(dir.path());
@@ -465,8 +367,8 @@ fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
         std::fs::write(host.join(f), format!("host {f}\n")).unwrap();
     }
     let hostp = host.to_str().unwrap().to_string();
-    let mut a = Archive::new();
-    a.raw(b"etc/", tar::EntryType::Directory, None, b"");
+    let mut a = Tar::new();
+    a.dir("etc/");
     a.symlink("etc/hostname", &format!("{hostp}/hostname"));
     a.symlink(
         "etc/hosts",
@@ -475,18 +377,14 @@ fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
     a.symlink("etc/fstab", &format!("{hostp}/fstab"));
     a.symlink("etc/shadow", &format!("{hostp}/shadow"));
     a.file("etc/os-release", b"ID=debian\nVERSION_CODENAME=bookworm\n");
-    a.raw(b"root/", tar::EntryType::Directory, None, b"");
+    a.dir("root/");
     a.symlink("root/.ssh", &hostp);
-    a.raw(b"boot/", tar::EntryType::Directory, None, b"");
+    a.dir("boot/");
     a.file("boot/vmlinuz-6.1.0-c2vm", b"not really a kernel");
     a.file("boot/initrd.img-6.1.0-c2vm", b"not really an initrd");
     // An init of its own (and no command), so that c2vm keeps it rather than bring c2vm-init.
     a.file("sbin/init", b"#!/bin/sh\n");
-    a.0.append(
-        &block_device("dev/host-disk", 8, 0, 0o666),
-        std::io::empty(),
-    )
-    .unwrap();
+    a.device("dev/host-disk", tar::EntryType::Block, (8, 0), 0o666);
     let tarball = dir.path().join("layer.tar");
     a.write(&tarball);
     let before = snapshot(&host);
@@ -507,7 +405,6 @@ fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
         .status()
         .unwrap();
     assert!(status.success(), "docker import");
-    let containers = || tool("docker", &["ps", "-aq", "--no-trunc"]);
     let before_containers = containers();
     let disk = dir.path().join("hostile.img");
     // With a password: /etc/shadow is a symlink, which c2vm will not write through.

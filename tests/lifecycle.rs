@@ -104,13 +104,9 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
     let boot = |firmware: &str, cmd: &str, timeout: u32| {
         let (code, text) = boot_exec_with(&disk, firmware, &pw, cmd, true, timeout);
         assert_eq!(code, 0, "{text}");
-        let facts = labelled(&text);
+        let facts = Facts::parse(&text);
         // Every boot: the system is up with nothing failed.
-        assert_eq!(
-            facts.get("state").map(String::as_str),
-            Some("running"),
-            "{text}"
-        );
+        assert_eq!(&facts["state"], "running", "{text}");
         (facts, text)
     };
 
@@ -120,28 +116,19 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
         size > 7 << 30,
         "the root should fill the 8 GiB disk: {text}"
     );
+    assert_eq!(&first["initrd"], "esp-updated", "{text}");
     assert_eq!(
-        first.get("initrd").map(String::as_str),
-        Some("esp-updated"),
-        "{text}"
+        &first["marker"], "none",
+        "no marker before a reboot: {text}"
     );
-    assert_eq!(first["marker"], "none", "no marker before a reboot: {text}");
     assert_eq!(
-        first["entries-before"], "1",
+        &first["entries-before"], "1",
         "one kernel, one entry: {text}"
     );
-    assert_eq!(
-        first.get("esp-new").map(String::as_str),
-        Some("yes"),
-        "{text}"
-    );
-    assert_eq!(
-        first.get("esp-previous").map(String::as_str),
-        Some("yes"),
-        "{text}"
-    );
-    assert_eq!(first["labels"], "LABEL linux LABEL previous", "{text}");
-    assert_eq!(first["bls"], "c2vm-previous.conf c2vm.conf", "{text}");
+    assert_eq!(&first["esp-new"], "yes", "{text}");
+    assert_eq!(&first["esp-previous"], "yes", "{text}");
+    assert_eq!(&first["labels"], "LABEL linux LABEL previous", "{text}");
+    assert_eq!(&first["bls"], "c2vm-previous.conf c2vm.conf", "{text}");
 
     // The new kernel, with an initramfs built inside the VM, on both firmwares; the root keeps
     // its size. Then the fallback is picked, as one would at the boot menu.
@@ -150,23 +137,15 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
     );
     for (firmware, cmd) in [("bios", BOOTED), ("uefi", pick_previous.as_str())] {
         let (facts, text) = boot(firmware, cmd, 420);
-        assert_eq!(
-            facts.get("kernel").map(String::as_str),
-            Some("new"),
-            "{firmware}: {text}"
-        );
-        assert_eq!(facts["marker"], "initrd-v2", "{firmware}: {text}");
-        assert_eq!(facts["size"], first["size"], "{firmware}: {text}");
+        assert_eq!(&facts["kernel"], "new", "{firmware}: {text}");
+        assert_eq!(&facts["marker"], "initrd-v2", "{firmware}: {text}");
+        assert_eq!(&facts["size"], &first["size"], "{firmware}: {text}");
     }
     // The previous kernel still boots, with the initramfs `update-initramfs -u` made for it (on
     // BIOS, SYSLINUX once loaded the wrong initramfs for it).
     let (facts, text) = boot("bios", BOOTED, 420);
-    assert_eq!(
-        facts.get("kernel").map(String::as_str),
-        Some("old"),
-        "{text}"
-    );
-    assert_eq!(facts["marker"], "initrd-v2", "{text}");
+    assert_eq!(&facts["kernel"], "old", "{text}");
+    assert_eq!(&facts["marker"], "initrd-v2", "{text}");
 
     assert!(tool("sgdisk", &["-v", disk.to_str().unwrap()]).contains("No problems found"));
     let root = format!("{}?offset={}", disk.display(), partition_offset(&disk, 2));

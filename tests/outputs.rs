@@ -6,24 +6,7 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-const EPOCH: &str = "1700000000";
 const GIB: u64 = 1 << 30;
-
-fn convert_rootfs_to(out: &Path, pw: &Path, extra: &[&str]) -> String {
-    // Scratch beside the output, not in /dev/shm, where other tests count what is left.
-    let out = run(c2vm()
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env("TMPDIR", out.parent().unwrap())
-        .arg("convert")
-        .arg(format!("rootfs:{}", test_rootfs().display()))
-        .arg("-o")
-        .arg(out)
-        .arg("--password-file")
-        .arg(pw)
-        .args(extra));
-    assert!(out.status.success(), "convert {extra:?}: {}", stderr(&out));
-    stdout(&out)
-}
 
 fn qemu_info(path: &Path) -> serde_json::Value {
     serde_json::from_str(&tool(
@@ -49,12 +32,20 @@ fn cloud_formats_hold_the_same_disk_in_the_shape_each_cloud_imports() {
     let dir = scratch();
     let d = dir.path();
     let pw = password_file(d);
+    let convert = |out: &Path, extra: &[&str]| {
+        Convert::rootfs(out)
+            .password_file(&pw)
+            .reproducible()
+            .scratch_beside_output()
+            .args(extra)
+            .success()
+    };
     let raw = d.join("disk.img");
-    convert_rootfs_to(&raw, &pw, &["--size", "2G"]);
+    convert(&raw, &["--size", "2G"]);
 
     // GCE: exactly disk.raw, sparse (GNU oldgnu 'S'), a whole number of GiB, the same bytes.
     let gce = d.join("disk.tar.gz");
-    convert_rootfs_to(&gce, &pw, &["--size", "2G"]);
+    convert(&gce, &["--size", "2G"]);
     let listing = tool("tar", &["-tvzf", gce.to_str().unwrap()]);
     let names: Vec<&str> = listing
         .lines()
@@ -87,14 +78,14 @@ fn cloud_formats_hold_the_same_disk_in_the_shape_each_cloud_imports() {
     );
     // With --size auto too the disk is whole GiB.
     let auto = d.join("auto.tar.gz");
-    convert_rootfs_to(&auto, &pw, &[]);
+    convert(&auto, &[]);
     let listing = tool("tar", &["-tvzf", auto.to_str().unwrap()]);
     let size: u64 = listing.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(size > 0 && size % GIB == 0, "{listing}");
 
     // Azure: a fixed VHD of a whole number of MiB whose data is the raw disk.
     let vhd = d.join("disk.vhd");
-    convert_rootfs_to(&vhd, &pw, &["--size", "2G"]);
+    convert(&vhd, &["--size", "2G"]);
     // A fixed VHD is the data with a footer: qemu-img probes it as raw, so name the format.
     let info: serde_json::Value = serde_json::from_str(&tool(
         "qemu-img",
@@ -139,7 +130,7 @@ fn cloud_formats_hold_the_same_disk_in_the_shape_each_cloud_imports() {
         ),
     ] {
         let vmdk = d.join(format!("{create_type}.vmdk"));
-        convert_rootfs_to(&vmdk, &pw, &extra);
+        convert(&vmdk, &extra);
         let info = qemu_info(&vmdk);
         assert_eq!(
             info["format-specific"]["data"]["create-type"], create_type,
@@ -149,12 +140,9 @@ fn cloud_formats_hold_the_same_disk_in_the_shape_each_cloud_imports() {
     }
 
     // --compress on a format without clusters is refused in one line.
-    let out = run(c2vm()
-        .arg("convert")
-        .arg(format!("rootfs:{}", test_rootfs().display()))
-        .args(["-o"])
-        .arg(d.join("x.vhd"))
-        .args(["--compress", "zstd"]));
+    let out = Convert::rootfs(&d.join("x.vhd"))
+        .args(["--compress", "zstd"])
+        .output();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("--compress applies to qcow2"),
@@ -170,7 +158,14 @@ fn json_says_what_the_disk_holds() {
     let d = dir.path();
     let pw = password_file(d);
     let disk = d.join("disk.img");
-    let said = convert_rootfs_to(&disk, &pw, &["--json"]);
+    let said = stdout(
+        &Convert::rootfs(&disk)
+            .password_file(&pw)
+            .reproducible()
+            .scratch_beside_output()
+            .args(["--json"])
+            .success(),
+    );
     let json: serde_json::Value = serde_json::from_str(&said).expect("--json prints JSON");
     let info = qemu_info(&disk);
     assert_eq!(json["format"], "raw");
@@ -213,14 +208,11 @@ fn debian_latest_qcow2_is_compressed_with_zstd_by_default() {
     let d = dir.path();
     let pw = password_file(d);
     let convert = |out: &Path, extra: &[&str]| {
-        let _lock = host_lock();
-        let output = run(c2vm()
-            .args(["convert", "debian:latest", "-o"])
-            .arg(out)
-            .arg("--password-file")
-            .arg(&pw)
-            .args(extra));
-        assert!(output.status.success(), "{}", stderr(&output));
+        Convert::new("debian:latest", out)
+            .password_file(&pw)
+            .args(extra)
+            .locked()
+            .success();
         std::fs::metadata(out).unwrap().len()
     };
     let small = d.join("zstd.qcow2");
@@ -266,7 +258,12 @@ fn containerdisks_hold_only_the_disk_owned_by_qemu_in_the_engine_a_layout_and_a_
         let _lock = host_lock();
         let disk = d.join("vm.qcow2");
         let _ = std::fs::remove_file(&disk);
-        convert_rootfs_to(&disk, &pw, &["--containerdisk", &dest]);
+        Convert::rootfs(&disk)
+            .password_file(&pw)
+            .reproducible()
+            .scratch_beside_output()
+            .args(["--containerdisk", &dest])
+            .success();
         assert!(disk.exists(), "the disk itself is written too");
     }
 
@@ -430,19 +427,15 @@ fn c2vm_runs_as_a_container_with_no_privileges_and_the_disk_is_the_callers() {
         &disk,
         "bios",
         &pw,
-        "sed -n 's/^ID=/id=/p' /etc/os-release; echo root=$(df -B1 --output=size / | tail -n1)",
+        "sed -n 's/^ID=/id=/p' /etc/os-release; systemctl is-system-running --wait >/dev/null; \
+         echo root=$(df -B1 --output=size / | tail -n1)",
     );
     assert_eq!(status, 0, "{said}");
-    let facts = labelled(&said);
-    assert_eq!(
-        facts.get("id").map(String::as_str),
-        Some("debian"),
-        "{said}"
-    );
-    let root: u64 = facts
-        .get("root")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or_else(|| panic!("guest said: {said}"));
+    let facts = Facts::parse(&said);
+    assert_eq!(&facts["id"], "debian", "{said}");
+    let root: u64 = facts["root"]
+        .parse()
+        .unwrap_or_else(|_| panic!("guest said: {said}"));
     assert!(
         root > before,
         "the root ({root} bytes) did not grow past the old disk ({before})"

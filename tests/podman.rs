@@ -125,10 +125,18 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
         &disk,
         "bios",
         &pw,
-        "grep ^ID= /etc/os-release; systemctl is-system-running --wait; ip -4 -o addr show scope global | awk '{print $4}'",
+        &facts_script(&[
+            ("release", "grep ^ID= /etc/os-release"),
+            ("state", "systemctl is-system-running --wait"),
+            (
+                "addr",
+                &format!("{WAIT_FOR_DHCP}; ip -4 -o addr show scope global | awk '{{print $4}}'"),
+            ),
+        ]),
     );
     assert_eq!(status, 0, "guest said: {guest}");
-    assert!(guest.contains("ID=debian"), "{guest}");
-    assert!(guest.contains("running"), "{guest}");
-    assert!(guest.contains("10.0.2.15/24"), "{guest}");
+    let facts = Facts::parse(&guest);
+    assert!(facts["release"].contains("ID=debian"), "{guest}");
+    assert!(facts["state"].contains("running"), "{guest}");
+    assert!(facts["addr"].contains("10.0.2.15/24"), "{guest}");
 }

@@ -5,9 +5,6 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const EPOCH: &str = "1700000000";
 
 /// Debian 12's mke2fs 1.47.0, which reads no tar (scripts/fetch-old-mke2fs, cached).
 fn old_mke2fs_dir() -> PathBuf {
@@ -27,21 +24,10 @@ fn path_with_old_mke2fs() -> String {
     )
 }
 
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_uid(1234);
-    h.set_gid(5678);
-    h.set_mtime(1_650_000_000);
-    h
-}
-
 /// The test root filesystem with entries for every property appended: owners, setgid and
 /// sticky modes, an exact mtime, an empty file, a hardlink pair and a socket (left out).
 fn rootfs_with_properties(dir: &Path) -> PathBuf {
-    let mut b = tar::Builder::new(Vec::new());
+    let mut t = Tar::new().owner(1234, 5678).mtime(1_650_000_000);
     use tar::EntryType::{Directory, Regular};
     // A socket in a tar: the mode's file type says so. No filesystem keeps one from an archive.
     for (name, kind, mode, data) in [
@@ -52,13 +38,10 @@ fn rootfs_with_properties(dir: &Path) -> PathBuf {
         ("opt/props/hard1", Regular, 0o644, b"shared\n"),
         ("opt/props/sock", Regular, 0o140755, b""),
     ] {
-        let mut h = header(kind, mode, data.len() as u64);
-        b.append_data(&mut h, name, data).unwrap();
+        t.entry(name, kind, mode, None, data);
     }
-    let mut link = header(tar::EntryType::Link, 0o644, 0);
-    b.append_link(&mut link, "opt/props/hard2", "opt/props/hard1")
-        .unwrap();
-    let combined = test_rootfs_plus(dir, &b.into_inner().unwrap());
+    t.hardlink("opt/props/hard2", "opt/props/hard1");
+    let combined = test_rootfs_plus(dir, &t.bytes());
     std::fs::set_permissions(
         &combined,
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
@@ -123,19 +106,6 @@ fn assert_properties(disk: &Path, log: &str) {
     assert_eq!(hostname, "props\n");
 }
 
-fn convert_properties(cmd: &mut Command, source: &Path, out: &Path, pw: &Path) -> String {
-    let o = run(cmd
-        .arg("convert")
-        .arg(format!("rootfs:{}", source.display()))
-        .arg("-o")
-        .arg(out)
-        .arg("--password-file")
-        .arg(pw)
-        .args(["--hostname", "props"]));
-    assert!(o.status.success(), "{}", stderr(&o));
-    stderr(&o)
-}
-
 #[test]
 #[ignore = "needs root (to make a user and run the fallback), the debootstrap test rootfs and e2fsprogs 1.47.2 with Debian 12's mke2fs beside it; scripts/test runs it"]
 fn every_property_survives_the_stream_as_a_user_and_the_staging_path_as_root() {
@@ -145,18 +115,23 @@ fn every_property_survives_the_stream_as_a_user_and_the_staging_path_as_root() {
 
     // One pass, as an ordinary user.
     let streamed = dir.path().join("streamed.img");
-    let log = convert_properties(&mut c2vm_as_user(), &source, &streamed, &pw);
+    let source = format!("rootfs:{}", source.display());
+    let convert = |out: &Path| {
+        Convert::new(&source, out)
+            .password_file(&pw)
+            .args(["--hostname", "props"])
+    };
+    let log = stderr(&convert(&streamed).by_user().success());
     assert!(!log.contains("slower path"), "{log}");
     assert_properties(&streamed, &log);
 
     // The fallback: Debian 12's own mke2fs first on PATH, as root, says why it is slower.
     let staged = dir.path().join("staged.img");
     let _lock = host_lock(); // stages in /dev/shm
-    let log = convert_properties(
-        c2vm().env("PATH", path_with_old_mke2fs()),
-        &source,
-        &staged,
-        &pw,
+    let log = stderr(
+        &convert(&staged)
+            .env("PATH", path_with_old_mke2fs())
+            .success(),
     );
     assert!(
         log.contains("slower path") && log.contains("mke2fs 1.47.0"),
@@ -166,13 +141,8 @@ fn every_property_survives_the_stream_as_a_user_and_the_staging_path_as_root() {
 
     // A hostile archive on the fallback path: the stream edit's refusal is what the user reads,
     // not the unpacker's "truncated" that follows it.
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = header(tar::EntryType::Regular, 0o644, 2);
-    h.as_old_mut().name[..4].copy_from_slice(b"../x");
-    h.set_cksum();
-    b.append(&h, &b"x\n"[..]).unwrap();
     let hostile = dir.path().join("hostile.tar");
-    std::fs::write(&hostile, b.into_inner().unwrap()).unwrap();
+    Tar::new().file("../x", b"x\n").write(&hostile);
     let out = dir.path().join("hostile.img");
     let o = run(c2vm()
         .env("PATH", path_with_old_mke2fs())
@@ -214,17 +184,17 @@ fn the_same_image_and_options_give_the_same_bytes_with_source_date_epoch() {
     let dir = user_scratch();
     let convert_with = |name: &str, hostname: &str, epoch: bool, extra: &[&str]| -> PathBuf {
         let out = dir.path().join(name);
-        let mut cmd = c2vm_as_user();
-        if epoch {
-            cmd.env("SOURCE_DATE_EPOCH", EPOCH);
-        }
-        let _lock = host_lock(); // the daemon's containers
-        let o = run(cmd
-            .args(["convert", "debian:latest", "-o"])
-            .arg(&out)
+        let convert = Convert::new("debian:latest", &out)
+            .by_user()
             .args(["--hostname", hostname])
-            .args(extra));
-        assert!(o.status.success(), "{}", stderr(&o));
+            .args(extra)
+            .locked(); // the daemon's containers
+        if epoch {
+            convert.reproducible()
+        } else {
+            convert
+        }
+        .success();
         out
     };
     let convert =

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Command;
 
 const NO_ENGINE: &str = "unix:///nonexistent/c2vm-test-no-engine.sock";
-const EPOCH: &str = "1700000000";
 /// Stands in an SSH private key beside the public one: c2vm must never read it.
 const PRIVATE_KEY_CANARY: &str = "-----BEGIN OPENSSH PRIVATE KEY----- c2vm-canary";
 
@@ -19,37 +18,15 @@ fn skopeo(args: &[&str]) {
     );
 }
 
-/// c2vm with no engine to reach, reproducible, writing to `out`.
-fn convert_without_engine(
-    source: &str,
-    out: &Path,
-    pw: &Path,
-    extra: &[&str],
-) -> std::process::Output {
-    // Scratch beside the output, not in /dev/shm, where other tests count what is left.
-    run(c2vm()
-        .env("DOCKER_HOST", NO_ENGINE)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .env("TMPDIR", out.parent().unwrap())
-        .args(["convert", source, "-o"])
-        .arg(out)
-        .arg("--password-file")
-        .arg(pw)
-        .args(extra))
-}
-
 /// `debian:latest` with the kernel c2vm's Debian template adds: an image that boots with its
 /// own kernel. Its tag is the note c2vm prints (the template's result is cached in the engine).
 fn image_with_kernel(dir: &Path) -> String {
     let pw = password_file(dir);
-    let _lock = host_lock();
-    let out = run(c2vm()
-        .args(["convert", "debian:latest", "-o"])
-        .arg(dir.join("template.raw"))
-        .arg("--password-file")
-        .arg(&pw));
+    let out = Convert::new("debian:latest", &dir.join("template.raw"))
+        .password_file(&pw)
+        .locked()
+        .success();
     let said = stderr(&out);
-    assert!(out.status.success(), "convert debian:latest: {said}");
     std::fs::remove_file(dir.join("template.raw")).unwrap();
     let tag = regex::Regex::new(r"c2vm-kernel:[0-9a-f]{16}")
         .unwrap()
@@ -103,15 +80,13 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
 
     // The reference: the same image through the engine, its own kernel.
     let engine_disk = d.join("engine.raw");
-    let lock = host_lock(); // it makes a container: not while another test counts them
-    let out = run(c2vm()
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .args(["convert", &image, "--kernel", "image", "-o"])
-        .arg(&engine_disk)
-        .arg("--password-file")
-        .arg(&pw));
-    assert!(out.status.success(), "engine convert: {}", stderr(&out));
-    drop(lock);
+    // It makes a container: locked, not while another test counts them.
+    Convert::new(&image, &engine_disk)
+        .reproducible()
+        .args(["--kernel", "image"])
+        .password_file(&pw)
+        .locked()
+        .success();
     let work = d.join("engine-listing");
     std::fs::create_dir(&work).unwrap();
     let reference = root_listing(&engine_disk, &work);
@@ -192,8 +167,13 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
     let first = d.join("t0.raw");
     for (n, source) in sources.iter().enumerate() {
         let disk = d.join(format!("t{n}.raw"));
-        let out = convert_without_engine(source, &disk, &pw, &["--kernel", "image"]);
-        assert!(out.status.success(), "convert {source}: {}", stderr(&out));
+        Convert::new(source, &disk)
+            .env("DOCKER_HOST", NO_ENGINE)
+            .reproducible()
+            .scratch_beside_output()
+            .password_file(&pw)
+            .args(["--kernel", "image"])
+            .success();
         if n == 0 {
             let diff = listing_diff(&reference, &listing_of(&disk, "t0"), 20);
             assert!(
@@ -223,21 +203,19 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
         &d.join("t0.raw"),
         "bios",
         &pw,
-        "echo state=$(systemctl is-system-running --wait); \
-         for i in $(seq 60); do a=$(ip -4 -o addr show scope global dynamic | awk '{print $4}'); \
-         [ -n \"$a\" ] && break; sleep 1; done; echo addr=$a",
+        &facts_script(&[
+            ("state", "systemctl is-system-running --wait"),
+            (
+                "addr",
+                &format!("{WAIT_FOR_DHCP}; ip -4 -o addr show scope global | awk '{{print $4}}'"),
+            ),
+        ]),
     );
     assert_eq!(status, 0, "guest said: {said}");
-    let facts = labelled(&said);
-    assert_eq!(
-        facts.get("state").map(String::as_str),
-        Some("running"),
-        "{said}"
-    );
-    assert_eq!(
-        facts.get("addr").map(String::as_str),
-        Some("10.0.2.15/24"),
-        "{said}"
+    let facts = Facts::parse(&said);
+    assert!(
+        facts["state"].contains("running") && facts["addr"].contains("10.0.2.15/24"),
+        "guest said: {said}"
     );
 }
 
@@ -500,13 +478,12 @@ fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
     );
 
     let disk = d.join("w.raw");
-    let out = convert_without_engine(
-        &format!("docker-archive:{}", saved.display()),
-        &disk,
-        &pw,
-        &[],
-    );
-    assert!(out.status.success(), "convert: {}", stderr(&out));
+    Convert::new(&format!("docker-archive:{}", saved.display()), &disk)
+        .env("DOCKER_HOST", NO_ENGINE)
+        .reproducible()
+        .scratch_beside_output()
+        .password_file(&pw)
+        .success();
     let work = d.join("listing");
     std::fs::create_dir(&work).unwrap();
     let on_disk = root_listing(&disk, &work);
@@ -779,74 +756,47 @@ fn oci_layout_of(dir: &Path, layers: &[Vec<u8>]) {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
-/// A tar of (name, kind, link target or data).
-fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, kind, value) in entries {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(*kind);
-        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
-        h.set_mtime(1_700_000_000);
-        match kind {
-            tar::EntryType::Symlink | tar::EntryType::Link => {
-                h.set_size(0);
-                b.append_link(&mut h, name, value).unwrap();
-            }
-            _ => {
-                h.set_size(value.len() as u64);
-                // Names the builder would refuse (`..`) go in raw.
-                let raw = &mut h.as_old_mut().name;
-                raw[..name.len()].copy_from_slice(name.as_bytes());
-                h.set_cksum();
-                b.append(&h, value.as_bytes()).unwrap();
-            }
-        }
-    }
-    b.into_inner().unwrap()
-}
-
 #[test]
 #[ignore = "needs mke2fs"]
 fn hostile_layers_are_refused_in_one_line_whichever_layer_holds_them() {
-    use tar::EntryType::{Directory, Regular, Symlink};
     let dir = scratch();
     let d = dir.path();
     let pw = password_file(d);
-    let base = tar_of(&[
-        ("etc/", Directory, ""),
-        ("etc/os-release", Regular, "ID=test\n"),
-    ]);
+    let base = Tar::new()
+        .dir("etc/")
+        .file("etc/os-release", b"ID=test\n")
+        .bytes();
     let victim = d.join("victim");
     std::fs::create_dir(&victim).unwrap();
     let escape = format!("../../../../../../../..{}/escaped", victim.display());
     for (name, hostile, expect) in [
         (
             "dotdot",
-            tar_of(&[(&escape[..], Regular, "x")]),
+            Tar::new().file(&escape, b"x").bytes(),
             "climbs out of the root",
         ),
         (
             "symlink",
-            tar_of(&[
-                ("etc/out", Symlink, victim.to_str().unwrap()),
-                ("etc/out/escaped", Regular, "x"),
-            ]),
+            Tar::new()
+                .symlink("etc/out", victim.to_str().unwrap())
+                .file("etc/out/escaped", b"x")
+                .bytes(),
             "refusing",
         ),
         (
             "whiteout",
-            tar_of(&[("../.wh.etc", Regular, "")]),
+            Tar::new().file("../.wh.etc", b"").bytes(),
             "climbs out of the root",
         ),
     ] {
         let layout = d.join(name);
         oci_layout_of(&layout, &[base.clone(), hostile]);
-        let out = convert_without_engine(
-            &format!("oci:{}", layout.display()),
-            &d.join("out.raw"),
-            &pw,
-            &[],
-        );
+        let out = Convert::new(&format!("oci:{}", layout.display()), &d.join("out.raw"))
+            .env("DOCKER_HOST", NO_ENGINE)
+            .reproducible()
+            .scratch_beside_output()
+            .password_file(&pw)
+            .output();
         let said = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{name}: {said}");
         let errors: Vec<&str> = said

@@ -526,6 +526,7 @@ pub(crate) fn edit_dir<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::Tar;
 
     fn policy() -> Policy {
         Policy {
@@ -534,43 +535,6 @@ mod tests {
             boot: |k| k.starts_with(b"boot/vmlinuz"),
             clamp_mtime: None,
             now: 1_700_000_000,
-        }
-    }
-
-    struct T(tar::Builder<Vec<u8>>);
-    impl T {
-        fn new() -> T {
-            T(tar::Builder::new(Vec::new()))
-        }
-        fn add(&mut self, name: &str, kind: EntryType, link: Option<&str>, data: &[u8]) -> &mut T {
-            let mut h = Header::new_gnu();
-            h.set_entry_type(kind);
-            h.set_mode(if kind == EntryType::Directory {
-                0o755
-            } else {
-                0o4755
-            });
-            h.set_uid(1000);
-            h.set_gid(50);
-            h.set_mtime(1_600_000_000);
-            h.set_size(data.len() as u64);
-            if name.contains("..") {
-                // The tar crate refuses to write such names: put the bytes in the header.
-                h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-                h.set_cksum();
-                self.0.append(&h, data).unwrap();
-                return self;
-            }
-            match link {
-                Some(l) => self.0.append_link(&mut h, name, l).unwrap(),
-                None => self.0.append_data(&mut h, name, data).unwrap(),
-            }
-            self
-        }
-        fn bytes(&mut self) -> Vec<u8> {
-            std::mem::replace(&mut self.0, tar::Builder::new(Vec::new()))
-                .into_inner()
-                .unwrap()
         }
     }
 
@@ -590,15 +554,15 @@ mod tests {
 
     #[test]
     fn held_entries_follow_the_rest_with_setups_edits() {
-        let mut t = T::new();
-        t.add("./", EntryType::Directory, None, b"")
-            .add("./etc/", EntryType::Directory, None, b"")
-            .add("./etc/hostname", EntryType::Regular, None, b"")
-            .add("./etc/gone", EntryType::Regular, None, b"x")
-            .add("./usr/", EntryType::Directory, None, b"")
-            .add("./usr/bin/", EntryType::Directory, None, b"")
-            .add("./usr/bin/su", EntryType::Regular, None, b"elf")
-            .add("./usr/bin/su2", EntryType::Link, Some("usr/bin/su"), b"");
+        let mut t = Tar::new();
+        t.dir("./")
+            .dir("./etc/")
+            .file("./etc/hostname", b"")
+            .file("./etc/gone", b"x")
+            .dir("./usr/")
+            .dir("./usr/bin/")
+            .entry("./usr/bin/su", EntryType::Regular, 0o4755, None, b"elf")
+            .hardlink("./usr/bin/su2", "usr/bin/su");
         let mut out = Vec::new();
         let edited = edit(t.bytes().as_slice(), &mut out, &policy(), |tree| {
             tree.write(
@@ -670,9 +634,9 @@ mod tests {
                 "replace a directory",
             ),
         ] {
-            let mut t = T::new();
+            let mut t = Tar::new();
             for (n, k, l) in entries {
-                t.add(n, k, l, b"");
+                t.entry(n, k, 0o755, l, b"");
             }
             let err = edit(t.bytes().as_slice(), std::io::sink(), &policy(), |_| Ok(()))
                 .err()
@@ -687,11 +651,11 @@ mod tests {
 
     #[test]
     fn entries_through_links_inside_the_tree_land_where_they_point() {
-        let mut t = T::new();
-        t.add("usr/", EntryType::Directory, None, b"")
-            .add("usr/lib/", EntryType::Directory, None, b"")
-            .add("lib", EntryType::Symlink, Some("usr/lib"), b"")
-            .add("lib/x", EntryType::Regular, None, b"x");
+        let mut t = Tar::new();
+        t.dir("usr/")
+            .dir("usr/lib/")
+            .symlink("lib", "usr/lib")
+            .file("lib/x", b"x");
         let mut out = Vec::new();
         edit(t.bytes().as_slice(), &mut out, &policy(), |_| Ok(())).unwrap();
         assert!(names(&out).iter().any(|(n, _)| n == "usr/lib/x"));
@@ -701,26 +665,13 @@ mod tests {
     fn long_and_non_utf8_names_and_xattrs_survive() {
         let long = format!("d/{}", "n".repeat(200));
         let odd = "d/caf\u{e9}";
-        let mut t = T::new();
-        t.add("d/", EntryType::Directory, None, b"")
-            .add(&long, EntryType::Regular, None, b"long")
-            .add(odd, EntryType::Regular, None, b"");
-        let mut src = t.bytes();
-        // a Latin-1 name: not UTF-8
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = Header::new_gnu();
-        h.set_size(0);
-        h.set_mode(0o644);
-        use std::os::unix::ffi::OsStrExt;
-        b.append_data(
-            &mut h,
-            std::path::Path::new(std::ffi::OsStr::from_bytes(b"d/\xe9t\xe9")),
-            std::io::empty(),
-        )
-        .unwrap();
-        let extra = b.into_inner().unwrap();
-        src.truncate(src.len() - 1024); // drop the end-of-archive blocks
-        src.extend_from_slice(&extra);
+        let src = Tar::new()
+            .dir("d/")
+            .file(&long, b"long")
+            .file(odd, b"")
+            // a Latin-1 name: not UTF-8
+            .entry(b"d/\xe9t\xe9", EntryType::Regular, 0o644, None, b"")
+            .bytes();
         let mut out = Vec::new();
         edit(src.as_slice(), &mut out, &policy(), |_| Ok(())).unwrap();
         let mut a = tar::Archive::new(out.as_slice());

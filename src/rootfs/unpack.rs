@@ -286,44 +286,8 @@ fn set_times(path: &Path, mtime: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::Tar;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-
-    /// A tar builder that writes names verbatim (the tar crate's `append_data` refuses `..`).
-    struct Raw(tar::Builder<Vec<u8>>);
-
-    impl Raw {
-        fn new() -> Raw {
-            Raw(tar::Builder::new(Vec::new()))
-        }
-        fn entry(
-            &mut self,
-            name: &str,
-            kind: EntryType,
-            mode: u32,
-            link: Option<&str>,
-            data: &[u8],
-        ) {
-            let mut h = tar::Header::new_gnu();
-            {
-                let gnu = h.as_gnu_mut().unwrap();
-                gnu.name[..name.len()].copy_from_slice(name.as_bytes());
-            }
-            h.set_entry_type(kind);
-            h.set_mode(mode);
-            h.set_uid(1234);
-            h.set_gid(4321);
-            h.set_mtime(1_700_000_000);
-            h.set_size(data.len() as u64);
-            if let Some(l) = link {
-                h.as_gnu_mut().unwrap().linkname[..l.len()].copy_from_slice(l.as_bytes());
-            }
-            h.set_cksum();
-            self.0.append(&h, data).unwrap();
-        }
-        fn finish(self) -> Vec<u8> {
-            self.0.into_inner().unwrap()
-        }
-    }
 
     fn unpack_bytes(bytes: &[u8]) -> (tempfile::TempDir, Result<()>) {
         let dir = tempfile::tempdir().unwrap();
@@ -335,7 +299,7 @@ mod tests {
 
     #[test]
     fn keeps_owners_modes_setuid_hardlinks_and_devices() {
-        let mut t = Raw::new();
+        let mut t = Tar::new().owner(1234, 4321);
         t.entry("./", EntryType::Directory, 0o755, None, b"");
         t.entry("./usr/bin/", EntryType::Directory, 0o755, None, b"");
         t.entry(
@@ -356,7 +320,7 @@ mod tests {
         t.entry("./bin", EntryType::Symlink, 0o777, Some("usr/bin"), b"");
         t.entry("./dev/", EntryType::Directory, 0o755, None, b"");
         t.entry("./dev/fifo", EntryType::Fifo, 0o600, None, b"");
-        let (dir, result) = unpack_bytes(&t.finish());
+        let (dir, result) = unpack_bytes(&t.bytes());
         result.unwrap();
         let root = dir.path().join("root");
         let passwd = std::fs::metadata(root.join("usr/bin/passwd")).unwrap();
@@ -380,9 +344,9 @@ mod tests {
 
     #[test]
     fn refuses_dotdot_names() {
-        let mut t = Raw::new();
+        let mut t = Tar::new();
         t.entry("../escape", EntryType::Regular, 0o644, None, b"x");
-        let (dir, result) = unpack_bytes(&t.finish());
+        let (dir, result) = unpack_bytes(&t.bytes());
         let msg = format!("{:#}", result.unwrap_err());
         assert!(msg.contains("`..`"), "{msg}");
         assert!(!dir.path().join("escape").exists());
@@ -390,9 +354,9 @@ mod tests {
 
     #[test]
     fn strips_absolute_names_into_the_tree() {
-        let mut t = Raw::new();
+        let mut t = Tar::new();
         t.entry("/etc/abs", EntryType::Regular, 0o644, None, b"x");
-        let (dir, result) = unpack_bytes(&t.finish());
+        let (dir, result) = unpack_bytes(&t.bytes());
         result.unwrap();
         assert!(dir.path().join("root/etc/abs").is_file());
     }
@@ -401,7 +365,7 @@ mod tests {
     fn refuses_writes_through_a_planted_symlink() {
         for target in ["/tmp", "../..", ".."] {
             let outside = tempfile::tempdir().unwrap();
-            let mut t = Raw::new();
+            let mut t = Tar::new();
             let absolute = outside.path().to_str().unwrap().to_string();
             let link = if target == "/tmp" {
                 absolute.as_str()
@@ -410,7 +374,7 @@ mod tests {
             };
             t.entry("evil", EntryType::Symlink, 0o777, Some(link), b"");
             t.entry("evil/planted", EntryType::Regular, 0o644, None, b"owned");
-            let (dir, result) = unpack_bytes(&t.finish());
+            let (dir, result) = unpack_bytes(&t.bytes());
             let msg = format!("{:#}", result.unwrap_err());
             assert!(
                 msg.contains("refusing archive entry `evil/planted`"),
@@ -430,9 +394,9 @@ mod tests {
             victim.to_str().unwrap().to_string(),
             "../../victim".to_string(),
         ] {
-            let mut t = Raw::new();
+            let mut t = Tar::new();
             t.entry("link", EntryType::Link, 0o644, Some(&target), b"");
-            let (_dir, result) = unpack_bytes(&t.finish());
+            let (_dir, result) = unpack_bytes(&t.bytes());
             let msg = format!("{:#}", result.unwrap_err());
             assert!(
                 msg.contains("refusing archive entry `link`"),
@@ -445,7 +409,7 @@ mod tests {
     #[test]
     fn refuses_device_nodes_through_symlinks() {
         let outside = tempfile::tempdir().unwrap();
-        let mut t = Raw::new();
+        let mut t = Tar::new();
         t.entry(
             "d",
             EntryType::Symlink,
@@ -454,7 +418,7 @@ mod tests {
             b"",
         );
         t.entry("d/fifo", EntryType::Fifo, 0o644, None, b"");
-        let (_dir, result) = unpack_bytes(&t.finish());
+        let (_dir, result) = unpack_bytes(&t.bytes());
         let msg = format!("{:#}", result.unwrap_err());
         assert!(msg.contains("leads outside the root"), "{msg}");
         assert!(!outside.path().join("fifo").exists());
@@ -462,9 +426,9 @@ mod tests {
 
     #[test]
     fn truncated_and_random_archives_fail_clearly() {
-        let mut t = Raw::new();
+        let mut t = Tar::new();
         t.entry("big", EntryType::Regular, 0o644, None, &vec![7u8; 100_000]);
-        let bytes = t.finish();
+        let bytes = t.bytes();
         let (_d, result) = unpack_bytes(&bytes[..50_000]);
         let msg = format!("{:#}", result.unwrap_err());
         assert!(msg.contains("corrupt or truncated"), "{msg}");

@@ -814,6 +814,7 @@ fn put(field: &mut [u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::Tar;
     use std::sync::Mutex;
 
     /// Blobs in memory, by location.
@@ -828,38 +829,6 @@ mod tests {
         fn name(&self) -> String {
             "memory".into()
         }
-    }
-
-    enum E<'a> {
-        Dir(&'a str),
-        File(&'a str, &'a str),
-        Link(&'a str, &'a str),
-    }
-
-    fn layer(entries: &[E]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for e in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o644);
-            match e {
-                E::Dir(name) => {
-                    h.set_entry_type(tar::EntryType::Directory);
-                    h.set_mode(0o755);
-                    h.set_size(0);
-                    b.append_data(&mut h, name, std::io::empty()).unwrap();
-                }
-                E::File(name, data) => {
-                    h.set_size(data.len() as u64);
-                    b.append_data(&mut h, name, data.as_bytes()).unwrap();
-                }
-                E::Link(name, target) => {
-                    h.set_entry_type(tar::EntryType::Link);
-                    h.set_size(0);
-                    b.append_link(&mut h, name, target).unwrap();
-                }
-            }
-        }
-        b.into_inner().unwrap()
     }
 
     /// The merged tree as `name [-> target] = data`, sorted.
@@ -917,58 +886,66 @@ mod tests {
 
     #[test]
     fn whiteouts_delete_and_opaque_directories_hide_what_lies_below() {
-        let base = layer(&[
-            E::Dir("a/"),
-            E::File("a/gone", "1"),
-            E::File("a/stays", "1"),
-            E::Dir("d/"),
-            E::File("d/x", "1"),
-            E::Dir("o/"),
-            E::File("o/old", "1"),
-            E::File("keep", "old"),
-        ]);
-        let top = layer(&[
-            E::Dir("a/"),
-            E::File("a/.wh.gone", ""),
-            E::File(".wh.d", ""),
-            E::Dir("o/"),
-            E::File("o/.wh..wh..opq", ""),
-            E::File("o/new", "2"),
-            E::File("keep", "new"),
-        ]);
+        let base = Tar::new()
+            .dir("a/")
+            .file("a/gone", b"1")
+            .file("a/stays", b"1")
+            .dir("d/")
+            .file("d/x", b"1")
+            .dir("o/")
+            .file("o/old", b"1")
+            .file("keep", b"old")
+            .bytes();
+        let top = Tar::new()
+            .dir("a/")
+            .file("a/.wh.gone", b"")
+            .file(".wh.d", b"")
+            .dir("o/")
+            .file("o/.wh..wh..opq", b"")
+            .file("o/new", b"2")
+            .file("keep", b"new")
+            .bytes();
         assert_eq!(
             merged(vec![base, top]).unwrap(),
             ["a/ = ", "a/stays = 1", "keep = new", "o/ = ", "o/new = 2"]
         );
         // A third layer (zstd) deletes what the second added and adds back what the first had.
-        let base = layer(&[E::Dir("a/"), E::File("a/f", "1")]);
-        let mid = layer(&[E::File(".wh.a", ""), E::File("b", "2")]);
-        let top = layer(&[E::File(".wh.b", ""), E::Dir("a/"), E::File("a/g", "3")]);
+        let base = Tar::new().dir("a/").file("a/f", b"1").bytes();
+        let mid = Tar::new().file(".wh.a", b"").file("b", b"2").bytes();
+        let top = Tar::new()
+            .file(".wh.b", b"")
+            .dir("a/")
+            .file("a/g", b"3")
+            .bytes();
         assert_eq!(merged(vec![base, mid, top]).unwrap(), ["a/ = ", "a/g = 3"]);
     }
 
     #[test]
     fn a_deleted_directory_made_again_holds_only_the_new_files() {
-        let base = layer(&[E::Dir("d/"), E::File("d/old", "1")]);
-        let top = layer(&[E::File(".wh.d", ""), E::Dir("d/"), E::File("d/new", "2")]);
+        let base = Tar::new().dir("d/").file("d/old", b"1").bytes();
+        let top = Tar::new()
+            .file(".wh.d", b"")
+            .dir("d/")
+            .file("d/new", b"2")
+            .bytes();
         assert_eq!(merged(vec![base, top]).unwrap(), ["d/ = ", "d/new = 2"]);
     }
 
     #[test]
     fn hardlinks_keep_their_data_when_a_layer_above_replaces_the_first_name() {
-        let base = layer(&[E::File("t", "old"), E::Link("l", "t")]);
-        let top = layer(&[E::File("t", "new")]);
+        let base = Tar::new().file("t", b"old").hardlink("l", "t").bytes();
+        let top = Tar::new().file("t", b"new").bytes();
         assert_eq!(merged(vec![base, top]).unwrap(), ["l = old", "t = new"]);
         // A link in the upper layer to a file of the lower one.
-        let base = layer(&[E::File("t", "data")]);
-        let top = layer(&[E::Link("l", "t")]);
+        let base = Tar::new().file("t", b"data").bytes();
+        let top = Tar::new().hardlink("l", "t").bytes();
         assert_eq!(merged(vec![base, top]).unwrap(), ["l -> t", "t = data"]);
     }
 
     #[test]
     fn a_damaged_blob_fails_on_its_digest() {
         let mut blobs = HashMap::new();
-        blobs.insert("l0".to_string(), layer(&[E::File("f", "x")]));
+        blobs.insert("l0".to_string(), Tar::new().file("f", b"x").bytes());
         let image = LayeredImage {
             details: ImageDetails::default(),
             layers: vec![Layer {

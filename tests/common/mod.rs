@@ -4,6 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+// The tar builder the unit tests use as well.
+#[path = "../../src/testutil.rs"]
+mod testutil;
+#[allow(unused_imports)] // as dead_code above: not every suite builds archives
+pub use testutil::Tar;
+
 pub const MIB: u64 = 1024 * 1024;
 pub const PASSWORD: &str = "c2vm-Test-pw-4711";
 
@@ -202,16 +208,6 @@ pub fn password_file(dir: &Path) -> PathBuf {
     p
 }
 
-/// The `name=value` lines of a guest's output (what a boot's check script prints), by name; other
-/// lines are left out. A check reads its facts by label, never by line position.
-pub fn labelled(text: &str) -> std::collections::HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(name, _)| !name.is_empty() && !name.contains(char::is_whitespace))
-        .map(|(name, value)| (name.to_string(), value.trim().to_string()))
-        .collect()
-}
-
 /// The file's sha256, in hex.
 pub fn sha256_file(path: &Path) -> String {
     tool("sha256sum", &[path.to_str().unwrap()])
@@ -272,17 +268,194 @@ pub fn boot_exec_with(
     (out.status.code().unwrap_or(-1), stdout(&out))
 }
 
+/// `SOURCE_DATE_EPOCH` of the conversions that must be reproducible.
+pub const EPOCH: &str = "1700000000";
+
+/// The daemon's containers, running or not: the same before and after a conversion or build,
+/// which must leave none behind.
+pub fn containers() -> String {
+    tool("docker", &["ps", "-aq", "--no-trunc"])
+}
+
+/// `c2vm convert SOURCE -o OUT`, as the tests run it: say what else it takes, then run it with
+/// [`Convert::output`] (whatever the outcome) or [`Convert::success`] (it must succeed).
+pub struct Convert {
+    source: String,
+    out: PathBuf,
+    as_user: bool,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(String, std::ffi::OsString)>,
+    lock: bool,
+    nothing_left: bool,
+}
+
+impl Convert {
+    /// Run as root.
+    pub fn new(source: &str, out: &Path) -> Convert {
+        Convert {
+            source: source.to_string(),
+            out: out.to_path_buf(),
+            as_user: false,
+            args: Vec::new(),
+            env: Vec::new(),
+            lock: false,
+            nothing_left: false,
+        }
+    }
+
+    /// The test root filesystem ([`test_rootfs`]), as root.
+    pub fn rootfs(out: &Path) -> Convert {
+        Convert::new(&format!("rootfs:{}", test_rootfs().display()), out)
+    }
+
+    /// Run as [`USER`] instead (no root; the engine through the docker group).
+    pub fn by_user(mut self) -> Convert {
+        self.as_user = true;
+        self
+    }
+
+    pub fn password_file(self, pw: &Path) -> Convert {
+        self.arg("--password-file").arg(pw)
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Convert {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<S: AsRef<std::ffi::OsStr>>(self, args: impl IntoIterator<Item = S>) -> Convert {
+        args.into_iter().fold(self, Convert::arg)
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Convert {
+        self.env.push((key.to_string(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Reproducible identifiers and timestamps: `SOURCE_DATE_EPOCH` is [`EPOCH`].
+    pub fn reproducible(self) -> Convert {
+        self.env("SOURCE_DATE_EPOCH", EPOCH)
+    }
+
+    /// Scratch beside the output, not in /dev/shm, where other tests count what is left.
+    pub fn scratch_beside_output(self) -> Convert {
+        let dir = self
+            .out
+            .parent()
+            .expect("an output in a directory")
+            .to_owned();
+        self.env("TMPDIR", dir)
+    }
+
+    /// Hold the [`host_lock`] while it runs: it makes containers or stages in /dev/shm.
+    pub fn locked(mut self) -> Convert {
+        self.lock = true;
+        self
+    }
+
+    /// Locked, and checked afterwards: no container and no staging in /dev/shm left behind.
+    pub fn leaving_nothing_behind(mut self) -> Convert {
+        self.lock = true;
+        self.nothing_left = true;
+        self
+    }
+
+    /// Run it, whatever the outcome.
+    pub fn output(self) -> Output {
+        let _lock = self.lock.then(host_lock);
+        let before = self.nothing_left.then(containers);
+        let mut cmd = if self.as_user { c2vm_as_user() } else { c2vm() };
+        cmd.args(["convert", &self.source, "-o"])
+            .arg(&self.out)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let output = run(&mut cmd);
+        if let Some(before) = before {
+            assert_eq!(containers(), before, "c2vm left a container behind");
+            let leftovers: Vec<String> = listing(Path::new("/dev/shm"))
+                .into_iter()
+                .filter(|n| n.starts_with("c2vm-"))
+                .collect();
+            assert!(
+                leftovers.is_empty(),
+                "staging left in /dev/shm: {leftovers:?}"
+            );
+        }
+        output
+    }
+
+    /// Run it; it must succeed.
+    pub fn success(self) -> Output {
+        let what = format!("convert {} {:?}", self.source, self.args);
+        let output = self.output();
+        assert!(
+            output.status.success(),
+            "{what} failed: {}",
+            stderr(&output)
+        );
+        output
+    }
+}
+
 /// `c2vm convert rootfs:<test rootfs> -o disk --password-file pw`, which must succeed.
 pub fn convert_rootfs(disk: &Path, pw: &Path) {
-    let _lock = host_lock();
-    let out = run(c2vm()
-        .arg("convert")
-        .arg(format!("rootfs:{}", test_rootfs().display()))
-        .arg("-o")
-        .arg(disk)
-        .arg("--password-file")
-        .arg(pw));
-    assert!(out.status.success(), "convert failed: {}", stderr(&out));
+    Convert::rootfs(disk).password_file(pw).locked().success();
+}
+
+/// Guest shell: wait, at most 60 s, for an IPv4 address from DHCP. `systemctl
+/// is-system-running --wait` returns before networkd has a lease, and on a slow host the lease
+/// comes later still.
+pub const WAIT_FOR_DHCP: &str = "for i in $(seq 60); do \
+    ip -4 -o addr show scope global dynamic | grep -q . && break; sleep 1; done";
+
+/// A guest script that prints each fact under its name: for each `(name, command)`, one
+/// `name=LINE` per line of the command's output (`name=` alone when it printed nothing). Read it
+/// back with [`Facts::parse`]: a fact that is missing or not there yet then fails under its own
+/// name, instead of shifting every line after it. Commands run in order, so a fact can wait for
+/// what it reads (see [`WAIT_FOR_DHCP`]).
+pub fn facts_script(facts: &[(&str, &str)]) -> String {
+    facts
+        .iter()
+        .map(|(name, command)| format!("printf '%s\\n' \"$({command})\" | sed 's/^/{name}=/'\n"))
+        .collect()
+}
+
+/// What a [`facts_script`] printed, by name; a fact of several lines is one value, its lines
+/// joined with `\n`. `facts["name"]` fails the test, with all the guest said, if it is missing.
+pub struct Facts {
+    said: String,
+    values: std::collections::BTreeMap<String, String>,
+}
+
+impl Facts {
+    pub fn parse(said: &str) -> Facts {
+        let mut values = std::collections::BTreeMap::<String, String>::new();
+        // Trailing blanks (`… | tr '\n' ' '`) are not part of a value.
+        let lines = said.lines().map(str::trim_end);
+        for (name, value) in lines.filter_map(|l| l.split_once('=')) {
+            values
+                .entry(name.to_string())
+                .and_modify(|v| {
+                    v.push('\n');
+                    v.push_str(value);
+                })
+                .or_insert_with(|| value.to_string());
+        }
+        Facts {
+            said: said.to_string(),
+            values,
+        }
+    }
+}
+
+impl std::ops::Index<&str> for Facts {
+    type Output = str;
+
+    fn index(&self, name: &str) -> &str {
+        self.values
+            .get(name)
+            .unwrap_or_else(|| panic!("the guest printed no `{name}=`; it said:\n{}", self.said))
+    }
 }
 
 /// Byte offset of partition `n` (1-based) read back with `sfdisk --json`.
