@@ -8,7 +8,8 @@ use std::process::Command;
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let init = manifest.join("init");
-    for path in ["src", "Cargo.toml", "Cargo.lock"] {
+    // config/: the schema crate init shares with c2vm.
+    for path in ["src", "config", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", init.join(path).display());
     }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")

@@ -1,98 +1,33 @@
-//! What c2vm tells the init: `/.c2vm/config.json`, written at conversion from the image's config
-//! (user and groups already resolved against the image's own /etc/passwd and /etc/group).
-use serde::Deserialize;
-
-pub const PATH: &str = "/.c2vm/config.json";
+//! What c2vm tells the init, `/.c2vm/config.json`, and what the init makes of it. The file's
+//! schema is the `c2vm-init-config` crate (init/config/), shared with c2vm, which writes it.
+pub use c2vm_init_config::{Config, Restart, PATH};
 
 /// docker's PATH when the image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Restart {
-    No,
-    OnFailure,
-    Always,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Config {
-    /// ENTRYPOINT + CMD, exactly.
-    pub argv: Vec<String>,
-    /// `KEY=value`, the image's Env.
-    #[serde(default)]
-    pub env: Vec<String>,
-    #[serde(default = "root_dir")]
-    pub workdir: String,
-    pub uid: u32,
-    pub gid: u32,
-    /// Supplementary groups, from the image's /etc/group.
-    #[serde(default)]
-    pub groups: Vec<u32>,
-    /// From the image's /etc/passwd, else `/`.
-    #[serde(default = "root_dir")]
-    pub home: String,
-    pub hostname: String,
-    /// `--dns`: written to /etc/resolv.conf instead of what DHCP gives.
-    #[serde(default)]
-    pub dns: Vec<String>,
-    #[serde(default = "no_restart")]
-    pub restart: Restart,
-    /// The image's STOPSIGNAL (a name such as `SIGTERM`), sent on the power button.
-    #[serde(default = "sigterm")]
-    pub stop_signal: String,
-    /// Seconds between the stop signal and SIGKILL.
-    #[serde(default = "ten")]
-    pub stop_timeout: u64,
-}
-
-fn root_dir() -> String {
-    "/".to_string()
-}
-fn no_restart() -> Restart {
-    Restart::No
-}
-fn sigterm() -> String {
-    "SIGTERM".to_string()
-}
-fn ten() -> u64 {
-    10
-}
-
-impl Config {
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config =
-            serde_json::from_str(text).map_err(|e| format!("{PATH} is not valid: {e}"))?;
-        if config.argv.is_empty() {
-            return Err(format!("{PATH} has no command to run"));
-        }
-        Ok(config)
+/// The app's environment: the image's, with PATH and HOME filled in as docker does.
+pub fn environment(config: &Config) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = config
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
-
-    /// The app's environment: the image's, with PATH and HOME filled in as docker does.
-    pub fn environment(&self) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = self
-            .env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.push(("PATH".into(), DEFAULT_PATH.into()));
-        }
-        if !env.iter().any(|(k, _)| k == "HOME") {
-            env.push(("HOME".into(), self.home.clone()));
-        }
-        if !env.iter().any(|(k, _)| k == "HOSTNAME") {
-            env.push(("HOSTNAME".into(), self.hostname.clone()));
-        }
-        env
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), config.home.clone()));
     }
-
-    /// The stop signal's number.
-    pub fn stop_signal_number(&self) -> i32 {
-        signal_number(&self.stop_signal).unwrap_or(libc::SIGTERM)
+    if !env.iter().any(|(k, _)| k == "HOSTNAME") {
+        env.push(("HOSTNAME".into(), config.hostname.clone()));
     }
+    env
+}
+
+/// The stop signal's number.
+pub fn stop_signal_number(config: &Config) -> i32 {
+    signal_number(&config.stop_signal).unwrap_or(libc::SIGTERM)
 }
 
 /// `SIGTERM`, `TERM` or `15`.
@@ -131,7 +66,7 @@ mod tests {
         assert_eq!(c.workdir, "/");
         assert_eq!(c.restart, Restart::No);
         assert_eq!(c.stop_timeout, 10);
-        let env = c.environment();
+        let env = environment(&c);
         assert!(env.contains(&("GREETING".into(), "hi there".into())));
         assert!(env.contains(&("PATH".into(), DEFAULT_PATH.into())));
         assert!(env.contains(&("HOME".into(), "/home/app".into())));
@@ -141,8 +76,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.restart, Restart::OnFailure);
-        assert_eq!(c.stop_signal_number(), libc::SIGQUIT);
-        assert!(c.environment().contains(&("PATH".into(), "/bin".into())));
+        assert_eq!(stop_signal_number(&c), libc::SIGQUIT);
+        assert!(environment(&c).contains(&("PATH".into(), "/bin".into())));
         assert!(Config::parse(r#"{"argv":[],"uid":0,"gid":0,"hostname":"h"}"#).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! The app under init: started as the image's user, its signals forwarded, zombies reaped, its
 //! end turned into the VM's end (or a restart).
-use crate::config::{Config, Restart};
+use crate::config::{self, Config, Restart};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -71,7 +71,7 @@ fn spawn(config: &Config) -> Result<u32, String> {
     let mut cmd = Command::new(&config.argv[0]);
     cmd.args(&config.argv[1..])
         .env_clear()
-        .envs(config.environment())
+        .envs(config::environment(config))
         .current_dir(&config.workdir);
     let (uid, gid, groups) = (config.uid, config.gid, config.groups.clone());
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -132,7 +132,7 @@ pub fn run(config: &Config) -> Result<Ended, String> {
                             config.stop_signal, config.stop_timeout
                         ));
                         // SAFETY: kill on the app's pid.
-                        unsafe { libc::kill(app as i32, config.stop_signal_number()) };
+                        unsafe { libc::kill(app as i32, config::stop_signal_number(config)) };
                         stopping = Some(Instant::now() + Duration::from_secs(config.stop_timeout));
                     }
                 }

@@ -8,6 +8,7 @@ use super::oci::{self, Fetch, Platform, JSON_LIMIT};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use std::io::Read;
@@ -137,7 +138,7 @@ pub fn push(text: &str, access: &Access, upload: &Upload) -> Result<String> {
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let size = file.metadata()?.len();
         let stream = futures_util::stream::iter(FileChunks(file))
-            .map(|chunk| chunk.map_err(oci_client::errors::OciDistributionError::from));
+            .map(|chunk| chunk.map_err(OciDistributionError::from));
         r.runtime
             .block_on(
                 r.client
@@ -215,10 +216,41 @@ async fn probe(host: &str, certs: &[Certificate], insecure: bool) -> Result<Clie
         }
     }
     let detail = error_chain(&tls_error);
-    if detail.contains("certificate") || detail.contains("UnknownIssuer") {
+    // The text is the fallback for a rustls of another version than c2vm's (reqwest's own,
+    // should the two ever part): its error is another type, and only its words say what it is.
+    if certificate_rejected(&tls_error)
+        || detail.contains("certificate")
+        || detail.contains("UnknownIssuer")
+    {
         bail!("the TLS certificate of registry {host} is not trusted ({detail}); give its CA with --cert-dir DIR (a directory holding ca.crt), put it in /etc/containers/certs.d/{host}/, or use --tls-verify=false");
     }
     bail!("cannot reach registry {host} over HTTPS ({detail}); check the name and your network")
+}
+
+/// Whether a connection failed because c2vm does not trust the server's certificate: a
+/// `rustls::Error` about certificates somewhere in the error's sources. rustls's error reaches
+/// reqwest inside an `io::Error`, whose `source()` skips the error it wraps, so each
+/// `io::Error` is opened with `get_ref()`.
+fn certificate_rejected(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if certificate_rejected(inner) {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -328,35 +360,62 @@ fn credentials(reference: &Reference, access: &Access) -> Result<RegistryAuth> {
 }
 
 /// A registry's refusal, said as what to do.
-fn explain(
-    e: oci_client::errors::OciDistributionError,
-    reference: &Reference,
-    auth: &RegistryAuth,
-) -> anyhow::Error {
+fn explain(e: OciDistributionError, reference: &Reference, auth: &RegistryAuth) -> anyhow::Error {
     let registry = reference.resolve_registry();
     let text = error_chain(&e);
-    let lower = text.to_lowercase();
-    if [
-        "401",
-        "unauthorized",
-        "not authorized",
-        "authentication",
-        "denied",
-    ]
-    .iter()
-    .any(|w| lower.contains(w))
-    {
-        return match auth {
+    match refusal(&e) {
+        Refusal::Credentials => match auth {
             RegistryAuth::Anonymous => anyhow!("registry {registry} needs credentials for {reference} ({text}): give --creds USER (the password on stdin), or log in (`docker login {registry}`)"),
             _ => anyhow!("registry {registry} refused the credentials for {reference} ({text}): check --creds, REGISTRY_AUTH_FILE or `docker login {registry}`"),
-        };
-    }
-    if lower.contains("manifest unknown") || lower.contains("404") || lower.contains("not found") {
-        return anyhow!(
+        },
+        Refusal::NoImage => anyhow!(
             "registry {registry} has no image {reference} ({text}); check the name and tag"
-        );
+        ),
+        Refusal::Other => anyhow!("reading {reference} from registry {registry} failed: {text}"),
     }
-    anyhow!("reading {reference} from registry {registry} failed: {text}")
+}
+
+/// What a registry's error means for the user.
+#[derive(Debug)]
+enum Refusal {
+    /// Who asks is not let in: no credentials, wrong ones, or not enough rights.
+    Credentials,
+    /// No such repository, tag or digest.
+    NoImage,
+    /// Anything else: quoted as it is.
+    Other,
+}
+
+/// Sorts an error by its kind: the HTTP status oci-client kept, or the registry's own error
+/// codes (the OCI distribution spec's `{"errors":[{"code":…}]}`).
+fn refusal(e: &OciDistributionError) -> Refusal {
+    use oci_client::errors::OciErrorCode as Code;
+    let status = |code: u16| match code {
+        401 | 403 => Refusal::Credentials,
+        404 => Refusal::NoImage,
+        _ => Refusal::Other,
+    };
+    match e {
+        // A 401 answer, or the token server turning the credentials down.
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => Refusal::Credentials,
+        OciDistributionError::ImageManifestNotFoundError(_) => Refusal::NoImage,
+        OciDistributionError::ServerError { code, .. } => status(*code),
+        OciDistributionError::RequestError(e) => {
+            e.status().map_or(Refusal::Other, |s| status(s.as_u16()))
+        }
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let has = |wanted: &[Code]| envelope.errors.iter().any(|e| wanted.contains(&e.code));
+            if has(&[Code::Unauthorized, Code::Denied]) {
+                Refusal::Credentials
+            } else if has(&[Code::NameUnknown, Code::ManifestUnknown, Code::NotFound]) {
+                Refusal::NoImage
+            } else {
+                Refusal::Other
+            }
+        }
+        _ => Refusal::Other,
+    }
 }
 
 struct RegistryFetch(Arc<Registry>);
@@ -442,6 +501,7 @@ impl BlobStore for Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_client::errors::{OciEnvelope, OciError, OciErrorCode};
 
     #[test]
     fn plain_http_is_for_loopback_hosts_only() {
@@ -451,5 +511,178 @@ mod tests {
         assert!(is_loopback("[::1]:5000"));
         assert!(!is_loopback("registry.example:5000"));
         assert!(!is_loopback("10.0.0.1:5000"));
+    }
+
+    const URL: &str = "https://registry.example/v2/team/app/manifests/1";
+
+    /// `explain`'s message for `e`, reading `docker://registry.example/team/app:1`.
+    fn said(e: OciDistributionError, auth: &RegistryAuth) -> String {
+        let reference: Reference = "registry.example/team/app:1".parse().unwrap();
+        explain(e, &reference, auth).to_string()
+    }
+
+    fn registry_error<const N: usize>(codes: [OciErrorCode; N]) -> OciDistributionError {
+        let errors = codes
+            .into_iter()
+            .map(|code| OciError {
+                code,
+                message: "from the registry".into(),
+                detail: serde_json::Value::Null,
+            })
+            .collect();
+        OciDistributionError::RegistryError {
+            envelope: OciEnvelope { errors },
+            url: URL.into(),
+        }
+    }
+
+    fn server_error(code: u16, message: &str) -> OciDistributionError {
+        OciDistributionError::ServerError {
+            code,
+            url: URL.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_told_by_its_kind_and_the_credentials_given() {
+        let anonymous = RegistryAuth::Anonymous;
+        let basic = RegistryAuth::Basic("u".into(), "p".into());
+        let unauthorized = || OciDistributionError::UnauthorizedError { url: URL.into() };
+        let needs = "registry registry.example needs credentials for registry.example/team/app:1";
+        let refused = "registry registry.example refused the credentials for";
+        assert!(said(unauthorized(), &anonymous).starts_with(needs));
+        assert!(said(unauthorized(), &anonymous).contains("--creds USER"));
+        assert!(said(unauthorized(), &basic).starts_with(refused));
+        let token = OciDistributionError::AuthenticationFailure("bad password".into());
+        assert!(said(token, &basic).starts_with(refused));
+        for code in [OciErrorCode::Unauthorized, OciErrorCode::Denied] {
+            assert!(said(registry_error([code]), &anonymous).starts_with(needs));
+        }
+        for code in [401, 403] {
+            assert!(said(server_error(code, ""), &basic).starts_with(refused));
+        }
+        // Rights come first: registries hide what one may not see, so a denial with a missing
+        // name is about the credentials.
+        let both = registry_error([OciErrorCode::NameUnknown, OciErrorCode::Denied]);
+        assert!(said(both, &basic).starts_with(refused));
+    }
+
+    #[test]
+    fn a_missing_image_is_told_by_the_registry_error_code_or_a_404() {
+        let anonymous = RegistryAuth::Anonymous;
+        let none = "registry registry.example has no image registry.example/team/app:1";
+        for code in [
+            OciErrorCode::NameUnknown,
+            OciErrorCode::ManifestUnknown,
+            OciErrorCode::NotFound,
+        ] {
+            let message = said(registry_error([code]), &anonymous);
+            assert!(message.starts_with(none), "{message}");
+            assert!(message.ends_with("check the name and tag"), "{message}");
+        }
+        assert!(said(server_error(404, "not here"), &anonymous).starts_with(none));
+        let index = OciDistributionError::ImageManifestNotFoundError("no such platform".into());
+        assert!(said(index, &anonymous).starts_with(none));
+    }
+
+    #[test]
+    fn other_errors_are_quoted_whatever_words_they_hold() {
+        let anonymous = RegistryAuth::Anonymous;
+        let failed = "reading registry.example/team/app:1 from registry registry.example failed: ";
+        // The words the text matching used to look for, in errors that mean something else.
+        for e in [
+            server_error(
+                500,
+                "permission denied: 401 authentication backend not found",
+            ),
+            server_error(502, "bad gateway"),
+            registry_error([OciErrorCode::Toomanyrequests]),
+            registry_error([OciErrorCode::BlobUnknown]),
+            registry_error([OciErrorCode::Other("ACCESS_DENIED_404".into())]),
+            OciDistributionError::GenericError(Some("authentication not found".into())),
+        ] {
+            let message = said(e, &anonymous);
+            assert!(message.starts_with(failed), "{message}");
+        }
+    }
+
+    /// A self-signed certificate (and its key) for 127.0.0.1 and localhost, valid until 2126,
+    /// which no trust store holds: made for these tests with `openssl req -x509 -newkey ec`.
+    const UNTRUSTED_CERT: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBmzCCAUGgAwIBAgIUat/gF9jV2PJ0PZ+/BaJRarPz4tUwCgYIKoZIzj0EAwIw\n\
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwMjE0MTkyNloYDzIxMjYxMTA4\n\
+MTQxOTI2WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO\n\
+PQMBBwNCAASWJOAkXWtfeS+6pLSB7f1v53WnNLEOOEQPGUy9pW/MJ+mjuVQKIu1t\n\
+bnlG2+6tdmOuiN/oKHiYqHAweyU4HQgVo28wbTAdBgNVHQ4EFgQU93DUNqoYn0PW\n\
+lokQ3ijHV3xHeKEwHwYDVR0jBBgwFoAU93DUNqoYn0PWlokQ3ijHV3xHeKEwDwYD\n\
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARhwR/AAABgglsb2NhbGhvc3QwCgYIKoZI\n\
+zj0EAwIDSAAwRQIgEz+PsHZYGcI0AXoGzKjWqUIiWoM36nWLp6lXMKBm5IwCIQDd\n\
+x15MD5yP7xiEn6B5ebnxm49vJULlWo2WoYda9wdEBA==\n\
+-----END CERTIFICATE-----\n\
+";
+    const UNTRUSTED_KEY: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg8EBQPhZf2tMBoiwX\n\
+DLAjXkhWQ27tKrlq0xNqHYbsbkahRANCAASWJOAkXWtfeS+6pLSB7f1v53WnNLEO\n\
+OEQPGUy9pW/MJ+mjuVQKIu1tbnlG2+6tdmOuiN/oKHiYqHAweyU4HQgV\n\
+-----END PRIVATE KEY-----\n\
+";
+
+    /// A TLS server on 127.0.0.1 that shows `UNTRUSTED_CERT` to every client; its address.
+    fn untrusted_tls_server() -> String {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(UNTRUSTED_CERT.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(UNTRUSTED_KEY.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut tls = rustls::ServerConnection::new(config.clone()).unwrap();
+                // Until the client hangs up on the certificate (or speaks no TLS).
+                while tls.is_handshaking() && tls.complete_io(&mut stream).is_ok() {}
+            }
+        });
+        host
+    }
+
+    #[test]
+    fn an_untrusted_certificate_is_found_by_its_type_in_the_error_sources() {
+        let host = untrusted_tls_server();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = reqwest::Client::builder().build().unwrap();
+        let get = |url: String| runtime.block_on(client.get(url).send()).unwrap_err();
+        let e = get(format!("https://{host}/v2/"));
+        assert!(certificate_rejected(&e), "{}", error_chain(&e));
+        // Nothing listening: a connection error, not a certificate.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = get(format!("https://{closed}/v2/"));
+        assert!(!certificate_rejected(&e), "{}", error_chain(&e));
+        // The probe says what to do (loopback: it tries plain HTTP too, which fails here).
+        let said = runtime.block_on(probe(&host, &[], false)).unwrap_err();
+        let said = said.to_string();
+        assert!(
+            said.starts_with(&format!(
+                "the TLS certificate of registry {host} is not trusted"
+            )),
+            "{said}"
+        );
+        assert!(said.contains("--cert-dir DIR"), "{said}");
     }
 }

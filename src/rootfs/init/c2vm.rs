@@ -4,22 +4,15 @@ use crate::rootfs::app::AppSpec;
 use crate::rootfs::tree::{GuestTree, Perms};
 use crate::rootfs::users;
 use anyhow::{bail, Result};
+use c2vm_init_config::PATH as CONFIG;
 
 /// The static c2vm-init binary (built by build.rs).
 const BINARY: &[u8] = include_bytes!(env!("C2VM_INIT_BINARY"));
 
 pub const PATH: &str = "/.c2vm/init";
-const CONFIG: &str = "/.c2vm/config.json";
 
-/// What happens when the app ends: `--restart`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Restart {
-    /// power off, like `docker run`
-    No,
-    OnFailure,
-    Always,
-}
+/// `--restart`: its values are the init's, in the schema crate c2vm and c2vm-init share.
+pub use c2vm_init_config::Restart;
 
 /// What the init needs beside the image's process.
 #[derive(Debug, Clone)]
@@ -28,22 +21,6 @@ pub struct Settings {
     pub dns: Vec<std::net::IpAddr>,
     pub restart: Restart,
     pub stop_timeout: u64,
-}
-
-#[derive(serde::Serialize)]
-struct Config<'a> {
-    argv: &'a [String],
-    env: &'a [String],
-    workdir: &'a str,
-    uid: u32,
-    gid: u32,
-    groups: &'a [u32],
-    home: &'a str,
-    hostname: &'a str,
-    dns: Vec<String>,
-    restart: Restart,
-    stop_signal: &'a str,
-    stop_timeout: u64,
 }
 
 /// Put the init, its config and the mount points it needs into the guest.
@@ -60,31 +37,27 @@ pub fn install(guest: &mut GuestTree, process: &AppSpec, settings: &Settings) ->
     // The program must be there: a disk whose only process cannot start is no use. (The argv
     // stays as the image has it: the init looks a bare name up in PATH, as docker does.)
     crate::rootfs::app::resolve_program(guest, process, workdir)?;
-    let config = Config {
-        argv: &process.argv,
-        env: &process.env,
-        workdir,
+    let config = c2vm_init_config::Config {
+        argv: process.argv.clone(),
+        env: process.env.clone(),
+        workdir: workdir.to_string(),
         uid: who.uid,
         gid: who.gid,
-        groups: &who.groups,
-        home: &who.home,
-        hostname: &settings.hostname,
+        groups: who.groups,
+        home: who.home,
+        hostname: settings.hostname.clone(),
         dns: settings.dns.iter().map(|d| d.to_string()).collect(),
         restart: settings.restart,
         stop_signal: if process.stop_signal.is_empty() {
-            "SIGTERM"
+            "SIGTERM".to_string()
         } else {
-            &process.stop_signal
+            process.stop_signal.clone()
         },
         stop_timeout: settings.stop_timeout,
     };
     guest.mkdir("/.c2vm", Perms::root(0o755))?;
     guest.write(PATH, BINARY, Perms::root(0o755))?;
-    guest.write(
-        CONFIG,
-        serde_json::to_string_pretty(&config)?.as_bytes(),
-        Perms::root(0o644),
-    )?;
+    guest.write(CONFIG, config.to_json()?.as_bytes(), Perms::root(0o644))?;
     // Mount points (a `FROM scratch` image has none) and a WORKDIR docker would make.
     for dir in ["/dev", "/proc", "/sys", "/run", "/etc"] {
         if !guest.exists(dir)? {
@@ -106,9 +79,9 @@ mod tests {
     use crate::rootfs::tree::tests::tree;
     use crate::rootfs::tree::Kind;
 
-    #[test]
-    fn the_init_and_its_config_go_in_with_the_user_resolved() {
-        let mut t = tree(&[
+    /// An image with /bin/httpd and a user `web` (uid 1000, home /srv, also in group 33).
+    fn web_image() -> GuestTree {
+        tree(&[
             ("bin", Kind::Dir, 0o755, b""),
             ("bin/httpd", Kind::File, 0o755, b"\x7fELF"),
             ("etc", Kind::Dir, 0o755, b""),
@@ -124,7 +97,12 @@ mod tests {
                 0o644,
                 b"web:x:1000:\nwww:x:33:web\n",
             ),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn the_init_and_its_config_go_in_with_the_user_resolved() {
+        let mut t = web_image();
         let process = AppSpec {
             argv: vec!["/bin/httpd".into(), "-f".into()],
             env: vec!["GREETING=hi".into()],
@@ -149,5 +127,47 @@ mod tests {
         assert_eq!(config["stop_signal"], "SIGTERM");
         assert!(t.exists("/srv/www").unwrap() && t.exists("/proc").unwrap());
         assert_eq!(t.perms("/tmp").unwrap().unwrap().mode, 0o1777);
+    }
+
+    /// What c2vm writes, c2vm-init's own reader (`Config::parse`, the shared crate's) reads back
+    /// to the same values, for every `--restart` and with each field set apart from its default.
+    #[test]
+    fn what_c2vm_writes_the_init_reads_back_the_same() {
+        for restart in [Restart::No, Restart::OnFailure, Restart::Always] {
+            let mut t = web_image();
+            let process = AppSpec {
+                argv: vec!["/bin/httpd".into(), "-f".into(), "a b".into()],
+                env: vec!["GREETING=hi there".into(), "EMPTY=".into()],
+                user: "web".into(),
+                working_dir: "/srv/www".into(),
+                stop_signal: "SIGQUIT".into(),
+            };
+            let settings = Settings {
+                hostname: "vm1".into(),
+                dns: vec!["10.0.0.53".parse().unwrap(), "fd00::53".parse().unwrap()],
+                restart,
+                stop_timeout: 42,
+            };
+            install(&mut t, &process, &settings).unwrap();
+            let text = String::from_utf8(t.read(CONFIG).unwrap().unwrap()).unwrap();
+            let read = c2vm_init_config::Config::parse(&text).unwrap();
+            assert_eq!(
+                read,
+                c2vm_init_config::Config {
+                    argv: process.argv.clone(),
+                    env: process.env.clone(),
+                    workdir: "/srv/www".into(),
+                    uid: 1000,
+                    gid: 1000,
+                    groups: vec![1000, 33],
+                    home: "/srv".into(),
+                    hostname: "vm1".into(),
+                    dns: vec!["10.0.0.53".into(), "fd00::53".into()],
+                    restart,
+                    stop_signal: "SIGQUIT".into(),
+                    stop_timeout: 42,
+                }
+            );
+        }
     }
 }
