@@ -5,6 +5,7 @@
 //! machine-id: all of that is put right here.
 use super::init::systemd;
 use super::tree::{GuestTree, Perms};
+use crate::boot;
 use crate::credentials::Credentials;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
@@ -83,26 +84,19 @@ pub fn ensure_network(guest: &mut GuestTree) -> Result<bool> {
     Ok(true)
 }
 
-const UPDATE_BOOT: &str = include_str!("../../templates/guest/c2vm-update-boot");
 const HOOK: &str = include_str!("../../templates/guest/hook");
 
 /// Debian and Ubuntu run /etc/kernel/post{inst,rm}.d after installing or removing a kernel and
-/// /etc/initramfs/post-update.d after `update-initramfs`: there the ESP copies and both boot
-/// loaders' entries are refreshed, so the newest kernel boots and the previous one stays.
+/// /etc/initramfs/post-update.d after `update-initramfs`: there the ESP copies and the boot
+/// loaders' entries are refreshed, so the newest kernel boots and the previous one stays. The
+/// script and the loaders' texts it puts on the ESP come from [`boot::texts`], as the disk's own.
 fn install_kernel_hooks(guest: &mut GuestTree, cmdline: &str) -> Result<()> {
     if !guest.exists("/etc/kernel/postinst.d")? {
         return Ok(());
     }
-    guest.write(
-        "/etc/c2vm/cmdline",
-        format!("{cmdline}\n").as_bytes(),
-        Perms::root(0o644),
-    )?;
-    guest.write(
-        "/usr/local/sbin/c2vm-update-boot",
-        UPDATE_BOOT.as_bytes(),
-        Perms::root(0o755),
-    )?;
+    for (path, text, mode) in boot::texts::guest_files(cmdline)? {
+        guest.write(&path, text.as_bytes(), Perms::root(mode))?;
+    }
     for dir in [
         "/etc/kernel/postinst.d",
         "/etc/kernel/postrm.d",
