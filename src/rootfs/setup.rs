@@ -360,4 +360,34 @@ mod tests {
         assert_eq!(mode("root/.ssh"), 0o700);
         assert_eq!(mode("root/.ssh/authorized_keys"), 0o600);
     }
+
+    #[test]
+    fn kernel_hooks_run_the_update_script_with_the_loaders_texts() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/kernel/postinst.d")).unwrap();
+        let (out, result) = crate::rootfs::edit::edit_dir(dir.path(), |g| configure(g, &cfg()));
+        result.unwrap();
+        let root = out.path();
+        let mode = |f: &str| {
+            std::fs::metadata(root.join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        for hook in [
+            "etc/kernel/postinst.d/zz-c2vm",
+            "etc/kernel/postrm.d/zz-c2vm",
+            "etc/initramfs/post-update.d/zz-c2vm",
+            "usr/local/sbin/c2vm-update-boot",
+        ] {
+            assert_eq!(mode(hook), 0o755, "{hook}");
+        }
+        let syslinux =
+            std::fs::read_to_string(root.join("etc/c2vm/boot/with-previous/syslinux/syslinux.cfg"))
+                .unwrap();
+        assert!(syslinux.contains("LABEL previous\n  KERNEL /previous/vmlinuz\n"));
+        assert!(syslinux.contains(&format!("APPEND {}\n", cfg().cmdline)));
+    }
 }
