@@ -312,6 +312,11 @@ mod tests {
         assert!(hosts("web.example.org").contains("127.0.1.1\tweb.example.org web"));
     }
 
+    fn mode_of(path: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
     #[test]
     fn configure_fixes_docker_export_leftovers() {
         use std::os::unix::fs::PermissionsExt;
@@ -342,13 +347,7 @@ mod tests {
             std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
             "web.example.org\n"
         );
-        let mode = |f: &str| {
-            std::fs::metadata(root.join(f))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o7777
-        };
+        let mode = |f: &str| mode_of(&root.join(f));
         assert_eq!(mode("etc/hostname"), 0o644);
         assert_eq!(mode("etc/resolv.conf"), 0o644);
         assert_eq!(std::fs::read(root.join("etc/machine-id")).unwrap(), b"");
@@ -362,20 +361,13 @@ mod tests {
     }
 
     #[test]
-    fn kernel_hooks_run_the_update_script_with_the_loaders_texts() {
-        use std::os::unix::fs::PermissionsExt;
+    fn kernel_hooks_install_the_update_script_and_the_loaders_texts() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc/kernel/postinst.d")).unwrap();
         let (out, result) = crate::rootfs::edit::edit_dir(dir.path(), |g| configure(g, &cfg()));
         result.unwrap();
         let root = out.path();
-        let mode = |f: &str| {
-            std::fs::metadata(root.join(f))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o7777
-        };
+        let mode = |f: &str| mode_of(&root.join(f));
         for hook in [
             "etc/kernel/postinst.d/zz-c2vm",
             "etc/kernel/postrm.d/zz-c2vm",
