@@ -1,7 +1,8 @@
-//! GRUB on both firmwares (`--bootloader grub`). UEFI: a standalone grubx64.efi with its config
-//! embedded. BIOS: grub-install cannot target an image file, so core.img goes into a BIOS-boot
+//! GRUB on both firmwares (`--bootloader grub`). Both have a small config built in that reads the
+//! menu from the ESP's `grub/grub.cfg`, so the guest can change what boots. UEFI: a standalone
+//! grubx64.efi. BIOS: grub-install cannot target an image file, so core.img goes into a BIOS-boot
 //! partition and boot.img is patched by hand to find it.
-use super::{BootConfig, INITRD_ON_ESP, KERNEL_ON_ESP};
+use super::{texts, BootConfig, Bootloader};
 use crate::cmd::Cmd;
 use crate::disk::esp::EspFile;
 use crate::disk::layout::{Layout, SECTOR};
@@ -18,17 +19,17 @@ const BOOT_DRIVE_CHECK: usize = 0x66;
 /// In core.img's first sector (diskboot.img): the blocklist's start sector.
 const CORE_BLOCKLIST_START: usize = 0x1F4;
 
-pub fn grub_cfg(cfg: &BootConfig) -> String {
+/// What GRUB has built in, on both firmwares: the serial console, the ESP as root, and then the
+/// menu in the ESP's `grub/grub.cfg` (from [`texts`]), which a kernel update in the guest rewrites.
+fn embedded_cfg(cfg: &BootConfig) -> String {
     format!(
         "serial --unit=0 --speed=115200\n\
          terminal_input serial console\n\
          terminal_output serial console\n\
          search --no-floppy --fs-uuid --set=root {uuid}\n\
-         linux /{KERNEL_ON_ESP} {cmdline}\n\
-         initrd /{INITRD_ON_ESP}\n\
-         boot\n",
+         configfile /{menu}\n",
         uuid = cfg.esp_uuid,
-        cmdline = cfg.cmdline
+        menu = texts::GRUB_CFG,
     )
 }
 
@@ -52,7 +53,7 @@ pub fn mbr_bootcode(layout: &Layout) -> Result<[u8; 440]> {
 
 pub fn esp_files(cfg: &BootConfig, scratch: &Path) -> Result<Vec<EspFile>> {
     let cfg_path = scratch.join("grub.cfg");
-    std::fs::write(&cfg_path, grub_cfg(cfg))
+    std::fs::write(&cfg_path, embedded_cfg(cfg))
         .with_context(|| format!("writing {}", cfg_path.display()))?;
     let efi = scratch.join("grubx64.efi");
     Cmd::new("grub-mkstandalone", "Building GRUB for UEFI")
@@ -62,7 +63,13 @@ pub fn esp_files(cfg: &BootConfig, scratch: &Path) -> Result<Vec<EspFile>> {
         .arg(&efi)
         .arg(format!("boot/grub/grub.cfg={}", cfg_path.display()))
         .run()?;
-    Ok(vec![EspFile::host_file("EFI/BOOT/BOOTX64.EFI", &efi)?])
+    let mut files = vec![EspFile::host_file("EFI/BOOT/BOOTX64.EFI", &efi)?];
+    files.extend(
+        texts::esp_texts(Bootloader::Grub, &cfg.cmdline, false)?
+            .into_iter()
+            .map(|(path, text)| EspFile::bytes(&path, text)),
+    );
+    Ok(files)
 }
 
 /// Build core.img with the config embedded and write it into the BIOS-boot partition.
@@ -71,7 +78,7 @@ pub fn install(image: &Path, layout: &Layout, cfg: &BootConfig, scratch: &Path) 
         .bios_boot
         .ok_or_else(|| anyhow!("GRUB for BIOS needs a BIOS-boot partition"))?;
     let early = scratch.join("early.cfg");
-    std::fs::write(&early, grub_cfg(cfg))
+    std::fs::write(&early, embedded_cfg(cfg))
         .with_context(|| format!("writing {}", early.display()))?;
     let core = scratch.join("core.img");
     Cmd::new("grub-mkimage", "Building GRUB for BIOS")
@@ -86,6 +93,8 @@ pub fn install(image: &Path, layout: &Layout, cfg: &BootConfig, scratch: &Path) 
             "search",
             "search_fs_uuid",
             "linux",
+            "normal",
+            "configfile",
             "serial",
             "terminal",
             "boot",

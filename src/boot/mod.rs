@@ -3,6 +3,7 @@
 //! and systemd-boot (UEFI). Option: GRUB on both (`grub`).
 pub mod grub;
 pub mod syslinux;
+pub mod texts;
 
 use crate::disk::esp::EspFile;
 use crate::disk::layout::Layout;

@@ -1,5 +1,5 @@
 //! SYSLINUX for BIOS and systemd-boot for UEFI, side by side on the ESP.
-use super::{BootConfig, INITRD_ON_ESP, KERNEL_ON_ESP};
+use super::{texts, BootConfig, Bootloader};
 use crate::cmd::Cmd;
 use crate::disk::esp::EspFile;
 use crate::disk::layout::{Layout, SECTOR};
@@ -9,7 +9,6 @@ use std::path::Path;
 
 pub const GPTMBR: &str = "/usr/lib/syslinux/mbr/gptmbr.bin";
 pub const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
-const ENTRY: &str = "c2vm";
 
 pub fn mbr_bootcode() -> Result<[u8; 440]> {
     let code = std::fs::read(GPTMBR)
@@ -22,31 +21,19 @@ pub fn mbr_bootcode() -> Result<[u8; 440]> {
     Ok(out)
 }
 
-pub fn syslinux_cfg(cmdline: &str) -> String {
-    format!(
-        "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\n\n\
-         LABEL linux\n  KERNEL /{KERNEL_ON_ESP}\n  INITRD /{INITRD_ON_ESP}\n  APPEND {cmdline}\n"
-    )
-}
-
-pub fn loader_conf() -> String {
-    format!("default {ENTRY}.conf\ntimeout 0\nconsole-mode keep\n")
-}
-
-pub fn loader_entry(cmdline: &str) -> String {
-    format!("title c2vm\nlinux /{KERNEL_ON_ESP}\ninitrd /{INITRD_ON_ESP}\noptions {cmdline}\n")
-}
-
+/// The texts come from [`texts`]; SYSLINUX's config goes first, then the EFI loader, then
+/// systemd-boot's: the order the ESP is written in, which places them in the FAT.
 pub fn esp_files(cfg: &BootConfig) -> Result<Vec<EspFile>> {
-    Ok(vec![
-        EspFile::bytes("syslinux/syslinux.cfg", syslinux_cfg(&cfg.cmdline)),
-        EspFile::host_file("EFI/BOOT/BOOTX64.EFI", Path::new(SYSTEMD_BOOT_EFI))?,
-        EspFile::bytes("loader/loader.conf", loader_conf()),
-        EspFile::bytes(
-            &format!("loader/entries/{ENTRY}.conf"),
-            loader_entry(&cfg.cmdline),
-        ),
-    ])
+    let mut texts = texts::esp_texts(Bootloader::Syslinux, &cfg.cmdline, false)?
+        .into_iter()
+        .map(|(path, text)| EspFile::bytes(&path, text));
+    let mut files: Vec<EspFile> = texts.next().into_iter().collect();
+    files.push(EspFile::host_file(
+        "EFI/BOOT/BOOTX64.EFI",
+        Path::new(SYSTEMD_BOOT_EFI),
+    )?);
+    files.extend(texts);
+    Ok(files)
 }
 
 /// `syslinux --install` on the unmounted image (it uses mtools), LAST of all writes to the ESP:
@@ -87,19 +74,4 @@ fn sync_backup_boot_sector(image: &Path, esp_start: u64) -> Result<()> {
     file.write_all_at(&boot, esp_start + backup * SECTOR)
         .context("writing the ESP backup boot sector")?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn configs_boot_the_kernel_on_serial_without_delay() {
-        let cfg = syslinux_cfg("root=UUID=x rw console=ttyS0,115200");
-        assert!(cfg.starts_with("SERIAL 0 115200\n"));
-        assert!(cfg.contains("TIMEOUT 0") && cfg.contains("PROMPT 0"));
-        assert!(cfg.contains("APPEND root=UUID=x rw console=ttyS0,115200"));
-        assert!(loader_conf().contains("timeout 0"));
-        assert!(loader_entry("a b").contains("options a b\n"));
-    }
 }

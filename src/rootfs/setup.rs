@@ -5,6 +5,7 @@
 //! machine-id: all of that is put right here.
 use super::init::{systemd, InitSystem};
 use super::tree::{GuestTree, Perms};
+use crate::boot;
 use crate::credentials::Credentials;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
@@ -93,26 +94,19 @@ pub fn ensure_network(guest: &mut GuestTree, init: InitSystem) -> Result<bool> {
     Ok(true)
 }
 
-const UPDATE_BOOT: &str = include_str!("../../templates/guest/c2vm-update-boot");
 const HOOK: &str = include_str!("../../templates/guest/hook");
 
 /// Debian and Ubuntu run /etc/kernel/post{inst,rm}.d after installing or removing a kernel and
-/// /etc/initramfs/post-update.d after `update-initramfs`: there the ESP copies and both boot
-/// loaders' entries are refreshed, so the newest kernel boots and the previous one stays.
+/// /etc/initramfs/post-update.d after `update-initramfs`: there the ESP copies and the boot
+/// loaders' entries are refreshed, so the newest kernel boots and the previous one stays. The
+/// script and the loaders' texts it puts on the ESP come from [`boot::texts`], as the disk's own.
 fn install_kernel_hooks(guest: &mut GuestTree, cmdline: &str) -> Result<()> {
     if !guest.exists("/etc/kernel/postinst.d")? {
         return Ok(());
     }
-    guest.write(
-        "/etc/c2vm/cmdline",
-        format!("{cmdline}\n").as_bytes(),
-        Perms::root(0o644),
-    )?;
-    guest.write(
-        "/usr/local/sbin/c2vm-update-boot",
-        UPDATE_BOOT.as_bytes(),
-        Perms::root(0o755),
-    )?;
+    for (path, text, mode) in boot::texts::guest_files(cmdline)? {
+        guest.write(&path, text.as_bytes(), Perms::root(mode))?;
+    }
     for dir in [
         "/etc/kernel/postinst.d",
         "/etc/kernel/postrm.d",
@@ -333,6 +327,11 @@ mod tests {
         assert!(hosts("web.example.org").contains("127.0.1.1\tweb.example.org web"));
     }
 
+    fn mode_of(path: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
     #[test]
     fn configure_fixes_docker_export_leftovers() {
         use std::os::unix::fs::PermissionsExt;
@@ -366,13 +365,7 @@ mod tests {
             std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
             "web.example.org\n"
         );
-        let mode = |f: &str| {
-            std::fs::metadata(root.join(f))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o7777
-        };
+        let mode = |f: &str| mode_of(&root.join(f));
         assert_eq!(mode("etc/hostname"), 0o644);
         assert_eq!(mode("etc/resolv.conf"), 0o644);
         assert_eq!(std::fs::read(root.join("etc/machine-id")).unwrap(), b"");
@@ -383,5 +376,28 @@ mod tests {
             .starts_with("root:$6$salt$hash:"));
         assert_eq!(mode("root/.ssh"), 0o700);
         assert_eq!(mode("root/.ssh/authorized_keys"), 0o600);
+    }
+
+    #[test]
+    fn kernel_hooks_install_the_update_script_and_the_loaders_texts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/kernel/postinst.d")).unwrap();
+        let (out, result) = crate::rootfs::edit::edit_dir(dir.path(), |g| configure(g, &cfg()));
+        result.unwrap();
+        let root = out.path();
+        let mode = |f: &str| mode_of(&root.join(f));
+        for hook in [
+            "etc/kernel/postinst.d/zz-c2vm",
+            "etc/kernel/postrm.d/zz-c2vm",
+            "etc/initramfs/post-update.d/zz-c2vm",
+            "usr/local/sbin/c2vm-update-boot",
+        ] {
+            assert_eq!(mode(hook), 0o755, "{hook}");
+        }
+        let syslinux =
+            std::fs::read_to_string(root.join("etc/c2vm/boot/with-previous/syslinux/syslinux.cfg"))
+                .unwrap();
+        assert!(syslinux.contains("LABEL previous\n  KERNEL /previous/vmlinuz\n"));
+        assert!(syslinux.contains(&format!("APPEND {}\n", cfg().cmdline)));
     }
 }

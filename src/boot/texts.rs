@@ -1,0 +1,458 @@
+//! The boot loaders' configuration texts, one template each in `templates/boot/`: the one home
+//! of what SYSLINUX, systemd-boot and GRUB are told to boot.
+//! c2vm renders them for the ESP at conversion, and renders them again into the guest for the
+//! two states a kernel update can leave (the newest kernel alone, or with the previous one as a
+//! fallback); there `c2vm-update-boot` (plain /bin/sh, no template engine) puts the set that
+//! matches on the ESP. So a kernel update in the VM gives the entries a fresh conversion gives.
+use super::{Bootloader, INITRD_ON_ESP, KERNEL_ON_ESP};
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// The previous kernel's directory on the ESP. A directory, not `initrd.img.old`: SYSLINUX's FAT
+/// lookup goes by 8.3 names, where `initrd.img.old` resolved to `initrd.img`.
+const PREVIOUS_ON_ESP: &str = "previous";
+/// In the guest: the texts for each state, under their ESP paths.
+const GUEST_TEXTS: &str = "/etc/c2vm/boot";
+const LATEST: &str = "latest";
+const WITH_PREVIOUS: &str = "with-previous";
+/// GRUB's menu on the ESP, which the config built into GRUB reads.
+pub const GRUB_CFG: &str = "grub/grub.cfg";
+/// The kernel-update hook's script, in the guest.
+const UPDATE_SCRIPT: &str = "/usr/local/sbin/c2vm-update-boot";
+
+const SYSLINUX_CFG_TEMPLATE: &str = include_str!("../../templates/boot/syslinux.cfg");
+const LOADER_CONF_TEMPLATE: &str = include_str!("../../templates/boot/loader.conf");
+const ENTRY_CONF_TEMPLATE: &str = include_str!("../../templates/boot/entry.conf");
+const GRUB_CFG_TEMPLATE: &str = include_str!("../../templates/boot/grub.cfg");
+const UPDATE_BOOT_TEMPLATE: &str = include_str!("../../templates/guest/c2vm-update-boot");
+
+/// One kernel the loaders offer.
+#[derive(Serialize)]
+struct Kernel {
+    /// SYSLINUX's label, GRUB's menu entry id.
+    label: &'static str,
+    /// systemd-boot's and GRUB's menu title.
+    title: &'static str,
+    /// systemd-boot's entry file, without `.conf`.
+    entry: &'static str,
+    /// Prefix of its kernel and initramfs on the ESP: empty, or a directory with a `/`.
+    dir: String,
+}
+
+/// The kernels on the ESP, the newest first.
+fn kernels(previous: bool) -> Vec<Kernel> {
+    let mut kernels = vec![Kernel {
+        label: "linux",
+        title: "c2vm",
+        entry: "c2vm",
+        dir: String::new(),
+    }];
+    if previous {
+        kernels.push(Kernel {
+            label: "previous",
+            title: "c2vm (previous)",
+            entry: "c2vm-previous",
+            dir: format!("{PREVIOUS_ON_ESP}/"),
+        });
+    }
+    kernels
+}
+
+fn environment() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // Block tags take their line with them, and files keep their last newline.
+    env.set_trim_blocks(true);
+    env.set_keep_trailing_newline(true);
+    env
+}
+
+fn render(
+    env: &minijinja::Environment,
+    name: &str,
+    template: &str,
+    ctx: minijinja::Value,
+) -> Result<String> {
+    env.render_str(template, ctx)
+        .with_context(|| format!("rendering the boot template {name}"))
+}
+
+/// `bootloader`'s texts on the ESP, as (ESP path, text): the kernel alone, or with the previous
+/// one. SYSLINUX's config comes first (the ESP is written in this order).
+pub fn esp_texts(
+    bootloader: Bootloader,
+    cmdline: &str,
+    previous: bool,
+) -> Result<Vec<(String, String)>> {
+    let env = environment();
+    let kernels = kernels(previous);
+    let ctx = |k: Option<&Kernel>| {
+        minijinja::context! {
+            cmdline => cmdline,
+            kernel => KERNEL_ON_ESP,
+            initrd => INITRD_ON_ESP,
+            kernels => &kernels,
+            k => k,
+        }
+    };
+    let mut out = Vec::new();
+    match bootloader {
+        Bootloader::Syslinux => {
+            out.push((
+                "syslinux/syslinux.cfg".to_string(),
+                render(&env, "syslinux.cfg", SYSLINUX_CFG_TEMPLATE, ctx(None))?,
+            ));
+            out.push((
+                "loader/loader.conf".to_string(),
+                render(&env, "loader.conf", LOADER_CONF_TEMPLATE, ctx(None))?,
+            ));
+            for k in &kernels {
+                out.push((
+                    format!("loader/entries/{}.conf", k.entry),
+                    render(&env, "entry.conf", ENTRY_CONF_TEMPLATE, ctx(Some(k)))?,
+                ));
+            }
+        }
+        Bootloader::Grub => out.push((
+            GRUB_CFG.to_string(),
+            render(&env, "grub.cfg", GRUB_CFG_TEMPLATE, ctx(None))?,
+        )),
+    }
+    Ok(out)
+}
+
+/// What the guest's kernel-update hook needs, as (guest path, contents, mode): every loader's
+/// texts for both states (which loader the disk has, the script sees on the ESP), and the script.
+pub fn guest_files(cmdline: &str) -> Result<Vec<(String, String, u32)>> {
+    let mut files = Vec::new();
+    for (state, previous) in [(LATEST, false), (WITH_PREVIOUS, true)] {
+        for bootloader in [Bootloader::Syslinux, Bootloader::Grub] {
+            for (path, text) in esp_texts(bootloader, cmdline, previous)? {
+                files.push((format!("{GUEST_TEXTS}/{state}/{path}"), text, 0o644));
+            }
+        }
+    }
+    files.push((UPDATE_SCRIPT.to_string(), update_script()?, 0o755));
+    Ok(files)
+}
+
+/// c2vm-update-boot with the ESP's names and the texts' place filled in.
+fn update_script() -> Result<String> {
+    render(
+        &environment(),
+        "c2vm-update-boot",
+        UPDATE_BOOT_TEMPLATE,
+        minijinja::context! {
+            kernel => KERNEL_ON_ESP,
+            initrd => INITRD_ON_ESP,
+            previous => PREVIOUS_ON_ESP,
+            texts => GUEST_TEXTS,
+            latest => LATEST,
+            with_previous => WITH_PREVIOUS,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    /// Quotes, `$` and a backslash: the guest copies the texts, it never re-reads the line.
+    const CMDLINE: &str =
+        r#"root=UUID=x rw console=tty0 console=ttyS0,115200 quiet loglevel=3 a="b c" $HOME \x"#;
+
+    fn as_map(texts: Vec<(String, String)>) -> BTreeMap<String, String> {
+        texts.into_iter().collect()
+    }
+
+    #[test]
+    fn configs_boot_the_kernel_on_serial_without_delay() {
+        let texts = as_map(
+            esp_texts(
+                Bootloader::Syslinux,
+                "root=UUID=x rw console=ttyS0,115200",
+                false,
+            )
+            .unwrap(),
+        );
+        let cfg = &texts["syslinux/syslinux.cfg"];
+        assert!(cfg.starts_with("SERIAL 0 115200\n"));
+        assert!(cfg.contains("TIMEOUT 0") && cfg.contains("PROMPT 0"));
+        assert!(cfg.contains("APPEND root=UUID=x rw console=ttyS0,115200"));
+        assert!(texts["loader/loader.conf"].contains("timeout 0"));
+        let entry = as_map(esp_texts(Bootloader::Syslinux, "a b", false).unwrap());
+        assert!(entry["loader/entries/c2vm.conf"].contains("options a b\n"));
+    }
+
+    /// The disk's SYSLINUX and systemd-boot texts are the bytes earlier versions wrote (so the ESP
+    /// of a default conversion is unchanged); the `previous` entry is what the guest wrote.
+    #[test]
+    fn syslinux_and_systemd_boot_texts_are_exact() {
+        let latest = esp_texts(Bootloader::Syslinux, "A B", false).unwrap();
+        let paths: Vec<&str> = latest.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "syslinux/syslinux.cfg",
+                "loader/loader.conf",
+                "loader/entries/c2vm.conf"
+            ]
+        );
+        let latest = as_map(latest);
+        assert_eq!(
+            latest["syslinux/syslinux.cfg"],
+            "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\n\n\
+             LABEL linux\n  KERNEL /vmlinuz\n  INITRD /initrd.img\n  APPEND A B\n"
+        );
+        assert_eq!(
+            latest["loader/loader.conf"],
+            "default c2vm.conf\ntimeout 0\nconsole-mode keep\n"
+        );
+        assert_eq!(
+            latest["loader/entries/c2vm.conf"],
+            "title c2vm\nlinux /vmlinuz\ninitrd /initrd.img\noptions A B\n"
+        );
+        let both = as_map(esp_texts(Bootloader::Syslinux, "A B", true).unwrap());
+        assert_eq!(
+            both["syslinux/syslinux.cfg"],
+            "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\n\n\
+             LABEL linux\n  KERNEL /vmlinuz\n  INITRD /initrd.img\n  APPEND A B\n\n\
+             LABEL previous\n  KERNEL /previous/vmlinuz\n  INITRD /previous/initrd.img\n  APPEND A B\n"
+        );
+        assert_eq!(both["loader/loader.conf"], latest["loader/loader.conf"]);
+        assert_eq!(
+            both["loader/entries/c2vm.conf"],
+            latest["loader/entries/c2vm.conf"]
+        );
+        assert_eq!(
+            both["loader/entries/c2vm-previous.conf"],
+            "title c2vm (previous)\nlinux /previous/vmlinuz\ninitrd /previous/initrd.img\noptions A B\n"
+        );
+    }
+
+    #[test]
+    fn grub_menu_boots_the_newest_at_once_and_offers_the_previous() {
+        let latest = esp_texts(Bootloader::Grub, "A B", false).unwrap();
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest[0].0, GRUB_CFG);
+        assert_eq!(
+            latest[0].1,
+            "set default=linux\nset timeout=0\n\n\
+             menuentry 'c2vm' --id linux {\n  linux /vmlinuz A B\n  initrd /initrd.img\n}\n"
+        );
+        let both = esp_texts(Bootloader::Grub, "A B", true).unwrap();
+        assert_eq!(
+            both[0].1,
+            format!(
+                "{}\nmenuentry 'c2vm (previous)' --id previous {{\n  linux /previous/vmlinuz A B\n  \
+                 initrd /previous/initrd.img\n}}\n",
+                latest[0].1
+            )
+        );
+        // GRUB's own parser accepts both, where the host has it.
+        if Path::new("/usr/bin/grub-script-check").exists() {
+            for (_, text) in latest.iter().chain(&both) {
+                let dir = tempfile::tempdir().unwrap();
+                let file = dir.path().join("grub.cfg");
+                std::fs::write(&file, text).unwrap();
+                let status = std::process::Command::new("grub-script-check")
+                    .arg(&file)
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "{text}");
+            }
+        }
+    }
+
+    /// A guest root on the host: c2vm's files for the hook, an ESP as `bootloader`'s conversion
+    /// writes it (texts and loader directories), and kernels in /boot.
+    struct Guest {
+        dir: tempfile::TempDir,
+    }
+
+    impl Guest {
+        fn new(bootloader: Bootloader) -> Guest {
+            let guest = Guest {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            for (path, text, _) in guest_files(CMDLINE).unwrap() {
+                guest.write(&path, text.as_bytes());
+            }
+            for (path, text) in esp_texts(bootloader, CMDLINE, false).unwrap() {
+                guest.write(&format!("boot/efi/{path}"), text.as_bytes());
+            }
+            guest.write("boot/efi/EFI/BOOT/BOOTX64.EFI", b"efi");
+            guest.write("boot/efi/vmlinuz", b"conversion's kernel");
+            guest.write("boot/efi/initrd.img", b"conversion's initrd");
+            guest
+        }
+
+        fn path(&self, rel: &str) -> std::path::PathBuf {
+            self.dir.path().join(rel.trim_start_matches('/'))
+        }
+
+        fn write(&self, rel: &str, data: &[u8]) {
+            let path = self.path(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, data).unwrap();
+        }
+
+        fn read(&self, rel: &str) -> String {
+            std::fs::read_to_string(self.path(rel)).unwrap()
+        }
+
+        /// A kernel and its initramfs, their contents naming them.
+        fn kernel(&self, kernel: &str, initrd: &str) {
+            self.write(&format!("boot/{kernel}"), kernel.as_bytes());
+            self.write(&format!("boot/{initrd}"), initrd.as_bytes());
+        }
+
+        fn update_boot(&self) {
+            let out = std::process::Command::new("/bin/sh")
+                .arg(self.path(UPDATE_SCRIPT))
+                .env("C2VM_ROOT", self.dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "c2vm-update-boot failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        /// Every loader text on the ESP: all files but the kernels, initramfs and EFI binaries.
+        fn esp_texts(&self) -> BTreeMap<String, String> {
+            fn walk(dir: &Path, base: &Path, out: &mut BTreeMap<String, String>) {
+                for entry in std::fs::read_dir(dir).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        walk(&path, base, out);
+                        continue;
+                    }
+                    let rel = path
+                        .strip_prefix(base)
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_string();
+                    let name = path.file_name().unwrap().to_str().unwrap();
+                    if name != KERNEL_ON_ESP && name != INITRD_ON_ESP && !rel.starts_with("EFI/") {
+                        out.insert(rel, std::fs::read_to_string(&path).unwrap());
+                    }
+                }
+            }
+            let mut out = BTreeMap::new();
+            let esp = self.path("boot/efi");
+            walk(&esp, &esp, &mut out);
+            out
+        }
+    }
+
+    /// What the disk has after a kernel update in the VM is what a conversion writes: with the
+    /// previous kernel's entry while there is one, without it once it is gone.
+    fn kernel_updates_give_the_conversions_texts(bootloader: Bootloader) {
+        let guest = Guest::new(bootloader);
+        guest.kernel("vmlinuz-6.1.0-9-amd64", "initrd.img-6.1.0-9-amd64");
+        guest.update_boot();
+        assert_eq!(
+            guest.esp_texts(),
+            as_map(esp_texts(bootloader, CMDLINE, false).unwrap())
+        );
+        assert_eq!(guest.read("boot/efi/vmlinuz"), "vmlinuz-6.1.0-9-amd64");
+        assert!(!guest.path("boot/efi/previous").exists());
+
+        // 10 after 9, as versions go.
+        guest.kernel("vmlinuz-6.1.0-10-amd64", "initrd.img-6.1.0-10-amd64");
+        guest.update_boot();
+        assert_eq!(
+            guest.esp_texts(),
+            as_map(esp_texts(bootloader, CMDLINE, true).unwrap())
+        );
+        assert_eq!(guest.read("boot/efi/vmlinuz"), "vmlinuz-6.1.0-10-amd64");
+        assert_eq!(
+            guest.read("boot/efi/initrd.img"),
+            "initrd.img-6.1.0-10-amd64"
+        );
+        assert_eq!(
+            guest.read("boot/efi/previous/vmlinuz"),
+            "vmlinuz-6.1.0-9-amd64"
+        );
+        assert_eq!(
+            guest.read("boot/efi/previous/initrd.img"),
+            "initrd.img-6.1.0-9-amd64"
+        );
+
+        std::fs::remove_file(guest.path("boot/vmlinuz-6.1.0-9-amd64")).unwrap();
+        guest.update_boot();
+        assert_eq!(
+            guest.esp_texts(),
+            as_map(esp_texts(bootloader, CMDLINE, false).unwrap())
+        );
+        assert!(!guest.path("boot/efi/previous").exists());
+    }
+
+    #[test]
+    fn a_kernel_update_gives_syslinux_and_systemd_boot_the_conversions_texts() {
+        kernel_updates_give_the_conversions_texts(Bootloader::Syslinux);
+    }
+
+    #[test]
+    fn a_kernel_update_gives_grub_the_conversions_texts() {
+        kernel_updates_give_the_conversions_texts(Bootloader::Grub);
+    }
+
+    #[test]
+    fn kernels_are_found_under_fedora_and_alpine_names() {
+        let guest = Guest::new(Bootloader::Syslinux);
+        guest.kernel(
+            "vmlinuz-6.5.6-300.fc39.x86_64",
+            "initramfs-6.5.6-300.fc39.x86_64.img",
+        );
+        guest.kernel(
+            "vmlinuz-6.5.12-300.fc39.x86_64",
+            "initramfs-6.5.12-300.fc39.x86_64.img",
+        );
+        guest.kernel(
+            "vmlinuz-0-rescue-0123abcd",
+            "initramfs-0-rescue-0123abcd.img",
+        );
+        guest.update_boot();
+        assert_eq!(
+            guest.read("boot/efi/vmlinuz"),
+            "vmlinuz-6.5.12-300.fc39.x86_64"
+        );
+        assert_eq!(
+            guest.read("boot/efi/initrd.img"),
+            "initramfs-6.5.12-300.fc39.x86_64.img"
+        );
+        assert_eq!(
+            guest.read("boot/efi/previous/vmlinuz"),
+            "vmlinuz-6.5.6-300.fc39.x86_64"
+        );
+
+        let guest = Guest::new(Bootloader::Syslinux);
+        guest.kernel("vmlinuz-virt", "initramfs-virt");
+        guest.update_boot();
+        assert_eq!(guest.read("boot/efi/vmlinuz"), "vmlinuz-virt");
+        assert_eq!(guest.read("boot/efi/initrd.img"), "initramfs-virt");
+        assert!(!guest.path("boot/efi/previous").exists());
+    }
+
+    #[test]
+    fn a_kernel_without_an_initramfs_or_an_unmounted_esp_is_left_alone() {
+        let guest = Guest::new(Bootloader::Syslinux);
+        guest.kernel("vmlinuz-6.1.0-9-amd64", "initrd.img-6.1.0-9-amd64");
+        guest.write("boot/vmlinuz-6.1.0-10-amd64", b"no initramfs yet");
+        guest.update_boot();
+        assert_eq!(guest.read("boot/efi/vmlinuz"), "vmlinuz-6.1.0-9-amd64");
+
+        let guest = Guest::new(Bootloader::Syslinux);
+        std::fs::remove_dir_all(guest.path("boot/efi")).unwrap();
+        std::fs::create_dir(guest.path("boot/efi")).unwrap();
+        guest.kernel("vmlinuz-6.1.0-9-amd64", "initrd.img-6.1.0-9-amd64");
+        guest.update_boot();
+        assert!(guest.esp_texts().is_empty() && !guest.path("boot/efi/vmlinuz").exists());
+    }
+}
