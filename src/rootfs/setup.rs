@@ -382,7 +382,10 @@ mod tests {
     fn kernel_hooks_install_the_update_script_and_the_loaders_texts() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc/kernel/postinst.d")).unwrap();
-        let (out, result) = crate::rootfs::edit::edit_dir(dir.path(), |g| configure(g, &cfg()));
+        let (out, result) = crate::rootfs::edit::edit_dir(dir.path(), |g| {
+            let init = InitSystem::detect(g)?;
+            configure(g, &cfg(), init)
+        });
         result.unwrap();
         let root = out.path();
         let mode = |f: &str| mode_of(&root.join(f));
