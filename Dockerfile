@@ -11,6 +11,7 @@
 # BASE is Debian 13 (trixie): its e2fsprogs 1.47.2 reads tar, so conversions run as any user.
 ARG BASE=debian:trixie
 FROM ${BASE}
+# The `convert` packages of host-packages.txt, no more, no less (a unit test checks).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       e2fsprogs libarchive13t64 mtools syslinux syslinux-common systemd-boot-efi \

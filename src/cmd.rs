@@ -1,7 +1,8 @@
 //! The one way c2vm runs external programs (`mke2fs`, `syslinux`, `qemu-img`, ...): a description
 //! for people, stdin closed, the command line logged at debug level, output kept unless the command
 //! fails, then the tail of its stderr in the error. Waits poll the interrupt flag so Ctrl-C and
-//! SIGTERM stop the child too. A missing program names the Debian package that provides it.
+//! SIGTERM stop the child too. A missing program names the package that provides it
+//! (`host_tools`, from `host-packages.txt`).
 use anyhow::{anyhow, Context, Result};
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -9,32 +10,12 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-/// Which Debian package provides each program c2vm runs.
-const PACKAGES: &[(&str, &str)] = &[
-    ("mke2fs", "e2fsprogs"),
-    ("e2fsck", "e2fsprogs"),
-    ("syslinux", "syslinux"),
-    ("qemu-img", "qemu-utils"),
-    ("qemu-system-x86_64", "qemu-system-x86"),
-    ("grub-mkstandalone", "grub-efi-amd64-bin"),
-    ("grub-mkimage", "grub-pc-bin"),
-    ("mcopy", "mtools"),
-];
-
-pub fn package_for(program: &str) -> &str {
-    PACKAGES
-        .iter()
-        .find(|(p, _)| *p == program)
-        .map(|(_, pkg)| *pkg)
-        .unwrap_or(program)
-}
-
 /// Find `program` on PATH (or an absolute path), or explain how to install it.
 pub fn require(program: &str) -> Result<std::path::PathBuf> {
     find_in_path(program).ok_or_else(|| {
         anyhow!(
-            "`{program}` was not found on PATH; install it with `apt-get install {}`",
-            package_for(program)
+            "`{program}` was not found on PATH; {}",
+            crate::host_tools::install_hint(program)
         )
     })
 }
@@ -396,7 +377,7 @@ mod tests {
             msg.contains("apt-get install qemu-img-does-not-exist"),
             "{msg}"
         );
-        assert_eq!(package_for("mke2fs"), "e2fsprogs");
+        assert_eq!(crate::host_tools::package_for("mke2fs"), "e2fsprogs");
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod cmd;
 mod containerdisk;
 mod credentials;
 mod disk;
+mod host_tools;
 mod image;
 mod interrupt;
 mod kernel;

@@ -37,8 +37,12 @@ pub fn mbr_bootcode(layout: &Layout) -> Result<[u8; 440]> {
     let bios = layout
         .bios_boot
         .ok_or_else(|| anyhow!("GRUB for BIOS needs a BIOS-boot partition"))?;
-    let mut img = std::fs::read(BOOT_IMG)
-        .with_context(|| format!("reading {BOOT_IMG} (apt-get install grub-pc-bin)"))?;
+    let mut img = std::fs::read(BOOT_IMG).with_context(|| {
+        format!(
+            "reading {BOOT_IMG}; {}",
+            crate::host_tools::install_hint(BOOT_IMG)
+        )
+    })?;
     if img.len() != 512 {
         bail!("{BOOT_IMG} is {} bytes; expected 512", img.len());
     }

@@ -57,30 +57,33 @@ pub fn kernel_cmdline(root_uuid: &str, extra: &str) -> String {
     line
 }
 
-/// Fail before any long work when a host file or program a loader needs is missing.
-pub fn check_host_tools(bootloader: Bootloader) -> Result<()> {
-    let (programs, files): (&[&str], &[(&str, &str)]) = match bootloader {
+/// What a loader needs on the host: programs on PATH, then files (`host-packages.txt` knows
+/// the package of each).
+pub fn host_needs(bootloader: Bootloader) -> (&'static [&'static str], &'static [&'static str]) {
+    match bootloader {
         Bootloader::Syslinux => (
             &["syslinux", "mcopy"],
-            &[
-                (syslinux::GPTMBR, "syslinux-common"),
-                (syslinux::SYSTEMD_BOOT_EFI, "systemd-boot-efi"),
-            ],
+            &[syslinux::GPTMBR, syslinux::SYSTEMD_BOOT_EFI],
         ),
         Bootloader::Grub => (
             &["grub-mkstandalone", "grub-mkimage"],
-            &[
-                (grub::BOOT_IMG, "grub-pc-bin"),
-                (grub::EFI_MODULES, "grub-efi-amd64-bin"),
-            ],
+            &[grub::BOOT_IMG, grub::EFI_MODULES],
         ),
-    };
+    }
+}
+
+/// Fail before any long work when a host file or program a loader needs is missing.
+pub fn check_host_tools(bootloader: Bootloader) -> Result<()> {
+    let (programs, files) = host_needs(bootloader);
     for p in programs {
         crate::cmd::require(p)?;
     }
-    for (file, package) in files {
+    for file in files {
         if !Path::new(file).exists() {
-            bail!("{file} is missing; install it with `apt-get install {package}`");
+            bail!(
+                "{file} is missing; {}",
+                crate::host_tools::install_hint(file)
+            );
         }
     }
     Ok(())

@@ -11,8 +11,12 @@ pub const GPTMBR: &str = "/usr/lib/syslinux/mbr/gptmbr.bin";
 pub const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
 pub fn mbr_bootcode() -> Result<[u8; 440]> {
-    let code = std::fs::read(GPTMBR)
-        .with_context(|| format!("reading {GPTMBR} (apt-get install syslinux-common)"))?;
+    let code = std::fs::read(GPTMBR).with_context(|| {
+        format!(
+            "reading {GPTMBR}; {}",
+            crate::host_tools::install_hint(GPTMBR)
+        )
+    })?;
     if code.len() < 440 {
         bail!("{GPTMBR} is {} bytes; expected 440", code.len());
     }

@@ -191,9 +191,18 @@ impl VmConfig {
             files._direct = Some(direct);
         }
         if a.firmware == Firmware::Uefi {
-            let code = first_existing(OVMF_CODE).context("no OVMF firmware found (/usr/share/OVMF/OVMF_CODE*.fd); install it with `apt-get install ovmf`")?;
-            let template = first_existing(OVMF_VARS)
-                .context("no OVMF variable store found; install it with `apt-get install ovmf`")?;
+            let code = first_existing(OVMF_CODE).with_context(|| {
+                format!(
+                    "no OVMF firmware found (/usr/share/OVMF/OVMF_CODE*.fd); {}",
+                    crate::host_tools::install_hint(OVMF_CODE[0])
+                )
+            })?;
+            let template = first_existing(OVMF_VARS).with_context(|| {
+                format!(
+                    "no OVMF variable store found; {}",
+                    crate::host_tools::install_hint(OVMF_VARS[0])
+                )
+            })?;
             let copy = tempfile::Builder::new()
                 .prefix("c2vm-ovmf-vars.")
                 .tempfile()
@@ -316,6 +325,14 @@ mod tests {
         let info = parse_image_info(json).unwrap();
         assert_eq!(info.format, "qcow2");
         assert_eq!(info.virtual_size, 1_310_720_000);
+    }
+
+    #[test]
+    fn missing_firmware_names_ovmf() {
+        for file in [OVMF_CODE[0], OVMF_VARS[0]] {
+            let hint = crate::host_tools::install_hint(file);
+            assert!(hint.ends_with("`apt-get install ovmf`"), "{hint}");
+        }
     }
 
     #[test]
