@@ -315,11 +315,7 @@ fn build_disk_steps(
         Some(_) => Identifiers::derive(&input.seed),
         None => Identifiers::random(),
     };
-    let boot_cfg = BootConfig {
-        cmdline: boot::kernel_cmdline(&ids.root_fs.to_string(), &plan.append_cmdline),
-        esp_uuid: ids.esp_uuid(),
-        epoch: plan.epoch,
-    };
+    let esp_uuid = ids.esp_uuid();
     let pending = PendingOutput::new(&plan.output.path)?;
     // Scratch: configs, and the raw image when another format is asked for.
     let scratch_need = match plan.output.format {
@@ -341,7 +337,7 @@ fn build_disk_steps(
         _ => workspace.scratch().join("disk.raw"),
     };
     let setup =
-        |guest: &mut GuestTree| configure_guest(guest, &boot_cfg, &ids, app, plan, &input.init);
+        |guest: &mut GuestTree| configure_guest(guest, &esp_uuid, &ids, app, plan, &input.init);
     let root = RootFs {
         input,
         plan,
@@ -365,16 +361,10 @@ fn build_disk_steps(
         disabled: disabled_units,
         c2vm_init,
     } = &edited.value;
-    // c2vm-init is PID 1 by the kernel's command line (`--append-cmdline` still comes last).
-    let boot_cfg = match c2vm_init {
-        true => BootConfig {
-            cmdline: boot::kernel_cmdline(
-                &ids.root_fs.to_string(),
-                &format!("init={} {}", c2vm::PATH, plan.append_cmdline),
-            ),
-            ..boot_cfg
-        },
-        false => boot_cfg,
+    let boot_cfg = BootConfig {
+        cmdline: kernel_cmdline(&ids, plan, *c2vm_init),
+        esp_uuid,
+        epoch: plan.epoch,
     };
 
     let image = std::fs::OpenOptions::new()
@@ -661,7 +651,7 @@ impl RootFs<'_, '_> {
 /// units that were disabled in favour of the app service.
 fn configure_guest(
     guest: &mut GuestTree,
-    boot_cfg: &BootConfig,
+    esp_uuid: &str,
     ids: &Identifiers,
     app: &GuestApp,
     plan: &DiskPlan,
@@ -669,18 +659,20 @@ fn configure_guest(
 ) -> Result<SetupDone> {
     // What the image runs as PID 1, asked once: guest setup and the app service depend on it.
     let own_init = InitSystem::detect(guest)?;
+    let c2vm_init = choose::c2vm_init(guest, init.choice, !app.process.argv.is_empty(), own_init)?;
     setup::configure(
         guest,
         &GuestConfig {
             settings: &plan.guest,
-            cmdline: boot_cfg.cmdline.clone(),
+            // The guest's kernel updates write the same command line as the ESP's loaders.
+            cmdline: kernel_cmdline(ids, plan, c2vm_init),
             root_uuid: ids.root_fs.to_string(),
-            esp_uuid: boot_cfg.esp_uuid.clone(),
+            esp_uuid: esp_uuid.to_string(),
         },
         own_init,
     )?;
     let kernel = boot_files::find(guest)?;
-    if choose::c2vm_init(guest, init.choice, !app.process.argv.is_empty(), own_init)? {
+    if c2vm_init {
         let settings = c2vm::Settings {
             hostname: plan.guest.hostname.clone(),
             dns: plan.guest.dns.clone(),
@@ -704,6 +696,15 @@ fn configure_guest(
         disabled,
         c2vm_init: false,
     })
+}
+
+/// The kernel command line; c2vm-init is PID 1 by it (`--append-cmdline` still comes last).
+fn kernel_cmdline(ids: &Identifiers, plan: &DiskPlan, c2vm_init: bool) -> String {
+    let append = match c2vm_init {
+        true => format!("init={} {}", c2vm::PATH, plan.append_cmdline),
+        false => plan.append_cmdline.clone(),
+    };
+    boot::kernel_cmdline(&ids.root_fs.to_string(), &append)
 }
 
 fn plan_layout(usage: &TreeUsage, plan: &DiskPlan) -> Result<Layout> {
