@@ -48,7 +48,7 @@ fn assert_guest(out: &str, firmware: &str) {
 }
 
 #[test]
-#[ignore = "needs root, the debootstrap test rootfs, scripts/install-host-deps's tools and QEMU; scripts/test runs it"]
+#[ignore = "needs root, the debootstrap test rootfs, the tools of scripts/install-host-deps --test and QEMU; scripts/test runs it"]
 fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
     let dir = scratch();
     let work = dir.path().join("work");
@@ -213,7 +213,7 @@ fn grub_qcow2_image_boots_on_bios_and_uefi() {
 }
 
 #[test]
-#[ignore = "needs root, the debootstrap test rootfs and scripts/install-host-deps's tools; scripts/test runs it (tests/cli.rs has the usage errors)"]
+#[ignore = "needs root, the debootstrap test rootfs and the tools of scripts/install-host-deps --test; scripts/test runs it (tests/cli.rs has the usage errors)"]
 fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     let dir = scratch();
     let work = dir.path().join("work");
@@ -350,7 +350,7 @@ impl Drop for SmallFs {
 }
 
 #[test]
-#[ignore = "needs root (mounts tmpfs), the debootstrap test rootfs and scripts/install-host-deps's tools; scripts/test runs it"]
+#[ignore = "needs root (mounts tmpfs), the debootstrap test rootfs and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
     let dir = scratch();
     let source = format!("rootfs:{}", test_rootfs().display());

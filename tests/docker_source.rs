@@ -189,7 +189,7 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
 }
 
 #[test]
-#[ignore = "needs root, dockerd with debian:latest and scripts/install-host-deps's tools; scripts/test runs it"]
+#[ignore = "needs root, dockerd with debian:latest and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn docker_errors_are_clear_and_leave_nothing_behind() {
     let dir = scratch();
     let work = dir.path().join("work");

@@ -28,7 +28,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, i64)> {
 }
 
 #[test]
-#[ignore = "needs root and scripts/install-host-deps's tools; scripts/test runs it"]
+#[ignore = "needs root and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn hostile_archives_are_refused_and_write_nothing_outside_the_staging_tree() {
     let dir = scratch();
     let work = dir.path().join("work");
@@ -146,7 +146,7 @@ fn hostile_archives_are_refused_and_write_nothing_outside_the_staging_tree() {
 }
 
 #[test]
-#[ignore = "needs root, the debootstrap test rootfs, scripts/install-host-deps's tools and debugfs; scripts/test runs it"]
+#[ignore = "needs root, the debootstrap test rootfs, the tools of scripts/install-host-deps --test and debugfs; scripts/test runs it"]
 fn odd_names_pax_long_names_and_device_nodes_survive_and_secrets_stay_out_of_logs() {
     let dir = scratch();
     // The bootable test root filesystem with odd-but-valid entries appended (GNU tar -A).
@@ -240,7 +240,7 @@ fn fake_daemon(socket: &Path, version_json: &'static str) -> std::thread::JoinHa
 }
 
 #[test]
-#[ignore = "needs root and scripts/install-host-deps's tools; scripts/test runs it"]
+#[ignore = "needs root and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn a_daemon_that_refuses_our_api_version_is_named_with_what_to_upgrade() {
     let dir = scratch();
     for (version, says) in [
@@ -355,7 +355,7 @@ fn run_without_ovmf_or_qemu_says_which_package_to_install() {
 }
 
 #[test]
-#[ignore = "needs root, dockerd, scripts/install-host-deps's tools and debugfs; scripts/test runs it"]
+#[ignore = "needs root, dockerd, the tools of scripts/install-host-deps --test and debugfs; scripts/test runs it"]
 fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
     // An image (imported through the daemon, which keeps such links) whose config files are
     // symlinks to host paths, and a block device node: the guest setup writes inside the tree,

@@ -118,7 +118,7 @@ fn processes_mentioning(paths: &[&Path]) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs root, the debootstrap test rootfs and scripts/install-host-deps's tools; scripts/test runs it"]
+#[ignore = "needs root, the debootstrap test rootfs and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn signals_at_every_stage_clean_up_within_five_seconds() {
     let source = format!("rootfs:{}", test_rootfs().display());
     for (stage, signal) in [
@@ -135,7 +135,7 @@ fn signals_at_every_stage_clean_up_within_five_seconds() {
 }
 
 #[test]
-#[ignore = "needs root, dockerd with debian:latest and scripts/install-host-deps's tools; scripts/test runs it"]
+#[ignore = "needs root, dockerd with debian:latest and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn signal_during_docker_export_removes_the_container() {
     let _lock = host_lock();
     let before = tool("docker", &["ps", "-aq", "--no-trunc"]);
@@ -152,7 +152,7 @@ fn signal_during_docker_export_removes_the_container() {
 }
 
 #[test]
-#[ignore = "needs root, dockerd with debian:latest and scripts/install-host-deps's tools; scripts/test runs it"]
+#[ignore = "needs root, dockerd with debian:latest and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn signal_during_an_image_build_stops_it_and_removes_its_container() {
     let _lock = host_lock();
     let before = tool("docker", &["ps", "-aq", "--no-trunc"]);
@@ -200,7 +200,7 @@ fn signal_during_an_image_build_stops_it_and_removes_its_container() {
 }
 
 #[test]
-#[ignore = "needs root, dockerd and scripts/install-host-deps's tools; scripts/test runs it"]
+#[ignore = "needs root, dockerd and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn signal_during_a_pull_stops_promptly() {
     // A registry that accepts connections and never answers: the daemon's pull hangs, as it
     // does on a stalled network, and Ctrl-C must still end c2vm at once.
