@@ -674,8 +674,7 @@ fn configure_guest(
     let kernel = boot_files::find(guest)?;
     if c2vm_init {
         let settings = c2vm::Settings {
-            hostname: plan.guest.hostname.clone(),
-            dns: plan.guest.dns.clone(),
+            guest: &plan.guest,
             restart: init.restart,
             stop_timeout: init.stop_timeout,
         };

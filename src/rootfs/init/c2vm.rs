@@ -1,6 +1,7 @@
 //! c2vm's own init (`init/`, embedded at build time) for images with no init: it goes to
 //! `/.c2vm/init` with its config beside it, and the kernel boots it with `init=`.
 use crate::rootfs::app::AppSpec;
+use crate::rootfs::setup::GuestSettings;
 use crate::rootfs::tree::{GuestTree, Perms};
 use crate::rootfs::users;
 use anyhow::{bail, Result};
@@ -14,11 +15,11 @@ pub const PATH: &str = "/.c2vm/init";
 /// `--restart`: its values are the init's, in the schema crate c2vm and c2vm-init share.
 pub use c2vm_init_config::Restart;
 
-/// What the init needs beside the image's process.
+/// What the init needs beside the image's process: the guest's settings as a whole (a new
+/// one reaches the config from there), and what to do when the app ends.
 #[derive(Debug, Clone)]
-pub struct Settings {
-    pub hostname: String,
-    pub dns: Vec<std::net::IpAddr>,
+pub struct Settings<'a> {
+    pub guest: &'a GuestSettings,
     pub restart: Restart,
     pub stop_timeout: u64,
 }
@@ -45,8 +46,8 @@ pub fn install(guest: &mut GuestTree, process: &AppSpec, settings: &Settings) ->
         gid: who.gid,
         groups: who.groups,
         home: who.home,
-        hostname: settings.hostname.clone(),
-        dns: settings.dns.iter().map(|d| d.to_string()).collect(),
+        hostname: settings.guest.hostname.clone(),
+        dns: settings.guest.dns.iter().map(|d| d.to_string()).collect(),
         restart: settings.restart,
         stop_signal: if process.stop_signal.is_empty() {
             "SIGTERM".to_string()
@@ -110,9 +111,13 @@ mod tests {
             working_dir: "/srv/www".into(),
             stop_signal: String::new(),
         };
-        let settings = Settings {
+        let guest = GuestSettings {
             hostname: "vm".into(),
+            credentials: Default::default(),
             dns: vec![],
+        };
+        let settings = Settings {
+            guest: &guest,
             restart: Restart::OnFailure,
             stop_timeout: 10,
         };
@@ -142,9 +147,13 @@ mod tests {
                 working_dir: "/srv/www".into(),
                 stop_signal: "SIGQUIT".into(),
             };
-            let settings = Settings {
+            let guest = GuestSettings {
                 hostname: "vm1".into(),
+                credentials: Default::default(),
                 dns: vec!["10.0.0.53".parse().unwrap(), "fd00::53".parse().unwrap()],
+            };
+            let settings = Settings {
+                guest: &guest,
                 restart,
                 stop_timeout: 42,
             };
