@@ -322,7 +322,14 @@ impl Engine {
                         log::debug!("{label}: the build's output ended badly after success: {e}");
                         break;
                     }
-                    Err(e) => bail!("{label} failed: {e}{}", log.cause()),
+                    // Docker's stream error for a failed RUN repeats the whole command, as its
+                    // error detail does: both say the step, its status and its own last words.
+                    Err(e) => bail!(
+                        "{label} failed{}: {}{}",
+                        log.step(),
+                        exit_status(&e.to_string()),
+                        log.cause()
+                    ),
                 };
                 built |= info.aux.is_some();
                 if let Some(text) = info.stream {
