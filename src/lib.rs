@@ -6,7 +6,7 @@
 //!   `mke2fs -d`, FAT32 ESP) → `boot` (SYSLINUX/systemd-boot or GRUB) → `output` (raw or
 //!   qemu-img formats); `run` boots a disk.
 //! - Checked options: `plan`, with `credentials` and `workspace`; `report` tells the result.
-//! - Helpers every stage may use: `cmd`, `progress`, `interrupt`, `units`, `image`.
+//! - Helpers every stage may use: `cmd`, `progress`, `interrupt`, `units`, `image`, `tar_rules`.
 //!
 //! Only the command line is public; the fuzz target gets the unpacker through [`fuzzing`].
 mod boot;
@@ -28,6 +28,7 @@ mod report;
 mod rootfs;
 mod run;
 mod source;
+mod tar_rules;
 mod units;
 mod workspace;
 

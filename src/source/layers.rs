@@ -11,6 +11,7 @@
 //! config's diff ID) as it is read: a mismatch fails the conversion before any output is kept.
 use super::{ImageDetails, TarStream};
 use crate::progress::Stage;
+use crate::tar_rules::{self, Stat};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::Digest as _;
 use std::collections::{HashMap, HashSet};
@@ -321,7 +322,7 @@ fn merge(image: &LayeredImage, out: &mut dyn Write, advance: &mut dyn FnMut(u64)
             String::from_utf8_lossy(target)
         );
     }
-    out.write_all(&[0u8; 1024])
+    out.write_all(&tar_rules::END)
         .context("ending the merged stream")?;
     Ok(())
 }
@@ -493,15 +494,6 @@ struct RawEntry {
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
-/// The name as a key: no leading `/` or `./`, no trailing `/`, no `.` parts. `..` is kept for
-/// the stream edit to refuse.
-fn key_of(name: &[u8]) -> Vec<u8> {
-    name.split(|b| *b == b'/')
-        .filter(|p| !p.is_empty() && *p != b".")
-        .collect::<Vec<_>>()
-        .join(&b'/')
-}
-
 fn split_key(key: &[u8]) -> (&[u8], &[u8]) {
     match key.iter().rposition(|b| *b == b'/') {
         Some(i) => (&key[..i], &key[i + 1..]),
@@ -546,7 +538,7 @@ fn next_entry<'a, R: Read + 'a>(
         entry.read_to_end(&mut data).map_err(|e| damaged(&e))?;
         head.extend_from_slice(entry.header().as_bytes());
         head.extend_from_slice(&data);
-        head.resize(head.len().div_ceil(512) * 512, 0);
+        head.extend_from_slice(tar_rules::padding(data.len() as u64));
         let trim = |mut d: Vec<u8>| {
             while d.last() == Some(&0) {
                 d.pop();
@@ -577,8 +569,7 @@ fn copy_data(entry: &mut dyn Read, size: u64, out: &mut dyn Write) -> Result<()>
     if copied != size {
         return Err(damaged(&"an entry ends early"));
     }
-    let pad = (512 - size % 512) % 512;
-    out.write_all(&[0u8; 512][..pad as usize])?;
+    out.write_all(tar_rules::padding(size))?;
     Ok(())
 }
 
@@ -610,17 +601,14 @@ fn merge_layer(
     let mut orphans: HashMap<Vec<u8>, Vec<PendingLink>> = HashMap::new();
     while let Some((raw, mut entry)) = next_entry(entries)? {
         crate::interrupt::check()?;
-        let key = key_of(&raw.name);
+        let key = tar_rules::key(&raw.name);
         let (parent, base) = split_key(&key);
         let kind = raw.header.entry_type();
         let size = raw.header.entry_size().map_err(|e| damaged(&e))?;
         if base.starts_with(WHITEOUT) {
-            if key.split(|b| *b == b'/').any(|p| p == b"..") {
-                bail!(
-                    "refusing whiteout `{}`: the name climbs out of the root with `..`",
-                    String::from_utf8_lossy(&raw.name)
-                );
-            }
+            tar_rules::refuse_dotdot(&key).with_context(|| {
+                format!("refusing whiteout `{}`", String::from_utf8_lossy(&raw.name))
+            })?;
             if base == OPAQUE {
                 opaque.insert(parent.to_vec());
             } else if !base.starts_with(b".wh..wh.") {
@@ -636,7 +624,7 @@ fn merge_layer(
         };
         let is_dir = kind.is_dir();
         if kind.is_hard_link() && visible {
-            let target = key_of(raw.link.as_deref().unwrap_or_default());
+            let target = tar_rules::key(raw.link.as_deref().unwrap_or_default());
             match here.get(&target) {
                 Some((true, _)) => {}
                 Some((false, _)) => {
@@ -662,13 +650,13 @@ fn merge_layer(
             copy_data(&mut entry, size, out)?;
             if let Some(links) = merge.pending.remove(&key) {
                 for link in links {
-                    out.write_all(&header_bytes(
+                    out.write_all(&head(
                         &link.header,
                         &link.name,
                         Some(&key),
                         tar::EntryType::Link,
                         0,
-                    )?)?;
+                    ))?;
                 }
             }
         } else if kind.is_file() && merge.pending.contains_key(&key) {
@@ -698,7 +686,7 @@ fn link_orphans(
 ) -> Result<()> {
     let mut done = HashSet::new();
     while let Some((raw, mut entry)) = next_entry(entries)? {
-        let key = key_of(&raw.name);
+        let key = tar_rules::key(&raw.name);
         let size = raw.header.entry_size().map_err(|e| damaged(&e))?;
         match orphans.get(&key) {
             Some(links) if raw.header.entry_type().is_file() && done.insert(key.clone()) => {
@@ -728,22 +716,22 @@ fn write_as_file(
     let Some((first, rest)) = links.split_first() else {
         return drain(data);
     };
-    out.write_all(&header_bytes(
+    out.write_all(&head(
         file,
         &first.name,
         None,
         tar::EntryType::Regular,
         size,
-    )?)?;
+    ))?;
     copy_data(data, size, out)?;
     for link in rest {
-        out.write_all(&header_bytes(
+        out.write_all(&head(
             &link.header,
             &link.name,
             Some(&first.name),
             tar::EntryType::Link,
             0,
-        )?)?;
+        ))?;
     }
     Ok(())
 }
@@ -760,55 +748,16 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
-/// A GNU header (with long-name extensions where needed) for an entry c2vm writes itself: the
-/// metadata of `meta`, the given name, type, link target and size.
-fn header_bytes(
+/// The head of an entry c2vm writes itself: the metadata of `meta`, the given name, type, link
+/// target and size.
+fn head(
     meta: &tar::Header,
     name: &[u8],
     link: Option<&[u8]>,
     kind: tar::EntryType,
     size: u64,
-) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    let long = |bytes: &mut Vec<u8>, kind: tar::EntryType, value: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        put(&mut h.as_old_mut().name, b"././@LongLink");
-        h.set_entry_type(kind);
-        h.set_mode(0o644);
-        h.set_size(value.len() as u64 + 1);
-        h.set_cksum();
-        bytes.extend_from_slice(h.as_bytes());
-        bytes.extend_from_slice(value);
-        bytes.push(0);
-        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
-    };
-    if name.len() > 100 {
-        long(&mut bytes, tar::EntryType::GNULongName, name);
-    }
-    if let Some(link) = link.filter(|l| l.len() > 100) {
-        long(&mut bytes, tar::EntryType::GNULongLink, link);
-    }
-    let mut h = tar::Header::new_gnu();
-    put(&mut h.as_old_mut().name, name);
-    if let Some(link) = link {
-        put(&mut h.as_old_mut().linkname, link);
-    }
-    h.set_entry_type(kind);
-    // Blank fields read as 0, as the stream edit reads them.
-    h.set_mode(meta.mode().unwrap_or(0o644));
-    h.set_uid(meta.uid().unwrap_or(0));
-    h.set_gid(meta.gid().unwrap_or(0));
-    h.set_mtime(meta.mtime().unwrap_or(0));
-    h.set_size(size);
-    h.set_cksum();
-    bytes.extend_from_slice(h.as_bytes());
-    Ok(bytes)
-}
-
-/// Copy into a fixed header field, cut to its length (a long value has its own extension).
-fn put(field: &mut [u8], value: &[u8]) {
-    let n = field.len().min(value.len());
-    field[..n].copy_from_slice(&value[..n]);
+) -> Vec<u8> {
+    tar_rules::raw_head(tar_rules::header(kind, &Stat::of(meta), size), name, link)
 }
 
 #[cfg(test)]
