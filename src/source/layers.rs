@@ -286,6 +286,54 @@ impl Merge {
     }
 }
 
+/// Blobs held in memory, by location.
+struct Memory(HashMap<String, Vec<u8>>);
+
+impl BlobStore for Memory {
+    fn open(&self, location: &str) -> Result<Box<dyn Read + Send>> {
+        let blob = self.0.get(location).context("no such blob")?.clone();
+        Ok(Box::new(std::io::Cursor::new(blob)))
+    }
+    fn name(&self) -> String {
+        "memory".into()
+    }
+}
+
+/// For the fuzz target (`fuzz/fuzz_targets/merge.rs`) only: [`merge`] of layer tars held in
+/// memory, bottom first, each plain or compressed (told by its first bytes), with no digests.
+pub fn merge_in_memory(layers: Vec<Vec<u8>>) -> Result<Vec<u8>> {
+    let layers = layers.into_iter().enumerate().map(|(n, blob)| {
+        let layer = Layer {
+            location: format!("l{n}"),
+            digest: None,
+            diff_id: None,
+            size: None,
+            compression: Compression::Detect,
+        };
+        (layer, blob)
+    });
+    merge_blobs(layers.collect())
+}
+
+/// [`merge`] of an image whose blobs are in memory, each beside its layer, bottom first.
+fn merge_blobs(layers: Vec<(Layer, Vec<u8>)>) -> Result<Vec<u8>> {
+    let (layers, blobs): (Vec<Layer>, HashMap<String, Vec<u8>>) = layers
+        .into_iter()
+        .map(|(layer, blob)| {
+            let location = layer.location.clone();
+            (layer, (location, blob))
+        })
+        .unzip();
+    let image = LayeredImage {
+        details: ImageDetails::default(),
+        layers,
+        store: Arc::new(Memory(blobs)),
+    };
+    let mut out = Vec::new();
+    merge(&image, &mut out, &mut |_| {})?;
+    Ok(out)
+}
+
 /// Merge `image`'s layers, top first, into one tar stream on `out`; `advance` counts blob bytes.
 fn merge(image: &LayeredImage, out: &mut dyn Write, advance: &mut dyn FnMut(u64)) -> Result<()> {
     let mut merge = Merge::default();
@@ -763,21 +811,6 @@ fn head(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    /// Blobs in memory, by location.
-    struct Memory(Mutex<HashMap<String, Vec<u8>>>);
-
-    impl BlobStore for Memory {
-        fn open(&self, location: &str) -> Result<Box<dyn Read + Send>> {
-            let blobs = self.0.lock().unwrap();
-            let blob = blobs.get(location).context("no such blob")?.clone();
-            Ok(Box::new(std::io::Cursor::new(blob)))
-        }
-        fn name(&self) -> String {
-            "memory".into()
-        }
-    }
 
     enum E<'a> {
         Dir(&'a str),
@@ -813,7 +846,6 @@ mod tests {
 
     /// The merged tree as `name [-> target] = data`, sorted.
     fn merged(layers: Vec<Vec<u8>>) -> Result<Vec<String>> {
-        let mut blobs = HashMap::new();
         let mut list = Vec::new();
         for (n, blob) in layers.into_iter().enumerate() {
             // Layers plain, gzipped and zstd-compressed in turn: the merge reads every kind.
@@ -831,23 +863,16 @@ mod tests {
                 _ if n == 0 => (blob, Compression::None),
                 _ => (blob, Compression::Detect),
             };
-            let digest = format!("sha256:{:x}", sha2::Sha256::digest(&blob));
-            blobs.insert(format!("l{n}"), blob.clone());
-            list.push(Layer {
+            let layer = Layer {
                 location: format!("l{n}"),
-                digest: Some(digest),
+                digest: Some(format!("sha256:{:x}", sha2::Sha256::digest(&blob))),
                 diff_id: None,
                 size: Some(blob.len() as u64),
                 compression,
-            });
+            };
+            list.push((layer, blob));
         }
-        let image = LayeredImage {
-            details: ImageDetails::default(),
-            layers: list,
-            store: Arc::new(Memory(Mutex::new(blobs))),
-        };
-        let mut out = Vec::new();
-        merge(&image, &mut out, &mut |_| {})?;
+        let out = merge_blobs(list)?;
         let mut archive = tar::Archive::new(out.as_slice());
         let mut names = Vec::new();
         for entry in archive.entries()? {
@@ -916,20 +941,14 @@ mod tests {
 
     #[test]
     fn a_damaged_blob_fails_on_its_digest() {
-        let mut blobs = HashMap::new();
-        blobs.insert("l0".to_string(), layer(&[E::File("f", "x")]));
-        let image = LayeredImage {
-            details: ImageDetails::default(),
-            layers: vec![Layer {
-                location: "l0".into(),
-                digest: Some(format!("sha256:{}", "0".repeat(64))),
-                diff_id: None,
-                size: None,
-                compression: Compression::None,
-            }],
-            store: Arc::new(Memory(Mutex::new(blobs))),
+        let damaged = Layer {
+            location: "l0".into(),
+            digest: Some(format!("sha256:{}", "0".repeat(64))),
+            diff_id: None,
+            size: None,
+            compression: Compression::None,
         };
-        let err = merge(&image, &mut Vec::new(), &mut |_| {}).unwrap_err();
+        let err = merge_blobs(vec![(damaged, layer(&[E::File("f", "x")]))]).unwrap_err();
         assert!(
             format!("{err:#}").contains("does not match its digest"),
             "{err:#}"
