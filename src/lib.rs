@@ -6,9 +6,10 @@
 //!   `mke2fs -d`, FAT32 ESP) → `boot` (SYSLINUX/systemd-boot or GRUB) → `output` (raw or
 //!   qemu-img formats); `run` boots a disk.
 //! - Checked options: `plan`, with `credentials` and `workspace`; `report` tells the result.
-//! - Helpers every stage may use: `cmd`, `progress`, `interrupt`, `units`, `image`.
+//! - Helpers every stage may use: `cmd`, `progress`, `interrupt`, `units`, `image`, `tar_rules`.
 //!
-//! Only the command line is public; the fuzz target gets the unpacker through [`fuzzing`].
+//! Only the command line is public; the fuzz targets get the unpacker and the layer merge
+//! through [`fuzzing`].
 mod boot;
 mod choose;
 mod cli;
@@ -29,6 +30,7 @@ mod report;
 mod rootfs;
 mod run;
 mod source;
+mod tar_rules;
 #[cfg(test)]
 mod testutil;
 mod units;
@@ -99,7 +101,7 @@ fn exit_code_for(err: &anyhow::Error) -> i32 {
     }
 }
 
-/// For `fuzz/fuzz_targets/unpack.rs` only: not part of c2vm's interface.
+/// For `fuzz/fuzz_targets/` only: not part of c2vm's interface.
 #[doc(hidden)]
 pub mod fuzzing {
     use std::path::Path;
@@ -119,4 +121,7 @@ pub mod fuzzing {
 
     /// The unpacker alone, on the raw archive: its own checks are the second line of defence.
     pub use crate::rootfs::unpack::unpack as unpack_raw;
+
+    /// An image's layer tars (bottom first) merged into one stream, as a transport's are.
+    pub use crate::source::layers::merge_in_memory as merge;
 }

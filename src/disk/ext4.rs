@@ -12,6 +12,8 @@ use std::process::Command;
 
 const BLOCK: u64 = 4096;
 const INODE_SIZE: u64 = 256;
+/// A symlink's target shorter than this lives in its inode; a longer one takes a block.
+const INLINE_SYMLINK: u64 = 60;
 /// mke2fs's default bytes-per-inode for ext4.
 const INODE_RATIO: u64 = 16384;
 
@@ -38,7 +40,36 @@ pub struct TreeUsage {
     pub inodes: u64,
 }
 
+/// One entry at a time, whoever walks the tree (a tarball, a directory, the stream edit's
+/// output). A hardlink is another name for an inode already counted: nothing to add.
 impl TreeUsage {
+    /// A tree of its root directory alone.
+    pub fn root() -> TreeUsage {
+        let mut usage = TreeUsage::default();
+        usage.add_dir();
+        usage
+    }
+
+    /// An inode with `blocks` of data (a device node or fifo has none).
+    pub fn add_inode(&mut self, blocks: u64) {
+        self.inodes += 1;
+        self.blocks += blocks;
+    }
+
+    /// A directory: its inode and its first block.
+    pub fn add_dir(&mut self) {
+        self.add_inode(1);
+    }
+
+    /// A regular file of `size` bytes.
+    pub fn add_file(&mut self, size: u64) {
+        self.add_inode(size.div_ceil(BLOCK));
+    }
+
+    /// A symlink whose target is `target_len` bytes long.
+    pub fn add_symlink(&mut self, target_len: u64) {
+        self.add_inode(u64::from(target_len >= INLINE_SYMLINK));
+    }
     /// What a tarball will need, from its headers alone (data is skipped by seeking): fast enough
     /// to refuse a `--size` that cannot fit before anything is unpacked.
     pub fn of_tarball(path: &Path) -> Result<TreeUsage> {
@@ -55,18 +86,14 @@ impl TreeUsage {
         for entry in archive.entries_with_seek().map_err(corrupt)? {
             let entry = entry.map_err(corrupt)?;
             let header = entry.header();
-            let size = header.entry_size().unwrap_or(0);
             match header.entry_type() {
-                tar::EntryType::Link => continue, // another name for an inode already counted
-                tar::EntryType::Directory => usage.blocks += 1,
+                tar::EntryType::Link => {}
+                tar::EntryType::Directory => usage.add_dir(),
                 tar::EntryType::Symlink => {
-                    if entry.link_name_bytes().map_or(0, |l| l.len()) >= 60 {
-                        usage.blocks += 1; // long targets need a block; short ones live in the inode
-                    }
+                    usage.add_symlink(entry.link_name_bytes().map_or(0, |l| l.len() as u64))
                 }
-                _ => usage.blocks += size.div_ceil(BLOCK),
+                _ => usage.add_file(header.entry_size().unwrap_or(0)),
             }
-            usage.inodes += 1;
         }
         Ok(usage)
     }
@@ -94,8 +121,7 @@ fn measure_tree(root: &Path) -> Result<TreeUsage> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         crate::interrupt::check()?;
-        usage.inodes += 1;
-        usage.blocks += 1;
+        usage.add_dir();
         for entry in
             std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
         {
@@ -111,15 +137,14 @@ fn measure_tree(root: &Path) -> Result<TreeUsage> {
             if meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
                 continue;
             }
-            usage.inodes += 1;
             if ft.is_file() {
                 // Allocated blocks, so sparse files count as stored; extent tree blocks are noise.
-                usage.blocks += meta
-                    .size()
-                    .div_ceil(BLOCK)
-                    .min(meta.blocks().div_ceil(8).max(1));
-            } else if ft.is_symlink() && meta.size() >= 60 {
-                usage.blocks += 1; // symlinks under 60 bytes live in the inode
+                let allocated = meta.blocks().div_ceil(BLOCK / 512).max(1);
+                usage.add_inode(meta.size().div_ceil(BLOCK).min(allocated));
+            } else if ft.is_symlink() {
+                usage.add_symlink(meta.size());
+            } else {
+                usage.add_inode(0);
             }
         }
     }

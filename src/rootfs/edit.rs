@@ -10,10 +10,11 @@
 //! the whole archive; an entry through a symlink inside the tree is renamed to where it lands.
 use super::tree::{show, Follow, GuestTree, Kind, Meta, Node, State};
 use crate::disk::ext4::TreeUsage;
+use crate::tar_rules::{self, corrupt, entry_name, sanitize, Stat};
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::{Read, Write};
 use std::sync::Arc;
-use tar::{EntryType, Header};
+use tar::EntryType;
 
 /// Files larger than this are never held or copied: setup reads only small text files.
 const HOLD_LIMIT: u64 = 1 << 20;
@@ -161,21 +162,21 @@ pub fn edit_with<'a, T>(
                     continue;
                 }
             };
-            let mode = header.mode().unwrap_or(0o644);
-            if mode & 0o170000 == 0o140000 {
+            let stat = Stat::of(header);
+            if stat.mode & 0o170000 == 0o140000 {
                 skipped.push(format!(
                     "{shown} (a socket: programs make their own at run time)"
                 ));
                 continue;
             }
-            let mut mtime = header.mtime().unwrap_or(0);
+            let mut mtime = stat.mtime;
             if let Some(limit) = policy.clamp_mtime {
                 mtime = mtime.min(limit);
             }
             let mut meta = Meta {
-                mode: mode & 0o7777,
-                uid: header.uid().unwrap_or(0),
-                gid: header.gid().unwrap_or(0),
+                mode: stat.mode & 0o7777,
+                uid: stat.uid,
+                gid: stat.gid,
                 mtime,
                 xattrs: Vec::new(),
             };
@@ -332,33 +333,6 @@ pub fn edit_with<'a, T>(
     })
 }
 
-/// An entry's raw name, and how messages show it.
-pub fn entry_name<R: Read>(entry: &tar::Entry<R>) -> (Vec<u8>, String) {
-    let raw = entry.path_bytes().into_owned();
-    let shown = String::from_utf8_lossy(&raw).escape_debug().to_string();
-    (raw, shown)
-}
-
-/// A name as a key: leading `/` and `./` dropped (as GNU tar does); `..` refused.
-fn sanitize(raw: &[u8]) -> Result<Option<Vec<u8>>> {
-    if raw.contains(&0) {
-        bail!("the name has a NUL byte");
-    }
-    let mut parts: Vec<&[u8]> = Vec::new();
-    for part in raw.split(|b| *b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => bail!("the name climbs out of the root with `..`"),
-            p => parts.push(p),
-        }
-    }
-    Ok((!parts.is_empty()).then(|| parts.join(&b'/')))
-}
-
-fn corrupt(e: &dyn std::fmt::Display) -> anyhow::Error {
-    anyhow!("the archive is corrupt or truncated ({e}); check that it is a complete tar file")
-}
-
 /// The edited stream: GNU tar entries (long names as GNU extensions, xattrs as PAX records),
 /// which libarchive (mke2fs) and the tar crate (the unpacker) both read.
 struct Output<W: Write> {
@@ -367,18 +341,13 @@ struct Output<W: Write> {
     other_xattrs: Vec<(Vec<u8>, String, Vec<u8>)>,
 }
 
-const BLOCK: u64 = 4096;
-
 impl<W: Write> Output<W> {
     fn new(sink: W) -> Output<W> {
         let mut builder = tar::Builder::new(sink);
         builder.mode(tar::HeaderMode::Complete);
         Output {
             builder,
-            usage: TreeUsage {
-                blocks: 1,
-                inodes: 1,
-            },
+            usage: TreeUsage::root(),
             other_xattrs: Vec::new(),
         }
     }
@@ -389,10 +358,10 @@ impl<W: Write> Output<W> {
     }
 
     fn write(&mut self, key: &[u8], node: &Node, data: &mut dyn Read) -> Result<()> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(key));
+        let path = bytes_path(key);
         if !node.meta.xattrs.is_empty() {
-            self.pax_xattrs(&node.meta.xattrs)?;
+            let (h, records) = tar_rules::pax_xattrs(&node.meta.xattrs)?;
+            self.builder.append(&h, records.as_slice())?;
             for (name, value) in &node.meta.xattrs {
                 if !MKE2FS_XATTRS.contains(&name.as_str()) {
                     self.other_xattrs
@@ -400,86 +369,60 @@ impl<W: Write> Output<W> {
                 }
             }
         }
-        let mut h = Header::new_gnu();
-        h.set_mode(node.meta.mode);
-        h.set_uid(node.meta.uid);
-        h.set_gid(node.meta.gid);
-        h.set_mtime(node.meta.mtime);
-        // mke2fs takes atime and ctime from the entry too; unset, they would read 1970.
-        if let Some(gnu) = h.as_gnu_mut() {
-            gnu.set_atime(node.meta.mtime);
-            gnu.set_ctime(node.meta.mtime);
-        }
-        h.set_size(0);
-        self.usage.inodes += 1;
+        let stat = Stat {
+            mode: node.meta.mode,
+            uid: node.meta.uid,
+            gid: node.meta.gid,
+            mtime: node.meta.mtime,
+        };
+        let header = |kind, size| {
+            let mut h = tar_rules::header(kind, &stat, size);
+            // mke2fs takes atime and ctime from the entry too; unset, they would read 1970.
+            if let Some(gnu) = h.as_gnu_mut() {
+                gnu.set_atime(stat.mtime);
+                gnu.set_ctime(stat.mtime);
+            }
+            h
+        };
+        let empty = std::io::empty;
         match &node.kind {
             Kind::File => {
-                h.set_entry_type(EntryType::Regular);
-                h.set_size(node.size);
-                self.usage.blocks += node.size.div_ceil(BLOCK);
+                self.usage.add_file(node.size);
+                let mut h = header(EntryType::Regular, node.size);
                 self.builder.append_data(&mut h, path, data)?;
             }
             Kind::Dir => {
-                h.set_entry_type(EntryType::Directory);
-                self.usage.blocks += 1;
-                self.builder.append_data(&mut h, path, std::io::empty())?;
+                self.usage.add_dir();
+                let mut h = header(EntryType::Directory, 0);
+                self.builder.append_data(&mut h, path, empty())?;
             }
-            Kind::Symlink(target) | Kind::Hardlink(target) => {
-                let hard = matches!(node.kind, Kind::Hardlink(_));
-                h.set_entry_type(if hard {
-                    EntryType::Link
-                } else {
-                    EntryType::Symlink
-                });
-                if hard {
-                    self.usage.inodes -= 1; // another name, not another inode
-                } else if target.len() >= 60 {
-                    self.usage.blocks += 1;
-                }
-                let target = std::path::Path::new(std::ffi::OsStr::from_bytes(target));
-                self.builder.append_link(&mut h, path, target)?;
+            Kind::Symlink(target) => {
+                self.usage.add_symlink(target.len() as u64);
+                let mut h = header(EntryType::Symlink, 0);
+                self.builder.append_link(&mut h, path, bytes_path(target))?;
+            }
+            Kind::Hardlink(target) => {
+                // Another name, not another inode: nothing to count.
+                let mut h = header(EntryType::Link, 0);
+                self.builder.append_link(&mut h, path, bytes_path(target))?;
             }
             Kind::Char(major, minor) | Kind::Block(major, minor) => {
-                let char = matches!(node.kind, Kind::Char(..));
-                h.set_entry_type(if char {
-                    EntryType::Char
-                } else {
-                    EntryType::Block
-                });
+                self.usage.add_inode(0);
+                let kind = match node.kind {
+                    Kind::Char(..) => EntryType::Char,
+                    _ => EntryType::Block,
+                };
+                let mut h = header(kind, 0);
                 h.set_device_major(*major)?;
                 h.set_device_minor(*minor)?;
-                self.builder.append_data(&mut h, path, std::io::empty())?;
+                self.builder.append_data(&mut h, path, empty())?;
             }
             Kind::Fifo => {
-                h.set_entry_type(EntryType::Fifo);
-                self.builder.append_data(&mut h, path, std::io::empty())?;
+                self.usage.add_inode(0);
+                let mut h = header(EntryType::Fifo, 0);
+                self.builder.append_data(&mut h, path, empty())?;
             }
         }
-        Ok(())
-    }
-
-    /// A PAX extended header carrying the next entry's xattrs (`SCHILY.xattr.NAME`, as GNU tar
-    /// and Docker write them).
-    fn pax_xattrs(&mut self, xattrs: &[(String, Vec<u8>)]) -> Result<()> {
-        let mut records = Vec::new();
-        for (name, value) in xattrs {
-            let body_len = " SCHILY.xattr.".len() + name.len() + 1 + value.len() + 1;
-            // The record's length counts its own digits.
-            let mut len = body_len + 1;
-            while len.to_string().len() + body_len != len {
-                len = len.to_string().len() + body_len;
-            }
-            records.extend_from_slice(format!("{len} SCHILY.xattr.{name}=").as_bytes());
-            records.extend_from_slice(value);
-            records.push(b'\n');
-        }
-        let mut h = Header::new_ustar();
-        h.set_entry_type(EntryType::XHeader);
-        h.set_path("././@PaxHeader")?;
-        h.set_mode(0o644);
-        h.set_size(records.len() as u64);
-        h.set_cksum();
-        self.builder.append(&h, records.as_slice())?;
         Ok(())
     }
 
@@ -492,6 +435,12 @@ impl<W: Write> Output<W> {
         sink.flush().context("ending the root filesystem stream")?;
         Ok(usage)
     }
+}
+
+/// A key or link target as the path [`tar::Builder`] takes.
+fn bytes_path(bytes: &[u8]) -> &std::path::Path {
+    use std::os::unix::ffi::OsStrExt;
+    std::path::Path::new(std::ffi::OsStr::from_bytes(bytes))
 }
 
 /// For tests elsewhere: run `setup` as an edit of the directory `src` (tarred), and unpack the

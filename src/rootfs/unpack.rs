@@ -6,9 +6,14 @@
 //! leads out of the tree, or a write through a symlink that leaves it, REFUSES the whole archive with
 //! an error naming the entry. A half-trusted root filesystem is not something to boot. Leading `/`
 //! is stripped (as GNU tar does), since `docker export` and `tar -P` both produce such names.
+//!
+//! The stream edit applies the same policy before the unpacker sees an archive. The checks here
+//! stay on purpose, as a second line of defence: the unpacker writes to the host's filesystem,
+//! so it must be safe on its own, whatever reaches it.
+use crate::tar_rules::{corrupt, entry_name};
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use tar::EntryType;
 
 /// Unpack `archive` into `dest` (an empty directory).
@@ -36,7 +41,9 @@ pub fn unpack(archive: impl Read, dest: &Path) -> Result<()> {
     for entry in entries {
         crate::interrupt::check()?;
         let mut entry = entry.map_err(|e| corrupt(&e))?;
-        let (raw_name, shown) = super::edit::entry_name(&entry);
+        let (raw_name, shown) = entry_name(&entry);
+        // Second line of defence (module header): names, hardlink targets, parents through
+        // symlinks and the tar crate's `unpack_in` are all checked here again.
         let Some(rel) = sanitize_name(&raw_name)
             .with_context(|| format!("refusing archive entry `{shown}`"))?
         else {
@@ -144,26 +151,13 @@ impl UnpackFailure {
     }
 }
 
-fn corrupt(e: &std::io::Error) -> anyhow::Error {
-    anyhow!("the archive is corrupt or truncated ({e}); check that it is a complete tar file")
-}
-
 /// The entry's name as a relative path inside the tree; `None` for the root itself.
-/// `..` anywhere is refused; leading `/` and `.` components are dropped.
-pub fn sanitize_name(raw: &[u8]) -> Result<Option<PathBuf>> {
-    use std::os::unix::ffi::OsStrExt;
-    if raw.contains(&0) {
-        bail!("the name has a NUL byte");
-    }
-    let mut rel = PathBuf::new();
-    for part in Path::new(std::ffi::OsStr::from_bytes(raw)).components() {
-        match part {
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            Component::ParentDir => bail!("the name climbs out of the root with `..`"),
-            Component::Normal(p) => rel.push(p),
-        }
-    }
-    Ok((!rel.as_os_str().is_empty()).then_some(rel))
+/// `..` anywhere is refused; leading `/` and `.` components are dropped
+/// ([`crate::tar_rules::sanitize`], the stream edit's own rule, checked again here).
+fn sanitize_name(raw: &[u8]) -> Result<Option<PathBuf>> {
+    use std::os::unix::ffi::OsStringExt;
+    let key = crate::tar_rules::sanitize(raw)?;
+    Ok(key.map(|k| PathBuf::from(std::ffi::OsString::from_vec(k))))
 }
 
 /// A hardlink's target must itself be a name inside the tree.

@@ -11,6 +11,7 @@
 //! config's diff ID) as it is read: a mismatch fails the conversion before any output is kept.
 use super::{ImageDetails, TarStream};
 use crate::progress::Stage;
+use crate::tar_rules::{self, Stat};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::Digest as _;
 use std::collections::{HashMap, HashSet};
@@ -285,6 +286,54 @@ impl Merge {
     }
 }
 
+/// Blobs held in memory, by location.
+struct Memory(HashMap<String, Vec<u8>>);
+
+impl BlobStore for Memory {
+    fn open(&self, location: &str) -> Result<Box<dyn Read + Send>> {
+        let blob = self.0.get(location).context("no such blob")?.clone();
+        Ok(Box::new(std::io::Cursor::new(blob)))
+    }
+    fn name(&self) -> String {
+        "memory".into()
+    }
+}
+
+/// For the fuzz target (`fuzz/fuzz_targets/merge.rs`) only: [`merge`] of layer tars held in
+/// memory, bottom first, each plain or compressed (told by its first bytes), with no digests.
+pub fn merge_in_memory(layers: Vec<Vec<u8>>) -> Result<Vec<u8>> {
+    let layers = layers.into_iter().enumerate().map(|(n, blob)| {
+        let layer = Layer {
+            location: format!("l{n}"),
+            digest: None,
+            diff_id: None,
+            size: None,
+            compression: Compression::Detect,
+        };
+        (layer, blob)
+    });
+    merge_blobs(layers.collect())
+}
+
+/// [`merge`] of an image whose blobs are in memory, each beside its layer, bottom first.
+fn merge_blobs(layers: Vec<(Layer, Vec<u8>)>) -> Result<Vec<u8>> {
+    let (layers, blobs): (Vec<Layer>, HashMap<String, Vec<u8>>) = layers
+        .into_iter()
+        .map(|(layer, blob)| {
+            let location = layer.location.clone();
+            (layer, (location, blob))
+        })
+        .unzip();
+    let image = LayeredImage {
+        details: ImageDetails::default(),
+        layers,
+        store: Arc::new(Memory(blobs)),
+    };
+    let mut out = Vec::new();
+    merge(&image, &mut out, &mut |_| {})?;
+    Ok(out)
+}
+
 /// Merge `image`'s layers, top first, into one tar stream on `out`; `advance` counts blob bytes.
 fn merge(image: &LayeredImage, out: &mut dyn Write, advance: &mut dyn FnMut(u64)) -> Result<()> {
     let mut merge = Merge::default();
@@ -321,7 +370,7 @@ fn merge(image: &LayeredImage, out: &mut dyn Write, advance: &mut dyn FnMut(u64)
             String::from_utf8_lossy(target)
         );
     }
-    out.write_all(&[0u8; 1024])
+    out.write_all(&tar_rules::END)
         .context("ending the merged stream")?;
     Ok(())
 }
@@ -493,15 +542,6 @@ struct RawEntry {
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
-/// The name as a key: no leading `/` or `./`, no trailing `/`, no `.` parts. `..` is kept for
-/// the stream edit to refuse.
-fn key_of(name: &[u8]) -> Vec<u8> {
-    name.split(|b| *b == b'/')
-        .filter(|p| !p.is_empty() && *p != b".")
-        .collect::<Vec<_>>()
-        .join(&b'/')
-}
-
 fn split_key(key: &[u8]) -> (&[u8], &[u8]) {
     match key.iter().rposition(|b| *b == b'/') {
         Some(i) => (&key[..i], &key[i + 1..]),
@@ -546,7 +586,7 @@ fn next_entry<'a, R: Read + 'a>(
         entry.read_to_end(&mut data).map_err(|e| damaged(&e))?;
         head.extend_from_slice(entry.header().as_bytes());
         head.extend_from_slice(&data);
-        head.resize(head.len().div_ceil(512) * 512, 0);
+        head.extend_from_slice(tar_rules::padding(data.len() as u64));
         let trim = |mut d: Vec<u8>| {
             while d.last() == Some(&0) {
                 d.pop();
@@ -577,8 +617,7 @@ fn copy_data(entry: &mut dyn Read, size: u64, out: &mut dyn Write) -> Result<()>
     if copied != size {
         return Err(damaged(&"an entry ends early"));
     }
-    let pad = (512 - size % 512) % 512;
-    out.write_all(&[0u8; 512][..pad as usize])?;
+    out.write_all(tar_rules::padding(size))?;
     Ok(())
 }
 
@@ -610,17 +649,14 @@ fn merge_layer(
     let mut orphans: HashMap<Vec<u8>, Vec<PendingLink>> = HashMap::new();
     while let Some((raw, mut entry)) = next_entry(entries)? {
         crate::interrupt::check()?;
-        let key = key_of(&raw.name);
+        let key = tar_rules::key(&raw.name);
         let (parent, base) = split_key(&key);
         let kind = raw.header.entry_type();
         let size = raw.header.entry_size().map_err(|e| damaged(&e))?;
         if base.starts_with(WHITEOUT) {
-            if key.split(|b| *b == b'/').any(|p| p == b"..") {
-                bail!(
-                    "refusing whiteout `{}`: the name climbs out of the root with `..`",
-                    String::from_utf8_lossy(&raw.name)
-                );
-            }
+            tar_rules::refuse_dotdot(&key).with_context(|| {
+                format!("refusing whiteout `{}`", String::from_utf8_lossy(&raw.name))
+            })?;
             if base == OPAQUE {
                 opaque.insert(parent.to_vec());
             } else if !base.starts_with(b".wh..wh.") {
@@ -636,7 +672,7 @@ fn merge_layer(
         };
         let is_dir = kind.is_dir();
         if kind.is_hard_link() && visible {
-            let target = key_of(raw.link.as_deref().unwrap_or_default());
+            let target = tar_rules::key(raw.link.as_deref().unwrap_or_default());
             match here.get(&target) {
                 Some((true, _)) => {}
                 Some((false, _)) => {
@@ -662,13 +698,13 @@ fn merge_layer(
             copy_data(&mut entry, size, out)?;
             if let Some(links) = merge.pending.remove(&key) {
                 for link in links {
-                    out.write_all(&header_bytes(
+                    out.write_all(&head(
                         &link.header,
                         &link.name,
                         Some(&key),
                         tar::EntryType::Link,
                         0,
-                    )?)?;
+                    ))?;
                 }
             }
         } else if kind.is_file() && merge.pending.contains_key(&key) {
@@ -698,7 +734,7 @@ fn link_orphans(
 ) -> Result<()> {
     let mut done = HashSet::new();
     while let Some((raw, mut entry)) = next_entry(entries)? {
-        let key = key_of(&raw.name);
+        let key = tar_rules::key(&raw.name);
         let size = raw.header.entry_size().map_err(|e| damaged(&e))?;
         match orphans.get(&key) {
             Some(links) if raw.header.entry_type().is_file() && done.insert(key.clone()) => {
@@ -728,22 +764,22 @@ fn write_as_file(
     let Some((first, rest)) = links.split_first() else {
         return drain(data);
     };
-    out.write_all(&header_bytes(
+    out.write_all(&head(
         file,
         &first.name,
         None,
         tar::EntryType::Regular,
         size,
-    )?)?;
+    ))?;
     copy_data(data, size, out)?;
     for link in rest {
-        out.write_all(&header_bytes(
+        out.write_all(&head(
             &link.header,
             &link.name,
             Some(&first.name),
             tar::EntryType::Link,
             0,
-        )?)?;
+        ))?;
     }
     Ok(())
 }
@@ -760,80 +796,43 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
-/// A GNU header (with long-name extensions where needed) for an entry c2vm writes itself: the
-/// metadata of `meta`, the given name, type, link target and size.
-fn header_bytes(
+/// The head of an entry c2vm writes itself: the metadata of `meta`, the given name, type, link
+/// target and size.
+fn head(
     meta: &tar::Header,
     name: &[u8],
     link: Option<&[u8]>,
     kind: tar::EntryType,
     size: u64,
-) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    let long = |bytes: &mut Vec<u8>, kind: tar::EntryType, value: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        put(&mut h.as_old_mut().name, b"././@LongLink");
-        h.set_entry_type(kind);
-        h.set_mode(0o644);
-        h.set_size(value.len() as u64 + 1);
-        h.set_cksum();
-        bytes.extend_from_slice(h.as_bytes());
-        bytes.extend_from_slice(value);
-        bytes.push(0);
-        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
-    };
-    if name.len() > 100 {
-        long(&mut bytes, tar::EntryType::GNULongName, name);
-    }
-    if let Some(link) = link.filter(|l| l.len() > 100) {
-        long(&mut bytes, tar::EntryType::GNULongLink, link);
-    }
-    let mut h = tar::Header::new_gnu();
-    put(&mut h.as_old_mut().name, name);
-    if let Some(link) = link {
-        put(&mut h.as_old_mut().linkname, link);
-    }
-    h.set_entry_type(kind);
-    // Blank fields read as 0, as the stream edit reads them.
-    h.set_mode(meta.mode().unwrap_or(0o644));
-    h.set_uid(meta.uid().unwrap_or(0));
-    h.set_gid(meta.gid().unwrap_or(0));
-    h.set_mtime(meta.mtime().unwrap_or(0));
-    h.set_size(size);
-    h.set_cksum();
-    bytes.extend_from_slice(h.as_bytes());
-    Ok(bytes)
-}
-
-/// Copy into a fixed header field, cut to its length (a long value has its own extension).
-fn put(field: &mut [u8], value: &[u8]) {
-    let n = field.len().min(value.len());
-    field[..n].copy_from_slice(&value[..n]);
+) -> Vec<u8> {
+    tar_rules::raw_head(tar_rules::header(kind, &Stat::of(meta), size), name, link)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::Tar;
-    use std::sync::Mutex;
 
-    /// Blobs in memory, by location.
-    struct Memory(Mutex<HashMap<String, Vec<u8>>>);
+    enum E<'a> {
+        Dir(&'a str),
+        File(&'a str, &'a str),
+        Link(&'a str, &'a str),
+    }
 
-    impl BlobStore for Memory {
-        fn open(&self, location: &str) -> Result<Box<dyn Read + Send>> {
-            let blobs = self.0.lock().unwrap();
-            let blob = blobs.get(location).context("no such blob")?.clone();
-            Ok(Box::new(std::io::Cursor::new(blob)))
+    fn layer(entries: &[E]) -> Vec<u8> {
+        let mut tar = Tar::new();
+        for e in entries {
+            match e {
+                E::Dir(name) => tar.dir(name),
+                E::File(name, data) => tar.file(name, data.as_bytes()),
+                E::Link(name, target) => tar.hardlink(name, target),
+            };
         }
-        fn name(&self) -> String {
-            "memory".into()
-        }
+        tar.bytes()
     }
 
     /// The merged tree as `name [-> target] = data`, sorted.
     fn merged(layers: Vec<Vec<u8>>) -> Result<Vec<String>> {
-        let mut blobs = HashMap::new();
         let mut list = Vec::new();
         for (n, blob) in layers.into_iter().enumerate() {
             // Layers plain, gzipped and zstd-compressed in turn: the merge reads every kind.
@@ -851,23 +850,16 @@ mod tests {
                 _ if n == 0 => (blob, Compression::None),
                 _ => (blob, Compression::Detect),
             };
-            let digest = format!("sha256:{:x}", sha2::Sha256::digest(&blob));
-            blobs.insert(format!("l{n}"), blob.clone());
-            list.push(Layer {
+            let layer = Layer {
                 location: format!("l{n}"),
-                digest: Some(digest),
+                digest: Some(format!("sha256:{:x}", sha2::Sha256::digest(&blob))),
                 diff_id: None,
                 size: Some(blob.len() as u64),
                 compression,
-            });
+            };
+            list.push((layer, blob));
         }
-        let image = LayeredImage {
-            details: ImageDetails::default(),
-            layers: list,
-            store: Arc::new(Memory(Mutex::new(blobs))),
-        };
-        let mut out = Vec::new();
-        merge(&image, &mut out, &mut |_| {})?;
+        let out = merge_blobs(list)?;
         let mut archive = tar::Archive::new(out.as_slice());
         let mut names = Vec::new();
         for entry in archive.entries()? {
@@ -886,78 +878,64 @@ mod tests {
 
     #[test]
     fn whiteouts_delete_and_opaque_directories_hide_what_lies_below() {
-        let base = Tar::new()
-            .dir("a/")
-            .file("a/gone", b"1")
-            .file("a/stays", b"1")
-            .dir("d/")
-            .file("d/x", b"1")
-            .dir("o/")
-            .file("o/old", b"1")
-            .file("keep", b"old")
-            .bytes();
-        let top = Tar::new()
-            .dir("a/")
-            .file("a/.wh.gone", b"")
-            .file(".wh.d", b"")
-            .dir("o/")
-            .file("o/.wh..wh..opq", b"")
-            .file("o/new", b"2")
-            .file("keep", b"new")
-            .bytes();
+        let base = layer(&[
+            E::Dir("a/"),
+            E::File("a/gone", "1"),
+            E::File("a/stays", "1"),
+            E::Dir("d/"),
+            E::File("d/x", "1"),
+            E::Dir("o/"),
+            E::File("o/old", "1"),
+            E::File("keep", "old"),
+        ]);
+        let top = layer(&[
+            E::Dir("a/"),
+            E::File("a/.wh.gone", ""),
+            E::File(".wh.d", ""),
+            E::Dir("o/"),
+            E::File("o/.wh..wh..opq", ""),
+            E::File("o/new", "2"),
+            E::File("keep", "new"),
+        ]);
         assert_eq!(
             merged(vec![base, top]).unwrap(),
             ["a/ = ", "a/stays = 1", "keep = new", "o/ = ", "o/new = 2"]
         );
         // A third layer (zstd) deletes what the second added and adds back what the first had.
-        let base = Tar::new().dir("a/").file("a/f", b"1").bytes();
-        let mid = Tar::new().file(".wh.a", b"").file("b", b"2").bytes();
-        let top = Tar::new()
-            .file(".wh.b", b"")
-            .dir("a/")
-            .file("a/g", b"3")
-            .bytes();
+        let base = layer(&[E::Dir("a/"), E::File("a/f", "1")]);
+        let mid = layer(&[E::File(".wh.a", ""), E::File("b", "2")]);
+        let top = layer(&[E::File(".wh.b", ""), E::Dir("a/"), E::File("a/g", "3")]);
         assert_eq!(merged(vec![base, mid, top]).unwrap(), ["a/ = ", "a/g = 3"]);
     }
 
     #[test]
     fn a_deleted_directory_made_again_holds_only_the_new_files() {
-        let base = Tar::new().dir("d/").file("d/old", b"1").bytes();
-        let top = Tar::new()
-            .file(".wh.d", b"")
-            .dir("d/")
-            .file("d/new", b"2")
-            .bytes();
+        let base = layer(&[E::Dir("d/"), E::File("d/old", "1")]);
+        let top = layer(&[E::File(".wh.d", ""), E::Dir("d/"), E::File("d/new", "2")]);
         assert_eq!(merged(vec![base, top]).unwrap(), ["d/ = ", "d/new = 2"]);
     }
 
     #[test]
     fn hardlinks_keep_their_data_when_a_layer_above_replaces_the_first_name() {
-        let base = Tar::new().file("t", b"old").hardlink("l", "t").bytes();
-        let top = Tar::new().file("t", b"new").bytes();
+        let base = layer(&[E::File("t", "old"), E::Link("l", "t")]);
+        let top = layer(&[E::File("t", "new")]);
         assert_eq!(merged(vec![base, top]).unwrap(), ["l = old", "t = new"]);
         // A link in the upper layer to a file of the lower one.
-        let base = Tar::new().file("t", b"data").bytes();
-        let top = Tar::new().hardlink("l", "t").bytes();
+        let base = layer(&[E::File("t", "data")]);
+        let top = layer(&[E::Link("l", "t")]);
         assert_eq!(merged(vec![base, top]).unwrap(), ["l -> t", "t = data"]);
     }
 
     #[test]
     fn a_damaged_blob_fails_on_its_digest() {
-        let mut blobs = HashMap::new();
-        blobs.insert("l0".to_string(), Tar::new().file("f", b"x").bytes());
-        let image = LayeredImage {
-            details: ImageDetails::default(),
-            layers: vec![Layer {
-                location: "l0".into(),
-                digest: Some(format!("sha256:{}", "0".repeat(64))),
-                diff_id: None,
-                size: None,
-                compression: Compression::None,
-            }],
-            store: Arc::new(Memory(Mutex::new(blobs))),
+        let damaged = Layer {
+            location: "l0".into(),
+            digest: Some(format!("sha256:{}", "0".repeat(64))),
+            diff_id: None,
+            size: None,
+            compression: Compression::None,
         };
-        let err = merge(&image, &mut Vec::new(), &mut |_| {}).unwrap_err();
+        let err = merge_blobs(vec![(damaged, layer(&[E::File("f", "x")]))]).unwrap_err();
         assert!(
             format!("{err:#}").contains("does not match its digest"),
             "{err:#}"
