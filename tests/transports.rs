@@ -145,9 +145,9 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
         format!("docker-archive:{}", docker_archive_oci.display()),
         format!("docker://{remote}"),
     ];
-    // The first transport's tree is the engine's. The same layers give the same disk through
-    // every transport, byte for byte (SOURCE_DATE_EPOCH): the others are compared by hash, and
-    // only a difference is read back to say what differs.
+    // Every transport's tree is the engine's. (Their disks are not byte-identical: the disk's
+    // size and inode count come from an estimate of the unpacked size, which a layout's
+    // compressed sizes shape.)
     let listing_of = |disk: &Path, name: &str| {
         let work = d.join(format!("{name}-listing"));
         std::fs::create_dir(&work).unwrap();
@@ -164,7 +164,6 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
         }
         listing
     };
-    let first = d.join("t0.raw");
     for (n, source) in sources.iter().enumerate() {
         let disk = d.join(format!("t{n}.raw"));
         Convert::new(source, &disk)
@@ -174,28 +173,15 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
             .password_file(&pw)
             .args(["--kernel", "image"])
             .success();
-        if n == 0 {
-            let diff = listing_diff(&reference, &listing_of(&disk, "t0"), 20);
-            assert!(
-                diff.is_empty(),
-                "{source} differs from the engine's export:\n{}",
-                diff.join("\n")
-            );
-            continue;
+        let diff = listing_diff(&reference, &listing_of(&disk, &format!("t{n}")), 20);
+        assert!(
+            diff.is_empty(),
+            "{source} differs from the engine's export:\n{}",
+            diff.join("\n")
+        );
+        if n != 0 {
+            std::fs::remove_file(&disk).unwrap();
         }
-        if sha256_file(&disk) != sha256_file(&first) {
-            let diff = listing_diff(
-                &listing_of(&first, "first"),
-                &listing_of(&disk, "other"),
-                20,
-            );
-            panic!(
-                "{source} gives another disk than {}:\n{}",
-                sources[0],
-                diff.join("\n")
-            );
-        }
-        std::fs::remove_file(&disk).unwrap();
     }
 
     // One of them boots (the layout's), to a login and a network.
