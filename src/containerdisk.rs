@@ -175,14 +175,13 @@ fn write_layer(disk: &Path, name: &str, layer: &Path, mtime: u64) -> Result<(Str
         file,
     )));
     let header = |kind, mode, size| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(QEMU_ID);
-        h.set_gid(QEMU_ID);
-        h.set_mtime(mtime);
-        h.set_size(size);
-        h
+        let owner = crate::tar_rules::Stat {
+            mode,
+            uid: QEMU_ID,
+            gid: QEMU_ID,
+            mtime,
+        };
+        crate::tar_rules::header(kind, &owner, size)
     };
     let mut data =
         std::fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
