@@ -299,8 +299,9 @@ impl BlobStore for Memory {
     }
 }
 
-/// For the fuzz target (`fuzz/fuzz_targets/merge.rs`) only: the layer merge (`merge`) of layer tars held in
-/// memory, bottom first, each plain or compressed (told by its first bytes), with no digests.
+/// For the fuzz target (`fuzz/fuzz_targets/merge.rs`) only: the layer merge (`merge`) of layer
+/// tars held in memory, bottom first, each plain or compressed (told by its first bytes), with
+/// no digests.
 pub fn merge_in_memory(layers: Vec<Vec<u8>>) -> Result<Vec<u8>> {
     let layers = layers.into_iter().enumerate().map(|(n, blob)| {
         let layer = Layer {
