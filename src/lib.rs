@@ -9,44 +9,64 @@
 //! - Helpers every stage may use: `cmd`, `progress`, `interrupt`, `units`, `image`, `tar_rules`.
 //!
 //! Only the command line is public; the fuzz targets get the unpacker and the layer merge
-//! through [`fuzzing`].
+//! through [`fuzzing`]. Without the default feature `cli`, only those are built (see
+//! Cargo.toml).
+// Without the `cli` feature (the fuzz targets' build), only what `fuzzing` reaches is built, and
+// much of it goes unused.
+#![cfg_attr(not(feature = "cli"), allow(dead_code, unused_imports))]
 mod boot;
+#[cfg(feature = "cli")]
 mod choose;
+#[cfg(feature = "cli")]
 mod cli;
 mod cmd;
+#[cfg(feature = "cli")]
 mod containerdisk;
 mod credentials;
 mod disk;
 mod host_tools;
 mod image;
 mod interrupt;
+#[cfg(feature = "cli")]
 mod kernel;
+#[cfg(feature = "cli")]
 mod logging;
+#[cfg(feature = "cli")]
 mod output;
+#[cfg(feature = "cli")]
 mod pipeline;
+#[cfg(feature = "cli")]
 mod plan;
 mod progress;
+#[cfg(feature = "cli")]
 mod report;
 mod rootfs;
+#[cfg(feature = "cli")]
 mod run;
 mod source;
 mod tar_rules;
 #[cfg(test)]
 mod testutil;
 mod units;
+#[cfg(feature = "cli")]
 mod workspace;
 
+#[cfg(feature = "cli")]
 pub use cli::Cli;
+#[cfg(feature = "cli")]
 use cli::Command;
 
 /// What a `Debug` of a secret-holding type shows in the secret's place.
 const REDACTED: &str = "<redacted>";
 
+#[cfg(feature = "cli")]
 const EXIT_FAILURE: i32 = 1;
+#[cfg(feature = "cli")]
 const EXIT_INTERRUPTED: i32 = 130;
 
 /// Run a parsed command line: logging, signal handling, the command, and its error printed as
 /// one line. Returns the process exit code.
+#[cfg(feature = "cli")]
 pub fn main(cli: Cli) -> i32 {
     logging::init(cli.verbose, cli.quiet);
     interrupt::install();
@@ -64,6 +84,7 @@ pub fn main(cli: Cli) -> i32 {
     }
 }
 
+#[cfg(feature = "cli")]
 fn run_command(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Convert(args) => {
@@ -93,6 +114,7 @@ fn run_command(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// Exit code for an error: 130 when interrupted, 1 otherwise.
+#[cfg(feature = "cli")]
 fn exit_code_for(err: &anyhow::Error) -> i32 {
     if err.chain().any(|e| e.is::<interrupt::Interrupted>()) || interrupt::is_set() {
         EXIT_INTERRUPTED

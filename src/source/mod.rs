@@ -5,10 +5,14 @@
 //! - skopeo's transports need no engine: `oci:`, `oci-archive:`, `docker-archive:` (`layout`)
 //!   and `docker://` (`registry`) give an image's layers (`oci`), merged into one stream
 //!   (`layers`).
+#[cfg(feature = "cli")]
 pub mod docker;
 pub mod layers;
+#[cfg(feature = "cli")]
 pub mod layout;
+#[cfg(feature = "cli")]
 pub mod oci;
+#[cfg(feature = "cli")]
 pub mod registry;
 pub mod tarball;
 
@@ -54,6 +58,7 @@ pub enum Transport {
     Registry(String),
 }
 
+#[cfg(feature = "cli")]
 impl Transport {
     /// The image, its config read and its layers found (none read yet).
     pub fn open(&self, access: &registry::Access) -> Result<layers::LayeredImage> {
