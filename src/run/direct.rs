@@ -1,6 +1,7 @@
-//! `c2vm run --boot-log`: boot the disk's own kernel and initramfs directly (QEMU `-kernel`), with
-//! its command line minus what quiets the console, so the kernel's and systemd's messages show
-//! again. The disk's boot loaders are skipped for this one boot; nothing on the disk changes.
+//! `c2vm run --direct-kernel` and `--boot-log`: boot the disk's own kernel and initramfs directly
+//! (QEMU `-kernel`) with the command line its loaders give, for `--boot-log` minus what quiets
+//! the console, so the kernel's and systemd's messages show again. The disk's boot loaders are
+//! skipped for this one boot; nothing on the disk changes.
 use crate::cmd::Cmd;
 use crate::disk::{esp, gpt};
 use anyhow::{bail, Context, Result};
@@ -18,9 +19,10 @@ pub struct DirectBoot {
 }
 
 impl DirectBoot {
-    pub fn from_disk(disk: &Path, format: &str) -> Result<DirectBoot> {
+    /// `verbose_console`: the command line with every console message on (`--boot-log`).
+    pub fn from_disk(disk: &Path, format: &str, verbose_console: bool) -> Result<DirectBoot> {
         let dir = tempfile::Builder::new()
-            .prefix("c2vm-boot-log.")
+            .prefix("c2vm-direct-boot.")
             .tempdir()
             .context("creating a directory for the kernel")?;
         // The ESP is read as raw bytes; other formats are converted first (sparse, so quick).
@@ -62,7 +64,10 @@ impl DirectBoot {
             _dir: dir,
             kernel,
             initrd,
-            cmdline: verbose(&cmdline),
+            cmdline: match verbose_console {
+                true => verbose(&cmdline),
+                false => cmdline,
+            },
         })
     }
 }

@@ -52,8 +52,13 @@ pub struct RunArgs {
     /// Scripted: after --login, run this shell command, print its stdout, power off, exit with its status
     #[arg(long, requires = "login")]
     pub exec: Option<String>,
+    /// Boot the disk's kernel and initramfs directly (QEMU's -kernel), with the command line
+    /// its loader would give: no firmware boot menu and no boot loader, seconds faster under
+    /// emulation. The disk's own loaders are not used, so this proves nothing about them
+    #[arg(long)]
+    pub direct_kernel: bool,
     /// Show every kernel and systemd message of this boot (the disk boots quietly): boots the
-    /// disk's kernel directly, with its command line minus `quiet`
+    /// disk's kernel directly (as --direct-kernel), with its command line minus `quiet`
     #[arg(long)]
     pub boot_log: bool,
     /// Scripted: give up after this many seconds, showing the last console lines

@@ -27,7 +27,7 @@ pub struct VmConfig {
 pub struct VmFiles {
     /// The private copy of the UEFI variable store.
     _vars: Option<tempfile::NamedTempFile>,
-    /// The kernel and initramfs of a `--boot-log` boot.
+    /// The kernel and initramfs of a direct boot (`--direct-kernel`, `--boot-log`).
     _direct: Option<DirectBoot>,
 }
 
@@ -143,8 +143,9 @@ impl VmConfig {
             info.format
         ));
         // The disk first in the boot order, so OVMF does not try PXE and HTTP boot before it
-        // (a --boot-log boot starts QEMU's own kernel loader instead, which takes index 0).
-        let device = match a.boot_log {
+        // (a direct boot starts QEMU's own kernel loader instead, which takes index 0).
+        let direct = a.direct_kernel || a.boot_log;
+        let device = match direct {
             false => "virtio-blk-pci,drive=disk0,bootindex=0",
             true => "virtio-blk-pci,drive=disk0",
         };
@@ -178,8 +179,8 @@ impl VmConfig {
             "virtio-net-pci,netdev=net0,romfile=".into(),
         ]);
         let mut files = VmFiles::default();
-        if a.boot_log {
-            let direct = DirectBoot::from_disk(&disk, &info.format)?;
+        if direct {
+            let direct = DirectBoot::from_disk(&disk, &info.format, a.boot_log)?;
             args.extend([
                 "-kernel".into(),
                 direct.kernel.to_string_lossy().into_owned(),
