@@ -31,10 +31,11 @@ fn scratch_image(dir: &Path, tag: &str, tail: &str, files: &[(&str, &str)]) {
     tool("docker", &["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
 }
 
-/// `c2vm run DISK` to its end: (exit code, console).
-fn run_to_end(disk: &Path, firmware: &str) -> (i32, String) {
+/// `c2vm run DISK` to its end: (exit code, console). The kernel directly: the scratch web
+/// server's boots carry the generic bundle's loaders on both firmwares.
+fn run_to_end(disk: &Path) -> (i32, String) {
     let o = run(c2vm()
-        .args(["run", "--cpus", "1", "--firmware", firmware])
+        .args(["run", "--direct-kernel", "--cpus", "1"])
         .arg(disk)
         .stdin(Stdio::null()));
     (o.status.code().unwrap_or(-1), stdout(&o))
@@ -127,7 +128,7 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
         .by_user()
         .locked()
         .success();
-    let (code, console) = run_to_end(&disk, "bios");
+    let (code, console) = run_to_end(&disk);
     assert_eq!(code, 42, "{console}");
     assert!(console.contains("hello from the app"), "{console}");
 
@@ -156,7 +157,7 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
         log.contains("Kernel: c2vm's generic bundle") && log.contains("Init: c2vm-init"),
         "{log}"
     );
-    let (code, console) = run_to_end(&disk, "uefi");
+    let (code, console) = run_to_end(&disk);
     assert_eq!(code, 0, "{console}");
     let first = console.find("first run fails").unwrap_or(usize::MAX);
     let second = console.find("second run").unwrap_or(0);
@@ -204,7 +205,7 @@ fn an_image_with_systemd_but_no_kernel_boots_to_login_on_the_generic_kernel() {
     assert!(log.contains("has no modprobe"), "{log}");
     let (code, out) = boot_exec(
         &disk,
-        "bios",
+        DIRECT,
         &pw,
         &facts_script(&[
             ("kernel", "uname -r"),
@@ -253,7 +254,7 @@ fn the_power_button_stops_the_app_with_its_stop_signal_and_powers_off() {
         .locked()
         .success();
     let mut vm = Command::new(env!("CARGO_BIN_EXE_c2vm"))
-        .args(["run", "--cpus", "1"])
+        .args(["run", "--direct-kernel", "--cpus", "1"])
         .arg(&disk)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -84,7 +84,7 @@ fn web_server_image_serves_its_page_on_the_published_port() {
 
     let console_log = dir.path().join("console.log");
     let mut vm = Vm(c2vm()
-        .args(["run", "--cpus", "1", "--timeout", "600"])
+        .args(["run", "--direct-kernel", "--cpus", "1", "--timeout", "600"])
         .args(["--publish", &format!("{HOST_PORT}:80")])
         .args(["--expect", "c2vm-test-pattern-that-never-shows"])
         .arg(&disk)
@@ -191,6 +191,7 @@ CMD ["sh", "-c", "echo c2vm-app-says-hi; { id -u; id -g; pwd; echo \"$GREETING\"
         .args([
             "-v",
             "run",
+            "--direct-kernel",
             "--cpus",
             "1",
             "--timeout",

@@ -123,7 +123,7 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
 
     let (status, guest) = boot_exec(
         &disk,
-        "bios",
+        DIRECT,
         &pw,
         &facts_script(&[
             ("release", "grep ^ID= /etc/os-release"),
