@@ -7,8 +7,12 @@ use crate::rootfs::users;
 use anyhow::{bail, Result};
 use c2vm_init_config::PATH as CONFIG;
 
-/// The static c2vm-init binary (built by build.rs).
+/// The static c2vm-init binary (built by build.rs). Without the `cli` feature (the fuzz
+/// targets' build), build.rs builds none and nothing installs it.
+#[cfg(feature = "cli")]
 const BINARY: &[u8] = include_bytes!(env!("C2VM_INIT_BINARY"));
+#[cfg(not(feature = "cli"))]
+const BINARY: &[u8] = &[];
 
 pub const PATH: &str = "/.c2vm/init";
 
