@@ -81,10 +81,11 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
 
     // The reference: the same image through the engine, its own kernel.
     let engine_disk = d.join("engine.raw");
-    // It makes a container: locked, not while another test counts them.
+    // It makes a container: locked, not while another test counts them. The size is the
+    // others' (below): the disk's UUIDs, and so fstab and the loader entries, depend on it.
     Convert::new(&image, &engine_disk)
         .reproducible()
-        .args(["--kernel", "image"])
+        .args(["--kernel", "image", "--size", "2G"])
         .password_file(&pw)
         .locked()
         .success();
