@@ -6,8 +6,9 @@
 #     --user "$(id -u):$(id -g)" --group-add "$(stat -c %g /var/run/docker.sock)" \
 #     c2vm convert debian:latest -o /out/debian.qcow2 --password-stdin < pw.txt
 #
-# Build with scripts/container-image, which builds c2vm on the host first (this Dockerfile copies
-# the binary, so the image holds no toolchain) and tags the result `c2vm:VERSION` and `c2vm`.
+# Build with scripts/container-image, which builds c2vm on the host first and makes a build
+# context of the binary alone (this Dockerfile copies it, so the image holds no toolchain), and
+# tags the result `c2vm:VERSION` and `c2vm`.
 # BASE is Debian 13 (trixie): its e2fsprogs 1.47.2 reads tar, so conversions run as any user.
 ARG BASE=debian:trixie
 FROM ${BASE}
@@ -17,7 +18,7 @@ RUN apt-get update \
       e2fsprogs libarchive13t64 mtools syslinux syslinux-common systemd-boot-efi \
       grub-efi-amd64-bin grub-pc-bin qemu-utils tar gzip ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-COPY target/release/c2vm /usr/local/bin/c2vm
+COPY c2vm /usr/local/bin/c2vm
 # Any user may run it (`--user`); scratch goes to /tmp.
 ENV TMPDIR=/tmp
 ENTRYPOINT ["/usr/local/bin/c2vm"]

@@ -362,11 +362,13 @@ fn containerdisks_hold_only_the_disk_owned_by_qemu_in_the_engine_a_layout_and_a_
 }
 
 #[test]
-#[ignore = "needs Docker with debian:latest, a release build, the test user, and QEMU"]
+#[ignore = "needs Docker with debian:latest, the test user, and QEMU"]
 fn c2vm_runs_as_a_container_with_no_privileges_and_the_disk_is_the_callers() {
-    let image = tool(script("container-image").to_str().unwrap(), &[])
-        .trim()
-        .to_string();
+    // The c2vm under test, not a second (release) build of it.
+    let image = run_script(
+        "container-image",
+        &[("C2VM_BIN", env!("CARGO_BIN_EXE_c2vm"))],
+    );
     let _ = c2vm_as_user(); // makes the test user, in the docker group
     let out_dir = user_scratch();
     let pw = password_file(out_dir.path());

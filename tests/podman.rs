@@ -4,7 +4,6 @@
 //! to a login, and nothing is left in Podman.
 mod common;
 use common::*;
-use std::path::Path;
 use std::process::Command;
 
 const SOCKET: &str = "unix:///run/c2vm-podman/podman.sock";
@@ -34,7 +33,6 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
     // A registry to pull from: Podman reaches it over plain HTTP only when told.
     let registry = Registry::start("http");
     let port = registry.port;
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
     let remote = format!("127.0.0.1:{port}/c2vm-test/debian:latest");
     tool(
         "skopeo",
@@ -47,18 +45,12 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
             &format!("docker://{remote}"),
         ],
     );
-    let start_podman = scripts.join("start-podman");
-    let started = Command::new(&start_podman)
-        .env("C2VM_PODMAN_INSECURE", format!("127.0.0.1:{port}"))
-        .output()
-        .expect("running scripts/start-podman");
-    assert!(
-        started.status.success(),
-        "scripts/start-podman failed: {}",
-        String::from_utf8_lossy(&started.stderr)
+    run_script(
+        "start-podman",
+        &[("C2VM_PODMAN_INSECURE", &format!("127.0.0.1:{port}"))],
     );
     // The service stops when the test ends; its storage stays, as a cache.
-    let _service = Stop(start_podman, vec!["stop".into()]);
+    let _service = Stop(script("start-podman"), vec!["stop".into()]);
     let before = podman(&["ps", "-aq"]);
 
     // A missing image: Podman's pull error, in one line.

@@ -123,16 +123,7 @@ pub fn test_rootfs() -> PathBuf {
         if let Ok(p) = std::env::var("C2VM_TEST_ROOTFS") {
             return PathBuf::from(p);
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-test-rootfs");
-        let out = Command::new(&script)
-            .output()
-            .expect("running scripts/make-test-rootfs");
-        assert!(
-            out.status.success(),
-            "scripts/make-test-rootfs failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        PathBuf::from(run_script("make-test-rootfs", &[]))
     })
     .clone()
 }
@@ -730,6 +721,20 @@ pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scripts")
         .join(name)
+}
+
+/// Run `scripts/NAME` with `env` set; its stdout, trimmed (panics with its stderr on failure).
+pub fn run_script(name: &str, env: &[(&str, &str)]) -> String {
+    let out = Command::new(script(name))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("running scripts/{name}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A registry on 127.0.0.1 (scripts/start-registry), stopped when dropped.
