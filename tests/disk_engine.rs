@@ -1,55 +1,14 @@
 //! The disk engine end to end: a debootstrap root filesystem tarball becomes a GPT disk, read back
-//! with independent tools (sfdisk, e2fsck, fsck.fat, debugfs, qemu-img) and booted under QEMU on
-//! BIOS and UEFI, where a login on the serial console checks what a user would.
+//! with independent tools (sfdisk, e2fsck, fsck.fat, debugfs, qemu-img); GRUB's disk boots under
+//! QEMU on BIOS and UEFI, where a login on the serial console checks what a user would (the
+//! default loaders' disk boots in tests/lifecycle.rs, with the same checks).
 mod common;
 use common::*;
 use std::path::Path;
 
-/// What the guest reports: `/` ext4 rw, `/boot/efi` the vfat ESP, setuid kept, our hostname,
-/// the hardlink pair and setgid dir from the test tree, and which firmware booted it.
-fn guest_checks() -> String {
-    facts_script(&[
-        ("root", "findmnt -no FSTYPE,OPTIONS /"),
-        ("esp", "findmnt -no FSTYPE /boot/efi"),
-        ("passwd_mode", "stat -c %a /usr/bin/passwd"),
-        ("hostname", "hostname"),
-        ("link_a", "stat -c '%h %i' /opt/c2vm-test/link-a"),
-        ("link_b", "stat -c '%h %i' /opt/c2vm-test/link-b"),
-        ("setgid_dir", "stat -c '%a %u:%g' /opt/c2vm-test/setgid-dir"),
-        (
-            "firmware",
-            "test -d /sys/firmware/efi && echo uefi || echo bios",
-        ),
-        ("machine_id_bytes", "cat /etc/machine-id | wc -c"),
-    ])
-}
-
-fn assert_guest(out: &str, firmware: &str) {
-    let facts = Facts::parse(out);
-    let root = &facts["root"];
-    assert!(
-        root.starts_with("ext4") && root.contains("rw"),
-        "root: {root}"
-    );
-    assert_eq!(facts["esp"].trim(), "vfat", "ESP");
-    assert_eq!(facts["passwd_mode"].trim(), "4755", "passwd mode");
-    assert_eq!(facts["hostname"].trim(), "vm-under-test");
-    let a: Vec<&str> = facts["link_a"].split_whitespace().collect();
-    let b: Vec<&str> = facts["link_b"].split_whitespace().collect();
-    assert_eq!((a[0], b[0]), ("2", "2"), "hardlink count");
-    assert_eq!(a[1], b[1], "hardlinks share an inode");
-    assert_eq!(facts["setgid_dir"].trim(), "2775 1000:1000");
-    assert_eq!(facts["firmware"].trim(), firmware);
-    assert_eq!(
-        facts["machine_id_bytes"].trim(),
-        "33",
-        "systemd wrote a fresh machine-id"
-    );
-}
-
 #[test]
-#[ignore = "needs root, the debootstrap test rootfs, the tools of scripts/install-host-deps --test and QEMU; scripts/test runs it"]
-fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
+#[ignore = "needs root, the debootstrap test rootfs and the tools of scripts/install-host-deps --test; scripts/test runs it"]
+fn syslinux_and_systemd_boot_image_checks_clean_with_independent_tools() {
     let dir = scratch();
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
@@ -164,25 +123,9 @@ fn syslinux_and_systemd_boot_image_checks_clean_and_boots_on_bios_and_uefi() {
     }
     std::fs::remove_file(&esp).unwrap();
 
-    // On BIOS, `run --exec` also gives back the command's exit status and its exact stdout
-    // (no trailing newline added, stderr left out).
-    let pw = password_file(dir.path());
-    let (code, out) = boot_exec(
-        &disk,
-        "bios",
-        &pw,
-        &format!(
-            "{}\nprintf 'a b\\n\\tc'; echo oops >&2; exit 7",
-            guest_checks()
-        ),
-    );
-    assert_eq!(code, 7, "BIOS boot: {out}");
-    assert!(out.ends_with("\na b\n\tc"), "exact stdout: {out:?}");
-    assert!(!out.contains("oops"), "stderr in stdout: {out:?}");
-    assert_guest(&out, "bios");
-    let (code, out) = boot_exec(&disk, "uefi", &pw, &guest_checks());
-    assert_eq!(code, 0, "UEFI boot: {out}");
-    assert_guest(&out, "uefi");
+    // Its boots on BIOS and UEFI are lifecycle's first two (tests/lifecycle.rs): the same
+    // rootfs with the same loaders, checked there with rootfs_guest_checks() while the VM's
+    // life goes on.
 }
 
 #[test]
@@ -204,12 +147,12 @@ fn grub_qcow2_image_boots_on_bios_and_uefi() {
     assert_eq!(info["format"], "qcow2");
     tool("qemu-img", &["check", disk.to_str().unwrap()]);
     let pw = password_file(dir.path());
-    let (code, out) = boot_exec(&disk, "bios", &pw, &guest_checks());
+    let (code, out) = boot_exec(&disk, "bios", &pw, &rootfs_guest_checks());
     assert_eq!(code, 0, "GRUB BIOS boot: {out}");
-    assert_guest(&out, "bios");
-    let (code, out) = boot_exec(&disk, "uefi", &pw, &guest_checks());
+    assert_rootfs_guest(&out, "bios");
+    let (code, out) = boot_exec(&disk, "uefi", &pw, &rootfs_guest_checks());
     assert_eq!(code, 0, "GRUB UEFI boot: {out}");
-    assert_guest(&out, "uefi");
+    assert_rootfs_guest(&out, "uefi");
 }
 
 #[test]

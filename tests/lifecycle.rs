@@ -6,7 +6,8 @@
 //! One disk, three boots, where three tests took nine: each boot checks everything that holds at
 //! that point of the VM's life. Both loaders read the same kernel and initramfs on the ESP, so the
 //! new kernel boots once (UEFI), and the first boot (BIOS) already showed SYSLINUX booting the
-//! ESP's default pair.
+//! ESP's default pair. The first two boots also carry disk_engine's checks of a converted rootfs
+//! on each firmware, and the last `run --exec`'s exit status and exact stdout.
 mod common;
 use common::*;
 
@@ -90,7 +91,8 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
         .arg("-o")
         .arg(&disk)
         .arg("--password-file")
-        .arg(&pw));
+        .arg(&pw)
+        .args(["--hostname", "vm-under-test"]));
     drop(lock);
     assert!(out.status.success(), "convert failed: {}", stderr(&out));
     std::fs::remove_file(&rootfs).unwrap();
@@ -104,7 +106,10 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
         &["resize", "-f", "raw", disk.to_str().unwrap(), "8G"],
     );
     let boot = |firmware: &str, cmd: &str, timeout: u32| {
-        let (code, text) = boot_exec_with(&disk, firmware, &pw, cmd, true, timeout);
+        boot_exec_with(&disk, firmware, &pw, cmd, true, timeout)
+    };
+    let boot_ok = |firmware: &str, cmd: &str, timeout: u32| {
+        let (code, text) = boot(firmware, cmd, timeout);
         assert_eq!(code, 0, "{text}");
         let facts = Facts::parse(&text);
         // Every boot: the system is up with nothing failed.
@@ -112,7 +117,14 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
         (facts, text)
     };
 
-    let (first, text) = boot("bios", GROW_AND_UPDATE, 900);
+    // The first two boots also carry disk_engine's checks of a converted rootfs, on each
+    // firmware: mounts, modes, hardlinks, setgid directory, hostname, a fresh machine-id.
+    let (first, text) = boot_ok(
+        "bios",
+        &format!("{}\n{GROW_AND_UPDATE}", rootfs_guest_checks()),
+        900,
+    );
+    assert_rootfs_guest(&text, "bios");
     let size: u64 = first["size"].parse().unwrap_or(0);
     assert!(
         size > 7 << 30,
@@ -136,15 +148,28 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
     // both loaders boot); the root keeps its size. Then the fallback is picked, as one would at
     // the boot menu.
     let pick_previous = format!(
-        "{BOOTED}\nsed -i 's/^DEFAULT linux/DEFAULT previous/' /boot/efi/syslinux/syslinux.cfg; sync"
+        "{}\n{BOOTED}\nsed -i 's/^DEFAULT linux/DEFAULT previous/' /boot/efi/syslinux/syslinux.cfg; sync",
+        rootfs_guest_checks()
     );
-    let (facts, text) = boot("uefi", &pick_previous, 420);
+    let (facts, text) = boot_ok("uefi", &pick_previous, 420);
+    assert_rootfs_guest(&text, "uefi");
     assert_eq!(&facts["kernel"], "new", "{text}");
     assert_eq!(&facts["marker"], "initrd-v2", "{text}");
     assert_eq!(&facts["size"], &first["size"], "{text}");
     // The previous kernel still boots, with the initramfs `update-initramfs -u` made for it (on
     // BIOS, SYSLINUX once loaded the wrong initramfs for it).
-    let (facts, text) = boot("bios", BOOTED, 420);
+    // Its command also ends as `run --exec` must report: the exit status and the exact stdout
+    // (no trailing newline added, stderr left out).
+    let (code, text) = boot(
+        "bios",
+        &format!("{BOOTED}\nprintf 'a b\\n\\tc'; echo oops >&2; exit 7"),
+        420,
+    );
+    assert_eq!(code, 7, "{text}");
+    assert!(text.ends_with("\na b\n\tc"), "exact stdout: {text:?}");
+    assert!(!text.contains("oops"), "stderr in stdout: {text:?}");
+    let facts = Facts::parse(&text);
+    assert_eq!(&facts["state"], "running", "{text}");
     assert_eq!(&facts["kernel"], "old", "{text}");
     assert_eq!(&facts["marker"], "initrd-v2", "{text}");
 

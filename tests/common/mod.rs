@@ -775,3 +775,46 @@ impl Drop for Registry {
             .status();
     }
 }
+
+/// What a guest booted from the test rootfs ([`test_rootfs`], converted with `--hostname
+/// vm-under-test`) reports: `/` ext4 rw, `/boot/efi` the vfat ESP, setuid kept, our hostname,
+/// the hardlink pair and setgid dir from the test tree, and which firmware booted it.
+pub fn rootfs_guest_checks() -> String {
+    facts_script(&[
+        ("root", "findmnt -no FSTYPE,OPTIONS /"),
+        ("esp", "findmnt -no FSTYPE /boot/efi"),
+        ("passwd_mode", "stat -c %a /usr/bin/passwd"),
+        ("hostname", "hostname"),
+        ("link_a", "stat -c '%h %i' /opt/c2vm-test/link-a"),
+        ("link_b", "stat -c '%h %i' /opt/c2vm-test/link-b"),
+        ("setgid_dir", "stat -c '%a %u:%g' /opt/c2vm-test/setgid-dir"),
+        (
+            "firmware",
+            "test -d /sys/firmware/efi && echo uefi || echo bios",
+        ),
+        ("machine_id_bytes", "cat /etc/machine-id | wc -c"),
+    ])
+}
+
+pub fn assert_rootfs_guest(out: &str, firmware: &str) {
+    let facts = Facts::parse(out);
+    let root = &facts["root"];
+    assert!(
+        root.starts_with("ext4") && root.contains("rw"),
+        "root: {root}"
+    );
+    assert_eq!(facts["esp"].trim(), "vfat", "ESP");
+    assert_eq!(facts["passwd_mode"].trim(), "4755", "passwd mode");
+    assert_eq!(facts["hostname"].trim(), "vm-under-test");
+    let a: Vec<&str> = facts["link_a"].split_whitespace().collect();
+    let b: Vec<&str> = facts["link_b"].split_whitespace().collect();
+    assert_eq!((a[0], b[0]), ("2", "2"), "hardlink count");
+    assert_eq!(a[1], b[1], "hardlinks share an inode");
+    assert_eq!(facts["setgid_dir"].trim(), "2775 1000:1000");
+    assert_eq!(facts["firmware"].trim(), firmware);
+    assert_eq!(
+        facts["machine_id_bytes"].trim(),
+        "33",
+        "systemd wrote a fresh machine-id"
+    );
+}
