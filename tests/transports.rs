@@ -99,19 +99,24 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
         reference.len()
     );
 
-    // The same image in every transport (skopeo writes them from the engine).
+    // The same image in every transport: skopeo reads it from the engine once, into a layout
+    // with gzip layers (level 1: the fastest; compression is not what is tested), and writes
+    // every other transport from that layout, reusing its compressed layers where it can.
     let oci = d.join("oci");
     skopeo(&[
+        "--dest-compress-level",
+        "1",
         &format!("docker-daemon:{image}"),
         &format!("oci:{}:latest", oci.display()),
     ]);
+    let from_layout = format!("oci:{}:latest", oci.display());
     // The layers compressed with zstd (gzip is skopeo's default; docker-archive's legacy
     // layout holds plain tars).
     let oci_zstd = d.join("oci-zstd");
     skopeo(&[
         "--dest-compress-format",
         "zstd",
-        &format!("docker-daemon:{image}"),
+        &from_layout,
         &format!("oci:{}:latest", oci_zstd.display()),
     ]);
     let zstd_blobs = tool(
@@ -121,12 +126,12 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
     assert!(!zstd_blobs.is_empty(), "skopeo wrote no zstd layer");
     let oci_archive = d.join("oci-archive.tar");
     skopeo(&[
-        &format!("docker-daemon:{image}"),
+        &from_layout,
         &format!("oci-archive:{}:latest", oci_archive.display()),
     ]);
     let docker_archive = d.join("docker-archive.tar");
     skopeo(&[
-        &format!("docker-daemon:{image}"),
+        &from_layout,
         &format!("docker-archive:{}:{image}", docker_archive.display()),
     ]);
     let docker_archive_oci = d.join("docker-archive-oci.tar");
@@ -135,7 +140,7 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
     let remote = format!("{}/c2vm-test/with-kernel:latest", registry.host());
     skopeo(&[
         "--dest-tls-verify=false",
-        &format!("docker-daemon:{image}"),
+        &from_layout,
         &format!("docker://{remote}"),
     ]);
 
@@ -238,6 +243,8 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
         cert_dir,
         "--dest-creds",
         "c2vm:secret-pw",
+        "--dest-compress-level",
+        "1",
         "docker-daemon:debian:latest",
         &remote[..],
     ]);
@@ -303,6 +310,8 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
         cert_dir,
         "--dest-creds",
         "c2vm:secret-pw",
+        "--dest-compress-level",
+        "1",
         &format!("docker-daemon:{bundle}"),
         &remote_bundle[..],
     ]);

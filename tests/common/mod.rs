@@ -20,11 +20,15 @@ pub fn c2vm() -> Command {
 }
 
 pub fn run(cmd: &mut Command) -> Output {
+    let started = std::time::Instant::now();
     let out = cmd.output().expect("running a command");
+    // The time each step took: a slow run's JUnit file (which keeps every test's output) then
+    // says where its minutes went.
     eprintln!(
-        "$ {:?}\n--- stderr ---\n{}",
+        "$ {:?}\n--- stderr ---\n{}--- took {:.1} s ---",
         cmd,
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        started.elapsed().as_secs_f64()
     );
     out
 }
