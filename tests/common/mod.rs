@@ -171,8 +171,14 @@ pub fn host_lock() -> HostLock {
         .append(true)
         .open(path)
         .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let started = std::time::Instant::now();
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
         .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    // Time a test spends here holds a test slot with nothing to do: say how much.
+    let waited = started.elapsed().as_secs_f64();
+    if waited >= 1.0 {
+        eprintln!("--- waited {waited:.1} s for the host lock ---");
+    }
     HostLock(file)
 }
 
