@@ -153,6 +153,26 @@ fn grub_qcow2_image_boots_on_bios_and_uefi() {
     let (code, out) = boot_exec(&disk, "uefi", &pw, &rootfs_guest_checks());
     assert_eq!(code, 0, "GRUB UEFI boot: {out}");
     assert_rootfs_guest(&out, "uefi");
+    // `run --firmware uefi-secure` enforces Secure Boot with Microsoft's keys: this GRUB, built
+    // on the host and signed by no one, is refused at once (seconds, not a timeout).
+    let out = run(c2vm()
+        .args([
+            "run",
+            "--firmware",
+            "uefi-secure",
+            "--cpus",
+            "1",
+            "--timeout",
+            "120",
+        ])
+        .args(["--expect", "Access Denied|Security Violation"])
+        .arg(&disk));
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("UEFI with Secure Boot enforced") && said.contains("failed to load"),
+        "{said}"
+    );
 }
 
 #[test]

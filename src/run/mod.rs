@@ -14,7 +14,8 @@ use std::path::PathBuf;
 pub struct RunArgs {
     /// The disk to boot (raw or any format qemu-img knows)
     pub disk: PathBuf,
-    /// Firmware: bios (SeaBIOS) or uefi (OVMF)
+    /// Firmware: bios (SeaBIOS), uefi (OVMF), or uefi-secure (OVMF with Secure Boot enforced and
+    /// Microsoft's keys enrolled, as on most clouds and PCs that have it on)
     #[arg(long, value_enum, default_value_t = Firmware::Bios)]
     pub firmware: Firmware,
     /// Machine type: q35 (PCIe, no legacy devices: boots fastest) or pc (i440fx); the disk boots
@@ -71,6 +72,9 @@ pub struct RunArgs {
 pub enum Firmware {
     Bios,
     Uefi,
+    /// OVMF built with Secure Boot and SMM, its variables holding Microsoft's keys (the UEFI CA
+    /// that signs shim among them): it runs only what they sign.
+    UefiSecure,
 }
 
 /// QEMU's machine type.

@@ -16,6 +16,19 @@ const OVMF_VARS: &[&str] = &[
     "/usr/share/OVMF/OVMF_VARS_4M.fd",
     "/usr/share/OVMF/OVMF_VARS.fd",
 ];
+/// Debian's OVMF with Secure Boot (it needs SMM), and the variable store with Microsoft's keys
+/// enrolled and Secure Boot on: a firmware as the clouds ship it. Code and store come in pairs of
+/// one size (4 MiB, or the older 2 MiB).
+const OVMF_SECURE: &[(&str, &str)] = &[
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.secboot.fd",
+        "/usr/share/OVMF/OVMF_VARS.ms.fd",
+    ),
+];
 
 pub struct VmConfig {
     args: Vec<String>,
@@ -71,6 +84,19 @@ fn first_existing(paths: &[&str]) -> Option<PathBuf> {
 
 impl VmConfig {
     pub fn from_args(a: &RunArgs) -> Result<VmConfig> {
+        let secure = a.firmware == Firmware::UefiSecure;
+        if secure && a.machine == Machine::Pc {
+            bail!(
+                "--firmware uefi-secure needs --machine q35: Secure Boot firmware runs in SMM, \
+                 which QEMU's pc machine does not give it"
+            );
+        }
+        if secure && (a.direct_kernel || a.boot_log) {
+            bail!(
+                "--direct-kernel and --boot-log skip the loaders that --firmware uefi-secure is \
+                 there to check; drop one of them"
+            );
+        }
         crate::cmd::require("qemu-system-x86_64")?;
         let info = image_info(&a.disk)?;
         let kvm = match a.accel {
@@ -91,6 +117,7 @@ impl VmConfig {
             match a.firmware {
                 Firmware::Bios => "BIOS",
                 Firmware::Uefi => "UEFI",
+                Firmware::UefiSecure => "UEFI with Secure Boot enforced",
             },
             if kvm {
                 "KVM"
@@ -103,9 +130,11 @@ impl VmConfig {
         // built-in SATA and SMBus controllers, PS/2 port and VMware backdoor go too: the disk is
         // on virtio and the console is serial, so they only cost the guest drivers (ahci, i2c,
         // psmouse) in the initramfs and again in udev.
-        let machine = match a.machine {
-            Machine::Q35 => "q35,sata=off,smbus=off,i8042=off,vmport=off",
-            Machine::Pc => "pc",
+        let machine = match (a.machine, secure) {
+            // SMM: the firmware's variable store (Secure Boot's keys) is writable only there.
+            (Machine::Q35, true) => "q35,smm=on,sata=off,smbus=off,i8042=off,vmport=off",
+            (Machine::Q35, false) => "q35,sata=off,smbus=off,i8042=off,vmport=off",
+            (Machine::Pc, _) => "pc",
         };
         let mut args: Vec<String> = vec![
             "-machine".into(),
@@ -122,9 +151,12 @@ impl VmConfig {
         // slowly and systemd-random-seed holds sysinit.target until it does; RDRAND (which TCG
         // emulates from the host's getrandom) seeds it at once. Without SVM the guest does not
         // load kvm_amd for nested virtualization nobody uses under emulation.
-        let (accel, cpu) = match kvm {
-            true => ("kvm", "host"),
-            false => ("tcg", "qemu64,+rdrand,-svm"),
+        // With Secure Boot on, Debian's 6.12 kernel took a double fault on qemu64 under TCG;
+        // TCG's `max` model boots it.
+        let (accel, cpu) = match (kvm, secure) {
+            (true, _) => ("kvm", "host"),
+            (false, false) => ("tcg", "qemu64,+rdrand,-svm"),
+            (false, true) => ("tcg", "max"),
         };
         args.extend([
             "-accel".into(),
@@ -191,19 +223,40 @@ impl VmConfig {
             ]);
             files._direct = Some(direct);
         }
-        if a.firmware == Firmware::Uefi {
-            let code = first_existing(OVMF_CODE).with_context(|| {
-                format!(
-                    "no OVMF firmware found (/usr/share/OVMF/OVMF_CODE*.fd); {}",
-                    crate::host_tools::install_hint(OVMF_CODE[0])
-                )
-            })?;
-            let template = first_existing(OVMF_VARS).with_context(|| {
-                format!(
-                    "no OVMF variable store found; {}",
-                    crate::host_tools::install_hint(OVMF_VARS[0])
-                )
-            })?;
+        if a.firmware != Firmware::Bios {
+            let (code, template) = if secure {
+                let (code, vars) = OVMF_SECURE
+                    .iter()
+                    .find(|(code, vars)| Path::new(code).exists() && Path::new(vars).exists())
+                    .with_context(|| {
+                        format!(
+                            "no Secure Boot OVMF found ({} and {}); {}",
+                            OVMF_SECURE[0].0,
+                            OVMF_SECURE[0].1,
+                            crate::host_tools::install_hint(OVMF_SECURE[0].0)
+                        )
+                    })?;
+                // The store must not change under QEMU's feet: only SMM code may write it.
+                args.extend([
+                    "-global".into(),
+                    "driver=cfi.pflash01,property=secure,value=on".into(),
+                ]);
+                (PathBuf::from(code), PathBuf::from(vars))
+            } else {
+                let code = first_existing(OVMF_CODE).with_context(|| {
+                    format!(
+                        "no OVMF firmware found (/usr/share/OVMF/OVMF_CODE*.fd); {}",
+                        crate::host_tools::install_hint(OVMF_CODE[0])
+                    )
+                })?;
+                let template = first_existing(OVMF_VARS).with_context(|| {
+                    format!(
+                        "no OVMF variable store found; {}",
+                        crate::host_tools::install_hint(OVMF_VARS[0])
+                    )
+                })?;
+                (code, template)
+            };
             let copy = tempfile::Builder::new()
                 .prefix("c2vm-ovmf-vars.")
                 .tempfile()
@@ -330,7 +383,12 @@ mod tests {
 
     #[test]
     fn missing_firmware_names_ovmf() {
-        for file in [OVMF_CODE[0], OVMF_VARS[0]] {
+        for file in [
+            OVMF_CODE[0],
+            OVMF_VARS[0],
+            OVMF_SECURE[0].0,
+            OVMF_SECURE[0].1,
+        ] {
             let hint = crate::host_tools::install_hint(file);
             assert!(hint.ends_with("`apt-get install ovmf`"), "{hint}");
         }
