@@ -370,35 +370,16 @@ fn run_refuses_bad_arguments_before_starting_qemu() {
         "{err}"
     );
     // Secure Boot firmware needs SMM (q35) and the disk's own loaders.
-    let err = fails(
-        d,
-        &[
-            "run",
-            "disk.img",
-            "--firmware",
-            "uefi-secure",
-            "--machine",
-            "pc",
-        ],
-    );
-    assert!(
-        err.contains("--firmware uefi-secure needs --machine q35"),
-        "{err}"
-    );
-    let err = fails(
-        d,
-        &[
-            "run",
-            "disk.img",
-            "--firmware",
-            "uefi-secure",
+    for (extra, says) in [
+        ("--machine=pc", "--firmware uefi-secure needs --machine q35"),
+        (
             "--direct-kernel",
-        ],
-    );
-    assert!(
-        err.contains("skip the loaders that --firmware uefi-secure is there to check"),
-        "{err}"
-    );
+            "skip the loaders that --firmware uefi-secure is there to check",
+        ),
+    ] {
+        let err = fails(d, &["run", "disk.img", "--firmware=uefi-secure", extra]);
+        assert!(err.contains(says), "{err}");
+    }
     // No QEMU on PATH.
     let empty_path = d.join("empty-bin");
     std::fs::create_dir(&empty_path).unwrap();
