@@ -26,7 +26,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
     /// QEMU's CPU model [default: host with KVM; under TCG qemu64 with RDRAND and without SVM,
-    /// which fills the guest's random pool at once]
+    /// which fills the guest's random pool at once, or max with --firmware uefi-secure]
     #[arg(long, value_name = "MODEL")]
     pub cpu_model: Option<String>,
     /// Memory in MiB
