@@ -235,9 +235,10 @@ pub fn bundle_entries<'a>(
     }))
 }
 
-/// What a guest takes from a bundle: kernel and initramfs, and the modules if its init loads any.
+/// What a guest takes from a bundle: kernel and initramfs with the signed EFI binaries of its
+/// Secure Boot chain, and the modules if its init loads any.
 fn is_bundle_file(name: &[u8], modules: bool) -> bool {
-    boot_files::is_candidate(name) || (modules && name.starts_with(b"usr/lib/modules/"))
+    crate::rootfs::boot_file(name) || (modules && name.starts_with(b"usr/lib/modules/"))
 }
 
 /// Whether c2vm-init is PID 1 (else the image's own init). `has_command`: whether the image has

@@ -1,7 +1,7 @@
 //! `c2vm convert` and `c2vm build`, as a table of contents: each step is one call into the stage
 //! module that owns it. Options are checked first (`plan`), then: source → kernel → the stream
 //! edit (rootfs) into mke2fs (disk) → ESP and boot loaders → output, then the report.
-use crate::boot::{self, BootConfig};
+use crate::boot::{self, secure::Decision, BootConfig};
 use crate::choose::{self, KernelPlan};
 use crate::cmd::{self, ToolFailed};
 use crate::containerdisk::{self, Destination};
@@ -360,6 +360,7 @@ fn build_disk_steps(
         kernel,
         disabled: disabled_units,
         c2vm_init,
+        secure,
     } = &edited.value;
     let boot_cfg = BootConfig {
         cmdline: kernel_cmdline(&ids, plan, *c2vm_init),
@@ -374,9 +375,14 @@ fn build_disk_steps(
         .with_context(|| format!("opening {}", raw_path.display()))?;
     timings.spin("esp", "Writing the EFI system partition", || {
         let mut files = kernel_files(&edited.tree, kernel)?;
+        let chain = match secure {
+            Decision::Signed(chain) => Some(chain),
+            Decision::Unsigned(_) => None,
+        };
         files.extend(boot::esp_files(
             plan.bootloader,
             &boot_cfg,
+            chain,
             workspace.scratch(),
         )?);
         esp::write(&image, layout.esp, ids.esp_volume, files, plan.epoch)
@@ -431,6 +437,7 @@ fn build_disk_steps(
         app,
         disabled_units,
         c2vm_init: *c2vm_init,
+        secure_boot: secure.summary(),
         can_log_in: plan.guest.credentials.allow_login(),
     });
     Ok(())
@@ -485,6 +492,8 @@ struct SetupDone {
     disabled: Vec<String>,
     /// Whether c2vm-init is PID 1.
     c2vm_init: bool,
+    /// The Secure Boot chain from the guest's files, or why the loaders are unsigned.
+    secure: Decision,
 }
 type Setup<'s> = dyn Fn(&mut GuestTree) -> Result<SetupDone> + 's;
 
@@ -672,6 +681,7 @@ fn configure_guest(
         own_init,
     )?;
     let kernel = boot_files::find(guest)?;
+    let secure = secure_boot(guest, &kernel, plan)?;
     if c2vm_init {
         let settings = c2vm::Settings {
             guest: &plan.guest,
@@ -683,6 +693,7 @@ fn configure_guest(
             kernel,
             disabled: Vec::new(),
             c2vm_init: true,
+            secure,
         });
     }
     if !setup::ensure_network(guest, own_init)? {
@@ -694,7 +705,22 @@ fn configure_guest(
         kernel,
         disabled,
         c2vm_init: false,
+        secure,
     })
+}
+
+/// `--secure-boot`: the chain from the signed files the stream edit copied from the guest, where
+/// the kernel the disk boots is signed; decided before the ESP is written, so `on` fails early.
+fn secure_boot(guest: &GuestTree, kernel: &BootFiles, plan: &DiskPlan) -> Result<Decision> {
+    let image = guest
+        .contents(kernel.kernel.trim_start_matches('/').as_bytes())
+        .with_context(|| format!("{} was not kept from the stream", kernel.kernel))?;
+    boot::secure::decide(
+        plan.secure_boot,
+        plan.bootloader,
+        (&kernel.kernel, &image),
+        |path| guest.contents(path.as_bytes()),
+    )
 }
 
 /// The kernel command line; c2vm-init is PID 1 by it (`--append-cmdline` still comes last).

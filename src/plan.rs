@@ -1,7 +1,7 @@
 //! Validate first, then act: the options of `convert` and `build`, and their checked form (sizes
 //! parsed, output path writable, password hashed, host tools present), made before c2vm touches
 //! an engine or writes a disk.
-use crate::boot::{self, Bootloader};
+use crate::boot::{self, secure::SecureBoot, Bootloader};
 use crate::containerdisk::Destination;
 use crate::credentials::{Credentials, PasswordSource};
 use crate::disk::ext4::{self, Populate};
@@ -57,6 +57,11 @@ pub struct DiskArgs {
     /// Boot loaders: syslinux (BIOS) + systemd-boot (UEFI), or GRUB on both
     #[arg(long, value_enum, default_value_t = Bootloader::Syslinux)]
     pub bootloader: Bootloader,
+    /// Secure Boot: `auto` puts shim, the distribution's signed loader and kernel on the ESP
+    /// where the image has them (the Debian template and the generic bundle do), `on` fails
+    /// without them, `off` writes unsigned loaders
+    #[arg(long, value_enum, default_value_t = SecureBoot::Auto)]
+    pub secure_boot: SecureBoot,
     /// The guest's hostname
     #[arg(long, default_value = "c2vm")]
     pub hostname: String,
@@ -145,6 +150,7 @@ pub struct DiskPlan {
     pub size: SizeRequest,
     pub esp_size: u64,
     pub bootloader: Bootloader,
+    pub secure_boot: SecureBoot,
     /// Who the guest is, passed down whole to guest setup and c2vm-init.
     pub guest: GuestSettings,
     pub append_cmdline: String,
@@ -169,6 +175,7 @@ impl DiskPlan {
             size: self.size,
             esp_size: self.esp_size,
             bootloader: self.bootloader,
+            secure_boot: self.secure_boot,
             guest: &self.guest,
             append_cmdline: &self.append_cmdline,
             epoch: self.epoch,
@@ -226,6 +233,7 @@ impl DiskPlan {
             size,
             esp_size,
             bootloader: args.bootloader,
+            secure_boot: args.secure_boot,
             guest: GuestSettings {
                 hostname: args.hostname.clone(),
                 credentials,
@@ -248,6 +256,7 @@ pub struct DiskSeed<'a> {
     size: SizeRequest,
     esp_size: u64,
     bootloader: Bootloader,
+    secure_boot: SecureBoot,
     guest: &'a GuestSettings,
     append_cmdline: &'a str,
     epoch: Option<i64>,

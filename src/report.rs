@@ -76,6 +76,8 @@ pub struct Summary<'a> {
     pub c2vm_init: bool,
     /// Units of the image's own turned off because they start the image's command too.
     pub disabled_units: &'a [String],
+    /// Whether the ESP has the Secure Boot chain, and if not, why.
+    pub secure_boot: (bool, Option<&'a str>),
     pub can_log_in: bool,
 }
 
@@ -97,6 +99,12 @@ pub fn print(s: &Summary) {
         s.root_size / MIB,
         s.kernel_version
     ));
+    note(&match s.secure_boot {
+        (true, _) => {
+            "Secure Boot: yes (shim, then the image's signed loader and kernel)".to_string()
+        }
+        (false, why) => format!("Secure Boot: no ({})", why.unwrap_or("unsigned loaders")),
+    });
     note(&format!("Timings: {}", s.timings.line()));
     note(&format!(
         "Peak memory: {} MiB (c2vm), {} MiB (largest tool)",
@@ -147,6 +155,7 @@ fn json(s: &Summary) -> serde_json::Value {
             "esp_volume_id": s.ids.esp_uuid(),
         },
         "kernel": s.kernel_version,
+        "secure_boot": {"enabled": s.secure_boot.0, "reason": s.secure_boot.1},
         "init": if s.c2vm_init { "c2vm-init" } else { "image" },
         "app": s.app.app.as_ref().map(|a| &a.argv),
         "image": {

@@ -14,6 +14,9 @@
 # let c2vm-init stop the app on ACPI shutdown. vfat and its code pages are there so the ESP mounts
 # on a guest that has no modprobe (images often leave out kmod): the kernel cannot load a module
 # on demand without it, and what the initramfs loaded stays loaded.
+#
+# Secure Boot: the cloud kernel is signed by Debian, and the bundle carries shim, MokManager and
+# the signed loaders of the same release, which c2vm puts on the ESP with it.
 FROM {{ base_image }}
 USER root
 ARG DEBIAN_FRONTEND=noninteractive
@@ -28,7 +31,8 @@ RUN set -eux; \
         xen_blkfront xen_netfront hv_vmbus hv_storvsc hv_netvsc ena gve \
         button evdev \
         > /etc/initramfs-tools/modules; \
-    apt-get install -y --no-install-recommends linux-image-cloud-amd64; \
+    apt-get install -y --no-install-recommends linux-image-cloud-amd64 \
+        shim-signed shim-helpers-amd64-signed systemd-boot-efi-amd64-signed grub-efi-amd64-signed; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/*; \
     ls /boot/vmlinuz-* /boot/initrd.img-*

@@ -2,7 +2,7 @@
 //! menu from the ESP's `grub/grub.cfg`, so the guest can change what boots. UEFI: a standalone
 //! grubx64.efi. BIOS: grub-install cannot target an image file, so core.img goes into a BIOS-boot
 //! partition and boot.img is patched by hand to find it.
-use super::{texts, BootConfig, Bootloader};
+use super::{secure::Chain, texts, BootConfig, Bootloader};
 use crate::cmd::Cmd;
 use crate::disk::esp::EspFile;
 use crate::disk::layout::{Layout, SECTOR};
@@ -12,6 +12,11 @@ use std::path::Path;
 
 pub const BOOT_IMG: &str = "/usr/lib/grub/i386-pc/boot.img";
 pub const EFI_MODULES: &str = "/usr/lib/grub/x86_64-efi";
+/// Debian's signed GRUB has its prefix built in (`/EFI/debian`); finding no config there, it
+/// reads `grub.cfg` beside itself. c2vm writes it there and leaves `EFI/debian` absent: when that
+/// directory exists, shim-signed's upgrade in the guest runs `grub-install`, which would replace
+/// the config with one for a `/boot/grub` the guest does not have.
+const SIGNED_CFG_ON_ESP: &str = "EFI/BOOT/grub.cfg";
 /// In boot.img: where the sector of core.img is stored (GRUB_BOOT_MACHINE_KERNEL_SECTOR).
 const BOOT_KERNEL_SECTOR: usize = 0x5C;
 /// In boot.img: the boot-drive check, NOPed so that any BIOS drive number works.
@@ -55,7 +60,27 @@ pub fn mbr_bootcode(layout: &Layout) -> Result<[u8; 440]> {
     Ok(out)
 }
 
-pub fn esp_files(cfg: &BootConfig, scratch: &Path) -> Result<Vec<EspFile>> {
+/// With `chain`, shim runs the guest's signed GRUB, which reads the same built-in config from
+/// `EFI/BOOT/grub.cfg` (see [`SIGNED_CFG_ON_ESP`]); without, a GRUB built on the host.
+pub fn esp_files(cfg: &BootConfig, chain: Option<&Chain>, scratch: &Path) -> Result<Vec<EspFile>> {
+    let mut files = match chain {
+        Some(chain) => {
+            let mut files = super::chain_files(chain);
+            files.push(EspFile::bytes(SIGNED_CFG_ON_ESP, embedded_cfg(cfg)));
+            files
+        }
+        None => vec![host_grub(cfg, scratch)?],
+    };
+    files.extend(
+        texts::esp_texts(Bootloader::Grub, &cfg.cmdline, false)?
+            .into_iter()
+            .map(|(path, text)| EspFile::bytes(&path, text)),
+    );
+    Ok(files)
+}
+
+/// A standalone GRUB for UEFI, built on the host with [`embedded_cfg`] inside.
+fn host_grub(cfg: &BootConfig, scratch: &Path) -> Result<EspFile> {
     let cfg_path = scratch.join("grub.cfg");
     std::fs::write(&cfg_path, embedded_cfg(cfg))
         .with_context(|| format!("writing {}", cfg_path.display()))?;
@@ -67,13 +92,7 @@ pub fn esp_files(cfg: &BootConfig, scratch: &Path) -> Result<Vec<EspFile>> {
         .arg(&efi)
         .arg(format!("boot/grub/grub.cfg={}", cfg_path.display()))
         .run()?;
-    let mut files = vec![EspFile::host_file("EFI/BOOT/BOOTX64.EFI", &efi)?];
-    files.extend(
-        texts::esp_texts(Bootloader::Grub, &cfg.cmdline, false)?
-            .into_iter()
-            .map(|(path, text)| EspFile::bytes(&path, text)),
-    );
-    Ok(files)
+    EspFile::host_file(super::UEFI_DEFAULT, &efi)
 }
 
 /// Build core.img with the config embedded and write it into the BIOS-boot partition.

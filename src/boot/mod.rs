@@ -1,9 +1,14 @@
 //! The boot stage: boot loaders for BIOS and UEFI on the same ESP, so one image boots on both.
 //! Default: SYSLINUX (BIOS; `gptmbr.bin` in the MBR, `syslinux --install` on the unmounted image)
-//! and systemd-boot (UEFI). Option: GRUB on both (`grub`).
+//! and systemd-boot (UEFI). Option: GRUB on both (`grub`). On UEFI, where the guest brings them,
+//! shim and the distribution's signed loader go first, so the disk boots with Secure Boot on
+//! (`secure`).
 pub mod grub;
+pub mod secure;
 pub mod syslinux;
 pub mod texts;
+
+use secure::Chain;
 
 use crate::disk::esp::EspFile;
 use crate::disk::layout::Layout;
@@ -25,6 +30,18 @@ impl Bootloader {
         self == Bootloader::Grub
     }
 }
+
+/// The UEFI files of a signed chain, in the order the ESP is written.
+fn chain_files(chain: &Chain) -> Vec<EspFile> {
+    vec![
+        EspFile::bytes(UEFI_DEFAULT, chain.shim.to_vec()),
+        EspFile::bytes(secure::LOADER_ON_ESP, chain.loader.to_vec()),
+        EspFile::bytes(secure::MOK_MANAGER_ON_ESP, chain.mok_manager.to_vec()),
+    ]
+}
+
+/// What UEFI firmware boots from a disk with no boot entries of its own (x86-64).
+pub const UEFI_DEFAULT: &str = "EFI/BOOT/BOOTX64.EFI";
 
 /// What the loaders boot, from the ESP's root.
 pub const KERNEL_ON_ESP: &str = "vmlinuz";
@@ -99,10 +116,16 @@ pub fn mbr_bootcode(bootloader: Bootloader, layout: &Layout) -> Result<[u8; 440]
 
 /// Loader files and configuration to put on the ESP (besides kernel and initramfs), and the
 /// command line in a file of its own for `c2vm run --boot-log`, whichever loader reads it.
-pub fn esp_files(bootloader: Bootloader, cfg: &BootConfig, scratch: &Path) -> Result<Vec<EspFile>> {
+/// With `chain`, UEFI boots shim and the signed loader from it; without, the host's loader.
+pub fn esp_files(
+    bootloader: Bootloader,
+    cfg: &BootConfig,
+    chain: Option<&Chain>,
+    scratch: &Path,
+) -> Result<Vec<EspFile>> {
     let mut files = match bootloader {
-        Bootloader::Syslinux => syslinux::esp_files(cfg)?,
-        Bootloader::Grub => grub::esp_files(cfg, scratch)?,
+        Bootloader::Syslinux => syslinux::esp_files(cfg, chain)?,
+        Bootloader::Grub => grub::esp_files(cfg, chain, scratch)?,
     };
     files.push(EspFile::bytes(CMDLINE_ON_ESP, format!("{}\n", cfg.cmdline)));
     Ok(files)

@@ -1,5 +1,5 @@
 //! SYSLINUX for BIOS and systemd-boot for UEFI, side by side on the ESP.
-use super::{texts, BootConfig, Bootloader};
+use super::{secure::Chain, texts, BootConfig, Bootloader};
 use crate::cmd::Cmd;
 use crate::disk::esp::EspFile;
 use crate::disk::layout::{Layout, SECTOR};
@@ -27,15 +27,20 @@ pub fn mbr_bootcode() -> Result<[u8; 440]> {
 
 /// The texts come from [`texts`]; SYSLINUX's config goes first, then the EFI loader, then
 /// systemd-boot's: the order the ESP is written in, which places them in the FAT.
-pub fn esp_files(cfg: &BootConfig) -> Result<Vec<EspFile>> {
+/// With `chain`, shim runs the guest's signed systemd-boot; without, the host's systemd-boot is
+/// the firmware's default loader.
+pub fn esp_files(cfg: &BootConfig, chain: Option<&Chain>) -> Result<Vec<EspFile>> {
     let mut texts = texts::esp_texts(Bootloader::Syslinux, &cfg.cmdline, false)?
         .into_iter()
         .map(|(path, text)| EspFile::bytes(&path, text));
     let mut files: Vec<EspFile> = texts.next().into_iter().collect();
-    files.push(EspFile::host_file(
-        "EFI/BOOT/BOOTX64.EFI",
-        Path::new(SYSTEMD_BOOT_EFI),
-    )?);
+    match chain {
+        Some(chain) => files.extend(super::chain_files(chain)),
+        None => files.push(EspFile::host_file(
+            super::UEFI_DEFAULT,
+            Path::new(SYSTEMD_BOOT_EFI),
+        )?),
+    }
     files.extend(texts);
     Ok(files)
 }

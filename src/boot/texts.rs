@@ -4,7 +4,7 @@
 //! two states a kernel update can leave (the newest kernel alone, or with the previous one as a
 //! fallback); there `c2vm-update-boot` (plain /bin/sh, no template engine) puts the set that
 //! matches on the ESP. So a kernel update in the VM gives the entries a fresh conversion gives.
-use super::{Bootloader, INITRD_ON_ESP, KERNEL_ON_ESP};
+use super::{secure, Bootloader, INITRD_ON_ESP, KERNEL_ON_ESP};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
@@ -18,7 +18,7 @@ const WITH_PREVIOUS: &str = "with-previous";
 /// GRUB's menu on the ESP, which the config built into GRUB reads.
 pub const GRUB_CFG: &str = "grub/grub.cfg";
 /// The kernel-update hook's script, in the guest.
-const UPDATE_SCRIPT: &str = "/usr/local/sbin/c2vm-update-boot";
+pub const UPDATE_SCRIPT: &str = "/usr/local/sbin/c2vm-update-boot";
 
 const SYSLINUX_CFG_TEMPLATE: &str = include_str!("../../templates/boot/syslinux.cfg");
 const LOADER_CONF_TEMPLATE: &str = include_str!("../../templates/boot/loader.conf");
@@ -138,6 +138,7 @@ pub fn guest_files(cmdline: &str) -> Result<Vec<(String, String, u32)>> {
 
 /// c2vm-update-boot with the ESP's names and the texts' place filled in.
 fn update_script() -> Result<String> {
+    let [shim, mok_manager, systemd_boot, grub] = secure::guest_paths();
     render(
         &environment(),
         "c2vm-update-boot",
@@ -149,6 +150,13 @@ fn update_script() -> Result<String> {
             texts => GUEST_TEXTS,
             latest => LATEST,
             with_previous => WITH_PREVIOUS,
+            shim_on_esp => super::UEFI_DEFAULT,
+            loader_on_esp => secure::LOADER_ON_ESP,
+            mok_manager_on_esp => secure::MOK_MANAGER_ON_ESP,
+            shim => shim,
+            mok_manager => mok_manager,
+            systemd_boot => systemd_boot,
+            grub => grub,
         },
     )
 }
@@ -401,6 +409,52 @@ mod tests {
     #[test]
     fn a_kernel_update_gives_grub_the_conversions_texts() {
         kernel_updates_give_the_conversions_texts(Bootloader::Grub);
+    }
+
+    /// Where the ESP has the Secure Boot chain, the guest's newer signed files replace it, with
+    /// the loader of the disk's kind; an incomplete set in the guest changes nothing.
+    #[test]
+    fn an_upgrade_of_shim_or_the_loader_reaches_the_esp_whole() {
+        for (bootloader, loader) in [(Bootloader::Syslinux, 2), (Bootloader::Grub, 3)] {
+            let guest = Guest::new(bootloader);
+            guest.kernel("vmlinuz-6.12.0-1-amd64", "initrd.img-6.12.0-1-amd64");
+            let esp = [
+                super::super::UEFI_DEFAULT,
+                secure::MOK_MANAGER_ON_ESP,
+                secure::LOADER_ON_ESP,
+            ];
+            for file in esp {
+                guest.write(&format!("boot/efi/{file}"), b"old");
+            }
+            let [shim, mok, systemd_boot, grub] = secure::guest_paths();
+            for path in [&shim, &mok, &systemd_boot, &grub] {
+                guest.write(path, format!("new {path}").as_bytes());
+            }
+            let incomplete = guest.path(&mok);
+            std::fs::rename(&incomplete, guest.path("mok.away")).unwrap();
+            guest.update_boot();
+            for file in esp {
+                assert_eq!(guest.read(&format!("boot/efi/{file}")), "old", "{file}");
+            }
+            std::fs::rename(guest.path("mok.away"), &incomplete).unwrap();
+            guest.update_boot();
+            let loader = [&shim, &mok, &systemd_boot, &grub][loader];
+            assert_eq!(
+                guest.read(&format!("boot/efi/{}", esp[0])),
+                format!("new {shim}")
+            );
+            assert_eq!(
+                guest.read(&format!("boot/efi/{}", esp[1])),
+                format!("new {mok}")
+            );
+            assert_eq!(
+                guest.read(&format!("boot/efi/{}", esp[2])),
+                format!("new {loader}")
+            );
+            assert!(!guest
+                .path("boot/efi/EFI/BOOT/grubx64.efi.c2vm-new")
+                .exists());
+        }
     }
 
     #[test]

@@ -11,6 +11,12 @@ pub mod tree;
 pub mod unpack;
 mod users;
 
+/// What the stream edit copies for the ESP, whatever its size: the kernels and initramfs, and
+/// the signed EFI binaries of a Secure Boot chain.
+pub fn boot_file(key: &[u8]) -> bool {
+    boot_files::is_candidate(key) || crate::boot::secure::is_candidate(key)
+}
+
 /// What the stream edit keeps for guest setup and the ESP. `epoch` (SOURCE_DATE_EPOCH) clamps
 /// every timestamp and dates what setup writes; without it, that is now.
 pub fn edit_policy(epoch: Option<i64>) -> edit::Policy {
@@ -22,7 +28,7 @@ pub fn edit_policy(epoch: Option<i64>) -> edit::Policy {
     edit::Policy {
         hold: setup::holds,
         copy: init::systemd::reads,
-        boot: boot_files::is_candidate,
+        boot: boot_file,
         clamp_mtime: epoch,
         now: epoch.unwrap_or(now),
     }

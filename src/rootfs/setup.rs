@@ -118,8 +118,21 @@ fn install_kernel_hooks(guest: &mut GuestTree, cmdline: &str) -> Result<()> {
             Perms::root(0o755),
         )?;
     }
+    // An upgrade of shim or the signed loader alone runs no kernel hook: dpkg runs the script
+    // after each of its runs too (apt's and `dpkg -i`'s), through a shell.
+    if guest.exists("/etc/dpkg/dpkg.cfg.d")? {
+        let cfg = format!(
+            "# Written by c2vm: keep the ESP's kernels and Secure Boot chain in step with the guest's packages.\n\
+             post-invoke={script} || echo 'c2vm: {script} failed; the EFI system partition may be stale' >&2\n",
+            script = boot::texts::UPDATE_SCRIPT
+        );
+        guest.write(DPKG_CFG, cfg.as_bytes(), Perms::root(0o644))?;
+    }
     Ok(())
 }
+
+/// Where dpkg reads its options from, for the update script's hook.
+const DPKG_CFG: &str = "/etc/dpkg/dpkg.cfg.d/zz-c2vm";
 
 const SSH_HOSTKEYS_UNIT: &str = "\
 [Unit]
@@ -382,6 +395,7 @@ mod tests {
     fn kernel_hooks_install_the_update_script_and_the_loaders_texts() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc/kernel/postinst.d")).unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/dpkg/dpkg.cfg.d")).unwrap();
         let (out, result) = crate::rootfs::edit::edit_dir(dir.path(), |g| {
             let init = InitSystem::detect(g)?;
             configure(g, &cfg(), init)
@@ -402,5 +416,7 @@ mod tests {
                 .unwrap();
         assert!(syslinux.contains("LABEL previous\n  KERNEL /previous/vmlinuz\n"));
         assert!(syslinux.contains(&format!("APPEND {}\n", cfg().cmdline)));
+        let dpkg = std::fs::read_to_string(root.join(DPKG_CFG.trim_start_matches('/'))).unwrap();
+        assert!(dpkg.contains("\npost-invoke=/usr/local/sbin/c2vm-update-boot || "));
     }
 }

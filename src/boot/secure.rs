@@ -1,0 +1,193 @@
+//! Secure Boot: shim (signed by Microsoft) → the distribution's signed loader → its signed
+//! kernel, every signed file taken from the guest's own tree, so the three come from one release
+//! (shim's SBAT policy rejects a loader older than it expects) and the guest's upgrades keep them
+//! in step (`c2vm-update-boot`).
+//!
+//! On the ESP: `EFI/BOOT/BOOTX64.EFI` is shim; `EFI/BOOT/grubx64.efi` is the loader shim runs by
+//! that name (systemd-boot or GRUB); `EFI/BOOT/mmx64.efi` is MokManager. No `fbx64.efi`: shim
+//! runs the fallback whenever one is beside it. The loader verifies the kernel through shim's
+//! protocol (the distribution's key is built into its shim); the initramfs is not verified.
+use super::Bootloader;
+use anyhow::{bail, Result};
+use std::sync::Arc;
+
+/// `--secure-boot`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureBoot {
+    /// The signed chain where the kernel is signed and the image has shim and a signed loader;
+    /// else the unsigned loaders, said in the report
+    Auto,
+    /// The signed chain, or fail before writing the disk
+    On,
+    /// The unsigned loaders (boots only where Secure Boot is off)
+    Off,
+}
+
+/// Where Debian's packages put the signed binaries (x86-64 names), as keys of the guest's tree.
+/// shim-signed, shim-helpers-amd64-signed, systemd-boot-efi-amd64-signed, grub-efi-amd64-signed.
+const SHIM: &str = "usr/lib/shim/shimx64.efi.signed";
+const MOK_MANAGER: &str = "usr/lib/shim/mmx64.efi.signed";
+const SYSTEMD_BOOT: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi.signed";
+const GRUB: &str = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+
+/// Their names on the ESP beside shim (which is [`super::UEFI_DEFAULT`]): the names shim looks
+/// for.
+pub const LOADER_ON_ESP: &str = "EFI/BOOT/grubx64.efi";
+pub const MOK_MANAGER_ON_ESP: &str = "EFI/BOOT/mmx64.efi";
+
+/// The files the stream edit copies as they pass, for [`decide`].
+pub fn is_candidate(key: &[u8]) -> bool {
+    [SHIM, MOK_MANAGER, SYSTEMD_BOOT, GRUB]
+        .iter()
+        .any(|path| path.as_bytes() == key)
+}
+
+/// The guest paths of the signed files, for the guest's update hook: (shim, MokManager,
+/// systemd-boot, GRUB).
+pub fn guest_paths() -> [String; 4] {
+    [SHIM, MOK_MANAGER, SYSTEMD_BOOT, GRUB].map(|p| format!("/{p}"))
+}
+
+fn loader_path(bootloader: Bootloader) -> &'static str {
+    match bootloader {
+        Bootloader::Syslinux => SYSTEMD_BOOT,
+        Bootloader::Grub => GRUB,
+    }
+}
+
+/// The signed binaries for the ESP, from one tree.
+pub struct Chain {
+    pub shim: Arc<[u8]>,
+    pub mok_manager: Arc<[u8]>,
+    /// systemd-boot or GRUB.
+    pub loader: Arc<[u8]>,
+}
+
+/// What the disk gets: the chain, or the unsigned loaders and why.
+pub enum Decision {
+    Signed(Chain),
+    Unsigned(String),
+}
+
+impl Decision {
+    /// For the report and `--json`: whether the chain is there, and if not, why.
+    pub fn summary(&self) -> (bool, Option<&str>) {
+        match self {
+            Decision::Signed(_) => (true, None),
+            Decision::Unsigned(why) => (false, Some(why)),
+        }
+    }
+}
+
+/// The chain, where `choice` and the guest allow it. `kernel` is the kernel the disk boots (its
+/// guest path, its bytes); `file` gives what the stream edit copied of [`is_candidate`]'s files.
+/// `on` without a chain fails here, before the ESP is written.
+pub fn decide(
+    choice: SecureBoot,
+    bootloader: Bootloader,
+    kernel: (&str, &[u8]),
+    file: impl Fn(&str) -> Option<Arc<[u8]>>,
+) -> Result<Decision> {
+    if choice == SecureBoot::Off {
+        return Ok(Decision::Unsigned("--secure-boot off".to_string()));
+    }
+    let why = match chain(bootloader, kernel, &file) {
+        Ok(chain) => return Ok(Decision::Signed(chain)),
+        Err(why) => why,
+    };
+    if choice == SecureBoot::On {
+        bail!("--secure-boot on: {why}; use --secure-boot auto for a disk that boots where Secure Boot is off");
+    }
+    Ok(Decision::Unsigned(why))
+}
+
+fn chain(
+    bootloader: Bootloader,
+    (kernel_path, kernel): (&str, &[u8]),
+    file: &impl Fn(&str) -> Option<Arc<[u8]>>,
+) -> std::result::Result<Chain, String> {
+    if !is_signed(kernel) {
+        return Err(format!("the kernel {kernel_path} carries no signature"));
+    }
+    let signed = |path: &str, package: &str| {
+        match file(path) {
+        Some(data) if is_signed(&data) => Ok(data),
+        Some(_) => Err(format!("/{path} carries no signature")),
+        None => Err(format!(
+            "the image has no /{path} (Debian's {package}, which c2vm's Debian template and generic bundle install)"
+        )),
+    }
+    };
+    let loader = match bootloader {
+        Bootloader::Syslinux => signed(
+            loader_path(bootloader),
+            "systemd-boot-efi-amd64-signed, from Debian 13; --bootloader grub takes GRUB's",
+        )?,
+        Bootloader::Grub => signed(loader_path(bootloader), "grub-efi-amd64-signed")?,
+    };
+    Ok(Chain {
+        shim: signed(SHIM, "shim-signed")?,
+        mok_manager: signed(MOK_MANAGER, "shim-helpers-amd64-signed")?,
+        loader,
+    })
+}
+
+/// Whether a PE image (a kernel's EFI stub, an EFI loader) carries an Authenticode signature:
+/// a non-empty certificate table. Who signed it, the firmware and shim check at boot.
+pub fn is_signed(data: &[u8]) -> bool {
+    use object::pe::IMAGE_DIRECTORY_ENTRY_SECURITY;
+    use object::read::pe::PeFile64;
+    use object::LittleEndian as LE;
+    PeFile64::<&[u8]>::parse(data).is_ok_and(|pe| {
+        pe.data_directory(IMAGE_DIRECTORY_ENTRY_SECURITY)
+            .is_some_and(|dir| dir.size.get(LE) > 0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_signed_binaries_are_candidates() {
+        assert!(is_candidate(SHIM.as_bytes()));
+        assert!(is_candidate(GRUB.as_bytes()));
+        assert!(!is_candidate(b"usr/lib/shim/shimx64.efi"));
+        assert!(!is_candidate(b"/usr/lib/shim/shimx64.efi.signed"));
+    }
+
+    #[test]
+    fn what_is_not_a_signed_pe_is_unsigned() {
+        assert!(!is_signed(b""));
+        assert!(!is_signed(b"MZ not really a PE file"));
+        assert!(!is_signed(&[0u8; 4096]));
+    }
+
+    #[test]
+    fn off_and_an_unsigned_kernel_give_the_unsigned_loaders_and_on_fails() {
+        let none = |_: &str| None;
+        let d = decide(
+            SecureBoot::Off,
+            Bootloader::Syslinux,
+            ("/boot/k", b""),
+            none,
+        )
+        .unwrap();
+        assert_eq!(d.summary(), (false, Some("--secure-boot off")));
+        let d = decide(SecureBoot::Auto, Bootloader::Grub, ("/boot/k", b"x"), none).unwrap();
+        assert_eq!(
+            d.summary(),
+            (false, Some("the kernel /boot/k carries no signature"))
+        );
+        let err = decide(SecureBoot::On, Bootloader::Grub, ("/boot/k", b"x"), none)
+            .err()
+            .unwrap();
+        assert!(
+            format!("{err:#}").starts_with(
+                "--secure-boot on: the kernel /boot/k carries no signature; use --secure-boot auto"
+            ),
+            "{err:#}"
+        );
+    }
+}
