@@ -31,13 +31,17 @@ fn scratch_image(dir: &Path, tag: &str, tail: &str, files: &[(&str, &str)]) {
     tool("docker", &["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
 }
 
-/// `c2vm run DISK` to its end: (exit code, console). The kernel directly: the scratch web
-/// server's boots carry the generic bundle's loaders on both firmwares.
-fn run_to_end(disk: &Path) -> (i32, String) {
-    let o = run(c2vm()
-        .args(["run", "--direct-kernel", "--cpus", "1"])
-        .arg(disk)
-        .stdin(Stdio::null()));
+/// `c2vm run DISK` to its end: (exit code, console). `firmware` as for [`boot_exec`]; the
+/// kernel directly ([`DIRECT`]) unless the test is about firmware: the scratch web server's
+/// boots carry the generic bundle's loaders on BIOS and plain UEFI.
+fn run_to_end(disk: &Path, firmware: &str) -> (i32, String) {
+    let mut command = c2vm();
+    command.args(["run", "--cpus", "1"]);
+    match firmware {
+        DIRECT => command.arg("--direct-kernel"),
+        firmware => command.args(["--firmware", firmware]),
+    };
+    let o = run(command.arg(disk).stdin(Stdio::null()));
     (o.status.code().unwrap_or(-1), stdout(&o))
 }
 
@@ -123,12 +127,18 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
         "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo hello from the app; exit 42\"]",
         &[],
     );
+    // With Secure Boot enforced: shim, the bundle's signed systemd-boot and Debian's signed
+    // cloud kernel, all carried by the bundle.
     let disk = dir.path().join("exit42.qcow2");
-    Convert::new("c2vm-test/exit42", &disk)
-        .by_user()
-        .locked()
-        .success();
-    let (code, console) = run_to_end(&disk);
+    let log = stderr(
+        &Convert::new("c2vm-test/exit42", &disk)
+            .by_user()
+            .args(["--secure-boot", "on"])
+            .locked()
+            .success(),
+    );
+    assert!(log.contains("Secure Boot: yes"), "{log}");
+    let (code, console) = run_to_end(&disk, "uefi-secure");
     assert_eq!(code, 42, "{console}");
     assert!(console.contains("hello from the app"), "{console}");
 
@@ -157,7 +167,7 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
         log.contains("Kernel: c2vm's generic bundle") && log.contains("Init: c2vm-init"),
         "{log}"
     );
-    let (code, console) = run_to_end(&disk);
+    let (code, console) = run_to_end(&disk, DIRECT);
     assert_eq!(code, 0, "{console}");
     let first = console.find("first run fails").unwrap_or(usize::MAX);
     let second = console.find("second run").unwrap_or(0);

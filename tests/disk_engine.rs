@@ -133,12 +133,22 @@ fn syslinux_and_systemd_boot_image_checks_clean_with_independent_tools() {
 fn grub_qcow2_image_boots_on_bios_and_uefi() {
     let dir = scratch();
     let disk = dir.path().join("disk.qcow2");
-    Convert::rootfs(&disk)
-        .password_file(&password_file(dir.path()))
-        .args(["--hostname", "vm-under-test", "--workdir"])
-        .arg(dir.path())
-        .args(["--bootloader", "grub"])
-        .success();
+    let log = stderr(
+        &Convert::rootfs(&disk)
+            .password_file(&password_file(dir.path()))
+            .args(["--hostname", "vm-under-test", "--workdir"])
+            .arg(dir.path())
+            .args(["--bootloader", "grub"])
+            .success(),
+    );
+    // The test rootfs has Debian's signed kernel but no shim or signed GRUB: `auto` writes the
+    // host's GRUB and says why.
+    assert!(
+        log.contains(
+            "Secure Boot: no (the image has no /usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
+        ),
+        "{log}"
+    );
     let info: serde_json::Value = serde_json::from_str(&tool(
         "qemu-img",
         &["info", "--output=json", disk.to_str().unwrap()],
@@ -247,6 +257,17 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     );
     assert!(
         err.contains("too small") && err.contains("at least"),
+        "{err}"
+    );
+    // --secure-boot on with a kernel that carries no signature: refused before the ESP.
+    let err = attempt(
+        format!("rootfs:{}", small_rootfs(dir.path()).display()),
+        &["--secure-boot", "on"],
+    );
+    assert!(
+        err.contains(
+            "--secure-boot on: the kernel /boot/vmlinuz-6.1.0-0-amd64 carries no signature"
+        ),
         "{err}"
     );
     // Not a size.

@@ -22,6 +22,12 @@ echo key=$(cat /root/.ssh/authorized_keys)
 echo machine-id=$(cat /etc/machine-id)
 echo failed=$(systemctl --failed --no-legend | wc -l)"#;
 
+/// With Secure Boot on: the firmware's variable (its last byte), the kernel's lockdown and its
+/// own word.
+const SECURE_BOOT: &str = r#"echo secure-boot=$(od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{print $NF}')
+echo lockdown=$(cat /sys/kernel/security/lockdown)
+echo kernel-says=$(dmesg | grep -c 'secureboot: Secure boot enabled')"#;
+
 /// The first boot's own work that guest setup takes away: ConditionNeedsUpdate rebuilds, the
 /// wireless stack networkd's start would load, modprobe@ units for modules that load on use,
 /// KVM for nested guests.
@@ -108,7 +114,8 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     let key = ssh_key(dir.path());
     let a = dir.path().join("a.qcow2");
     let b = dir.path().join("b.img");
-    convert_image("debian:latest", &a, "vm-a", &key, dir.path(), &[]);
+    let log = convert_image("debian:latest", &a, "vm-a", &key, dir.path(), &[]);
+    assert!(log.contains("Secure Boot: yes"), "{log}");
     // A second conversion reuses the kernel image the first one built (its disk is not booted:
     // A's boot proves the same tree).
     let again = dir.path().join("again.qcow2");
@@ -153,19 +160,31 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
         bytes.len()
     );
 
-    // A on BIOS, on QEMU's older `pc` board, with the console shown (-v): login: shows, no
-    // kernel message before it (a quiet boot), and none of the first-boot work guest setup
-    // takes away. Then B on UEFI, on the cloud kernel. Every check of both: release,
-    // `running`, the DHCP address, hostname, SSH key, no failed unit, and each its own
-    // machine-id.
+    // A with Secure Boot enforced on Microsoft's keys: shim, Debian's signed systemd-boot and
+    // kernel, all from the image. Then B, Debian's cloud kernel, on BIOS on QEMU's older `pc`
+    // board with the console shown (-v): login: shows, no kernel message before it (a quiet
+    // boot), and none of the first-boot work guest setup takes away. Every check of both:
+    // release, `running`, the DHCP address, hostname, SSH key, no failed unit, and each its own
+    // machine-id. (The signed chain with Secure Boot off boots in any_image: the generic
+    // bundle's on plain UEFI.)
     let pw = password_file(dir.path());
+    let (code, out) = boot_exec(&a, "uefi-secure", &pw, &format!("{CHECKS}\n{SECURE_BOOT}"));
+    assert_eq!(code, 0, "{out}");
+    let id_a = check_guest(&out, "vm-a");
+    let facts = Facts::parse(&out);
+    assert_eq!(&facts["secure-boot"], "1", "SecureBoot variable: {out}");
+    assert!(facts["lockdown"].contains("[integrity]"), "{out}");
+    assert_eq!(&facts["kernel-says"], "1", "{out}");
+
     let boot = run(c2vm()
         .args(["run", "-v", "--cpus", "1", "--machine", "pc"])
         .args(["--login", "root", "--password-file"])
         .arg(&pw)
         .args(["--timeout", "420", "--exec"])
-        .arg(format!("{CHECKS}\n{FIRST_BOOT_WORK}"))
-        .arg(&a));
+        .arg(format!(
+            "{CHECKS}\n{FIRST_BOOT_WORK}\necho kernel=$(uname -r)"
+        ))
+        .arg(&b));
     let (console, out) = (stderr(&boot), stdout(&boot));
     assert_eq!(boot.status.code(), Some(0), "{console}");
     assert!(console.contains("login:"), "{console}");
@@ -173,7 +192,7 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
         !console.contains("] Linux version"),
         "kernel messages on a quiet boot: {console}"
     );
-    let id_a = check_guest(&out, "vm-a");
+    let id_b = check_guest(&out, "vm-b");
     let facts = Facts::parse(&out);
     assert_eq!(
         &facts["conditions"], "no no no",
@@ -181,21 +200,71 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     );
     assert_eq!(&facts["modprobe-units"], "masked masked masked", "{out}");
     assert_eq!(&facts["unwanted-modules"], "0", "{out}");
-
-    let (code, out) = boot_exec(
-        &b,
-        "uefi",
-        &pw,
-        &format!("{CHECKS}\necho kernel=$(uname -r)"),
+    assert!(
+        facts["kernel"].ends_with("-cloud-amd64"),
+        "B's kernel: {out}"
     );
-    assert_eq!(code, 0, "{out}");
-    let id_b = check_guest(&out, "vm-b");
-    let kernel = &Facts::parse(&out)["kernel"];
-    assert!(kernel.ends_with("-cloud-amd64"), "B's kernel: {out}");
     assert_ne!(
         id_a, id_b,
         "two VMs from two converts must not share a machine-id"
     );
+
+    // A copy of A whose kernel on the ESP has lost its signature does not boot with Secure Boot
+    // on: shim refuses it, and the run ends on those words, not on a timeout.
+    let tampered = dir.path().join("tampered.raw");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "raw",
+            a.to_str().unwrap(),
+            tampered.to_str().unwrap(),
+        ],
+    );
+    let esp = format!("{}@@{}", tampered.display(), partition_offset(&tampered, 1));
+    let kernel = dir.path().join("vmlinuz");
+    let mtools = |args: &[&str]| {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    mtools(&[
+        "mcopy",
+        "-n",
+        "-i",
+        &esp,
+        "::vmlinuz",
+        kernel.to_str().unwrap(),
+    ]);
+    tool("sbattach", &["--remove", kernel.to_str().unwrap()]);
+    mtools(&[
+        "mcopy",
+        "-o",
+        "-i",
+        &esp,
+        kernel.to_str().unwrap(),
+        "::vmlinuz",
+    ]);
+    let boot = run(c2vm()
+        .args([
+            "run",
+            "--cpus",
+            "1",
+            "--firmware",
+            "uefi-secure",
+            "--timeout",
+            "180",
+        ])
+        .args(["--expect", "Verification failed|Security violation"])
+        .arg(&tampered));
+    let console = stderr(&boot);
+    assert_eq!(boot.status.code(), Some(0), "{console}");
+    assert!(!console.contains("login:"), "{console}");
+    std::fs::remove_file(&tampered).unwrap();
 
     // --boot-log: the kernel's messages are back (its first lines are enough).
     let boot = run(c2vm()

@@ -191,6 +191,15 @@ fn json_says_what_the_disk_holds() {
     );
     assert_eq!(json["identifiers"]["root_fs_uuid"], uuid.trim(), "{json}");
     assert!(json["kernel"].as_str().unwrap().starts_with("6."), "{json}");
+    // Debian 12 has no signed systemd-boot: the test rootfs gets the unsigned loaders, and why.
+    assert_eq!(json["secure_boot"]["enabled"], false, "{json}");
+    assert!(
+        json["secure_boot"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("systemd-bootx64.efi.signed"),
+        "{json}"
+    );
     assert!(
         json["image"]["id"].as_str().unwrap().starts_with("sha256:"),
         "{json}"
