@@ -512,22 +512,26 @@ impl RootFs<'_, '_> {
     /// stream edit measures what it writes) and the real one again.
     fn stream(&self, setup: &Setup) -> Result<(Layout, Edited<SetupDone>)> {
         let layout = self.layout(&self.input.usage, self.input.exact)?;
-        match self.stream_into(&layout, &self.input.usage, setup) {
+        match self.stream_into(&layout, &self.input.usage, self.input.exact, setup) {
             Err(e) if ext4::TooSmall::find(&e).is_some() && !self.input.exact => {
                 log::info!("the estimate was short ({e:#}); counting the files");
                 let counted = self.edit_into(std::io::sink(), setup)?.usage;
                 let layout = self.layout(&counted, true)?;
-                self.stream_into(&layout, &counted, setup)
+                self.stream_into(&layout, &counted, true, setup)
                     .map(|edited| (layout, edited))
             }
             result => result.map(|edited| (layout, edited)),
         }
     }
 
+    /// `exact`: whether `usage` was counted. An estimate shapes no inode count: it differs by
+    /// transport (layers' compressed sizes), and the same image must give the same bytes from
+    /// each. The default ratio is generous; where it falls short, the count's pass follows.
     fn stream_into(
         &self,
         layout: &Layout,
         usage: &TreeUsage,
+        exact: bool,
         setup: &Setup,
     ) -> Result<Edited<SetupDone>> {
         self.partition(layout)?;
@@ -542,7 +546,10 @@ impl RootFs<'_, '_> {
             }),
             uuid: &self.ids.root_fs.to_string(),
             hash_seed: &self.ids.hash_seed.to_string(),
-            inodes: ext4::inode_count(usage, layout.root.size),
+            inodes: match exact {
+                true => ext4::inode_count(usage, layout.root.size),
+                false => None,
+            },
             scratch: self.workspace.scratch(),
             epoch: self.plan.epoch,
         })?;

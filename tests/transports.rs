@@ -195,7 +195,12 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
             );
         }
         if n > 0 {
-            assert!(same, "{source} gave other bytes than {}", sources[0]);
+            assert!(
+                same,
+                "{source} gave other bytes than {}: {}",
+                sources[0],
+                first_difference(&disk, &first)
+            );
             std::fs::remove_file(&disk).unwrap();
         }
     }

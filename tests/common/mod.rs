@@ -138,6 +138,25 @@ pub fn test_rootfs() -> PathBuf {
     .clone()
 }
 
+/// The Debian 13 test root filesystem, with shim and the signed systemd-boot (built once and
+/// cached by `scripts/make-test-rootfs trixie`).
+pub fn test_rootfs_trixie() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Ok(p) = std::env::var("C2VM_TEST_ROOTFS_TRIXIE") {
+            return PathBuf::from(p);
+        }
+        let out = run(Command::new(script("make-test-rootfs")).arg("trixie"));
+        assert!(
+            out.status.success(),
+            "scripts/make-test-rootfs trixie: {}",
+            stderr(&out)
+        );
+        PathBuf::from(stdout(&out).trim())
+    })
+    .clone()
+}
+
 /// The test root filesystem with the entries of the tar `extra` appended (GNU tar -A), as
 /// `dir/rootfs.tar`.
 pub fn test_rootfs_plus(dir: &Path, extra: &[u8]) -> PathBuf {
@@ -182,15 +201,16 @@ pub fn host_lock() -> HostLock {
     HostLock(file)
 }
 
-/// A second kernel for the test rootfs: Debian's cloud flavour of its kernel, same ABI, as a .deb
-/// (downloaded once and cached by scripts/fetch-test-kernel; `C2VM_TEST_KERNEL_DEB` names it).
+/// A second kernel for the Debian 13 test rootfs: Debian's cloud flavour of its kernel, same ABI,
+/// as a .deb (downloaded once and cached by scripts/fetch-test-kernel; `C2VM_TEST_KERNEL_DEB`
+/// names it).
 pub fn test_kernel_deb() -> PathBuf {
     if let Ok(p) = std::env::var("C2VM_TEST_KERNEL_DEB") {
         return PathBuf::from(p);
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-test-kernel");
     let out = Command::new(&script)
-        .arg(test_rootfs())
+        .arg(test_rootfs_trixie())
         .output()
         .expect("running scripts/fetch-test-kernel");
     assert!(
@@ -228,6 +248,30 @@ pub fn same_bytes(a: &Path, b: &Path) -> bool {
         Some(1) => false,
         _ => panic!("cmp {} {} failed: {status}", a.display(), b.display()),
     }
+}
+
+/// Where two disks that should be the same bytes first differ, for the failure message: the byte
+/// offset and the partition it falls in (`cmp`'s count starts at 1).
+pub fn first_difference(a: &Path, b: &Path) -> String {
+    let out = Command::new("cmp")
+        .args([a, b])
+        .output()
+        .expect("running cmp");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let byte: Option<u64> = said
+        .split("byte ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse().ok());
+    let Some(byte) = byte.map(|b| b - 1) else {
+        return format!("cmp: {said}{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let part = match (partition_offset(a, 1), partition_offset(a, 2)) {
+        (_, root) if byte >= root => "the root partition",
+        (esp, _) if byte >= esp => "the ESP",
+        _ => "the partition table",
+    };
+    format!("first difference at byte {byte}, in {part}")
 }
 
 /// Names in `dir`, sorted.
