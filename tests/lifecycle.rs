@@ -1,7 +1,8 @@
 //! A VM lives on: its root grows to fill a larger virtual disk on first boot (systemd-repart +
 //! systemd-growfs, the GPT backup header moved to the new end), an initramfs rebuilt inside the
-//! VM and a kernel package installed there are what boots next, on BIOS and UEFI, and the kernel
-//! before stays behind a `previous` entry that boots too.
+//! VM and a kernel package installed there are what boots next, on BIOS and on UEFI with Secure
+//! Boot enforced (the Debian 13 test rootfs has shim and the signed systemd-boot, so the disk has
+//! the signed chain), and the kernel before stays behind a `previous` entry that boots too.
 //!
 //! One disk, three boots, where three tests took nine: each boot checks everything that holds at
 //! that point of the VM's life. Both loaders read the same kernel and initramfs on the ESP, so the
@@ -11,7 +12,8 @@
 mod common;
 use common::*;
 
-/// The test rootfs with a second kernel package appended under /root/ (GNU tar -r on a copy):
+/// The Debian 13 test rootfs with a second kernel package appended under /root/ (GNU tar -r on a
+/// copy):
 /// Debian's cloud flavour of the rootfs's own kernel, same ABI, whose version sorts after the
 /// generic one; scripts/fetch-test-kernel downloads it once on the host. `dpkg -i` runs the same
 /// kernel hooks as `apt-get install`, without the network and the `apt-get update` that took ~10
@@ -19,7 +21,7 @@ use common::*;
 fn rootfs_with_second_kernel(dir: &std::path::Path) -> std::path::PathBuf {
     let deb = test_kernel_deb();
     let rootfs = dir.join("rootfs.tar");
-    std::fs::copy(test_rootfs(), &rootfs).unwrap();
+    std::fs::copy(test_rootfs_trixie(), &rootfs).unwrap();
     tool(
         "tar",
         &[
@@ -74,7 +76,15 @@ cmp -s "/boot/vmlinuz-$new" /boot/efi/vmlinuz && echo esp-new=yes
 cmp -s "/boot/vmlinuz-$old" /boot/efi/previous/vmlinuz \
   && cmp -s "/boot/initrd.img-$old" /boot/efi/previous/initrd.img && echo esp-previous=yes
 echo labels=$(grep '^LABEL' /boot/efi/syslinux/syslinux.cfg | tr '\n' ' ')
-echo bls=$(ls /boot/efi/loader/entries | tr '\n' ' ')"#;
+echo bls=$(ls /boot/efi/loader/entries | tr '\n' ' ')
+chain() { cmp -s /usr/lib/shim/shimx64.efi.signed /boot/efi/EFI/BOOT/BOOTX64.EFI \
+  && cmp -s /usr/lib/shim/mmx64.efi.signed /boot/efi/EFI/BOOT/mmx64.efi \
+  && cmp -s /usr/lib/systemd/boot/efi/systemd-bootx64.efi.signed /boot/efi/EFI/BOOT/grubx64.efi \
+  && echo intact || echo stale; }
+echo chain=$(chain)
+echo stale > /boot/efi/EFI/BOOT/mmx64.efi
+dpkg --configure -a
+echo chain-after-dpkg=$(chain)"#;
 
 /// Every later boot: which kernel runs, its initramfs's marker, the root's size and state.
 const BOOTED: &str = r#"k=$(uname -r)
@@ -99,7 +109,7 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
         .arg(&disk)
         .arg("--password-file")
         .arg(&pw)
-        .args(["--hostname", "vm-under-test"]));
+        .args(["--hostname", "vm-under-test", "--secure-boot", "on"]));
     drop(lock);
     assert!(out.status.success(), "convert failed: {}", stderr(&out));
     std::fs::remove_file(&rootfs).unwrap();
@@ -150,17 +160,24 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
     assert_eq!(&first["esp-previous"], "yes", "{text}");
     assert_eq!(&first["labels"], "LABEL linux LABEL previous", "{text}");
     assert_eq!(&first["bls"], "c2vm-previous.conf c2vm.conf", "{text}");
+    // The Secure Boot chain on the ESP is the guest's; a stale file there is replaced after any
+    // dpkg run (here one with nothing to do, so no kernel hook runs), as after an upgrade of shim.
+    assert_eq!(&first["chain"], "intact", "{text}");
+    assert_eq!(&first["chain-after-dpkg"], "intact", "{text}");
 
     // The new kernel, with an initramfs built inside the VM (the ESP's default pair, which
-    // both loaders boot); the root keeps its size. Then the fallback is picked, as one would at
-    // the boot menu.
+    // both loaders boot), with Secure Boot enforced: shim, the signed systemd-boot and the
+    // kernel the package brought; the root keeps its size. Then the fallback is picked, as one
+    // would at the boot menu.
     let pick_previous = format!(
-        "{}\n{BOOTED}\nsed -i 's/^DEFAULT linux/DEFAULT previous/' /boot/efi/syslinux/syslinux.cfg; sync",
+        "{}\n{BOOTED}\necho secure-boot=$(od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{{print $NF}}')\n\
+         sed -i 's/^DEFAULT linux/DEFAULT previous/' /boot/efi/syslinux/syslinux.cfg; sync",
         rootfs_guest_checks()
     );
-    let (facts, text) = boot_ok("uefi", &pick_previous, 420);
+    let (facts, text) = boot_ok("uefi-secure", &pick_previous, 420);
     assert_rootfs_guest(&text, "uefi");
     assert_eq!(&facts["kernel"], "new", "{text}");
+    assert_eq!(&facts["secure-boot"], "1", "{text}");
     assert_eq!(&facts["marker"], "initrd-v2", "{text}");
     assert_eq!(&facts["size"], &first["size"], "{text}");
     // The previous kernel still boots, with the initramfs `update-initramfs -u` made for it (on
