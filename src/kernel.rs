@@ -57,6 +57,16 @@ impl Family {
         }
     }
 
+    /// The signed packages a Secure Boot chain takes from the guest, where the template installs
+    /// them (each only where the release has it): shim, MokManager, the signed systemd-boot and
+    /// GRUB. See `boot::secure`.
+    fn signed_loader_packages(self) -> &'static str {
+        match self {
+            Family::Debian => "shim-signed shim-helpers-amd64-signed systemd-boot-efi-amd64-signed grub-efi-amd64-signed",
+            _ => "",
+        }
+    }
+
     /// The template text, compiled into the binary so c2vm is one self-contained file.
     pub fn template(self) -> &'static str {
         match self {
@@ -128,15 +138,30 @@ pub fn detect_family(os_release: &HashMap<String, String>) -> Option<Family> {
     None
 }
 
-pub fn render(family: Family, base_image: &str, flavour: Flavour) -> Result<String> {
+/// The template for `family` on `base_image`. `signed_loaders`: whether it installs what a Secure
+/// Boot chain takes (not with `--secure-boot off`, whose disk is the one before the chain).
+pub fn render(
+    family: Family,
+    base_image: &str,
+    flavour: Flavour,
+    signed_loaders: bool,
+) -> Result<String> {
     let kernel_package = family.kernel_package(flavour)?;
+    let signed_packages = match signed_loaders {
+        true => family.signed_loader_packages(),
+        false => "",
+    };
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.add_template(family.name(), family.template())
         .with_context(|| format!("loading the {} template", family.name()))?;
     let text = env
         .get_template(family.name())?
-        .render(minijinja::context! { base_image => base_image, kernel_package => kernel_package })
+        .render(minijinja::context! {
+            base_image => base_image,
+            kernel_package => kernel_package,
+            signed_packages => signed_packages,
+        })
         .with_context(|| format!("rendering the {} template", family.name()))?;
     Ok(text)
 }
@@ -246,6 +271,7 @@ pub fn add_kernel(
     image: &ImageDetails,
     reference: &str,
     flavour: Flavour,
+    signed_loaders: bool,
 ) -> Result<ImageDetails> {
     let release = os_release(engine, image)?;
     let families = Family::ALL
@@ -264,7 +290,7 @@ pub fn add_kernel(
                if the image has its own kernel and init, use --no-kernel",
             release.get("PRETTY_NAME").cloned().unwrap_or_default(), release.get("ID").cloned().unwrap_or_default());
     };
-    let dockerfile = render(family, &image.id, flavour)?;
+    let dockerfile = render(family, &image.id, flavour, signed_loaders)?;
     let tag = cache_tag(&image.id, &dockerfile);
     if let Some(cached) = engine.inspect(&tag)? {
         crate::progress::note(&format!(
@@ -298,12 +324,16 @@ mod tests {
 
     #[test]
     fn the_cloud_flavour_is_debians_only() {
-        let debian = render(Family::Debian, "sha256:abc", Flavour::Cloud).unwrap();
+        let debian = render(Family::Debian, "sha256:abc", Flavour::Cloud, true).unwrap();
         assert!(debian.contains(" linux-image-cloud-amd64 "), "{debian}");
-        let standard = render(Family::Debian, "sha256:abc", Flavour::Standard).unwrap();
+        let standard = render(Family::Debian, "sha256:abc", Flavour::Standard, true).unwrap();
         assert!(standard.contains(" linux-image-amd64 "), "{standard}");
+        // The signed loaders, unless --secure-boot off.
+        assert!(standard.contains("candidates=\"shim-signed "), "{standard}");
+        let off = render(Family::Debian, "sha256:abc", Flavour::Standard, false).unwrap();
+        assert!(off.contains("candidates=\"\";"), "{off}");
         for family in [Family::Ubuntu, Family::Alpine, Family::Fedora] {
-            let err = render(family, "sha256:abc", Flavour::Cloud)
+            let err = render(family, "sha256:abc", Flavour::Cloud, true)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -339,7 +369,7 @@ mod tests {
             "FROM", "USER", "RUN", "ARG", "ENV", "COPY", "LABEL", "SHELL",
         ];
         for family in Family::ALL {
-            let text = render(family, "sha256:abc", Flavour::Standard).unwrap();
+            let text = render(family, "sha256:abc", Flavour::Standard, true).unwrap();
             let mut first = None;
             let mut continued = false;
             for line in text.lines() {
@@ -390,7 +420,7 @@ mod tests {
     #[test]
     fn templates_copy_only_files_of_the_context() {
         for family in Family::ALL {
-            let text = render(family, "sha256:abc", Flavour::Standard).unwrap();
+            let text = render(family, "sha256:abc", Flavour::Standard, true).unwrap();
             for line in text.lines().filter(|l| l.starts_with("COPY ")) {
                 let source = line.split_whitespace().nth(1).unwrap();
                 assert!(

@@ -1,7 +1,7 @@
 //! `c2vm convert` and `c2vm build`, as a table of contents: each step is one call into the stage
 //! module that owns it. Options are checked first (`plan`), then: source → kernel → the stream
 //! edit (rootfs) into mke2fs (disk) → ESP and boot loaders → output, then the report.
-use crate::boot::{self, secure::Decision, BootConfig};
+use crate::boot::{self, secure::Decision, secure::SecureBoot, BootConfig};
 use crate::choose::{self, KernelPlan};
 use crate::cmd::{self, ToolFailed};
 use crate::containerdisk::{self, Destination};
@@ -180,9 +180,13 @@ fn convert_image(
         )?;
         check_flavour(options.kernel_flavour, kernel_plan.is_distro())?;
         let bootable = match kernel_plan {
-            KernelPlan::Distro => {
-                kernel::add_kernel(engine, &image, reference, options.kernel_flavour)?
-            }
+            KernelPlan::Distro => kernel::add_kernel(
+                engine,
+                &image,
+                reference,
+                options.kernel_flavour,
+                plan.secure_boot != SecureBoot::Off,
+            )?,
             _ => image.clone(),
         };
         Ok((kernel_plan, bootable))

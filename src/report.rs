@@ -76,8 +76,8 @@ pub struct Summary<'a> {
     pub c2vm_init: bool,
     /// Units of the image's own turned off because they start the image's command too.
     pub disabled_units: &'a [String],
-    /// Whether the ESP has the Secure Boot chain, and if not, why.
-    pub secure_boot: (bool, Option<&'a str>),
+    /// Whether the ESP has the Secure Boot chain, and what it is or why not.
+    pub secure_boot: (bool, String),
     pub can_log_in: bool,
 }
 
@@ -99,11 +99,9 @@ pub fn print(s: &Summary) {
         s.root_size / MIB,
         s.kernel_version
     ));
-    note(&match s.secure_boot {
-        (true, _) => {
-            "Secure Boot: yes (shim, then the image's signed loader and kernel)".to_string()
-        }
-        (false, why) => format!("Secure Boot: no ({})", why.unwrap_or("unsigned loaders")),
+    note(&match &s.secure_boot {
+        (true, chain) => format!("Secure Boot: yes ({chain})"),
+        (false, why) => format!("Secure Boot: no ({why})"),
     });
     note(&format!("Timings: {}", s.timings.line()));
     note(&format!(
@@ -155,7 +153,10 @@ fn json(s: &Summary) -> serde_json::Value {
             "esp_volume_id": s.ids.esp_uuid(),
         },
         "kernel": s.kernel_version,
-        "secure_boot": {"enabled": s.secure_boot.0, "reason": s.secure_boot.1},
+        "secure_boot": match &s.secure_boot {
+            (true, chain) => serde_json::json!({"enabled": true, "chain": chain}),
+            (false, why) => serde_json::json!({"enabled": false, "reason": why}),
+        },
         "init": if s.c2vm_init { "c2vm-init" } else { "image" },
         "app": s.app.app.as_ref().map(|a| &a.argv),
         "image": {

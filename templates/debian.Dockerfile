@@ -5,10 +5,11 @@
 # systemd-resolved as its own package, older releases inside systemd), systemd-repart for the
 # root to grow (its own package from Debian 13); wait-online waits for any one link, not all.
 # Secure Boot: shim (signed by Microsoft), MokManager, and Debian's signed systemd-boot and GRUB,
-# where the release has them (Debian 12 has no signed systemd-boot). c2vm copies them from this
-# tree to the ESP, so shim, loader and kernel come from one release and the guest's upgrades keep
-# them in step. shim-signed takes grub-efi-amd64-bin, not the `systemd-boot` package, for its
-# loader dependency: that package's scripts would take over the ESP c2vm manages.
+# where the release has them (Debian 12 has no signed systemd-boot); none with --secure-boot off.
+# c2vm copies them from this tree to the ESP, so shim, loader and kernel come from one release and
+# the guest's upgrades keep them in step. shim-signed takes grub-efi-amd64-bin, not the
+# `systemd-boot` package, for its loader dependency: that package's scripts would take over the
+# ESP c2vm manages.
 # Nothing secret.
 FROM {{ base_image }}
 # The image may run its command as another user; packages install as root. (The VM's service
@@ -36,8 +37,8 @@ RUN set -eux; \
     apt-get install -y --no-install-recommends \
         {{ kernel_package }} initramfs-tools systemd systemd-sysv udev dbus iproute2 \
         login passwd kmod $extra; \
-    signed=""; \
-    for p in shim-signed shim-helpers-amd64-signed systemd-boot-efi-amd64-signed grub-efi-amd64-signed; do \
+    signed=""; candidates="{{ signed_packages }}"; \
+    for p in $candidates; do \
         if apt-cache show "$p" >/dev/null 2>&1; then signed="$signed $p"; fi; \
     done; \
     if [ -n "$signed" ]; then apt-get install -y --no-install-recommends $signed; fi; \

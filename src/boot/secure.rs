@@ -62,6 +62,8 @@ pub struct Chain {
     pub mok_manager: Arc<[u8]>,
     /// systemd-boot or GRUB.
     pub loader: Arc<[u8]>,
+    /// Which, for the report.
+    loader_name: &'static str,
 }
 
 /// What the disk gets: the chain, or the unsigned loaders and why.
@@ -71,11 +73,17 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// For the report and `--json`: whether the chain is there, and if not, why.
-    pub fn summary(&self) -> (bool, Option<&str>) {
+    /// For the report and `--json`: whether the chain is there, and what it is or why not.
+    pub fn summary(&self) -> (bool, String) {
         match self {
-            Decision::Signed(_) => (true, None),
-            Decision::Unsigned(why) => (false, Some(why)),
+            Decision::Signed(chain) => (
+                true,
+                format!(
+                    "shim, then the image's signed {} and kernel",
+                    chain.loader_name
+                ),
+            ),
+            Decision::Unsigned(why) => (false, why.clone()),
         }
     }
 }
@@ -119,17 +127,24 @@ fn chain(
         )),
     }
     };
-    let loader = match bootloader {
-        Bootloader::Syslinux => signed(
-            loader_path(bootloader),
-            "systemd-boot-efi-amd64-signed, from Debian 13; --bootloader grub takes GRUB's",
-        )?,
-        Bootloader::Grub => signed(loader_path(bootloader), "grub-efi-amd64-signed")?,
+    let (loader_name, loader) = match bootloader {
+        Bootloader::Syslinux => (
+            "systemd-boot",
+            signed(
+                loader_path(bootloader),
+                "systemd-boot-efi-amd64-signed, from Debian 13; --bootloader grub takes GRUB's",
+            )?,
+        ),
+        Bootloader::Grub => (
+            "GRUB",
+            signed(loader_path(bootloader), "grub-efi-amd64-signed")?,
+        ),
     };
     Ok(Chain {
         shim: signed(SHIM, "shim-signed")?,
         mok_manager: signed(MOK_MANAGER, "shim-helpers-amd64-signed")?,
         loader,
+        loader_name,
     })
 }
 
@@ -174,11 +189,11 @@ mod tests {
             none,
         )
         .unwrap();
-        assert_eq!(d.summary(), (false, Some("--secure-boot off")));
+        assert_eq!(d.summary(), (false, "--secure-boot off".to_string()));
         let d = decide(SecureBoot::Auto, Bootloader::Grub, ("/boot/k", b"x"), none).unwrap();
         assert_eq!(
             d.summary(),
-            (false, Some("the kernel /boot/k carries no signature"))
+            (false, "the kernel /boot/k carries no signature".to_string())
         );
         let err = decide(SecureBoot::On, Bootloader::Grub, ("/boot/k", b"x"), none)
             .err()
