@@ -17,7 +17,14 @@ pub struct Console {
     consumed: usize,
     qemu_stderr: Arc<Mutex<Vec<u8>>>,
     _files: super::qemu::VmFiles,
+    /// Secure Boot is enforced: the firmware's or shim's refusal ends the wait (see [`REFUSED`]).
+    secure_boot: bool,
 }
+
+/// What OVMF, shim and systemd-boot print when Secure Boot refuses an image: an unsigned loader
+/// (`failed to load Boot0001 … Access Denied`), a loader or kernel signed by another key.
+const REFUSED: &str =
+    r"Access Denied|Security Violation|Security Policy Violation|Security violation";
 
 pub struct ExecResult {
     pub status: i32,
@@ -43,7 +50,12 @@ fn pump(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>, echo: b
 }
 
 impl Console {
-    pub fn new(mut child: Child, echo: bool, files: super::qemu::VmFiles) -> Result<Console> {
+    pub fn new(
+        mut child: Child,
+        echo: bool,
+        files: super::qemu::VmFiles,
+        secure_boot: bool,
+    ) -> Result<Console> {
         let stdin = child.stdin.take().context("QEMU's stdin")?;
         let stdout = child.stdout.take().context("QEMU's stdout")?;
         let stderr = child.stderr.take().context("QEMU's stderr")?;
@@ -56,6 +68,7 @@ impl Console {
             stdin,
             buffer,
             consumed: 0,
+            secure_boot,
             qemu_stderr,
             _files: files,
         })
@@ -75,6 +88,9 @@ impl Console {
     /// Wait until the console output after what was matched before shows `re`; returns the match's
     /// captures as strings (index 0 = whole match).
     pub fn wait_for(&mut self, re: &Regex, deadline: Instant, what: &str) -> Result<Vec<String>> {
+        let refused = Regex::new(REFUSED).map_err(|e| anyhow!(e))?;
+        // The loaders colour their errors: the escape sequences stay out of the message.
+        let colours = Regex::new(r"\x1b\[[0-9;=?]*[A-Za-z]").map_err(|e| anyhow!(e))?;
         loop {
             let text = self.text_since(self.consumed);
             if let Some(caps) = re.captures(&text) {
@@ -89,6 +105,22 @@ impl Console {
             if crate::interrupt::is_set() {
                 self.stop();
                 return Err(crate::interrupt::Interrupted.into());
+            }
+            // Nothing boots after a refusal (the firmware tries PXE, then stops): say so now
+            // rather than at the timeout, unless the refusal is what was asked for.
+            if let Some(line) = self
+                .secure_boot
+                .then(|| text.lines().find(|l| refused.is_match(l)))
+                .flatten()
+            {
+                let line = colours.replace_all(line, "").trim().to_string();
+                self.stop();
+                bail!(
+                    "Secure Boot refused the disk while waiting for {what} (`{line}`): its loader \
+                     or kernel is not signed by a key this firmware trusts; convert it with \
+                     --secure-boot on (shim and the signed loader and kernel, from a Debian \
+                     image), or boot it with --firmware uefi"
+                );
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));

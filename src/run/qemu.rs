@@ -33,6 +33,8 @@ const OVMF_SECURE: &[(&str, &str)] = &[
 pub struct VmConfig {
     args: Vec<String>,
     files: VmFiles,
+    /// `--firmware uefi-secure`: a scripted run ends at once when the firmware refuses the disk.
+    secure_boot: bool,
 }
 
 /// Files QEMU uses that must live as long as it runs.
@@ -275,7 +277,11 @@ impl VmConfig {
             ));
             files._vars = Some(copy);
         }
-        Ok(VmConfig { args, files })
+        Ok(VmConfig {
+            args,
+            files,
+            secure_boot: secure,
+        })
     }
 
     pub fn run_interactive(self) -> Result<i32> {
@@ -316,7 +322,7 @@ impl VmConfig {
             .stderr(Stdio::piped());
         log::debug!("running: qemu-system-x86_64 {}", self.args.join(" "));
         let child = cmd.spawn().context("starting qemu-system-x86_64")?;
-        Console::new(child, echo, self.files)
+        Console::new(child, echo, self.files, self.secure_boot)
     }
 }
 
