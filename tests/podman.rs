@@ -1,7 +1,8 @@
 //! Podman's Docker-compatible API as the engine (Debian's podman, `podman system service` on a
 //! private socket and storage, started by scripts/start-podman): `debian:latest` converts with
 //! the image pulled by Podman from a local registry, the kernel template built in Podman, boots
-//! to a login, and nothing is left in Podman.
+//! to a login, and nothing is left in Podman. Its disk also carries the GRUB flavour of the
+//! Secure Boot chain (shim, Debian's signed GRUB), booted with Secure Boot enforced.
 mod common;
 use common::*;
 use std::process::Command;
@@ -80,9 +81,8 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
     let out = run(c2vm()
         .env("DOCKER_HOST", SOCKET)
         .env("TMPDIR", d)
-        .args([
-            "convert", &remote, "--pull", "always", "--kernel", "distro", "-o",
-        ])
+        .args(["convert", &remote, "--pull", "always", "--kernel", "distro"])
+        .args(["--bootloader", "grub", "--secure-boot", "on", "-o"])
         .arg(&disk)
         .arg("--password-file")
         .arg(&pw));
@@ -115,9 +115,13 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
 
     let (status, guest) = boot_exec(
         &disk,
-        DIRECT,
+        "uefi-secure",
         &pw,
         &facts_script(&[
+            (
+                "secure_boot",
+                "od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{print $NF}'",
+            ),
             ("release", "grep ^ID= /etc/os-release"),
             ("state", "systemctl is-system-running --wait"),
             (
@@ -131,4 +135,5 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
     assert!(facts["release"].contains("ID=debian"), "{guest}");
     assert!(facts["state"].contains("running"), "{guest}");
     assert!(facts["addr"].contains("10.0.2.15/24"), "{guest}");
+    assert_eq!(facts["secure_boot"].trim(), "1", "{guest}");
 }
