@@ -12,6 +12,7 @@
 //!
 //! `--init auto` takes the image's systemd or OpenRC where it has one, else c2vm-init. Some of
 //! this waits for the image's tree: the stream edit asks once the image's entries have passed.
+use crate::arch::Arch;
 use crate::kernel;
 use crate::plan::{InitChoice, KernelChoice};
 use crate::progress;
@@ -83,16 +84,25 @@ impl Bundle {
 }
 
 /// `--kernel-image REF`: through a transport, else from the engine (connected only then).
-fn own_bundle(engine: Option<&Engine>, reference: &str, access: &Access) -> Result<Bundle> {
+fn own_bundle(
+    engine: Option<&Engine>,
+    reference: &str,
+    access: &Access,
+    arch: Arch,
+) -> Result<Bundle> {
     if let SourceRef::Layers(transport) = SourceRef::parse(reference)? {
-        let image = transport.open(access)?;
-        image.details.check_platform(reference)?;
+        let image = transport.open(access, Some(arch))?;
+        image.details.check_platform(reference, Some(arch))?;
         return Ok(Bundle::Layers(image));
     }
     let engine = engine.ok_or_else(|| {
         anyhow!("--kernel-image {reference} names an image in an engine, and this conversion has none; give the bundle as oci:DIR, oci-archive:PATH, docker-archive:PATH or docker://REF")
     })?;
-    Ok(Bundle::Engine(kernel::bundle(engine, Some(reference))?))
+    Ok(Bundle::Engine(kernel::bundle(
+        engine,
+        Some(reference),
+        arch,
+    )?))
 }
 
 /// Whether `choice` may need c2vm's own bundle, which is built in an engine.
@@ -107,10 +117,11 @@ pub fn kernel_without_image_engine(
     choice: KernelChoice,
     own: Option<&str>,
     access: &Access,
+    arch: Arch,
 ) -> Result<KernelPlan> {
     let how = "a kernel bundle with --kernel-image oci:DIR|oci-archive:PATH|docker-archive:PATH|docker://REF, or start Docker or Podman (c2vm builds its generic bundle there)";
     if let (Some(engine), true) = (engine, bundle_needs_engine(choice, own)) {
-        let bundle = Bundle::Engine(kernel::bundle(engine, None)?);
+        let bundle = Bundle::Engine(kernel::bundle(engine, None, arch)?);
         return Ok(match choice {
             KernelChoice::Generic => {
                 progress::note("Kernel: c2vm's generic bundle (--kernel generic)");
@@ -127,11 +138,11 @@ pub fn kernel_without_image_engine(
         }
         (KernelChoice::Generic, None) => bail!("--kernel generic builds c2vm's bundle in Docker or Podman, and none answers; give {how}"),
         (KernelChoice::Generic, Some(r)) => {
-            let bundle = own_bundle(None, r, access)?;
+            let bundle = own_bundle(None, r, access, arch)?;
             progress::note(&format!("Kernel: the bundle {r} (--kernel-image)"));
             KernelPlan::Bundle(bundle)
         }
-        (KernelChoice::Auto, Some(r)) => KernelPlan::ImageElseBundle(own_bundle(None, r, access)?),
+        (KernelChoice::Auto, Some(r)) => KernelPlan::ImageElseBundle(own_bundle(None, r, access, arch)?),
         (KernelChoice::Auto, None) => KernelPlan::ImageOrFail,
     })
 }
@@ -142,6 +153,7 @@ pub fn kernel(
     choice: KernelChoice,
     own: Option<&str>,
     access: &Access,
+    arch: Arch,
 ) -> Result<KernelPlan> {
     Ok(match choice {
         KernelChoice::Distro => {
@@ -154,8 +166,8 @@ pub fn kernel(
         }
         KernelChoice::Generic => {
             let bundle = match own {
-                Some(r) => own_bundle(Some(engine), r, access)?,
-                None => Bundle::Engine(kernel::bundle(engine, None)?),
+                Some(r) => own_bundle(Some(engine), r, access, arch)?,
+                None => Bundle::Engine(kernel::bundle(engine, None, arch)?),
             };
             progress::note(&match own {
                 Some(r) => format!("Kernel: the bundle {r} (--kernel-image)"),
@@ -171,7 +183,9 @@ pub fn kernel(
                 ));
                 KernelPlan::Distro
             }
-            None => KernelPlan::ImageElseBundle(Bundle::Engine(kernel::bundle(engine, None)?)),
+            None => {
+                KernelPlan::ImageElseBundle(Bundle::Engine(kernel::bundle(engine, None, arch)?))
+            }
         },
     })
 }

@@ -3,6 +3,7 @@
 //! user of KubeVirt's virt-launcher) and readable by it, and nothing else. It goes where REF
 //! says: into the engine by name, or with no engine to an OCI layout, an OCI archive, or a
 //! registry (`docker://REF`, or a plain name with `--push`).
+use crate::arch::Arch;
 use crate::source::docker::Engine;
 use crate::source::oci;
 use crate::source::registry::{self, Access, Upload};
@@ -58,6 +59,8 @@ pub struct Origin<'a> {
     pub source: &'a str,
     pub digest: &'a str,
     pub kernel: &'a str,
+    /// The VM's architecture: KubeVirt pulls a containerDisk for its node's.
+    pub arch: Arch,
 }
 
 /// Wrap `disk` (to be named `name` in the image) and send it to `dest`; `scratch` holds the
@@ -84,7 +87,7 @@ pub fn package(
         "org.opencontainers.image.title": name,
     });
     let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
+        "architecture": origin.arch.name(),
         "os": "linux",
         "config": { "Labels": labels },
         "rootfs": { "type": "layers", "diff_ids": [layer_digest] },

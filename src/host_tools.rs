@@ -66,7 +66,7 @@ mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
 
-    const SETS: &[&str] = &["convert", "run", "setup", "test"];
+    const SETS: &[&str] = &["convert", "run", "setup", "arm64", "test"];
 
     fn repo_file(path: &str) -> String {
         let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -149,8 +149,15 @@ mod tests {
             crate::boot::Bootloader::Syslinux,
             crate::boot::Bootloader::Grub,
         ] {
-            let (tools, files) = crate::boot::host_needs(bootloader);
-            programs.extend(tools.iter().chain(files).map(|s| s.to_string()));
+            for arch in crate::arch::Arch::ALL {
+                let (tools, files) = crate::boot::host_needs(bootloader, arch);
+                programs.extend(tools.iter().map(|s| s.to_string()).chain(files));
+            }
+            // Needed only without the guest's Secure Boot chain, so checked then.
+            programs.insert(crate::boot::syslinux::systemd_boot_efi(
+                crate::arch::Arch::Arm64,
+            ));
+            programs.insert(crate::boot::grub::efi_modules(crate::arch::Arch::Arm64));
         }
         let unknown: Vec<_> = programs.iter().filter(|p| row(p).is_none()).collect();
         assert!(unknown.is_empty(), "add to host-packages.txt: {unknown:?}");
@@ -220,7 +227,7 @@ mod tests {
         let script = repo_file("scripts/install-host-deps");
         assert!(script.contains("host-packages.txt"), "it reads the table");
         assert!(script.contains("sets=\" convert run setup \""));
-        assert!(script.contains("--test) sets+=\"test \""));
+        assert!(script.contains("--test) sets+=\"arm64 test \""));
         // The user's set is all the quickstart installs; the test suite adds the rest.
         let quickstart = repo_file("scripts/quickstart");
         assert!(quickstart.lines().any(|l| l == "scripts/install-host-deps"));

@@ -2,8 +2,9 @@
 //! the init system, udev and DHCP networking on top of the user's image, built through the Docker
 //! API. The result is tagged with a hash of the base image, the template and the options, so
 //! converting the same image again reuses it.
+use crate::arch::Arch;
 use crate::source::docker::{self, Engine};
-use crate::source::{ImageDetails, PullPolicy, PLATFORM};
+use crate::source::{ImageDetails, PullPolicy};
 use anyhow::{bail, Context, Result};
 use sha2::Digest;
 use std::collections::HashMap;
@@ -43,12 +44,12 @@ impl Family {
         }
     }
 
-    /// The kernel package for `flavour`, where the template takes one.
-    fn kernel_package(self, flavour: Flavour) -> Result<&'static str> {
+    /// The kernel package for `flavour` and `arch`, where the template takes one.
+    fn kernel_package(self, flavour: Flavour, arch: Arch) -> Result<String> {
         match (self, flavour) {
-            (Family::Debian, Flavour::Standard) => Ok("linux-image-amd64"),
-            (Family::Debian, Flavour::Cloud) => Ok("linux-image-cloud-amd64"),
-            (_, Flavour::Standard) => Ok(""),
+            (Family::Debian, Flavour::Standard) => Ok(format!("linux-image-{arch}")),
+            (Family::Debian, Flavour::Cloud) => Ok(format!("linux-image-cloud-{arch}")),
+            (_, Flavour::Standard) => Ok(String::new()),
             (family, flavour) => bail!(
                 "--kernel-flavour {}: only Debian images have that kernel, and this one is {}; drop --kernel-flavour",
                 flavour.name(),
@@ -60,10 +61,10 @@ impl Family {
     /// The signed packages a Secure Boot chain takes from the guest, where the template installs
     /// them (each only where the release has it): shim, MokManager, the signed systemd-boot and
     /// GRUB. See `boot::secure`.
-    fn signed_loader_packages(self) -> &'static str {
+    fn signed_loader_packages(self, arch: Arch) -> String {
         match self {
-            Family::Debian => "shim-signed shim-helpers-amd64-signed systemd-boot-efi-amd64-signed grub-efi-amd64-signed",
-            _ => "",
+            Family::Debian => format!("shim-signed shim-helpers-{arch}-signed systemd-boot-efi-{arch}-signed grub-efi-{arch}-signed"),
+            _ => String::new(),
         }
     }
 
@@ -144,12 +145,13 @@ pub fn render(
     family: Family,
     base_image: &str,
     flavour: Flavour,
+    arch: Arch,
     signed_loaders: bool,
 ) -> Result<String> {
-    let kernel_package = family.kernel_package(flavour)?;
+    let kernel_package = family.kernel_package(flavour, arch)?;
     let signed_packages = match signed_loaders {
-        true => family.signed_loader_packages(),
-        false => "",
+        true => family.signed_loader_packages(arch),
+        false => String::new(),
     };
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
@@ -195,13 +197,16 @@ const GENERIC_TEMPLATE: &str = include_str!("../templates/generic.Dockerfile");
 
 /// c2vm's generic kernel bundle (built once through the engine, then cached by the template's
 /// and base image's hash), or the user's own (`--kernel-image`).
-pub fn bundle(engine: &Engine, own: Option<&str>) -> Result<ImageDetails> {
+pub fn bundle(engine: &Engine, own: Option<&str>, arch: Arch) -> Result<ImageDetails> {
     if let Some(reference) = own {
-        let image = engine.ensure_image(reference, PullPolicy::Missing, PLATFORM)?;
-        image.check_platform(reference)?;
+        let image = engine.ensure_image(reference, PullPolicy::Missing, Some(arch))?;
+        image.check_platform(reference, Some(arch))?;
         return Ok(image);
     }
-    let base = engine.ensure_image(GENERIC_BASE, PullPolicy::Missing, PLATFORM)?;
+    if arch != Arch::Amd64 {
+        bail!("c2vm's generic kernel bundle is built for amd64 only so far; for this {arch} image give a bundle of your own with --kernel-image (an {arch} image with /boot/vmlinuz-VER, /boot/initrd.img-VER and /usr/lib/modules/VER)");
+    }
+    let base = engine.ensure_image(GENERIC_BASE, PullPolicy::Missing, Some(arch))?;
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     let dockerfile = env
@@ -220,6 +225,7 @@ pub fn bundle(engine: &Engine, own: Option<&str>) -> Result<ImageDetails> {
         "Dockerfile",
         &tag,
         &HashMap::new(),
+        Some(arch),
         "Building the generic kernel bundle (once)",
     )?;
     engine
@@ -271,6 +277,7 @@ pub fn add_kernel(
     image: &ImageDetails,
     reference: &str,
     flavour: Flavour,
+    arch: Arch,
     signed_loaders: bool,
 ) -> Result<ImageDetails> {
     let release = os_release(engine, image)?;
@@ -290,7 +297,7 @@ pub fn add_kernel(
                if the image has its own kernel and init, use --no-kernel",
             release.get("PRETTY_NAME").cloned().unwrap_or_default(), release.get("ID").cloned().unwrap_or_default());
     };
-    let dockerfile = render(family, &image.id, flavour, signed_loaders)?;
+    let dockerfile = render(family, &image.id, flavour, arch, signed_loaders)?;
     let tag = cache_tag(&image.id, &dockerfile);
     if let Some(cached) = engine.inspect(&tag)? {
         crate::progress::note(&format!(
@@ -302,12 +309,16 @@ pub fn add_kernel(
     let mut files = vec![("Dockerfile", dockerfile.as_str())];
     files.extend_from_slice(CONTEXT_FILES);
     let context = docker::context_of_files(&files)?;
+    if Arch::host() != Some(arch) {
+        check_emulation(arch)?;
+    }
     engine.build(
         context,
         "Dockerfile",
         &tag,
         &HashMap::new(),
-        &format!("Adding a kernel ({} template)", family.name()),
+        Some(arch),
+        &format!("Adding a kernel ({} template, {arch})", family.name()),
     )?;
     // Named, so it can be saved or pushed and converted elsewhere with no engine.
     crate::progress::note(&format!(
@@ -318,22 +329,72 @@ pub fn add_kernel(
         .context("the kernel image vanished after its build")
 }
 
+/// Another architecture's template runs under the host kernel's binfmt_misc emulation, as
+/// `docker buildx` does; without a handler, the build would fail at its first command with
+/// `exec format error`.
+fn check_emulation(arch: Arch) -> Result<()> {
+    let handler = format!("/proc/sys/fs/binfmt_misc/qemu-{}", arch.machine());
+    if arch == Arch::Amd64 {
+        return Ok(()); // an arm64 host's amd64 emulation: named the same way (qemu-x86_64)
+    }
+    match std::fs::read_to_string(&handler) {
+        Ok(state) if state.starts_with("enabled") => Ok(()),
+        _ => bail!(
+            "building the kernel layer of this {arch} image needs {arch} emulation on this {} host, and binfmt_misc has no qemu-{} handler; {}",
+            Arch::host().map_or("other", Arch::name),
+            arch.machine(),
+            "install it with `apt-get install qemu-user-static binfmt-support` (or `update-binfmts --enable qemu-aarch64` where they are installed)"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_cloud_flavour_is_debians_only() {
-        let debian = render(Family::Debian, "sha256:abc", Flavour::Cloud, true).unwrap();
+        let debian = render(
+            Family::Debian,
+            "sha256:abc",
+            Flavour::Cloud,
+            Arch::Amd64,
+            true,
+        )
+        .unwrap();
         assert!(debian.contains(" linux-image-cloud-amd64 "), "{debian}");
-        let standard = render(Family::Debian, "sha256:abc", Flavour::Standard, true).unwrap();
+        let standard = render(
+            Family::Debian,
+            "sha256:abc",
+            Flavour::Standard,
+            Arch::Amd64,
+            true,
+        )
+        .unwrap();
         assert!(standard.contains(" linux-image-amd64 "), "{standard}");
+        let arm64 = render(
+            Family::Debian,
+            "sha256:abc",
+            Flavour::Cloud,
+            Arch::Arm64,
+            true,
+        )
+        .unwrap();
+        assert!(arm64.contains(" linux-image-cloud-arm64 "), "{arm64}");
+        assert!(arm64.contains(" systemd-boot-efi-arm64-signed "), "{arm64}");
         // The signed loaders, unless --secure-boot off.
         assert!(standard.contains("candidates=\"shim-signed "), "{standard}");
-        let off = render(Family::Debian, "sha256:abc", Flavour::Standard, false).unwrap();
+        let off = render(
+            Family::Debian,
+            "sha256:abc",
+            Flavour::Standard,
+            Arch::Amd64,
+            false,
+        )
+        .unwrap();
         assert!(off.contains("candidates=\"\";"), "{off}");
         for family in [Family::Ubuntu, Family::Alpine, Family::Fedora] {
-            let err = render(family, "sha256:abc", Flavour::Cloud, true)
+            let err = render(family, "sha256:abc", Flavour::Cloud, Arch::Amd64, true)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -369,7 +430,7 @@ mod tests {
             "FROM", "USER", "RUN", "ARG", "ENV", "COPY", "LABEL", "SHELL",
         ];
         for family in Family::ALL {
-            let text = render(family, "sha256:abc", Flavour::Standard, true).unwrap();
+            let text = render(family, "sha256:abc", Flavour::Standard, Arch::Amd64, true).unwrap();
             let mut first = None;
             let mut continued = false;
             for line in text.lines() {
@@ -420,7 +481,7 @@ mod tests {
     #[test]
     fn templates_copy_only_files_of_the_context() {
         for family in Family::ALL {
-            let text = render(family, "sha256:abc", Flavour::Standard, true).unwrap();
+            let text = render(family, "sha256:abc", Flavour::Standard, Arch::Amd64, true).unwrap();
             for line in text.lines().filter(|l| l.starts_with("COPY ")) {
                 let source = line.split_whitespace().nth(1).unwrap();
                 assert!(

@@ -6,7 +6,8 @@
 //!   `mke2fs -d`, FAT32 ESP) → `boot` (SYSLINUX/systemd-boot or GRUB) → `output` (raw or
 //!   qemu-img formats); `run` boots a disk.
 //! - Checked options: `plan`, with `credentials` and `workspace`; `report` tells the result.
-//! - Helpers every stage may use: `cmd`, `progress`, `interrupt`, `units`, `image`, `tar_rules`.
+//! - Helpers every stage may use: `arch` (what differs between amd64 and arm64), `cmd`,
+//!   `progress`, `interrupt`, `units`, `image`, `tar_rules`.
 //!
 //! Only the command line is public; the fuzz targets get the unpacker and the layer merge
 //! through [`fuzzing`]. Without the default feature `cli`, only those are built (see
@@ -14,6 +15,7 @@
 // Without the `cli` feature (the fuzz targets' build), only what `fuzzing` reaches is built, and
 // much of it goes unused.
 #![cfg_attr(not(feature = "cli"), allow(dead_code, unused_imports))]
+mod arch;
 mod boot;
 #[cfg(feature = "cli")]
 mod choose;

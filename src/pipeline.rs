@@ -1,6 +1,7 @@
 //! `c2vm convert` and `c2vm build`, as a table of contents: each step is one call into the stage
 //! module that owns it. Options are checked first (`plan`), then: source → kernel → the stream
 //! edit (rootfs) into mke2fs (disk) → ESP and boot loaders → output, then the report.
+use crate::arch::Arch;
 use crate::boot::{self, secure::Decision, secure::SecureBoot, BootConfig};
 use crate::choose::{self, KernelPlan};
 use crate::cmd::{self, ToolFailed};
@@ -25,7 +26,7 @@ use crate::rootfs::{self, unpack};
 use crate::source::docker::Engine;
 use crate::source::layers::LayeredImage;
 use crate::source::registry::Access;
-use crate::source::{self, SourceRef, TarStream, PLATFORM};
+use crate::source::{self, SourceRef, TarStream};
 use crate::workspace::Workspace;
 use anyhow::{anyhow, Context, Result};
 use std::io::Write;
@@ -36,8 +37,8 @@ pub fn convert(source: &str, disk: &DiskArgs, image: &ImageArgs) -> Result<()> {
     let plan = DiskPlan::from_args(disk)?;
     match SourceRef::parse(source)? {
         SourceRef::Tarball(path) => {
-            ImagePlan::check_tarball(image)?;
-            convert_tarball(&path, source, &plan)
+            let platform = ImagePlan::check_tarball(image)?;
+            convert_tarball(&path, source, platform, &plan)
         }
         SourceRef::Image(reference) => {
             let image = ImagePlan::from_args(image)?;
@@ -47,7 +48,8 @@ pub fn convert(source: &str, disk: &DiskArgs, image: &ImageArgs) -> Result<()> {
         SourceRef::Layers(transport) => {
             let options = ImagePlan::from_args(image)?;
             let mut timings = Timings::default();
-            let image = timings.time("pull", || transport.open(&options.access))?;
+            let image =
+                timings.time("pull", || transport.open(&options.access, options.platform))?;
             convert_layers(&image, source, &options, &plan, timings)
         }
     }
@@ -64,7 +66,7 @@ pub fn build(
     let plan = DiskPlan::from_args(disk)?;
     let image = ImagePlan::from_args(image)?;
     let engine = Engine::connect()?;
-    let tag = engine.build_dir(context, dockerfile, build_args)?;
+    let tag = engine.build_dir(context, dockerfile, build_args, image.platform)?;
     convert_image(&engine, &tag, &image, &plan)
 }
 
@@ -83,6 +85,8 @@ struct Input<'a> {
     more: &'a More<'a>,
     /// What runs as PID 1, and how.
     init: InitPlan,
+    /// The machine the disk is for.
+    arch: Arch,
     /// Which image, for the report.
     identity: Identity,
     /// The engine the image came through, if any (a containerDisk may go there).
@@ -121,8 +125,18 @@ impl Seed<'_> {
     }
 }
 
-/// `rootfs:PATH` → disk.
-fn convert_tarball(path: &Path, source: &str, plan: &DiskPlan) -> Result<()> {
+/// `rootfs:PATH` → disk; for `--platform`, else the architecture of the tarball's programs.
+fn convert_tarball(
+    path: &Path,
+    source: &str,
+    platform: Option<Arch>,
+    plan: &DiskPlan,
+) -> Result<()> {
+    let arch = match platform {
+        Some(arch) => arch,
+        None => source::tarball::architecture(path)?,
+    };
+    check_arch(arch, plan)?;
     // Headers only (data skipped by seeking): the exact need, in seconds.
     let usage = TreeUsage::of_tarball(path)
         .with_context(|| format!("reading the archive {}", path.display()))?;
@@ -145,6 +159,7 @@ fn convert_tarball(path: &Path, source: &str, plan: &DiskPlan) -> Result<()> {
         .bytes()?,
         more: &|_| Ok(None),
         init: InitPlan::tarball(),
+        arch,
         identity: Identity {
             source: source.to_string(),
             id: digest.clone(),
@@ -165,9 +180,10 @@ fn convert_image(
 ) -> Result<()> {
     let mut timings = Timings::default();
     let image = timings.time("pull", || {
-        engine.ensure_image(reference, options.pull, PLATFORM)
+        engine.ensure_image(reference, options.pull, options.platform)
     })?;
-    image.check_platform(reference)?;
+    let arch = image.check_platform(reference, options.platform)?;
+    check_arch(arch, plan)?;
     // The service comes from the user's image, not the kernel layer built on top of it.
     let app = GuestApp::from_config(&image.config, options.app)?;
     let (kernel_plan, bootable) = timings.time("kernel", || {
@@ -177,6 +193,7 @@ fn convert_image(
             options.kernel,
             options.kernel_image.as_deref(),
             &options.access,
+            arch,
         )?;
         check_flavour(options.kernel_flavour, kernel_plan.is_distro())?;
         let bootable = match kernel_plan {
@@ -185,6 +202,7 @@ fn convert_image(
                 &image,
                 reference,
                 options.kernel_flavour,
+                arch,
                 plan.secure_boot != SecureBoot::Off,
             )?,
             _ => image.clone(),
@@ -204,6 +222,7 @@ fn convert_image(
         kernel: &kernel_plan,
         app: &app,
         options,
+        arch,
     };
     build_disk(&image.input(&open, &more, plan)?, timings, &app, plan)
 }
@@ -217,7 +236,8 @@ fn convert_layers(
     plan: &DiskPlan,
     mut timings: Timings,
 ) -> Result<()> {
-    image.details.check_platform(reference)?;
+    let arch = image.details.check_platform(reference, options.platform)?;
+    check_arch(arch, plan)?;
     let app = GuestApp::from_config(&image.details.config, options.app)?;
     // The image is read without an engine, but c2vm's generic bundle is built in one: an engine
     // that answers serves, whatever transport brought the image.
@@ -232,6 +252,7 @@ fn convert_layers(
             options.kernel,
             options.kernel_image.as_deref(),
             &options.access,
+            arch,
         )
     })?;
     check_flavour(options.kernel_flavour, kernel_plan.is_distro())?;
@@ -252,6 +273,7 @@ fn convert_layers(
         kernel: &kernel_plan,
         app: &app,
         options,
+        arch,
     };
     build_disk(&input.input(&open, &more, plan)?, timings, &app, plan)
 }
@@ -270,6 +292,7 @@ struct ImageInput<'a> {
     kernel: &'a KernelPlan,
     app: &'a GuestApp,
     options: &'a ImagePlan,
+    arch: Arch,
 }
 
 impl<'a> ImageInput<'a> {
@@ -292,6 +315,7 @@ impl<'a> ImageInput<'a> {
             seed: seed.bytes()?,
             more,
             init: self.options.init.clone(),
+            arch: self.arch,
             identity: Identity {
                 source: self.source.to_string(),
                 id: self.named.id.clone(),
@@ -340,8 +364,9 @@ fn build_disk_steps(
         DiskFormat::Raw => pending.path().to_path_buf(),
         _ => workspace.scratch().join("disk.raw"),
     };
-    let setup =
-        |guest: &mut GuestTree| configure_guest(guest, &esp_uuid, &ids, app, plan, &input.init);
+    let setup = |guest: &mut GuestTree| {
+        configure_guest(guest, &esp_uuid, &ids, app, plan, &input.init, input.arch)
+    };
     let root = RootFs {
         input,
         plan,
@@ -367,7 +392,8 @@ fn build_disk_steps(
         secure,
     } = &edited.value;
     let boot_cfg = BootConfig {
-        cmdline: kernel_cmdline(&ids, plan, *c2vm_init),
+        arch: input.arch,
+        cmdline: kernel_cmdline(&ids, plan, *c2vm_init, input.arch),
         esp_uuid,
         epoch: plan.epoch,
     };
@@ -379,10 +405,7 @@ fn build_disk_steps(
         .with_context(|| format!("opening {}", raw_path.display()))?;
     timings.spin("esp", "Writing the EFI system partition", || {
         let mut files = kernel_files(&edited.tree, kernel)?;
-        let chain = match secure {
-            Decision::Signed(chain) => Some(chain),
-            Decision::Unsigned(_) => None,
-        };
+        let chain = secure.chain();
         files.extend(boot::esp_files(
             plan.bootloader,
             &boot_cfg,
@@ -442,6 +465,7 @@ fn build_disk_steps(
         disabled_units,
         c2vm_init: *c2vm_init,
         secure_boot: secure.summary(),
+        arch: input.arch,
         can_log_in: plan.guest.credentials.allow_login(),
     });
     Ok(())
@@ -478,6 +502,7 @@ fn package_containerdisk(
             source: &input.identity.source,
             digest: &input.identity.id,
             kernel: kernel_version,
+            arch: input.arch,
         },
         &input.access,
         engine,
@@ -640,12 +665,15 @@ impl RootFs<'_, '_> {
     /// The layout for `usage`. An explicit `--size` below an exact need fails here, naming the
     /// smallest that fits; below an estimate it is tried (estimates run high).
     fn layout(&self, usage: &TreeUsage, exact: bool) -> Result<Layout> {
-        let bios_boot = self.plan.bootloader.needs_bios_boot_partition();
+        let bios_boot = self
+            .plan
+            .bootloader
+            .needs_bios_boot_partition(self.input.arch);
         let layout = match (self.plan.size, exact) {
             (SizeRequest::Bytes(bytes), false) => {
                 Layout::for_disk(bytes, self.plan.esp_size, bios_boot)?
             }
-            _ => plan_layout(usage, self.plan)?,
+            _ => plan_layout(usage, self.plan, self.input.arch)?,
         };
         // GCE takes whole GiB only: the root partition gets the rest.
         let multiple = self.plan.output.format.size_multiple();
@@ -662,8 +690,9 @@ impl RootFs<'_, '_> {
     /// A fresh raw image of the layout's size with its partition table (and MBR boot code).
     fn partition(&self, layout: &Layout) -> Result<()> {
         let mut image = output::create_raw(self.raw_path, layout.disk_size)?;
-        let bootcode = boot::mbr_bootcode(self.plan.bootloader, layout)?;
-        gpt::write_table(&mut image, layout, &self.ids.gpt, &bootcode)
+        let arch = self.input.arch;
+        let bootcode = boot::mbr_bootcode(self.plan.bootloader, arch, layout)?;
+        gpt::write_table(&mut image, layout, &self.ids.gpt, arch, &bootcode)
     }
 }
 
@@ -676,6 +705,7 @@ fn configure_guest(
     app: &GuestApp,
     plan: &DiskPlan,
     init: &InitPlan,
+    arch: Arch,
 ) -> Result<SetupDone> {
     // What the image runs as PID 1, asked once: guest setup and the app service depend on it.
     let own_init = InitSystem::detect(guest)?;
@@ -684,15 +714,16 @@ fn configure_guest(
         guest,
         &GuestConfig {
             settings: &plan.guest,
+            arch,
             // The guest's kernel updates write the same command line as the ESP's loaders.
-            cmdline: kernel_cmdline(ids, plan, c2vm_init),
+            cmdline: kernel_cmdline(ids, plan, c2vm_init, arch),
             root_uuid: ids.root_fs.to_string(),
             esp_uuid: esp_uuid.to_string(),
         },
         own_init,
     )?;
     let kernel = boot_files::find(guest)?;
-    let secure = secure_boot(guest, &kernel, plan)?;
+    let secure = secure_boot(guest, &kernel, plan, arch)?;
     if c2vm_init {
         let settings = c2vm::Settings {
             guest: &plan.guest,
@@ -722,34 +753,45 @@ fn configure_guest(
 
 /// `--secure-boot`: the chain from the signed files the stream edit copied from the guest, where
 /// the kernel the disk boots is signed; decided before the ESP is written, so `on` fails early.
-fn secure_boot(guest: &GuestTree, kernel: &BootFiles, plan: &DiskPlan) -> Result<Decision> {
+fn secure_boot(
+    guest: &GuestTree,
+    kernel: &BootFiles,
+    plan: &DiskPlan,
+    arch: Arch,
+) -> Result<Decision> {
     let image = guest
         .contents(kernel.kernel.trim_start_matches('/').as_bytes())
         .with_context(|| format!("{} was not kept from the stream", kernel.kernel))?;
     boot::secure::decide(
         plan.secure_boot,
         plan.bootloader,
+        arch,
         (&kernel.kernel, &image),
         |path| guest.contents(path.as_bytes()),
     )
 }
 
 /// The kernel command line; c2vm-init is PID 1 by it (`--append-cmdline` still comes last).
-fn kernel_cmdline(ids: &Identifiers, plan: &DiskPlan, c2vm_init: bool) -> String {
+fn kernel_cmdline(ids: &Identifiers, plan: &DiskPlan, c2vm_init: bool, arch: Arch) -> String {
     let append = match c2vm_init {
         true => format!("init={} {}", c2vm::PATH, plan.append_cmdline),
         false => plan.append_cmdline.clone(),
     };
-    boot::kernel_cmdline(&ids.root_fs.to_string(), &append)
+    boot::kernel_cmdline(&ids.root_fs.to_string(), arch, &append)
 }
 
-fn plan_layout(usage: &TreeUsage, plan: &DiskPlan) -> Result<Layout> {
+fn plan_layout(usage: &TreeUsage, plan: &DiskPlan, arch: Arch) -> Result<Layout> {
     Layout::plan(
         usage,
         plan.size,
         plan.esp_size,
-        plan.bootloader.needs_bios_boot_partition(),
+        plan.bootloader.needs_bios_boot_partition(arch),
     )
+}
+
+/// Once the disk's architecture is known, before any long work: the host's loader tools for it.
+fn check_arch(arch: Arch, plan: &DiskPlan) -> Result<()> {
+    boot::check_host_tools(plan.bootloader, arch)
 }
 
 /// The kernel and initramfs, as copied from the stream, under the names the loaders boot.

@@ -1,7 +1,8 @@
 //! Validate first, then act: the options of `convert` and `build`, and their checked form (sizes
 //! parsed, output path writable, password hashed, host tools present), made before c2vm touches
 //! an engine or writes a disk.
-use crate::boot::{self, secure::SecureBoot, Bootloader};
+use crate::arch::Arch;
+use crate::boot::{secure::SecureBoot, Bootloader};
 use crate::containerdisk::Destination;
 use crate::credentials::{Credentials, PasswordSource};
 use crate::disk::ext4::{self, Populate};
@@ -12,7 +13,7 @@ use crate::rootfs::app::AppChoice;
 use crate::rootfs::init::c2vm::Restart;
 use crate::rootfs::setup::GuestSettings;
 use crate::source::registry::Access;
-use crate::source::{PullPolicy, PLATFORM};
+use crate::source::PullPolicy;
 use crate::units::{parse_size, MIB};
 use crate::workspace::WorkDir;
 use anyhow::{bail, Context, Result};
@@ -91,7 +92,8 @@ pub struct ImageArgs {
     /// When to pull the image from its registry [default: missing]
     #[arg(long, value_enum)]
     pub pull: Option<PullPolicy>,
-    /// The image platform; only linux/amd64 is booted [default: linux/amd64]
+    /// The platform the disk is for, `linux/amd64` or `linux/arm64` [default: the image's own,
+    /// or the host's where the source holds several]
     #[arg(long)]
     pub platform: Option<String>,
     /// Which kernel the disk boots: `distro` adds one from c2vm's template for the image's
@@ -227,7 +229,8 @@ impl DiskPlan {
                 bail!("{why}, and without that c2vm must unpack the image as root; {}, or run c2vm as root", ext4::how_to_get_tar_input());
             }
         }
-        boot::check_host_tools(args.bootloader)?;
+        // The loaders' host tools depend on the disk's architecture: checked once the source
+        // says it (`pipeline::check_arch`).
         Ok(DiskPlan {
             output,
             size,
@@ -301,6 +304,8 @@ impl InitPlan {
 /// What to do with an image from an engine, checked.
 #[derive(Debug, Clone)]
 pub struct ImagePlan {
+    /// `--platform`.
+    pub platform: Option<Arch>,
     pub pull: PullPolicy,
     pub kernel: KernelChoice,
     /// `--kernel-image`: the bundle to use for `generic`.
@@ -315,9 +320,11 @@ pub struct ImagePlan {
 
 impl ImagePlan {
     pub fn from_args(args: &ImageArgs) -> Result<ImagePlan> {
-        if let Some(platform) = args.platform.as_deref().filter(|p| *p != PLATFORM) {
-            bail!("--platform {platform}: c2vm boots x86-64 VMs only; use --platform {PLATFORM}");
-        }
+        let platform = args
+            .platform
+            .as_deref()
+            .map(Arch::parse_platform)
+            .transpose()?;
         let kernel = match (args.no_kernel, &args.kernel_image) {
             (true, _) => KernelChoice::Image,
             (_, Some(_)) if args.kernel == KernelChoice::Auto => KernelChoice::Generic,
@@ -334,6 +341,7 @@ impl ImagePlan {
             !matches!(kernel, KernelChoice::Image | KernelChoice::Generic),
         )?;
         Ok(ImagePlan {
+            platform,
             pull: args.pull.unwrap_or(PullPolicy::Missing),
             kernel,
             kernel_image: args.kernel_image.clone(),
@@ -360,11 +368,11 @@ impl ImagePlan {
     }
 
     /// A `rootfs:` tarball is taken as it is: image options would be silently ignored, so they
-    /// are refused instead. `--no-kernel` and `--no-app` say what a tarball gets anyway.
-    pub fn check_tarball(args: &ImageArgs) -> Result<()> {
+    /// are refused instead. `--no-kernel` and `--no-app` say what a tarball gets anyway. Returns
+    /// `--platform`, which a tarball takes (it has no config to say its architecture).
+    pub fn check_tarball(args: &ImageArgs) -> Result<Option<Arch>> {
         let given = [
             (args.pull.is_some(), "--pull"),
-            (args.platform.is_some(), "--platform"),
             (args.app, "--app"),
             (args.kernel != KernelChoice::Auto, "--kernel"),
             (args.kernel_image.is_some(), "--kernel-image"),
@@ -378,7 +386,10 @@ impl ImagePlan {
         if let Some((_, flag)) = given.iter().find(|(set, _)| *set) {
             bail!("{flag} applies to images from an engine; a rootfs: tarball is converted as it is (with its own kernel and init, and no image config): drop {flag}");
         }
-        Ok(())
+        args.platform
+            .as_deref()
+            .map(Arch::parse_platform)
+            .transpose()
     }
 }
 
@@ -495,8 +506,19 @@ mod tests {
             platform: Some("linux/arm64".into()),
             ..image_args()
         };
-        let err = ImagePlan::from_args(&arm).unwrap_err().to_string();
-        assert!(err.contains("x86-64 VMs only"), "{err}");
+        assert_eq!(
+            ImagePlan::from_args(&arm).unwrap().platform,
+            Some(Arch::Arm64)
+        );
+        let riscv = ImageArgs {
+            platform: Some("linux/riscv64".into()),
+            ..image_args()
+        };
+        let err = ImagePlan::from_args(&riscv).unwrap_err().to_string();
+        assert!(
+            err.contains("c2vm boots linux/amd64 or linux/arm64"),
+            "{err}"
+        );
         // The cloud kernel is the template's: with the image's own or a bundle's it means nothing.
         let cloud = ImageArgs {
             kernel_flavour: Flavour::Cloud,

@@ -1,6 +1,7 @@
 //! What c2vm tells the user after a conversion: what it wrote, how long each stage took, peak
 //! memory, what runs at boot and which ports to forward. `scripts/bench` reads the `Timings:` and
 //! `Peak memory:` lines.
+use crate::arch::Arch;
 use crate::disk::layout::Layout;
 use crate::disk::Identifiers;
 use crate::output::{self, DiskFormat, OutputTarget};
@@ -78,6 +79,8 @@ pub struct Summary<'a> {
     pub disabled_units: &'a [String],
     /// Whether the ESP has the Secure Boot chain, and what it is or why not.
     pub secure_boot: (bool, String),
+    /// The machine the disk boots on.
+    pub arch: Arch,
     pub can_log_in: bool,
 }
 
@@ -91,8 +94,9 @@ pub fn print(s: &Summary) {
     }
     let (size, allocated) = output::sizes(s.output);
     note(&format!(
-        "Wrote {} ({}, {} MiB, {} MiB allocated; root {} MiB, kernel {})",
+        "Wrote {} ({} {}, {} MiB, {} MiB allocated; root {} MiB, kernel {})",
         s.output.display(),
+        s.arch,
         output::qemu_format(s.format),
         size / MIB,
         allocated / MIB,
@@ -129,6 +133,7 @@ fn json(s: &Summary) -> serde_json::Value {
     serde_json::json!({
         "output": s.output,
         "format": s.format,
+        "arch": s.arch,
         "compression": match s.format {
             DiskFormat::Qcow2 => serde_json::to_value(s.target.compress).unwrap_or_default(),
             DiskFormat::Gce => "gzip".into(),

@@ -1,5 +1,6 @@
 # c2vm kernel layer for Debian 10+ (and derivatives without their own template).
-# The kernel: linux-image-amd64, or linux-image-cloud-amd64 with --kernel-flavour cloud.
+# The kernel: linux-image-ARCH, or linux-image-cloud-ARCH with --kernel-flavour cloud (ARCH is
+# amd64 or arm64; an arm64 image builds under the host's emulation where the host is amd64).
 # Adds a kernel with an initramfs (Debian's MODULES=most has virtio, nvme, ahci, ext4, vfat),
 # systemd as init, udev, and DHCP on the first NIC with systemd-networkd (bookworm ships
 # systemd-resolved as its own package, older releases inside systemd), systemd-repart for the
@@ -7,7 +8,7 @@
 # Secure Boot: shim (signed by Microsoft), MokManager, and Debian's signed systemd-boot and GRUB,
 # where the release has them (Debian 12 has no signed systemd-boot); none with --secure-boot off.
 # c2vm copies them from this tree to the ESP, so shim, loader and kernel come from one release and
-# the guest's upgrades keep them in step. shim-signed takes grub-efi-amd64-bin, not the
+# the guest's upgrades keep them in step. shim-signed takes grub-efi-ARCH-bin, not the
 # `systemd-boot` package, for its loader dependency: that package's scripts would take over the
 # ESP c2vm manages.
 # Nothing secret.

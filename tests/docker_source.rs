@@ -338,8 +338,20 @@ fn docker_errors_are_clear_and_leave_nothing_behind() {
         err.contains("no Docker or Podman engine answers at unix:///nonexistent/docker.sock"),
         "{err}"
     );
-    let err = attempt(&["debian:latest", "--platform", "linux/arm64"], None);
-    assert!(err.contains("linux/amd64"), "{err}");
+    let err = attempt(&["debian:latest", "--platform", "linux/riscv64"], None);
+    assert!(
+        err.contains("c2vm boots linux/amd64 or linux/arm64"),
+        "{err}"
+    );
+    // The engine's debian:latest is amd64: not pulled again (never), and not taken for arm64.
+    let err = attempt(
+        &["debian:latest", "--platform", "linux/arm64", "--pull", "never"],
+        None,
+    );
+    assert!(
+        err.contains("debian:latest is a linux/amd64 image, not linux/arm64"),
+        "{err}"
+    );
     let err = attempt(
         &[
             "debian:latest",

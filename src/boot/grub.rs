@@ -3,6 +3,7 @@
 //! grubx64.efi. BIOS: grub-install cannot target an image file, so core.img goes into a BIOS-boot
 //! partition and boot.img is patched by hand to find it.
 use super::{secure::Chain, texts, BootConfig, Bootloader};
+use crate::arch::Arch;
 use crate::cmd::Cmd;
 use crate::disk::esp::EspFile;
 use crate::disk::layout::{Layout, SECTOR};
@@ -11,7 +12,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 pub const BOOT_IMG: &str = "/usr/lib/grub/i386-pc/boot.img";
-pub const EFI_MODULES: &str = "/usr/lib/grub/x86_64-efi";
+/// GRUB's UEFI modules on the host, for the GRUB c2vm builds where the guest has no signed one.
+pub fn efi_modules(arch: Arch) -> String {
+    format!("/usr/lib/grub/{}", arch.grub_efi_platform())
+}
 /// Debian's signed GRUB has its prefix built in (`/EFI/debian`); finding no config there, it
 /// reads `grub.cfg` beside itself. c2vm writes it there and leaves `EFI/debian` absent: when that
 /// directory exists, shim-signed's upgrade in the guest runs `grub-install`, which would replace
@@ -26,12 +30,19 @@ const CORE_BLOCKLIST_START: usize = 0x1F4;
 
 /// What GRUB has built in, on both firmwares: the serial console, the ESP as root, and then the
 /// menu in the ESP's `grub/grub.cfg` (from [`texts`]), which a kernel update in the guest rewrites.
+/// On arm64 the firmware's console is the serial port already (QEMU's `virt`, the clouds'), and
+/// GRUB's `serial` has no PC UART to set up.
 fn embedded_cfg(cfg: &BootConfig) -> String {
+    let serial = match cfg.arch.has_bios() {
+        true => {
+            "serial --unit=0 --speed=115200\n\
+                 terminal_input serial console\n\
+                 terminal_output serial console\n"
+        }
+        false => "",
+    };
     format!(
-        "serial --unit=0 --speed=115200\n\
-         terminal_input serial console\n\
-         terminal_output serial console\n\
-         search --no-floppy --fs-uuid --set=root {uuid}\n\
+        "{serial}search --no-floppy --fs-uuid --set=root {uuid}\n\
          configfile /{menu}\n",
         uuid = cfg.esp_uuid,
         menu = texts::GRUB_CFG,
@@ -65,14 +76,14 @@ pub fn mbr_bootcode(layout: &Layout) -> Result<[u8; 440]> {
 pub fn esp_files(cfg: &BootConfig, chain: Option<&Chain>, scratch: &Path) -> Result<Vec<EspFile>> {
     let mut files = match chain {
         Some(chain) => {
-            let mut files = super::chain_files(chain);
+            let mut files = super::chain_files(chain, cfg.arch);
             files.push(EspFile::bytes(SIGNED_CFG_ON_ESP, embedded_cfg(cfg)));
             files
         }
         None => vec![host_grub(cfg, scratch)?],
     };
     files.extend(
-        texts::esp_texts(Bootloader::Grub, &cfg.cmdline, false)?
+        texts::esp_texts(Bootloader::Grub, cfg.arch, &cfg.cmdline, false)?
             .into_iter()
             .map(|(path, text)| EspFile::bytes(&path, text)),
     );
@@ -84,15 +95,18 @@ fn host_grub(cfg: &BootConfig, scratch: &Path) -> Result<EspFile> {
     let cfg_path = scratch.join("grub.cfg");
     std::fs::write(&cfg_path, embedded_cfg(cfg))
         .with_context(|| format!("writing {}", cfg_path.display()))?;
-    let efi = scratch.join("grubx64.efi");
+    let arch = cfg.arch;
+    crate::cmd::require("grub-mkstandalone")?;
+    super::host_file(&efi_modules(arch))?;
+    let efi = scratch.join(format!("grub{}.efi", arch.efi_suffix()));
     Cmd::new("grub-mkstandalone", "Building GRUB for UEFI")
-        .args(["-O", "x86_64-efi", "--modules=part_gpt fat",
+        .args(["-O", arch.grub_efi_platform(), "--modules=part_gpt fat",
                "--install-modules=part_gpt fat search search_fs_uuid linux normal configfile serial terminal echo test all_video efi_gop",
                "--locales=", "--fonts=", "--themes=", "-o"])
         .arg(&efi)
         .arg(format!("boot/grub/grub.cfg={}", cfg_path.display()))
         .run()?;
-    EspFile::host_file(super::UEFI_DEFAULT, &efi)
+    EspFile::host_file(&arch.uefi_default(), &efi)
 }
 
 /// Build core.img with the config embedded and write it into the BIOS-boot partition.

@@ -10,6 +10,8 @@ pub mod texts;
 
 use secure::Chain;
 
+use crate::arch::Arch;
+
 use crate::disk::esp::EspFile;
 use crate::disk::layout::Layout;
 use anyhow::{bail, Result};
@@ -25,23 +27,23 @@ pub enum Bootloader {
 }
 
 impl Bootloader {
-    /// GRUB's BIOS stage needs its own small partition for core.img.
-    pub fn needs_bios_boot_partition(self) -> bool {
-        self == Bootloader::Grub
+    /// GRUB's BIOS stage needs its own small partition for core.img (where there is a BIOS).
+    pub fn needs_bios_boot_partition(self, arch: Arch) -> bool {
+        self == Bootloader::Grub && arch.has_bios()
     }
 }
 
 /// The UEFI files of a signed chain, in the order the ESP is written.
-fn chain_files(chain: &Chain) -> Vec<EspFile> {
+fn chain_files(chain: &Chain, arch: Arch) -> Vec<EspFile> {
     vec![
-        EspFile::bytes(UEFI_DEFAULT, chain.shim.to_vec()),
-        EspFile::bytes(secure::LOADER_ON_ESP, chain.loader.to_vec()),
-        EspFile::bytes(secure::MOK_MANAGER_ON_ESP, chain.mok_manager.to_vec()),
+        EspFile::bytes(&arch.uefi_default(), chain.shim.to_vec()),
+        EspFile::bytes(&secure::loader_on_esp(arch), chain.loader.to_vec()),
+        EspFile::bytes(
+            &secure::mok_manager_on_esp(arch),
+            chain.mok_manager.to_vec(),
+        ),
     ]
 }
-
-/// What UEFI firmware boots from a disk with no boot entries of its own (x86-64).
-pub const UEFI_DEFAULT: &str = "EFI/BOOT/BOOTX64.EFI";
 
 /// What the loaders boot, from the ESP's root.
 pub const KERNEL_ON_ESP: &str = "vmlinuz";
@@ -57,6 +59,8 @@ const QUIET: &str = "quiet loglevel=3";
 
 /// What every loader needs to know.
 pub struct BootConfig {
+    /// Which machine: the firmware's file names, and whether there is a BIOS to boot from.
+    pub arch: Arch,
     /// The whole kernel command line.
     pub cmdline: String,
     /// The ESP's FAT volume id, `ABCD-1234`.
@@ -65,8 +69,9 @@ pub struct BootConfig {
     pub epoch: Option<i64>,
 }
 
-pub fn kernel_cmdline(root_uuid: &str, extra: &str) -> String {
-    let mut line = format!("root=UUID={root_uuid} rw console=tty0 console=ttyS0,115200 {QUIET}");
+pub fn kernel_cmdline(root_uuid: &str, arch: Arch, extra: &str) -> String {
+    let serial = arch.serial_console();
+    let mut line = format!("root=UUID={root_uuid} rw console=tty0 console={serial},115200 {QUIET}");
     if !extra.is_empty() {
         line.push(' ');
         line.push_str(extra);
@@ -74,40 +79,54 @@ pub fn kernel_cmdline(root_uuid: &str, extra: &str) -> String {
     line
 }
 
-/// What a loader needs on the host: programs on PATH, then files (`host-packages.txt` knows
-/// the package of each).
-pub fn host_needs(bootloader: Bootloader) -> (&'static [&'static str], &'static [&'static str]) {
-    match bootloader {
-        Bootloader::Syslinux => (
-            &["syslinux", "mcopy"],
-            &[syslinux::GPTMBR, syslinux::SYSTEMD_BOOT_EFI],
+/// What a loader needs on the host for `arch`'s disks: programs on PATH, then files
+/// (`host-packages.txt` knows the package of each). An arm64 disk's loaders come from the guest
+/// (the Secure Boot chain); the host's are needed only without it, and checked then.
+pub fn host_needs(bootloader: Bootloader, arch: Arch) -> (Vec<&'static str>, Vec<String>) {
+    match (bootloader, arch) {
+        (_, Arch::Arm64) => (Vec::new(), Vec::new()),
+        (Bootloader::Syslinux, Arch::Amd64) => (
+            vec!["syslinux", "mcopy"],
+            vec![
+                syslinux::GPTMBR.to_string(),
+                syslinux::systemd_boot_efi(arch),
+            ],
         ),
-        Bootloader::Grub => (
-            &["grub-mkstandalone", "grub-mkimage"],
-            &[grub::BOOT_IMG, grub::EFI_MODULES],
+        (Bootloader::Grub, Arch::Amd64) => (
+            vec!["grub-mkstandalone", "grub-mkimage"],
+            vec![grub::BOOT_IMG.to_string(), grub::efi_modules(arch)],
         ),
     }
 }
 
 /// Fail before any long work when a host file or program a loader needs is missing.
-pub fn check_host_tools(bootloader: Bootloader) -> Result<()> {
-    let (programs, files) = host_needs(bootloader);
+pub fn check_host_tools(bootloader: Bootloader, arch: Arch) -> Result<()> {
+    let (programs, files) = host_needs(bootloader, arch);
     for p in programs {
         crate::cmd::require(p)?;
     }
     for file in files {
-        if !Path::new(file).exists() {
-            bail!(
-                "{file} is missing; {}",
-                crate::host_tools::install_hint(file)
-            );
-        }
+        host_file(&file)?;
     }
     Ok(())
 }
 
-/// The 440 bytes of BIOS boot code for the protective MBR.
-pub fn mbr_bootcode(bootloader: Bootloader, layout: &Layout) -> Result<[u8; 440]> {
+/// A file of the host's that a loader needs, or one line saying which package has it.
+fn host_file(file: &str) -> Result<&Path> {
+    match Path::new(file).exists() {
+        true => Ok(Path::new(file)),
+        false => bail!(
+            "{file} is missing; {}",
+            crate::host_tools::install_hint(file)
+        ),
+    }
+}
+
+/// The 440 bytes of BIOS boot code for the protective MBR (zeros where there is no BIOS).
+pub fn mbr_bootcode(bootloader: Bootloader, arch: Arch, layout: &Layout) -> Result<[u8; 440]> {
+    if !arch.has_bios() {
+        return Ok([0; 440]);
+    }
     match bootloader {
         Bootloader::Syslinux => syslinux::mbr_bootcode(),
         Bootloader::Grub => grub::mbr_bootcode(layout),
@@ -139,6 +158,9 @@ pub fn install(
     cfg: &BootConfig,
     scratch: &Path,
 ) -> Result<()> {
+    if !cfg.arch.has_bios() {
+        return Ok(()); // both loaders' BIOS stages
+    }
     match bootloader {
         Bootloader::Syslinux => syslinux::install(image, layout, cfg.epoch),
         Bootloader::Grub => grub::install(image, layout, cfg, scratch),

@@ -3,11 +3,13 @@
 //! (shim's SBAT policy rejects a loader older than it expects) and the guest's upgrades keep them
 //! in step (`c2vm-update-boot`).
 //!
-//! On the ESP: `EFI/BOOT/BOOTX64.EFI` is shim; `EFI/BOOT/grubx64.efi` is the loader shim runs by
-//! that name (systemd-boot or GRUB); `EFI/BOOT/mmx64.efi` is MokManager. No `fbx64.efi`: shim
-//! runs the fallback whenever one is beside it. The loader verifies the kernel through shim's
+//! On the ESP (x86-64 names; `aa64` for arm64): `EFI/BOOT/BOOTX64.EFI` is shim;
+//! `EFI/BOOT/grubx64.efi` is the loader shim runs by that name (systemd-boot or GRUB);
+//! `EFI/BOOT/mmx64.efi` is MokManager. No `fbx64.efi`: shim runs the fallback whenever one is
+//! beside it. The loader verifies the kernel through shim's
 //! protocol (the distribution's key is built into its shim); the initramfs is not verified.
 use super::Bootloader;
+use crate::arch::Arch;
 use anyhow::{bail, Result};
 use std::sync::Arc;
 
@@ -24,36 +26,69 @@ pub enum SecureBoot {
     Off,
 }
 
-/// Where Debian's packages put the signed binaries (x86-64 names), as keys of the guest's tree.
-/// shim-signed, shim-helpers-amd64-signed, systemd-boot-efi-amd64-signed, grub-efi-amd64-signed.
-const SHIM: &str = "usr/lib/shim/shimx64.efi.signed";
-const MOK_MANAGER: &str = "usr/lib/shim/mmx64.efi.signed";
-const SYSTEMD_BOOT: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi.signed";
-const GRUB: &str = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+/// Where Debian's packages put the signed binaries, as keys of the guest's tree: shim-signed,
+/// shim-helpers-ARCH-signed, systemd-boot-efi-ARCH-signed, grub-efi-ARCH-signed.
+struct Signed {
+    shim: String,
+    mok_manager: String,
+    systemd_boot: String,
+    grub: String,
+}
 
-/// Their names on the ESP beside shim (which is [`super::UEFI_DEFAULT`]): the names shim looks
-/// for.
-pub const LOADER_ON_ESP: &str = "EFI/BOOT/grubx64.efi";
-pub const MOK_MANAGER_ON_ESP: &str = "EFI/BOOT/mmx64.efi";
+impl Signed {
+    fn of(arch: Arch) -> Signed {
+        let s = arch.efi_suffix();
+        Signed {
+            shim: format!("usr/lib/shim/shim{s}.efi.signed"),
+            mok_manager: format!("usr/lib/shim/mm{s}.efi.signed"),
+            systemd_boot: format!("usr/lib/systemd/boot/efi/systemd-boot{s}.efi.signed"),
+            grub: format!(
+                "usr/lib/grub/{}-signed/grub{s}.efi.signed",
+                arch.grub_efi_platform()
+            ),
+        }
+    }
 
-/// The files the stream edit copies as they pass, for [`decide`].
+    fn all(&self) -> [&str; 4] {
+        [
+            &self.shim,
+            &self.mok_manager,
+            &self.systemd_boot,
+            &self.grub,
+        ]
+    }
+
+    fn loader(&self, bootloader: Bootloader) -> &str {
+        match bootloader {
+            Bootloader::Syslinux => &self.systemd_boot,
+            Bootloader::Grub => &self.grub,
+        }
+    }
+}
+
+/// The loader's name on the ESP beside shim (which is the firmware's default): the name shim
+/// looks for.
+pub fn loader_on_esp(arch: Arch) -> String {
+    format!("EFI/BOOT/grub{}.efi", arch.efi_suffix())
+}
+
+/// MokManager's name on the ESP, the name shim looks for.
+pub fn mok_manager_on_esp(arch: Arch) -> String {
+    format!("EFI/BOOT/mm{}.efi", arch.efi_suffix())
+}
+
+/// The files the stream edit copies as they pass, for [`decide`]: every architecture's (the
+/// edit needs not know which; an image holds its own only).
 pub fn is_candidate(key: &[u8]) -> bool {
-    [SHIM, MOK_MANAGER, SYSTEMD_BOOT, GRUB]
+    Arch::ALL
         .iter()
-        .any(|path| path.as_bytes() == key)
+        .any(|arch| Signed::of(*arch).all().iter().any(|p| p.as_bytes() == key))
 }
 
 /// The guest paths of the signed files, for the guest's update hook: (shim, MokManager,
 /// systemd-boot, GRUB).
-pub fn guest_paths() -> [String; 4] {
-    [SHIM, MOK_MANAGER, SYSTEMD_BOOT, GRUB].map(|p| format!("/{p}"))
-}
-
-fn loader_path(bootloader: Bootloader) -> &'static str {
-    match bootloader {
-        Bootloader::Syslinux => SYSTEMD_BOOT,
-        Bootloader::Grub => GRUB,
-    }
+pub fn guest_paths(arch: Arch) -> [String; 4] {
+    Signed::of(arch).all().map(|p| format!("/{p}"))
 }
 
 /// The signed binaries for the ESP, from one tree.
@@ -73,6 +108,14 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The chain, where the disk gets one.
+    pub fn chain(&self) -> Option<&Chain> {
+        match self {
+            Decision::Signed(chain) => Some(chain),
+            Decision::Unsigned(_) => None,
+        }
+    }
+
     /// For the report and `--json`: whether the chain is there, and what it is or why not.
     pub fn summary(&self) -> (bool, String) {
         match self {
@@ -94,13 +137,14 @@ impl Decision {
 pub fn decide(
     choice: SecureBoot,
     bootloader: Bootloader,
+    arch: Arch,
     kernel: (&str, &[u8]),
     file: impl Fn(&str) -> Option<Arc<[u8]>>,
 ) -> Result<Decision> {
     if choice == SecureBoot::Off {
         return Ok(Decision::Unsigned("--secure-boot off".to_string()));
     }
-    let why = match chain(bootloader, kernel, &file) {
+    let why = match chain(bootloader, arch, kernel, &file) {
         Ok(chain) => return Ok(Decision::Signed(chain)),
         Err(why) => why,
     };
@@ -112,6 +156,7 @@ pub fn decide(
 
 fn chain(
     bootloader: Bootloader,
+    arch: Arch,
     (kernel_path, kernel): (&str, &[u8]),
     file: &impl Fn(&str) -> Option<Arc<[u8]>>,
 ) -> std::result::Result<Chain, String> {
@@ -127,22 +172,24 @@ fn chain(
         )),
     }
     };
+    let paths = Signed::of(arch);
+    let loader_path = paths.loader(bootloader);
     let (loader_name, loader) = match bootloader {
         Bootloader::Syslinux => (
             "systemd-boot",
             signed(
-                loader_path(bootloader),
-                "systemd-boot-efi-amd64-signed, from Debian 13; --bootloader grub takes GRUB's",
+                loader_path,
+                &format!("systemd-boot-efi-{arch}-signed, from Debian 13; --bootloader grub takes GRUB's"),
             )?,
         ),
         Bootloader::Grub => (
             "GRUB",
-            signed(loader_path(bootloader), "grub-efi-amd64-signed")?,
+            signed(loader_path, &format!("grub-efi-{arch}-signed"))?,
         ),
     };
     Ok(Chain {
-        shim: signed(SHIM, "shim-signed")?,
-        mok_manager: signed(MOK_MANAGER, "shim-helpers-amd64-signed")?,
+        shim: signed(&paths.shim, "shim-signed")?,
+        mok_manager: signed(&paths.mok_manager, &format!("shim-helpers-{arch}-signed"))?,
         loader,
         loader_name,
     })
@@ -166,8 +213,26 @@ mod tests {
 
     #[test]
     fn only_the_signed_binaries_are_candidates() {
-        assert!(is_candidate(SHIM.as_bytes()));
-        assert!(is_candidate(GRUB.as_bytes()));
+        let amd64 = Signed::of(Arch::Amd64);
+        assert_eq!(amd64.shim, "usr/lib/shim/shimx64.efi.signed");
+        assert_eq!(
+            amd64.grub,
+            "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
+        );
+        let arm64 = Signed::of(Arch::Arm64);
+        assert_eq!(
+            arm64.systemd_boot,
+            "usr/lib/systemd/boot/efi/systemd-bootaa64.efi.signed"
+        );
+        assert_eq!(
+            arm64.grub,
+            "usr/lib/grub/arm64-efi-signed/grubaa64.efi.signed"
+        );
+        assert_eq!(loader_on_esp(Arch::Arm64), "EFI/BOOT/grubaa64.efi");
+        assert_eq!(mok_manager_on_esp(Arch::Amd64), "EFI/BOOT/mmx64.efi");
+        for path in amd64.all().into_iter().chain(arm64.all()) {
+            assert!(is_candidate(path.as_bytes()), "{path}");
+        }
         assert!(!is_candidate(b"usr/lib/shim/shimx64.efi"));
         assert!(!is_candidate(b"/usr/lib/shim/shimx64.efi.signed"));
     }
@@ -185,19 +250,33 @@ mod tests {
         let d = decide(
             SecureBoot::Off,
             Bootloader::Syslinux,
+            Arch::Amd64,
             ("/boot/k", b""),
             none,
         )
         .unwrap();
         assert_eq!(d.summary(), (false, "--secure-boot off".to_string()));
-        let d = decide(SecureBoot::Auto, Bootloader::Grub, ("/boot/k", b"x"), none).unwrap();
+        let d = decide(
+            SecureBoot::Auto,
+            Bootloader::Grub,
+            Arch::Arm64,
+            ("/boot/k", b"x"),
+            none,
+        )
+        .unwrap();
         assert_eq!(
             d.summary(),
             (false, "the kernel /boot/k carries no signature".to_string())
         );
-        let err = decide(SecureBoot::On, Bootloader::Grub, ("/boot/k", b"x"), none)
-            .err()
-            .unwrap();
+        let err = decide(
+            SecureBoot::On,
+            Bootloader::Grub,
+            Arch::Amd64,
+            ("/boot/k", b"x"),
+            none,
+        )
+        .err()
+        .unwrap();
         assert!(
             format!("{err:#}").starts_with(
                 "--secure-boot on: the kernel /boot/k carries no signature; use --secure-boot auto"

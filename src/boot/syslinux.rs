@@ -1,5 +1,6 @@
 //! SYSLINUX for BIOS and systemd-boot for UEFI, side by side on the ESP.
 use super::{secure::Chain, texts, BootConfig, Bootloader};
+use crate::arch::Arch;
 use crate::cmd::Cmd;
 use crate::disk::esp::EspFile;
 use crate::disk::layout::{Layout, SECTOR};
@@ -8,7 +9,13 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 pub const GPTMBR: &str = "/usr/lib/syslinux/mbr/gptmbr.bin";
-pub const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+/// The host's (unsigned) systemd-boot, for disks without the Secure Boot chain.
+pub fn systemd_boot_efi(arch: Arch) -> String {
+    format!(
+        "/usr/lib/systemd/boot/efi/systemd-boot{}.efi",
+        arch.efi_suffix()
+    )
+}
 
 pub fn mbr_bootcode() -> Result<[u8; 440]> {
     let code = std::fs::read(GPTMBR).with_context(|| {
@@ -30,15 +37,18 @@ pub fn mbr_bootcode() -> Result<[u8; 440]> {
 /// With `chain`, shim runs the guest's signed systemd-boot; without, the host's systemd-boot is
 /// the firmware's default loader.
 pub fn esp_files(cfg: &BootConfig, chain: Option<&Chain>) -> Result<Vec<EspFile>> {
-    let mut texts = texts::esp_texts(Bootloader::Syslinux, &cfg.cmdline, false)?
+    let mut texts = texts::esp_texts(Bootloader::Syslinux, cfg.arch, &cfg.cmdline, false)?
         .into_iter()
         .map(|(path, text)| EspFile::bytes(&path, text));
-    let mut files: Vec<EspFile> = texts.next().into_iter().collect();
+    let mut files: Vec<EspFile> = match cfg.arch.has_bios() {
+        true => texts.next().into_iter().collect(),
+        false => Vec::new(),
+    };
     match chain {
-        Some(chain) => files.extend(super::chain_files(chain)),
+        Some(chain) => files.extend(super::chain_files(chain, cfg.arch)),
         None => files.push(EspFile::host_file(
-            super::UEFI_DEFAULT,
-            Path::new(SYSTEMD_BOOT_EFI),
+            &cfg.arch.uefi_default(),
+            super::host_file(&systemd_boot_efi(cfg.arch))?,
         )?),
     }
     files.extend(texts);

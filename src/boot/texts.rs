@@ -5,6 +5,7 @@
 //! fallback); there `c2vm-update-boot` (plain /bin/sh, no template engine) puts the set that
 //! matches on the ESP. So a kernel update in the VM gives the entries a fresh conversion gives.
 use super::{secure, Bootloader, INITRD_ON_ESP, KERNEL_ON_ESP};
+use crate::arch::Arch;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
@@ -81,6 +82,7 @@ fn render(
 /// one. SYSLINUX's config comes first (the ESP is written in this order).
 pub fn esp_texts(
     bootloader: Bootloader,
+    arch: Arch,
     cmdline: &str,
     previous: bool,
 ) -> Result<Vec<(String, String)>> {
@@ -98,10 +100,12 @@ pub fn esp_texts(
     let mut out = Vec::new();
     match bootloader {
         Bootloader::Syslinux => {
-            out.push((
-                "syslinux/syslinux.cfg".to_string(),
-                render(&env, "syslinux.cfg", SYSLINUX_CFG_TEMPLATE, ctx(None))?,
-            ));
+            if arch.has_bios() {
+                out.push((
+                    "syslinux/syslinux.cfg".to_string(),
+                    render(&env, "syslinux.cfg", SYSLINUX_CFG_TEMPLATE, ctx(None))?,
+                ));
+            }
             out.push((
                 "loader/loader.conf".to_string(),
                 render(&env, "loader.conf", LOADER_CONF_TEMPLATE, ctx(None))?,
@@ -123,22 +127,22 @@ pub fn esp_texts(
 
 /// What the guest's kernel-update hook needs, as (guest path, contents, mode): every loader's
 /// texts for both states (which loader the disk has, the script sees on the ESP), and the script.
-pub fn guest_files(cmdline: &str) -> Result<Vec<(String, String, u32)>> {
+pub fn guest_files(cmdline: &str, arch: Arch) -> Result<Vec<(String, String, u32)>> {
     let mut files = Vec::new();
     for (state, previous) in [(LATEST, false), (WITH_PREVIOUS, true)] {
         for bootloader in [Bootloader::Syslinux, Bootloader::Grub] {
-            for (path, text) in esp_texts(bootloader, cmdline, previous)? {
+            for (path, text) in esp_texts(bootloader, arch, cmdline, previous)? {
                 files.push((format!("{GUEST_TEXTS}/{state}/{path}"), text, 0o644));
             }
         }
     }
-    files.push((UPDATE_SCRIPT.to_string(), update_script()?, 0o755));
+    files.push((UPDATE_SCRIPT.to_string(), update_script(arch)?, 0o755));
     Ok(files)
 }
 
 /// c2vm-update-boot with the ESP's names and the texts' place filled in.
-fn update_script() -> Result<String> {
-    let [shim, mok_manager, systemd_boot, grub] = secure::guest_paths();
+fn update_script(arch: Arch) -> Result<String> {
+    let [shim, mok_manager, systemd_boot, grub] = secure::guest_paths(arch);
     render(
         &environment(),
         "c2vm-update-boot",
@@ -150,9 +154,9 @@ fn update_script() -> Result<String> {
             texts => GUEST_TEXTS,
             latest => LATEST,
             with_previous => WITH_PREVIOUS,
-            shim_on_esp => super::UEFI_DEFAULT,
-            loader_on_esp => secure::LOADER_ON_ESP,
-            mok_manager_on_esp => secure::MOK_MANAGER_ON_ESP,
+            shim_on_esp => arch.uefi_default(),
+            loader_on_esp => secure::loader_on_esp(arch),
+            mok_manager_on_esp => secure::mok_manager_on_esp(arch),
             shim => shim,
             mok_manager => mok_manager,
             systemd_boot => systemd_boot,
@@ -180,6 +184,7 @@ mod tests {
         let texts = as_map(
             esp_texts(
                 Bootloader::Syslinux,
+                Arch::Amd64,
                 "root=UUID=x rw console=ttyS0,115200",
                 false,
             )
@@ -190,7 +195,7 @@ mod tests {
         assert!(cfg.contains("TIMEOUT 0") && cfg.contains("PROMPT 0"));
         assert!(cfg.contains("APPEND root=UUID=x rw console=ttyS0,115200"));
         assert!(texts["loader/loader.conf"].contains("timeout 0"));
-        let entry = as_map(esp_texts(Bootloader::Syslinux, "a b", false).unwrap());
+        let entry = as_map(esp_texts(Bootloader::Syslinux, Arch::Amd64, "a b", false).unwrap());
         assert!(entry["loader/entries/c2vm.conf"].contains("options a b\n"));
     }
 
@@ -198,7 +203,7 @@ mod tests {
     /// of a default conversion is unchanged); the `previous` entry is what the guest wrote.
     #[test]
     fn syslinux_and_systemd_boot_texts_are_exact() {
-        let latest = esp_texts(Bootloader::Syslinux, "A B", false).unwrap();
+        let latest = esp_texts(Bootloader::Syslinux, Arch::Amd64, "A B", false).unwrap();
         let paths: Vec<&str> = latest.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
             paths,
@@ -222,7 +227,7 @@ mod tests {
             latest["loader/entries/c2vm.conf"],
             "title c2vm\nlinux /vmlinuz\ninitrd /initrd.img\noptions A B\n"
         );
-        let both = as_map(esp_texts(Bootloader::Syslinux, "A B", true).unwrap());
+        let both = as_map(esp_texts(Bootloader::Syslinux, Arch::Amd64, "A B", true).unwrap());
         assert_eq!(
             both["syslinux/syslinux.cfg"],
             "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\n\n\
@@ -242,7 +247,7 @@ mod tests {
 
     #[test]
     fn grub_menu_boots_the_newest_at_once_and_offers_the_previous() {
-        let latest = esp_texts(Bootloader::Grub, "A B", false).unwrap();
+        let latest = esp_texts(Bootloader::Grub, Arch::Amd64, "A B", false).unwrap();
         assert_eq!(latest.len(), 1);
         assert_eq!(latest[0].0, GRUB_CFG);
         assert_eq!(
@@ -250,7 +255,7 @@ mod tests {
             "set default=linux\nset timeout=0\n\n\
              menuentry 'c2vm' --id linux {\n  linux /vmlinuz A B\n  initrd /initrd.img\n}\n"
         );
-        let both = esp_texts(Bootloader::Grub, "A B", true).unwrap();
+        let both = esp_texts(Bootloader::Grub, Arch::Amd64, "A B", true).unwrap();
         assert_eq!(
             both[0].1,
             format!(
@@ -282,16 +287,20 @@ mod tests {
 
     impl Guest {
         fn new(bootloader: Bootloader) -> Guest {
+            Guest::for_arch(bootloader, Arch::Amd64)
+        }
+
+        fn for_arch(bootloader: Bootloader, arch: Arch) -> Guest {
             let guest = Guest {
                 dir: tempfile::tempdir().unwrap(),
             };
-            for (path, text, _) in guest_files(CMDLINE).unwrap() {
+            for (path, text, _) in guest_files(CMDLINE, arch).unwrap() {
                 guest.write(&path, text.as_bytes());
             }
-            for (path, text) in esp_texts(bootloader, CMDLINE, false).unwrap() {
+            for (path, text) in esp_texts(bootloader, Arch::Amd64, CMDLINE, false).unwrap() {
                 guest.write(&format!("boot/efi/{path}"), text.as_bytes());
             }
-            guest.write("boot/efi/EFI/BOOT/BOOTX64.EFI", b"efi");
+            guest.write(&format!("boot/efi/{}", arch.uefi_default()), b"efi");
             guest.write("boot/efi/vmlinuz", b"conversion's kernel");
             guest.write("boot/efi/initrd.img", b"conversion's initrd");
             guest
@@ -366,7 +375,7 @@ mod tests {
         guest.update_boot();
         assert_eq!(
             guest.esp_texts(),
-            as_map(esp_texts(bootloader, CMDLINE, false).unwrap())
+            as_map(esp_texts(bootloader, Arch::Amd64, CMDLINE, false).unwrap())
         );
         assert_eq!(guest.read("boot/efi/vmlinuz"), "vmlinuz-6.1.0-9-amd64");
         assert!(!guest.path("boot/efi/previous").exists());
@@ -376,7 +385,7 @@ mod tests {
         guest.update_boot();
         assert_eq!(
             guest.esp_texts(),
-            as_map(esp_texts(bootloader, CMDLINE, true).unwrap())
+            as_map(esp_texts(bootloader, Arch::Amd64, CMDLINE, true).unwrap())
         );
         assert_eq!(guest.read("boot/efi/vmlinuz"), "vmlinuz-6.1.0-10-amd64");
         assert_eq!(
@@ -396,7 +405,7 @@ mod tests {
         guest.update_boot();
         assert_eq!(
             guest.esp_texts(),
-            as_map(esp_texts(bootloader, CMDLINE, false).unwrap())
+            as_map(esp_texts(bootloader, Arch::Amd64, CMDLINE, false).unwrap())
         );
         assert!(!guest.path("boot/efi/previous").exists());
     }
@@ -415,25 +424,28 @@ mod tests {
     /// the loader of the disk's kind; an incomplete set in the guest changes nothing.
     #[test]
     fn an_upgrade_of_shim_or_the_loader_reaches_the_esp_whole() {
-        for (bootloader, loader) in [(Bootloader::Syslinux, 2), (Bootloader::Grub, 3)] {
-            let guest = Guest::new(bootloader);
+        let cases = [(Bootloader::Syslinux, 2), (Bootloader::Grub, 3)]
+            .into_iter()
+            .flat_map(|case| Arch::ALL.map(|arch| (case, arch)));
+        for ((bootloader, loader), arch) in cases {
+            let guest = Guest::for_arch(bootloader, arch);
             guest.kernel("vmlinuz-6.12.0-1-amd64", "initrd.img-6.12.0-1-amd64");
             let esp = [
-                super::super::UEFI_DEFAULT,
-                secure::MOK_MANAGER_ON_ESP,
-                secure::LOADER_ON_ESP,
+                arch.uefi_default(),
+                secure::mok_manager_on_esp(arch),
+                secure::loader_on_esp(arch),
             ];
-            for file in esp {
+            for file in &esp {
                 guest.write(&format!("boot/efi/{file}"), b"old");
             }
-            let [shim, mok, systemd_boot, grub] = secure::guest_paths();
+            let [shim, mok, systemd_boot, grub] = secure::guest_paths(arch);
             for path in [&shim, &mok, &systemd_boot, &grub] {
                 guest.write(path, format!("new {path}").as_bytes());
             }
             let incomplete = guest.path(&mok);
             std::fs::rename(&incomplete, guest.path("mok.away")).unwrap();
             guest.update_boot();
-            for file in esp {
+            for file in &esp {
                 assert_eq!(guest.read(&format!("boot/efi/{file}")), "old", "{file}");
             }
             std::fs::rename(guest.path("mok.away"), &incomplete).unwrap();
@@ -452,7 +464,7 @@ mod tests {
                 format!("new {loader}")
             );
             assert!(!guest
-                .path("boot/efi/EFI/BOOT/grubx64.efi.c2vm-new")
+                .path(&format!("boot/efi/{}.c2vm-new", esp[2]))
                 .exists());
         }
     }

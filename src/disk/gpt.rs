@@ -1,6 +1,7 @@
 //! The GUID partition table (crate `gpt`) and the protective MBR carrying BIOS boot code.
 use super::layout::{Extent, Layout};
-use anyhow::{anyhow, Context, Result};
+use crate::arch::Arch;
+use anyhow::{anyhow, bail, Context, Result};
 use gpt::disk::LogicalBlockSize;
 use gpt::partition::PartitionAttributes;
 use gpt::partition_types;
@@ -43,8 +44,14 @@ pub fn write_table(
     file: &mut File,
     layout: &Layout,
     ids: &DiskIds,
+    arch: Arch,
     bootcode: &[u8; 440],
 ) -> Result<()> {
+    let root_type = partition_types::Type {
+        guid: uuid::Uuid::parse_str(arch.root_partition_type())
+            .context("the root partition type")?,
+        os: partition_types::OperatingSystem::Linux,
+    };
     let mut disk = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(LogicalBlockSize::Lb512)
@@ -67,7 +74,7 @@ pub fn write_table(
         ROOT_PARTITION,
         layout.root.first_lba(),
         layout.root.sectors(),
-        partition_types::LINUX_ROOT_X64,
+        root_type,
         0,
     )
     .map_err(gpt_err)
@@ -129,10 +136,68 @@ pub fn find_esp(file: &mut File) -> Result<Extent> {
     })
 }
 
+/// How many bytes [`root_arch`] reads: the protective MBR, the GPT header and 128 entries.
+pub const TABLE_BYTES: usize = 34 * 512;
+
+/// The architecture whose root partition type the disk's primary GPT holds, from the disk's first
+/// [`TABLE_BYTES`] (a qcow2 disk's are read through qemu-img without converting the rest).
+pub fn root_arch(table: &[u8]) -> Result<Arch> {
+    let header = table
+        .get(512..512 + 92)
+        .filter(|h| h.starts_with(b"EFI PART"))
+        .context("the disk has no GPT; was it made by c2vm?")?;
+    let u32_at = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let (count, size) = (u32_at(80) as usize, u32_at(84) as usize);
+    let first = 1024;
+    for i in 0..count.min(128) {
+        let Some(entry) = table.get(first + i * size..first + i * size + 16) else {
+            break;
+        };
+        let mut guid = [0u8; 16];
+        guid.copy_from_slice(entry);
+        let guid = uuid::Uuid::from_bytes_le(guid).to_string();
+        if let Some(arch) = Arch::of_root_partition_type(&guid) {
+            return Ok(arch);
+        }
+    }
+    bail!("the disk has no Linux root partition of a type c2vm knows (x86-64 or arm64); was it made by c2vm?")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::units::MIB;
+
+    #[test]
+    fn an_arm64_disk_says_so_by_its_root_type() {
+        let mut file = tempfile::tempfile().unwrap();
+        let layout = Layout::for_disk(600 * MIB, 256 * MIB, false).unwrap();
+        file.set_len(layout.disk_size).unwrap();
+        write_table(
+            &mut file,
+            &layout,
+            &DiskIds::random(),
+            Arch::Arm64,
+            &[0; 440],
+        )
+        .unwrap();
+        let mut table = vec![0u8; TABLE_BYTES];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut table, 0).unwrap();
+        assert_eq!(root_arch(&table).unwrap(), Arch::Arm64);
+        write_table(
+            &mut file,
+            &layout,
+            &DiskIds::random(),
+            Arch::Amd64,
+            &[0; 440],
+        )
+        .unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut table, 0).unwrap();
+        assert_eq!(root_arch(&table).unwrap(), Arch::Amd64);
+        assert!(root_arch(&[0u8; TABLE_BYTES]).is_err());
+    }
 
     #[test]
     fn table_reads_back_with_our_guids_and_boot_code() {
@@ -143,7 +208,7 @@ mod tests {
         let mut code = [0u8; 440];
         code[0] = 0x33;
         code[439] = 0x99;
-        write_table(&mut file, &layout, &ids, &code).unwrap();
+        write_table(&mut file, &layout, &ids, Arch::Amd64, &code).unwrap();
         let disk = gpt::GptConfig::new()
             .writable(false)
             .open_from_device(&mut file)

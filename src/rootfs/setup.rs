@@ -5,6 +5,7 @@
 //! machine-id: all of that is put right here.
 use super::init::{systemd, InitSystem};
 use super::tree::{GuestTree, Perms};
+use crate::arch::Arch;
 use crate::boot;
 use crate::credentials::Credentials;
 use anyhow::{bail, Context, Result};
@@ -24,6 +25,8 @@ pub struct GuestSettings {
 #[derive(Debug, Clone)]
 pub struct GuestConfig<'a> {
     pub settings: &'a GuestSettings,
+    /// The machine the disk is for: the root partition's type, the ESP's file names.
+    pub arch: Arch,
     /// The kernel command line the boot loaders use, kept for the kernel-update hooks.
     pub cmdline: String,
     pub root_uuid: String,
@@ -41,7 +44,7 @@ pub fn holds(key: &[u8]) -> bool {
 pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig, init: InitSystem) -> Result<()> {
     let systemd = init == InitSystem::Systemd;
     remove_container_leftovers(guest)?;
-    let grows = systemd && setup_root_growth(guest)?;
+    let grows = systemd && setup_root_growth(guest, cfg.arch)?;
     guest.write(
         "/etc/fstab",
         fstab(cfg, grows).as_bytes(),
@@ -81,7 +84,7 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig, init: InitSystem) -> 
         systemd::skip_wireless_stack(guest)?;
         systemd::skip_unneeded_modprobes(guest)?;
     }
-    install_kernel_hooks(guest, &cfg.cmdline)?;
+    install_kernel_hooks(guest, &cfg.cmdline, cfg.arch)?;
     Ok(())
 }
 
@@ -100,11 +103,11 @@ const HOOK: &str = include_str!("../../templates/guest/hook");
 /// /etc/initramfs/post-update.d after `update-initramfs`: there the ESP copies and the boot
 /// loaders' entries are refreshed, so the newest kernel boots and the previous one stays. The
 /// script and the loaders' texts it puts on the ESP come from [`boot::texts`], as the disk's own.
-fn install_kernel_hooks(guest: &mut GuestTree, cmdline: &str) -> Result<()> {
+fn install_kernel_hooks(guest: &mut GuestTree, cmdline: &str, arch: Arch) -> Result<()> {
     if !guest.exists("/etc/kernel/postinst.d")? {
         return Ok(());
     }
-    for (path, text, mode) in boot::texts::guest_files(cmdline)? {
+    for (path, text, mode) in boot::texts::guest_files(cmdline, arch)? {
         guest.write(&path, text.as_bytes(), Perms::root(mode))?;
     }
     for dir in [
@@ -197,13 +200,17 @@ pub fn fstab(cfg: &GuestConfig, grow_root: bool) -> String {
 /// The root partition grows to fill a larger virtual disk on boot: systemd-repart (systemd 245+)
 /// grows partition 2 and moves the backup GPT header to the new end; `x-systemd.growfs` in fstab
 /// then grows ext4 online. Returns whether the guest (a systemd one) can do it.
-fn setup_root_growth(guest: &mut GuestTree) -> Result<bool> {
+fn setup_root_growth(guest: &mut GuestTree, arch: Arch) -> Result<bool> {
     if !systemd::has_program(guest, "systemd-repart")? {
         return Ok(false);
     }
+    let conf = format!(
+        "# Written by c2vm: let the root partition fill the disk.\n[Partition]\nType={}\n",
+        arch.repart_root_type()
+    );
     guest.write(
         "/etc/repart.d/50-c2vm-root.conf",
-        b"# Written by c2vm: let the root partition fill the disk.\n[Partition]\nType=root-x86-64\n",
+        conf.as_bytes(),
         Perms::root(0o644),
     )?;
     Ok(true)
@@ -314,6 +321,7 @@ mod tests {
     fn cfg() -> GuestConfig<'static> {
         GuestConfig {
             settings: &SETTINGS,
+            arch: Arch::Amd64,
             cmdline: "root=UUID=x rw".into(),
             root_uuid: "11111111-2222-3333-4444-555555555555".into(),
             esp_uuid: "ABCD-1234".into(),

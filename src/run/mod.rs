@@ -14,19 +14,21 @@ use std::path::PathBuf;
 pub struct RunArgs {
     /// The disk to boot (raw or any format qemu-img knows)
     pub disk: PathBuf,
-    /// Firmware: bios (SeaBIOS), uefi (OVMF), or uefi-secure (OVMF with Secure Boot enforced and
-    /// Microsoft's keys enrolled, as on most clouds and PCs that have it on)
-    #[arg(long, value_enum, default_value_t = Firmware::Bios)]
-    pub firmware: Firmware,
-    /// Machine type: q35 (PCIe, no legacy devices: boots fastest) or pc (i440fx); the disk boots
-    /// on both
-    #[arg(long, value_enum, default_value_t = Machine::Q35)]
-    pub machine: Machine,
+    /// Firmware: bios (SeaBIOS), uefi (OVMF; AAVMF for arm64), or uefi-secure (Secure Boot
+    /// enforced with Microsoft's keys enrolled, as on most clouds and PCs that have it on)
+    /// [default: bios for amd64 disks, uefi for arm64 disks, which have no BIOS]
+    #[arg(long, value_enum)]
+    pub firmware: Option<Firmware>,
+    /// Machine type of amd64 disks: q35 (PCIe, no legacy devices: boots fastest) or pc (i440fx);
+    /// the disk boots on both. arm64 disks boot on QEMU's `virt` [default: q35]
+    #[arg(long, value_enum)]
+    pub machine: Option<Machine>,
     /// Acceleration: auto uses KVM only where it works (kvm_intel/kvm_amd), else TCG
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
-    /// QEMU's CPU model [default: host with KVM; under TCG qemu64 with RDRAND and without SVM,
-    /// which fills the guest's random pool at once, or max with --firmware uefi-secure]
+    /// QEMU's CPU model [default: host with KVM; under TCG for amd64 qemu64 with RDRAND and
+    /// without SVM, which fills the guest's random pool at once, or max with --firmware
+    /// uefi-secure; for arm64 cortex-a72, the quickest to boot under emulation]
     #[arg(long, value_name = "MODEL")]
     pub cpu_model: Option<String>,
     /// Memory in MiB

@@ -4,6 +4,7 @@
 //! `export` straight into the unpacker. Every container c2vm creates is removed again, on success,
 //! error and Ctrl-C alike.
 use super::{ImageDetails, PullPolicy};
+use crate::arch::Arch;
 use crate::image::ImageConfig;
 use crate::progress::{ProgressReader, Stage};
 use anyhow::{anyhow, bail, Context, Result};
@@ -125,14 +126,23 @@ impl Engine {
         })
     }
 
-    /// Inspect `reference`, pulling it first as `policy` says.
+    /// Inspect `reference`, pulling it first as `policy` says. `platform` (`--platform`): an
+    /// image of another architecture under that name counts as missing, as with `docker pull
+    /// --platform`; pulls without it take the host's.
     pub fn ensure_image(
         &self,
         reference: &str,
         policy: PullPolicy,
-        platform: &str,
+        platform: Option<Arch>,
     ) -> Result<ImageDetails> {
-        let local = self.inspect(reference)?;
+        let local = self.inspect(reference)?.filter(|found| {
+            policy == PullPolicy::Never
+                || platform.is_none_or(|p| Arch::from_oci(&found.architecture) == Some(p))
+        });
+        let platform = platform
+            .or_else(Arch::host)
+            .unwrap_or(Arch::Amd64)
+            .platform();
         match (policy, local) {
             (PullPolicy::Never, None) => bail!(
                 "image {reference} is not in the engine at {} and --pull never forbids pulling it; pull or build it first",
@@ -140,7 +150,7 @@ impl Engine {
             ),
             (PullPolicy::Missing, Some(found)) | (PullPolicy::Never, Some(found)) => Ok(found),
             _ => {
-                self.pull(reference, platform)?;
+                self.pull(reference, &platform)?;
                 self.inspect(reference)?
                     .ok_or_else(|| anyhow!("image {reference} was pulled but the daemon does not show it"))
             }
@@ -287,24 +297,29 @@ impl Engine {
         bail!("too many symlinks while reading {path} from the image")
     }
 
-    /// Build an image from a Dockerfile and an in-memory context, tagged `tag`.
+    /// Build an image from a Dockerfile and an in-memory context, tagged `tag`; for `platform`
+    /// where given (another architecture's build runs under the host's binfmt_misc emulation).
     pub fn build(
         &self,
         context_tar: Vec<u8>,
         dockerfile: &str,
         tag: &str,
         build_args: &HashMap<String, String>,
+        platform: Option<Arch>,
         label: &str,
     ) -> Result<()> {
         let stage = Stage::spinner(label);
-        let options = q::BuildImageOptionsBuilder::default()
+        let mut options = q::BuildImageOptionsBuilder::default()
             .dockerfile(dockerfile)
             .t(tag)
             .rm(true)
             // Without forcerm a failed build leaves its intermediate container behind.
             .forcerm(true)
-            .buildargs(build_args)
-            .build();
+            .buildargs(build_args);
+        if let Some(arch) = platform {
+            options = options.platform(&arch.platform());
+        }
+        let options = options.build();
         let verbose = log::log_enabled!(log::Level::Debug);
         let mut log = BuildLog::default();
         self.runtime.block_on(async {
@@ -367,6 +382,7 @@ impl Engine {
         context: &Path,
         dockerfile: Option<&Path>,
         build_args: &[String],
+        platform: Option<Arch>,
     ) -> Result<String> {
         let mut args = HashMap::new();
         for kv in build_args {
@@ -386,12 +402,16 @@ impl Engine {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(&tar);
         let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        let tag = format!("c2vm-build:{hex}");
+        let tag = match platform {
+            Some(arch) => format!("c2vm-build:{hex}-{arch}"),
+            None => format!("c2vm-build:{hex}"),
+        };
         self.build(
             tar,
             &dockerfile.to_string_lossy(),
             &tag,
             &args,
+            platform,
             &format!("Building {}", context.display()),
         )?;
         Ok(tag)

@@ -4,7 +4,7 @@
 //! inside the OCI layout newer Dockers write). Archives are never unpacked: c2vm indexes the
 //! tar once and reads each blob where it lies.
 use super::layers::{BlobStore, Compression, Layer, LayeredImage};
-use super::oci::{self, Fetch, Platform, JSON_LIMIT};
+use super::oci::{self, Fetch, Wanted, JSON_LIMIT};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::fs::File;
@@ -248,7 +248,7 @@ impl BlobStore for Shared {
 }
 
 /// `oci:DIR[:TAG]`.
-pub fn oci_dir(dir: &Path, tag: Option<&str>, platform: &Platform) -> Result<LayeredImage> {
+pub fn oci_dir(dir: &Path, tag: Option<&str>, wanted: Wanted) -> Result<LayeredImage> {
     if !dir.is_dir() {
         bail!("{} is not a directory; oci: takes an OCI image layout directory (oci-archive: takes its tar)", dir.display());
     }
@@ -256,16 +256,16 @@ pub fn oci_dir(dir: &Path, tag: Option<&str>, platform: &Platform) -> Result<Lay
         root: dir.to_path_buf(),
         name: format!("oci:{}", dir.display()),
     });
-    from_oci_layout(files, tag, platform)
+    from_oci_layout(files, tag, wanted)
 }
 
 /// `oci-archive:PATH[:TAG]`.
-pub fn oci_archive(path: &Path, tag: Option<&str>, platform: &Platform) -> Result<LayeredImage> {
+pub fn oci_archive(path: &Path, tag: Option<&str>, wanted: Wanted) -> Result<LayeredImage> {
     let files = Arc::new(Archive::index(
         path,
         format!("oci-archive:{}", path.display()),
     )?);
-    from_oci_layout(files, tag, platform)
+    from_oci_layout(files, tag, wanted)
 }
 
 /// The image an OCI layout's `index.json` names: by tag (`org.opencontainers.image.ref.name`),
@@ -273,7 +273,7 @@ pub fn oci_archive(path: &Path, tag: Option<&str>, platform: &Platform) -> Resul
 fn from_oci_layout(
     files: Arc<dyn Files>,
     tag: Option<&str>,
-    platform: &Platform,
+    wanted: Wanted,
 ) -> Result<LayeredImage> {
     let name = files.name();
     if !files.exists("index.json") {
@@ -308,7 +308,7 @@ fn from_oci_layout(
         [one] => one.clone(),
         // Several: one image per platform, or several images (then a tag must choose).
         many if many.iter().all(|d| d.platform().is_some()) => {
-            oci::pick_platform(many, platform, &what)?.clone()
+            oci::pick_platform(many, wanted, &what)?.clone()
         }
         _ => bail!(
             "{name} holds {} images; name one as {name}:TAG (tags: {})",
@@ -316,30 +316,21 @@ fn from_oci_layout(
             tags.join(", ")
         ),
     };
-    if let Some(p) = entry.platform() {
-        oci::pick_platform(std::slice::from_ref(&entry), platform, &what).map_err(|_| {
-            anyhow!(
-                "{what} is a {}/{} image; c2vm boots {platform} (see --platform)",
-                p.os(),
-                p.architecture()
-            )
-        })?;
-    }
     let json = fetch.manifest(entry.digest().as_ref())?;
-    oci::resolve(&fetch, &json, platform, &what)
+    oci::resolve(&fetch, &json, wanted, &what)
 }
 
 /// `docker-archive:PATH[:REF]`.
 pub fn docker_archive(
     path: &Path,
     reference: Option<&str>,
-    platform: &Platform,
+    wanted: Wanted,
 ) -> Result<LayeredImage> {
     let name = format!("docker-archive:{}", path.display());
     let files: Arc<dyn Files> = Arc::new(Archive::index(path, name.clone())?);
     if !files.exists("manifest.json") {
         if files.exists("index.json") {
-            return from_oci_layout(files, reference, platform);
+            return from_oci_layout(files, reference, wanted);
         }
         bail!("{name} has no manifest.json: it is not what `docker save` writes");
     }

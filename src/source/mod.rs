@@ -16,6 +16,7 @@ pub mod oci;
 pub mod registry;
 pub mod tarball;
 
+use crate::arch::Arch;
 use crate::image::ImageConfig;
 use anyhow::{bail, Result};
 use std::io::Read;
@@ -61,17 +62,22 @@ pub enum Transport {
 #[cfg(feature = "cli")]
 impl Transport {
     /// The image, its config read and its layers found (none read yet).
-    pub fn open(&self, access: &registry::Access) -> Result<layers::LayeredImage> {
-        let platform = oci::Platform::parse(PLATFORM)?;
+    /// `platform`: `--platform`, where given.
+    pub fn open(
+        &self,
+        access: &registry::Access,
+        platform: Option<Arch>,
+    ) -> Result<layers::LayeredImage> {
+        let platform = oci::Wanted(platform);
         match self {
-            Transport::Oci { dir, tag } => layout::oci_dir(dir, tag.as_deref(), &platform),
+            Transport::Oci { dir, tag } => layout::oci_dir(dir, tag.as_deref(), platform),
             Transport::OciArchive { path, tag } => {
-                layout::oci_archive(path, tag.as_deref(), &platform)
+                layout::oci_archive(path, tag.as_deref(), platform)
             }
             Transport::DockerArchive { path, reference } => {
-                layout::docker_archive(path, reference.as_deref(), &platform)
+                layout::docker_archive(path, reference.as_deref(), platform)
             }
-            Transport::Registry(reference) => registry::image(reference, access, &platform),
+            Transport::Registry(reference) => registry::image(reference, access, platform),
         }
     }
 }
@@ -179,9 +185,6 @@ pub enum PullPolicy {
     Never,
 }
 
-/// The platform c2vm boots.
-pub const PLATFORM: &str = "linux/amd64";
-
 /// An image as a source found it.
 #[derive(Debug, Clone, Default)]
 pub struct ImageDetails {
@@ -205,16 +208,27 @@ impl ImageDetails {
         }
     }
 
-    /// c2vm boots x86-64 Linux guests only.
-    pub fn check_platform(&self, reference: &str) -> Result<()> {
-        if self.os != "linux" || self.architecture != "amd64" {
-            bail!(
-                "{reference} is a {}/{} image; c2vm boots linux/amd64 images only",
+    /// The architecture the disk is for: the image's, which must be Linux on one c2vm boots
+    /// and, with `--platform`, the one asked for.
+    pub fn check_platform(&self, reference: &str, wanted: Option<Arch>) -> Result<Arch> {
+        let arch = Arch::from_oci(&self.architecture).filter(|_| self.os == "linux");
+        match (arch, wanted) {
+            (Some(arch), None) => Ok(arch),
+            (Some(arch), Some(wanted)) if arch == wanted => Ok(arch),
+            (Some(arch), Some(wanted)) => bail!(
+                "{reference} is a {} image, not {}: give --platform {} or an image for {}",
+                arch.platform(),
+                wanted.platform(),
+                arch.platform(),
+                wanted.platform()
+            ),
+            (None, _) => bail!(
+                "{reference} is a {}/{} image; c2vm boots {}",
                 self.os,
-                self.architecture
-            );
+                self.architecture,
+                Arch::ALL.map(Arch::platform).join(" and ")
+            ),
         }
-        Ok(())
     }
 }
 

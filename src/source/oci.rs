@@ -4,6 +4,7 @@
 //! Rust types for the image spec); this module only chooses and checks.
 use super::layers::{BlobStore, Compression, Layer, LayeredImage};
 use super::ImageDetails;
+use crate::arch::Arch;
 use crate::image::ImageConfig;
 use anyhow::{anyhow, bail, Context, Result};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
@@ -25,41 +26,20 @@ pub trait Fetch {
     fn layer_location(&self, digest: &str) -> String;
 }
 
-/// `os/arch[/variant]`, as `--platform` takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
+/// Which image of an index to take: `--platform`'s, else the only image there is, else the
+/// host's (as `docker pull` chooses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted(pub Option<Arch>);
 
-impl Platform {
-    pub fn parse(text: &str) -> Result<Platform> {
-        let parts: Vec<&str> = text.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: parts.get(2).map(|v| v.to_string()),
-            }),
-            _ => bail!("--platform {text}: expected OS/ARCH[/VARIANT], e.g. linux/amd64"),
-        }
+impl Wanted {
+    /// The architecture an index with several images is read for.
+    fn target(self) -> Arch {
+        self.0.or_else(Arch::host).unwrap_or(Arch::Amd64)
     }
 
-    fn matches(&self, other: &oci_spec::image::Platform) -> bool {
-        other.os().to_string() == self.os
-            && other.architecture().to_string() == self.architecture
-            && (self.variant.is_none() || other.variant() == &self.variant)
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
+    fn matches(self, other: &oci_spec::image::Platform) -> bool {
+        other.os().to_string() == "linux"
+            && Arch::from_oci(&other.architecture().to_string()) == Some(self.target())
     }
 }
 
@@ -85,7 +65,7 @@ pub fn is_index(json: &[u8]) -> bool {
 /// The entry of `index` for `platform`; `what` names the index in messages.
 pub fn pick_platform<'i>(
     index: &'i [Descriptor],
-    platform: &Platform,
+    wanted: Wanted,
     what: &str,
 ) -> Result<&'i Descriptor> {
     // Attestations (buildx's `unknown/unknown` entries) are never images to boot.
@@ -99,15 +79,18 @@ pub fn pick_platform<'i>(
         .collect();
     if let Some(found) = images
         .iter()
-        .find(|d| d.platform().as_ref().is_some_and(|p| platform.matches(p)))
+        .find(|d| d.platform().as_ref().is_some_and(|p| wanted.matches(p)))
     {
         return Ok(found);
     }
     if let [only] = images.as_slice() {
-        if only.platform().is_none() {
-            return Ok(only); // no platform said: the config says, and is checked
+        // No platform said: the config says, and is checked. With no --platform, the only
+        // image is the one to take, whatever its architecture.
+        if only.platform().is_none() || wanted.0.is_none() {
+            return Ok(only);
         }
     }
+    let platform = wanted.target().platform();
     let have: Vec<String> = images.iter().map(|d| show_platform(d.platform())).collect();
     bail!(
         "{what} has no {platform} image (it has {}); choose one with --platform",
@@ -150,12 +133,7 @@ pub fn blob_path(digest: &str) -> Result<String> {
 }
 
 /// The image a manifest or index (`json`) names, for `platform`.
-pub fn resolve(
-    fetch: &dyn Fetch,
-    json: &[u8],
-    platform: &Platform,
-    what: &str,
-) -> Result<LayeredImage> {
+pub fn resolve(fetch: &dyn Fetch, json: &[u8], wanted: Wanted, what: &str) -> Result<LayeredImage> {
     let mut json = json.to_vec();
     for _ in 0..4 {
         if !is_index(&json) {
@@ -163,7 +141,7 @@ pub fn resolve(
         }
         let index = ImageIndex::from_reader(json.as_slice())
             .map_err(|e| anyhow!("{what}: its index is not valid ({e})"))?;
-        let entry = pick_platform(index.manifests(), platform, what)?;
+        let entry = pick_platform(index.manifests(), wanted, what)?;
         json = fetch.manifest(entry.digest().as_ref())?;
     }
     bail!("{what}: indexes nest too deep")
@@ -242,11 +220,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn platforms_parse_and_blob_paths_are_hex_only() {
-        let p = Platform::parse("linux/arm/v7").unwrap();
-        assert_eq!(p.variant.as_deref(), Some("v7"));
-        assert_eq!(p.to_string(), "linux/arm/v7");
-        assert!(Platform::parse("linux").is_err());
+    fn blob_paths_are_hex_only() {
         assert_eq!(blob_path("sha256:ab12").unwrap(), "blobs/sha256/ab12");
         assert!(blob_path("sha256:../../etc").is_err());
         assert!(blob_path("md5:ab").is_err());
@@ -262,20 +236,22 @@ mod tests {
                "digest":"sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","platform":{"os":"unknown","architecture":"unknown"}}]}"#,
         )
         .unwrap();
-        let amd64 = Platform::parse("linux/amd64").unwrap();
-        let err = pick_platform(index.manifests(), &amd64, "x").unwrap_err();
+        let amd64 = Wanted(Some(Arch::Amd64));
+        let err = pick_platform(index.manifests(), amd64, "x").unwrap_err();
         assert!(
             err.to_string()
                 .contains("has no linux/amd64 image (it has linux/arm64)"),
             "{err}"
         );
-        let arm = Platform::parse("linux/arm64").unwrap();
-        assert_eq!(
-            pick_platform(index.manifests(), &arm, "x")
-                .unwrap()
-                .digest()
-                .to_string(),
-            format!("sha256:{}", "a".repeat(64))
-        );
+        // With no --platform, the only image is taken, whatever its architecture.
+        for wanted in [Wanted(Some(Arch::Arm64)), Wanted(None)] {
+            assert_eq!(
+                pick_platform(index.manifests(), wanted, "x")
+                    .unwrap()
+                    .digest()
+                    .to_string(),
+                format!("sha256:{}", "a".repeat(64))
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! expect around it: their credential files, `--cert-dir`, the localhost rule for plain HTTP,
 //! and its own check of every digest.
 use super::layers::{BlobStore, LayeredImage};
-use super::oci::{self, Fetch, Platform, JSON_LIMIT};
+use super::oci::{self, Fetch, Wanted, JSON_LIMIT};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
@@ -58,7 +58,7 @@ struct Registry {
 }
 
 /// `docker://…` → the image, its config read and its layers listed (not yet downloaded).
-pub fn image(text: &str, access: &Access, platform: &Platform) -> Result<LayeredImage> {
+pub fn image(text: &str, access: &Access, wanted: Wanted) -> Result<LayeredImage> {
     let (registry, auth) = connect(text, access)?;
     let name = registry.name.clone();
     let (json, digest) = registry
@@ -74,7 +74,7 @@ pub fn image(text: &str, access: &Access, platform: &Platform) -> Result<Layered
     }
     log::debug!("{name}: manifest {digest}");
     let registry = Arc::new(registry);
-    oci::resolve(&RegistryFetch(registry), &json, platform, &name)
+    oci::resolve(&RegistryFetch(registry), &json, wanted, &name)
 }
 
 /// A client for the registry of `text` (a reference without `docker://`), its scheme probed,

@@ -51,3 +51,50 @@ pub fn digest(path: &Path) -> Result<String> {
     std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
     Ok(format!("sha256:{:x}", hasher.finalize()))
 }
+
+/// The architecture of a tarball's programs, which a `rootfs:` source has no config to say: the
+/// first ELF file in the directories of programs (`/bin`, `/sbin`, `/usr/bin`, `/usr/sbin`,
+/// `/usr/lib/systemd`). Headers are skipped by seeking; only that file's first bytes are read.
+#[cfg(feature = "cli")]
+pub fn architecture(path: &Path) -> Result<crate::arch::Arch> {
+    use crate::arch::Arch;
+    const PROGRAM_DIRS: [&str; 5] = ["bin/", "sbin/", "usr/bin/", "usr/sbin/", "usr/lib/systemd/"];
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut archive = tar::Archive::new(file);
+    let corrupt = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "{} is corrupt or truncated ({e}); check that it is a complete tar file",
+            path.display()
+        )
+    };
+    let mut other = None;
+    for entry in archive.entries_with_seek().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let name = crate::tar_rules::key(&entry.path_bytes());
+        if !PROGRAM_DIRS.iter().any(|d| name.starts_with(d.as_bytes())) {
+            continue;
+        }
+        let mut header = [0u8; 20];
+        if entry.read_exact(&mut header).is_err() || &header[..4] != b"\x7fELF" {
+            continue;
+        }
+        match Arch::of_elf(&header) {
+            Some(arch) => return Ok(arch),
+            None => other = Some(u16::from_le_bytes([header[18], header[19]])),
+        }
+    }
+    match other {
+        Some(machine) => bail!(
+            "{}: its programs are for ELF machine {machine}, and c2vm boots {}",
+            path.display(),
+            Arch::ALL.map(Arch::platform).join(" and ")
+        ),
+        None => bail!(
+            "{}: no program in /bin, /sbin or /usr/bin says which architecture it is for; give --platform linux/amd64 or linux/arm64",
+            path.display()
+        ),
+    }
+}
