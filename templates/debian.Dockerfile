@@ -22,6 +22,8 @@ ARG DEBIAN_FRONTEND=noninteractive
 # unpack at every boot (seconds under emulation). Releases whose mkinitramfs predates zstd
 # keep gzip.
 # The root is on the VM's own disk: network and NFS drivers stay out of the initramfs.
+# One transaction for the kernel and the rest: the initramfs is built once, at its end (the
+# signed loaders' packages in a second one built it again: a minute more under emulation).
 # Debian 13 ships systemd-repart on its own: without it the root would not grow to fill a larger
 # virtual disk (older releases have it inside systemd).
 COPY initramfs-local-root /etc/initramfs-tools/hooks/zz-c2vm-local-root
@@ -35,14 +37,13 @@ RUN set -eux; \
     extra=""; \
     if apt-cache show systemd-resolved >/dev/null 2>&1; then extra="systemd-resolved"; fi; \
     if apt-cache show systemd-repart >/dev/null 2>&1; then extra="$extra systemd-repart"; fi; \
+    candidates="{{ signed_packages }}"; \
+    for p in $candidates; do \
+        if apt-cache show "$p" >/dev/null 2>&1; then extra="$extra $p"; fi; \
+    done; \
     apt-get install -y --no-install-recommends \
         {{ kernel_package }} initramfs-tools systemd systemd-sysv udev dbus iproute2 \
         login passwd kmod $extra; \
-    signed=""; candidates="{{ signed_packages }}"; \
-    for p in $candidates; do \
-        if apt-cache show "$p" >/dev/null 2>&1; then signed="$signed $p"; fi; \
-    done; \
-    if [ -n "$signed" ]; then apt-get install -y --no-install-recommends $signed; fi; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/*
 RUN set -eux; \

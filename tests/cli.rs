@@ -380,13 +380,45 @@ fn run_refuses_bad_arguments_before_starting_qemu() {
         let err = fails(d, &["run", "disk.img", "--firmware=uefi-secure", extra]);
         assert!(err.contains(says), "{err}");
     }
-    // No QEMU on PATH.
-    let empty_path = d.join("empty-bin");
-    std::fs::create_dir(&empty_path).unwrap();
-    let err = fails_with_path(d, &["run", "disk.img"], Some(&empty_path));
+    // No QEMU on PATH: the disk says which QEMU it needs (an amd64 disk: its GPT's root
+    // partition type), and that one is missing. qemu-img, which reads the disk's format, is
+    // there where this machine has it; where not, it is the one named.
+    let table = d.join("table.img");
+    std::fs::write(&table, amd64_partition_table()).unwrap();
+    let path = d.join("bin");
+    std::fs::create_dir(&path).unwrap();
+    let qemu_img = ["/usr/bin/qemu-img", "/usr/local/bin/qemu-img"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    if let Some(qemu_img) = qemu_img {
+        std::os::unix::fs::symlink(qemu_img, path.join("qemu-img")).unwrap();
+    }
+    let err = fails_with_path(d, &["run", "table.img"], Some(&path));
+    let (tool, package) = match qemu_img {
+        Some(_) => ("qemu-system-x86_64", "qemu-system-x86"),
+        None => ("qemu-img", "qemu-utils"),
+    };
     assert!(
-        err.contains("`qemu-system-x86_64` was not found on PATH")
-            && err.contains("apt-get install qemu-system-x86"),
+        err.contains(&format!("`{tool}` was not found on PATH"))
+            && err.contains(&format!("apt-get install {package}")),
         "{err}"
     );
+}
+
+/// A protective MBR and a primary GPT with one entry, typed "Linux root x86-64".
+fn amd64_partition_table() -> Vec<u8> {
+    let mut disk = vec![0u8; 34 * 512];
+    disk[510] = 0x55;
+    disk[511] = 0xAA;
+    let header = &mut disk[512..1024];
+    header[..8].copy_from_slice(b"EFI PART");
+    header[72..80].copy_from_slice(&2u64.to_le_bytes()); // entries at LBA 2
+    header[80..84].copy_from_slice(&128u32.to_le_bytes());
+    header[84..88].copy_from_slice(&128u32.to_le_bytes());
+    // 4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, mixed-endian as GPT stores it.
+    disk[1024..1040].copy_from_slice(&[
+        0xE3, 0xBC, 0x68, 0x4F, 0xCD, 0xE8, 0xB1, 0x4D, 0x96, 0xE7, 0xFB, 0xCA, 0xF9, 0x84, 0xB7,
+        0x09,
+    ]);
+    disk
 }

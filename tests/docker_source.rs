@@ -345,7 +345,13 @@ fn docker_errors_are_clear_and_leave_nothing_behind() {
     );
     // The engine's debian:latest is amd64: not pulled again (never), and not taken for arm64.
     let err = attempt(
-        &["debian:latest", "--platform", "linux/arm64", "--pull", "never"],
+        &[
+            "debian:latest",
+            "--platform",
+            "linux/arm64",
+            "--pull",
+            "never",
+        ],
         None,
     );
     assert!(

@@ -144,6 +144,20 @@ fn first_existing(paths: &[&str]) -> Option<PathBuf> {
 
 impl VmConfig {
     pub fn from_args(a: &RunArgs) -> Result<VmConfig> {
+        // What the flags alone rule out, before the disk is read.
+        let secure = a.firmware == Some(Firmware::UefiSecure);
+        if secure && a.machine == Some(Machine::Pc) {
+            bail!(
+                "--firmware uefi-secure needs --machine q35: Secure Boot firmware runs in SMM, \
+                 which QEMU's pc machine does not give it"
+            );
+        }
+        if secure && (a.direct_kernel || a.boot_log) {
+            bail!(
+                "--direct-kernel and --boot-log skip the loaders that --firmware uefi-secure is \
+                 there to check; drop one of them"
+            );
+        }
         let info = image_info(&a.disk)?;
         let arch = disk_arch(&a.disk, &info.format)?;
         let firmware = match (arch, a.firmware) {
@@ -162,19 +176,6 @@ impl VmConfig {
             );
         }
         let machine = a.machine.unwrap_or(Machine::Q35);
-        let secure = firmware == Firmware::UefiSecure;
-        if secure && machine == Machine::Pc {
-            bail!(
-                "--firmware uefi-secure needs --machine q35: Secure Boot firmware runs in SMM, \
-                 which QEMU's pc machine does not give it"
-            );
-        }
-        if secure && (a.direct_kernel || a.boot_log) {
-            bail!(
-                "--direct-kernel and --boot-log skip the loaders that --firmware uefi-secure is \
-                 there to check; drop one of them"
-            );
-        }
         let binary = qemu_binary(arch);
         crate::cmd::require(binary)?;
         let kvm = match a.accel {

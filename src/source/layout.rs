@@ -305,6 +305,9 @@ fn from_oci_layout(
     let entry = match candidates.as_slice() {
         [] if tag.is_some() => return Err(not_named(&name, "tagged ", tag, &tags)),
         [] => bail!("{name} holds no image"),
+        [one] if one.platform().is_some() => {
+            oci::pick_platform(std::slice::from_ref(one), wanted, &what)?.clone()
+        }
         [one] => one.clone(),
         // Several: one image per platform, or several images (then a tag must choose).
         many if many.iter().all(|d| d.platform().is_some()) => {
@@ -317,7 +320,9 @@ fn from_oci_layout(
         ),
     };
     let json = fetch.manifest(entry.digest().as_ref())?;
-    oci::resolve(&fetch, &json, wanted, &what)
+    let image = oci::resolve(&fetch, &json, wanted, &what)?;
+    oci::check_index_said(entry.platform().as_ref(), &image.details, &what)?;
+    Ok(image)
 }
 
 /// `docker-archive:PATH[:REF]`.

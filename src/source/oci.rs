@@ -135,16 +135,44 @@ pub fn blob_path(digest: &str) -> Result<String> {
 /// The image a manifest or index (`json`) names, for `platform`.
 pub fn resolve(fetch: &dyn Fetch, json: &[u8], wanted: Wanted, what: &str) -> Result<LayeredImage> {
     let mut json = json.to_vec();
+    let mut said = None;
     for _ in 0..4 {
         if !is_index(&json) {
-            return image_of(fetch, &json, what);
+            let image = image_of(fetch, &json, what)?;
+            check_index_said(said.as_ref(), &image.details, what)?;
+            return Ok(image);
         }
         let index = ImageIndex::from_reader(json.as_slice())
             .map_err(|e| anyhow!("{what}: its index is not valid ({e})"))?;
         let entry = pick_platform(index.manifests(), wanted, what)?;
+        said = entry.platform().clone();
         json = fetch.manifest(entry.digest().as_ref())?;
     }
     bail!("{what}: indexes nest too deep")
+}
+
+/// An index entry's platform is a claim about the image it names: its config must agree, or the
+/// architecture c2vm would boot is not the one the index was picked by.
+pub fn check_index_said(
+    said: Option<&oci_spec::image::Platform>,
+    image: &ImageDetails,
+    what: &str,
+) -> Result<()> {
+    let Some(said) = said else {
+        return Ok(());
+    };
+    let arch = |name: &str| Arch::from_oci(name).map_or(name.to_string(), |a| a.name().to_string());
+    if said.os().to_string() != image.os
+        || arch(&said.architecture().to_string()) != arch(&image.architecture)
+    {
+        bail!(
+            "{what}: its index says {}, and the image's config says {}/{}; the index is wrong or was edited",
+            show_platform(&Some(said.clone())),
+            image.os,
+            image.architecture
+        );
+    }
+    Ok(())
 }
 
 /// The image of a manifest: config read and checked, layers listed.

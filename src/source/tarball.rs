@@ -55,6 +55,7 @@ pub fn digest(path: &Path) -> Result<String> {
 /// The architecture of a tarball's programs, which a `rootfs:` source has no config to say: the
 /// first ELF file in the directories of programs (`/bin`, `/sbin`, `/usr/bin`, `/usr/sbin`,
 /// `/usr/lib/systemd`). Headers are skipped by seeking; only that file's first bytes are read.
+/// A tree with no program there (scripts alone) is taken for the host's, as said.
 #[cfg(feature = "cli")]
 pub fn architecture(path: &Path) -> Result<crate::arch::Arch> {
     use crate::arch::Arch;
@@ -92,9 +93,13 @@ pub fn architecture(path: &Path) -> Result<crate::arch::Arch> {
             path.display(),
             Arch::ALL.map(Arch::platform).join(" and ")
         ),
-        None => bail!(
-            "{}: no program in /bin, /sbin or /usr/bin says which architecture it is for; give --platform linux/amd64 or linux/arm64",
-            path.display()
-        ),
+        None => {
+            let host = Arch::host().unwrap_or(Arch::Amd64);
+            crate::progress::note(&format!(
+                "No program in {} says its architecture: the disk is for this host's ({host}); --platform chooses",
+                path.display()
+            ));
+            Ok(host)
+        }
     }
 }
