@@ -118,10 +118,7 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
         "uefi-secure",
         &pw,
         &facts_script(&[
-            (
-                "secure_boot",
-                "od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{print $NF}'",
-            ),
+            ("secure_boot", SECURE_BOOT_STATE),
             ("release", "grep ^ID= /etc/os-release"),
             ("state", "systemctl is-system-running --wait"),
             (

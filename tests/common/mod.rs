@@ -511,6 +511,9 @@ pub fn convert_rootfs(disk: &Path, pw: &Path) {
     Convert::rootfs(disk).password_file(pw).locked().success();
 }
 
+/// Guest shell: the firmware's SecureBoot variable, 1 where Secure Boot is enforced.
+pub const SECURE_BOOT_STATE: &str = "od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{print $NF}'";
+
 /// Guest shell: wait, at most 60 s, for an IPv4 address from DHCP. `systemctl
 /// is-system-running --wait` returns before networkd has a lease, and on a slow host the lease
 /// comes later still.

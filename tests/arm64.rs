@@ -1,0 +1,259 @@
+//! arm64 disks made on this amd64 host. The arm64 Debian 13 image is made as the amd64 one is,
+//! where no registry answers: debootstrap under emulation (scripts/ensure-debian-image
+//! --platform linux/arm64, run by scripts/test). c2vm's Debian template then builds its kernel
+//! layer under binfmt_misc and qemu-user-static, and the disk boots on qemu-system-aarch64's
+//! `virt` machine with AAVMF, Secure Boot enforced. Boots of arm64 under TCG are the suite's
+//! dearest, so one disk serves every check and boots once.
+mod common;
+use common::*;
+use std::path::Path;
+
+/// The arm64 Debian 13 image in the engine.
+const IMAGE: &str = "c2vm-test/debian-arm64:trixie";
+const ROOT_ARM64: &str = "B921B045-1DF0-41C3-AF44-4C6F280D3FAE";
+
+/// The kernel image c2vm built (or reused) for the conversion that said `said`.
+fn kernel_image(said: &str) -> String {
+    let at = said
+        .find("c2vm-kernel:")
+        .unwrap_or_else(|| panic!("no kernel image named in:\n{said}"));
+    said[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == ':' || *c == '-')
+        .collect()
+}
+
+/// `c2vm run` as a user types it, with no architecture flag.
+fn c2vm_run(disk: &Path, args: &[&str]) -> std::process::Output {
+    run(c2vm().arg("run").args(args).arg(disk))
+}
+
+/// One `c2vm: error:` line and exit 1.
+fn one_error(out: &std::process::Output) -> String {
+    let said = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let errors: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("c2vm: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{said}");
+    errors[0].to_string()
+}
+
+/// An OCI layout whose index holds `images` (skopeo's `docker-daemon:` names) as one image per
+/// platform, with no tags: what a multi-platform image looks like on disk.
+fn multi_platform_layout(dir: &Path, images: &[(&str, &str)]) {
+    for (image, arch) in images {
+        tool(
+            "skopeo",
+            &[
+                "--insecure-policy",
+                "copy",
+                "-q",
+                &format!("docker-daemon:{image}"),
+                &format!("oci:{}:{arch}", dir.display()),
+            ],
+        );
+    }
+    let path = dir.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for entry in index["manifests"].as_array_mut().unwrap() {
+        let arch = entry["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        entry["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+        entry.as_object_mut().unwrap().remove("annotations");
+    }
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+#[ignore = "needs Docker with arm64 emulation (qemu-user-static), skopeo, mke2fs and qemu-system-aarch64 with AAVMF"]
+fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
+    let disk = d.join("arm64.raw");
+    // The kernel layer is built under emulation: Debian's cloud kernel, whose package and
+    // initramfs are a third of the standard one's, keeps that to minutes.
+    let out = Convert::new(IMAGE, &disk)
+        .password_file(&pw)
+        .args(["--platform", "linux/arm64", "--kernel-flavour", "cloud"])
+        .arg("--json")
+        .reproducible()
+        .scratch_beside_output()
+        .leaving_nothing_behind()
+        .success();
+    let said = stderr(&out);
+    eprintln!("{said}");
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["arch"], "arm64", "{report}");
+    assert_eq!(report["secure_boot"]["enabled"], true, "{report}");
+    assert!(
+        report["kernel"].as_str().unwrap().ends_with("-cloud-arm64"),
+        "{report}"
+    );
+
+    // The disk, as any tool sees it: GPT clean with the root typed root-arm64, ext4 and FAT
+    // clean, the ESP with the arm64 chain and no BIOS loader, no boot code in the MBR.
+    assert!(tool("sgdisk", &["-v", disk.to_str().unwrap()]).contains("No problems found"));
+    let table: serde_json::Value =
+        serde_json::from_str(&tool("sfdisk", &["--json", disk.to_str().unwrap()])).unwrap();
+    assert_eq!(
+        table["partitiontable"]["partitions"][1]["type"], ROOT_ARM64,
+        "{table}"
+    );
+    let root = format!("{}?offset={}", disk.display(), partition_offset(&disk, 2));
+    tool("e2fsck", &["-fn", &root]);
+    let esp = d.join("esp.fat");
+    copy_partition(&disk, 1, &esp);
+    tool("fsck.fat", &["-n", esp.to_str().unwrap()]);
+    let files = tool("mdir", &["-i", esp.to_str().unwrap(), "-/", "-b", "::"]);
+    for f in [
+        "::/EFI/BOOT/BOOTAA64.EFI",
+        "::/EFI/BOOT/grubaa64.efi",
+        "::/EFI/BOOT/mmaa64.efi",
+        "::/loader/entries/c2vm.conf",
+        "::/vmlinuz",
+    ] {
+        assert!(files.lines().any(|l| l == f), "{f} missing:\n{files}");
+    }
+    assert!(
+        !files.contains("syslinux") && !files.contains("X64"),
+        "{files}"
+    );
+    let mut mbr = [0u8; 440];
+    std::io::Read::read_exact(&mut std::fs::File::open(&disk).unwrap(), &mut mbr).unwrap();
+    assert!(mbr.iter().all(|b| *b == 0), "BIOS boot code in the MBR");
+
+    // One boot, with no architecture flag: c2vm reads it from the disk. Secure Boot enforced
+    // with Microsoft's keys; the kernel's console is the virt machine's PL011.
+    let facts = facts_script(&[
+        ("machine", "uname -m"),
+        ("state", "systemctl is-system-running --wait"),
+        (
+            "dhcp",
+            &format!("{WAIT_FOR_DHCP}; ip -4 -o addr show scope global dynamic | wc -l"),
+        ),
+        ("cmdline", "cat /proc/cmdline"),
+        ("secure_boot", SECURE_BOOT_STATE),
+        ("lockdown", "cat /sys/kernel/security/lockdown"),
+    ]);
+    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &facts, false, 600);
+    assert_eq!(status, 0, "{guest}");
+    let facts = Facts::parse(&guest);
+    assert_eq!(&facts["machine"], "aarch64");
+    assert_eq!(&facts["state"], "running");
+    assert_eq!(&facts["dhcp"], "1");
+    assert!(
+        facts["cmdline"].contains("console=ttyAMA0,115200"),
+        "{guest}"
+    );
+    assert_eq!(&facts["secure_boot"], "1");
+    assert!(facts["lockdown"].contains("[integrity]"), "{guest}");
+
+    // What an arm64 machine does not have, in one line each and before QEMU starts.
+    let err = one_error(&c2vm_run(&disk, &["--firmware", "bios", "--expect", "x"]));
+    assert!(err.contains("arm64 machines have no BIOS"), "{err}");
+    let err = one_error(&c2vm_run(&disk, &["--machine", "pc", "--expect", "x"]));
+    assert!(err.contains("QEMU's virt machine"), "{err}");
+    // No AAVMF (hidden under an empty directory, in a mount namespace of this command alone).
+    let empty = d.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = run(std::process::Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /usr/share/AAVMF && exec \"$2\" run --expect x \"$3\"",
+            "sh",
+        ])
+        .arg(&empty)
+        .arg(env!("CARGO_BIN_EXE_c2vm"))
+        .arg(&disk));
+    let err = one_error(&out);
+    assert!(
+        err.contains("no AAVMF firmware") && err.contains("apt-get install qemu-efi-aarch64"),
+        "{err}"
+    );
+
+    // The same image in a two-platform OCI layout, read with no engine: with no --platform the
+    // host's image (amd64), with it the arm64 one, whose root filesystem is the engine's.
+    let amd64 = "c2vm-test/small-amd64:latest";
+    let small = small_rootfs(d);
+    tool("docker", &["import", small.to_str().unwrap(), amd64]);
+    let layout = d.join("layout");
+    let arm64 = kernel_image(&said);
+    multi_platform_layout(&layout, &[(amd64, "amd64"), (&arm64, "arm64")]);
+    let source = format!("oci:{}", layout.display());
+    let host = d.join("host.raw");
+    let out = Convert::new(&source, &host)
+        .arg("--json")
+        .env("DOCKER_HOST", "unix:///nonexistent")
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["arch"], "amd64", "{report}");
+    std::fs::remove_file(&host).unwrap();
+    let from_layout = d.join("layout-arm64.raw");
+    Convert::new(&source, &from_layout)
+        .password_file(&pw)
+        .args([
+            "--platform",
+            "linux/arm64",
+            "--kernel",
+            "image",
+            "--size",
+            "2G",
+        ])
+        .env("DOCKER_HOST", "unix:///nonexistent")
+        .reproducible()
+        .scratch_beside_output()
+        .success();
+    // The engine's export of the same image, its own kernel, is the reference: its tree, read
+    // back with debugfs, is the layout's (less what every export adds; see tests/transports.rs).
+    std::fs::remove_file(&disk).unwrap();
+    let from_engine = d.join("engine-arm64.raw");
+    Convert::new(&arm64, &from_engine)
+        .password_file(&pw)
+        .args(["--kernel", "image", "--size", "2G"])
+        .reproducible()
+        .scratch_beside_output()
+        .locked()
+        .success();
+    let listing = |disk: &Path, name: &str| {
+        let work = d.join(name);
+        std::fs::create_dir(&work).unwrap();
+        let mut listing = root_listing(disk, &work);
+        std::fs::remove_dir_all(&work).unwrap();
+        std::fs::remove_file(disk).unwrap();
+        for engine_only in ["etc/mtab", "dev/console"] {
+            listing.remove(engine_only);
+        }
+        listing
+    };
+    let reference = listing(&from_engine, "engine-listing");
+    assert!(reference.len() > 5000, "{}", reference.len());
+    let diff = listing_diff(&reference, &listing(&from_layout, "layout-listing"), 20);
+    assert!(
+        diff.is_empty(),
+        "the layout's arm64 tree differs from the engine's:\n{}",
+        diff.join("\n")
+    );
+    // An index with no arm64 image: one line naming what it has, and no output.
+    let only_amd64 = d.join("only-amd64");
+    multi_platform_layout(&only_amd64, &[(amd64, "amd64")]);
+    let none = d.join("none.raw");
+    let out = Convert::new(&format!("oci:{}", only_amd64.display()), &none)
+        .args(["--platform", "linux/arm64"])
+        .env("DOCKER_HOST", "unix:///nonexistent")
+        .output();
+    let err = one_error(&out);
+    assert!(
+        err.contains("has no linux/arm64 image (it has linux/amd64)"),
+        "{err}"
+    );
+    assert!(!none.exists());
+    tool("docker", &["rmi", amd64]);
+}
