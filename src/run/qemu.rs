@@ -92,12 +92,17 @@ fn qemu_binary(arch: Arch) -> &'static str {
 /// The architecture of the disk, from its root partition's type: the first sectors only,
 /// through qemu-img for formats other than raw.
 fn disk_arch(disk: &Path, format: &str) -> Result<Arch> {
-    let mut table = vec![0u8; gpt::TABLE_BYTES];
-    let read = |path: &Path, table: &mut [u8]| -> Result<()> {
-        let mut file =
+    let mut table = Vec::with_capacity(gpt::TABLE_BYTES);
+    // As much of the table as there is: a disk smaller than it has none to read.
+    let read = |path: &Path, table: &mut Vec<u8>| -> Result<()> {
+        let file =
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        std::io::Read::read_exact(&mut file, table)
-            .with_context(|| format!("{} is too small to be a disk", path.display()))
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, gpt::TABLE_BYTES as u64),
+            table,
+        )
+        .with_context(|| format!("reading {}", path.display()))?;
+        Ok(())
     };
     if format == "raw" {
         read(disk, &mut table)?;
@@ -116,7 +121,16 @@ fn disk_arch(disk: &Path, format: &str) -> Result<Arch> {
             .run()?;
         read(&head, &mut table)?;
     }
-    gpt::root_arch(&table).with_context(|| format!("reading {}", disk.display()))
+    // A disk c2vm did not make may have no root partition of a known type: it boots as the
+    // host's, as it did before c2vm knew more than one architecture.
+    gpt::root_arch(&table).or_else(|why| {
+        let host = Arch::host().unwrap_or(Arch::Amd64);
+        note(&format!(
+            "c2vm: {} ({why:#}); booting it as {host}",
+            disk.display()
+        ));
+        Ok(host)
+    })
 }
 
 /// KVM only where it works: the disk is the host's architecture, /dev/kvm opens AND (on x86) a
