@@ -730,7 +730,7 @@ fn configure_guest(
             restart: init.restart,
             stop_timeout: init.stop_timeout,
         };
-        c2vm::install(guest, &app.process, &settings).context("installing c2vm-init")?;
+        c2vm::install(guest, &app.process, &settings, arch).context("installing c2vm-init")?;
         return Ok(SetupDone {
             kernel,
             disabled: Vec::new(),

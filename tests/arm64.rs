@@ -2,8 +2,9 @@
 //! where no registry answers: debootstrap under emulation (scripts/ensure-debian-image
 //! --platform linux/arm64, run by scripts/test). c2vm's Debian template then builds its kernel
 //! layer under binfmt_misc and qemu-user-static, and the disk boots on qemu-system-aarch64's
-//! `virt` machine with AAVMF, Secure Boot enforced. Boots of arm64 under TCG are the suite's
-//! dearest, so one disk serves every check and boots once.
+//! `virt` machine with AAVMF, Secure Boot enforced; an app VM on the same kernel runs c2vm-init
+//! for aarch64. Boots of arm64 under TCG are the suite's dearest, so one disk serves every check
+//! and boots once.
 mod common;
 use common::*;
 use std::path::Path;
@@ -256,4 +257,37 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
     );
     assert!(!none.exists());
     tool("docker", &["rmi", amd64]);
+
+    // c2vm-init for aarch64 (built by build.rs with Debian's cross toolchain) as PID 1 of an
+    // app VM: `c2vm build` of a Dockerfile on the image with its kernel, for linux/arm64; the
+    // app's exit status leaves `c2vm run`.
+    let context = build_context(
+        d,
+        &format!("FROM {arm64}\nCMD [\"sh\", \"-c\", \"echo hello from $(uname -m); exit 42\"]\n"),
+    );
+    let app = d.join("app.qcow2");
+    let lock = host_lock(); // docker build makes containers
+    let out = run(c2vm()
+        .arg("build")
+        .arg(&context)
+        .args([
+            "--platform",
+            "linux/arm64",
+            "--kernel",
+            "image",
+            "--init",
+            "c2vm",
+            "-o",
+        ])
+        .arg(&app));
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(lock);
+    assert!(stderr(&out).contains("Init: c2vm-init"), "{}", stderr(&out));
+    let out = run(c2vm()
+        .args(["run", "--cpus", "1"])
+        .arg(&app)
+        .stdin(std::process::Stdio::null()));
+    let console = stdout(&out);
+    assert_eq!(out.status.code(), Some(42), "{console}");
+    assert!(console.contains("hello from aarch64"), "{console}");
 }

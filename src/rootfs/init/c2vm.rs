@@ -1,5 +1,6 @@
 //! c2vm's own init (`init/`, embedded at build time) for images with no init: it goes to
 //! `/.c2vm/init` with its config beside it, and the kernel boots it with `init=`.
+use crate::arch::Arch;
 use crate::rootfs::app::AppSpec;
 use crate::rootfs::setup::GuestSettings;
 use crate::rootfs::tree::{GuestTree, Perms};
@@ -13,6 +14,23 @@ use c2vm_init_config::PATH as CONFIG;
 const BINARY: &[u8] = include_bytes!(env!("C2VM_INIT_BINARY"));
 #[cfg(not(feature = "cli"))]
 const BINARY: &[u8] = &[];
+/// The aarch64 build, where the host had Debian's cross toolchain when c2vm was built.
+#[cfg(feature = "cli")]
+const BINARY_AARCH64: Option<&[u8]> = include!(concat!(env!("OUT_DIR"), "/init_aarch64.rs"));
+#[cfg(not(feature = "cli"))]
+const BINARY_AARCH64: Option<&[u8]> = None;
+
+/// c2vm-init for `arch`'s guests, or why this c2vm has none.
+fn binary(arch: Arch) -> Result<&'static [u8]> {
+    match arch {
+        Arch::Amd64 => Ok(BINARY),
+        Arch::Arm64 => BINARY_AARCH64.ok_or_else(|| {
+            anyhow::anyhow!(
+                "this c2vm was built without c2vm-init for arm64 (it needs Debian's rustc-web, libstd-rust-web-dev:arm64 and gcc-aarch64-linux-gnu when c2vm is built: scripts/install-host-deps --arm64); give the image an init of its own"
+            )
+        }),
+    }
+}
 
 pub const PATH: &str = "/.c2vm/init";
 
@@ -29,7 +47,13 @@ pub struct Settings<'a> {
 }
 
 /// Put the init, its config and the mount points it needs into the guest.
-pub fn install(guest: &mut GuestTree, process: &AppSpec, settings: &Settings) -> Result<()> {
+pub fn install(
+    guest: &mut GuestTree,
+    process: &AppSpec,
+    settings: &Settings,
+    arch: Arch,
+) -> Result<()> {
+    let binary = binary(arch)?;
     if process.argv.is_empty() {
         bail!("the image has no ENTRYPOINT or CMD, so c2vm-init has nothing to run; set CMD in the image (or drop --no-app)");
     }
@@ -61,7 +85,7 @@ pub fn install(guest: &mut GuestTree, process: &AppSpec, settings: &Settings) ->
         stop_timeout: settings.stop_timeout,
     };
     guest.mkdir("/.c2vm", Perms::root(0o755))?;
-    guest.write(PATH, BINARY, Perms::root(0o755))?;
+    guest.write(PATH, binary, Perms::root(0o755))?;
     guest.write(CONFIG, config.to_json()?.as_bytes(), Perms::root(0o644))?;
     // Mount points (a `FROM scratch` image has none) and a WORKDIR docker would make.
     for dir in ["/dev", "/proc", "/sys", "/run", "/etc"] {
@@ -125,7 +149,7 @@ mod tests {
             restart: Restart::OnFailure,
             stop_timeout: 10,
         };
-        install(&mut t, &process, &settings).unwrap();
+        install(&mut t, &process, &settings, Arch::Amd64).unwrap();
         assert!(t.is_executable(PATH).unwrap());
         let config: serde_json::Value =
             serde_json::from_slice(&t.read(CONFIG).unwrap().unwrap()).unwrap();
@@ -161,7 +185,7 @@ mod tests {
                 restart,
                 stop_timeout: 42,
             };
-            install(&mut t, &process, &settings).unwrap();
+            install(&mut t, &process, &settings, Arch::Amd64).unwrap();
             let text = String::from_utf8(t.read(CONFIG).unwrap().unwrap()).unwrap();
             let read = c2vm_init_config::Config::parse(&text).unwrap();
             assert_eq!(
