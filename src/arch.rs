@@ -25,6 +25,12 @@ impl Arch {
         }
     }
 
+    /// The host's architecture, or amd64 on a host c2vm makes no disks for: what a choice left
+    /// open falls back to (`docker pull` picks the host's platform the same way).
+    pub fn host_or_default() -> Arch {
+        Arch::host().unwrap_or(Arch::Amd64)
+    }
+
     /// The OCI (and Debian) name: `amd64`, `arm64`.
     pub fn name(self) -> &'static str {
         match self {

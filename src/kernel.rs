@@ -309,9 +309,7 @@ pub fn add_kernel(
     let mut files = vec![("Dockerfile", dockerfile.as_str())];
     files.extend_from_slice(CONTEXT_FILES);
     let context = docker::context_of_files(&files)?;
-    if Arch::host() != Some(arch) {
-        check_emulation(arch)?;
-    }
+    check_emulation(arch)?;
     engine.build(
         context,
         "Dockerfile",
@@ -331,19 +329,18 @@ pub fn add_kernel(
 
 /// Another architecture's template runs under the host kernel's binfmt_misc emulation, as
 /// `docker buildx` does; without a handler, the build would fail at its first command with
-/// `exec format error`.
+/// `exec format error`. qemu-user-static names its handlers by `uname -m` on every host.
 fn check_emulation(arch: Arch) -> Result<()> {
-    let handler = format!("/proc/sys/fs/binfmt_misc/qemu-{}", arch.machine());
-    if arch == Arch::Amd64 {
-        return Ok(()); // an arm64 host's amd64 emulation: named the same way (qemu-x86_64)
+    if Arch::host() == Some(arch) {
+        return Ok(());
     }
+    let handler = format!("/proc/sys/fs/binfmt_misc/qemu-{}", arch.machine());
     match std::fs::read_to_string(&handler) {
         Ok(state) if state.starts_with("enabled") => Ok(()),
         _ => bail!(
-            "building the kernel layer of this {arch} image needs {arch} emulation on this {} host, and binfmt_misc has no qemu-{} handler; {}",
+            "building the kernel layer of this {arch} image needs {arch} emulation on this {} host, and binfmt_misc has no qemu-{machine} handler; install it with `apt-get install qemu-user-static binfmt-support` (or `update-binfmts --enable qemu-{machine}` where they are installed)",
             Arch::host().map_or("other", Arch::name),
-            arch.machine(),
-            "install it with `apt-get install qemu-user-static binfmt-support` (or `update-binfmts --enable qemu-aarch64` where they are installed)"
+            machine = arch.machine(),
         ),
     }
 }
@@ -354,44 +351,19 @@ mod tests {
 
     #[test]
     fn the_cloud_flavour_is_debians_only() {
-        let debian = render(
-            Family::Debian,
-            "sha256:abc",
-            Flavour::Cloud,
-            Arch::Amd64,
-            true,
-        )
-        .unwrap();
-        assert!(debian.contains(" linux-image-cloud-amd64 "), "{debian}");
-        let standard = render(
-            Family::Debian,
-            "sha256:abc",
-            Flavour::Standard,
-            Arch::Amd64,
-            true,
-        )
-        .unwrap();
+        let debian = |flavour, arch, signed| {
+            render(Family::Debian, "sha256:abc", flavour, arch, signed).unwrap()
+        };
+        let cloud = debian(Flavour::Cloud, Arch::Amd64, true);
+        assert!(cloud.contains(" linux-image-cloud-amd64 "), "{cloud}");
+        let standard = debian(Flavour::Standard, Arch::Amd64, true);
         assert!(standard.contains(" linux-image-amd64 "), "{standard}");
-        let arm64 = render(
-            Family::Debian,
-            "sha256:abc",
-            Flavour::Cloud,
-            Arch::Arm64,
-            true,
-        )
-        .unwrap();
+        let arm64 = debian(Flavour::Cloud, Arch::Arm64, true);
         assert!(arm64.contains(" linux-image-cloud-arm64 "), "{arm64}");
         assert!(arm64.contains(" systemd-boot-efi-arm64-signed "), "{arm64}");
         // The signed loaders, unless --secure-boot off.
         assert!(standard.contains("candidates=\"shim-signed "), "{standard}");
-        let off = render(
-            Family::Debian,
-            "sha256:abc",
-            Flavour::Standard,
-            Arch::Amd64,
-            false,
-        )
-        .unwrap();
+        let off = debian(Flavour::Standard, Arch::Amd64, false);
         assert!(off.contains("candidates=\"\";"), "{off}");
         for family in [Family::Ubuntu, Family::Alpine, Family::Fedora] {
             let err = render(family, "sha256:abc", Flavour::Cloud, Arch::Amd64, true)

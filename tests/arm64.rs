@@ -29,18 +29,6 @@ fn c2vm_run(disk: &Path, args: &[&str]) -> std::process::Output {
     run(c2vm().arg("run").args(args).arg(disk))
 }
 
-/// One `c2vm: error:` line and exit 1.
-fn one_error(out: &std::process::Output) -> String {
-    let said = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "{said}");
-    let errors: Vec<&str> = said
-        .lines()
-        .filter(|l| l.starts_with("c2vm: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{said}");
-    errors[0].to_string()
-}
-
 /// An OCI layout whose index holds `images` (skopeo's `docker-daemon:` names) as one image per
 /// platform, with no tags: what a multi-platform image looks like on disk.
 fn multi_platform_layout(dir: &Path, images: &[(&str, &str)]) {

@@ -25,13 +25,7 @@ fn fails_with_path(dir: &Path, args: &[&str], path: Option<&Path>) -> String {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
     assert!(!err.contains("panicked"), "{args:?}: {err}");
-    assert_eq!(
-        err.lines()
-            .filter(|l| l.starts_with("c2vm: error:"))
-            .count(),
-        1,
-        "{args:?}: one error line: {err}"
-    );
+    the_error(&err);
     assert_eq!(listing(dir), before, "{args:?} wrote something");
     err
 }

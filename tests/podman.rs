@@ -63,16 +63,8 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
         .arg(d.join("missing.raw"))
         .arg("--password-file")
         .arg(&pw));
-    let said = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{said}");
-    let errors: Vec<&str> = said
-        .lines()
-        .filter(|l| l.starts_with("c2vm: error:"))
-        .collect();
-    assert!(
-        errors.len() == 1 && errors[0].contains("manifest unknown"),
-        "{said}"
-    );
+    let err = one_error(&out);
+    assert!(err.contains("manifest unknown"), "{err}");
     assert!(!d.join("missing.raw").exists());
 
     // Pulled by Podman from the registry (not in its store before), inspected, its os-release

@@ -292,11 +292,7 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
         said.contains("has no kernel in /boot") && said.contains("--kernel-image"),
         "{said}"
     );
-    let errors: Vec<&str> = said
-        .lines()
-        .filter(|l| l.starts_with("c2vm: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{said}");
+    the_error(&said);
 
     // The same with a kernel bundle from the same registry: it converts. Every way of giving
     // the registry's password and the root password, with an SSH key whose private half lies
@@ -444,12 +440,7 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
         let (code, said, made) = convert(&extra, stdin);
         assert_eq!(code, Some(1), "{extra:?}: {said}");
         assert!(!made, "{extra:?} left an output");
-        let errors: Vec<&str> = said
-            .lines()
-            .filter(|l| l.starts_with("c2vm: error:"))
-            .collect();
-        assert_eq!(errors.len(), 1, "{said}");
-        assert!(errors[0].contains(expect), "{extra:?}: {said}");
+        assert!(the_error(&said).contains(expect), "{extra:?}: {said}");
     }
     assert!(
         listing(&d.join("tmp")).is_empty(),
@@ -650,13 +641,8 @@ fn broken_layouts_fail_in_one_line_and_leave_nothing() {
             .args(["--kernel", "image"]));
         let said = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{}: {said}", layout.display());
-        let errors: Vec<&str> = said
-            .lines()
-            .filter(|l| l.starts_with("c2vm: error:"))
-            .collect();
-        assert_eq!(errors.len(), 1, "{said}");
         assert!(
-            errors[0].contains(expect),
+            the_error(&said).contains(expect),
             "{}: expected `{expect}` in: {said}",
             layout.display()
         );
@@ -808,16 +794,8 @@ fn hostile_layers_are_refused_in_one_line_whichever_layer_holds_them() {
             .scratch_beside_output()
             .password_file(&pw)
             .output();
-        let said = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{name}: {said}");
-        let errors: Vec<&str> = said
-            .lines()
-            .filter(|l| l.starts_with("c2vm: error:"))
-            .collect();
-        assert!(
-            errors.len() == 1 && errors[0].contains(expect),
-            "{name}: {said}"
-        );
+        let err = one_error(&out);
+        assert!(err.contains(expect), "{name}: {err}");
         assert!(listing(&victim).is_empty(), "{name} wrote outside the tree");
         assert!(!d.join("out.raw").exists());
     }

@@ -124,7 +124,7 @@ fn disk_arch(disk: &Path, format: &str) -> Result<Arch> {
     // A disk c2vm did not make may have no root partition of a known type: it boots as the
     // host's, as it did before c2vm knew more than one architecture.
     gpt::root_arch(&table).or_else(|why| {
-        let host = Arch::host().unwrap_or(Arch::Amd64);
+        let host = Arch::host_or_default();
         note(&format!(
             "c2vm: {} ({why:#}); booting it as {host}",
             disk.display()

@@ -139,10 +139,7 @@ impl Engine {
             policy == PullPolicy::Never
                 || platform.is_none_or(|p| Arch::from_oci(&found.architecture) == Some(p))
         });
-        let platform = platform
-            .or_else(Arch::host)
-            .unwrap_or(Arch::Amd64)
-            .platform();
+        let platform = platform.unwrap_or_else(Arch::host_or_default).platform();
         match (policy, local) {
             (PullPolicy::Never, None) => bail!(
                 "image {reference} is not in the engine at {} and --pull never forbids pulling it; pull or build it first",

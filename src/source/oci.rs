@@ -34,7 +34,7 @@ pub struct Wanted(pub Option<Arch>);
 impl Wanted {
     /// The architecture an index with several images is read for.
     fn target(self) -> Arch {
-        self.0.or_else(Arch::host).unwrap_or(Arch::Amd64)
+        self.0.unwrap_or_else(Arch::host_or_default)
     }
 
     fn matches(self, other: &oci_spec::image::Platform) -> bool {

@@ -94,7 +94,7 @@ pub fn architecture(path: &Path) -> Result<crate::arch::Arch> {
             Arch::ALL.map(Arch::platform).join(" and ")
         ),
         None => {
-            let host = Arch::host().unwrap_or(Arch::Amd64);
+            let host = Arch::host_or_default();
             crate::progress::note(&format!(
                 "No program in {} says its architecture: the disk is for this host's ({host}); --platform chooses",
                 path.display()

@@ -41,6 +41,25 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The one `c2vm: error:` line in `said` (c2vm's stderr), which must hold exactly one.
+#[allow(dead_code)]
+pub fn the_error(said: &str) -> String {
+    let errors: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("c2vm: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line expected: {said}");
+    errors[0].to_string()
+}
+
+/// A failure as a user meets it: exit 1 and one `c2vm: error:` line, which this returns.
+#[allow(dead_code)]
+pub fn one_error(out: &Output) -> String {
+    let said = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    the_error(&said)
+}
+
 /// The ordinary user conversions run as in tests of "no root needed": a member of the `docker`
 /// group, made once.
 pub const USER: &str = "c2vm-user";
