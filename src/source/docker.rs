@@ -680,6 +680,9 @@ pub fn context_from_dir(dir: &Path) -> Result<Vec<u8>> {
     }
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
+    // Files with holes (a linker's output often has them) as plain files: dockerd refuses GNU
+    // sparse entries ("unhandled tar header type 83"), and the docker CLI never writes them.
+    builder.sparse(false);
     builder
         .append_dir_all(".", dir)
         .with_context(|| format!("packing the build context {}", dir.display()))?;
@@ -689,6 +692,30 @@ pub fn context_from_dir(dir: &Path) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_context_with_a_sparse_file_packs_it_as_a_plain_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("app")).unwrap();
+        file.set_len(1 << 20).unwrap(); // all hole
+        std::io::Write::write_all(&mut &file, b"ELF").unwrap();
+        drop(file);
+        let tar = context_from_dir(dir.path()).unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let kinds: Vec<(String, tar::EntryType, u64)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.path().unwrap().display().to_string();
+                (name, e.header().entry_type(), e.header().size().unwrap())
+            })
+            .collect();
+        assert!(
+            kinds.contains(&("app".to_string(), tar::EntryType::Regular, 1 << 20)),
+            "{kinds:?}"
+        );
+    }
 
     #[test]
     fn a_failed_build_says_its_step_and_apt_s_error_in_one_line() {
