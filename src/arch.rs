@@ -39,6 +39,16 @@ impl Arch {
         }
     }
 
+    /// Docker Hub's namespace for the official images built for this architecture alone
+    /// (`arm64v8/debian`): a name that holds one architecture on any host, where a plain
+    /// `debian` would be the host's, or whichever was pulled last.
+    pub fn official_images_namespace(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64v8",
+        }
+    }
+
     /// The OCI platform, as `--platform` and the engines take it.
     pub fn platform(self) -> String {
         format!("linux/{}", self.name())

@@ -163,6 +163,7 @@ pub fn render(
             base_image => base_image,
             kernel_package => kernel_package,
             signed_packages => signed_packages,
+            serial_console => arch.serial_console(),
         })
         .with_context(|| format!("rendering the {} template", family.name()))?;
     Ok(text)
@@ -191,8 +192,12 @@ pub fn cache_tag(base_id: &str, dockerfile: &str) -> String {
     format!("c2vm-kernel:{hex}")
 }
 
-/// The base of the generic kernel bundle: Debian stable.
-pub const GENERIC_BASE: &str = "debian:stable";
+/// The base of the generic kernel bundle: Debian stable, under the name that holds `arch`'s
+/// image alone (`amd64/debian:stable`, `arm64v8/debian:stable`), so bundles for both can be
+/// made on one engine.
+pub fn generic_base(arch: Arch) -> String {
+    format!("{}/debian:stable", arch.official_images_namespace())
+}
 const GENERIC_TEMPLATE: &str = include_str!("../templates/generic.Dockerfile");
 
 /// c2vm's generic kernel bundle (built once through the engine, then cached by the template's
@@ -203,22 +208,13 @@ pub fn bundle(engine: &Engine, own: Option<&str>, arch: Arch) -> Result<ImageDet
         image.check_platform(reference, Some(arch))?;
         return Ok(image);
     }
-    if arch != Arch::Amd64 {
-        bail!("c2vm's generic kernel bundle is built for amd64 only so far; for this {arch} image give a bundle of your own with --kernel-image (an {arch} image with /boot/vmlinuz-VER, /boot/initrd.img-VER and /usr/lib/modules/VER)");
-    }
-    let base = engine.ensure_image(GENERIC_BASE, PullPolicy::Missing, Some(arch))?;
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    let dockerfile = env
-        .render_str(
-            GENERIC_TEMPLATE,
-            minijinja::context! { base_image => base.id },
-        )
-        .context("rendering the generic kernel template")?;
+    let base = engine.ensure_image(&generic_base(arch), PullPolicy::Missing, Some(arch))?;
+    let dockerfile = render_generic(&base.id, arch)?;
     let tag = cache_tag(&base.id, &dockerfile).replace("c2vm-kernel:", "c2vm-kernel:generic-");
     if let Some(cached) = engine.inspect(&tag)? {
         return Ok(cached);
     }
+    check_emulation(arch)?;
     let context = docker::context_of_files(&[("Dockerfile", dockerfile.as_str())])?;
     engine.build(
         context,
@@ -226,11 +222,21 @@ pub fn bundle(engine: &Engine, own: Option<&str>, arch: Arch) -> Result<ImageDet
         &tag,
         &HashMap::new(),
         Some(arch),
-        "Building the generic kernel bundle (once)",
+        &format!("Building the generic kernel bundle for {arch} (once)"),
     )?;
     engine
         .inspect(&tag)?
         .context("the kernel bundle vanished after its build")
+}
+
+fn render_generic(base_id: &str, arch: Arch) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.render_str(
+        GENERIC_TEMPLATE,
+        minijinja::context! { base_image => base_id, arch => arch.name() },
+    )
+    .context("rendering the generic kernel template")
 }
 
 /// The family whose template fits `image`: its os-release names one, and the package manager the
@@ -374,6 +380,35 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn alpines_getty_is_on_the_architectures_serial_console() {
+        let alpine = |arch| render(Family::Alpine, "sha256:abc", Flavour::Standard, arch, true);
+        let arm64 = alpine(Arch::Arm64).unwrap();
+        assert!(
+            arm64.contains("ttyAMA0::respawn:/sbin/getty -L 115200 ttyAMA0 vt100"),
+            "{arm64}"
+        );
+        assert!(!arm64.contains("ttyS0"), "{arm64}");
+        assert!(alpine(Arch::Amd64).unwrap().contains("ttyS0::respawn"));
+    }
+
+    #[test]
+    fn the_generic_bundle_installs_its_architectures_packages() {
+        let arm64 = render_generic("sha256:abc", Arch::Arm64).unwrap();
+        for package in [
+            " linux-image-cloud-arm64 ",
+            " shim-helpers-arm64-signed ",
+            " systemd-boot-efi-arm64-signed ",
+            " grub-efi-arm64-signed;",
+        ] {
+            assert!(arm64.contains(package), "{package}: {arm64}");
+        }
+        assert!(!arm64.contains("amd64"), "{arm64}");
+        let amd64 = render_generic("sha256:abc", Arch::Amd64).unwrap();
+        assert!(amd64.contains(" linux-image-cloud-amd64 "), "{amd64}");
+        assert_eq!(generic_base(Arch::Arm64), "arm64v8/debian:stable");
     }
 
     #[test]

@@ -4,13 +4,17 @@
 # (--kernel generic). Only /boot/vmlinuz-*, /boot/initrd.img-* and /usr/lib/modules go into a
 # guest.
 #
+# Built for the disk's architecture ({{ arch }} here) on that architecture's Debian stable;
+# another architecture's build runs under the host's binfmt_misc emulation.
+#
 # Flavour: Debian's `cloud` kernel. It is built for VMs: virtio (QEMU/KVM, KubeVirt), NVMe, Xen
 # and Hyper-V front ends, AWS ENA and Google gVNIC, and it leaves out the thousands of bare-metal
-# drivers of the generic `amd64` flavour (a third the size).
+# drivers of the standard flavour (a third the size).
 #
 # The initramfs (initramfs-tools, zstd) finds the root by UUID and loads only the drivers a VM
-# needs, listed below, before it starts the `init=` it is given; the NIC drivers are in it too,
-# since c2vm-init loads no modules. The power button (button) and its input events (evdev)
+# needs, listed below, before it starts the `init=` it is given (one list for every architecture:
+# mkinitramfs skips what a kernel lacks, such as ata_piix on arm64); the NIC drivers are in it
+# too, since c2vm-init loads no modules. The power button (button) and its input events (evdev)
 # let c2vm-init stop the app on ACPI shutdown. vfat and its code pages are there so the ESP mounts
 # on a guest that has no modprobe (images often leave out kmod): the kernel cannot load a module
 # on demand without it, and what the initramfs loaded stays loaded.
@@ -25,14 +29,14 @@ RUN set -eux; \
     apt-get install -y --no-install-recommends zstd initramfs-tools kmod; \
     printf 'MODULES=list\nCOMPRESS=zstd\n' > /etc/initramfs-tools/conf.d/c2vm-generic.conf; \
     printf '%s\n' \
-        virtio_pci virtio_blk virtio_scsi virtio_net virtio_console virtio_rng \
+        virtio_pci virtio_mmio virtio_blk virtio_scsi virtio_net virtio_console virtio_rng \
         nvme ahci ata_piix sd_mod sr_mod \
         ext4 crc32c_generic vfat nls_cp437 nls_ascii \
         xen_blkfront xen_netfront hv_vmbus hv_storvsc hv_netvsc ena gve \
         button evdev \
         > /etc/initramfs-tools/modules; \
-    apt-get install -y --no-install-recommends linux-image-cloud-amd64 \
-        shim-signed shim-helpers-amd64-signed systemd-boot-efi-amd64-signed grub-efi-amd64-signed; \
+    apt-get install -y --no-install-recommends linux-image-cloud-{{ arch }} \
+        shim-signed shim-helpers-{{ arch }}-signed systemd-boot-efi-{{ arch }}-signed grub-efi-{{ arch }}-signed; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/*; \
     ls /boot/vmlinuz-* /boot/initrd.img-*

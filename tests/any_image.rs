@@ -46,7 +46,7 @@ fn run_to_end(disk: &Path, firmware: &str) -> (i32, String) {
 }
 
 #[test]
-#[ignore = "needs root, dockerd with debian:latest (as debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
+#[ignore = "needs root, dockerd with debian:latest (as amd64/debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
 fn a_scratch_web_server_boots_on_the_generic_kernel_and_serves_its_page() {
     let dir = user_scratch();
     scratch_image(
@@ -118,7 +118,7 @@ fn a_scratch_web_server_boots_on_the_generic_kernel_and_serves_its_page() {
 }
 
 #[test]
-#[ignore = "needs root, dockerd with debian:latest (as debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
+#[ignore = "needs root, dockerd with debian:latest (as amd64/debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
 fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
     let dir = user_scratch();
     scratch_image(
@@ -175,7 +175,7 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
 }
 
 #[test]
-#[ignore = "needs root, dockerd with debian:latest (as debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
+#[ignore = "needs root, dockerd with debian:latest (as amd64/debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
 fn an_image_with_systemd_but_no_kernel_boots_to_login_on_the_generic_kernel() {
     let dir = user_scratch();
     let ctx = dir.path().join("systemd");
@@ -247,7 +247,7 @@ fn an_image_with_systemd_but_no_kernel_boots_to_login_on_the_generic_kernel() {
 }
 
 #[test]
-#[ignore = "needs root, dockerd with debian:latest (as debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
+#[ignore = "needs root, dockerd with debian:latest (as amd64/debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
 fn the_power_button_stops_the_app_with_its_stop_signal_and_powers_off() {
     let dir = user_scratch();
     scratch_image(

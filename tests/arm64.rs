@@ -2,9 +2,9 @@
 //! where no registry answers: debootstrap under emulation (scripts/ensure-debian-image
 //! --platform linux/arm64, run by scripts/test). c2vm's Debian template then builds its kernel
 //! layer under binfmt_misc and qemu-user-static, and the disk boots on qemu-system-aarch64's
-//! `virt` machine with AAVMF, Secure Boot enforced; an app VM on the same kernel runs c2vm-init
-//! for aarch64. Boots of arm64 under TCG are the suite's dearest, so one disk serves every check
-//! and boots once.
+//! `virt` machine with AAVMF, Secure Boot enforced. A FROM scratch app VM gets c2vm's generic
+//! kernel bundle for arm64 (built the same way) and c2vm-init for aarch64. Boots of arm64 under
+//! TCG are the suite's dearest, so one disk serves every check and boots once.
 mod common;
 use common::*;
 use std::path::Path;
@@ -59,7 +59,7 @@ fn multi_platform_layout(dir: &Path, images: &[(&str, &str)]) {
 }
 
 #[test]
-#[ignore = "needs Docker with arm64 emulation (qemu-user-static), skopeo, mke2fs and qemu-system-aarch64 with AAVMF"]
+#[ignore = "needs Docker with arm64 emulation (qemu-user-static), arm64v8/debian:stable, skopeo, mke2fs, gcc-aarch64-linux-gnu and qemu-system-aarch64 with AAVMF"]
 fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
     let dir = scratch();
     let d = dir.path();
@@ -200,6 +200,16 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
         .reproducible()
         .scratch_beside_output()
         .success();
+    // As a VMDK: `c2vm run` reads its architecture through qemu-img, and refuses BIOS for it.
+    let vmdk = d.join("arm64.vmdk");
+    Convert::new(&arm64, &vmdk)
+        .password_file(&pw)
+        .args(["--kernel", "image"])
+        .success();
+    assert!(tool("qemu-img", &["info", vmdk.to_str().unwrap()]).contains("file format: vmdk"));
+    let err = one_error(&c2vm_run(&vmdk, &["--firmware", "bios", "--expect", "x"]));
+    assert!(err.contains("arm64 machines have no BIOS"), "{err}");
+    std::fs::remove_file(&vmdk).unwrap();
     // The engine's export of the same image, its own kernel, is the reference: its tree, read
     // back with debugfs, is the layout's (less what every export adds; see tests/transports.rs).
     std::fs::remove_file(&disk).unwrap();
@@ -246,33 +256,73 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
     assert!(!none.exists());
     tool("docker", &["rmi", amd64]);
 
-    // c2vm-init for aarch64 (built by build.rs with Debian's cross toolchain) as PID 1 of an
-    // app VM: `c2vm build` of a Dockerfile on the image with its kernel, for linux/arm64; the
-    // app's exit status leaves `c2vm run`.
+    // A FROM scratch app for arm64, one static program (cross-compiled here), made into a VM by
+    // `c2vm build --platform linux/arm64`: with no kernel and no distribution it gets c2vm's
+    // generic bundle, built for arm64 under emulation on arm64v8/debian:stable, and c2vm-init
+    // for aarch64 (built by build.rs with Debian's cross toolchain) as PID 1. It boots through
+    // the bundle's signed chain with Secure Boot enforced, and the app's exit status leaves
+    // `c2vm run`.
     let context = build_context(
         d,
-        &format!("FROM {arm64}\nCMD [\"sh\", \"-c\", \"echo hello from $(uname -m); exit 42\"]\n"),
+        "FROM scratch\nCOPY hello /hello\nCMD [\"/hello\", \"from\"]\n",
     );
+    std::fs::write(
+        d.join("hello.c"),
+        "#include <stdio.h>\n#include <sys/utsname.h>\n\
+         int main(int argc, char **argv) {\n\
+             struct utsname u; uname(&u);\n\
+             printf(\"hello %s %s\\n\", argc > 1 ? argv[1] : \"\", u.machine);\n\
+             return 42;\n\
+         }\n",
+    )
+    .unwrap();
+    tool(
+        "aarch64-linux-gnu-gcc",
+        &[
+            "-static",
+            "-O2",
+            "-o",
+            context.join("hello").to_str().unwrap(),
+            d.join("hello.c").to_str().unwrap(),
+        ],
+    );
+    // Written as qcow2 and as a KubeVirt containerDisk (an OCI layout), whose config says arm64.
     let app = d.join("app.qcow2");
+    let containerdisk = d.join("containerdisk");
     let lock = host_lock(); // docker build makes containers
     let out = run(c2vm()
         .arg("build")
         .arg(&context)
-        .args([
-            "--platform",
-            "linux/arm64",
-            "--kernel",
-            "image",
-            "--init",
-            "c2vm",
-            "-o",
-        ])
+        .args(["--platform", "linux/arm64", "--json", "--containerdisk"])
+        .arg(format!("oci:{}:v1", containerdisk.display()))
+        .arg("-o")
         .arg(&app));
-    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
     drop(lock);
-    assert!(stderr(&out).contains("Init: c2vm-init"), "{}", stderr(&out));
+    assert!(
+        said.contains("Kernel: c2vm's generic bundle") && said.contains("Init: c2vm-init"),
+        "{said}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["arch"], "arm64", "{report}");
+    assert!(
+        report["kernel"].as_str().unwrap().ends_with("-cloud-arm64"),
+        "{report}"
+    );
+    let read_json = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let blob = |digest: &serde_json::Value| {
+        let digest = digest.as_str().unwrap().replace(':', "/");
+        containerdisk.join("blobs").join(digest)
+    };
+    let index = read_json(containerdisk.join("index.json"));
+    let manifest = read_json(blob(&index["manifests"][0]["digest"]));
+    let config = read_json(blob(&manifest["config"]["digest"]));
+    assert_eq!(config["architecture"], "arm64", "{config}");
     let out = run(c2vm()
-        .args(["run", "--cpus", "1"])
+        .args(["run", "--cpus", "1", "--firmware", "uefi-secure"])
         .arg(&app)
         .stdin(std::process::Stdio::null()));
     let console = stdout(&out);
