@@ -7,6 +7,7 @@
 //! TCG are the suite's dearest, so one disk serves every check and boots once.
 mod common;
 use common::*;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 /// The arm64 Debian 13 image in the engine.
@@ -59,7 +60,7 @@ fn multi_platform_layout(dir: &Path, images: &[(&str, &str)]) {
 }
 
 #[test]
-#[ignore = "needs Docker with arm64 emulation (qemu-user-static), arm64v8/debian:stable, skopeo, mke2fs, gcc-aarch64-linux-gnu and qemu-system-aarch64 with AAVMF"]
+#[ignore = "needs Docker with arm64 emulation (qemu-user-static), arm64v8/debian:stable, skopeo, mke2fs, apt with the arm64 architecture (for busybox-static:arm64) and qemu-system-aarch64 with AAVMF"]
 fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
     let dir = scratch();
     let d = dir.path();
@@ -256,35 +257,59 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
     assert!(!none.exists());
     tool("docker", &["rmi", amd64]);
 
-    // A FROM scratch app for arm64, one static program (cross-compiled here), made into a VM by
-    // `c2vm build --platform linux/arm64`: with no kernel and no distribution it gets c2vm's
-    // generic bundle, built for arm64 under emulation on arm64v8/debian:stable, and c2vm-init
-    // for aarch64 (built by build.rs with Debian's cross toolchain) as PID 1. It boots through
-    // the bundle's signed chain with Secure Boot enforced, and the app's exit status leaves
-    // `c2vm run`.
+    // A FROM scratch app for arm64, Debian's static busybox (busybox-static:arm64, fetched with
+    // apt through the host's multiarch), made into a VM by `c2vm build --platform linux/arm64`:
+    // with no kernel and no distribution it gets c2vm's generic bundle, built for arm64 under
+    // emulation on arm64v8/debian:stable, and c2vm-init for aarch64 (built by build.rs with
+    // Debian's cross toolchain) as PID 1. It serves a page until asked to stop (a CGI), then
+    // exits with status 42.
     let context = build_context(
         d,
-        "FROM scratch\nCOPY hello /hello\nCMD [\"/hello\", \"from\"]\n",
+        "FROM scratch\nCOPY rootfs /\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"sh\", \"/app.sh\"]\n",
     );
-    std::fs::write(
-        d.join("hello.c"),
-        "#include <stdio.h>\n#include <sys/utsname.h>\n\
-         int main(int argc, char **argv) {\n\
-             struct utsname u; uname(&u);\n\
-             printf(\"hello %s %s\\n\", argc > 1 ? argv[1] : \"\", u.machine);\n\
-             return 42;\n\
-         }\n",
-    )
-    .unwrap();
+    let rootfs = context.join("rootfs");
+    let fetched = d.join("deb");
+    std::fs::create_dir(&fetched).unwrap();
+    let out = run(std::process::Command::new("apt-get")
+        .args(["download", "-q", "busybox-static:arm64"])
+        .current_dir(&fetched));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deb = std::fs::read_dir(&fetched)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     tool(
-        "aarch64-linux-gnu-gcc",
+        "dpkg-deb",
         &[
-            "-static",
-            "-O2",
-            "-o",
-            context.join("hello").to_str().unwrap(),
-            d.join("hello.c").to_str().unwrap(),
+            "-x",
+            deb.path().to_str().unwrap(),
+            fetched.join("x").to_str().unwrap(),
         ],
+    );
+    let write = |path: &str, text: &str, mode: u32| {
+        let path = rootfs.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .unwrap();
+    };
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy(fetched.join("x/bin/busybox"), rootfs.join("bin/busybox")).unwrap();
+    write(
+        "app.sh",
+        "bb=/bin/busybox\n$bb mkdir -p /run/app\n\
+         $bb httpd -p 8080 -h /www\n\
+         while [ ! -e /run/app/stop ]; do $bb sleep 1; done\n\
+         echo \"hello from $($bb uname -m)\"\nexit 42\n",
+        0o755,
+    );
+    write("www/index.html", "served by an arm64 VM\n", 0o644);
+    write(
+        "www/cgi-bin/stop",
+        "#!/bin/busybox sh\n/bin/busybox touch /run/app/stop\n\
+         printf 'Content-Type: text/plain\\r\\n\\r\\nstopping\\n'\n",
+        0o755,
     );
     // Written as qcow2 and as a KubeVirt containerDisk (an OCI layout), whose config says arm64.
     let app = d.join("app.qcow2");
@@ -321,11 +346,42 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
     let manifest = read_json(blob(&index["manifests"][0]["digest"]));
     let config = read_json(blob(&manifest["config"]["digest"]));
     assert_eq!(config["architecture"], "arm64", "{config}");
-    let out = run(c2vm()
+    // Booted with Secure Boot enforced through the bundle's signed chain, its port published:
+    // the page is served, the CGI stops the app, and its status leaves `c2vm run`.
+    let started = std::time::Instant::now();
+    let vm = std::process::Command::new(env!("CARGO_BIN_EXE_c2vm"))
         .args(["run", "--cpus", "1", "--firmware", "uefi-secure"])
+        .args(["--publish", "18093:8080"])
         .arg(&app)
-        .stdin(std::process::Stdio::null()));
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let curl = |path: &str| {
+        let url = format!("http://127.0.0.1:18093{path}");
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-m", "5", &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut page = String::new();
+    while page.is_empty() && started.elapsed() < std::time::Duration::from_secs(300) {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        page = curl("/");
+    }
+    eprintln!("page after {:?}", started.elapsed());
+    if page.is_empty() {
+        // SAFETY: ends the VM's process group (c2vm and QEMU), so its console can be shown.
+        unsafe { libc::kill(-(vm.id() as i32), libc::SIGTERM) };
+    }
+    let stopping = curl("/cgi-bin/stop");
+    let out = vm.wait_with_output().unwrap();
     let console = stdout(&out);
-    assert_eq!(out.status.code(), Some(42), "{console}");
+    assert_eq!(page, "served by an arm64 VM\n", "{console}");
+    assert_eq!(stopping, "stopping\n", "{console}");
+    assert_eq!(out.status.code(), Some(42), "{console}\n{}", stderr(&out));
     assert!(console.contains("hello from aarch64"), "{console}");
 }
