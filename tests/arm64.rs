@@ -4,14 +4,14 @@
 //! layer under binfmt_misc and qemu-user-static, and the disk boots on qemu-system-aarch64's
 //! `virt` machine with AAVMF, Secure Boot enforced. A FROM scratch app VM gets c2vm's generic
 //! kernel bundle for arm64 (built the same way) and c2vm-init for aarch64. Boots of arm64 under
-//! TCG are the suite's dearest, so one disk serves every check and boots once.
+//! TCG are the suite's dearest: the Debian disk boots twice (the second after a kernel update),
+//! the app once. The emulated builds take minutes, so they run without the host lock
+//! (`Convert::emulated`), and the two tests run side by side.
 mod common;
 use common::*;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-/// The arm64 Debian 13 image in the engine.
-const IMAGE: &str = "c2vm-test/debian-arm64:trixie";
 const ROOT_ARM64: &str = "B921B045-1DF0-41C3-AF44-4C6F280D3FAE";
 
 /// The kernel image c2vm built (or reused) for the conversion that said `said`.
@@ -28,6 +28,53 @@ fn kernel_image(said: &str) -> String {
 /// `c2vm run` as a user types it, with no architecture flag.
 fn c2vm_run(disk: &Path, args: &[&str]) -> std::process::Output {
     run(c2vm().arg("run").args(args).arg(disk))
+}
+
+/// The root filesystem's size in bytes, as the guest sees it.
+const ROOT_SIZE: &str = "df -B1 --output=size / | tail -n 1 | tr -d ' '";
+
+/// Where the host serves the newer kernel's packages to the guest (10.0.2.2 in QEMU's user
+/// network is the host's loopback).
+const KERNEL_PORT: u16 = 18094;
+
+/// Debian 13 backports' cloud kernel for arm64, its split packages in one directory
+/// (scripts/fetch-test-kernel-arm64, which scripts/test runs; `C2VM_TEST_KERNEL_ARM64` names it).
+fn arm64_kernel_debs() -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("C2VM_TEST_KERNEL_ARM64") {
+        return dir.into();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-test-kernel-arm64");
+    tool(script.to_str().unwrap(), &[]).trim().into()
+}
+
+/// A directory served over HTTP on 127.0.0.1 for as long as this lives.
+struct FileServer(std::process::Child);
+
+impl FileServer {
+    fn start(dir: &Path, port: u16) -> FileServer {
+        let child = std::process::Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = FileServer(child);
+        let up = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "the file server did not start on port {port}");
+        server
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// An OCI layout whose index holds `images` (skopeo's `docker-daemon:` names) as one image per
@@ -60,7 +107,7 @@ fn multi_platform_layout(dir: &Path, images: &[(&str, &str)]) {
 }
 
 #[test]
-#[ignore = "needs Docker with arm64 emulation (qemu-user-static), arm64v8/debian:stable, skopeo, mke2fs, apt with the arm64 architecture (for busybox-static:arm64) and qemu-system-aarch64 with AAVMF"]
+#[ignore = "needs Docker with arm64 emulation (qemu-user-static), skopeo, mke2fs, qemu-system-aarch64 with AAVMF, and the backports kernel of scripts/fetch-test-kernel-arm64"]
 fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
     let dir = scratch();
     let d = dir.path();
@@ -68,13 +115,13 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
     let disk = d.join("arm64.raw");
     // The kernel layer is built under emulation: Debian's cloud kernel, whose package and
     // initramfs are a third of the standard one's, keeps that to minutes.
-    let out = Convert::new(IMAGE, &disk)
+    let out = Convert::new(ARM64_IMAGE, &disk)
         .password_file(&pw)
         .args(["--platform", "linux/arm64", "--kernel-flavour", "cloud"])
         .arg("--json")
         .reproducible()
         .scratch_beside_output()
-        .leaving_nothing_behind()
+        .emulated(arm64_containers)
         .success();
     let said = stderr(&out);
     eprintln!("{said}");
@@ -131,7 +178,37 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
         ("secure_boot", SECURE_BOOT_STATE),
         ("lockdown", "cat /sys/kernel/security/lockdown"),
     ]);
-    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &facts, false, 600);
+    // The same boot then updates the kernel as an admin would: Debian 13 backports' cloud
+    // kernel for arm64 (scripts/fetch-test-kernel-arm64), fetched from the host over QEMU's user
+    // network and installed with dpkg, whose hooks rebuild the initramfs and put the new pair
+    // on the ESP. The disk is made larger first: the root grows to fill it at that boot.
+    tool(
+        "qemu-img",
+        &["resize", "-f", "raw", disk.to_str().unwrap(), "3G"],
+    );
+    let kernel_debs = arm64_kernel_debs();
+    let names: Vec<String> = std::fs::read_dir(&kernel_debs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let server = FileServer::start(&kernel_debs, KERNEL_PORT);
+    let update = format!(
+        "set -e\nmkdir -p /root/k && cd /root/k\n\
+         for f in {}; do /usr/lib/apt/apt-helper download-file \"http://10.0.2.2:{KERNEL_PORT}/$f\" \"$f\" >/dev/null 2>&1; done\n\
+         t=$(date +%s)\n\
+         export DEBIAN_FRONTEND=noninteractive\n\
+         {{ dpkg -i linux-base_*.deb && dpkg -i $(ls *.deb | grep -v '^linux-base_'); }} >/tmp/dpkg.log 2>&1 \
+           || {{ tail -n 20 /tmp/dpkg.log; exit 4; }}\n\
+         echo took-dpkg=$(($(date +%s) - t))\n\
+         new=$(ls /boot/vmlinuz-* | sed 's,^/boot/vmlinuz-,,' | sort -V | tail -n 1)\n\
+         echo new-kernel=$new\n\
+         cmp -s /boot/vmlinuz-$new /boot/efi/vmlinuz && echo esp-new=yes\n\
+         sync",
+        names.join(" ")
+    );
+    let script = format!("{facts}{}\n{update}", facts_script(&[("size", ROOT_SIZE)]));
+    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &script, true, 1200);
+    drop(server);
     assert_eq!(status, 0, "{guest}");
     let facts = Facts::parse(&guest);
     assert_eq!(&facts["machine"], "aarch64");
@@ -143,6 +220,31 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
     );
     assert_eq!(&facts["secure_boot"], "1");
     assert!(facts["lockdown"].contains("[integrity]"), "{guest}");
+    let size: u64 = facts["size"].parse().unwrap();
+    assert!(
+        size > 2 << 30,
+        "the root should fill the 3 GiB disk: {guest}"
+    );
+    assert_eq!(&facts["esp-new"], "yes", "{guest}");
+    let new_kernel = facts["new-kernel"].to_string();
+    assert!(new_kernel.ends_with("-cloud-arm64"), "{guest}");
+    assert_ne!(
+        report["kernel"].as_str().unwrap(),
+        new_kernel,
+        "no newer kernel was installed: {guest}"
+    );
+    // The next boot, Secure Boot still enforced, runs the new kernel, signed by Debian.
+    let booted = facts_script(&[
+        ("kernel", "uname -r"),
+        ("state", "systemctl is-system-running --wait"),
+        ("secure_boot", SECURE_BOOT_STATE),
+    ]);
+    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &booted, false, 600);
+    assert_eq!(status, 0, "{guest}");
+    let facts = Facts::parse(&guest);
+    assert_eq!(facts["kernel"], new_kernel, "{guest}");
+    assert_eq!(&facts["state"], "running", "{guest}");
+    assert_eq!(&facts["secure_boot"], "1", "{guest}");
 
     // What an arm64 machine does not have, in one line each and before QEMU starts.
     let err = one_error(&c2vm_run(&disk, &["--firmware", "bios", "--expect", "x"]));
@@ -256,7 +358,14 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
     );
     assert!(!none.exists());
     tool("docker", &["rmi", amd64]);
+}
 
+#[test]
+#[ignore = "needs Docker with arm64 emulation (qemu-user-static), arm64v8/debian:stable, apt with the arm64 architecture (for busybox-static:arm64) and qemu-system-aarch64 with AAVMF"]
+fn a_scratch_arm64_app_gets_the_generic_bundle_and_serves_through_publish() {
+    let dir = scratch();
+    let d = dir.path();
+    let pw = password_file(d);
     // A FROM scratch app for arm64, Debian's static busybox (busybox-static:arm64, fetched with
     // apt through the host's multiarch), made into a VM by `c2vm build --platform linux/arm64`:
     // with no kernel and no distribution it gets c2vm's generic bundle, built for arm64 under
@@ -311,6 +420,22 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
          printf 'Content-Type: text/plain\\r\\n\\r\\nstopping\\n'\n",
         0o755,
     );
+    // The generic bundle for arm64, built here first: its minutes under emulation run without
+    // the host lock, with --kernel generic on its own base image, whose containers other tests'
+    // checks leave out (see common::containers).
+    let generic = d.join("generic.raw");
+    let out = Convert::new(ARM64_BUNDLE_BASE, &generic)
+        .password_file(&pw)
+        .args(["--kernel", "generic"])
+        .scratch_beside_output()
+        .emulated(arm64_bundle_containers)
+        .success();
+    assert!(
+        stderr(&out).contains("Kernel: c2vm's generic bundle"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&generic).unwrap();
     // Written as qcow2 and as a KubeVirt containerDisk (an OCI layout), whose config says arm64.
     let app = d.join("app.qcow2");
     let containerdisk = d.join("containerdisk");

@@ -353,10 +353,49 @@ pub fn boot_exec_with(
 /// `SOURCE_DATE_EPOCH` of the conversions that must be reproducible.
 pub const EPOCH: &str = "1700000000";
 
+/// The arm64 Debian 13 image tests/arm64.rs converts (scripts/test makes it).
+pub const ARM64_IMAGE: &str = "c2vm-test/debian-arm64:trixie";
+
+/// The arm64 generic bundle's base: an image on [`ARM64_IMAGE`] with one label more, so that
+/// the containers of the two arm64 tests' builds can be told apart (scripts/test makes it).
+pub const ARM64_BUNDLE_BASE: &str = "arm64v8/debian:stable";
+
+/// The ids of the containers, running or not, whose image is `image` or built on it.
+fn containers_of(image: Option<&str>) -> std::collections::BTreeSet<String> {
+    let filter = image.map(|i| format!("ancestor={i}"));
+    let mut args = vec!["ps", "-aq", "--no-trunc"];
+    if let Some(f) = &filter {
+        args.extend(["--filter", f]);
+    }
+    tool("docker", &args).lines().map(String::from).collect()
+}
+
+fn ids(set: impl IntoIterator<Item = String>) -> String {
+    set.into_iter().map(|id| format!("{id}\n")).collect()
+}
+
 /// The daemon's containers, running or not: the same before and after a conversion or build,
-/// which must leave none behind.
+/// which must leave none behind. Those of the arm64 images and of what is built on them are left
+/// out: their builds run for minutes under emulation without the [`host_lock`], and are checked
+/// apart ([`arm64_containers`], [`arm64_bundle_containers`]).
 pub fn containers() -> String {
-    tool("docker", &["ps", "-aq", "--no-trunc"])
+    let arm64 = containers_of(Some(ARM64_IMAGE));
+    ids(containers_of(None)
+        .into_iter()
+        .filter(|id| !arm64.contains(id)))
+}
+
+/// The containers of [`ARM64_IMAGE`] and of images built on it, but not on [`ARM64_BUNDLE_BASE`].
+pub fn arm64_containers() -> String {
+    let bundle = containers_of(Some(ARM64_BUNDLE_BASE));
+    ids(containers_of(Some(ARM64_IMAGE))
+        .into_iter()
+        .filter(|id| !bundle.contains(id)))
+}
+
+/// The containers of [`ARM64_BUNDLE_BASE`] and of images built on it.
+pub fn arm64_bundle_containers() -> String {
+    ids(containers_of(Some(ARM64_BUNDLE_BASE)))
 }
 
 /// `c2vm convert SOURCE -o OUT`, as the tests run it: say what else it takes, then run it with
@@ -369,6 +408,8 @@ pub struct Convert {
     env: Vec<(String, std::ffi::OsString)>,
     lock: bool,
     nothing_left: bool,
+    /// Containers compared before and after, when not [`containers`]: see [`Convert::emulated`].
+    view: Option<fn() -> String>,
 }
 
 impl Convert {
@@ -382,6 +423,7 @@ impl Convert {
             env: Vec::new(),
             lock: false,
             nothing_left: false,
+            view: None,
         }
     }
 
@@ -442,9 +484,20 @@ impl Convert {
         self
     }
 
+    /// A conversion of an arm64 image whose builds take minutes under emulation: without the
+    /// [`host_lock`], checked afterwards for containers left behind in `view`
+    /// ([`arm64_containers`] or [`arm64_bundle_containers`]), which no other test touches. Its
+    /// scratch must be beside the output ([`Convert::scratch_beside_output`]), out of /dev/shm.
+    pub fn emulated(mut self, view: fn() -> String) -> Convert {
+        self.nothing_left = true;
+        self.view = Some(view);
+        self
+    }
+
     /// Run it, whatever the outcome.
     pub fn output(self) -> Output {
         let _lock = self.lock.then(host_lock);
+        let containers = self.view.unwrap_or(containers);
         let before = self.nothing_left.then(containers);
         let mut cmd = if self.as_user { c2vm_as_user() } else { c2vm() };
         cmd.args(["convert", &self.source, "-o"])
@@ -454,6 +507,8 @@ impl Convert {
         let output = run(&mut cmd);
         if let Some(before) = before {
             assert_eq!(containers(), before, "c2vm left a container behind");
+        }
+        if self.nothing_left && self.view.is_none() {
             let leftovers: Vec<String> = listing(Path::new("/dev/shm"))
                 .into_iter()
                 .filter(|n| n.starts_with("c2vm-"))
