@@ -26,6 +26,52 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// How a finished disk can be logged into, as `convert` reports it (and `--json`'s `login`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Login {
+    /// A root password hash is in the disk (`--password-file`): every VM made from it has it.
+    pub password: bool,
+    /// Root's SSH keys are in the disk (`--ssh-key`).
+    pub ssh_key: bool,
+    /// The guest applies root's password and keys given at boot as systemd credentials.
+    pub credentials_at_boot: bool,
+    /// The image has cloud-init, which takes users and keys from the cloud's datasource.
+    pub cloud_init: bool,
+}
+
+impl Login {
+    /// The report's line: a warning where the disk has no way in.
+    pub fn describe(&self) -> String {
+        let baked: Vec<&str> = [
+            (self.password, "root's password"),
+            (self.ssh_key, "root's SSH key"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, what)| *what)
+        .collect();
+        let at_boot = "`c2vm run --ssh-key KEY.pub` or `--password-file FILE`, or the systemd credentials ssh.authorized_keys.root and passwd.hashed-password.root from any hypervisor";
+        if !baked.is_empty() {
+            let also = if self.credentials_at_boot {
+                format!("; keys and passwords given at boot replace them ({at_boot})")
+            } else {
+                String::new()
+            };
+            return format!(
+                "Login: {} in the disk: every VM made from it has it{also}",
+                baked.join(" and ")
+            );
+        }
+        if self.cloud_init {
+            return "Login: no credential in the disk; the image's cloud-init sets users and keys at boot from the cloud's datasource".into();
+        }
+        if self.credentials_at_boot {
+            return format!("Warning: no way to log in is in this disk (root is locked): give root's key or password at boot, {at_boot}; or convert with --ssh-key or --password-file");
+        }
+        "Warning: no way to log in: no --password-file or --ssh-key was given, and this image's init takes no credentials at boot".into()
+    }
+}
+
 /// Where the root password comes from.
 pub enum PasswordSource<'a> {
     None,
@@ -57,11 +103,6 @@ impl Credentials {
             ssh_keys: ssh_key.map(read_ssh_key).transpose()?,
         })
     }
-
-    /// Nobody could log in on a disk with neither.
-    pub fn allow_login(&self) -> bool {
-        self.root_password_hash.is_some() || self.ssh_keys.is_some()
-    }
 }
 
 fn read_first_line(reader: impl BufRead) -> Result<String> {
@@ -79,6 +120,12 @@ pub fn read_password_file(path: &Path) -> Result<String> {
         .with_context(|| format!("opening the password file {}", path.display()))?;
     read_first_line(std::io::BufReader::new(file))
         .with_context(|| format!("reading the password file {}", path.display()))
+}
+
+/// The hash of a password given at boot (`c2vm run --password-file`), with a random salt: only
+/// the hash reaches the guest.
+pub fn hash_for_boot(password: &str) -> Result<String> {
+    hash_password(password, None)
 }
 
 /// SHA-512 crypt (`$6$`), what Debian's passwd and chpasswd write.
@@ -110,7 +157,7 @@ fn hash_password(password: &str, reproducible: Option<&str>) -> Result<String> {
     Ok(format!("$6${salt}${hash}"))
 }
 
-fn read_ssh_key(path: &Path) -> Result<String> {
+pub fn read_ssh_key(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the SSH public key {}", path.display()))?;
     let keys: Vec<&str> = text

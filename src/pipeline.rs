@@ -6,6 +6,7 @@ use crate::boot::{self, secure::Decision, secure::SecureBoot, BootConfig};
 use crate::choose::{self, KernelPlan};
 use crate::cmd::{self, ToolFailed};
 use crate::containerdisk::{self, Destination};
+use crate::credentials::Login;
 use crate::disk::esp::{self, EspFile};
 use crate::disk::ext4::{self, Files, Populate, TreeUsage};
 use crate::disk::gpt;
@@ -390,6 +391,7 @@ fn build_disk_steps(
         disabled: disabled_units,
         c2vm_init,
         secure,
+        login,
     } = &edited.value;
     let boot_cfg = BootConfig {
         arch: input.arch,
@@ -466,7 +468,7 @@ fn build_disk_steps(
         c2vm_init: *c2vm_init,
         secure_boot: secure.summary(),
         arch: input.arch,
-        can_log_in: plan.guest.credentials.allow_login(),
+        login: login.as_ref(),
     });
     Ok(())
 }
@@ -523,6 +525,8 @@ struct SetupDone {
     c2vm_init: bool,
     /// The Secure Boot chain from the guest's files, or why the loaders are unsigned.
     secure: Decision,
+    /// How the disk can be logged into (None: c2vm-init, no login).
+    login: Option<Login>,
 }
 type Setup<'s> = dyn Fn(&mut GuestTree) -> Result<SetupDone> + 's;
 
@@ -736,6 +740,7 @@ fn configure_guest(
             disabled: Vec::new(),
             c2vm_init: true,
             secure,
+            login: None,
         });
     }
     if !setup::ensure_network(guest, own_init)? {
@@ -743,11 +748,19 @@ fn configure_guest(
     }
     let disabled = app::install(guest, app, own_init)
         .context("making the image's ENTRYPOINT/CMD a boot service")?;
+    let credentials = &plan.guest.credentials;
+    let login = Login {
+        password: credentials.root_password_hash.is_some(),
+        ssh_key: credentials.ssh_keys.is_some(),
+        credentials_at_boot: own_init == InitSystem::Systemd,
+        cloud_init: guest.exists("/usr/bin/cloud-init")?,
+    };
     Ok(SetupDone {
         kernel,
         disabled,
         c2vm_init: false,
         secure,
+        login: Some(login),
     })
 }
 

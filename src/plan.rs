@@ -433,7 +433,7 @@ fn source_date_epoch() -> Result<Option<i64>> {
     }
 }
 
-fn check_hostname(name: &str) -> Result<()> {
+pub fn check_hostname(name: &str) -> Result<()> {
     let ok_label = |l: &str| {
         !l.is_empty()
             && l.len() <= 63

@@ -2,6 +2,7 @@
 //! memory, what runs at boot and which ports to forward. `scripts/bench` reads the `Timings:` and
 //! `Peak memory:` lines.
 use crate::arch::Arch;
+use crate::credentials::Login;
 use crate::disk::layout::Layout;
 use crate::disk::Identifiers;
 use crate::output::{self, DiskFormat, OutputTarget};
@@ -81,7 +82,8 @@ pub struct Summary<'a> {
     pub secure_boot: (bool, String),
     /// The machine the disk boots on.
     pub arch: Arch,
-    pub can_log_in: bool,
+    /// How the disk can be logged into; None for c2vm-init's app VMs, which have no login.
+    pub login: Option<&'a Login>,
 }
 
 pub fn print(s: &Summary) {
@@ -119,8 +121,8 @@ pub fn print(s: &Summary) {
             "c2vm-init runs the image's command as PID 1's only child; when it ends the VM powers off, and `c2vm run {}` exits with its status",
             s.output.display()
         ));
-    } else if !s.can_log_in {
-        note("Note: no --password-file or --ssh-key was given, so no one can log in as root on this disk.");
+    } else if let Some(login) = s.login {
+        note(&login.describe());
     }
 }
 
@@ -163,6 +165,7 @@ fn json(s: &Summary) -> serde_json::Value {
             (false, why) => serde_json::json!({"enabled": false, "reason": why}),
         },
         "init": if s.c2vm_init { "c2vm-init" } else { "image" },
+        "login": s.login,
         "app": s.app.app.as_ref().map(|a| &a.argv),
         "image": {
             "source": s.image.source,

@@ -17,7 +17,8 @@
 # too, since c2vm-init loads no modules. The power button (button) and its input events (evdev)
 # let c2vm-init stop the app on ACPI shutdown. vfat and its code pages are there so the ESP mounts
 # on a guest that has no modprobe (images often leave out kmod): the kernel cannot load a module
-# on demand without it, and what the initramfs loaded stays loaded.
+# on demand without it, and what the initramfs loaded stays loaded. qemu_fw_cfg and dmi_sysfs
+# show c2vm-init the credentials given at boot (QEMU's fw_cfg, SMBIOS type 11).
 #
 # Secure Boot: the cloud kernel is signed by Debian, and the bundle carries shim, MokManager and
 # the signed loaders of the same release, which c2vm puts on the ESP with it.
@@ -33,7 +34,7 @@ RUN set -eux; \
         nvme ahci ata_piix sd_mod sr_mod \
         ext4 crc32c_generic vfat nls_cp437 nls_ascii \
         xen_blkfront xen_netfront hv_vmbus hv_storvsc hv_netvsc ena gve \
-        button evdev \
+        button evdev qemu_fw_cfg dmi_sysfs \
         > /etc/initramfs-tools/modules; \
     apt-get install -y --no-install-recommends linux-image-cloud-{{ arch }} \
         shim-signed shim-helpers-{{ arch }}-signed systemd-boot-efi-{{ arch }}-signed grub-efi-{{ arch }}-signed; \

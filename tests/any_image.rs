@@ -124,7 +124,7 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
     scratch_image(
         dir.path(),
         "c2vm-test/exit42",
-        "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo hello from the app; exit 42\"]",
+        "ENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"echo hello from the app; exit 42\"]",
         &[],
     );
     // With Secure Boot enforced: shim, the bundle's signed systemd-boot and Debian's signed
@@ -141,6 +141,91 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
     let (code, console) = run_to_end(&disk, "uefi-secure");
     assert_eq!(code, 42, "{console}");
     assert!(console.contains("hello from the app"), "{console}");
+
+    // Settings at boot, read by c2vm-init: variables from a file and a flag on top of the
+    // image's, arguments in place of its CMD (after its ENTRYPOINT), the hostname. The app's
+    // status still leaves the run; no value reaches QEMU's argv; no file is left.
+    let tmp = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("app.env");
+    std::fs::write(
+        &env_file,
+        "# the app's settings\nGREETING=from-env-file-5521\n",
+    )
+    .unwrap();
+    let watched = run_watching(
+        c2vm()
+            .args(["run", "--cpus", "1", "--direct-kernel", "--hostname", "app-1"])
+            .args(["-e", "OTHER=from-flag", "--env-file"])
+            .arg(&env_file)
+            .arg(&disk)
+            .args([
+                "--",
+                "echo greeting=$GREETING other=$OTHER host=$(cat /proc/sys/kernel/hostname); exit 7",
+            ])
+            .env("TMPDIR", tmp.path())
+            .stdin(Stdio::null()),
+        &["from-env-file-5521"],
+    );
+    let console = stdout(&watched.output);
+    assert_eq!(watched.output.status.code(), Some(7), "{console}");
+    assert!(
+        console.contains("greeting=from-env-file-5521 other=from-flag host=app-1"),
+        "{console}"
+    );
+    assert!(
+        !console.contains("hello from the app"),
+        "CMD replaced: {console}"
+    );
+    assert!(watched.leaks.is_empty(), "{:?}", watched.leaks);
+    assert!(
+        watched
+            .qemu
+            .iter()
+            .any(|q| q.contains("opt/io.systemd.credentials/c2vm.args")),
+        "{:?}",
+        watched.qemu
+    );
+    assert!(
+        !watched
+            .qemu
+            .iter()
+            .any(|q| q.contains("from-flag") || q.contains("exit 7")),
+        "{:?}",
+        watched.qemu
+    );
+    assert!(listing(tmp.path()).is_empty(), "{:?}", listing(tmp.path()));
+
+    // Interrupted while the VM runs (SIGINT, as Ctrl-C on a scripted run): it ends at once
+    // with 130, QEMU with it, and the credentials' files are gone.
+    let mut vm = c2vm()
+        .args(["run", "--cpus", "1", "--direct-kernel", "-e", "GREETING=x"])
+        .args(["--expect", "never-shown-4417"])
+        .arg(&disk)
+        .args(["--", "sleep 600"])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !listing(tmp.path())
+        .iter()
+        .any(|f| f.starts_with("c2vm-credentials."))
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    // SAFETY: signals the child just spawned.
+    unsafe { libc::kill(vm.id() as i32, libc::SIGINT) };
+    let status = wait_exit(&mut vm, Duration::from_secs(10), "c2vm run after SIGINT");
+    assert_eq!(status.code(), Some(130));
+    assert!(listing(tmp.path()).is_empty(), "{:?}", listing(tmp.path()));
+    let tmp_path = tmp.path().to_string_lossy().into_owned();
+    assert!(
+        !command_lines().iter().any(|l| l.contains(&tmp_path)),
+        "QEMU outlived the run"
+    );
 
     // Fails once (its mark survives in /tmp across restarts, not across boots), then succeeds.
     // An unknown distribution's os-release changes nothing: generic kernel, c2vm-init.

@@ -363,6 +363,35 @@ fn run_refuses_bad_arguments_before_starting_qemu() {
         err.contains("opening the password file missing-pw"),
         "{err}"
     );
+    // Settings for the boot are checked before QEMU starts, and no value is repeated.
+    for (args, says) in [
+        (
+            &["--credential", "s3cr3t"][..],
+            "--credential expects NAME=VALUE",
+        ),
+        (
+            &["--credential", "bad/name=s3cr3t"],
+            "`bad/name` is not a credential name",
+        ),
+        (
+            &["--credential", "system.hostname=s3cr3t", "--hostname", "b"],
+            "the credential system.hostname is given twice",
+        ),
+        (
+            &["--credential-file", "c2vm.x=missing-file"],
+            "--credential-file c2vm.x: reading missing-file",
+        ),
+        (
+            &["--hostname", "not_a_name"],
+            "`not_a_name` is not a valid hostname",
+        ),
+        (&["-e", "=s3cr3t"], "-e: `` is not a variable name"),
+    ] {
+        let mut all = vec!["run", "disk.img"];
+        all.extend(args);
+        let err = fails(d, &all);
+        assert!(err.contains(says) && !err.contains("s3cr3t"), "{err}");
+    }
     // Secure Boot firmware needs SMM (q35) and the disk's own loaders.
     for (extra, says) in [
         ("--machine=pc", "--firmware uefi-secure needs --machine q35"),

@@ -75,8 +75,12 @@ fn codename_of(image: &str) -> String {
     Facts::parse(&release)["VERSION_CODENAME"].to_string()
 }
 
-/// [`CHECKS`]' facts: returns the machine-id.
-fn check_guest(out: &str, hostname: &str) -> String {
+/// openssh-server on `debian:latest` (scripts/test builds it): a disk made from it with no
+/// credential takes root's key at boot, and ssh gets in.
+const SSH_IMAGE: &str = "c2vm-test/debian-ssh:latest";
+
+/// [`CHECKS`]' facts, with root's authorized key `key`: returns the machine-id.
+fn check_guest(out: &str, hostname: &str, key: &str) -> String {
     let facts = Facts::parse(out);
     let fact = |name: &str| &facts[name];
     assert_eq!(fact("release"), codename_of("debian:latest"), "{out}");
@@ -92,10 +96,7 @@ fn check_guest(out: &str, hostname: &str) -> String {
     );
     assert_eq!(fact("leases"), "1", "{out}");
     assert_eq!(fact("hostname"), hostname, "{out}");
-    assert_eq!(
-        fact("key"),
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGM2dm0tdGVzdC1rZXktbm90LXJlYWwtYnV0LWZpbmU c2vm-test"
-    );
+    assert_eq!(fact("key"), key.trim(), "{out}");
     assert_eq!(fact("machine-id").len(), 32, "machine-id: {out}");
     assert_eq!(fact("failed"), "0", "failed units: {out}");
     fact("machine-id").to_string()
@@ -116,6 +117,10 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     let b = dir.path().join("b.img");
     let log = convert_image("debian:latest", &a, "vm-a", &key, dir.path(), &[]);
     assert!(log.contains("Secure Boot: yes"), "{log}");
+    assert!(
+        log.contains("Login: root's password and root's SSH key in the disk"),
+        "{log}"
+    );
     // A second conversion reuses the kernel image the first one built (its disk is not booted:
     // A's boot proves the same tree).
     let again = dir.path().join("again.qcow2");
@@ -125,15 +130,26 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
         "second convert should reuse the kernel build:\n{log}"
     );
     std::fs::remove_file(&again).unwrap();
-    // B has Debian's cloud kernel: its one boot checks the flavour with everything else.
-    convert_image(
-        "debian:latest",
-        &b,
-        "vm-b",
-        &key,
-        dir.path(),
-        &["--kernel-flavour", "cloud"],
+    // B has Debian's cloud kernel and sshd, and no credential at all: root is locked, and its
+    // one boot gets everything at boot. Its boot checks the flavour with everything else.
+    let log = stderr(
+        &Convert::new(SSH_IMAGE, &b)
+            .by_user()
+            .args(["--kernel-flavour", "cloud"])
+            .locked()
+            .leaving_nothing_behind()
+            .success(),
     );
+    assert!(log.contains("Warning: no way to log in"), "{log}");
+    let shadow = tool(
+        "debugfs",
+        &[
+            "-R",
+            "cat /etc/shadow",
+            &format!("{}?offset={}", b.display(), partition_offset(&b, 2)),
+        ],
+    );
+    assert!(shadow.starts_with("root:*:"), "root is locked: {shadow}");
     tool("qemu-img", &["check", a.to_str().unwrap()]);
     // The raw disk, as any tool sees it: partition table, ESP and root filesystem all clean.
     tool("sgdisk", &["-v", b.to_str().unwrap()]);
@@ -167,33 +183,98 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     // release, `running`, the DHCP address, hostname, SSH key, no failed unit, and each its own
     // machine-id. (The signed chain with Secure Boot off boots in any_image: the generic
     // bundle's on plain UEFI.)
+    // A's boot is also given another key and hostname: those given at boot replace the disk's.
     let pw = password_file(dir.path());
-    let (code, out) = boot_exec(&a, "uefi-secure", &pw, &format!("{CHECKS}\n{SECURE_BOOT}"));
-    assert_eq!(code, 0, "{out}");
-    let id_a = check_guest(&out, "vm-a");
+    let (_, key_a) = ssh_key_pair(dir.path(), "key-a");
+    let boot = run(c2vm()
+        .args(["run", "--cpus", "1", "--firmware", "uefi-secure"])
+        .args(["--login", "root", "--password-file"])
+        .arg(&pw)
+        .arg("--ssh-key")
+        .arg(&key_a)
+        .args(["--hostname", "vm-a2", "--timeout", "420", "--exec"])
+        .arg(format!("{CHECKS}\n{SECURE_BOOT}"))
+        .arg(&a));
+    let out = stdout(&boot);
+    assert_eq!(boot.status.code(), Some(0), "{}", stderr(&boot));
+    let id_a = check_guest(&out, "vm-a2", &std::fs::read_to_string(&key_a).unwrap());
     let facts = Facts::parse(&out);
     assert_eq!(&facts["secure-boot"], "1", "SecureBoot variable: {out}");
     assert!(facts["lockdown"].contains("[integrity]"), "{out}");
     assert_eq!(&facts["kernel-says"], "1", "{out}");
 
-    let boot = run(c2vm()
-        .args(["run", "-v", "--cpus", "1", "--machine", "pc"])
-        .args(["--login", "root", "--password-file"])
-        .arg(&pw)
-        .args(["--timeout", "420", "--exec"])
-        .arg(format!(
-            "{CHECKS}\n{FIRST_BOOT_WORK}\necho kernel=$(uname -r)"
-        ))
-        .arg(&b));
-    let (console, out) = (stderr(&boot), stdout(&boot));
+    // B's root password, key and hostname exist only in this run's credentials: the password
+    // logs in on the console and the key over ssh, while the guest waits for that ssh. A
+    // credential of another name arrives too. No value reaches any process's argv (-vv: nor
+    // c2vm's output), and the private files are gone when the run ends.
+    let (key_b, key_b_pub) = ssh_key_pair(dir.path(), "key-b");
+    let key_b_line = std::fs::read_to_string(&key_b_pub).unwrap();
+    let key_body = key_b_line.split_whitespace().nth(1).unwrap().to_string();
+    let extra = dir.path().join("extra-credential");
+    std::fs::write(&extra, "file-credential-9361").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ssh = std::thread::spawn(move || {
+        ssh_until(
+            &key_b,
+            18095,
+            "hostname; touch /run/c2vm-test-ssh",
+            std::time::Duration::from_secs(480),
+        )
+    });
+    let watched = run_watching(
+        c2vm()
+            .args(["run", "-vv", "--cpus", "1", "--machine", "pc"])
+            .args(["--login", "root", "--password-file"])
+            .arg(&pw)
+            .arg("--ssh-key")
+            .arg(&key_b_pub)
+            .args(["--credential", "system.hostname=vm-b", "--credential-file"])
+            .arg(format!("c2vm.test={}", extra.display()))
+            .args(["--publish", "18095:22", "--timeout", "480", "--exec"])
+            .arg(format!(
+                "{CHECKS}\n{FIRST_BOOT_WORK}\necho kernel=$(uname -r)\n\
+                 echo extra=$(cat /run/credentials/@system/c2vm.test)\n\
+                 for i in $(seq 300); do [ -e /run/c2vm-test-ssh ] && break; sleep 1; done\n\
+                 echo ssh-seen=$(ls /run/c2vm-test-ssh)"
+            ))
+            .arg(&b)
+            .env("TMPDIR", tmp.path()),
+        &[PASSWORD, &key_body, "file-credential-9361"],
+    );
+    let boot = &watched.output;
+    let (console, out) = (stderr(boot), stdout(boot));
     assert_eq!(boot.status.code(), Some(0), "{console}");
+    assert_eq!(
+        ssh.join().unwrap().as_deref(),
+        Some("vm-b\n"),
+        "ssh with the key given at boot: {console}"
+    );
+    assert!(
+        watched.leaks.is_empty(),
+        "values in argv: {:?}",
+        watched.leaks
+    );
+    assert!(
+        watched.qemu.iter().any(|q| q
+            .contains("-fw_cfg name=opt/io.systemd.credentials/ssh.authorized_keys.root,file=")),
+        "QEMU took the credentials as files: {:?}",
+        watched.qemu
+    );
+    assert!(!console.contains(PASSWORD), "the password in c2vm's output");
+    assert!(
+        listing(tmp.path()).is_empty(),
+        "left behind: {:?}",
+        listing(tmp.path())
+    );
     assert!(console.contains("login:"), "{console}");
     assert!(
         !console.contains("] Linux version"),
         "kernel messages on a quiet boot: {console}"
     );
-    let id_b = check_guest(&out, "vm-b");
+    let id_b = check_guest(&out, "vm-b", &key_b_line);
     let facts = Facts::parse(&out);
+    assert_eq!(&facts["extra"], "file-credential-9361", "{out}");
+    assert_eq!(&facts["ssh-seen"], "/run/c2vm-test-ssh", "{out}");
     assert_eq!(
         &facts["conditions"], "no no no",
         "ConditionNeedsUpdate: {out}"
@@ -208,6 +289,79 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
         id_a, id_b,
         "two VMs from two converts must not share a machine-id"
     );
+
+    // As another hypervisor or a cloud gives them: SMBIOS type 11 strings on a plain QEMU
+    // command line, no c2vm. systemd reads them early (dmi-sysfs) and the guest applies them:
+    // the hostname shows at the login prompt and the key lets ssh in.
+    let (key_c, key_c_pub) = ssh_key_pair(dir.path(), "key-c");
+    let key_c_line = std::fs::read_to_string(&key_c_pub).unwrap();
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "qemu64,+rdrand,-svm",
+        ])
+        .args(["-m", "1024", "-smp", "1", "-nodefaults", "-display", "none"])
+        .args(["-serial", "stdio", "-monitor", "none", "-drive"])
+        .arg(format!(
+            "file={},format=raw,if=virtio,snapshot=on",
+            b.display()
+        ))
+        .args(["-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:18096-:22"])
+        .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+        .args([
+            "-smbios",
+            "type=11,value=io.systemd.credential:system.hostname=smbios-b",
+        ])
+        .arg("-smbios")
+        .arg(format!(
+            "type=11,value=io.systemd.credential:ssh.authorized_keys.root={}",
+            key_c_line.trim()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let console = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let console = console.clone();
+        let mut stdout = qemu.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                console
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    while !console.lock().unwrap().contains(" login:")
+        && started.elapsed() < std::time::Duration::from_secs(300)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let hostname = ssh_until(
+        &key_c,
+        18096,
+        "hostname",
+        std::time::Duration::from_secs(120),
+    );
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let _ = reader.join();
+    let console = console.lock().unwrap().clone();
+    assert!(console.contains("smbios-b login:"), "{console}");
+    assert_eq!(hostname.as_deref(), Some("smbios-b\n"), "{console}");
 
     // A copy of A whose kernel on the ESP has lost its signature does not boot with Secure Boot
     // on: shim refuses it, and the run ends on those words, not on a timeout.

@@ -1,6 +1,8 @@
 //! What c2vm tells the init, `/.c2vm/config.json`, and what the init makes of it. The file's
 //! schema is the `c2vm-init-config` crate (init/config/), shared with c2vm, which writes it.
-pub use c2vm_init_config::{Config, Restart, PATH};
+pub use c2vm_init_config::{
+    decode_args, decode_env, Config, Restart, ARGS_CREDENTIAL, ENV_CREDENTIAL, PATH,
+};
 
 /// docker's PATH when the image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -7,6 +7,7 @@
 //! then the VM powers off.
 mod button;
 mod config;
+mod credentials;
 mod dhcp;
 mod net;
 mod supervise;
@@ -69,7 +70,11 @@ fn start() -> Result<supervise::Ended, String> {
     system::mount_all()?;
     let text = std::fs::read_to_string(config::PATH)
         .map_err(|e| format!("reading {}: {e}", config::PATH))?;
-    let config = Config::parse(&text)?;
+    let mut config = Config::parse(&text)?;
+    let applied = credentials::read().apply(&mut config)?;
+    if !applied.is_empty() {
+        system::say(&format!("settings given at boot: {}", applied.join(", ")));
+    }
     system::set_hostname(&config.hostname)?;
     if !config.dns.is_empty() {
         system::write_resolv_conf(&config.dns)?;

@@ -29,6 +29,8 @@ pub struct GuestApp {
 pub struct AppSpec {
     /// ENTRYPOINT followed by CMD.
     pub argv: Vec<String>,
+    /// How many of `argv`'s words are ENTRYPOINT's (arguments at boot replace the rest).
+    pub entrypoint: usize,
     /// `KEY=VALUE`, in the image's order.
     pub env: Vec<String>,
     /// USER as written in the image: `name`, `uid`, `name:group`, `uid:gid`, or empty for root.
@@ -85,6 +87,10 @@ impl GuestApp {
                 Vec::new()
             } else {
                 argv
+            },
+            entrypoint: match choice {
+                AppChoice::Off => 0,
+                _ => config.entrypoint.len(),
             },
             env: config.env.clone(),
             user: config.user.clone(),

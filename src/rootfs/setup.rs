@@ -80,6 +80,12 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig, init: InitSystem) -> 
     }
     setup_sshd(guest, cfg.settings.credentials.ssh_keys.is_some(), systemd)?;
     if systemd {
+        guest.write(
+            CREDENTIALS_SCRIPT,
+            CREDENTIALS_SH.as_bytes(),
+            Perms::root(0o755),
+        )?;
+        systemd::install_unit(guest, "c2vm-credentials.service", CREDENTIALS_UNIT)?;
         systemd::mark_up_to_date(guest)?;
         systemd::skip_wireless_stack(guest)?;
         systemd::skip_unneeded_modprobes(guest)?;
@@ -98,6 +104,13 @@ pub fn ensure_network(guest: &mut GuestTree, init: InitSystem) -> Result<bool> {
 }
 
 const HOOK: &str = include_str!("../../templates/guest/hook");
+
+/// Settings given at boot as systemd credentials (`c2vm run --ssh-key`, `--password-file`,
+/// `--hostname`, or any hypervisor's SMBIOS type 11) applied on every boot that gives them: the
+/// unit and the script it runs.
+const CREDENTIALS_UNIT: &str = include_str!("../../templates/guest/c2vm-credentials.service");
+const CREDENTIALS_SH: &str = include_str!("../../templates/guest/c2vm-credentials");
+const CREDENTIALS_SCRIPT: &str = "/usr/lib/c2vm/c2vm-credentials";
 
 /// Debian and Ubuntu run /etc/kernel/post{inst,rm}.d after installing or removing a kernel and
 /// /etc/initramfs/post-update.d after `update-initramfs`: there the ESP copies and the boot

@@ -1,9 +1,12 @@
 //! `c2vm run`: boot a disk in QEMU with a serial console. Interactive by default; scripted with
 //! `--expect` (wait for a pattern) or `--login` + `--exec` (run a command, print its stdout, exit
 //! with its status) for tests and CI.
+mod boot_settings;
 mod console;
 mod direct;
 mod qemu;
+
+pub use boot_settings::BootSettingsArgs;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -49,7 +52,8 @@ pub struct RunArgs {
     /// Scripted: log in on the serial console as USER (or USER:PASSWORD)
     #[arg(long, value_name = "USER[:PASSWORD]")]
     pub login: Option<String>,
-    /// The password for --login, from the first line of this file
+    /// Root's password for this boot, from the first line of this file: given to the guest
+    /// as a hash (the credential passwd.hashed-password.root), and typed by --login
     #[arg(long)]
     pub password_file: Option<PathBuf>,
     /// Scripted: after --login, run this shell command, print its stdout, power off, exit with its status
@@ -67,6 +71,8 @@ pub struct RunArgs {
     /// Scripted: give up after this many seconds, showing the last console lines
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    #[command(flatten)]
+    pub boot: BootSettingsArgs,
 }
 
 /// Which firmware QEMU boots with.
@@ -104,15 +110,26 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
     if args.exec.is_some() && args.expect.is_some() {
         bail!("--expect and --exec do not go together: --exec waits for the login prompt itself");
     }
+    let password = args
+        .password_file
+        .as_deref()
+        .map(crate::credentials::read_password_file)
+        .transpose()?;
     let login = args
         .login
         .as_deref()
-        .map(|l| parse_login(l, args.password_file.as_deref()))
+        .map(|l| parse_login(l, password.as_deref()))
         .transpose()?;
     if args.login.is_some() && args.exec.is_none() {
         bail!("--login needs --exec CMD (the command to run after logging in)");
     }
-    let vm = qemu::VmConfig::from_args(args)?;
+    // The password file's password becomes root's at boot unless it is another user's login.
+    let root_password = match &login {
+        Some((user, _)) if user != "root" => None,
+        _ => password.as_deref(),
+    };
+    let credentials = boot_settings::collect(&args.boot, root_password)?;
+    let vm = qemu::VmConfig::from_args(args, &credentials)?;
     if args.expect.is_none() && args.exec.is_none() {
         return vm.run_interactive();
     }
@@ -154,7 +171,7 @@ fn quiet_mode() -> bool {
 }
 
 /// `USER` or `USER:PASSWORD`; the password may come from a file instead (keeps it out of argv).
-fn parse_login(login: &str, password_file: Option<&std::path::Path>) -> Result<(String, String)> {
+fn parse_login(login: &str, from_file: Option<&str>) -> Result<(String, String)> {
     let (user, inline) = match login.split_once(':') {
         Some((u, p)) => (u.to_string(), Some(p.to_string())),
         None => (login.to_string(), None),
@@ -162,9 +179,9 @@ fn parse_login(login: &str, password_file: Option<&std::path::Path>) -> Result<(
     if user.is_empty() {
         bail!("--login needs a user name, e.g. --login root --password-file pw.txt");
     }
-    let password = match (inline, password_file) {
+    let password = match (inline, from_file) {
         (Some(p), None) => p,
-        (None, Some(file)) => crate::credentials::read_password_file(file)?,
+        (None, Some(p)) => p.to_string(),
         (Some(_), Some(_)) => bail!(
             "give the password either in --login USER:PASSWORD or in --password-file, not both"
         ),
@@ -189,9 +206,8 @@ mod tests {
         assert!(err.contains("needs a password"), "{err}");
         let err = parse_login(":pw", None).unwrap_err().to_string();
         assert!(err.contains("needs a user name"), "{err}");
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("pw");
-        std::fs::write(&f, "secret\n").unwrap();
-        assert_eq!(parse_login("root", Some(&f)).unwrap().1, "secret");
+        assert_eq!(parse_login("root", Some("secret")).unwrap().1, "secret");
+        let err = parse_login("root:a", Some("b")).unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
     }
 }

@@ -1,4 +1,5 @@
 //! Building the QEMU command line: accelerator, firmware, disk, network.
+use super::boot_settings::CredentialFiles;
 use super::console::Console;
 use super::direct::DirectBoot;
 use super::{Accel, Firmware, Machine, RunArgs};
@@ -48,6 +49,8 @@ pub struct VmFiles {
     _vars: Option<tempfile::NamedTempFile>,
     /// The kernel and initramfs of a direct boot (`--direct-kernel`, `--boot-log`).
     _direct: Option<DirectBoot>,
+    /// The credentials' private files (removed with them).
+    _credentials: Option<CredentialFiles>,
 }
 
 /// What `qemu-img info --output=json` says about a disk (the fields c2vm uses).
@@ -157,7 +160,8 @@ fn first_existing(paths: &[&str]) -> Option<PathBuf> {
 }
 
 impl VmConfig {
-    pub fn from_args(a: &RunArgs) -> Result<VmConfig> {
+    /// `credentials`: the settings for this boot, checked (`boot_settings::collect`).
+    pub fn from_args(a: &RunArgs, credentials: &[(String, Vec<u8>)]) -> Result<VmConfig> {
         // What the flags alone rule out, before the disk is read.
         let secure = a.firmware == Some(Firmware::UefiSecure);
         if secure && a.machine == Some(Machine::Pc) {
@@ -394,6 +398,14 @@ impl VmConfig {
             ));
             files._vars = Some(copy);
         }
+        if let Some(creds) = CredentialFiles::write(credentials)? {
+            note(&format!(
+                "c2vm: settings for this boot (systemd credentials over fw_cfg): {}",
+                creds.names().join(", ")
+            ));
+            args.extend(creds.qemu_args());
+            files._credentials = Some(creds);
+        }
         Ok(VmConfig {
             binary,
             args,
@@ -483,7 +495,7 @@ fn init_exit_status(line: &[u8]) -> Option<i32> {
 }
 
 /// QEMU's -drive option separates with commas; a comma in a path is doubled.
-fn qemu_escape(path: &str) -> String {
+pub(super) fn qemu_escape(path: &str) -> String {
     path.replace(',', ",,")
 }
 

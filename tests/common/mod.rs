@@ -974,3 +974,115 @@ pub fn assert_rootfs_guest(out: &str, firmware: &str) {
         "systemd wrote a fresh machine-id"
     );
 }
+
+/// Every process's command line now (`ps -eo args`, read from /proc).
+pub fn command_lines() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            if !cmdline.is_empty() {
+                found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+            }
+        }
+    }
+    found
+}
+
+/// What [`run_watching`] saw while its command ran.
+pub struct Watched {
+    pub output: Output,
+    /// Command lines of QEMU processes, each seen at least once.
+    pub qemu: std::collections::BTreeSet<String>,
+    /// Command lines of any process that held one of the secrets.
+    pub leaks: std::collections::BTreeSet<String>,
+}
+
+/// Run `cmd` to its end while looking at every process's command line every 200 ms: what QEMU's
+/// were, and which held one of `secrets` (values given at boot must reach no argv).
+pub fn run_watching(cmd: &mut Command, secrets: &[&str]) -> Watched {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a command");
+    let waiter = std::thread::spawn(move || child.wait_with_output().expect("waiting for it"));
+    let (mut qemu, mut leaks) = (Default::default(), Default::default());
+    let look = |qemu: &mut std::collections::BTreeSet<String>,
+                leaks: &mut std::collections::BTreeSet<String>| {
+        for line in command_lines() {
+            if secrets.iter().any(|s| line.contains(s)) {
+                leaks.insert(line.clone());
+            }
+            if line.starts_with("qemu-system-") {
+                qemu.insert(line);
+            }
+        }
+    };
+    while !waiter.is_finished() {
+        look(&mut qemu, &mut leaks);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let output = waiter.join().expect("the waiting thread");
+    Watched {
+        output,
+        qemu,
+        leaks,
+    }
+}
+
+/// A real ed25519 key pair for ssh into a guest: (private key, public key file).
+pub fn ssh_key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(name);
+    tool(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            name,
+            "-f",
+            key.to_str().unwrap(),
+        ],
+    );
+    (key.clone(), dir.join(format!("{name}.pub")))
+}
+
+/// `ssh -i key -p port root@127.0.0.1 command`, retried until it works or `limit` passes:
+/// its stdout, or None.
+pub fn ssh_until(
+    key: &Path,
+    port: u16,
+    command: &str,
+    limit: std::time::Duration,
+) -> Option<String> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        let out = Command::new("ssh")
+            .args(["-i", key.to_str().unwrap(), "-p", &port.to_string()])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "LogLevel=ERROR",
+                "root@127.0.0.1",
+                command,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running ssh");
+        if out.status.success() {
+            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    None
+}

@@ -46,6 +46,10 @@ pub struct Config {
     #[serde(default = "root_dir")]
     pub home: String,
     pub hostname: String,
+    /// How many of `argv`'s words are the image's ENTRYPOINT: arguments given at boot (the
+    /// [`ARGS_CREDENTIAL`]) replace the rest, its CMD, as `docker run IMAGE ARGS` does.
+    #[serde(default)]
+    pub entrypoint: usize,
     /// `--dns`: written to /etc/resolv.conf instead of what DHCP gives.
     #[serde(default)]
     pub dns: Vec<String>,
@@ -84,4 +88,55 @@ impl Config {
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string_pretty(self)
     }
+}
+
+/// The systemd credentials c2vm-init reads at boot besides systemd's own `system.hostname` and
+/// `network.dns`: the app's extra environment, `KEY=VALUE` lines as in docker's `--env-file`
+/// (`c2vm run -e`, `--env-file`).
+pub const ENV_CREDENTIAL: &str = "c2vm.env";
+/// The app's arguments in place of the image's CMD, a JSON array of strings (`c2vm run -- ARGS`).
+pub const ARGS_CREDENTIAL: &str = "c2vm.args";
+
+/// [`ENV_CREDENTIAL`]'s text from `KEY=VALUE` pairs: a value holding a newline cannot be written.
+pub fn encode_env(vars: &[(String, String)]) -> Result<String, String> {
+    let mut text = String::new();
+    for (key, value) in vars {
+        if key.is_empty() || key.contains(['=', '\n', '\0']) {
+            return Err(format!("`{key}` is not a variable name"));
+        }
+        if value.contains(['\n', '\0']) {
+            return Err(format!("the value of {key} holds a newline or NUL, which the environment credential cannot carry"));
+        }
+        text.push_str(&format!("{key}={value}\n"));
+    }
+    Ok(text)
+}
+
+/// [`ENV_CREDENTIAL`]'s text as `KEY=VALUE` pairs: blank lines and `#` comments are skipped, a
+/// line with no `=` is refused.
+pub fn decode_env(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut vars = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((key, value)) if !key.is_empty() => {
+                vars.push((key.to_string(), value.to_string()))
+            }
+            _ => return Err(format!("{ENV_CREDENTIAL}: `{line}` is not KEY=VALUE")),
+        }
+    }
+    Ok(vars)
+}
+
+/// [`ARGS_CREDENTIAL`]'s text.
+pub fn encode_args(args: &[String]) -> String {
+    serde_json::Value::from(args.to_vec()).to_string()
+}
+
+pub fn decode_args(text: &str) -> Result<Vec<String>, String> {
+    serde_json::from_str(text)
+        .map_err(|e| format!("{ARGS_CREDENTIAL} is not a JSON array of strings: {e}"))
 }

@@ -75,6 +75,7 @@ pub fn install(
         groups: who.groups,
         home: who.home,
         hostname: settings.guest.hostname.clone(),
+        entrypoint: process.entrypoint,
         dns: settings.guest.dns.iter().map(|d| d.to_string()).collect(),
         restart: settings.restart,
         stop_signal: if process.stop_signal.is_empty() {
@@ -134,6 +135,7 @@ mod tests {
         let mut t = web_image();
         let process = AppSpec {
             argv: vec!["/bin/httpd".into(), "-f".into()],
+            entrypoint: 0,
             env: vec!["GREETING=hi".into()],
             user: "web".into(),
             working_dir: "/srv/www".into(),
@@ -170,6 +172,7 @@ mod tests {
             let mut t = web_image();
             let process = AppSpec {
                 argv: vec!["/bin/httpd".into(), "-f".into(), "a b".into()],
+                entrypoint: 1,
                 env: vec!["GREETING=hi there".into(), "EMPTY=".into()],
                 user: "web".into(),
                 working_dir: "/srv/www".into(),
@@ -199,6 +202,7 @@ mod tests {
                     groups: vec![1000, 33],
                     home: "/srv".into(),
                     hostname: "vm1".into(),
+                    entrypoint: 1,
                     dns: vec!["10.0.0.53".into(), "fd00::53".into()],
                     restart,
                     stop_signal: "SIGQUIT".into(),
