@@ -57,8 +57,9 @@ impl Login {
             } else {
                 String::new()
             };
+            let it = if baked.len() > 1 { "them" } else { "it" };
             return format!(
-                "Login: {} in the disk: every VM made from it has it{also}",
+                "Login: {} in the disk: every VM made from it has {it}{also}",
                 baked.join(" and ")
             );
         }
@@ -174,6 +175,38 @@ pub fn read_ssh_key(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_says_how_to_get_in_and_warns_when_nothing_is_in_the_disk() {
+        let baked = Login {
+            password: true,
+            ssh_key: true,
+            credentials_at_boot: true,
+            ..Default::default()
+        };
+        let line = baked.describe();
+        assert!(line.starts_with("Login: root's password and root's SSH key in the disk: every VM made from it has them; keys and passwords given at boot replace them"), "{line}");
+        let at_boot = Login {
+            credentials_at_boot: true,
+            ..Default::default()
+        };
+        assert!(at_boot
+            .describe()
+            .starts_with("Warning: no way to log in is in this disk"));
+        let cloud = Login {
+            credentials_at_boot: true,
+            cloud_init: true,
+            ..Default::default()
+        };
+        assert!(cloud
+            .describe()
+            .starts_with("Login: no credential in the disk; the image's cloud-init"));
+        let nothing = Login::default().describe();
+        assert!(
+            nothing.contains("init takes no credentials at boot"),
+            "{nothing}"
+        );
+    }
 
     #[test]
     fn password_hash_verifies_and_hides_the_text() {

@@ -360,6 +360,10 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     let _ = qemu.wait();
     let _ = reader.join();
     let console = console.lock().unwrap().clone();
+    eprintln!(
+        "plain QEMU with SMBIOS credentials: {console}\n--- took {:.1} s ---",
+        started.elapsed().as_secs_f64()
+    );
     assert!(console.contains("smbios-b login:"), "{console}");
     assert_eq!(hostname.as_deref(), Some("smbios-b\n"), "{console}");
 

@@ -1000,6 +1000,7 @@ pub struct Watched {
 /// Run `cmd` to its end while looking at every process's command line every 200 ms: what QEMU's
 /// were, and which held one of `secrets` (values given at boot must reach no argv).
 pub fn run_watching(cmd: &mut Command, secrets: &[&str]) -> Watched {
+    let started = std::time::Instant::now();
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1023,6 +1024,11 @@ pub fn run_watching(cmd: &mut Command, secrets: &[&str]) -> Watched {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let output = waiter.join().expect("the waiting thread");
+    eprintln!(
+        "$ {cmd:?}\n--- stderr ---\n{}--- took {:.1} s ---",
+        String::from_utf8_lossy(&output.stderr),
+        started.elapsed().as_secs_f64()
+    );
     Watched {
         output,
         qemu,
