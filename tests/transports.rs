@@ -514,7 +514,7 @@ fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
         ["w", "w/kept", "w/kept-link", "w/opq", "w/opq/new"]
     );
     // Everywhere else, the disk holds what the export holds, but for what guest setup writes
-    // (/etc, /root, its boot-update hook, the ESP mount point, the D-Bus machine-id link, the
+    // (/etc, /root, its boot-update and credentials scripts, the ESP mount point, the D-Bus machine-id link, the
     // /var/.updated stamp) and what the engine adds to every container (/.dockerenv, /dev).
     let outside = |l: &Listing| -> Listing {
         l.iter()

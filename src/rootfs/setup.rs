@@ -110,7 +110,7 @@ const HOOK: &str = include_str!("../../templates/guest/hook");
 /// unit and the script it runs.
 const CREDENTIALS_UNIT: &str = include_str!("../../templates/guest/c2vm-credentials.service");
 const CREDENTIALS_SH: &str = include_str!("../../templates/guest/c2vm-credentials");
-const CREDENTIALS_SCRIPT: &str = "/usr/lib/c2vm/c2vm-credentials";
+const CREDENTIALS_SCRIPT: &str = "/usr/local/sbin/c2vm-credentials";
 
 /// Debian and Ubuntu run /etc/kernel/post{inst,rm}.d after installing or removing a kernel and
 /// /etc/initramfs/post-update.d after `update-initramfs`: there the ESP copies and the boot
