@@ -68,6 +68,17 @@ impl Family {
         }
     }
 
+    /// The shell command of the cloud-init layer: the distribution's cloud-init, sudo, and
+    /// growpart where it is packed apart; caches cleaned. Alpine's `setup-cloud-init` adds its
+    /// OpenRC services.
+    fn cloud_init_install(self) -> &'static str {
+        match self {
+            Family::Debian | Family::Ubuntu => "export DEBIAN_FRONTEND=noninteractive; apt-get update; \\\n    apt-get install -y --no-install-recommends cloud-init cloud-guest-utils sudo; \\\n    apt-get clean; rm -rf /var/lib/apt/lists/*",
+            Family::Fedora => "dnf -y install cloud-init cloud-utils-growpart sudo; dnf clean all",
+            Family::Alpine => "apk add --no-cache cloud-init sudo; setup-cloud-init",
+        }
+    }
+
     /// The template text, compiled into the binary so c2vm is one self-contained file.
     pub fn template(self) -> &'static str {
         match self {
@@ -177,11 +188,17 @@ const CONTEXT_FILES: &[(&str, &str)] = &[(
 
 /// The tag of the kernel image for this base image, template and options.
 pub fn cache_tag(base_id: &str, dockerfile: &str) -> String {
+    tag_of(base_id, dockerfile, CONTEXT_FILES)
+}
+
+/// `c2vm-kernel:` and a hash of what a build on `base_id` takes: the same inputs give the same
+/// tag, so the build is made once and found again.
+fn tag_of(base_id: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
     let mut hash = sha2::Sha256::new();
     hash.update(base_id.as_bytes());
     hash.update([0]);
     hash.update(dockerfile.as_bytes());
-    for (name, text) in CONTEXT_FILES {
+    for (name, text) in files {
         hash.update([0]);
         hash.update(name.as_bytes());
         hash.update([0]);
@@ -285,6 +302,7 @@ pub fn add_kernel(
     flavour: Flavour,
     arch: Arch,
     signed_loaders: bool,
+    cloud_init: bool,
 ) -> Result<ImageDetails> {
     let release = os_release(engine, image)?;
     let families = Family::ALL
@@ -305,32 +323,94 @@ pub fn add_kernel(
     };
     let dockerfile = render(family, &image.id, flavour, arch, signed_loaders)?;
     let tag = cache_tag(&image.id, &dockerfile);
-    if let Some(cached) = engine.inspect(&tag)? {
-        crate::progress::note(&format!(
-            "Reusing the kernel image {tag} ({} template)",
-            family.name()
-        ));
-        return Ok(cached);
+    let build = Build {
+        what: "kernel image",
+        label: format!("Adding a kernel ({} template, {arch})", family.name()),
+        family,
+        arch,
+    };
+    let kernel = build.cached(engine, &dockerfile, CONTEXT_FILES, &tag)?;
+    if !cloud_init {
+        return Ok(kernel);
     }
-    let mut files = vec![("Dockerfile", dockerfile.as_str())];
-    files.extend_from_slice(CONTEXT_FILES);
-    let context = docker::context_of_files(&files)?;
-    check_emulation(arch)?;
-    engine.build(
-        context,
-        "Dockerfile",
-        &tag,
-        &HashMap::new(),
-        Some(arch),
-        &format!("Adding a kernel ({} template, {arch})", family.name()),
-    )?;
-    // Named, so it can be saved or pushed and converted elsewhere with no engine.
-    crate::progress::note(&format!(
-        "The image with its kernel is {tag} (kept as the cache for next time)"
-    ));
-    engine
-        .inspect(&tag)?
-        .context("the kernel image vanished after its build")
+    let dockerfile = render_cloud_init(family, &kernel.id)?;
+    let tag = tag_of(&kernel.id, &dockerfile, CLOUD_INIT_FILES)
+        .replace("c2vm-kernel:", "c2vm-kernel:cloud-init-");
+    let build = Build {
+        what: "cloud-init image",
+        label: format!("Adding cloud-init ({} template, {arch})", family.name()),
+        ..build
+    };
+    build.cached(engine, &dockerfile, CLOUD_INIT_FILES, &tag)
+}
+
+/// One template build on the engine, cached under its tag.
+struct Build {
+    /// What the result is called in c2vm's notes.
+    what: &'static str,
+    /// The progress line while it builds.
+    label: String,
+    family: Family,
+    arch: Arch,
+}
+
+impl Build {
+    /// The image tagged `tag` if the engine has it, else built from `dockerfile` and `files`.
+    fn cached(
+        &self,
+        engine: &Engine,
+        dockerfile: &str,
+        files: &[(&str, &str)],
+        tag: &str,
+    ) -> Result<ImageDetails> {
+        let (what, family) = (self.what, self.family.name());
+        if let Some(cached) = engine.inspect(tag)? {
+            crate::progress::note(&format!("Reusing the {what} {tag} ({family} template)"));
+            return Ok(cached);
+        }
+        let mut context = vec![("Dockerfile", dockerfile)];
+        context.extend_from_slice(files);
+        let context = docker::context_of_files(&context)?;
+        check_emulation(self.arch)?;
+        engine.build(
+            context,
+            "Dockerfile",
+            tag,
+            &HashMap::new(),
+            Some(self.arch),
+            &self.label,
+        )?;
+        // Named, so it can be saved or pushed and converted elsewhere with no engine.
+        crate::progress::note(&format!(
+            "The {what} is {tag} (kept as the cache for next time)"
+        ));
+        engine
+            .inspect(tag)?
+            .with_context(|| format!("the {what} {tag} vanished after its build"))
+    }
+}
+
+/// The cloud-init layer's files beside its Dockerfile.
+const CLOUD_INIT_FILES: &[(&str, &str)] = &[(
+    "cloud-init-c2vm.cfg",
+    include_str!("../templates/guest/cloud-init-c2vm.cfg"),
+)];
+
+/// The cloud-init layer for `family` on the kernel image `kernel_id`.
+fn render_cloud_init(family: Family, kernel_id: &str) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template(
+        "cloud-init",
+        include_str!("../templates/cloud-init.Dockerfile"),
+    )
+    .context("loading the cloud-init template")?;
+    env.get_template("cloud-init")?
+        .render(minijinja::context! {
+            kernel_image => kernel_id,
+            install => family.cloud_init_install(),
+        })
+        .context("rendering the cloud-init template")
 }
 
 /// Another architecture's template runs under the host kernel's binfmt_misc emulation, as

@@ -14,7 +14,9 @@ use crate::disk::layout::{Layout, SizeRequest};
 use crate::disk::Identifiers;
 use crate::kernel;
 use crate::output::{self, DiskFormat, PendingOutput};
-use crate::plan::{check_flavour, DiskArgs, DiskPlan, DiskSeed, ImageArgs, ImagePlan, InitPlan};
+use crate::plan::{
+    check_template_options, DiskArgs, DiskPlan, DiskSeed, ImageArgs, ImagePlan, InitPlan,
+};
 use crate::progress;
 use crate::report::{self, Summary, Timings};
 use crate::rootfs::app::{self, GuestApp};
@@ -196,7 +198,11 @@ fn convert_image(
             &options.access,
             arch,
         )?;
-        check_flavour(options.kernel_flavour, kernel_plan.is_distro())?;
+        check_template_options(
+            options.kernel_flavour,
+            options.cloud_init,
+            kernel_plan.is_distro(),
+        )?;
         let bootable = match kernel_plan {
             KernelPlan::Distro => kernel::add_kernel(
                 engine,
@@ -205,6 +211,7 @@ fn convert_image(
                 options.kernel_flavour,
                 arch,
                 plan.secure_boot != SecureBoot::Off,
+                options.cloud_init,
             )?,
             _ => image.clone(),
         };
@@ -256,7 +263,11 @@ fn convert_layers(
             arch,
         )
     })?;
-    check_flavour(options.kernel_flavour, kernel_plan.is_distro())?;
+    check_template_options(
+        options.kernel_flavour,
+        options.cloud_init,
+        kernel_plan.is_distro(),
+    )?;
     let open = || -> Result<Box<dyn TarStream + '_>> {
         Ok(Box::new(
             image.open("Reading the image's layers into the disk")?,

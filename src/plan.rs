@@ -107,6 +107,11 @@ pub struct ImageArgs {
     /// defaults)
     #[arg(long, value_enum, default_value_t = Flavour::Standard, alias = "kernel-flavor", value_name = "FLAVOUR")]
     pub kernel_flavour: Flavour,
+    /// Install the distribution's cloud-init (`--kernel distro`), so each machine booted from
+    /// the disk takes its users, keys, hostname and network from its cloud or hypervisor:
+    /// NoCloud (`c2vm run --cloud-init`, KubeVirt), ConfigDrive, GCE, Azure or EC2
+    #[arg(long)]
+    pub cloud_init: bool,
     /// The image already has a kernel, initramfs and init: the same as `--kernel image`
     #[arg(long, conflicts_with_all = ["kernel", "kernel_image"])]
     pub no_kernel: bool,
@@ -312,6 +317,8 @@ pub struct ImagePlan {
     pub kernel_image: Option<String>,
     /// `--kernel-flavour`: for the kernel c2vm adds.
     pub kernel_flavour: Flavour,
+    /// `--cloud-init`: a layer with cloud-init on the kernel c2vm adds.
+    pub cloud_init: bool,
     pub init: InitPlan,
     pub app: AppChoice,
     /// How to reach registries (docker://).
@@ -336,8 +343,9 @@ impl ImagePlan {
             }
             _ => args.kernel,
         };
-        check_flavour(
+        check_template_options(
             args.kernel_flavour,
+            args.cloud_init,
             !matches!(kernel, KernelChoice::Image | KernelChoice::Generic),
         )?;
         Ok(ImagePlan {
@@ -346,6 +354,7 @@ impl ImagePlan {
             kernel,
             kernel_image: args.kernel_image.clone(),
             kernel_flavour: args.kernel_flavour,
+            cloud_init: args.cloud_init,
             init: InitPlan {
                 choice: args.init,
                 restart: args.restart,
@@ -377,6 +386,7 @@ impl ImagePlan {
             (args.kernel != KernelChoice::Auto, "--kernel"),
             (args.kernel_image.is_some(), "--kernel-image"),
             (args.kernel_flavour != Flavour::Standard, "--kernel-flavour"),
+            (args.cloud_init, "--cloud-init"),
             (args.init != InitChoice::Auto, "--init"),
             (args.restart != Restart::No, "--restart"),
             (args.creds.is_some(), "--creds"),
@@ -393,12 +403,16 @@ impl ImagePlan {
     }
 }
 
-/// `--kernel-flavour` picks the kernel c2vm adds from its template: with the image's own kernel
-/// or a bundle's (`distro` false) it would be silently ignored, so it is refused. Checked from
-/// the flags before any work, and again once `--kernel auto` has decided.
-pub fn check_flavour(flavour: Flavour, distro: bool) -> Result<()> {
+/// `--kernel-flavour` and `--cloud-init` are options of the template c2vm adds a kernel with:
+/// with the image's own kernel or a bundle's (`distro` false) they would be silently ignored, so
+/// they are refused. Checked from the flags before any work, and again once `--kernel auto` has
+/// decided.
+pub fn check_template_options(flavour: Flavour, cloud_init: bool, distro: bool) -> Result<()> {
     if flavour != Flavour::Standard && !distro {
         bail!("--kernel-flavour picks the kernel c2vm adds from its template (--kernel distro, in Docker or Podman), and this conversion takes the image's own or a bundle's; drop --kernel-flavour");
+    }
+    if cloud_init && !distro {
+        bail!("--cloud-init installs cloud-init with the kernel c2vm adds from its template (--kernel distro, in Docker or Podman), and this conversion takes the image's own or a bundle's; drop --cloud-init (c2vm-init guests take their settings as credentials: see `c2vm run --credential`)");
     }
     Ok(())
 }
@@ -469,6 +483,7 @@ mod tests {
             no_kernel: false,
             kernel_image: None,
             kernel_flavour: Flavour::Standard,
+            cloud_init: false,
             init: InitChoice::Auto,
             restart: Restart::No,
             stop_timeout: 10,
@@ -538,6 +553,20 @@ mod tests {
         }
         let tarball = ImagePlan::check_tarball(&cloud).unwrap_err().to_string();
         assert!(tarball.contains("drop --kernel-flavour"), "{tarball}");
+        // So is cloud-init: it is installed with the template's kernel.
+        let cloud_init = ImageArgs {
+            cloud_init: true,
+            ..image_args()
+        };
+        assert!(ImagePlan::from_args(&cloud_init).unwrap().cloud_init);
+        for kernel in [KernelChoice::Image, KernelChoice::Generic] {
+            let mixed = ImageArgs {
+                kernel,
+                ..cloud_init.clone()
+            };
+            let err = ImagePlan::from_args(&mixed).unwrap_err().to_string();
+            assert!(err.contains("drop --cloud-init"), "{err}");
+        }
     }
 
     #[test]

@@ -260,6 +260,12 @@ fn app_flags_and_bare_shell_images() {
     let o = run(c2vm().args(["convert", "debian:latest", "-o"]).arg(&out));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("c2vm-app"), "{}", stderr(&o));
+    // No credential and no cloud-init: the disk cannot be logged into as it is, and says so.
+    assert!(
+        stderr(&o).contains("Warning: no way to log in is in this disk"),
+        "{}",
+        stderr(&o)
+    );
     let root = format!("{}?offset={}", out.display(), partition_offset(&out, 2));
     let units = tool("debugfs", &["-R", "ls /etc/systemd/system", &root]);
     assert!(units.contains("multi-user.target.wants"), "{units}");

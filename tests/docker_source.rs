@@ -445,6 +445,167 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
 }
 
 #[test]
+#[ignore = "needs root, dockerd with the ssh test image and QEMU; scripts/test runs it"]
+fn a_cloud_init_disk_takes_a_user_a_file_and_its_hostname_from_a_nocloud_seed_once() {
+    // The disk has cloud-init and no credential: convert says cloud-init is the way in, with no
+    // warning.
+    let dir = user_scratch();
+    let disk = dir.path().join("c.qcow2");
+    let out = Convert::new(SSH_IMAGE, &disk)
+        .by_user()
+        .args(["--cloud-init", "--kernel-flavour", "cloud", "--json"])
+        .locked()
+        .leaving_nothing_behind()
+        .success();
+    let log = stderr(&out);
+    assert!(
+        log.contains("the image's cloud-init sets users and keys"),
+        "{log}"
+    );
+    assert!(!log.contains("Warning"), "{log}");
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["login"]["cloud_init"], true, "{report}");
+    assert_eq!(report["login"]["password"], false, "{report}");
+
+    // user-data makes a user with a key and sudo, writes a file owned by that user, and runs a
+    // command that counts its runs; meta-data names the machine. Root's console login is a
+    // credential of the same boot.
+    let (key, key_pub) = ssh_key_pair(dir.path(), "key-alice");
+    let key_line = std::fs::read_to_string(&key_pub).unwrap();
+    let key_body = key_line.split_whitespace().nth(1).unwrap().to_string();
+    let user_data = dir.path().join("user-data");
+    std::fs::write(
+        &user_data,
+        format!(
+            "#cloud-config\n\
+             users:\n  - name: alice\n    shell: /bin/bash\n    sudo: ALL=(ALL) NOPASSWD:ALL\n\
+             \x20   ssh_authorized_keys:\n      - {}\n\
+             write_files:\n  - path: /etc/c2vm-cloud-init-test\n    content: user-data-secret-5309\n\
+             \x20   owner: alice:alice\n    permissions: '0640'\n    defer: true\n\
+             runcmd:\n  - [sh, -c, 'echo run >> /var/lib/c2vm-runcmd-count']\n",
+            key_line.trim()
+        ),
+    )
+    .unwrap();
+    let meta_data = dir.path().join("meta-data");
+    std::fs::write(
+        &meta_data,
+        "instance-id: c2vm-test-1\nlocal-hostname: cloud-c\n",
+    )
+    .unwrap();
+    let pw = password_file(dir.path());
+    let seed = |cmd: &mut Command| {
+        cmd.arg("--cloud-init")
+            .arg(&user_data)
+            .arg("--meta-data")
+            .arg(&meta_data)
+            .arg("--password-file")
+            .arg(&pw)
+            .args(["--cpus", "1", "--login", "root", "--timeout", "480"]);
+    };
+
+    // First boot, kept (--persist): alice gets in over ssh with her key, as the guest waits for
+    // that, and sees (once cloud-init is done) the hostname, the file and its owner, and sudo;
+    // runcmd ran once. No value of the
+    // seed reaches any process's argv or c2vm's output, and its private file is gone at the end.
+    let ssh = std::thread::spawn(move || {
+        ssh_until_as(
+            "alice",
+            &key,
+            18097,
+            "sudo -n cloud-init status --wait >/dev/null; hostname; \
+             stat -c '%U %a' /etc/c2vm-cloud-init-test && sudo -n touch /run/c2vm-test-ssh",
+            std::time::Duration::from_secs(480),
+        )
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut first = c2vm();
+    first.args(["run", "-vv", "--persist", "--publish", "18097:22"]);
+    seed(&mut first);
+    first
+        .arg("--exec")
+        .arg(
+            "echo status=$(cloud-init status --wait | tail -n 1)\n\
+             echo hostname=$(hostname)\n\
+             echo file=$(cat /etc/c2vm-cloud-init-test)\n\
+             echo runs=$(wc -l < /var/lib/c2vm-runcmd-count)\n\
+             echo failed=$(systemctl --failed --no-legend | wc -l)\n\
+             for i in $(seq 300); do [ -e /run/c2vm-test-ssh ] && break; sleep 1; done\n\
+             echo ssh-seen=$(ls /run/c2vm-test-ssh)",
+        )
+        .arg(&disk)
+        .env("TMPDIR", tmp.path());
+    let watched = run_watching(&mut first, &["user-data-secret-5309", &key_body]);
+    let boot = &watched.output;
+    let (console, out) = (stderr(boot), stdout(boot));
+    assert_eq!(boot.status.code(), Some(0), "{console}");
+    assert_eq!(
+        ssh.join().unwrap().as_deref(),
+        Some("cloud-c\nalice 640\n"),
+        "ssh as the user-data's user: {console}"
+    );
+    let facts = Facts::parse(&out);
+    assert_eq!(&facts["status"], "status: done", "{out}");
+    assert_eq!(&facts["hostname"], "cloud-c", "{out}");
+    assert_eq!(&facts["file"], "user-data-secret-5309", "{out}");
+    assert_eq!(&facts["runs"], "1", "{out}");
+    assert_eq!(&facts["failed"], "0", "{out}");
+    assert_eq!(&facts["ssh-seen"], "/run/c2vm-test-ssh", "{out}");
+    assert!(
+        watched.leaks.is_empty(),
+        "values in argv: {:?}",
+        watched.leaks
+    );
+    assert!(
+        watched
+            .qemu
+            .iter()
+            .any(|q| q.contains("id=cidata,readonly=on")),
+        "the seed is a read-only disk: {:?}",
+        watched.qemu
+    );
+    assert!(
+        !console.contains("user-data-secret-5309"),
+        "user-data in c2vm's output"
+    );
+    assert!(
+        console.contains("NoCloud seed for this boot (CIDATA): user-data, meta-data"),
+        "{console}"
+    );
+    assert!(
+        listing(tmp.path()).is_empty(),
+        "left behind: {:?}",
+        listing(tmp.path())
+    );
+
+    // Second boot with the same seed: the same instance, so its per-instance work (the user,
+    // the file, runcmd) does not run again; the hostname and the user are still there.
+    let mut second = c2vm();
+    second.arg("run");
+    seed(&mut second);
+    second
+        .arg("--exec")
+        .arg(
+            "echo status=$(cloud-init status --wait | tail -n 1)\n\
+             echo runs=$(wc -l < /var/lib/c2vm-runcmd-count)\n\
+             echo hostname=$(hostname)\n\
+             echo alice=$(id -un alice)",
+        )
+        .arg(&disk);
+    let boot = run(&mut second);
+    let out = stdout(&boot);
+    assert_eq!(boot.status.code(), Some(0), "{}", stderr(&boot));
+    let facts = Facts::parse(&out);
+    assert_eq!(&facts["status"], "status: done", "{out}");
+    assert_eq!(
+        &facts["runs"], "1",
+        "runcmd ran again on the second boot: {out}"
+    );
+    assert_eq!(&facts["hostname"], "cloud-c", "{out}");
+    assert_eq!(&facts["alice"], "alice", "{out}");
+}
+
+#[test]
 #[ignore = "needs root, dockerd with debian:latest and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn docker_errors_are_clear_and_leave_nothing_behind() {
     let dir = scratch();

@@ -121,22 +121,62 @@ pub fn write(
     files: Vec<EspFile>,
     epoch: Option<i64>,
 ) -> Result<()> {
-    let mut window = PartitionWindow::new(image, extent.start, extent.size);
     let options = lamfat::FormatVolumeOptions::new()
         .fat_type(lamfat::FatType::Fat32)
         .bytes_per_cluster(cluster_size(extent.size))
         .volume_id(volume_id)
         .volume_label(*b"ESP        ");
+    write_volume(
+        image,
+        extent,
+        options,
+        files,
+        epoch,
+        "the EFI system partition",
+    )
+}
+
+/// A small FAT volume labelled `label` (FAT12 or FAT16, as its size asks) holding `files` at
+/// its root: a cloud-init NoCloud seed is one, labelled `CIDATA`.
+pub fn write_small_volume(
+    image: &File,
+    size: u64,
+    label: [u8; 11],
+    files: Vec<EspFile>,
+) -> Result<()> {
+    let options = lamfat::FormatVolumeOptions::new().volume_label(label);
+    let extent = Extent { start: 0, size };
+    let name = String::from_utf8_lossy(&label).trim_end().to_string();
+    write_volume(
+        image,
+        extent,
+        options,
+        files,
+        None,
+        &format!("the {name} volume"),
+    )
+}
+
+/// Format the FAT volume at `extent` with `options`, then write `files` into it.
+fn write_volume(
+    image: &File,
+    extent: Extent,
+    options: lamfat::FormatVolumeOptions,
+    files: Vec<EspFile>,
+    epoch: Option<i64>,
+    volume: &str,
+) -> Result<()> {
+    let mut window = PartitionWindow::new(image, extent.start, extent.size);
     lamfat::format_volume(&mut lamfat::StdIoWrapper::new(&mut window), options)
         .map_err(fat_err)
-        .context("formatting the EFI system partition")?;
+        .with_context(|| format!("formatting {volume}"))?;
     std::io::Seek::rewind(&mut window)?;
     let fs = lamfat::FileSystem::new(
         window,
         lamfat::FsOptions::new().time_provider(FixedTime::new(epoch)),
     )
     .map_err(fat_err)
-    .context("opening the new EFI system partition")?;
+    .with_context(|| format!("opening the new {volume}"))?;
     {
         let root = fs.root_dir();
         for mut file in files {
@@ -152,17 +192,17 @@ pub fn write(
                     Err(_) => dir
                         .create_dir(d)
                         .map_err(fat_err)
-                        .with_context(|| format!("creating {d} on the ESP"))?,
+                        .with_context(|| format!("creating {d} on {volume}"))?,
                 };
             }
             let mut out = dir
                 .create_file(name)
                 .map_err(fat_err)
-                .with_context(|| format!("creating {} on the ESP", file.path))?;
+                .with_context(|| format!("creating {} on {volume}", file.path))?;
             out.truncate().map_err(fat_err)?;
             std::io::copy(&mut file.contents, &mut out).with_context(|| {
                 format!(
-                    "writing {} on the ESP (is the ESP large enough? see --esp-size)",
+                    "writing {} on {volume} (is it large enough? see --esp-size)",
                     file.path
                 )
             })?;
@@ -170,7 +210,7 @@ pub fn write(
     }
     fs.unmount()
         .map_err(fat_err)
-        .context("closing the EFI system partition")?;
+        .with_context(|| format!("closing {volume}"))?;
     Ok(())
 }
 

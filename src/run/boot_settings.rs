@@ -163,6 +163,19 @@ fn environment(env: &[String], files: &[PathBuf]) -> Result<Vec<(String, String)
     Ok(vars)
 }
 
+/// A temporary directory only this user (and root) may list or open, made so before anything
+/// is in it (tempfile's own mode follows the umask). Removed when dropped.
+pub(super) fn private_dir(prefix: &str, what: &str) -> Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .with_context(|| format!("creating a private directory for {what}"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making the directory of {what} private"))?;
+    Ok(dir)
+}
+
 /// The credentials' private files, for as long as QEMU runs.
 pub struct CredentialFiles {
     dir: tempfile::TempDir,
@@ -175,14 +188,7 @@ impl CredentialFiles {
         if credentials.is_empty() {
             return Ok(None);
         }
-        let dir = tempfile::Builder::new()
-            .prefix("c2vm-credentials.")
-            .tempdir()
-            .context("creating a private directory for the credentials")?;
-        // Only this user (and root) may list or open it, before anything is in it.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-            .context("making the credentials' directory private")?;
+        let dir = private_dir("c2vm-credentials.", "the credentials")?;
         for (name, value) in credentials {
             let path = dir.path().join(name);
             let mut file = std::fs::OpenOptions::new()

@@ -2,11 +2,13 @@
 //! `--expect` (wait for a pattern) or `--login` + `--exec` (run a command, print its stdout, exit
 //! with its status) for tests and CI.
 mod boot_settings;
+mod cloud_init;
 mod console;
 mod direct;
 mod qemu;
 
 pub use boot_settings::BootSettingsArgs;
+pub use cloud_init::CloudInitArgs;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -71,6 +73,8 @@ pub struct RunArgs {
     /// Scripted: give up after this many seconds, showing the last console lines
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    #[command(flatten)]
+    pub cloud_init: CloudInitArgs,
     #[command(flatten)]
     pub boot: BootSettingsArgs,
 }

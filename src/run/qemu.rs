@@ -1,5 +1,6 @@
 //! Building the QEMU command line: accelerator, firmware, disk, network.
 use super::boot_settings::CredentialFiles;
+use super::cloud_init::Seed;
 use super::console::Console;
 use super::direct::DirectBoot;
 use super::{Accel, Firmware, Machine, RunArgs};
@@ -51,6 +52,8 @@ pub struct VmFiles {
     _direct: Option<DirectBoot>,
     /// The credentials' private files (removed with them).
     _credentials: Option<CredentialFiles>,
+    /// The cloud-init seed (`--cloud-init`, removed with it).
+    _seed: Option<Seed>,
 }
 
 /// What `qemu-img info --output=json` says about a disk (the fields c2vm uses).
@@ -405,6 +408,14 @@ impl VmConfig {
             ));
             args.extend(creds.qemu_args());
             files._credentials = Some(creds);
+        }
+        if let Some(seed) = Seed::write(&a.cloud_init)? {
+            note(&format!(
+                "c2vm: a cloud-init NoCloud seed for this boot (CIDATA): {}",
+                seed.names().join(", ")
+            ));
+            args.extend(seed.qemu_args());
+            files._seed = Some(seed);
         }
         Ok(VmConfig {
             binary,

@@ -1064,6 +1064,18 @@ pub fn ssh_until(
     command: &str,
     limit: std::time::Duration,
 ) -> Option<String> {
+    ssh_until_as("root", key, port, command, limit)
+}
+
+/// [`ssh_until`] as `user`.
+pub fn ssh_until_as(
+    user: &str,
+    key: &Path,
+    port: u16,
+    command: &str,
+    limit: std::time::Duration,
+) -> Option<String> {
+    let target = format!("{user}@127.0.0.1");
     let started = std::time::Instant::now();
     while started.elapsed() < limit {
         let out = Command::new("ssh")
@@ -1079,7 +1091,7 @@ pub fn ssh_until(
                 "ConnectTimeout=5",
                 "-o",
                 "LogLevel=ERROR",
-                "root@127.0.0.1",
+                &target,
                 command,
             ])
             .stdin(Stdio::null())
