@@ -364,6 +364,7 @@ fn run_refuses_bad_arguments_before_starting_qemu() {
         "{err}"
     );
     // Settings for the boot are checked before QEMU starts, and no value is repeated.
+    std::fs::write(d.join("plain-yaml"), "users: [s3cr3t]\n").unwrap();
     for (args, says) in [
         (
             &["--credential", "s3cr3t"][..],
@@ -386,6 +387,14 @@ fn run_refuses_bad_arguments_before_starting_qemu() {
             "`not_a_name` is not a valid hostname",
         ),
         (&["-e", "=s3cr3t"], "-e: `` is not a variable name"),
+        (
+            &["--cloud-init", "plain-yaml"],
+            "cloud-init ignores user-data whose first line is not `#cloud-config`",
+        ),
+        (
+            &["--cloud-init", "missing-ud"],
+            "--cloud-init: reading missing-ud",
+        ),
     ] {
         let mut all = vec!["run", "disk.img"];
         all.extend(args);

@@ -159,10 +159,21 @@ fn grub_qcow2_image_boots_on_bios_and_uefi() {
     let pw = password_file(dir.path());
     let (code, out) = boot_exec(&disk, "bios", &pw, &rootfs_guest_checks());
     assert_eq!(code, 0, "GRUB BIOS boot: {out}");
-    assert_rootfs_guest(&out, "bios");
-    let (code, out) = boot_exec(&disk, "uefi", &pw, &rootfs_guest_checks());
+    assert_rootfs_guest(&out, "bios", "vm-under-test");
+    // Debian 12's systemd 252 has no ImportCredential=: the guest's c2vm-credentials unit reads
+    // /run/credentials/@system, where PID 1 put what fw_cfg brought. The hostname given at
+    // boot replaces the disk's.
+    let (code, out) = boot_exec_given(
+        &disk,
+        "uefi",
+        &pw,
+        &rootfs_guest_checks(),
+        false,
+        420,
+        &["--hostname", "vm-given-252"],
+    );
     assert_eq!(code, 0, "GRUB UEFI boot: {out}");
-    assert_rootfs_guest(&out, "uefi");
+    assert_rootfs_guest(&out, "uefi", "vm-given-252");
     // `run --firmware uefi-secure` enforces Secure Boot with Microsoft's keys: this GRUB, built
     // on the host and signed by no one, is refused, and `run` says so at once (seconds, not
     // the timeout) with what to do.

@@ -213,6 +213,7 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     let extra = dir.path().join("extra-credential");
     std::fs::write(&extra, "file-credential-9361").unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    let first_key = key_b.clone();
     let ssh = std::thread::spawn(move || {
         ssh_until(
             &key_b,
@@ -223,7 +224,7 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     });
     let watched = run_watching(
         c2vm()
-            .args(["run", "-vv", "--cpus", "1", "--machine", "pc"])
+            .args(["run", "-vv", "--persist", "--cpus", "1", "--machine", "pc"])
             .args(["--login", "root", "--password-file"])
             .arg(&pw)
             .arg("--ssh-key")
@@ -292,7 +293,9 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
 
     // As another hypervisor or a cloud gives them: SMBIOS type 11 strings on a plain QEMU
     // command line, no c2vm. systemd reads them early (dmi-sysfs) and the guest applies them:
-    // the hostname shows at the login prompt and the key lets ssh in.
+    // the hostname shows at the login prompt and the key lets ssh in. B's first boot was kept
+    // (--persist), so this is a second run of the same disk: the key and hostname given now
+    // replace the first's, whose key no longer gets in.
     let (key_c, key_c_pub) = ssh_key_pair(dir.path(), "key-c");
     let key_c_line = std::fs::read_to_string(&key_c_pub).unwrap();
     let mut qemu = Command::new("qemu-system-x86_64")
@@ -356,6 +359,7 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
         "hostname",
         std::time::Duration::from_secs(120),
     );
+    let first_key_in = ssh_until(&first_key, 18096, "true", std::time::Duration::from_secs(1));
     let _ = qemu.kill();
     let _ = qemu.wait();
     let _ = reader.join();
@@ -366,6 +370,7 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     );
     assert!(console.contains("smbios-b login:"), "{console}");
     assert_eq!(hostname.as_deref(), Some("smbios-b\n"), "{console}");
+    assert_eq!(first_key_in, None, "the first boot's key still gets in");
 
     // A copy of A whose kernel on the ESP has lost its signature does not boot with Secure Boot
     // on: shim refuses it, and the run ends on those words, not on a timeout.

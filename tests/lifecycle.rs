@@ -141,7 +141,7 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
         &format!("{}\n{GROW_AND_UPDATE}", rootfs_guest_checks()),
         900,
     );
-    assert_rootfs_guest(&text, "bios");
+    assert_rootfs_guest(&text, "bios", "vm-under-test");
     let size: u64 = first["size"].parse().unwrap_or(0);
     assert!(
         size > 7 << 30,
@@ -175,7 +175,7 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
         rootfs_guest_checks()
     );
     let (facts, text) = boot_ok("uefi-secure", &pick_previous, 420);
-    assert_rootfs_guest(&text, "uefi");
+    assert_rootfs_guest(&text, "uefi", "vm-under-test");
     assert_eq!(&facts["kernel"], "new", "{text}");
     assert_eq!(&facts["secure-boot"], "1", "{text}");
     assert_eq!(&facts["marker"], "initrd-v2", "{text}");

@@ -133,7 +133,9 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
         _ => password.as_deref(),
     };
     let credentials = boot_settings::collect(&args.boot, root_password)?;
-    let vm = qemu::VmConfig::from_args(args, &credentials)?;
+    // Written before QEMU is set up, so bad user-data fails first, in one line.
+    let seed = cloud_init::Seed::write(&args.cloud_init)?;
+    let vm = qemu::VmConfig::from_args(args, &credentials, seed)?;
     if args.expect.is_none() && args.exec.is_none() {
         return vm.run_interactive();
     }

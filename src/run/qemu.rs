@@ -164,7 +164,11 @@ fn first_existing(paths: &[&str]) -> Option<PathBuf> {
 
 impl VmConfig {
     /// `credentials`: the settings for this boot, checked (`boot_settings::collect`).
-    pub fn from_args(a: &RunArgs, credentials: &[(String, Vec<u8>)]) -> Result<VmConfig> {
+    pub fn from_args(
+        a: &RunArgs,
+        credentials: &[(String, Vec<u8>)],
+        seed: Option<Seed>,
+    ) -> Result<VmConfig> {
         // What the flags alone rule out, before the disk is read.
         let secure = a.firmware == Some(Firmware::UefiSecure);
         if secure && a.machine == Some(Machine::Pc) {
@@ -409,7 +413,7 @@ impl VmConfig {
             args.extend(creds.qemu_args());
             files._credentials = Some(creds);
         }
-        if let Some(seed) = Seed::write(&a.cloud_init)? {
+        if let Some(seed) = seed {
             note(&format!(
                 "c2vm: a cloud-init NoCloud seed for this boot (CIDATA): {}",
                 seed.names().join(", ")

@@ -327,8 +327,22 @@ pub fn boot_exec_with(
     persist: bool,
     timeout: u32,
 ) -> (i32, String) {
+    boot_exec_given(disk, firmware, pw, cmd, persist, timeout, &[])
+}
+
+/// As [`boot_exec_with`], with settings for this boot (`--hostname`, `--credential`, …).
+pub fn boot_exec_given(
+    disk: &Path,
+    firmware: &str,
+    pw: &Path,
+    cmd: &str,
+    persist: bool,
+    timeout: u32,
+    settings: &[&str],
+) -> (i32, String) {
     let mut command = c2vm();
     command.args(["run", "--cpus", "1", "--login", "root"]);
+    command.args(settings);
     match firmware {
         DIRECT => command.arg("--direct-kernel"),
         firmware => command.args(["--firmware", firmware]),
@@ -952,7 +966,7 @@ pub fn rootfs_guest_checks() -> String {
     ])
 }
 
-pub fn assert_rootfs_guest(out: &str, firmware: &str) {
+pub fn assert_rootfs_guest(out: &str, firmware: &str, hostname: &str) {
     let facts = Facts::parse(out);
     let root = &facts["root"];
     assert!(
@@ -961,7 +975,7 @@ pub fn assert_rootfs_guest(out: &str, firmware: &str) {
     );
     assert_eq!(facts["esp"].trim(), "vfat", "ESP");
     assert_eq!(facts["passwd_mode"].trim(), "4755", "passwd mode");
-    assert_eq!(facts["hostname"].trim(), "vm-under-test");
+    assert_eq!(facts["hostname"].trim(), hostname);
     let a: Vec<&str> = facts["link_a"].split_whitespace().collect();
     let b: Vec<&str> = facts["link_b"].split_whitespace().collect();
     assert_eq!((a[0], b[0]), ("2", "2"), "hardlink count");
