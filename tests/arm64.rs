@@ -210,7 +210,7 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
         names.join(" ")
     );
     let script = format!("{facts}{}\n{update}", facts_script(&[("size", ROOT_SIZE)]));
-    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &script, true, 1200);
+    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &script, true, 1200, &[]);
     drop(server);
     assert_eq!(status, 0, "{guest}");
     let facts = Facts::parse(&guest);
@@ -242,7 +242,7 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
         ("state", "systemctl is-system-running --wait"),
         ("secure_boot", SECURE_BOOT_STATE),
     ]);
-    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &booted, false, 600);
+    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &booted, false, 600, &[]);
     assert_eq!(status, 0, "{guest}");
     let facts = Facts::parse(&guest);
     assert_eq!(facts["kernel"], new_kernel, "{guest}");

@@ -163,7 +163,7 @@ fn grub_qcow2_image_boots_on_bios_and_uefi() {
     // Debian 12's systemd 252 has no ImportCredential=: the guest's c2vm-credentials unit reads
     // /run/credentials/@system, where PID 1 put what fw_cfg brought. The hostname given at
     // boot replaces the disk's.
-    let (code, out) = boot_exec_given(
+    let (code, out) = boot_exec_with(
         &disk,
         "uefi",
         &pw,

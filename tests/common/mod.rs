@@ -309,7 +309,7 @@ pub fn listing(dir: &Path) -> Vec<String> {
 /// Boot `disk` (`firmware`: `bios`, `uefi` or [`DIRECT`]), log in as root and run `cmd`;
 /// returns (status, stdout).
 pub fn boot_exec(disk: &Path, firmware: &str, pw: &Path, cmd: &str) -> (i32, String) {
-    boot_exec_with(disk, firmware, pw, cmd, false, 420)
+    boot_exec_with(disk, firmware, pw, cmd, false, 420, &[])
 }
 
 /// A `firmware` for [`boot_exec`]: the disk's kernel booted directly (`c2vm run
@@ -317,21 +317,10 @@ pub fn boot_exec(disk: &Path, firmware: &str, pw: &Path, cmd: &str) -> (i32, Str
 /// under TCG.
 pub const DIRECT: &str = "direct";
 
-/// As [`boot_exec`], optionally keeping changes (`--persist`). One vCPU: two TCG guests with two
-/// vCPUs each on a loaded 2-core host can stall in the guest kernel.
+/// As [`boot_exec`], optionally keeping changes (`--persist`), with settings for this boot
+/// (`--hostname`, `--credential`, …). One vCPU: two TCG guests with two vCPUs each on a loaded
+/// 2-core host can stall in the guest kernel.
 pub fn boot_exec_with(
-    disk: &Path,
-    firmware: &str,
-    pw: &Path,
-    cmd: &str,
-    persist: bool,
-    timeout: u32,
-) -> (i32, String) {
-    boot_exec_given(disk, firmware, pw, cmd, persist, timeout, &[])
-}
-
-/// As [`boot_exec_with`], with settings for this boot (`--hostname`, `--credential`, …).
-pub fn boot_exec_given(
     disk: &Path,
     firmware: &str,
     pw: &Path,
