@@ -196,10 +196,13 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
     assert!(listing(tmp.path()).is_empty(), "{:?}", listing(tmp.path()));
 
     // Interrupted while the VM runs (SIGINT, as Ctrl-C on a scripted run): it ends at once
-    // with 130, QEMU with it, and the credentials' files are gone.
+    // with 130, QEMU with it, and the credentials' files and the cloud-init seed are gone.
+    let user_data = dir.path().join("user-data");
+    std::fs::write(&user_data, "#cloud-config\n").unwrap();
     let mut vm = c2vm()
         .args(["run", "--cpus", "1", "--direct-kernel", "-e", "GREETING=x"])
-        .args(["--expect", "never-shown-4417"])
+        .args(["--expect", "never-shown-4417", "--cloud-init"])
+        .arg(&user_data)
         .arg(&disk)
         .args(["--", "sleep 600"])
         .env("TMPDIR", tmp.path())
@@ -208,13 +211,15 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while !listing(tmp.path())
-        .iter()
-        .any(|f| f.starts_with("c2vm-credentials."))
-        && started.elapsed() < Duration::from_secs(30)
-    {
+    let both = |files: Vec<String>| {
+        ["c2vm-credentials.", "c2vm-cloud-init."]
+            .iter()
+            .all(|p| files.iter().any(|f| f.starts_with(p)))
+    };
+    while !both(listing(tmp.path())) && started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(both(listing(tmp.path())), "{:?}", listing(tmp.path()));
     std::thread::sleep(Duration::from_secs(5));
     // SAFETY: signals the child just spawned.
     unsafe { libc::kill(vm.id() as i32, libc::SIGINT) };
