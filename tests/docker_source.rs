@@ -473,7 +473,8 @@ fn a_cloud_init_disk_takes_a_user_a_file_and_its_hostname_from_a_nocloud_seed_on
     assert_eq!(report["login"]["password"], false, "{report}");
 
     // user-data makes a user with a key and sudo, writes a file owned by that user, and runs a
-    // command that counts its runs; meta-data names the machine. Root's console login is a
+    // command that counts its runs; meta-data names the machine; network-config adds an
+    // address. Root's console login is a
     // credential of the same boot.
     let (key, key_pub) = ssh_key_pair(dir.path(), "key-alice");
     let key_line = std::fs::read_to_string(&key_pub).unwrap();
@@ -498,12 +499,22 @@ fn a_cloud_init_disk_takes_a_user_a_file_and_its_hostname_from_a_nocloud_seed_on
         "instance-id: c2vm-test-1\nlocal-hostname: cloud-c\n",
     )
     .unwrap();
+    // network-config: DHCP as before (ssh comes in through it), plus an address of its own.
+    // cloud-init's networkd renderer matches the interface by its id, the NIC's name on q35.
+    let network_config = dir.path().join("network-config");
+    std::fs::write(
+        &network_config,
+        "version: 2\nethernets:\n  enp0s2:\n    dhcp4: true\n    addresses: [10.99.0.5/24]\n",
+    )
+    .unwrap();
     let pw = password_file(dir.path());
     let seed = |cmd: &mut Command| {
         cmd.arg("--cloud-init")
             .arg(&user_data)
             .arg("--meta-data")
             .arg(&meta_data)
+            .arg("--network-config")
+            .arg(&network_config)
             .arg("--password-file")
             .arg(&pw)
             .args(["--cpus", "1", "--login", "root", "--timeout", "480"]);
@@ -535,6 +546,7 @@ fn a_cloud_init_disk_takes_a_user_a_file_and_its_hostname_from_a_nocloud_seed_on
              echo file=$(cat /etc/c2vm-cloud-init-test)\n\
              echo runs=$(wc -l < /var/lib/c2vm-runcmd-count)\n\
              echo failed=$(systemctl --failed --no-legend | wc -l)\n\
+             echo static=$(ip -4 -o addr show | grep -c ' 10.99.0.5/24 ')\n\
              for i in $(seq 300); do [ -e /run/c2vm-test-ssh ] && break; sleep 1; done\n\
              echo ssh-seen=$(ls /run/c2vm-test-ssh)",
         )
@@ -555,6 +567,7 @@ fn a_cloud_init_disk_takes_a_user_a_file_and_its_hostname_from_a_nocloud_seed_on
     assert_eq!(&facts["file"], "user-data-secret-5309", "{out}");
     assert_eq!(&facts["runs"], "1", "{out}");
     assert_eq!(&facts["failed"], "0", "{out}");
+    assert_eq!(&facts["static"], "1", "network-config's address: {out}");
     assert_eq!(&facts["ssh-seen"], "/run/c2vm-test-ssh", "{out}");
     assert!(
         watched.leaks.is_empty(),
@@ -574,7 +587,8 @@ fn a_cloud_init_disk_takes_a_user_a_file_and_its_hostname_from_a_nocloud_seed_on
         "user-data in c2vm's output"
     );
     assert!(
-        console.contains("NoCloud seed for this boot (CIDATA): user-data, meta-data"),
+        console
+            .contains("NoCloud seed for this boot (CIDATA): user-data, meta-data, network-config"),
         "{console}"
     );
     assert!(
