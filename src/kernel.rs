@@ -188,12 +188,12 @@ const CONTEXT_FILES: &[(&str, &str)] = &[(
 
 /// The tag of the kernel image for this base image, template and options.
 pub fn cache_tag(base_id: &str, dockerfile: &str) -> String {
-    tag_of(base_id, dockerfile, CONTEXT_FILES)
+    tag_of("", base_id, dockerfile, CONTEXT_FILES)
 }
 
-/// `c2vm-kernel:` and a hash of what a build on `base_id` takes: the same inputs give the same
-/// tag, so the build is made once and found again.
-fn tag_of(base_id: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
+/// `c2vm-kernel:KIND` and a hash of what a build on `base_id` takes: the same inputs give the
+/// same tag, so the build is made once and found again.
+fn tag_of(kind: &str, base_id: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
     let mut hash = sha2::Sha256::new();
     hash.update(base_id.as_bytes());
     hash.update([0]);
@@ -206,7 +206,7 @@ fn tag_of(base_id: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
     }
     let digest = hash.finalize();
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("c2vm-kernel:{hex}")
+    format!("c2vm-kernel:{kind}{hex}")
 }
 
 /// The base of the generic kernel bundle: Debian stable, under the name that holds `arch`'s
@@ -227,7 +227,7 @@ pub fn bundle(engine: &Engine, own: Option<&str>, arch: Arch) -> Result<ImageDet
     }
     let base = engine.ensure_image(&generic_base(arch), PullPolicy::Missing, Some(arch))?;
     let dockerfile = render_generic(&base.id, arch)?;
-    let tag = cache_tag(&base.id, &dockerfile).replace("c2vm-kernel:", "c2vm-kernel:generic-");
+    let tag = tag_of("generic-", &base.id, &dockerfile, CONTEXT_FILES);
     if let Some(cached) = engine.inspect(&tag)? {
         return Ok(cached);
     }
@@ -334,8 +334,7 @@ pub fn add_kernel(
         return Ok(kernel);
     }
     let dockerfile = render_cloud_init(family, &kernel.id)?;
-    let tag = tag_of(&kernel.id, &dockerfile, CLOUD_INIT_FILES)
-        .replace("c2vm-kernel:", "c2vm-kernel:cloud-init-");
+    let tag = tag_of("cloud-init-", &kernel.id, &dockerfile, CLOUD_INIT_FILES);
     let build = Build {
         what: "cloud-init image",
         label: format!("Adding cloud-init ({} template, {arch})", family.name()),

@@ -17,6 +17,8 @@ use sha2::Digest;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// The seed's name in its private directory.
+const SEED_FILE: &str = "seed.img";
 /// The largest seed c2vm writes; user-data is kilobytes, and clouds cap it far lower (EC2 at
 /// 16 KiB).
 const SEED_MAX: u64 = 64 * MIB;
@@ -40,8 +42,7 @@ pub struct CloudInitArgs {
 
 /// The seed's private file, for as long as QEMU runs.
 pub struct Seed {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
+    dir: tempfile::TempDir,
     names: Vec<&'static str>,
 }
 
@@ -72,7 +73,7 @@ impl Seed {
             );
         }
         let dir = private_dir("c2vm-cloud-init.", "the cloud-init seed")?;
-        let path = dir.path().join("seed.img");
+        let path = dir.path().join(SEED_FILE);
         let image = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -88,11 +89,7 @@ impl Seed {
             .collect();
         esp::write_small_volume(&image, size, *b"CIDATA     ", entries)?;
         image.sync_all().context("writing the cloud-init seed")?;
-        Ok(Some(Seed {
-            _dir: dir,
-            path,
-            names,
-        }))
+        Ok(Some(Seed { dir, names }))
     }
 
     /// QEMU's options: the seed as a second, read-only virtio disk.
@@ -101,7 +98,7 @@ impl Seed {
             "-drive".into(),
             format!(
                 "file={},format=raw,if=none,id=cidata,readonly=on",
-                qemu_escape(&self.path.to_string_lossy())
+                qemu_escape(&self.path().to_string_lossy())
             ),
             "-device".into(),
             "virtio-blk-pci,drive=cidata".into(),
@@ -113,9 +110,8 @@ impl Seed {
         &self.names
     }
 
-    #[cfg(test)]
-    fn path(&self) -> &Path {
-        &self.path
+    fn path(&self) -> PathBuf {
+        self.dir.path().join(SEED_FILE)
     }
 }
 
@@ -184,7 +180,7 @@ mod tests {
         };
         let seed = Seed::write(&args).unwrap().unwrap();
         assert_eq!(seed.names(), ["user-data", "meta-data", "network-config"]);
-        let path = seed.path().to_path_buf();
+        let path = seed.path();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
