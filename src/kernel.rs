@@ -79,6 +79,16 @@ impl Family {
         }
     }
 
+    /// The shell command of the unlock layer (`--luks-passphrase-file`): the distribution's
+    /// initramfs support for LUKS, whose package hook rebuilds the initramfs with cryptsetup and
+    /// its prompt. None where c2vm does not know how the initramfs unlocks a root yet.
+    fn luks_install(self) -> Option<&'static str> {
+        match self {
+            Family::Debian | Family::Ubuntu => Some("export DEBIAN_FRONTEND=noninteractive; apt-get update; \\\n    apt-get install -y --no-install-recommends cryptsetup-initramfs; \\\n    apt-get clean; rm -rf /var/lib/apt/lists/*"),
+            Family::Fedora | Family::Alpine => None,
+        }
+    }
+
     /// The template text, compiled into the binary so c2vm is one self-contained file.
     pub fn template(self) -> &'static str {
         match self {
@@ -186,6 +196,12 @@ const CONTEXT_FILES: &[(&str, &str)] = &[(
     include_str!("../templates/guest/initramfs-local-root"),
 )];
 
+/// The unlock layer's and the generic bundle's initramfs hook (see the file).
+const LUKS_FILES: &[(&str, &str)] = &[(
+    "initramfs-luks-keyring",
+    include_str!("../templates/guest/initramfs-luks-keyring"),
+)];
+
 /// The tag of the kernel image for this base image, template and options.
 pub fn cache_tag(base_id: &str, dockerfile: &str) -> String {
     tag_of("", base_id, dockerfile, CONTEXT_FILES)
@@ -227,12 +243,14 @@ pub fn bundle(engine: &Engine, own: Option<&str>, arch: Arch) -> Result<ImageDet
     }
     let base = engine.ensure_image(&generic_base(arch), PullPolicy::Missing, Some(arch))?;
     let dockerfile = render_generic(&base.id, arch)?;
-    let tag = tag_of("generic-", &base.id, &dockerfile, CONTEXT_FILES);
+    let tag = tag_of("generic-", &base.id, &dockerfile, LUKS_FILES);
     if let Some(cached) = engine.inspect(&tag)? {
         return Ok(cached);
     }
     check_emulation(arch)?;
-    let context = docker::context_of_files(&[("Dockerfile", dockerfile.as_str())])?;
+    let mut context = vec![("Dockerfile", dockerfile.as_str())];
+    context.extend_from_slice(LUKS_FILES);
+    let context = docker::context_of_files(&context)?;
     engine.build(
         context,
         "Dockerfile",
@@ -302,7 +320,7 @@ pub fn add_kernel(
     flavour: Flavour,
     arch: Arch,
     signed_loaders: bool,
-    cloud_init: bool,
+    layers: Extras,
 ) -> Result<ImageDetails> {
     let release = os_release(engine, image)?;
     let families = Family::ALL
@@ -321,6 +339,9 @@ pub fn add_kernel(
                if the image has its own kernel and init, use --no-kernel",
             release.get("PRETTY_NAME").cloned().unwrap_or_default(), release.get("ID").cloned().unwrap_or_default());
     };
+    if layers.luks && family.luks_install().is_none() {
+        bail!("--luks-passphrase-file: c2vm knows how Debian's and Ubuntu's initramfs (and its generic bundle) unlock an encrypted root, not {}'s yet; drop the option, or use --kernel generic", family.name());
+    }
     let dockerfile = render(family, &image.id, flavour, arch, signed_loaders)?;
     let tag = cache_tag(&image.id, &dockerfile);
     let build = Build {
@@ -329,18 +350,52 @@ pub fn add_kernel(
         family,
         arch,
     };
-    let kernel = build.cached(engine, &dockerfile, CONTEXT_FILES, &tag)?;
-    if !cloud_init {
-        return Ok(kernel);
+    let mut image = build.cached(engine, &dockerfile, CONTEXT_FILES, &tag)?;
+    if layers.cloud_init {
+        let dockerfile = render_layer(
+            "cloud-init",
+            include_str!("../templates/cloud-init.Dockerfile"),
+            &image.id,
+            family.cloud_init_install(),
+        )?;
+        let tag = tag_of("cloud-init-", &image.id, &dockerfile, CLOUD_INIT_FILES);
+        let build = Build {
+            what: "cloud-init image",
+            label: format!("Adding cloud-init ({} template, {arch})", family.name()),
+            ..build
+        };
+        image = build.cached(engine, &dockerfile, CLOUD_INIT_FILES, &tag)?;
     }
-    let dockerfile = render_cloud_init(family, &kernel.id)?;
-    let tag = tag_of("cloud-init-", &kernel.id, &dockerfile, CLOUD_INIT_FILES);
-    let build = Build {
-        what: "cloud-init image",
-        label: format!("Adding cloud-init ({} template, {arch})", family.name()),
-        ..build
-    };
-    build.cached(engine, &dockerfile, CLOUD_INIT_FILES, &tag)
+    if layers.luks {
+        let install = family.luks_install().unwrap_or_default();
+        let dockerfile = render_layer(
+            "luks",
+            include_str!("../templates/luks.Dockerfile"),
+            &image.id,
+            install,
+        )?;
+        let tag = tag_of("luks-", &image.id, &dockerfile, LUKS_FILES);
+        let build = Build {
+            what: "unlock image",
+            label: format!(
+                "Adding cryptsetup to the initramfs ({} template, {arch})",
+                family.name()
+            ),
+            ..build
+        };
+        image = build.cached(engine, &dockerfile, LUKS_FILES, &tag)?;
+    }
+    Ok(image)
+}
+
+/// The layers c2vm may add on the kernel layer, each its own cache entry, so the kernel layer
+/// stays one entry shared by every disk of the image.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras {
+    /// `--cloud-init`: the distribution's cloud-init.
+    pub cloud_init: bool,
+    /// `--luks-passphrase-file`: an initramfs that unlocks an encrypted root.
+    pub luks: bool,
 }
 
 /// One template build on the engine, cached under its tag.
@@ -395,21 +450,18 @@ const CLOUD_INIT_FILES: &[(&str, &str)] = &[(
     include_str!("../templates/guest/cloud-init-c2vm.cfg"),
 )];
 
-/// The cloud-init layer for `family` on the kernel image `kernel_id`.
-fn render_cloud_init(family: Family, kernel_id: &str) -> Result<String> {
+/// A layer on the image `base_id` from `template`, which runs `install`.
+fn render_layer(name: &str, template: &str, base_id: &str, install: &str) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.add_template(
-        "cloud-init",
-        include_str!("../templates/cloud-init.Dockerfile"),
-    )
-    .context("loading the cloud-init template")?;
-    env.get_template("cloud-init")?
+    env.add_template(name, template)
+        .with_context(|| format!("loading the {name} template"))?;
+    env.get_template(name)?
         .render(minijinja::context! {
-            kernel_image => kernel_id,
-            install => family.cloud_init_install(),
+            base_image => base_id,
+            install => install,
         })
-        .context("rendering the cloud-init template")
+        .with_context(|| format!("rendering the {name} template"))
 }
 
 /// Another architecture's template runs under the host kernel's binfmt_misc emulation, as
@@ -577,7 +629,7 @@ mod tests {
                 );
             }
         }
-        for (name, text) in CONTEXT_FILES {
+        for (name, text) in CONTEXT_FILES.iter().chain(LUKS_FILES) {
             let out = std::process::Command::new("sh")
                 .args(["-n", "-c", text])
                 .output()

@@ -11,6 +11,7 @@ use crate::disk::esp::{self, EspFile};
 use crate::disk::ext4::{self, Files, Populate, TreeUsage};
 use crate::disk::gpt;
 use crate::disk::layout::{Layout, SizeRequest};
+use crate::disk::luks;
 use crate::disk::Identifiers;
 use crate::kernel;
 use crate::output::{self, DiskFormat, PendingOutput};
@@ -31,7 +32,7 @@ use crate::source::layers::LayeredImage;
 use crate::source::registry::Access;
 use crate::source::{self, SourceRef, TarStream};
 use crate::workspace::Workspace;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
 
@@ -140,6 +141,9 @@ fn convert_tarball(
         None => source::tarball::architecture(path)?,
     };
     check_arch(arch, plan)?;
+    if plan.luks.is_some() {
+        bail!("--luks-passphrase-file needs an initramfs that unlocks the root, and a rootfs: tarball boots its own; convert an image with --kernel distro or --kernel generic instead");
+    }
     // Headers only (data skipped by seeking): the exact need, in seconds.
     let usage = TreeUsage::of_tarball(path)
         .with_context(|| format!("reading the archive {}", path.display()))?;
@@ -203,6 +207,7 @@ fn convert_image(
             options.cloud_init,
             kernel_plan.is_distro(),
         )?;
+        check_unlock(plan, &kernel_plan, options)?;
         let bootable = match kernel_plan {
             KernelPlan::Distro => kernel::add_kernel(
                 engine,
@@ -211,7 +216,10 @@ fn convert_image(
                 options.kernel_flavour,
                 arch,
                 plan.secure_boot != SecureBoot::Off,
-                options.cloud_init,
+                kernel::Extras {
+                    cloud_init: options.cloud_init,
+                    luks: plan.luks.is_some(),
+                },
             )?,
             _ => image.clone(),
         };
@@ -268,6 +276,7 @@ fn convert_layers(
         options.cloud_init,
         kernel_plan.is_distro(),
     )?;
+    check_unlock(plan, &kernel_plan, options)?;
     let open = || -> Result<Box<dyn TarStream + '_>> {
         Ok(Box::new(
             image.open("Reading the image's layers into the disk")?,
@@ -396,6 +405,21 @@ fn build_disk_steps(
     };
     for line in &edited.notes {
         progress::note(line);
+    }
+    if let Some(passphrase) = &plan.luks {
+        timings.spin(
+            "luks",
+            "Encrypting the root filesystem (LUKS2, aes-xts-plain64)",
+            || {
+                luks::seal(
+                    &raw_path,
+                    layout.root,
+                    ids.luks,
+                    passphrase,
+                    workspace.scratch(),
+                )
+            },
+        )?;
     }
     let SetupDone {
         kernel,
@@ -580,10 +604,11 @@ impl RootFs<'_, '_> {
     ) -> Result<Edited<SetupDone>> {
         self.partition(layout)?;
         let mut edited = None;
+        let fs = layout.filesystem();
         ext4::make(ext4::Mkfs {
             image: self.raw_path,
-            offset: layout.root.start,
-            size: layout.root.size,
+            offset: fs.start,
+            size: fs.size,
             files: Files::Stream(&mut |stdin| {
                 edited = Some(self.edit_into(stdin, setup)?);
                 Ok(())
@@ -591,7 +616,7 @@ impl RootFs<'_, '_> {
             uuid: &self.ids.root_fs.to_string(),
             hash_seed: &self.ids.hash_seed.to_string(),
             inodes: match exact {
-                true => ext4::inode_count(usage, layout.root.size),
+                true => ext4::inode_count(usage, fs.size),
                 false => None,
             },
             scratch: self.workspace.scratch(),
@@ -601,7 +626,7 @@ impl RootFs<'_, '_> {
             edited.ok_or_else(|| anyhow!("mke2fs finished before the stream was written"))?;
         ext4::set_xattrs(
             self.raw_path,
-            layout.root.start,
+            fs.start,
             &edited.other_xattrs,
             self.workspace.scratch(),
         )?;
@@ -661,14 +686,15 @@ impl RootFs<'_, '_> {
             "mke2fs",
             "Creating the ext4 root filesystem (mke2fs -d)",
             || {
+                let fs = layout.filesystem();
                 ext4::make(ext4::Mkfs {
                     image: self.raw_path,
-                    offset: layout.root.start,
-                    size: layout.root.size,
+                    offset: fs.start,
+                    size: fs.size,
                     files: Files::Tree(&tree),
                     uuid: &self.ids.root_fs.to_string(),
                     hash_seed: &self.ids.hash_seed.to_string(),
-                    inodes: ext4::inode_count(&usage, layout.root.size),
+                    inodes: ext4::inode_count(&usage, fs.size),
                     scratch: self.workspace.scratch(),
                     epoch: self.plan.epoch,
                 })
@@ -684,9 +710,10 @@ impl RootFs<'_, '_> {
             .plan
             .bootloader
             .needs_bios_boot_partition(self.input.arch);
+        let header = self.plan.root_header();
         let layout = match (self.plan.size, exact) {
             (SizeRequest::Bytes(bytes), false) => {
-                Layout::for_disk(bytes, self.plan.esp_size, bios_boot)?
+                Layout::for_disk(bytes, self.plan.esp_size, bios_boot, header)?
             }
             _ => plan_layout(usage, self.plan, self.input.arch)?,
         };
@@ -698,6 +725,7 @@ impl RootFs<'_, '_> {
                 layout.disk_size.div_ceil(multiple) * multiple,
                 self.plan.esp_size,
                 bios_boot,
+                header,
             ),
         }
     }
@@ -734,6 +762,7 @@ fn configure_guest(
             cmdline: kernel_cmdline(ids, plan, c2vm_init, arch),
             root_uuid: ids.root_fs.to_string(),
             esp_uuid: esp_uuid.to_string(),
+            luks_uuid: plan.luks.as_ref().map(|_| ids.luks.to_string()),
         },
         own_init,
     )?;
@@ -796,11 +825,22 @@ fn secure_boot(
 }
 
 /// The kernel command line; c2vm-init is PID 1 by it (`--append-cmdline` still comes last).
+/// An encrypted root is named for the initramfs by `cryptopts=` (Debian's initramfs-tools, which
+/// the Debian and Ubuntu templates and the generic bundle use): the initramfs itself names no
+/// disk, so one build serves every disk.
 fn kernel_cmdline(ids: &Identifiers, plan: &DiskPlan, c2vm_init: bool, arch: Arch) -> String {
-    let append = match c2vm_init {
-        true => format!("init={} {}", c2vm::PATH, plan.append_cmdline),
-        false => plan.append_cmdline.clone(),
-    };
+    let mut append = String::new();
+    if plan.luks.is_some() {
+        append.push_str(&format!(
+            "cryptopts=target={},source=UUID={},luks,discard ",
+            luks::MAPPING,
+            ids.luks
+        ));
+    }
+    if c2vm_init {
+        append.push_str(&format!("init={} ", c2vm::PATH));
+    }
+    append.push_str(&plan.append_cmdline);
     boot::kernel_cmdline(&ids.root_fs.to_string(), arch, &append)
 }
 
@@ -810,7 +850,23 @@ fn plan_layout(usage: &TreeUsage, plan: &DiskPlan, arch: Arch) -> Result<Layout>
         plan.size,
         plan.esp_size,
         plan.bootloader.needs_bios_boot_partition(arch),
+        plan.root_header(),
     )
+}
+
+/// An encrypted root needs an initramfs that asks for the passphrase and unlocks it: the
+/// Debian/Ubuntu template's unlock layer or c2vm's generic bundle. An image's own kernel, or a
+/// bundle of the user's, may have none, and the disk would stop at boot.
+fn check_unlock(plan: &DiskPlan, kernel: &KernelPlan, options: &ImagePlan) -> Result<()> {
+    let unlocks = match kernel {
+        KernelPlan::Distro => true,
+        KernelPlan::Bundle(_) => options.kernel_image.is_none(),
+        _ => false,
+    };
+    if plan.luks.is_some() && !unlocks {
+        bail!("--luks-passphrase-file needs an initramfs that unlocks the root: c2vm's template's (--kernel distro) or its generic bundle's (--kernel generic), and this conversion boots the image's own kernel or a bundle of yours; add --kernel distro or --kernel generic");
+    }
+    Ok(())
 }
 
 /// Once the disk's architecture is known, before any long work: the host's loader tools for it.

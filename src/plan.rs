@@ -7,6 +7,7 @@ use crate::containerdisk::Destination;
 use crate::credentials::{Credentials, PasswordSource};
 use crate::disk::ext4::{self, Populate};
 use crate::disk::layout::SizeRequest;
+use crate::disk::luks::Passphrase;
 use crate::kernel::Flavour;
 use crate::output::{Compress, DiskFormat, OutputTarget, VmdkSubformat};
 use crate::rootfs::app::AppChoice;
@@ -75,6 +76,13 @@ pub struct DiskArgs {
     /// A public key file to put in /root/.ssh/authorized_keys
     #[arg(long)]
     pub ssh_key: Option<PathBuf>,
+    /// Encrypt the root filesystem (LUKS2, AES-XTS): its passphrase is the first line of this
+    /// file, asked on the console at every boot (`c2vm run --luks-passphrase-file` types it)
+    #[arg(long, value_name = "FILE", conflicts_with = "luks_passphrase_stdin")]
+    pub luks_passphrase_file: Option<PathBuf>,
+    /// Encrypt the root filesystem: its passphrase is the first line of standard input
+    #[arg(long, conflicts_with_all = ["password_stdin", "creds"])]
+    pub luks_passphrase_stdin: bool,
     /// DNS servers for the guest (default: what DHCP provides); may be repeated
     #[arg(long)]
     pub dns: Vec<std::net::IpAddr>,
@@ -170,6 +178,8 @@ pub struct DiskPlan {
     pub json: bool,
     /// `--containerdisk`: where the KubeVirt containerDisk goes.
     pub containerdisk: Option<Destination>,
+    /// `--luks-passphrase-file`: the root is encrypted with this passphrase.
+    pub luks: Option<Passphrase>,
 }
 
 impl DiskPlan {
@@ -186,6 +196,15 @@ impl DiskPlan {
             guest: &self.guest,
             append_cmdline: &self.append_cmdline,
             epoch: self.epoch,
+            encrypted: self.luks.is_some(),
+        }
+    }
+
+    /// Bytes at the root partition's start before the filesystem: the LUKS2 header, if any.
+    pub fn root_header(&self) -> u64 {
+        match self.luks {
+            Some(_) => crate::disk::luks::HEADER,
+            None => 0,
         }
     }
 
@@ -226,6 +245,14 @@ impl DiskPlan {
             args.ssh_key.as_deref(),
             epoch.map(|e| format!("{e}\0{}", args.hostname)).as_deref(),
         )?;
+        let luks = match (&args.luks_passphrase_file, args.luks_passphrase_stdin) {
+            (Some(path), _) => Some(Passphrase::from_file(path)?),
+            (None, true) => Some(Passphrase::from_stdin()?),
+            (None, false) => None,
+        };
+        if luks.is_some() {
+            crate::cmd::require("cryptsetup")?;
+        }
         let workdir = WorkDir::choose(args.workdir.as_deref())?;
         crate::cmd::require("mke2fs")?;
         let populate = ext4::probe(&std::env::temp_dir())?;
@@ -253,6 +280,7 @@ impl DiskPlan {
             populate,
             json: args.json,
             containerdisk,
+            luks,
         })
     }
 }
@@ -268,6 +296,7 @@ pub struct DiskSeed<'a> {
     guest: &'a GuestSettings,
     append_cmdline: &'a str,
     epoch: Option<i64>,
+    encrypted: bool,
 }
 
 /// `--kernel`.

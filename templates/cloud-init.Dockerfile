@@ -4,7 +4,7 @@
 # --cloud-init, KubeVirt's cloudInitNoCloud), a config drive (OpenStack, KubeVirt's
 # cloudInitConfigDrive), GCE, Azure and EC2, else none. Also sudo (the usual `sudo:` rule of a
 # user in user-data needs it) and growpart where the distribution packs it. Nothing secret.
-FROM {{ kernel_image }}
+FROM {{ base_image }}
 USER root
 RUN set -eux; \
     {{ install }}

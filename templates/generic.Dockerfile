@@ -20,12 +20,19 @@
 # on demand without it, and what the initramfs loaded stays loaded. qemu_fw_cfg and dmi_sysfs
 # show c2vm-init the credentials given at boot (QEMU's fw_cfg, SMBIOS type 11).
 #
+# An encrypted root (`--luks-passphrase-file`): cryptsetup-initramfs puts cryptsetup, dm-crypt and
+# its passphrase prompt in the initramfs; a disk names its LUKS volume on the kernel command line
+# (`cryptopts=`), and a plain disk's boot never runs them. initramfs-luks-keyring keeps the volume
+# key where the root's mapping can grow (see the file).
+#
 # Secure Boot: the cloud kernel is signed by Debian, and the bundle carries shim, MokManager and
 # the signed loaders of the same release, which c2vm puts on the ESP with it.
 FROM {{ base_image }}
 USER root
 ARG DEBIAN_FRONTEND=noninteractive
+COPY initramfs-luks-keyring /etc/initramfs-tools/hooks/zz-c2vm-luks-keyring
 RUN set -eux; \
+    chmod 755 /etc/initramfs-tools/hooks/zz-c2vm-luks-keyring; \
     apt-get update; \
     apt-get install -y --no-install-recommends zstd initramfs-tools kmod; \
     printf 'MODULES=list\nCOMPRESS=zstd\n' > /etc/initramfs-tools/conf.d/c2vm-generic.conf; \
@@ -36,7 +43,7 @@ RUN set -eux; \
         xen_blkfront xen_netfront hv_vmbus hv_storvsc hv_netvsc ena gve \
         button evdev qemu_fw_cfg dmi_sysfs \
         > /etc/initramfs-tools/modules; \
-    apt-get install -y --no-install-recommends linux-image-cloud-{{ arch }} \
+    apt-get install -y --no-install-recommends linux-image-cloud-{{ arch }} cryptsetup-initramfs \
         shim-signed shim-helpers-{{ arch }}-signed systemd-boot-efi-{{ arch }}-signed grub-efi-{{ arch }}-signed; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/*; \

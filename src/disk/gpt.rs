@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn an_arm64_disk_says_so_by_its_root_type() {
         let mut file = tempfile::tempfile().unwrap();
-        let layout = Layout::for_disk(600 * MIB, 256 * MIB, false).unwrap();
+        let layout = Layout::for_disk(600 * MIB, 256 * MIB, false, 0).unwrap();
         file.set_len(layout.disk_size).unwrap();
         write_table(
             &mut file,
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn table_reads_back_with_our_guids_and_boot_code() {
         let mut file = tempfile::tempfile().unwrap();
-        let layout = Layout::for_disk(600 * MIB, 256 * MIB, false).unwrap();
+        let layout = Layout::for_disk(600 * MIB, 256 * MIB, false, 0).unwrap();
         file.set_len(layout.disk_size).unwrap();
         let ids = DiskIds::random();
         let mut code = [0u8; 440];

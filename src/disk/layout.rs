@@ -51,7 +51,11 @@ pub struct Layout {
     pub disk_size: u64,
     pub bios_boot: Option<Extent>,
     pub esp: Extent,
+    /// The root partition.
     pub root: Extent,
+    /// Bytes at the root partition's start before its filesystem: an encrypted root's LUKS2
+    /// header, else none.
+    pub root_header: u64,
 }
 
 impl Layout {
@@ -63,19 +67,31 @@ impl Layout {
         size: SizeRequest,
         esp_size: u64,
         bios_boot: bool,
+        root_header: u64,
     ) -> Result<Layout> {
         let min_root = ext4::min_fs_size(usage);
         match size {
-            SizeRequest::Auto => Self::for_root(ext4::auto_fs_size(usage), esp_size, bios_boot),
+            SizeRequest::Auto => Self::for_root(
+                ext4::auto_fs_size(usage) + root_header,
+                esp_size,
+                bios_boot,
+                root_header,
+            ),
             SizeRequest::Bytes(bytes) => {
-                let smallest = Self::for_root(min_root, esp_size, bios_boot)?.disk_size;
+                let smallest =
+                    Self::for_root(min_root + root_header, esp_size, bios_boot, root_header)?
+                        .disk_size;
                 if bytes < smallest {
+                    let header = match root_header {
+                        0 => String::new(),
+                        h => format!(" + {} MiB LUKS2 header", h / MIB),
+                    };
                     bail!(
-                        "--size {} MiB is too small: these files need a disk of at least {} MiB ({} MiB root filesystem + {} MiB ESP and tables); use --size {}M or more, or --size auto",
-                        bytes / MIB, smallest / MIB, min_root / MIB, (smallest - min_root) / MIB, smallest / MIB
+                        "--size {} MiB is too small: these files need a disk of at least {} MiB ({} MiB root filesystem{header} + {} MiB ESP and tables); use --size {}M or more, or --size auto",
+                        bytes / MIB, smallest / MIB, min_root / MIB, (smallest - min_root - root_header) / MIB, smallest / MIB
                     );
                 }
-                Self::for_disk(bytes, esp_size, bios_boot)
+                Self::for_disk(bytes, esp_size, bios_boot, root_header)
             }
         }
     }
@@ -87,9 +103,14 @@ impl Layout {
 
     /// The layout for a whole disk of `disk_size` bytes (rounded down to 1 MiB); the root fills
     /// what is left after the ESP.
-    pub fn for_disk(disk_size: u64, esp_size: u64, bios_boot: bool) -> Result<Layout> {
+    pub fn for_disk(
+        disk_size: u64,
+        esp_size: u64,
+        bios_boot: bool,
+        root_header: u64,
+    ) -> Result<Layout> {
         let disk_size = disk_size / MIB * MIB;
-        let overhead = Self::overhead(esp_size, bios_boot);
+        let overhead = Self::overhead(esp_size, bios_boot) + root_header;
         if disk_size <= overhead {
             bail!(
                 "a disk of {} MiB leaves no room for the root partition",
@@ -119,16 +140,31 @@ impl Layout {
             bios_boot,
             esp,
             root,
+            root_header,
         })
     }
 
+    /// Where the root filesystem is: the root partition after its header.
+    pub fn filesystem(&self) -> Extent {
+        Extent {
+            start: self.root.start + self.root_header,
+            size: self.root.size - self.root_header,
+        }
+    }
+
     /// The layout whose root partition is `root_size` bytes (rounded up to 1 MiB).
-    pub fn for_root(root_size: u64, esp_size: u64, bios_boot: bool) -> Result<Layout> {
+    pub fn for_root(
+        root_size: u64,
+        esp_size: u64,
+        bios_boot: bool,
+        root_header: u64,
+    ) -> Result<Layout> {
         let root_size = root_size.div_ceil(MIB) * MIB;
         Self::for_disk(
             root_size + Self::overhead(esp_size, bios_boot),
             esp_size,
             bios_boot,
+            root_header,
         )
     }
 }
@@ -139,7 +175,7 @@ mod tests {
 
     #[test]
     fn default_layout_is_aligned_and_leaves_room_for_backup_gpt() {
-        let l = Layout::for_disk(2 << 30, 256 * MIB, false).unwrap();
+        let l = Layout::for_disk(2 << 30, 256 * MIB, false, 0).unwrap();
         assert_eq!(l.esp.start, MIB);
         assert_eq!(l.esp.first_lba(), 2048);
         assert_eq!(l.root.start, 257 * MIB);
@@ -153,7 +189,7 @@ mod tests {
 
     #[test]
     fn grub_layout_puts_bios_boot_first() {
-        let l = Layout::for_root(700 * MIB + 1, 256 * MIB, true).unwrap();
+        let l = Layout::for_root(700 * MIB + 1, 256 * MIB, true, 0).unwrap();
         assert_eq!(l.bios_boot.unwrap().start, MIB);
         assert_eq!(l.esp.start, 2 * MIB);
         assert_eq!(l.root.size, 701 * MIB);
@@ -162,9 +198,9 @@ mod tests {
 
     #[test]
     fn odd_sizes_round_down_and_tiny_disks_fail() {
-        let l = Layout::for_disk(1000 * MIB + 12345, 256 * MIB, false).unwrap();
+        let l = Layout::for_disk(1000 * MIB + 12345, 256 * MIB, false, 0).unwrap();
         assert_eq!(l.disk_size, 1000 * MIB);
-        let err = Layout::for_disk(200 * MIB, 256 * MIB, false).unwrap_err();
+        let err = Layout::for_disk(200 * MIB, 256 * MIB, false, 0).unwrap_err();
         assert!(err.to_string().contains("no room for the root"), "{err}");
     }
 
@@ -174,16 +210,16 @@ mod tests {
             blocks: 100_000,
             inodes: 10_000,
         };
-        let auto = Layout::plan(&usage, SizeRequest::Auto, 256 * MIB, false).unwrap();
+        let auto = Layout::plan(&usage, SizeRequest::Auto, 256 * MIB, false, 0).unwrap();
         assert!(auto.root.size > ext4::min_fs_size(&usage));
-        let err = Layout::plan(&usage, SizeRequest::Bytes(300 * MIB), 256 * MIB, false)
+        let err = Layout::plan(&usage, SizeRequest::Bytes(300 * MIB), 256 * MIB, false, 0)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("is too small") && err.contains("use --size"),
             "{err}"
         );
-        let fits = Layout::plan(&usage, SizeRequest::Bytes(2 << 30), 256 * MIB, false).unwrap();
+        let fits = Layout::plan(&usage, SizeRequest::Bytes(2 << 30), 256 * MIB, false, 0).unwrap();
         assert_eq!(fits.disk_size, 2 << 30);
         assert_eq!(SizeRequest::parse("auto").unwrap(), SizeRequest::Auto);
         let err = format!("{:#}", SizeRequest::parse("lots").unwrap_err());

@@ -1,10 +1,12 @@
 //! The disk stage: a GPT raw image written as plain file I/O, no loop devices and no mounts.
 //! `layout` does the arithmetic, `gpt` writes the partition table and protective MBR, `ext4`
-//! runs `mke2fs -d` into the root partition, `esp` writes the FAT32 EFI system partition.
+//! runs `mke2fs -d` into the root partition, `luks` encrypts it where asked, `esp` writes the
+//! FAT32 EFI system partition.
 pub mod esp;
 pub mod ext4;
 pub mod gpt;
 pub mod layout;
+pub mod luks;
 mod window;
 
 /// Every identifier one disk carries, chosen before anything is written.
@@ -18,6 +20,8 @@ pub struct Identifiers {
     pub esp_volume: u32,
     /// The seed of ext4's directory hashes (`-E hash_seed=`), which mke2fs would pick at random.
     pub hash_seed: uuid::Uuid,
+    /// An encrypted root's LUKS2 UUID (what the guest's `cryptopts=` and crypttab name).
+    pub luks: uuid::Uuid,
 }
 
 impl Identifiers {
@@ -27,6 +31,7 @@ impl Identifiers {
             root_fs: uuid::Uuid::new_v4(),
             esp_volume: rand::random(),
             hash_seed: uuid::Uuid::new_v4(),
+            luks: uuid::Uuid::new_v4(),
         }
     }
 
@@ -58,6 +63,7 @@ impl Identifiers {
             root_fs: id("root filesystem"),
             esp_volume: volume,
             hash_seed: id("ext4 hash seed"),
+            luks: id("luks"),
         }
     }
 

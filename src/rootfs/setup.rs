@@ -32,6 +32,8 @@ pub struct GuestConfig<'a> {
     pub root_uuid: String,
     /// The ESP's FAT volume id as Linux shows it, `ABCD-1234`.
     pub esp_uuid: String,
+    /// An encrypted root's LUKS UUID.
+    pub luks_uuid: Option<String>,
 }
 
 /// What setup changes or removes, so the stream edit holds it back until the stream ends:
@@ -50,6 +52,13 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig, init: InitSystem) -> 
         fstab(cfg, grows).as_bytes(),
         Perms::root(0o644),
     )?;
+    if let Some(uuid) = &cfg.luks_uuid {
+        guest.write(
+            "/etc/crypttab",
+            crypttab(uuid).as_bytes(),
+            Perms::root(0o644),
+        )?;
+    }
     guest.write(
         "/etc/hostname",
         format!("{}\n", cfg.settings.hostname).as_bytes(),
@@ -210,6 +219,17 @@ pub fn fstab(cfg: &GuestConfig, grow_root: bool) -> String {
     )
 }
 
+/// The encrypted root, for the guest's own tools: the initramfs a kernel update rebuilds looks
+/// the root's mapping up here (the boot itself is told by `cryptopts=` on the command line).
+/// `discard` passes the filesystem's trims down, so freed blocks go back to the host's sparse
+/// disk; like c2vm's sparse writing, that shows which blocks are in use, never what they hold.
+pub fn crypttab(luks_uuid: &str) -> String {
+    format!(
+        "# Written by c2vm: the encrypted root.\n{} UUID={luks_uuid} none luks,discard\n",
+        crate::disk::luks::MAPPING
+    )
+}
+
 /// The root partition grows to fill a larger virtual disk on boot: systemd-repart (systemd 245+)
 /// grows partition 2 and moves the backup GPT header to the new end; `x-systemd.growfs` in fstab
 /// then grows ext4 online. Returns whether the guest (a systemd one) can do it.
@@ -338,6 +358,7 @@ mod tests {
             cmdline: "root=UUID=x rw".into(),
             root_uuid: "11111111-2222-3333-4444-555555555555".into(),
             esp_uuid: "ABCD-1234".into(),
+            luks_uuid: None,
         }
     }
 

@@ -153,6 +153,29 @@ impl Console {
             .context("typing on the guest console")
     }
 
+    /// Type the encrypted root's passphrase at its prompt; fails if the guest asks again.
+    pub fn unlock(
+        &mut self,
+        passphrase: &crate::disk::luks::Passphrase,
+        deadline: Instant,
+    ) -> Result<()> {
+        use super::unlock;
+        let prompt = Regex::new(unlock::PROMPT).map_err(|e| anyhow!(e))?;
+        self.wait_for(&prompt, deadline, "the encrypted root's passphrase prompt")?;
+        self.stdin
+            .write_all(&unlock::keys(passphrase))
+            .and_then(|_| self.stdin.flush())
+            .context("typing the passphrase on the guest console")?;
+        let after = Regex::new(&format!("{}|{}", unlock::UNLOCKED, unlock::PROMPT))
+            .map_err(|e| anyhow!(e))?;
+        let caps = self.wait_for(&after, deadline, "the encrypted root to unlock")?;
+        if caps[0] != unlock::UNLOCKED {
+            self.stop();
+            return Err(unlock::refused());
+        }
+        Ok(())
+    }
+
     pub fn login(&mut self, user: &str, password: &str, deadline: Instant) -> Result<()> {
         let login = Regex::new(r"login: ").map_err(|e| anyhow!(e))?;
         self.wait_for(&login, deadline, "the login prompt")?;

@@ -6,6 +6,7 @@ mod cloud_init;
 mod console;
 mod direct;
 mod qemu;
+mod unlock;
 
 pub use boot_settings::BootSettingsArgs;
 pub use cloud_init::CloudInitArgs;
@@ -61,6 +62,10 @@ pub struct RunArgs {
     /// Scripted: after --login, run this shell command, print its stdout, power off, exit with its status
     #[arg(long, requires = "login")]
     pub exec: Option<String>,
+    /// The passphrase of the disk's encrypted root (the first line of FILE), typed at the
+    /// console's prompt at boot
+    #[arg(long, value_name = "FILE")]
+    pub luks_passphrase_file: Option<PathBuf>,
     /// Boot the disk's kernel and initramfs directly (QEMU's -kernel), with the command line
     /// its loader would give: no firmware boot menu and no boot loader, seconds faster under
     /// emulation. The disk's own loaders are not used, so this proves nothing about them
@@ -132,12 +137,17 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
         Some((user, _)) if user != "root" => None,
         _ => password.as_deref(),
     };
+    let luks = args
+        .luks_passphrase_file
+        .as_deref()
+        .map(crate::disk::luks::Passphrase::from_file)
+        .transpose()?;
     let credentials = boot_settings::collect(&args.boot, root_password)?;
     // Written before QEMU is set up, so bad user-data fails first, in one line.
     let seed = cloud_init::Seed::write(&args.cloud_init)?;
     let vm = qemu::VmConfig::from_args(args, &credentials, seed)?;
     if args.expect.is_none() && args.exec.is_none() {
-        return vm.run_interactive();
+        return vm.run_interactive(luks.as_ref());
     }
     let echo = if args.exec.is_some() {
         verbose
@@ -146,6 +156,9 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
     };
     let mut console = vm.start_scripted(echo)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
+    if let Some(passphrase) = &luks {
+        console.unlock(passphrase, deadline)?;
+    }
     if let Some(pattern) = &args.expect {
         let re = regex::Regex::new(pattern)
             .with_context(|| format!("--expect {pattern:?} is not a valid regular expression"))?;

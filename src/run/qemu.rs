@@ -3,9 +3,11 @@ use super::boot_settings::CredentialFiles;
 use super::cloud_init::Seed;
 use super::console::Console;
 use super::direct::DirectBoot;
+use super::unlock;
 use super::{Accel, Firmware, Machine, RunArgs};
 use crate::arch::Arch;
 use crate::disk::gpt;
+use crate::disk::luks::Passphrase;
 use crate::progress::note;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -429,10 +431,12 @@ impl VmConfig {
         })
     }
 
-    pub fn run_interactive(self) -> Result<i32> {
+    /// With `luks`, QEMU's stdin is c2vm's, passed on, and c2vm types the passphrase at the
+    /// encrypted root's prompt (see `unlock`).
+    pub fn run_interactive(self, luks: Option<&Passphrase>) -> Result<i32> {
         note("c2vm: the serial console is on this terminal. To leave: press Ctrl-A, then X.");
-        let mut child = Command::new(self.binary)
-            .args(&self.args)
+        let mut cmd = Command::new(self.binary);
+        cmd.args(&self.args)
             // What -nographic sets up, which -nodefaults turns off: the serial port and the
             // monitor share this terminal (Ctrl-A C switches, Ctrl-A X quits), and Ctrl-C goes
             // to the guest.
@@ -446,16 +450,32 @@ impl VmConfig {
                 "-mon",
                 "chardev=console,mode=readline",
             ])
-            .stdout(Stdio::piped())
+            .stdout(Stdio::piped());
+        // QEMU puts a terminal on its stdin in raw mode itself; through a pipe, c2vm does.
+        let _raw = match luks {
+            Some(_) => {
+                cmd.stdin(Stdio::piped());
+                RawTerminal::on_stdin()?
+            }
+            None => None,
+        };
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", self.binary))?;
+        let typist = match luks {
+            Some(passphrase) => Some(Typist::start(&mut child, passphrase)?),
+            None => None,
+        };
         // The console passes through c2vm, which watches for c2vm-init's last word: a VM whose
         // init is c2vm-init ends with its app's exit status, as `docker run` does.
         let stdout = child.stdout.take().context("QEMU's stdout")?;
-        let relay = std::thread::spawn(move || relay_console(stdout));
+        let relay = std::thread::spawn(move || relay_console(stdout, typist));
         let status = child.wait().context("waiting for QEMU")?;
-        let app_status = relay.join().ok().flatten();
-        Ok(app_status.unwrap_or(status.code().unwrap_or(1)))
+        let relayed = relay.join().unwrap_or_default();
+        if relayed.refused {
+            return Err(unlock::refused());
+        }
+        Ok(relayed.status.unwrap_or(status.code().unwrap_or(1)))
     }
 
     pub fn start_scripted(self, echo: bool) -> Result<Console> {
@@ -473,14 +493,21 @@ impl VmConfig {
     }
 }
 
-/// Copy the console to our stdout as it comes; return the status c2vm-init reported
-/// (`c2vm-init: exit N`), if it did.
-fn relay_console(mut from: impl std::io::Read) -> Option<i32> {
+/// What the console showed: the status c2vm-init reported (`c2vm-init: exit N`), and whether
+/// the guest refused the encrypted root's passphrase.
+#[derive(Debug, Default)]
+struct Relayed {
+    status: Option<i32>,
+    refused: bool,
+}
+
+/// Copy the console to our stdout as it comes, typing the passphrase at its prompt.
+fn relay_console(mut from: impl std::io::Read, mut typist: Option<Typist>) -> Relayed {
     use std::io::Write;
     let mut out = std::io::stdout();
     let mut buf = [0u8; 4096];
     let mut line = Vec::new();
-    let mut status = None;
+    let mut relayed = Relayed::default();
     while let Ok(n) = from.read(&mut buf) {
         if n == 0 {
             break;
@@ -489,14 +516,107 @@ fn relay_console(mut from: impl std::io::Read) -> Option<i32> {
         let _ = out.flush();
         for &b in &buf[..n] {
             if b == b'\n' {
-                status = init_exit_status(&line).or(status);
+                relayed.status = init_exit_status(&line).or(relayed.status);
                 line.clear();
             } else if line.len() < 256 {
                 line.push(b);
             }
         }
+        if let Some(typist) = typist.as_mut() {
+            if !typist.watch(&buf[..n]) {
+                relayed.refused = true;
+            }
+        }
     }
-    status
+    relayed
+}
+
+/// Types the passphrase into QEMU's stdin at the prompt, and passes c2vm's stdin on otherwise.
+struct Typist {
+    stdin: std::sync::Arc<std::sync::Mutex<std::process::ChildStdin>>,
+    keys: zeroize::Zeroizing<Vec<u8>>,
+    watcher: unlock::Watcher,
+    qemu: rustix::process::Pid,
+}
+
+impl Typist {
+    fn start(child: &mut std::process::Child, passphrase: &Passphrase) -> Result<Typist> {
+        let stdin = std::sync::Arc::new(std::sync::Mutex::new(
+            child.stdin.take().context("QEMU's stdin")?,
+        ));
+        let qemu = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .context("QEMU's process id")?;
+        let to_qemu = std::sync::Arc::clone(&stdin);
+        // Ends with c2vm, or when QEMU's stdin closes.
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 1024];
+            let mut from = std::io::stdin();
+            while let Ok(n) = from.read(&mut buf) {
+                let sent = n > 0
+                    && to_qemu
+                        .lock()
+                        .is_ok_and(|mut q| q.write_all(&buf[..n]).and_then(|()| q.flush()).is_ok());
+                if !sent {
+                    break;
+                }
+            }
+        });
+        Ok(Typist {
+            stdin,
+            keys: unlock::keys(passphrase),
+            watcher: unlock::Watcher::new()?,
+            qemu,
+        })
+    }
+
+    /// Returns false when the guest refused the passphrase (QEMU is then stopped).
+    fn watch(&mut self, output: &[u8]) -> bool {
+        use std::io::Write;
+        match self.watcher.feed(output) {
+            unlock::Step::Nothing => true,
+            unlock::Step::Type => {
+                if let Ok(mut q) = self.stdin.lock() {
+                    let _ = q.write_all(&self.keys).and_then(|()| q.flush());
+                }
+                true
+            }
+            unlock::Step::Refused => {
+                let _ = rustix::process::kill_process(self.qemu, rustix::process::Signal::TERM);
+                false
+            }
+        }
+    }
+}
+
+/// The terminal on c2vm's stdin in raw mode while QEMU reads it through c2vm; restored on drop.
+struct RawTerminal(rustix::termios::Termios);
+
+impl RawTerminal {
+    fn on_stdin() -> Result<Option<RawTerminal>> {
+        let stdin = std::io::stdin();
+        if !rustix::termios::isatty(&stdin) {
+            return Ok(None);
+        }
+        let saved = rustix::termios::tcgetattr(&stdin).context("reading the terminal's mode")?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw)
+            .context("setting the terminal to raw mode")?;
+        Ok(Some(RawTerminal(saved)))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.0,
+        );
+    }
 }
 
 /// `c2vm-init: exit 42` → 42.
@@ -521,8 +641,8 @@ mod tests {
     #[test]
     fn the_apps_status_comes_from_init_s_last_word() {
         let console = b"booting\r\nhello from the app\r\nc2vm-init: the app exited with status 42\r\nc2vm-init: exit 42\r\n[ 9.1] reboot: Power down\r\n";
-        assert_eq!(relay_console(&console[..]), Some(42));
-        assert_eq!(relay_console(&b"login: "[..]), None);
+        assert_eq!(relay_console(&console[..], None).status, Some(42));
+        assert_eq!(relay_console(&b"login: "[..], None).status, None);
     }
 
     #[test]

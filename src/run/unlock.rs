@@ -1,0 +1,94 @@
+//! `c2vm run --luks-passphrase-file`: an encrypted root's initramfs asks for the passphrase on
+//! the serial console, and c2vm types it there, once. A second prompt means the guest refused
+//! it: c2vm stops the VM and says so, rather than leave a scripted run waiting for its timeout.
+use crate::disk::luks::Passphrase;
+use anyhow::{anyhow, Result};
+use regex::Regex;
+use zeroize::Zeroizing;
+
+/// What Debian's and Ubuntu's initramfs (cryptsetup-initramfs's askpass) print, and c2vm's
+/// generic bundle with them: `Please unlock disk c2vm_root: `.
+pub const PROMPT: &str = r"Please unlock disk [^\s:]+: ";
+/// Its word once the volume is open.
+pub const UNLOCKED: &str = "set up successfully";
+
+/// The error of a refused passphrase.
+pub fn refused() -> anyhow::Error {
+    anyhow!("the guest refused the passphrase of its encrypted root (it asked again): check --luks-passphrase-file")
+}
+
+/// The keys to type: the passphrase, then Enter.
+pub fn keys(passphrase: &Passphrase) -> Zeroizing<Vec<u8>> {
+    let mut keys = Zeroizing::new(Vec::with_capacity(passphrase.bytes().len() + 1));
+    keys.extend_from_slice(passphrase.bytes());
+    keys.push(b'\n');
+    keys
+}
+
+/// Watches an interactive console's output for the prompt (which ends no line).
+pub struct Watcher {
+    prompt: Regex,
+    /// The console since the last prompt, at most a line's worth.
+    tail: String,
+    prompts: u32,
+}
+
+/// What the console's latest output asks of c2vm.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    /// The first prompt: type the passphrase.
+    Type,
+    /// A prompt after the passphrase was typed: it was wrong.
+    Refused,
+}
+
+impl Watcher {
+    pub fn new() -> Result<Watcher> {
+        Ok(Watcher {
+            prompt: Regex::new(PROMPT).map_err(|e| anyhow!(e))?,
+            tail: String::new(),
+            prompts: 0,
+        })
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) -> Step {
+        self.tail.push_str(&String::from_utf8_lossy(bytes));
+        if let Some(m) = self.prompt.find(&self.tail) {
+            self.tail.drain(..m.end());
+            self.prompts += 1;
+            return match self.prompts {
+                1 => Step::Type,
+                _ => Step::Refused,
+            };
+        }
+        if self.tail.len() > 512 {
+            let cut = self.tail.len() - 256;
+            let cut = (cut..self.tail.len())
+                .find(|&i| self.tail.is_char_boundary(i))
+                .unwrap_or(0);
+            self.tail.drain(..cut);
+        }
+        Step::Nothing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_at_the_first_prompt_and_calls_a_second_one_a_refusal() {
+        let mut w = Watcher::new().unwrap();
+        assert_eq!(
+            w.feed(b"Begin: Running /scripts/local-top ... Please unl"),
+            Step::Nothing
+        );
+        assert_eq!(w.feed(b"ock disk c2vm_root: "), Step::Type);
+        assert_eq!(w.feed(b"\r\n"), Step::Nothing);
+        assert_eq!(
+            w.feed(b"No key available with this passphrase.\r\nPlease unlock disk c2vm_root: "),
+            Step::Refused
+        );
+    }
+}
