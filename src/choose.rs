@@ -214,11 +214,15 @@ pub fn bundle_entries<'a>(
     plan: &'a KernelPlan,
     tree: &mut GuestTree,
     init: InitChoice,
+    encrypted: bool,
 ) -> Result<Option<Extra<'a>>> {
     let bundle = match plan {
         KernelPlan::Bundle(b) => b,
         KernelPlan::ImageElseBundle(b) => {
             if boot_files::find(tree).is_ok() {
+                if encrypted {
+                    bail!("--luks-passphrase-file: the image has a kernel of its own, whose initramfs may not unlock an encrypted root; add --kernel generic to boot c2vm's bundle, which does");
+                }
                 progress::note("Kernel: the image's own (no distribution template fits, and it has one in /boot)");
                 return Ok(None);
             }

@@ -227,7 +227,13 @@ fn convert_image(
     })?;
     let open = || -> Result<Box<dyn TarStream + '_>> { Ok(Box::new(engine.export(&bootable)?)) };
     let more = |tree: &mut GuestTree| {
-        choose::bundle_entries(Some(engine), &kernel_plan, tree, options.init.choice)
+        choose::bundle_entries(
+            Some(engine),
+            &kernel_plan,
+            tree,
+            options.init.choice,
+            plan.luks.is_some(),
+        )
     };
     let image = ImageInput {
         engine: Some(engine),
@@ -283,7 +289,13 @@ fn convert_layers(
         ))
     };
     let more = |tree: &mut GuestTree| {
-        choose::bundle_entries(engine.as_ref(), &kernel_plan, tree, options.init.choice)
+        choose::bundle_entries(
+            engine.as_ref(),
+            &kernel_plan,
+            tree,
+            options.init.choice,
+            plan.luks.is_some(),
+        )
     };
     let input = ImageInput {
         engine: engine.as_ref(),
@@ -407,6 +419,9 @@ fn build_disk_steps(
         progress::note(line);
     }
     if let Some(passphrase) = &plan.luks {
+        if plan.epoch.is_some() {
+            progress::note("Note: an encrypted disk is never byte-reproducible: LUKS2 takes a fresh volume key and salts each time (the rest of its layout still follows SOURCE_DATE_EPOCH)");
+        }
         timings.spin(
             "luks",
             "Encrypting the root filesystem (LUKS2, aes-xts-plain64)",
@@ -504,6 +519,7 @@ fn build_disk_steps(
         secure_boot: secure.summary(),
         arch: input.arch,
         login: login.as_ref(),
+        encrypted: plan.luks.is_some(),
     });
     Ok(())
 }
@@ -860,7 +876,8 @@ fn plan_layout(usage: &TreeUsage, plan: &DiskPlan, arch: Arch) -> Result<Layout>
 fn check_unlock(plan: &DiskPlan, kernel: &KernelPlan, options: &ImagePlan) -> Result<()> {
     let unlocks = match kernel {
         KernelPlan::Distro => true,
-        KernelPlan::Bundle(_) => options.kernel_image.is_none(),
+        // ImageElseBundle: an image's own kernel is refused once the stream shows it has one.
+        KernelPlan::Bundle(_) | KernelPlan::ImageElseBundle(_) => options.kernel_image.is_none(),
         _ => false,
     };
     if plan.luks.is_some() && !unlocks {

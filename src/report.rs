@@ -84,6 +84,8 @@ pub struct Summary<'a> {
     pub arch: Arch,
     /// How the disk can be logged into; None for c2vm-init's app VMs, which have no login.
     pub login: Option<&'a Login>,
+    /// The root is LUKS2 (`--luks-passphrase-file`).
+    pub encrypted: bool,
 }
 
 pub fn print(s: &Summary) {
@@ -109,6 +111,12 @@ pub fn print(s: &Summary) {
         (true, chain) => format!("Secure Boot: yes ({chain})"),
         (false, why) => format!("Secure Boot: no ({why})"),
     });
+    if s.encrypted {
+        note(&format!(
+            "Root: encrypted (LUKS2, aes-xts-plain64, UUID {}): the guest asks for the passphrase on its console at every boot; `c2vm run --luks-passphrase-file FILE` types it",
+            s.ids.luks
+        ));
+    }
     note(&format!("Timings: {}", s.timings.line()));
     note(&format!(
         "Peak memory: {} MiB (c2vm), {} MiB (largest tool)",
@@ -160,6 +168,12 @@ fn json(s: &Summary) -> serde_json::Value {
             "esp_volume_id": s.ids.esp_uuid(),
         },
         "kernel": s.kernel_version,
+        "encryption": s.encrypted.then(|| serde_json::json!({
+            "type": "luks2",
+            "cipher": "aes-xts-plain64",
+            "luks_uuid": s.ids.luks.to_string(),
+            "filesystem": extent(&s.layout.filesystem()),
+        })),
         "secure_boot": match &s.secure_boot {
             (true, chain) => serde_json::json!({"enabled": true, "chain": chain}),
             (false, why) => serde_json::json!({"enabled": false, "reason": why}),

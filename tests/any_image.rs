@@ -232,6 +232,39 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
         "QEMU outlived the run"
     );
 
+    // On an encrypted root: the generic bundle's initramfs asks for the passphrase, c2vm types
+    // it on the console it relays, and the app's status still leaves the run.
+    let encrypted = dir.path().join("exit42-luks.qcow2");
+    let pass = dir.path().join("luks-passphrase");
+    std::fs::write(&pass, "scratch app 5610\n").unwrap();
+    let log = stderr(
+        &Convert::new("c2vm-test/exit42", &encrypted)
+            .by_user()
+            .arg("--luks-passphrase-file")
+            .arg(&pass)
+            .locked()
+            .success(),
+    );
+    assert!(log.contains("Root: encrypted (LUKS2"), "{log}");
+    let o = run(c2vm()
+        .args([
+            "run",
+            "--cpus",
+            "1",
+            "--direct-kernel",
+            "--luks-passphrase-file",
+        ])
+        .arg(&pass)
+        .arg(&encrypted)
+        .stdin(Stdio::null()));
+    let console = stdout(&o);
+    assert_eq!(o.status.code(), Some(42), "{console}{}", stderr(&o));
+    assert!(
+        console.contains("c2vm_root: set up successfully")
+            && console.contains("hello from the app"),
+        "{console}"
+    );
+
     // Fails once (its mark survives in /tmp across restarts, not across boots), then succeeds.
     // An unknown distribution's os-release changes nothing: generic kernel, c2vm-init.
     scratch_image(

@@ -221,6 +221,33 @@ fn convert_refuses_bad_arguments_before_any_work() {
         ],
     );
     assert!(err.contains("the password is empty"), "{err}");
+    // An empty LUKS passphrase, at convert and at run: one line that names the option.
+    let err = fails(
+        d,
+        &[
+            "convert",
+            src,
+            "-o",
+            "x.img",
+            "--luks-passphrase-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("--luks-passphrase-file") && err.contains("the passphrase is empty"),
+        "{err}"
+    );
+    std::fs::write(empty.path().join("disk.img"), "").unwrap();
+    let err = fails(
+        empty.path(),
+        &[
+            "run",
+            "disk.img",
+            "--luks-passphrase-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("the passphrase is empty"), "{err}");
     let err = fails(
         d,
         &["convert", src, "-o", "x.img", "--ssh-key", "missing.pub"],

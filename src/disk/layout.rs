@@ -112,8 +112,12 @@ impl Layout {
         let disk_size = disk_size / MIB * MIB;
         let overhead = Self::overhead(esp_size, bios_boot) + root_header;
         if disk_size <= overhead {
+            let header = match root_header {
+                0 => String::new(),
+                h => format!(" and its {} MiB LUKS2 header", h / MIB),
+            };
             bail!(
-                "a disk of {} MiB leaves no room for the root partition",
+                "a disk of {} MiB leaves no room for the root partition{header}; use a larger --size",
                 disk_size / MIB
             );
         }

@@ -19,6 +19,8 @@ pub struct Console {
     _files: super::qemu::VmFiles,
     /// Secure Boot is enforced: the firmware's or shim's refusal ends the wait (see [`REFUSED`]).
     secure_boot: bool,
+    /// The console is copied to stderr: c2vm's own words then start on a line of their own.
+    echo: bool,
 }
 
 /// What OVMF, shim and systemd-boot print when Secure Boot refuses an image: an unsigned loader
@@ -69,6 +71,7 @@ impl Console {
             buffer,
             consumed: 0,
             secure_boot,
+            echo,
             qemu_stderr,
             _files: files,
         })
@@ -171,6 +174,9 @@ impl Console {
         let caps = self.wait_for(&after, deadline, "the encrypted root to unlock")?;
         if caps[0] != unlock::UNLOCKED {
             self.stop();
+            if self.echo {
+                eprintln!();
+            }
             return Err(unlock::refused());
         }
         Ok(())
