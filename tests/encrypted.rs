@@ -1,7 +1,7 @@
 //! An encrypted root (`--luks-passphrase-file`): converted by an ordinary user, it is LUKS2 as
 //! cryptsetup reads it, no byte of the filesystem shows in plain text, and cryptsetup's own code
 //! decrypts it into a filesystem that `e2fsck -fn` passes. It unlocks at boot with the passphrase
-//! `c2vm run` types, on UEFI and BIOS; its root grows to a larger disk; an initramfs rebuilt in
+//! `c2vm run` types, on UEFI with Secure Boot enforced and on BIOS; its root grows to a larger disk; an initramfs rebuilt in
 //! the VM (what a kernel update runs) is what unlocks it next; a wrong passphrase ends the run in
 //! one line. The scratch app on the generic bundle is in any_image.
 //!
@@ -179,6 +179,7 @@ fn an_encrypted_root_is_luks2_on_disk_unlocks_at_boot_grows_and_unlocks_after_an
         .success();
     let log = stderr(&out);
     assert!(log.contains("Root: encrypted (LUKS2"), "{log}");
+    assert!(log.contains("Secure Boot: yes"), "{log}");
     assert!(!log.contains(PASSPHRASE), "{log}");
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(!stdout(&out).contains(PASSPHRASE));
@@ -228,7 +229,8 @@ fn an_encrypted_root_is_luks2_on_disk_unlocks_at_boot_grows_and_unlocks_after_an
     );
     std::fs::remove_file(&plain).unwrap();
 
-    // Boot 1, UEFI, the disk 1 GiB larger: the passphrase typed, the root on the mapping and
+    // Boot 1, UEFI with Secure Boot enforced (the encryption changes nothing of the signed
+    // chain), the disk 1 GiB larger: the passphrase typed, the root on the mapping and
     // grown (partition, mapping, filesystem); then the initramfs rebuilt in the VM, with an
     // init-top script that leaves a marker in /run, and copied to the ESP by c2vm's hook.
     let before = report["encryption"]["filesystem"]["size"].as_u64().unwrap();
@@ -247,6 +249,10 @@ chmod 755 /etc/initramfs-tools/scripts/init-top/c2vm-marker
 printf 'MODULES=dep\nCOMPRESSLEVEL=1\n' > /etc/initramfs-tools/conf.d/c2vm-test
 update-initramfs -u >/dev/null 2>&1 && echo ok"#;
     let script = boot_facts(&[
+        (
+            "secure-boot",
+            "od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{print $NF}'",
+        ),
         ("rebuilt", rebuild),
         ("on-esp", "cmp -s /boot/initrd.img-$(uname -r) /boot/efi/initrd.img && echo yes"),
         (
@@ -262,7 +268,7 @@ update-initramfs -u >/dev/null 2>&1 && echo ok"#;
                 "--cpus",
                 "1",
                 "--firmware",
-                "uefi",
+                "uefi-secure",
                 "--persist",
             ])
             .args(luks)
@@ -285,6 +291,7 @@ update-initramfs -u >/dev/null 2>&1 && echo ok"#;
     assert!(!stderr(&watched.output).contains(PASSPHRASE));
     let facts = Facts::parse(&said);
     assert_eq!(&facts["state"], "running");
+    assert_eq!(&facts["secure-boot"], "1", "Secure Boot enforced");
     assert_eq!(&facts["root-source"], "/dev/mapper/c2vm_root");
     assert_eq!(&facts["root-type"], "crypt");
     assert_eq!(&facts["cipher"], "aes-xts-plain64");
