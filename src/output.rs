@@ -237,12 +237,16 @@ impl PendingOutput {
     }
 }
 
-/// Create the raw disk file at `path`, `size` bytes long and sparse, open for writing.
+/// Create the raw disk file at `path`, `size` bytes long and sparse, open for writing. 0600 until
+/// the output is committed (0644 then): it holds the root password's hash and, for an
+/// encrypted root, the plain filesystem until it is sealed.
 pub fn create_raw(path: &Path, size: u64) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let image = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
+        .mode(0o600)
         .truncate(true)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;

@@ -13,7 +13,7 @@ use crate::units::MIB;
 use aes::cipher::KeyInit;
 use aes::Aes256;
 use anyhow::{bail, Context, Result};
-use std::io::BufRead;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use xts_mode::Xts128;
@@ -27,6 +27,8 @@ const SECTOR: usize = 4096;
 const KEY_BYTES: usize = 64;
 /// The mapped device's name in the guest (`/dev/mapper/c2vm_root`).
 pub const MAPPING: &str = "c2vm_root";
+/// Longer would not be typed at a console prompt (cryptsetup itself takes 512).
+const MAX_PASSPHRASE: usize = 512;
 /// argon2id's cost, fixed rather than benchmarked on the host: the guest pays it at every
 /// unlock, and a VM (under emulation above all) is far slower than the host that converts.
 /// 256 MiB fits a 512 MiB guest; 4 passes take about 1 s on a current core.
@@ -47,25 +49,38 @@ impl Passphrase {
         let file = std::fs::File::open(path).with_context(|| {
             format!("--luks-passphrase-file {}: cannot read it", path.display())
         })?;
-        Self::first_line(std::io::BufReader::new(file))
-            .with_context(|| format!("--luks-passphrase-file {}", path.display()))
+        Self::first_line(file).with_context(|| format!("--luks-passphrase-file {}", path.display()))
     }
 
     pub fn from_stdin() -> Result<Passphrase> {
-        Self::first_line(std::io::stdin().lock()).context("--luks-passphrase-stdin")
+        // Unbuffered: std's stdin buffer would keep a copy for the whole run.
+        let stdin = rustix::io::dup(std::io::stdin()).context("reading standard input")?;
+        Self::first_line(std::fs::File::from(stdin)).context("--luks-passphrase-stdin")
     }
 
-    /// The first line without its end; what is typed at the guest's prompt, then Enter.
-    fn first_line(mut reader: impl BufRead) -> Result<Passphrase> {
-        let mut line = Zeroizing::new(Vec::new());
-        reader
-            .read_until(b'\n', &mut line)
-            .context("reading the passphrase")?;
-        while matches!(line.last(), Some(b'\n' | b'\r')) {
+    /// The first line without its end: what is typed at the guest's prompt, then Enter. Read a
+    /// byte at a time (no buffer keeps a copy); control characters are refused, as the console
+    /// would act on them (Ctrl-A is QEMU's escape, Ctrl-U erases the line).
+    fn first_line(mut reader: impl Read) -> Result<Passphrase> {
+        let mut line = Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE + 1));
+        let mut byte = Zeroizing::new([0u8; 1]);
+        while reader.read(&mut *byte).context("reading the passphrase")? == 1 {
+            match byte[0] {
+                b'\n' => break,
+                _ if line.len() == MAX_PASSPHRASE => {
+                    bail!("the passphrase is longer than {MAX_PASSPHRASE} bytes: put a shorter one on the first line")
+                }
+                b => line.push(b),
+            }
+        }
+        if line.last() == Some(&b'\r') {
             line.pop();
         }
         if line.is_empty() {
             bail!("the passphrase is empty: put it on the first line");
+        }
+        if line.iter().any(|&b| b < 0x20 || b == 0x7f) {
+            bail!("the passphrase has a control character, which a console prompt cannot take: use printable characters only");
         }
         Ok(Passphrase(line))
     }
@@ -108,9 +123,10 @@ fn volume_key() -> Result<Zeroizing<[u8; KEY_BYTES]>> {
     Ok(key)
 }
 
-/// `cryptsetup luksFormat` on a sparse scratch file the partition's size: the passphrase on its
-/// stdin, the volume key through a pipe it reads as `/dev/fd/N`, so neither is in argv or a
-/// file. Returns the header's bytes, and removes the file.
+/// `cryptsetup luksFormat` on a sparse scratch file the partition's size (0600: it holds the key
+/// slot): the passphrase and the volume key each through a pipe it reads as `/dev/fd/N`, so
+/// neither is in argv, a file or a buffer of c2vm's. Returns the header's bytes; the file is
+/// removed on every path (and with the workspace on Ctrl-C).
 fn format_header(
     partition: Extent,
     uuid: uuid::Uuid,
@@ -118,17 +134,21 @@ fn format_header(
     key: &[u8; KEY_BYTES],
     scratch: &Path,
 ) -> Result<Zeroizing<Vec<u8>>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = scratch.join("luks-header");
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
+    let _remove = RemoveOnDrop(&path);
     file.set_len(partition.size)
         .with_context(|| format!("sizing {}", path.display()))?;
     let key_pipe = KeyPipe::with(key)?;
-    let formatted = Cmd::new("cryptsetup", "Writing the LUKS2 header")
+    let passphrase_pipe = KeyPipe::with(passphrase.bytes())?;
+    Cmd::new("cryptsetup", "Writing the LUKS2 header")
         .args(["luksFormat", "--batch-mode", "--type", "luks2"])
         .args([
             "--cipher",
@@ -152,37 +172,40 @@ fn format_header(
         .arg("--disable-locks")
         .arg("--volume-key-file")
         .arg(key_pipe.path())
-        .args(["--key-file", "-"])
+        .arg("--key-file")
+        .arg(passphrase_pipe.path())
         .arg(&path)
-        .run_feeding(|stdin| {
-            stdin
-                .write_all(passphrase.bytes())
-                .context("giving cryptsetup the passphrase")
-        });
-    drop(key_pipe);
-    let header = formatted.and_then(|()| {
-        let mut header = Zeroizing::new(vec![0u8; HEADER as usize]);
-        file.read_exact_at(&mut header, 0)
-            .context("reading the LUKS2 header back")?;
-        Ok(header)
-    });
-    let _ = std::fs::remove_file(&path);
-    header
+        .run()?;
+    drop((key_pipe, passphrase_pipe));
+    let mut header = Zeroizing::new(vec![0u8; HEADER as usize]);
+    file.read_exact_at(&mut header, 0)
+        .context("reading the LUKS2 header back")?;
+    Ok(header)
 }
 
-/// The read end of a pipe holding the volume key, open in c2vm without close-on-exec so that
-/// cryptsetup inherits it; closed when dropped.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+/// The read end of a pipe holding a secret, open in c2vm without close-on-exec so that
+/// cryptsetup inherits it; closed when dropped. A child another thread started meanwhile would
+/// inherit it too: none does while the disk is sealed (the pipeline runs one tool at a time).
 struct KeyPipe(std::os::fd::OwnedFd);
 
 impl KeyPipe {
-    fn with(key: &[u8]) -> Result<KeyPipe> {
+    fn with(secret: &[u8]) -> Result<KeyPipe> {
         use std::io::Write;
         let (reader, writer) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("making a pipe")?;
-        // 64 bytes fit in any pipe's buffer: written now, then the write end closes.
+        // At most 512 bytes, which fit in any pipe's buffer: written now, then the write end
+        // closes, so cryptsetup reads exactly these bytes.
         std::fs::File::from(writer)
-            .write_all(key)
-            .context("writing the volume key to a pipe")?;
+            .write_all(secret)
+            .context("writing a key to a pipe")?;
         rustix::io::fcntl_setfd(&reader, rustix::io::FdFlags::empty())
             .context("handing the volume key's pipe on")?;
         Ok(KeyPipe(reader))
@@ -209,12 +232,15 @@ fn encrypt_in_place(
         Aes256::new_from_slice(tweak_key).context("the volume key")?,
     );
     let mut buf = Zeroizing::new(vec![0u8; 4 * MIB as usize]);
+    let mut done = start;
     for (from, to) in data_ranges(disk, start, end)? {
-        // Whole sectors of the data area: mke2fs writes whole 4 KiB blocks.
-        let from = start + (from - start) / SECTOR as u64 * SECTOR as u64;
+        // Whole sectors of the data area (mke2fs writes whole 4 KiB blocks), each once: a host
+        // filesystem with smaller blocks may report two ranges within one sector.
+        let from = (start + (from - start) / SECTOR as u64 * SECTOR as u64).max(done);
         let to = start + (to - start).div_ceil(SECTOR as u64) * SECTOR as u64;
         let mut at = from;
         while at < to.min(end) {
+            crate::interrupt::check()?;
             let len = (to.min(end) - at).min(buf.len() as u64) as usize;
             let chunk = &mut buf[..len];
             disk.read_exact_at(chunk, at)
@@ -227,6 +253,7 @@ fn encrypt_in_place(
                 .context("writing the encrypted root filesystem")?;
             at += len as u64;
         }
+        done = done.max(at);
     }
     disk.sync_all().context("flushing the encrypted root")
 }
@@ -240,6 +267,10 @@ fn data_ranges(disk: &std::fs::File, start: u64, end: u64) -> Result<Vec<(u64, u
         let data = match seek(disk, SeekFrom::Data(at)) {
             Ok(d) => d,
             Err(rustix::io::Errno::NXIO) => break,
+            // A filesystem that cannot tell: all of it is data (correct, just not sparse).
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) if at == start => {
+                return Ok(vec![(start, end)])
+            }
             Err(e) => return Err(e).context("finding the root filesystem's blocks"),
         };
         if data >= end {
@@ -262,8 +293,14 @@ mod tests {
         let p = Passphrase::first_line(&b"correct horse\r\nsecond line\n"[..]).unwrap();
         assert_eq!(p.bytes(), b"correct horse");
         assert!(!format!("{p:?}").contains("horse"));
+        let p = Passphrase::first_line(&b"no newline at all"[..]).unwrap();
+        assert_eq!(p.bytes(), b"no newline at all");
         let err = Passphrase::first_line(&b"\nnext\n"[..]).unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
+        let err = Passphrase::first_line(&b"ctrl\x01a\n"[..]).unwrap_err();
+        assert!(err.to_string().contains("control character"), "{err}");
+        let err = Passphrase::first_line(&[b'x'; 600][..]).unwrap_err();
+        assert!(err.to_string().contains("longer than 512"), "{err}");
     }
 
     /// The tweak is counted in 512-byte units from the data area: decrypting a sector with the

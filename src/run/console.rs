@@ -163,13 +163,13 @@ impl Console {
         deadline: Instant,
     ) -> Result<()> {
         use super::unlock;
-        let prompt = Regex::new(unlock::PROMPT).map_err(|e| anyhow!(e))?;
+        let prompt = Regex::new(&unlock::prompt()).map_err(|e| anyhow!(e))?;
         self.wait_for(&prompt, deadline, "the encrypted root's passphrase prompt")?;
         self.stdin
             .write_all(&unlock::keys(passphrase))
             .and_then(|_| self.stdin.flush())
             .context("typing the passphrase on the guest console")?;
-        let after = Regex::new(&format!("{}|{}", unlock::UNLOCKED, unlock::PROMPT))
+        let after = Regex::new(&format!("{}|{}", unlock::UNLOCKED, unlock::prompt()))
             .map_err(|e| anyhow!(e))?;
         let caps = self.wait_for(&after, deadline, "the encrypted root to unlock")?;
         if caps[0] != unlock::UNLOCKED {

@@ -462,8 +462,13 @@ impl VmConfig {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", self.binary))?;
-        let typist = match luks {
-            Some(passphrase) => Some(Typist::start(&mut child, passphrase)?),
+        let typist = match luks.map(|passphrase| Typist::start(&mut child, passphrase)) {
+            Some(Ok(typist)) => Some(typist),
+            Some(Err(e)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
             None => None,
         };
         // The console passes through c2vm, which watches for c2vm-init's last word: a VM whose
@@ -532,8 +537,10 @@ fn relay_console(mut from: impl std::io::Read, mut typist: Option<Typist>) -> Re
 }
 
 /// Types the passphrase into QEMU's stdin at the prompt, and passes c2vm's stdin on otherwise.
+/// One thread writes to QEMU, fed by both: a QEMU that stops reading then blocks that thread
+/// alone, never the relay of its console.
 struct Typist {
-    stdin: std::sync::Arc<std::sync::Mutex<std::process::ChildStdin>>,
+    to_qemu: std::sync::mpsc::Sender<zeroize::Zeroizing<Vec<u8>>>,
     keys: zeroize::Zeroizing<Vec<u8>>,
     watcher: unlock::Watcher,
     qemu: rustix::process::Pid,
@@ -541,31 +548,40 @@ struct Typist {
 
 impl Typist {
     fn start(child: &mut std::process::Child, passphrase: &Passphrase) -> Result<Typist> {
-        let stdin = std::sync::Arc::new(std::sync::Mutex::new(
-            child.stdin.take().context("QEMU's stdin")?,
-        ));
+        use std::io::{Read, Write};
+        let mut stdin = child.stdin.take().context("QEMU's stdin")?;
         let qemu = i32::try_from(child.id())
             .ok()
             .and_then(rustix::process::Pid::from_raw)
             .context("QEMU's process id")?;
-        let to_qemu = std::sync::Arc::clone(&stdin);
-        // Ends with c2vm, or when QEMU's stdin closes.
+        let (to_qemu, queue) = std::sync::mpsc::channel::<zeroize::Zeroizing<Vec<u8>>>();
+        // Both end with c2vm, or when QEMU's stdin closes.
         std::thread::spawn(move || {
-            use std::io::{Read, Write};
+            for bytes in queue {
+                if stdin
+                    .write_all(&bytes)
+                    .and_then(|()| stdin.flush())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let forward = to_qemu.clone();
+        std::thread::spawn(move || {
             let mut buf = [0u8; 1024];
             let mut from = std::io::stdin();
-            while let Ok(n) = from.read(&mut buf) {
-                let sent = n > 0
-                    && to_qemu
-                        .lock()
-                        .is_ok_and(|mut q| q.write_all(&buf[..n]).and_then(|()| q.flush()).is_ok());
-                if !sent {
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                if forward
+                    .send(zeroize::Zeroizing::new(buf[..n].to_vec()))
+                    .is_err()
+                {
                     break;
                 }
             }
         });
         Ok(Typist {
-            stdin,
+            to_qemu,
             keys: unlock::keys(passphrase),
             watcher: unlock::Watcher::new()?,
             qemu,
@@ -574,13 +590,10 @@ impl Typist {
 
     /// Returns false when the guest refused the passphrase (QEMU is then stopped).
     fn watch(&mut self, output: &[u8]) -> bool {
-        use std::io::Write;
         match self.watcher.feed(output) {
             unlock::Step::Nothing => true,
             unlock::Step::Type => {
-                if let Ok(mut q) = self.stdin.lock() {
-                    let _ = q.write_all(&self.keys).and_then(|()| q.flush());
-                }
+                let _ = self.to_qemu.send(self.keys.clone());
                 true
             }
             unlock::Step::Refused => {
@@ -603,6 +616,9 @@ impl RawTerminal {
         let saved = rustix::termios::tcgetattr(&stdin).context("reading the terminal's mode")?;
         let mut raw = saved.clone();
         raw.make_raw();
+        // As QEMU's own raw mode: output still turns `\n` into `\r\n`, so c2vm's and QEMU's
+        // messages start at the left edge.
+        raw.output_modes.insert(rustix::termios::OutputModes::OPOST);
         rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw)
             .context("setting the terminal to raw mode")?;
         Ok(Some(RawTerminal(saved)))

@@ -1,14 +1,17 @@
 //! `c2vm run --luks-passphrase-file`: an encrypted root's initramfs asks for the passphrase on
 //! the serial console, and c2vm types it there, once. A second prompt means the guest refused
 //! it: c2vm stops the VM and says so, rather than leave a scripted run waiting for its timeout.
-use crate::disk::luks::Passphrase;
+use crate::disk::luks::{Passphrase, MAPPING};
 use anyhow::{anyhow, Result};
 use regex::Regex;
 use zeroize::Zeroizing;
 
 /// What Debian's and Ubuntu's initramfs (cryptsetup-initramfs's askpass) print, and c2vm's
-/// generic bundle with them: `Please unlock disk c2vm_root: `.
-pub const PROMPT: &str = r"Please unlock disk [^\s:]+: ";
+/// generic bundle with them, for c2vm's volume: `Please unlock disk c2vm_root: ` (another volume
+/// of the image's own crypttab is the user's to answer).
+pub fn prompt() -> String {
+    format!("Please unlock disk {}: ", regex::escape(MAPPING))
+}
 /// Its word once the volume is open.
 pub const UNLOCKED: &str = "set up successfully";
 
@@ -31,6 +34,8 @@ pub struct Watcher {
     /// The console since the last prompt, at most a line's worth.
     tail: String,
     prompts: u32,
+    /// The volume is open: nothing more to watch for.
+    unlocked: bool,
 }
 
 /// What the console's latest output asks of c2vm.
@@ -46,14 +51,22 @@ pub enum Step {
 impl Watcher {
     pub fn new() -> Result<Watcher> {
         Ok(Watcher {
-            prompt: Regex::new(PROMPT).map_err(|e| anyhow!(e))?,
+            prompt: Regex::new(&prompt()).map_err(|e| anyhow!(e))?,
             tail: String::new(),
             prompts: 0,
+            unlocked: false,
         })
     }
 
     pub fn feed(&mut self, bytes: &[u8]) -> Step {
+        if self.unlocked {
+            return Step::Nothing;
+        }
         self.tail.push_str(&String::from_utf8_lossy(bytes));
+        if self.prompts > 0 && self.tail.contains(UNLOCKED) {
+            self.unlocked = true;
+            return Step::Nothing;
+        }
         if let Some(m) = self.prompt.find(&self.tail) {
             self.tail.drain(..m.end());
             self.prompts += 1;
@@ -90,5 +103,14 @@ mod tests {
             w.feed(b"No key available with this passphrase.\r\nPlease unlock disk c2vm_root: "),
             Step::Refused
         );
+        // Unlocked: a later prompt for a volume of the image's own is not c2vm's to answer.
+        let mut w = Watcher::new().unwrap();
+        assert_eq!(w.feed(b"Please unlock disk c2vm_root: "), Step::Type);
+        assert_eq!(
+            w.feed(b"cryptsetup: c2vm_root: set up successfully\r\n"),
+            Step::Nothing
+        );
+        assert_eq!(w.feed(b"Please unlock disk c2vm_root: "), Step::Nothing);
+        assert_eq!(w.feed(b"Please unlock disk data: "), Step::Nothing);
     }
 }
