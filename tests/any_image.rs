@@ -264,6 +264,17 @@ fn the_apps_exit_status_leaves_the_vm_and_restart_on_failure_runs_it_again() {
             && console.contains("hello from the app"),
         "{console}"
     );
+    // A passphrase for a disk whose root is plain is refused before QEMU starts.
+    let o = run(c2vm()
+        .args(["run", "--direct-kernel", "--luks-passphrase-file"])
+        .arg(&pass)
+        .arg(&disk));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        the_error(&stderr(&o)).contains("is not encrypted"),
+        "{}",
+        stderr(&o)
+    );
 
     // Fails once (its mark survives in /tmp across restarts, not across boots), then succeeds.
     // An unknown distribution's os-release changes nothing: generic kernel, c2vm-init.

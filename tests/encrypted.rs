@@ -334,6 +334,25 @@ update-initramfs -u >/dev/null 2>&1 && echo ok"#;
     assert_eq!(&facts["root-type"], "crypt");
     assert_eq!(&facts["initrd"], "rebuilt");
 
+    // No passphrase for a scripted login: refused before QEMU starts, saying what to give.
+    let out = run(c2vm()
+        .args([
+            "run",
+            "--login",
+            "root",
+            "--exec",
+            "true",
+            "--password-file",
+        ])
+        .arg(&pw)
+        .arg(&disk));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = the_error(&stderr(&out));
+    assert!(
+        err.contains("is encrypted") && err.contains("--luks-passphrase-file"),
+        "{err}"
+    );
+
     // A wrong passphrase: the guest asks again, and c2vm stops it and says so.
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "not the passphrase\n").unwrap();

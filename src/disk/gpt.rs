@@ -136,12 +136,13 @@ pub fn find_esp(file: &mut File) -> Result<Extent> {
     })
 }
 
-/// How many bytes [`root_arch`] reads: the protective MBR, the GPT header and 128 entries.
+/// How many bytes [`root_partition`] reads: the protective MBR, the GPT header and 128 entries.
 pub const TABLE_BYTES: usize = 34 * 512;
 
-/// The architecture whose root partition type the disk's primary GPT holds, from the disk's first
-/// [`TABLE_BYTES`] (a qcow2 disk's are read through qemu-img without converting the rest).
-pub fn root_arch(table: &[u8]) -> Result<Arch> {
+/// The architecture whose root partition type the disk's primary GPT holds, and that partition's
+/// first byte on the disk, from the disk's first [`TABLE_BYTES`] (a qcow2 disk's are read
+/// through qemu-img without converting the rest).
+pub fn root_partition(table: &[u8]) -> Result<(Arch, u64)> {
     let header = table
         .get(512..512 + 92)
         .filter(|h| h.starts_with(b"EFI PART"))
@@ -152,14 +153,16 @@ pub fn root_arch(table: &[u8]) -> Result<Arch> {
     let (count, size) = (u32_at(80) as usize, u32_at(84) as usize);
     let first = 1024;
     for i in 0..count.min(128) {
-        let Some(entry) = table.get(first + i * size..first + i * size + 16) else {
+        let Some(entry) = table.get(first + i * size..first + i * size + 40) else {
             break;
         };
         let mut guid = [0u8; 16];
-        guid.copy_from_slice(entry);
+        guid.copy_from_slice(&entry[..16]);
         let guid = uuid::Uuid::from_bytes_le(guid).to_string();
         if let Some(arch) = Arch::of_root_partition_type(&guid) {
-            return Ok(arch);
+            let mut lba = [0u8; 8];
+            lba.copy_from_slice(&entry[32..40]);
+            return Ok((arch, u64::from_le_bytes(lba) * 512));
         }
     }
     bail!("the disk has no Linux root partition of a type c2vm knows (x86-64 or arm64); was it made by c2vm?")
@@ -185,7 +188,10 @@ mod tests {
         .unwrap();
         let mut table = vec![0u8; TABLE_BYTES];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut table, 0).unwrap();
-        assert_eq!(root_arch(&table).unwrap(), Arch::Arm64);
+        assert_eq!(
+            root_partition(&table).unwrap(),
+            (Arch::Arm64, layout.root.start)
+        );
         write_table(
             &mut file,
             &layout,
@@ -195,8 +201,8 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut table, 0).unwrap();
-        assert_eq!(root_arch(&table).unwrap(), Arch::Amd64);
-        assert!(root_arch(&[0u8; TABLE_BYTES]).is_err());
+        assert_eq!(root_partition(&table).unwrap().0, Arch::Amd64);
+        assert!(root_partition(&[0u8; TABLE_BYTES]).is_err());
     }
 
     #[test]

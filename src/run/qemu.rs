@@ -99,46 +99,80 @@ fn qemu_binary(arch: Arch) -> &'static str {
 
 /// The architecture of the disk, from its root partition's type: the first sectors only,
 /// through qemu-img for formats other than raw.
-fn disk_arch(disk: &Path, format: &str) -> Result<Arch> {
-    let mut table = Vec::with_capacity(gpt::TABLE_BYTES);
+fn disk_arch(disk: &Path, format: &str) -> Result<(Arch, bool)> {
     // As much of the table as there is: a disk smaller than it has none to read.
-    let read = |path: &Path, table: &mut Vec<u8>| -> Result<()> {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(file, gpt::TABLE_BYTES as u64),
-            table,
-        )
-        .with_context(|| format!("reading {}", path.display()))?;
-        Ok(())
-    };
-    if format == "raw" {
-        read(disk, &mut table)?;
-    } else {
-        let dir = tempfile::Builder::new()
-            .prefix("c2vm-disk-table.")
-            .tempdir()
-            .context("creating a temporary directory")?;
-        let head = dir.path().join("table.raw");
-        crate::cmd::Cmd::new("qemu-img", "Reading the disk's partition table")
-            .args(["dd", "-f", format, "-O", "raw"])
-            .arg(format!("bs={}", gpt::TABLE_BYTES))
-            .arg("count=1")
-            .arg(format!("if={}", disk.display()))
-            .arg(format!("of={}", head.display()))
-            .run()?;
-        read(&head, &mut table)?;
-    }
+    let table = read_at(
+        disk,
+        format,
+        0,
+        gpt::TABLE_BYTES,
+        "the disk's partition table",
+    )?;
     // A disk c2vm did not make may have no root partition of a known type: it boots as the
     // host's, as it did before c2vm knew more than one architecture.
-    gpt::root_arch(&table).or_else(|why| {
-        let host = Arch::host_or_default();
-        note(&format!(
-            "c2vm: {} ({why:#}); booting it as {host}",
-            disk.display()
-        ));
-        Ok(host)
-    })
+    match gpt::root_partition(&table) {
+        Ok((arch, root)) => {
+            let head = read_at(disk, format, root, 512, "the root partition's first sector")?;
+            Ok((arch, head.starts_with(LUKS_MAGIC)))
+        }
+        Err(why) => {
+            let host = Arch::host_or_default();
+            note(&format!(
+                "c2vm: {} ({why:#}); booting it as {host}",
+                disk.display()
+            ));
+            Ok((host, false))
+        }
+    }
+}
+
+/// What a LUKS volume (1 or 2) starts with.
+const LUKS_MAGIC: &[u8] = b"LUKS\xba\xbe";
+
+/// Up to `len` bytes of the disk from byte `at`, read through qemu-img for formats other than
+/// raw, without converting the rest.
+fn read_at(disk: &Path, format: &str, at: u64, len: usize, what: &str) -> Result<Vec<u8>> {
+    let read = |path: &Path, at: u64| -> Result<Vec<u8>> {
+        use std::io::{Read, Seek};
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        file.seek(std::io::SeekFrom::Start(at))
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut bytes = Vec::with_capacity(len);
+        file.take(len as u64)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(bytes)
+    };
+    if format == "raw" {
+        return read(disk, at);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("c2vm-disk-head.")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let head = dir.path().join("head.raw");
+    // qemu-img dd's skip= is unusable (QEMU 7.2 takes count= as the end, not a length): a
+    // window of the disk from the raw driver's offset= and size= instead.
+    let input = match at {
+        0 => disk.display().to_string(),
+        _ => format!(
+            "driver=raw,offset={at},size={len},file.driver={format},file.file.driver=file,file.file.filename={}",
+            qemu_escape(&disk.display().to_string())
+        ),
+    };
+    let mut dd = crate::cmd::Cmd::new("qemu-img", &format!("Reading {what}")).arg("dd");
+    dd = match at {
+        0 => dd.args(["-f", format]),
+        _ => dd.arg("--image-opts"),
+    };
+    dd.args(["-O", "raw"])
+        .arg(format!("bs={len}"))
+        .arg("count=1")
+        .arg(format!("if={input}"))
+        .arg(format!("of={}", head.display()))
+        .run()?;
+    read(&head, 0)
 }
 
 /// KVM only where it works: the disk is the host's architecture, /dev/kvm opens AND (on x86) a
@@ -186,7 +220,22 @@ impl VmConfig {
             );
         }
         let info = image_info(&a.disk)?;
-        let arch = disk_arch(&a.disk, &info.format)?;
+        let (arch, encrypted) = disk_arch(&a.disk, &info.format)?;
+        match (encrypted, a.luks_passphrase_file.is_some()) {
+            (false, true) => bail!(
+                "--luks-passphrase-file: the root of {} is not encrypted (no LUKS header); drop the option",
+                a.disk.display()
+            ),
+            (true, false) if a.exec.is_some() => bail!(
+                "the root of {} is encrypted: give --luks-passphrase-file FILE, which c2vm types at the guest's prompt (--exec logs in only after that)",
+                a.disk.display()
+            ),
+            (true, false) => note(&format!(
+                "c2vm: the root of {} is encrypted: the guest asks for its passphrase on the console (--luks-passphrase-file FILE types it)",
+                a.disk.display()
+            )),
+            _ => {}
+        }
         let firmware = match (arch, a.firmware) {
             (Arch::Arm64, Some(Firmware::Bios)) => bail!(
                 "--firmware bios: {} is an arm64 disk, and arm64 machines have no BIOS; use --firmware uefi or uefi-secure",
