@@ -102,6 +102,7 @@ fn own_bundle(
         engine,
         Some(reference),
         arch,
+        false,
     )?))
 }
 
@@ -111,17 +112,19 @@ pub fn bundle_needs_engine(choice: KernelChoice, own: Option<&str>) -> bool {
 }
 
 /// The kernel for an image read with no engine (a transport). `engine`, where one answers,
-/// builds c2vm's generic bundle (or takes it from its cache) for an image with no kernel.
+/// builds c2vm's generic bundle (or takes it from its cache) for an image with no kernel; the
+/// variant that unlocks an encrypted root where `unlock`.
 pub fn kernel_without_image_engine(
     engine: Option<&Engine>,
     choice: KernelChoice,
     own: Option<&str>,
     access: &Access,
     arch: Arch,
+    unlock: bool,
 ) -> Result<KernelPlan> {
     let how = "a kernel bundle with --kernel-image oci:DIR|oci-archive:PATH|docker-archive:PATH|docker://REF, or start Docker or Podman (c2vm builds its generic bundle there)";
     if let (Some(engine), true) = (engine, bundle_needs_engine(choice, own)) {
-        let bundle = Bundle::Engine(kernel::bundle(engine, None, arch)?);
+        let bundle = Bundle::Engine(kernel::bundle(engine, None, arch, unlock)?);
         return Ok(match choice {
             KernelChoice::Generic => {
                 progress::note("Kernel: c2vm's generic bundle (--kernel generic)");
@@ -147,6 +150,8 @@ pub fn kernel_without_image_engine(
     })
 }
 
+/// `unlock`: c2vm's generic bundle, where it is chosen, is the variant that unlocks an
+/// encrypted root.
 pub fn kernel(
     engine: &Engine,
     image: &ImageDetails,
@@ -154,6 +159,7 @@ pub fn kernel(
     own: Option<&str>,
     access: &Access,
     arch: Arch,
+    unlock: bool,
 ) -> Result<KernelPlan> {
     Ok(match choice {
         KernelChoice::Distro => {
@@ -167,7 +173,7 @@ pub fn kernel(
         KernelChoice::Generic => {
             let bundle = match own {
                 Some(r) => own_bundle(Some(engine), r, access, arch)?,
-                None => Bundle::Engine(kernel::bundle(engine, None, arch)?),
+                None => Bundle::Engine(kernel::bundle(engine, None, arch, unlock)?),
             };
             progress::note(&match own {
                 Some(r) => format!("Kernel: the bundle {r} (--kernel-image)"),
@@ -184,7 +190,9 @@ pub fn kernel(
                 KernelPlan::Distro
             }
             None => {
-                KernelPlan::ImageElseBundle(Bundle::Engine(kernel::bundle(engine, None, arch)?))
+                KernelPlan::ImageElseBundle(Bundle::Engine(kernel::bundle(
+                    engine, None, arch, unlock,
+                )?))
             }
         },
     })

@@ -235,15 +235,25 @@ const GENERIC_TEMPLATE: &str = include_str!("../templates/generic.Dockerfile");
 
 /// c2vm's generic kernel bundle (built once through the engine, then cached by the template's
 /// and base image's hash), or the user's own (`--kernel-image`).
-pub fn bundle(engine: &Engine, own: Option<&str>, arch: Arch) -> Result<ImageDetails> {
+/// `unlock`: the variant whose initramfs unlocks an encrypted root (`--luks-passphrase-file`).
+pub fn bundle(
+    engine: &Engine,
+    own: Option<&str>,
+    arch: Arch,
+    unlock: bool,
+) -> Result<ImageDetails> {
     if let Some(reference) = own {
         let image = engine.ensure_image(reference, PullPolicy::Missing, Some(arch))?;
         image.check_platform(reference, Some(arch))?;
         return Ok(image);
     }
     let base = engine.ensure_image(&generic_base(arch), PullPolicy::Missing, Some(arch))?;
-    let dockerfile = render_generic(&base.id, arch)?;
-    let tag = tag_of("generic-", &base.id, &dockerfile, LUKS_FILES);
+    let dockerfile = render_generic(&base.id, arch, unlock)?;
+    let kind = match unlock {
+        true => "generic-luks-",
+        false => "generic-",
+    };
+    let tag = tag_of(kind, &base.id, &dockerfile, LUKS_FILES);
     if let Some(cached) = engine.inspect(&tag)? {
         return Ok(cached);
     }
@@ -264,12 +274,16 @@ pub fn bundle(engine: &Engine, own: Option<&str>, arch: Arch) -> Result<ImageDet
         .context("the kernel bundle vanished after its build")
 }
 
-fn render_generic(base_id: &str, arch: Arch) -> Result<String> {
+fn render_generic(base_id: &str, arch: Arch, unlock: bool) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.render_str(
         GENERIC_TEMPLATE,
-        minijinja::context! { base_image => base_id, arch => arch.name() },
+        minijinja::context! {
+            base_image => base_id,
+            arch => arch.name(),
+            unlock_packages => if unlock { "cryptsetup-initramfs" } else { "" },
+        },
     )
     .context("rendering the generic kernel template")
 }
@@ -527,7 +541,7 @@ mod tests {
 
     #[test]
     fn the_generic_bundle_installs_its_architectures_packages() {
-        let arm64 = render_generic("sha256:abc", Arch::Arm64).unwrap();
+        let arm64 = render_generic("sha256:abc", Arch::Arm64, false).unwrap();
         for package in [
             " linux-image-cloud-arm64 ",
             " shim-helpers-arm64-signed ",
@@ -537,7 +551,7 @@ mod tests {
             assert!(arm64.contains(package), "{package}: {arm64}");
         }
         assert!(!arm64.contains("amd64"), "{arm64}");
-        let amd64 = render_generic("sha256:abc", Arch::Amd64).unwrap();
+        let amd64 = render_generic("sha256:abc", Arch::Amd64, false).unwrap();
         assert!(amd64.contains(" linux-image-cloud-amd64 "), "{amd64}");
         assert_eq!(generic_base(Arch::Arm64), "arm64v8/debian:stable");
     }

@@ -201,6 +201,7 @@ fn convert_image(
             options.kernel_image.as_deref(),
             &options.access,
             arch,
+            plan.luks.is_some(),
         )?;
         check_template_options(
             options.kernel_flavour,
@@ -275,6 +276,7 @@ fn convert_layers(
             options.kernel_image.as_deref(),
             &options.access,
             arch,
+            plan.luks.is_some(),
         )
     })?;
     check_template_options(
