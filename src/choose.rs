@@ -189,11 +189,9 @@ pub fn kernel(
                 ));
                 KernelPlan::Distro
             }
-            None => {
-                KernelPlan::ImageElseBundle(Bundle::Engine(kernel::bundle(
-                    engine, None, arch, unlock,
-                )?))
-            }
+            None => KernelPlan::ImageElseBundle(Bundle::Engine(kernel::bundle(
+                engine, None, arch, unlock,
+            )?)),
         },
     })
 }

@@ -97,8 +97,9 @@ fn qemu_binary(arch: Arch) -> &'static str {
     }
 }
 
-/// The architecture of the disk, from its root partition's type: the first sectors only,
-/// through qemu-img for formats other than raw.
+/// The architecture of the disk, from its root partition's type, and whether that partition is
+/// LUKS: the first sectors and the root's first one only, through qemu-img for formats other
+/// than raw.
 fn disk_arch(disk: &Path, format: &str) -> Result<(Arch, bool)> {
     // As much of the table as there is: a disk smaller than it has none to read.
     let table = read_at(
