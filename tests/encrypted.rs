@@ -151,15 +151,30 @@ fn an_encrypted_root_is_luks2_on_disk_unlocks_at_boot_grows_and_unlocks_after_an
     // In the guest's /etc/hostname and /etc/hosts: plain text in the filesystem.
     let marker = format!("luks-marker-{nanos:09}");
 
+    // Nothing left behind: no container (under the host lock, which every conversion that
+    // makes one holds) and nothing in this test's own --workdir. /dev/shm is not looked at:
+    // unlocked arm64 conversions of other tests stage there meanwhile.
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let convert = |convert: Convert| {
+        let _lock = host_lock();
+        let before = containers();
+        let out = convert.arg("--workdir").arg(&work).output();
+        assert_eq!(containers(), before, "c2vm left a container behind");
+        assert!(listing(&work).is_empty(), "{:?}", listing(&work));
+        out
+    };
+
     // Too small for the files and the header: one line, nothing left behind.
     let small = dir.path().join("small.img");
-    let out = Convert::new("debian:latest", &small)
-        .by_user()
-        .arg("--luks-passphrase-file")
-        .arg(&pass)
-        .args(["--size", "300M"])
-        .leaving_nothing_behind()
-        .output();
+    let out = convert(
+        Convert::new("debian:latest", &small)
+            .by_user()
+            .arg("--luks-passphrase-file")
+            .arg(&pass)
+            .args(["--size", "300M"]),
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = one_error(&out);
     assert!(
@@ -169,14 +184,15 @@ fn an_encrypted_root_is_luks2_on_disk_unlocks_at_boot_grows_and_unlocks_after_an
     assert!(!small.exists());
 
     let disk = dir.path().join("encrypted.img");
-    let out = Convert::new("debian:latest", &disk)
-        .by_user()
-        .password_file(&pw)
-        .arg("--luks-passphrase-file")
-        .arg(&pass)
-        .args(["--hostname", &marker, "--json"])
-        .leaving_nothing_behind()
-        .success();
+    let out = convert(
+        Convert::new("debian:latest", &disk)
+            .by_user()
+            .password_file(&pw)
+            .arg("--luks-passphrase-file")
+            .arg(&pass)
+            .args(["--hostname", &marker, "--json"]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
     let log = stderr(&out);
     assert!(log.contains("Root: encrypted (LUKS2"), "{log}");
     assert!(log.contains("Secure Boot: yes"), "{log}");
