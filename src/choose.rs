@@ -14,10 +14,10 @@
 //! this waits for the image's tree: the stream edit asks once the image's entries have passed.
 use crate::arch::Arch;
 use crate::kernel;
-use crate::plan::{InitChoice, KernelChoice};
 use crate::progress;
 use crate::rootfs::boot_files;
 use crate::rootfs::edit::Extra;
+use crate::rootfs::init::InitChoice;
 use crate::rootfs::init::InitSystem;
 use crate::rootfs::tree::GuestTree;
 use crate::source::docker::Engine;
@@ -26,6 +26,15 @@ use crate::source::registry::Access;
 use crate::source::{ImageDetails, SourceRef};
 use anyhow::{anyhow, bail, Result};
 use std::io::Read;
+
+/// `--kernel`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelChoice {
+    Auto,
+    Image,
+    Distro,
+    Generic,
+}
 
 /// The kernel, as far as it can be decided before the stream.
 #[derive(Debug, Clone)]
@@ -262,84 +271,12 @@ pub fn bundle_entries<'a>(
 /// What a guest takes from a bundle: kernel and initramfs with the signed EFI binaries of its
 /// Secure Boot chain, and the modules if its init loads any.
 fn is_bundle_file(name: &[u8], modules: bool) -> bool {
-    crate::rootfs::boot_file(name) || (modules && name.starts_with(b"usr/lib/modules/"))
-}
-
-/// Whether c2vm-init is PID 1 (else the image's own init). `has_command`: whether the image has
-/// a command for c2vm-init to run; without one, `auto` keeps an image's own `/sbin/init` of a
-/// kind c2vm does not know (busybox init, runit).
-/// `own`: what the image itself runs as PID 1.
-pub fn c2vm_init(
-    tree: &mut GuestTree,
-    choice: InitChoice,
-    has_command: bool,
-    own: InitSystem,
-) -> Result<bool> {
-    if choice == InitChoice::Auto
-        && own == InitSystem::Other
-        && !has_command
-        && tree.exists("/sbin/init")?
-    {
-        progress::note("Init: the image's own /sbin/init (it has no command for c2vm-init to run)");
-        return Ok(false);
-    }
-    Ok(match (choice, own) {
-        (InitChoice::C2vm, _) => {
-            progress::note("Init: c2vm-init (--init c2vm)");
-            true
-        }
-        (_, InitSystem::Other) if choice == InitChoice::Image => {
-            bail!("--init image: the image has no init (neither systemd nor OpenRC); use --init c2vm (or auto)")
-        }
-        (_, InitSystem::Other) => {
-            progress::note("Init: c2vm-init (the image has no init of its own)");
-            true
-        }
-        (_, own) => {
-            progress::note(&format!(
-                "Init: the image's {own:?}, with the app as a service"
-            ));
-            false
-        }
-    })
+    crate::boot::guest::boot_file(name) || (modules && name.starts_with(b"usr/lib/modules/"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rootfs::tree::tests::tree;
-    use crate::rootfs::tree::Kind;
-
-    #[test]
-    fn auto_takes_c2vm_init_unless_the_image_has_an_init_to_keep() {
-        let systemd = || {
-            tree(&[
-                ("usr", Kind::Dir, 0o755, b""),
-                ("usr/lib", Kind::Dir, 0o755, b""),
-                ("usr/lib/systemd", Kind::Dir, 0o755, b""),
-                ("usr/lib/systemd/systemd", Kind::File, 0o755, b""),
-            ])
-        };
-        let busybox_init = || {
-            tree(&[
-                ("sbin", Kind::Dir, 0o755, b""),
-                ("sbin/init", Kind::File, 0o755, b""),
-            ])
-        };
-        let nothing = || tree(&[("bin", Kind::Dir, 0o755, b"")]);
-        let decide = |mut tree: GuestTree, choice, has_command| {
-            let own = InitSystem::detect(&mut tree)?;
-            c2vm_init(&mut tree, choice, has_command, own)
-        };
-        assert!(!decide(systemd(), InitChoice::Auto, true).unwrap());
-        assert!(decide(systemd(), InitChoice::C2vm, true).unwrap());
-        assert!(decide(nothing(), InitChoice::Auto, true).unwrap());
-        // An unknown init and no command: keep the image's own.
-        assert!(!decide(busybox_init(), InitChoice::Auto, false).unwrap());
-        assert!(decide(busybox_init(), InitChoice::Auto, true).unwrap());
-        let err = decide(nothing(), InitChoice::Image, true).unwrap_err();
-        assert!(err.to_string().contains("--init c2vm"), "{err}");
-    }
 
     #[test]
     fn a_guest_takes_kernel_files_and_modules_only_when_used() {

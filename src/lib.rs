@@ -16,6 +16,8 @@
 // much of it goes unused.
 #![cfg_attr(not(feature = "cli"), allow(dead_code, unused_imports))]
 mod arch;
+#[cfg(feature = "cli")]
+mod assemble;
 mod boot;
 #[cfg(feature = "cli")]
 mod choose;
@@ -28,6 +30,8 @@ mod credentials;
 mod disk;
 mod host_tools;
 mod image;
+#[cfg(feature = "cli")]
+mod input;
 mod interrupt;
 #[cfg(feature = "cli")]
 mod kernel;
@@ -137,7 +141,7 @@ pub mod fuzzing {
         crate::rootfs::edit::edit(
             archive,
             &mut edited,
-            &crate::rootfs::edit_policy(None),
+            &crate::boot::guest::edit_policy(None),
             |_| Ok(()),
         )?;
         crate::rootfs::unpack::unpack(edited.as_slice(), root)

@@ -5,7 +5,6 @@
 use crate::cmd::Cmd;
 use crate::progress::Stage;
 use anyhow::{bail, Context, Result};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// The disk image formats c2vm writes.
@@ -235,25 +234,6 @@ impl PendingOutput {
             .with_context(|| format!("renaming the finished disk to {}", self.target.display()))?;
         Ok(())
     }
-}
-
-/// Create the raw disk file at `path`, `size` bytes long and sparse, open for writing. 0600 until
-/// the output is committed (0644 then): it holds the root password's hash and, for an
-/// encrypted root, the plain filesystem until it is sealed.
-pub fn create_raw(path: &Path, size: u64) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let image = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .truncate(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    image
-        .set_len(size)
-        .with_context(|| format!("sizing {}", path.display()))?;
-    Ok(image)
 }
 
 /// What the finished output takes: its length and the bytes allocated to it.

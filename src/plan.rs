@@ -3,6 +3,7 @@
 //! an engine or writes a disk.
 use crate::arch::Arch;
 use crate::boot::{secure::SecureBoot, Bootloader};
+use crate::choose::KernelChoice;
 use crate::containerdisk::Destination;
 use crate::credentials::{Credentials, PasswordSource};
 use crate::disk::ext4::{self, Populate};
@@ -12,7 +13,8 @@ use crate::kernel::Flavour;
 use crate::output::{Compress, DiskFormat, OutputTarget, VmdkSubformat};
 use crate::rootfs::app::AppChoice;
 use crate::rootfs::init::c2vm::Restart;
-use crate::rootfs::setup::GuestSettings;
+use crate::rootfs::init::{InitChoice, InitPlan};
+use crate::rootfs::setup::{check_hostname, GuestSettings};
 use crate::source::registry::Access;
 use crate::source::PullPolicy;
 use crate::units::{parse_size, MIB};
@@ -299,42 +301,6 @@ pub struct DiskSeed<'a> {
     encrypted: bool,
 }
 
-/// `--kernel`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KernelChoice {
-    Auto,
-    Image,
-    Distro,
-    Generic,
-}
-
-/// `--init`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum InitChoice {
-    Auto,
-    Image,
-    C2vm,
-}
-
-/// `--init` and what c2vm-init needs.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct InitPlan {
-    pub choice: InitChoice,
-    pub restart: Restart,
-    pub stop_timeout: u64,
-}
-
-impl InitPlan {
-    /// What a `rootfs:` tarball gets: its own init where it has one.
-    pub fn tarball() -> InitPlan {
-        InitPlan {
-            choice: InitChoice::Auto,
-            restart: Restart::No,
-            stop_timeout: 10,
-        }
-    }
-}
-
 /// What to do with an image from an engine, checked.
 #[derive(Debug, Clone)]
 pub struct ImagePlan {
@@ -476,33 +442,9 @@ fn source_date_epoch() -> Result<Option<i64>> {
     }
 }
 
-pub fn check_hostname(name: &str) -> Result<()> {
-    let ok_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if name.len() > 253 || !name.split('.').all(ok_label) {
-        bail!("`{name}` is not a valid hostname (letters, digits and `-`, dot-separated labels of at most 63)");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hostnames_are_checked() {
-        assert!(check_hostname("c2vm").is_ok());
-        assert!(check_hostname("web-1.example.org").is_ok());
-        for bad in ["-bad", "bad_name", ""] {
-            let err = check_hostname(bad).unwrap_err().to_string();
-            assert!(err.contains("is not a valid hostname"), "{err}");
-        }
-    }
 
     fn image_args() -> ImageArgs {
         ImageArgs {

@@ -169,3 +169,48 @@ impl<R: std::io::Read> std::io::Read for ProgressReader<R> {
         Ok(n)
     }
 }
+
+/// How long each stage took.
+#[derive(Default, Debug)]
+pub struct Timings(Vec<(&'static str, Duration)>);
+
+impl Timings {
+    /// Run `work` as the stage `name`, timed.
+    pub fn time<T>(
+        &mut self,
+        name: &'static str,
+        work: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let start = Instant::now();
+        let value = work()?;
+        self.0.push((name, start.elapsed()));
+        Ok(value)
+    }
+
+    /// Run `work` as the stage `name` behind a spinner saying `label`, timed.
+    pub fn spin<T>(
+        &mut self,
+        name: &'static str,
+        label: &str,
+        work: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let stage = Stage::spinner(label);
+        let value = work()?;
+        self.0.push((name, stage.done()));
+        Ok(value)
+    }
+
+    /// Each stage's name and time, in order.
+    pub fn stages(&self) -> &[(&'static str, Duration)] {
+        &self.0
+    }
+
+    /// `rootfs 1.20s, esp 0.10s`: the report's `Timings:` line, which `scripts/bench` reads.
+    pub fn line(&self) -> String {
+        self.0
+            .iter()
+            .map(|(name, d)| format!("{name} {:.2}s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

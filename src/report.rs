@@ -6,47 +6,10 @@ use crate::credentials::Login;
 use crate::disk::layout::Layout;
 use crate::disk::Identifiers;
 use crate::output::{self, DiskFormat, OutputTarget};
-use crate::progress::{note, Stage};
+use crate::progress::{note, Timings};
 use crate::rootfs::app::GuestApp;
 use crate::units::MIB;
-use anyhow::Result;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// How long each stage took.
-#[derive(Default, Debug)]
-pub struct Timings(Vec<(&'static str, Duration)>);
-
-impl Timings {
-    /// Run `work` as the stage `name`, timed.
-    pub fn time<T>(&mut self, name: &'static str, work: impl FnOnce() -> Result<T>) -> Result<T> {
-        let start = Instant::now();
-        let value = work()?;
-        self.0.push((name, start.elapsed()));
-        Ok(value)
-    }
-
-    /// Run `work` as the stage `name` behind a spinner saying `label`, timed.
-    pub fn spin<T>(
-        &mut self,
-        name: &'static str,
-        label: &str,
-        work: impl FnOnce() -> Result<T>,
-    ) -> Result<T> {
-        let stage = Stage::spinner(label);
-        let value = work()?;
-        self.0.push((name, stage.done()));
-        Ok(value)
-    }
-
-    fn line(&self) -> String {
-        self.0
-            .iter()
-            .map(|(name, d)| format!("{name} {:.2}s", d.as_secs_f64()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
 
 /// Which image a disk was made from.
 pub struct ImageIdentity<'a> {
@@ -187,7 +150,7 @@ fn json(s: &Summary) -> serde_json::Value {
             "diff_ids": s.image.diff_ids,
         },
         "containerdisk": s.containerdisk,
-        "timings": s.timings.0.iter().map(|(name, d)| (name.to_string(), serde_json::json!(d.as_secs_f64()))).collect::<serde_json::Map<_, _>>(),
+        "timings": s.timings.stages().iter().map(|(name, d)| (name.to_string(), serde_json::json!(d.as_secs_f64()))).collect::<serde_json::Map<_, _>>(),
     })
 }
 
@@ -272,7 +235,7 @@ mod tests {
         let mut t = Timings::default();
         t.time("a", || Ok(())).unwrap();
         t.time("b", || Ok(())).unwrap();
-        let err = t.time("c", || -> Result<()> { anyhow::bail!("no") });
+        let err = t.time("c", || -> anyhow::Result<()> { anyhow::bail!("no") });
         assert_eq!(err.unwrap_err().to_string(), "no");
         assert!(t.line().starts_with("a 0.") && t.line().contains(", b 0."));
         assert!(!t.line().contains("c "), "{}", t.line());

@@ -4,6 +4,7 @@
 //! shim and the distribution's signed loader go first, so the disk boots with Secure Boot on
 //! (`secure`).
 pub mod grub;
+pub mod guest;
 pub mod secure;
 pub mod syslinux;
 pub mod texts;

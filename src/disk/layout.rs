@@ -1,5 +1,6 @@
 //! Where everything goes on the disk. All partitions start and end on 1 MiB boundaries.
-use super::ext4::{self, TreeUsage};
+use super::ext4;
+use crate::rootfs::usage::TreeUsage;
 use crate::units::{parse_size, MIB};
 use anyhow::{bail, Context, Result};
 

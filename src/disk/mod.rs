@@ -7,6 +7,7 @@ pub mod ext4;
 pub mod gpt;
 pub mod layout;
 pub mod luks;
+pub mod root;
 mod window;
 
 /// Every identifier one disk carries, chosen before anything is written.

@@ -9,7 +9,7 @@
 //! hardlink to a name outside the tree, and an entry through a symlink that leaves the tree refuse
 //! the whole archive; an entry through a symlink inside the tree is renamed to where it lands.
 use super::tree::{show, Follow, GuestTree, Kind, Meta, Node, State};
-use crate::disk::ext4::TreeUsage;
+use crate::rootfs::usage::TreeUsage;
 use crate::tar_rules::{self, corrupt, entry_name, sanitize, Stat};
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::{Read, Write};

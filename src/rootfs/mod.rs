@@ -9,27 +9,5 @@ pub mod init;
 pub mod setup;
 pub mod tree;
 pub mod unpack;
+pub mod usage;
 mod users;
-
-/// What the stream edit copies for the ESP, whatever its size: the kernels and initramfs, and
-/// the signed EFI binaries of a Secure Boot chain.
-pub fn boot_file(key: &[u8]) -> bool {
-    boot_files::is_candidate(key) || crate::boot::secure::is_candidate(key)
-}
-
-/// What the stream edit keeps for guest setup and the ESP. `epoch` (SOURCE_DATE_EPOCH) clamps
-/// every timestamp and dates what setup writes; without it, that is now.
-pub fn edit_policy(epoch: Option<i64>) -> edit::Policy {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let epoch = epoch.map(|e| e.max(0) as u64);
-    edit::Policy {
-        hold: setup::holds,
-        copy: init::systemd::reads,
-        boot: boot_file,
-        clamp_mtime: epoch,
-        now: epoch.unwrap_or(now),
-    }
-}

@@ -6,7 +6,6 @@
 use super::init::{systemd, InitSystem};
 use super::tree::{GuestTree, Perms};
 use crate::arch::Arch;
-use crate::boot;
 use crate::credentials::Credentials;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
@@ -27,13 +26,26 @@ pub struct GuestConfig<'a> {
     pub settings: &'a GuestSettings,
     /// The machine the disk is for: the root partition's type, the ESP's file names.
     pub arch: Arch,
-    /// The kernel command line the boot loaders use, kept for the kernel-update hooks.
-    pub cmdline: String,
     pub root_uuid: String,
     /// The ESP's FAT volume id as Linux shows it, `ABCD-1234`.
     pub esp_uuid: String,
     /// An encrypted root's LUKS UUID.
     pub luks_uuid: Option<String>,
+}
+
+/// `--hostname`, for the disk or for one boot: what a hostname may be.
+pub fn check_hostname(name: &str) -> Result<()> {
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(ok_label) {
+        bail!("`{name}` is not a valid hostname (letters, digits and `-`, dot-separated labels of at most 63)");
+    }
+    Ok(())
 }
 
 /// What setup changes or removes, so the stream edit holds it back until the stream ends:
@@ -99,7 +111,6 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig, init: InitSystem) -> 
         systemd::skip_wireless_stack(guest)?;
         systemd::skip_unneeded_modprobes(guest)?;
     }
-    install_kernel_hooks(guest, &cfg.cmdline, cfg.arch)?;
     Ok(())
 }
 
@@ -112,52 +123,12 @@ pub fn ensure_network(guest: &mut GuestTree, init: InitSystem) -> Result<bool> {
     Ok(true)
 }
 
-const HOOK: &str = include_str!("../../templates/guest/hook");
-
 /// Settings given at boot as systemd credentials (`c2vm run --ssh-key`, `--password-file`,
 /// `--hostname`, or any hypervisor's SMBIOS type 11) applied on every boot that gives them: the
 /// unit and the script it runs.
 const CREDENTIALS_UNIT: &str = include_str!("../../templates/guest/c2vm-credentials.service");
 const CREDENTIALS_SH: &str = include_str!("../../templates/guest/c2vm-credentials");
 const CREDENTIALS_SCRIPT: &str = "/usr/local/sbin/c2vm-credentials";
-
-/// Debian and Ubuntu run /etc/kernel/post{inst,rm}.d after installing or removing a kernel and
-/// /etc/initramfs/post-update.d after `update-initramfs`: there the ESP copies and the boot
-/// loaders' entries are refreshed, so the newest kernel boots and the previous one stays. The
-/// script and the loaders' texts it puts on the ESP come from [`boot::texts`], as the disk's own.
-fn install_kernel_hooks(guest: &mut GuestTree, cmdline: &str, arch: Arch) -> Result<()> {
-    if !guest.exists("/etc/kernel/postinst.d")? {
-        return Ok(());
-    }
-    for (path, text, mode) in boot::texts::guest_files(cmdline, arch)? {
-        guest.write(&path, text.as_bytes(), Perms::root(mode))?;
-    }
-    for dir in [
-        "/etc/kernel/postinst.d",
-        "/etc/kernel/postrm.d",
-        "/etc/initramfs/post-update.d",
-    ] {
-        guest.write(
-            &format!("{dir}/zz-c2vm"),
-            HOOK.as_bytes(),
-            Perms::root(0o755),
-        )?;
-    }
-    // An upgrade of shim or the signed loader alone runs no kernel hook: dpkg runs the script
-    // after each of its runs too (apt's and `dpkg -i`'s), through a shell.
-    if guest.exists("/etc/dpkg/dpkg.cfg.d")? {
-        let cfg = format!(
-            "# Written by c2vm: keep the ESP's kernels and Secure Boot chain in step with the guest's packages.\n\
-             post-invoke={script} || echo 'c2vm: {script} failed; the EFI system partition may be stale' >&2\n",
-            script = boot::texts::UPDATE_SCRIPT
-        );
-        guest.write(DPKG_CFG, cfg.as_bytes(), Perms::root(0o644))?;
-    }
-    Ok(())
-}
-
-/// Where dpkg reads its options from, for the update script's hook.
-const DPKG_CFG: &str = "/etc/dpkg/dpkg.cfg.d/zz-c2vm";
 
 const SSH_HOSTKEYS_UNIT: &str = "\
 [Unit]
@@ -341,6 +312,16 @@ pub fn shadow_with_root_hash(shadow: &str, hash: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn hostnames_are_checked() {
+        assert!(check_hostname("c2vm").is_ok());
+        assert!(check_hostname("web-1.example.org").is_ok());
+        for bad in ["-bad", "bad_name", ""] {
+            let err = check_hostname(bad).unwrap_err().to_string();
+            assert!(err.contains("is not a valid hostname"), "{err}");
+        }
+    }
+
     static SETTINGS: std::sync::LazyLock<GuestSettings> =
         std::sync::LazyLock::new(|| GuestSettings {
             hostname: "web.example.org".into(),
@@ -355,7 +336,6 @@ mod tests {
         GuestConfig {
             settings: &SETTINGS,
             arch: Arch::Amd64,
-            cmdline: "root=UUID=x rw".into(),
             root_uuid: "11111111-2222-3333-4444-555555555555".into(),
             esp_uuid: "ABCD-1234".into(),
             luks_uuid: None,
@@ -431,34 +411,5 @@ mod tests {
             .starts_with("root:$6$salt$hash:"));
         assert_eq!(mode("root/.ssh"), 0o700);
         assert_eq!(mode("root/.ssh/authorized_keys"), 0o600);
-    }
-
-    #[test]
-    fn kernel_hooks_install_the_update_script_and_the_loaders_texts() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("etc/kernel/postinst.d")).unwrap();
-        std::fs::create_dir_all(dir.path().join("etc/dpkg/dpkg.cfg.d")).unwrap();
-        let (out, result) = crate::rootfs::edit::edit_dir(dir.path(), |g| {
-            let init = InitSystem::detect(g)?;
-            configure(g, &cfg(), init)
-        });
-        result.unwrap();
-        let root = out.path();
-        let mode = |f: &str| mode_of(&root.join(f));
-        for hook in [
-            "etc/kernel/postinst.d/zz-c2vm",
-            "etc/kernel/postrm.d/zz-c2vm",
-            "etc/initramfs/post-update.d/zz-c2vm",
-            "usr/local/sbin/c2vm-update-boot",
-        ] {
-            assert_eq!(mode(hook), 0o755, "{hook}");
-        }
-        let syslinux =
-            std::fs::read_to_string(root.join("etc/c2vm/boot/with-previous/syslinux/syslinux.cfg"))
-                .unwrap();
-        assert!(syslinux.contains("LABEL previous\n  KERNEL /previous/vmlinuz\n"));
-        assert!(syslinux.contains(&format!("APPEND {}\n", cfg().cmdline)));
-        let dpkg = std::fs::read_to_string(root.join(DPKG_CFG.trim_start_matches('/'))).unwrap();
-        assert!(dpkg.contains("\npost-invoke=/usr/local/sbin/c2vm-update-boot || "));
     }
 }

@@ -83,7 +83,7 @@ pub fn collect(args: &BootSettingsArgs, root_password: Option<&str>) -> Result<V
         found.push(("ssh.authorized_keys.root".into(), keys.into_bytes()));
     }
     if let Some(name) = &args.hostname {
-        crate::plan::check_hostname(name)?;
+        crate::rootfs::setup::check_hostname(name)?;
         found.push(("system.hostname".into(), name.clone().into_bytes()));
     }
     if !args.dns.is_empty() {

@@ -1,0 +1,244 @@
+//! The disk after the source, one step at a time on one context ([`Build`]): the workspace and
+//! identifiers, the root filesystem with guest setup, encryption, the ESP and boot loaders, the
+//! output's format and containerDisk, the report. `pipeline` calls them in order.
+use crate::boot::{self, guest::Machine, guest::MachineSpec, BootConfig};
+use crate::containerdisk::{self, Destination};
+use crate::disk::layout::Layout;
+use crate::disk::root::{RootFs, Shape};
+use crate::disk::{esp, ext4, ext4::Populate, luks, Identifiers};
+use crate::input::Input;
+use crate::output::{self, DiskFormat, PendingOutput};
+use crate::plan::DiskPlan;
+use crate::progress::{self, Timings};
+use crate::report::{self, Summary};
+use crate::rootfs::edit::Edited;
+use crate::rootfs::tree::GuestTree;
+use crate::source::docker::Engine;
+use crate::workspace::Workspace;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// One disk being built: what every step reads.
+pub struct Build<'a, 'i> {
+    input: &'a Input<'i>,
+    plan: &'a DiskPlan,
+    ids: Identifiers,
+    workspace: Workspace,
+    /// The raw disk: the output itself, or a scratch file when another format is asked for.
+    raw: PathBuf,
+    timings: Timings,
+}
+
+impl<'a, 'i> Build<'a, 'i> {
+    /// The identifiers (derived under SOURCE_DATE_EPOCH) and the scratch space, sized for the
+    /// staging tree and the raw image where they are needed.
+    pub fn workspace(
+        input: &'a Input<'i>,
+        plan: &'a DiskPlan,
+        pending: &PendingOutput,
+        timings: Timings,
+    ) -> Result<Build<'a, 'i>> {
+        let ids = match plan.epoch {
+            Some(_) => Identifiers::derive(&input.seed),
+            None => Identifiers::random(),
+        };
+        let tree_bytes = input.root.usage.blocks * 4096;
+        let mut need = match plan.output.format {
+            DiskFormat::Raw => 0,
+            _ => tree_bytes,
+        };
+        if let Populate::Staging(why) = &plan.populate {
+            progress::note(&format!("Taking the slower path through a staging tree: {why}; {} for a faster conversion without root.", ext4::how_to_get_tar_input()));
+            need += tree_bytes;
+        }
+        let workspace = Workspace::create(&plan.workdir, need)?;
+        let raw = match plan.output.format {
+            DiskFormat::Raw => pending.path().to_path_buf(),
+            _ => workspace.scratch().join("disk.raw"),
+        };
+        Ok(Build {
+            input,
+            plan,
+            ids,
+            workspace,
+            raw,
+            timings,
+        })
+    }
+
+    /// The root filesystem from the stream, with guest setup as the stream ends.
+    pub fn root(&mut self) -> Result<(Layout, Edited<Machine>)> {
+        let (plan, input, ids) = (self.plan, self.input, &self.ids);
+        let spec = MachineSpec {
+            settings: &plan.guest,
+            init: &input.init,
+            app: input.app,
+            arch: input.arch,
+            bootloader: plan.bootloader,
+            secure_boot: plan.secure_boot,
+            append_cmdline: &plan.append_cmdline,
+            root_uuid: ids.root_fs.to_string(),
+            esp_uuid: ids.esp_uuid(),
+            luks_uuid: plan.luks.as_ref().map(|_| ids.luks.to_string()),
+        };
+        let shape = Shape {
+            size: plan.size,
+            esp_size: plan.esp_size,
+            bios_boot: plan.bootloader.needs_bios_boot_partition(input.arch),
+            root_header: plan.root_header(),
+            multiple: plan.output.format.size_multiple(),
+            arch: input.arch,
+        };
+        let policy = boot::guest::edit_policy(plan.epoch);
+        let root = RootFs {
+            source: &input.root,
+            shape: &shape,
+            bootcode: &|layout| boot::mbr_bootcode(plan.bootloader, input.arch, layout),
+            policy: &policy,
+            ids,
+            raw_path: &self.raw,
+            workspace: &self.workspace,
+            epoch: plan.epoch,
+        };
+        let setup = |guest: &mut GuestTree| boot::guest::make(guest, &spec);
+        let (layout, edited) = root.write(&plan.populate, &mut self.timings, &setup)?;
+        for line in &edited.notes {
+            progress::note(line);
+        }
+        Ok((layout, edited))
+    }
+
+    /// `--luks-passphrase-file`: the root filesystem sealed in place as LUKS2.
+    pub fn encrypt(&mut self, layout: &Layout) -> Result<()> {
+        let Some(passphrase) = &self.plan.luks else {
+            return Ok(());
+        };
+        if self.plan.epoch.is_some() {
+            progress::note("Note: an encrypted disk is never byte-reproducible: LUKS2 takes a fresh volume key and salts each time (the rest of its layout still follows SOURCE_DATE_EPOCH)");
+        }
+        let label = "Encrypting the root filesystem (LUKS2, aes-xts-plain64)";
+        let (raw, ids, scratch) = (&self.raw, &self.ids, self.workspace.scratch());
+        self.timings.spin("luks", label, || {
+            luks::seal(raw, layout.root, ids.luks, passphrase, scratch)
+        })
+    }
+
+    /// The ESP (kernel, initramfs, loaders and their Secure Boot chain), then the loaders'
+    /// BIOS stages.
+    pub fn boot_files(&mut self, layout: &Layout, edited: &Edited<Machine>) -> Result<()> {
+        let machine = &edited.value;
+        let cfg = BootConfig {
+            arch: self.input.arch,
+            cmdline: machine.cmdline.clone(),
+            esp_uuid: self.ids.esp_uuid(),
+            epoch: self.plan.epoch,
+        };
+        let (plan, raw, ids, scratch) = (self.plan, &self.raw, &self.ids, self.workspace.scratch());
+        let image = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(raw)
+            .with_context(|| format!("opening {}", raw.display()))?;
+        self.timings
+            .spin("esp", "Writing the EFI system partition", || {
+                let mut files = boot::guest::kernel_files(&edited.tree, &machine.kernel)?;
+                let chain = machine.secure.chain();
+                files.extend(boot::esp_files(plan.bootloader, &cfg, chain, scratch)?);
+                esp::write(&image, layout.esp, ids.esp_volume, files, plan.epoch)
+            })?;
+        image.sync_all().context("flushing the disk image")?;
+        drop(image);
+        self.timings
+            .spin("bootloader", "Installing boot loaders", || {
+                boot::install(plan.bootloader, raw, layout, &cfg, scratch)
+            })
+    }
+
+    /// The asked format (from the raw image) and `--containerdisk`; returns where that went.
+    pub fn output(&mut self, pending: &PendingOutput, machine: &Machine) -> Result<Option<String>> {
+        let plan = self.plan;
+        if plan.output.format != DiskFormat::Raw {
+            let raw = &self.raw;
+            self.timings.time("convert", || {
+                output::convert(raw, pending.path(), &plan.output)
+            })?;
+        }
+        let Some(dest) = &plan.containerdisk else {
+            return Ok(None);
+        };
+        let version = &machine.kernel.version;
+        let (input, scratch) = (self.input, self.workspace.scratch());
+        let said = self.timings.time("containerdisk", || {
+            package_containerdisk(input, plan, scratch, dest, pending.path(), version)
+        })?;
+        Ok(Some(said))
+    }
+
+    pub fn report(&self, layout: &Layout, machine: &Machine, containerdisk: Option<&str>) {
+        let (input, plan) = (self.input, self.plan);
+        report::print(&Summary {
+            output: &plan.output.path,
+            format: plan.output.format,
+            target: &plan.output,
+            layout,
+            ids: &self.ids,
+            image: report::ImageIdentity {
+                source: &input.identity.source,
+                id: &input.identity.id,
+                diff_ids: &input.identity.diff_ids,
+            },
+            json: plan.json,
+            containerdisk,
+            root_size: layout.root.size,
+            kernel_version: &machine.kernel.version,
+            timings: &self.timings,
+            app: input.app,
+            disabled_units: &machine.disabled,
+            c2vm_init: machine.c2vm_init,
+            secure_boot: machine.secure.summary(),
+            arch: input.arch,
+            login: machine.login.as_ref(),
+            encrypted: plan.luks.is_some(),
+        });
+    }
+}
+
+/// `--containerdisk`: the finished disk (under its temporary name) as KubeVirt's image.
+fn package_containerdisk(
+    input: &Input,
+    plan: &DiskPlan,
+    scratch: &Path,
+    dest: &Destination,
+    disk: &Path,
+    kernel: &str,
+) -> Result<String> {
+    let connected;
+    let engine = match (dest.needs_engine(), input.engine) {
+        (true, None) => {
+            connected = Engine::connect()?;
+            Some(&connected)
+        }
+        (_, engine) => engine,
+    };
+    let name = (plan.output.path.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .context("the output has no file name")?;
+    let origin = containerdisk::Origin {
+        source: &input.identity.source,
+        digest: &input.identity.id,
+        kernel,
+        arch: input.arch,
+    };
+    let said = containerdisk::package(
+        disk,
+        &name,
+        dest,
+        &origin,
+        &input.access,
+        engine,
+        scratch,
+        plan.epoch,
+    )?;
+    progress::note(&format!("The containerDisk is {said}"));
+    Ok(said)
+}
