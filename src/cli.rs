@@ -1,7 +1,7 @@
-//! The command line: subcommands and their arguments, nothing else. Option groups that belong
-//! to one domain are declared there (`plan::DiskArgs`, `run::RunArgs`) and flattened in here;
-//! `plan` turns them into checked values.
-use crate::plan::{DiskArgs, ImageArgs};
+//! The command line: subcommands and their arguments, nothing else. The option groups are
+//! declared with their commands (`options` for convert and build, `run`'s own) and flattened in
+//! here; `plan` turns convert's into checked values.
+use crate::options::ConvertOptions;
 use crate::run::RunArgs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -82,9 +82,7 @@ pub struct ConvertArgs {
     /// with a kernel in /boot
     pub source: String,
     #[command(flatten)]
-    pub disk: DiskArgs,
-    #[command(flatten)]
-    pub image: ImageArgs,
+    pub options: ConvertOptions,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -98,7 +96,5 @@ pub struct BuildArgs {
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
     #[command(flatten)]
-    pub disk: DiskArgs,
-    #[command(flatten)]
-    pub image: ImageArgs,
+    pub options: ConvertOptions,
 }

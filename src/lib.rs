@@ -38,6 +38,8 @@ mod kernel;
 #[cfg(feature = "cli")]
 mod logging;
 #[cfg(feature = "cli")]
+mod options;
+#[cfg(feature = "cli")]
 mod output;
 #[cfg(feature = "cli")]
 mod pipeline;
@@ -94,7 +96,7 @@ pub fn main(cli: Cli) -> i32 {
 fn run_command(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Convert(args) => {
-            pipeline::convert(&args.source, &args.disk, &args.image)?;
+            pipeline::convert(&args.source, &args.options)?;
             Ok(0)
         }
         Command::Build(args) => {
@@ -102,8 +104,7 @@ fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 &args.context,
                 args.dockerfile.as_deref(),
                 &args.build_args,
-                &args.disk,
-                &args.image,
+                &args.options,
             )?;
             Ok(0)
         }

@@ -9,8 +9,9 @@ use crate::assemble::Build;
 use crate::boot;
 use crate::cmd::ToolFailed;
 use crate::input::{self, ImageSource, Input};
+use crate::options::ConvertOptions;
 use crate::output::PendingOutput;
-use crate::plan::{DiskArgs, DiskPlan, ImageArgs, ImagePlan};
+use crate::plan::{DiskPlan, ImagePlan};
 use crate::progress::Timings;
 use crate::rootfs::app::GuestApp;
 use crate::rootfs::tree::GuestTree;
@@ -20,33 +21,25 @@ use anyhow::Result;
 use std::path::Path;
 
 /// `c2vm convert SOURCE`.
-pub fn convert(source: &str, disk: &DiskArgs, image: &ImageArgs) -> Result<()> {
-    let plan = DiskPlan::from_args(disk)?;
-    match SourceRef::parse(source)? {
-        SourceRef::Tarball(path) => {
-            let platform = ImagePlan::check_tarball(image)?;
-            convert_tarball(&path, source, platform, &plan)
-        }
+pub fn convert(source: &str, options: &ConvertOptions) -> Result<()> {
+    let parsed = SourceRef::parse(source)?;
+    let image = ImagePlan::for_source(options, &parsed)?;
+    let plan = DiskPlan::parse(options)?;
+    if let SourceRef::Tarball(path) = &parsed {
+        source::tarball::check_exists(path)?;
+    }
+    let plan = plan.prepare(options)?;
+    match parsed {
+        SourceRef::Tarball(path) => convert_tarball(&path, source, image.platform, &plan),
         SourceRef::Image(reference) => {
-            let image = ImagePlan::from_args(image)?;
             let engine = Engine::connect()?;
-            let mut timings = Timings::default();
-            let details = timings.time("pull", || {
-                engine.ensure_image(&reference, image.pull, image.platform)
-            })?;
-            let source = ImageSource::Engine {
-                engine: &engine,
-                details,
-            };
-            convert_image(&source, &reference, &image, &plan, timings)
+            convert_from_engine(&engine, &reference, &image, &plan)
         }
         SourceRef::Layers(transport) => {
-            let options = ImagePlan::from_args(image)?;
             let mut timings = Timings::default();
-            let image =
-                timings.time("pull", || transport.open(&options.access, options.platform))?;
-            let image = ImageSource::layers(image, &options);
-            convert_image(&image, source, &options, &plan, timings)
+            let layers = timings.time("pull", || transport.open(&image.access, image.platform))?;
+            let layers = ImageSource::layers(layers, &image);
+            convert_image(&layers, source, &image, &plan, timings)
         }
     }
 }
@@ -56,22 +49,28 @@ pub fn build(
     context: &Path,
     dockerfile: Option<&Path>,
     build_args: &[String],
-    disk: &DiskArgs,
-    image: &ImageArgs,
+    options: &ConvertOptions,
 ) -> Result<()> {
-    let plan = DiskPlan::from_args(disk)?;
-    let options = ImagePlan::from_args(image)?;
+    let image = ImagePlan::from_args(&options.kernel, &options.source)?;
+    let plan = DiskPlan::parse(options)?.prepare(options)?;
     let engine = Engine::connect()?;
-    let tag = engine.build_dir(context, dockerfile, build_args, options.platform)?;
+    let tag = engine.build_dir(context, dockerfile, build_args, image.platform)?;
+    convert_from_engine(&engine, &tag, &image, &plan)
+}
+
+/// An image in the engine, pulled where `--pull` says.
+fn convert_from_engine(
+    engine: &Engine,
+    reference: &str,
+    options: &ImagePlan,
+    plan: &DiskPlan,
+) -> Result<()> {
     let mut timings = Timings::default();
     let details = timings.time("pull", || {
-        engine.ensure_image(&tag, options.pull, options.platform)
+        engine.ensure_image(reference, options.pull, options.platform)
     })?;
-    let source = ImageSource::Engine {
-        engine: &engine,
-        details,
-    };
-    convert_image(&source, &tag, &options, &plan, timings)
+    let image = ImageSource::Engine { engine, details };
+    convert_image(&image, reference, options, plan, timings)
 }
 
 /// `rootfs:PATH` → disk; for `--platform`, else the architecture of the tarball's programs.

@@ -10,155 +10,19 @@ use crate::disk::ext4::{self, Populate};
 use crate::disk::layout::SizeRequest;
 use crate::disk::luks::Passphrase;
 use crate::kernel::Flavour;
-use crate::output::{Compress, DiskFormat, OutputTarget, VmdkSubformat};
+use crate::options::{
+    ConvertOptions, EncryptionOptions, GuestOptions, KernelOptions, SourceOptions,
+};
+use crate::output::{DiskFormat, OutputTarget};
 use crate::rootfs::app::AppChoice;
 use crate::rootfs::init::c2vm::Restart;
-use crate::rootfs::init::{InitChoice, InitPlan};
+use crate::rootfs::init::{self, InitChoice, InitPlan};
 use crate::rootfs::setup::{check_hostname, GuestSettings};
 use crate::source::registry::Access;
-use crate::source::PullPolicy;
+use crate::source::{PullPolicy, SourceRef};
 use crate::units::{parse_size, MIB};
 use crate::workspace::WorkDir;
 use anyhow::{bail, Context, Result};
-use clap::Args;
-use std::path::PathBuf;
-
-/// Options for the disk, whatever the source.
-#[derive(Args, Debug, Clone)]
-pub struct DiskArgs {
-    /// The output disk; its extension picks the format (.img/.raw, .qcow2, .vmdk, .vdi, .vhdx, .vhd)
-    #[arg(short, long)]
-    pub output: PathBuf,
-    /// The output format, when the extension does not say (.tar.gz is GCE's)
-    #[arg(long, value_enum)]
-    pub format: Option<DiskFormat>,
-    /// qcow2 cluster compression [default: zstd, which QEMU 5.1+ reads; zlib for older readers]
-    #[arg(long, value_enum)]
-    pub compress: Option<Compress>,
-    /// VMDK subformat [default: streamOptimized, which AWS and VMware import]
-    #[arg(long, value_enum)]
-    pub vmdk_subformat: Option<VmdkSubformat>,
-    /// Also wrap the disk as a KubeVirt containerDisk: NAME (loaded into the engine),
-    /// oci:DIR[:TAG], oci-archive:PATH[:TAG] or docker://REF (pushed, no engine needed)
-    #[arg(long, value_name = "REF")]
-    pub containerdisk: Option<String>,
-    /// With --containerdisk NAME: push it to NAME's registry instead of loading it into the engine
-    #[arg(long, requires = "containerdisk")]
-    pub push: bool,
-    /// Print the result as JSON on standard output (output, format, sizes, kernel, init,
-    /// image, identifiers, stage timings); the human report stays on standard error
-    #[arg(long)]
-    pub json: bool,
-    /// Overwrite the output if it exists
-    #[arg(long)]
-    pub force: bool,
-    /// Whole disk size: `auto` (what the files need plus headroom) or a size such as 4G, 1536M
-    #[arg(long, default_value = "auto")]
-    pub size: String,
-    /// Size of the EFI system partition
-    #[arg(long, default_value = "256M")]
-    pub esp_size: String,
-    /// Boot loaders: syslinux (BIOS) + systemd-boot (UEFI), or GRUB on both
-    #[arg(long, value_enum, default_value_t = Bootloader::Syslinux)]
-    pub bootloader: Bootloader,
-    /// Secure Boot: `auto` puts shim, the distribution's signed loader and kernel on the ESP
-    /// where the image has them (the Debian template and the generic bundle do), `on` fails
-    /// without them, `off` writes unsigned loaders
-    #[arg(long, value_enum, default_value_t = SecureBoot::Auto)]
-    pub secure_boot: SecureBoot,
-    /// The guest's hostname
-    #[arg(long, default_value = "c2vm")]
-    pub hostname: String,
-    /// Root password: the first line of this file (stored only as a SHA-512 crypt hash)
-    #[arg(long, conflicts_with = "password_stdin")]
-    pub password_file: Option<PathBuf>,
-    /// Root password: the first line of standard input
-    #[arg(long)]
-    pub password_stdin: bool,
-    /// A public key file to put in /root/.ssh/authorized_keys
-    #[arg(long)]
-    pub ssh_key: Option<PathBuf>,
-    /// Encrypt the root filesystem (LUKS2, AES-XTS): its passphrase is the first line of this
-    /// file, asked on the console at every boot (`c2vm run --luks-passphrase-file` types it)
-    #[arg(long, value_name = "FILE", conflicts_with = "luks_passphrase_stdin")]
-    pub luks_passphrase_file: Option<PathBuf>,
-    /// Encrypt the root filesystem: its passphrase is the first line of standard input
-    #[arg(long, conflicts_with_all = ["password_stdin", "creds"])]
-    pub luks_passphrase_stdin: bool,
-    /// DNS servers for the guest (default: what DHCP provides); may be repeated
-    #[arg(long)]
-    pub dns: Vec<std::net::IpAddr>,
-    /// Extra kernel command-line arguments
-    #[arg(long, default_value = "")]
-    pub append_cmdline: String,
-    /// Where to put the staging tree and temporary files (default: $TMPDIR)
-    #[arg(long)]
-    pub workdir: Option<PathBuf>,
-}
-
-/// Options for images that come from an engine.
-#[derive(Args, Debug, Clone)]
-pub struct ImageArgs {
-    /// When to pull the image from its registry [default: missing]
-    #[arg(long, value_enum)]
-    pub pull: Option<PullPolicy>,
-    /// The platform the disk is for, `linux/amd64` or `linux/arm64` [default: the image's own,
-    /// or the host's where the source holds several]
-    #[arg(long)]
-    pub platform: Option<String>,
-    /// Which kernel the disk boots: `distro` adds one from c2vm's template for the image's
-    /// distribution, `image` takes the image's own /boot, `generic` c2vm's kernel bundle; `auto`
-    /// picks distro where a template and package manager fit, else image, else generic
-    #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
-    pub kernel: KernelChoice,
-    /// The kernel c2vm adds (`--kernel distro`): `standard`, the distribution's default with
-    /// every driver, or `cloud`, Debian's VM kernel: boots about 2 s sooner under emulation,
-    /// but has no USB, graphics, e1000 NICs or LSI/MegaRAID SCSI (VirtualBox's and VMware's
-    /// defaults)
-    #[arg(long, value_enum, default_value_t = Flavour::Standard, alias = "kernel-flavor", value_name = "FLAVOUR")]
-    pub kernel_flavour: Flavour,
-    /// Install the distribution's cloud-init (`--kernel distro`), so each machine booted from
-    /// the disk takes its users, keys, hostname and network from its cloud or hypervisor:
-    /// NoCloud (`c2vm run --cloud-init`, KubeVirt), ConfigDrive, GCE, Azure or EC2
-    #[arg(long)]
-    pub cloud_init: bool,
-    /// The image already has a kernel, initramfs and init: the same as `--kernel image`
-    #[arg(long, conflicts_with_all = ["kernel", "kernel_image"])]
-    pub no_kernel: bool,
-    /// A kernel bundle of your own instead of c2vm's generic one: an image holding
-    /// /boot/vmlinuz-VER, /boot/initrd.img-VER and /usr/lib/modules/VER
-    #[arg(long, value_name = "REF")]
-    pub kernel_image: Option<String>,
-    /// PID 1: `image` is the image's systemd or OpenRC (with the app as a service), `c2vm` is
-    /// c2vm-init running the app directly; `auto` takes the image's where it has one
-    #[arg(long, value_enum, default_value_t = InitChoice::Auto)]
-    pub init: InitChoice,
-    /// With c2vm-init, when the app ends: `no` powers the VM off (like `docker run`)
-    #[arg(long, value_enum, default_value_t = Restart::No)]
-    pub restart: Restart,
-    /// With c2vm-init, seconds between the image's STOPSIGNAL and SIGKILL on the power button
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
-    pub stop_timeout: u64,
-    /// Run the image's ENTRYPOINT/CMD at boot as a service (default: when the command is not a
-    /// bare shell such as `bash`)
-    #[arg(long, conflicts_with = "no_app")]
-    pub app: bool,
-    /// Do not run the image's ENTRYPOINT/CMD at boot
-    #[arg(long)]
-    pub no_app: bool,
-    /// docker:// credentials: USER, with the password read from standard input (USER:PASS
-    /// works too, but puts the password where `ps` shows it)
-    #[arg(long, value_name = "USER[:PASS]", conflicts_with = "password_stdin")]
-    pub creds: Option<String>,
-    /// docker://: check TLS certificates and require HTTPS (plain HTTP is allowed for
-    /// localhost and 127.0.0.0/8 only)
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
-    /// docker://: a directory of CA certificates (`*.crt`) to trust [default:
-    /// /etc/containers/certs.d/HOST, /etc/docker/certs.d/HOST]
-    #[arg(long, value_name = "DIR")]
-    pub cert_dir: Option<PathBuf>,
-}
 
 /// Everything the disk stages need, checked.
 #[derive(Debug)]
@@ -210,80 +74,106 @@ impl DiskPlan {
         }
     }
 
-    pub fn from_args(args: &DiskArgs) -> Result<DiskPlan> {
+    /// After [`DiskPlan::parse`] and the source's own checks: the secrets read, then the host
+    /// probed, so which error a user sees for bad input never depends on the host.
+    pub fn prepare(mut self, options: &ConvertOptions) -> Result<DiskPlan> {
+        self.read_secrets(&options.guest, &options.encryption)?;
+        self.check_host()?;
+        Ok(self)
+    }
+
+    /// The options alone, checked without reading a secret or probing the host.
+    pub fn parse(options: &ConvertOptions) -> Result<DiskPlan> {
+        let (out, disk, boot, guest) = (
+            &options.output,
+            &options.disk,
+            &options.boot,
+            &options.guest,
+        );
         let output = OutputTarget::check(
-            &args.output,
-            args.format,
-            args.force,
-            args.compress,
-            args.vmdk_subformat,
+            &out.output,
+            out.format,
+            out.force,
+            out.compress,
+            out.vmdk_subformat,
         )?;
-        let size = SizeRequest::parse(&args.size)?;
-        let esp_size = parse_size(&args.esp_size).context("--esp-size")?;
+        let esp_size = parse_size(&disk.esp_size).context("--esp-size")?;
         if esp_size < 64 * MIB || esp_size % MIB != 0 {
             bail!(
                 "--esp-size must be a whole number of MiB, at least 64M (got {})",
-                args.esp_size
+                disk.esp_size
             );
         }
-        check_hostname(&args.hostname)?;
-        let containerdisk = match &args.containerdisk {
+        check_hostname(&guest.hostname)?;
+        let containerdisk = match &out.containerdisk {
             None => None,
             Some(text) => {
                 if !matches!(output.format, DiskFormat::Qcow2 | DiskFormat::Raw) {
                     bail!("--containerdisk wraps a qcow2 or raw disk (what KubeVirt boots); write -o NAME.qcow2");
                 }
-                Some(Destination::parse(text, args.push)?)
+                Some(Destination::parse(text, out.push)?)
             }
         };
-        let password = match (&args.password_file, args.password_stdin) {
+        Ok(DiskPlan {
+            output,
+            size: SizeRequest::parse(&disk.size)?,
+            esp_size,
+            bootloader: boot.bootloader,
+            secure_boot: boot.secure_boot,
+            guest: GuestSettings {
+                hostname: guest.hostname.clone(),
+                credentials: Credentials::default(),
+                dns: guest.dns.clone(),
+            },
+            append_cmdline: boot.append_cmdline.trim().to_string(),
+            workdir: WorkDir::choose(disk.workdir.as_deref())?,
+            epoch: source_date_epoch()?,
+            // Until the host is probed (`check_host`).
+            populate: Populate::Stream,
+            json: out.json,
+            containerdisk,
+            luks: None,
+        })
+    }
+
+    /// The root password and SSH key (hashed and read for the guest) and the LUKS passphrase,
+    /// from their files or standard input.
+    fn read_secrets(&mut self, guest: &GuestOptions, encryption: &EncryptionOptions) -> Result<()> {
+        let password = match (&guest.password_file, guest.password_stdin) {
             (Some(path), _) => PasswordSource::File(path),
             (None, true) => PasswordSource::Stdin,
             (None, false) => PasswordSource::None,
         };
-        let epoch = source_date_epoch()?;
-        let credentials = Credentials::read(
-            password,
-            args.ssh_key.as_deref(),
-            epoch.map(|e| format!("{e}\0{}", args.hostname)).as_deref(),
-        )?;
-        let luks = match (&args.luks_passphrase_file, args.luks_passphrase_stdin) {
+        let salt_seed = self.epoch.map(|e| format!("{e}\0{}", guest.hostname));
+        self.guest.credentials =
+            Credentials::read(password, guest.ssh_key.as_deref(), salt_seed.as_deref())?;
+        self.luks = match (
+            &encryption.luks_passphrase_file,
+            encryption.luks_passphrase_stdin,
+        ) {
             (Some(path), _) => Some(Passphrase::from_file(path)?),
             (None, true) => Some(Passphrase::from_stdin()?),
             (None, false) => None,
         };
-        if luks.is_some() {
+        Ok(())
+    }
+
+    /// The host's tools for what the options ask: mke2fs, and how it takes the files (probed in
+    /// the work directory, where the conversion writes), cryptsetup for an encrypted root. The
+    /// loaders' tools depend on the disk's architecture: checked once the source says it
+    /// (`pipeline::check_arch`).
+    fn check_host(&mut self) -> Result<()> {
+        if self.luks.is_some() {
             crate::cmd::require("cryptsetup")?;
         }
-        let workdir = WorkDir::choose(args.workdir.as_deref())?;
         crate::cmd::require("mke2fs")?;
-        let populate = ext4::probe(&std::env::temp_dir())?;
-        if let Populate::Staging(why) = &populate {
+        self.populate = ext4::probe(self.workdir.path())?;
+        if let Populate::Staging(why) = &self.populate {
             if !rustix::process::geteuid().is_root() {
                 bail!("{why}, and without that c2vm must unpack the image as root; {}, or run c2vm as root", ext4::how_to_get_tar_input());
             }
         }
-        // The loaders' host tools depend on the disk's architecture: checked once the source
-        // says it (`pipeline::check_arch`).
-        Ok(DiskPlan {
-            output,
-            size,
-            esp_size,
-            bootloader: args.bootloader,
-            secure_boot: args.secure_boot,
-            guest: GuestSettings {
-                hostname: args.hostname.clone(),
-                credentials,
-                dns: args.dns.clone(),
-            },
-            append_cmdline: args.append_cmdline.trim().to_string(),
-            workdir,
-            epoch,
-            populate,
-            json: args.json,
-            containerdisk,
-            luks,
-        })
+        Ok(())
     }
 }
 
@@ -321,81 +211,94 @@ pub struct ImagePlan {
 }
 
 impl ImagePlan {
-    pub fn from_args(args: &ImageArgs) -> Result<ImagePlan> {
-        let platform = args
+    /// The image options for `source`: a `rootfs:` tarball refuses those it would ignore.
+    pub fn for_source(options: &ConvertOptions, source: &SourceRef) -> Result<ImagePlan> {
+        if let SourceRef::Tarball(_) = source {
+            check_tarball(&options.kernel, &options.source)?;
+        }
+        ImagePlan::from_args(&options.kernel, &options.source)
+    }
+
+    pub fn from_args(k: &KernelOptions, source: &SourceOptions) -> Result<ImagePlan> {
+        let platform = source
             .platform
             .as_deref()
             .map(Arch::parse_platform)
             .transpose()?;
-        let kernel = match (args.no_kernel, &args.kernel_image) {
+        let kernel = match (k.no_kernel, &k.kernel_image) {
             (true, _) => KernelChoice::Image,
-            (_, Some(_)) if args.kernel == KernelChoice::Auto => KernelChoice::Generic,
-            (_, Some(_)) if args.kernel != KernelChoice::Generic => {
+            (_, Some(_)) if k.kernel == KernelChoice::Auto => KernelChoice::Generic,
+            (_, Some(_)) if k.kernel != KernelChoice::Generic => {
                 bail!(
                     "--kernel-image is a bundle for --kernel generic; drop --kernel {:?}",
-                    args.kernel
+                    k.kernel
                 )
             }
-            _ => args.kernel,
+            _ => k.kernel,
         };
+        // Before any work, from the flags; again once `--kernel auto` has decided.
         check_template_options(
-            args.kernel_flavour,
-            args.cloud_init,
+            k.kernel_flavour,
+            k.cloud_init,
             !matches!(kernel, KernelChoice::Image | KernelChoice::Generic),
         )?;
         Ok(ImagePlan {
             platform,
-            pull: args.pull.unwrap_or(PullPolicy::Missing),
+            pull: source.pull.unwrap_or(PullPolicy::Missing),
             kernel,
-            kernel_image: args.kernel_image.clone(),
-            kernel_flavour: args.kernel_flavour,
-            cloud_init: args.cloud_init,
+            kernel_image: k.kernel_image.clone(),
+            kernel_flavour: k.kernel_flavour,
+            cloud_init: k.cloud_init,
             init: InitPlan {
-                choice: args.init,
-                restart: args.restart,
-                stop_timeout: args.stop_timeout,
+                choice: k.init,
+                restart: k.restart,
+                stop_timeout: k.stop_timeout.unwrap_or(init::DEFAULT_STOP_TIMEOUT),
             },
-            app: match (args.app, args.no_app) {
+            app: match (k.app, k.no_app) {
                 (true, _) => AppChoice::On,
                 (_, true) => AppChoice::Off,
                 _ => AppChoice::Auto,
             },
             access: Access {
-                creds: match &args.creds {
+                creds: match &source.creds {
                     None => None,
                     Some(creds) => Some(registry_creds(creds)?),
                 },
-                insecure: !args.tls_verify,
-                cert_dir: args.cert_dir.clone(),
+                insecure: !source.tls_verify,
+                cert_dir: source.cert_dir.clone(),
             },
         })
     }
+}
 
-    /// A `rootfs:` tarball is taken as it is: image options would be silently ignored, so they
-    /// are refused instead. `--no-kernel` and `--no-app` say what a tarball gets anyway. Returns
-    /// `--platform`, which a tarball takes (it has no config to say its architecture).
-    pub fn check_tarball(args: &ImageArgs) -> Result<Option<Arch>> {
-        let given = [
-            (args.pull.is_some(), "--pull"),
-            (args.app, "--app"),
-            (args.kernel != KernelChoice::Auto, "--kernel"),
-            (args.kernel_image.is_some(), "--kernel-image"),
-            (args.kernel_flavour != Flavour::Standard, "--kernel-flavour"),
-            (args.cloud_init, "--cloud-init"),
-            (args.init != InitChoice::Auto, "--init"),
-            (args.restart != Restart::No, "--restart"),
-            (args.creds.is_some(), "--creds"),
-            (!args.tls_verify, "--tls-verify"),
-            (args.cert_dir.is_some(), "--cert-dir"),
-        ];
-        if let Some((_, flag)) = given.iter().find(|(set, _)| *set) {
-            bail!("{flag} applies to images from an engine; a rootfs: tarball is converted as it is (with its own kernel and init, and no image config): drop {flag}");
-        }
-        args.platform
-            .as_deref()
-            .map(Arch::parse_platform)
-            .transpose()
+/// A `rootfs:` tarball is taken as it is: image options would be silently ignored, so they are
+/// refused instead. `--no-kernel` and `--no-app` say what a tarball gets anyway, and
+/// `--platform` it takes (it has no config to say its architecture).
+fn check_tarball(k: &KernelOptions, source: &SourceOptions) -> Result<()> {
+    let image_options = [
+        (source.pull.is_some(), "--pull"),
+        (k.app, "--app"),
+        (k.kernel != KernelChoice::Auto, "--kernel"),
+        (k.kernel_image.is_some(), "--kernel-image"),
+        (k.kernel_flavour != Flavour::Standard, "--kernel-flavour"),
+        (k.cloud_init, "--cloud-init"),
+        (k.init != InitChoice::Auto, "--init"),
+        (k.restart != Restart::No, "--restart"),
+        (k.stop_timeout.is_some(), "--stop-timeout"),
+    ];
+    if let Some((_, flag)) = image_options.iter().find(|(set, _)| *set) {
+        bail!("{flag} applies to images; a rootfs: tarball is converted as it is (with its own kernel and init, and no image config): drop {flag}");
     }
+    // How a registry is reached: a tarball is read from a path.
+    let registry_options = [
+        (source.creds.is_some(), "--creds"),
+        (!source.tls_verify, "--tls-verify"),
+        (source.cert_dir.is_some(), "--cert-dir"),
+    ];
+    if let Some((_, flag)) = registry_options.iter().find(|(set, _)| *set) {
+        bail!("{flag} applies to images pulled from a registry (docker://, or --kernel-image docker://); a rootfs: tarball is read from its path: drop {flag}");
+    }
+    Ok(())
 }
 
 /// `--kernel-flavour` and `--cloud-init` are options of the template c2vm adds a kernel with:
@@ -445,115 +348,118 @@ fn source_date_epoch() -> Result<Option<i64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
-    fn image_args() -> ImageArgs {
-        ImageArgs {
-            pull: None,
-            platform: None,
-            kernel: KernelChoice::Auto,
-            no_kernel: false,
-            kernel_image: None,
-            kernel_flavour: Flavour::Standard,
-            cloud_init: false,
-            init: InitChoice::Auto,
-            restart: Restart::No,
-            stop_timeout: 10,
-            app: false,
-            no_app: false,
-            creds: None,
-            tls_verify: true,
-            cert_dir: None,
+    /// The options as `c2vm convert debian:latest -o disk.img EXTRA…` parses them.
+    fn options(extra: &[&str]) -> ConvertOptions {
+        let argv = ["c2vm", "convert", "debian:latest", "-o", "disk.img"];
+        let cli = crate::Cli::try_parse_from(argv.iter().chain(extra)).unwrap();
+        match cli.command {
+            crate::cli::Command::Convert(args) => args.options,
+            other => panic!("parsed as {other:?}"),
         }
+    }
+
+    fn image(extra: &[&str]) -> Result<ImagePlan> {
+        let options = options(extra);
+        ImagePlan::from_args(&options.kernel, &options.source)
+    }
+
+    fn tarball(extra: &[&str]) -> Result<ImagePlan> {
+        ImagePlan::for_source(&options(extra), &SourceRef::Tarball("root.tar".into()))
+    }
+
+    fn refusal(result: Result<ImagePlan>) -> String {
+        result.map(drop).unwrap_err().to_string()
     }
 
     #[test]
     fn image_options_are_checked() {
-        let plan = ImagePlan::from_args(&image_args()).unwrap();
+        let plan = image(&[]).unwrap();
         assert_eq!(plan.pull, PullPolicy::Missing);
         assert_eq!(plan.kernel, KernelChoice::Auto);
         assert_eq!(plan.app, AppChoice::Auto);
-        let no_kernel = ImageArgs {
-            no_kernel: true,
-            ..image_args()
-        };
-        assert_eq!(
-            ImagePlan::from_args(&no_kernel).unwrap().kernel,
-            KernelChoice::Image
-        );
-        let own = ImageArgs {
-            kernel_image: Some("my/kernel".into()),
-            ..image_args()
-        };
-        assert_eq!(
-            ImagePlan::from_args(&own).unwrap().kernel,
-            KernelChoice::Generic
-        );
-        let arm = ImageArgs {
-            platform: Some("linux/arm64".into()),
-            ..image_args()
-        };
-        assert_eq!(
-            ImagePlan::from_args(&arm).unwrap().platform,
-            Some(Arch::Arm64)
-        );
-        let riscv = ImageArgs {
-            platform: Some("linux/riscv64".into()),
-            ..image_args()
-        };
-        let err = ImagePlan::from_args(&riscv).unwrap_err().to_string();
+        assert_eq!(plan.init.stop_timeout, init::DEFAULT_STOP_TIMEOUT);
+        assert_eq!(image(&["--no-kernel"]).unwrap().kernel, KernelChoice::Image);
+        let own = image(&["--kernel-image", "my/kernel"]).unwrap();
+        assert_eq!(own.kernel, KernelChoice::Generic);
+        let arm = image(&["--platform", "linux/arm64"]).unwrap();
+        assert_eq!(arm.platform, Some(Arch::Arm64));
+        let err = refusal(image(&["--platform", "linux/riscv64"]));
         assert!(
             err.contains("c2vm boots linux/amd64 or linux/arm64"),
             "{err}"
         );
         // The cloud kernel is the template's: with the image's own or a bundle's it means nothing.
-        let cloud = ImageArgs {
-            kernel_flavour: Flavour::Cloud,
-            ..image_args()
-        };
-        assert_eq!(
-            ImagePlan::from_args(&cloud).unwrap().kernel_flavour,
-            Flavour::Cloud
-        );
-        for kernel in [KernelChoice::Image, KernelChoice::Generic] {
-            let mixed = ImageArgs {
-                kernel,
-                ..cloud.clone()
-            };
-            let err = ImagePlan::from_args(&mixed).unwrap_err().to_string();
+        let cloud = image(&["--kernel-flavour", "cloud"]).unwrap();
+        assert_eq!(cloud.kernel_flavour, Flavour::Cloud);
+        for kernel in ["image", "generic"] {
+            let err = refusal(image(&["--kernel-flavour", "cloud", "--kernel", kernel]));
             assert!(err.contains("drop --kernel-flavour"), "{err}");
         }
-        let tarball = ImagePlan::check_tarball(&cloud).unwrap_err().to_string();
-        assert!(tarball.contains("drop --kernel-flavour"), "{tarball}");
+        let err = refusal(tarball(&["--kernel-flavour", "cloud"]));
+        assert!(err.contains("drop --kernel-flavour"), "{err}");
         // So is cloud-init: it is installed with the template's kernel.
-        let cloud_init = ImageArgs {
-            cloud_init: true,
-            ..image_args()
-        };
-        assert!(ImagePlan::from_args(&cloud_init).unwrap().cloud_init);
-        for kernel in [KernelChoice::Image, KernelChoice::Generic] {
-            let mixed = ImageArgs {
-                kernel,
-                ..cloud_init.clone()
-            };
-            let err = ImagePlan::from_args(&mixed).unwrap_err().to_string();
+        assert!(image(&["--cloud-init"]).unwrap().cloud_init);
+        for kernel in ["image", "generic"] {
+            let err = refusal(image(&["--cloud-init", "--kernel", kernel]));
             assert!(err.contains("drop --cloud-init"), "{err}");
         }
     }
 
     #[test]
     fn a_tarball_refuses_image_options() {
-        assert!(ImagePlan::check_tarball(&image_args()).is_ok());
-        let pull = ImageArgs {
-            pull: Some(PullPolicy::Always),
-            ..image_args()
-        };
-        let err = ImagePlan::check_tarball(&pull).unwrap_err().to_string();
+        assert!(tarball(&["--platform", "linux/arm64", "--no-app"]).is_ok());
+        let err = refusal(tarball(&["--pull", "always"]));
         assert!(err.starts_with("--pull applies to images"), "{err}");
-        let app = ImageArgs {
-            app: true,
-            ..image_args()
-        };
-        let err = ImagePlan::check_tarball(&app).unwrap_err().to_string();
+        let err = refusal(tarball(&["--app"]));
         assert!(err.contains("drop --app"), "{err}");
+    }
+
+    #[test]
+    fn a_tarball_refuses_stop_timeout_even_at_its_default() {
+        for value in ["30", "10"] {
+            let err = refusal(tarball(&["--stop-timeout", value]));
+            assert!(err.contains("drop --stop-timeout"), "{err}");
+        }
+        assert_eq!(
+            image(&["--stop-timeout", "30"]).unwrap().init.stop_timeout,
+            30
+        );
+    }
+
+    #[test]
+    fn a_tarball_names_registry_options_as_what_they_are() {
+        for flags in [
+            &["--creds", "user:secret"][..],
+            &["--tls-verify", "false"],
+            &["--cert-dir", "/etc/certs"],
+        ] {
+            let err = refusal(tarball(flags));
+            assert!(
+                err.starts_with(&format!(
+                    "{} applies to images pulled from a registry (docker://",
+                    flags[0]
+                )),
+                "{err}"
+            );
+            assert!(!err.contains("engine"), "{err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn disk_options_are_checked_without_the_host() {
+        let plan = DiskPlan::parse(&options(&["--size", "4G", "--hostname", "web"])).unwrap();
+        assert_eq!(plan.size, SizeRequest::Bytes(4 << 30));
+        assert_eq!(plan.guest.hostname, "web");
+        // Neither secrets nor the host are looked at yet.
+        assert!(plan.luks.is_none());
+        assert!(plan.guest.credentials.root_password_hash.is_none());
+        let missing = options(&["--password-file", "/nonexistent/pw", "--hostname=bad_name"]);
+        let err = DiskPlan::parse(&missing).unwrap_err().to_string();
+        assert!(err.contains("is not a valid hostname"), "{err}");
+        let err = DiskPlan::parse(&options(&["--esp-size", "10M"])).unwrap_err();
+        assert!(err.to_string().contains("at least 64M"), "{err}");
     }
 }

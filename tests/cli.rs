@@ -121,8 +121,10 @@ fn clap_usage_errors_exit_2_and_say_what_is_wrong() {
 fn convert_refuses_bad_arguments_before_any_work() {
     let dir = scratch();
     let d = dir.path();
-    // Never read: every case below fails before the source is looked at.
-    let src = "rootfs:/nonexistent/c2vm-test-rootfs.tar";
+    // Never read: every case below fails before the source's contents are looked at (only
+    // that it is there is checked before the secrets).
+    std::fs::write(d.join("rootfs.tar"), b"").unwrap();
+    let src = "rootfs:rootfs.tar";
 
     let err = fails(d, &["convert", src, "-o", "disk.txt"]);
     assert!(
@@ -297,8 +299,10 @@ fn convert_without_host_tools_names_the_package_to_install() {
     std::fs::create_dir(&empty_path).unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
+    // A tarball that is there: a missing one is said before the host is looked at.
+    std::fs::write(work.join("rootfs.tar"), b"").unwrap();
     for args in [
-        &["convert", "rootfs:/nonexistent/rootfs.tar", "-o", "x.img"][..],
+        &["convert", "rootfs:rootfs.tar", "-o", "x.img"][..],
         &["convert", "debian:latest", "-o", "x.qcow2"][..],
         &["build", ".", "-o", "x.img"][..],
     ] {
@@ -321,28 +325,61 @@ fn convert_without_host_tools_names_the_package_to_install() {
 }
 
 #[test]
-fn convert_source_errors_or_the_check_that_comes_first_here() {
-    // The source is looked at after the host tools (and, for a tarball, before the root check):
-    // which of these errors shows depends on this host, but it is one of them, and clear.
+fn convert_source_errors_come_before_the_host_is_probed() {
+    // The source and the options are checked before any host tool is looked for, so these
+    // errors are the same on every host, with e2fsprogs or without it, as root or not.
     let dir = scratch();
     let d = dir.path();
-    let first_checks = |err: &str| {
-        (err.contains("was not found on PATH") || err.contains("is missing; install it with"))
-            && err.contains("apt-get install")
-            || err.contains("must run as root")
-    };
-    let err = fails(d, &["convert", "rootfs:", "-o", "x.img"]);
-    assert!(
-        err.contains("`rootfs:` needs a path") || first_checks(&err),
-        "{err}"
-    );
-    let err = fails(d, &["convert", "not an image", "-o", "x.img"]);
-    assert!(
-        err.contains("`not an image` is not an image reference") || first_checks(&err),
-        "{err}"
-    );
-    let err = fails(d, &["convert", "rootfs:missing.tar", "-o", "x.img"]);
-    assert!(err.contains("missing.tar") || first_checks(&err), "{err}");
+    let empty_path = d.join("empty-bin");
+    std::fs::create_dir(&empty_path).unwrap();
+    for path in [None, Some(empty_path.as_path())] {
+        let err = fails_with_path(d, &["convert", "rootfs:", "-o", "x.img"], path);
+        assert!(err.contains("`rootfs:` needs a path"), "{err}");
+        let err = fails_with_path(d, &["convert", "not an image", "-o", "x.img"], path);
+        assert!(
+            err.contains("`not an image` is not an image reference"),
+            "{err}"
+        );
+        let err = fails_with_path(d, &["convert", "rootfs:missing.tar", "-o", "x.img"], path);
+        assert!(
+            err.contains("opening the root filesystem tarball missing.tar"),
+            "{err}"
+        );
+        let args = [
+            "convert",
+            "rootfs:r.tar",
+            "-o",
+            "x.img",
+            "--stop-timeout",
+            "5",
+        ];
+        let err = fails_with_path(d, &args, path);
+        assert!(err.contains("drop --stop-timeout"), "{err}");
+    }
+}
+
+#[test]
+fn the_mke2fs_probe_writes_in_the_workdir_not_tmpdir() {
+    // With --workdir, nothing goes to $TMPDIR: the probe of how mke2fs takes files included.
+    // The conversion then fails on the tarball, past the probe.
+    let dir = scratch();
+    let d = dir.path();
+    std::fs::create_dir(d.join("work")).unwrap();
+    std::fs::write(d.join("bad.tar"), b"not a tar archive").unwrap();
+    let o = run(c2vm()
+        .current_dir(d)
+        .env("TMPDIR", d.join("no-such-tmp"))
+        .args([
+            "convert",
+            "rootfs:bad.tar",
+            "-o",
+            "x.img",
+            "--workdir",
+            "work",
+        ]));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("no-such-tmp"), "{err}");
 }
 
 #[test]
@@ -480,4 +517,29 @@ fn amd64_partition_table() -> Vec<u8> {
         0x09,
     ]);
     disk
+}
+
+#[test]
+fn convert_help_groups_its_options() {
+    let o = run(c2vm().args(["convert", "--help"]));
+    let help = String::from_utf8_lossy(&o.stdout);
+    let headings: Vec<&str> = help
+        .lines()
+        .filter(|l| l.ends_with(':') && !l.starts_with(' '))
+        .collect();
+    assert_eq!(
+        headings,
+        [
+            "Arguments:",
+            "Options:",
+            "Output:",
+            "Disk:",
+            "Boot:",
+            "Kernel and init:",
+            "Guest settings:",
+            "Encryption:",
+            "Image source:"
+        ],
+        "{help}"
+    );
 }

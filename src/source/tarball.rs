@@ -14,6 +14,18 @@ pub struct TarballStream {
 
 /// Open `path` for reading, after checking it is a file.
 pub fn open(path: &Path) -> Result<TarballStream> {
+    let (file, meta) = open_file(path)?;
+    let stage = Stage::bytes("Reading the root filesystem", meta.len());
+    let reader = BufReader::with_capacity(1 << 20, stage.reader(file));
+    Ok(TarballStream { reader, stage })
+}
+
+/// Before any work: the tarball can be opened, and is a file.
+pub fn check_exists(path: &Path) -> Result<()> {
+    open_file(path).map(drop)
+}
+
+fn open_file(path: &Path) -> Result<(File, std::fs::Metadata)> {
     let file = File::open(path)
         .with_context(|| format!("opening the root filesystem tarball {}", path.display()))?;
     let meta = file
@@ -25,9 +37,7 @@ pub fn open(path: &Path) -> Result<TarballStream> {
             path.display()
         );
     }
-    let stage = Stage::bytes("Reading the root filesystem", meta.len());
-    let reader = BufReader::with_capacity(1 << 20, stage.reader(file));
-    Ok(TarballStream { reader, stage })
+    Ok((file, meta))
 }
 
 impl super::TarStream for TarballStream {

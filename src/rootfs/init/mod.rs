@@ -50,6 +50,9 @@ pub enum InitChoice {
     C2vm,
 }
 
+/// `--stop-timeout`'s default: seconds between the app's stop signal and SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
+
 /// `--init` and what c2vm-init needs.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InitPlan {
@@ -64,7 +67,7 @@ impl InitPlan {
         InitPlan {
             choice: InitChoice::Auto,
             restart: c2vm::Restart::No,
-            stop_timeout: 10,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
         }
     }
 }
