@@ -255,17 +255,28 @@ pub fn password_file(dir: &Path) -> PathBuf {
 }
 
 /// Whether two files hold the same bytes (`cmp`: a 2 GiB disk in about a second, where
-/// hashing it took 12 s on a machine without SHA instructions).
+/// hashing it took 12 s on a machine without SHA instructions). `cmp` exits 1 for "different";
+/// when it cannot compare at all (it cannot run, a file is missing or unreadable: status 2)
+/// this panics with what it said, so that trouble never reads as a difference.
 pub fn same_bytes(a: &Path, b: &Path) -> bool {
-    let status = Command::new("cmp")
-        .arg("-s")
+    // Not `cmp -s`, which silences the reason for trouble too; the line saying where the
+    // files differ goes nowhere instead.
+    let out = Command::new("cmp")
         .args([a, b])
-        .status()
-        .expect("running cmp");
-    match status.code() {
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running cmp {} {}: {e}", a.display(), b.display()));
+    match out.status.code() {
         Some(0) => true,
         Some(1) => false,
-        _ => panic!("cmp {} {} failed: {status}", a.display(), b.display()),
+        _ => panic!(
+            "cmp {} {} could not compare them ({}): {}",
+            a.display(),
+            b.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
     }
 }
 
