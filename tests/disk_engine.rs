@@ -4,7 +4,6 @@
 //! default loaders' disk boots in tests/lifecycle.rs, with the same checks).
 mod common;
 use common::*;
-use std::path::Path;
 
 #[test]
 #[ignore = "needs root, the debootstrap test rootfs and the tools of scripts/install-host-deps --test; scripts/test runs it"]
@@ -323,33 +322,6 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     );
 }
 
-/// A tmpfs of `size` mounted at `dir` for the test's lifetime.
-struct SmallFs(std::path::PathBuf);
-
-impl SmallFs {
-    fn mount(dir: &Path, size: &str) -> SmallFs {
-        std::fs::create_dir_all(dir).unwrap();
-        tool(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "tmpfs",
-                dir.to_str().unwrap(),
-            ],
-        );
-        SmallFs(dir.to_path_buf())
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 #[ignore = "needs root (mounts tmpfs), the debootstrap test rootfs and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
@@ -357,21 +329,21 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
     let source = format!("rootfs:{}", test_rootfs().display());
     // The work dir fills up with the raw disk a qcow2 is made from (or, on the staging path,
     // while unpacking).
-    let small_work = SmallFs::mount(&dir.path().join("small-work"), "64M");
+    let small_work = tmpfs(&dir.path().join("small-work"), "size=64M");
     let out = dir.path().join("out.qcow2");
     let o = run(c2vm()
         .args(["convert", &source, "-o"])
         .arg(&out)
         .arg("--workdir")
-        .arg(&small_work.0));
+        .arg(small_work.as_path()));
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("no space left"), "{err}");
-    assert_eq!(listing(&small_work.0), Vec::<String>::new());
+    assert_eq!(listing(&small_work), Vec::<String>::new());
     assert!(!out.exists());
     // The output dir fills up while writing the disk.
-    let small_out = SmallFs::mount(&dir.path().join("small-out"), "200M");
-    let out = small_out.0.join("out.img");
+    let small_out = tmpfs(&dir.path().join("small-out"), "size=200M");
+    let out = small_out.join("out.img");
     let lock = host_lock(); // stages in /dev/shm
     let o = run(c2vm().args(["convert", &source, "-o"]).arg(&out));
     drop(lock);
@@ -379,7 +351,7 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.to_lowercase().contains("space"), "{err}");
     assert_eq!(
-        listing(&small_out.0),
+        listing(&small_out),
         Vec::<String>::new(),
         "partial output left on the full disk"
     );

@@ -278,26 +278,7 @@ fn a_daemon_that_refuses_our_api_version_is_named_with_what_to_upgrade() {
 #[ignore = "needs root (mounts tmpfs) and the debootstrap test rootfs; scripts/test runs it"]
 fn a_read_only_output_directory_fails_before_any_work() {
     let dir = scratch();
-    let ro = dir.path().join("ro");
-    std::fs::create_dir(&ro).unwrap();
-    tool(
-        "mount",
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            "ro,size=1M",
-            "tmpfs",
-            ro.to_str().unwrap(),
-        ],
-    );
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(&ro);
+    let ro = tmpfs(&dir.path().join("ro"), "ro,size=1M");
     let started = std::time::Instant::now();
     let o = run(c2vm()
         .arg("convert")

@@ -15,15 +15,6 @@ fn podman(args: &[&str]) -> String {
     tool(PODMAN, args)
 }
 
-/// Runs a stop command when the test ends, however it ends.
-struct Stop(std::path::PathBuf, Vec<String>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.0).args(&self.1).status();
-    }
-}
-
 #[test]
 #[ignore = "needs Podman, Docker (to copy debian:latest from), docker-registry, mke2fs and QEMU"]
 fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
@@ -51,7 +42,9 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
         &[("C2VM_PODMAN_INSECURE", &format!("127.0.0.1:{port}"))],
     );
     // The service stops when the test ends; its storage stays, as a cache.
-    let _service = Stop(script("start-podman"), vec!["stop".into()]);
+    let _service = Guard::on_drop(|| {
+        let _ = Command::new(script("start-podman")).arg("stop").status();
+    });
     let before = podman(&["ps", "-aq"]);
 
     // A missing image: Podman's pull error, in one line.

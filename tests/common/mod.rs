@@ -195,6 +195,75 @@ pub fn test_rootfs_plus(dir: &Path, extra: &[u8]) -> PathBuf {
     combined
 }
 
+/// Something a test must undo however it ends (a failed assertion unwinds through it): a value,
+/// and what to do with it on drop. It derefs to the value, so a test keeps using what it guards.
+/// The one guard of the suites: [`Guard::on_drop`] for a bare action, [`killed_on_drop`] for a
+/// process, [`tmpfs`] for a mount.
+pub struct Guard<T> {
+    value: T,
+    undo: Option<Undo<T>>,
+}
+
+type Undo<T> = Box<dyn FnOnce(&mut T)>;
+
+impl<T> Guard<T> {
+    pub fn new(value: T, undo: impl FnOnce(&mut T) + 'static) -> Guard<T> {
+        Guard {
+            value,
+            undo: Some(Box::new(undo)),
+        }
+    }
+}
+
+impl Guard<()> {
+    pub fn on_drop(undo: impl FnOnce() + 'static) -> Guard<()> {
+        Guard::new((), |_| undo())
+    }
+}
+
+impl<T> std::ops::Deref for Guard<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for Guard<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+impl<T> Drop for Guard<T> {
+    fn drop(&mut self) {
+        if let Some(undo) = self.undo.take() {
+            undo(&mut self.value);
+        }
+    }
+}
+
+/// `child`, killed and reaped when the test ends, unless it has ended by then.
+pub fn killed_on_drop(child: std::process::Child) -> Guard<std::process::Child> {
+    Guard::new(child, |child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    })
+}
+
+/// A tmpfs mounted at `dir` (made if missing) with `options` (`size=64M`, `ro,size=1M`), unmounted
+/// when the test ends. Derefs to `dir`.
+pub fn tmpfs(dir: &Path, options: &str) -> Guard<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    tool(
+        "mount",
+        &["-t", "tmpfs", "-o", options, "tmpfs", dir.to_str().unwrap()],
+    );
+    Guard::new(dir.to_path_buf(), |dir| {
+        let _ = Command::new("umount").arg(dir).status();
+    })
+}
+
 /// A lock shared by every test process on this machine, held while a test converts through the
 /// Docker daemon or stages in /dev/shm (c2vm's default), so that "no container left behind" and
 /// "no staging left in /dev/shm" stay exact. `cargo test` runs one test binary at a time, but
@@ -909,6 +978,8 @@ pub fn run_script(name: &str, env: &[(&str, &str)]) -> String {
 
 /// A registry on 127.0.0.1 (scripts/start-registry), stopped when dropped.
 pub struct Registry {
+    // Declared first, so dropped first: the registry stops before its directory goes.
+    _stop: Guard<()>,
     dir: tempfile::TempDir,
     pub port: u16,
 }
@@ -926,7 +997,14 @@ impl Registry {
             script("start-registry").to_str().unwrap(),
             &[dir.path().to_str().unwrap(), mode, &port.to_string()],
         );
-        Registry { dir, port }
+        let path = dir.path().to_owned();
+        let _stop = Guard::on_drop(move || {
+            let _ = Command::new(script("start-registry"))
+                .arg(path)
+                .arg("stop")
+                .status();
+        });
+        Registry { _stop, dir, port }
     }
 
     pub fn host(&self) -> String {
@@ -935,14 +1013,6 @@ impl Registry {
 
     pub fn cert_dir(&self) -> PathBuf {
         self.dir.path().join("certs.d").join(self.host())
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new(script("start-registry"))
-            .args([self.dir.path().to_str().unwrap(), "stop"])
-            .status();
     }
 }
 
