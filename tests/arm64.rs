@@ -199,7 +199,10 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
         names.join(" ")
     );
     let script = format!("{facts}{}\n{update}", facts_script(&[("size", ROOT_SIZE)]));
-    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &script, true, 1200, &[]);
+    let (status, guest) = Boot::new(&disk, "uefi-secure", &pw)
+        .persist()
+        .timeout(1200)
+        .exec(&script);
     drop(server);
     assert_eq!(status, 0, "{guest}");
     let facts = Facts::parse(&guest);
@@ -231,7 +234,9 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
         ("state", "systemctl is-system-running --wait"),
         ("secure_boot", SECURE_BOOT_STATE),
     ]);
-    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &booted, false, 600, &[]);
+    let (status, guest) = Boot::new(&disk, "uefi-secure", &pw)
+        .timeout(600)
+        .exec(&booted);
     assert_eq!(status, 0, "{guest}");
     let facts = Facts::parse(&guest);
     assert_eq!(facts["kernel"], new_kernel, "{guest}");

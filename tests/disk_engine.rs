@@ -162,15 +162,9 @@ fn grub_qcow2_image_boots_on_bios_and_uefi() {
     // Debian 12's systemd 252 has no ImportCredential=: the guest's c2vm-credentials unit reads
     // /run/credentials/@system, where PID 1 put what fw_cfg brought. The hostname given at
     // boot replaces the disk's.
-    let (code, out) = boot_exec_with(
-        &disk,
-        "uefi",
-        &pw,
-        &rootfs_guest_checks(),
-        false,
-        420,
-        &["--hostname", "vm-given-252"],
-    );
+    let (code, out) = Boot::new(&disk, "uefi", &pw)
+        .args(["--hostname", "vm-given-252"])
+        .exec(&rootfs_guest_checks());
     assert_eq!(code, 0, "GRUB UEFI boot: {out}");
     assert_rootfs_guest(&out, "uefi", "vm-given-252");
     // `run --firmware uefi-secure` enforces Secure Boot with Microsoft's keys: this GRUB, built

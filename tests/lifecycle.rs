@@ -123,7 +123,10 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
         &["resize", "-f", "raw", disk.to_str().unwrap(), "8G"],
     );
     let boot = |firmware: &str, cmd: &str, timeout: u32| {
-        boot_exec_with(&disk, firmware, &pw, cmd, true, timeout, &[])
+        Boot::new(&disk, firmware, &pw)
+            .persist()
+            .timeout(timeout)
+            .exec(cmd)
     };
     let boot_ok = |firmware: &str, cmd: &str, timeout: u32| {
         let (code, text) = boot(firmware, cmd, timeout);

@@ -387,9 +387,9 @@ pub fn listing(dir: &Path) -> Vec<String> {
 }
 
 /// Boot `disk` (`firmware`: `bios`, `uefi` or [`DIRECT`]), log in as root and run `cmd`;
-/// returns (status, stdout).
+/// returns (status, stdout). [`Boot`] says more about the boot.
 pub fn boot_exec(disk: &Path, firmware: &str, pw: &Path, cmd: &str) -> (i32, String) {
-    boot_exec_with(disk, firmware, pw, cmd, false, 420, &[])
+    Boot::new(disk, firmware, pw).exec(cmd)
 }
 
 /// A `firmware` for [`boot_exec`]: the disk's kernel booted directly (`c2vm run
@@ -397,40 +397,76 @@ pub fn boot_exec(disk: &Path, firmware: &str, pw: &Path, cmd: &str) -> (i32, Str
 /// under TCG.
 pub const DIRECT: &str = "direct";
 
-/// As [`boot_exec`], optionally keeping changes (`--persist`), with settings for this boot
-/// (`--hostname`, `--credential`, …). One vCPU: two TCG guests with two vCPUs each on a loaded
-/// 2-core host can stall in the guest kernel.
-pub fn boot_exec_with(
-    disk: &Path,
-    firmware: &str,
-    pw: &Path,
-    cmd: &str,
+/// `c2vm run --login root --exec CMD DISK`, as the tests boot: say what else the boot takes
+/// (`--persist`, a longer timeout, settings for this boot such as `--hostname` or
+/// `--credential`), then [`Boot::exec`]. One vCPU: two TCG guests with two vCPUs each on a
+/// loaded 2-core host can stall in the guest kernel.
+pub struct Boot {
+    disk: PathBuf,
+    firmware: String,
+    pw: PathBuf,
     persist: bool,
     timeout: u32,
-    settings: &[&str],
-) -> (i32, String) {
-    let mut command = c2vm();
-    command.args(["run", "--cpus", "1", "--login", "root"]);
-    command.args(settings);
-    match firmware {
-        DIRECT => command.arg("--direct-kernel"),
-        firmware => command.args(["--firmware", firmware]),
-    };
-    command.arg("--timeout").arg(timeout.to_string());
-    if persist {
-        command.arg("--persist");
+    args: Vec<std::ffi::OsString>,
+}
+
+impl Boot {
+    /// `firmware`: `bios`, `uefi`, `uefi-secure` or [`DIRECT`]; root's password in `pw`.
+    pub fn new(disk: &Path, firmware: &str, pw: &Path) -> Boot {
+        Boot {
+            disk: disk.to_path_buf(),
+            firmware: firmware.to_string(),
+            pw: pw.to_path_buf(),
+            persist: false,
+            timeout: 420,
+            args: Vec::new(),
+        }
     }
-    let out = run(command
-        .arg("--exec")
-        .arg(cmd)
-        .arg("--password-file")
-        .arg(pw)
-        .arg(disk));
-    // The guest's facts, in the test's output too (JUnit keeps it): a slow run's boots then
-    // say what they saw, and how long their work took where a script times it.
-    let said = stdout(&out);
-    eprintln!("--- guest stdout ---\n{said}\n--- end ---");
-    (out.status.code().unwrap_or(-1), said)
+
+    /// Keep the guest's changes on the disk (`--persist`).
+    pub fn persist(mut self) -> Boot {
+        self.persist = true;
+        self
+    }
+
+    /// `--timeout`, in seconds (420 unless told).
+    pub fn timeout(mut self, seconds: u32) -> Boot {
+        self.timeout = seconds;
+        self
+    }
+
+    /// More of `run`'s options: the settings for this boot.
+    pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Boot {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Boot, log in as root and run `cmd`; returns (status, stdout).
+    pub fn exec(self, cmd: &str) -> (i32, String) {
+        let mut command = c2vm();
+        command.args(["run", "--cpus", "1", "--login", "root"]);
+        command.args(&self.args);
+        match self.firmware.as_str() {
+            DIRECT => command.arg("--direct-kernel"),
+            firmware => command.args(["--firmware", firmware]),
+        };
+        command.arg("--timeout").arg(self.timeout.to_string());
+        if self.persist {
+            command.arg("--persist");
+        }
+        let out = run(command
+            .arg("--exec")
+            .arg(cmd)
+            .arg("--password-file")
+            .arg(&self.pw)
+            .arg(&self.disk));
+        // The guest's facts, in the test's output too (JUnit keeps it): a slow run's boots then
+        // say what they saw, and how long their work took where a script times it.
+        let said = stdout(&out);
+        eprintln!("--- guest stdout ---\n{said}\n--- end ---");
+        (out.status.code().unwrap_or(-1), said)
+    }
 }
 
 /// `SOURCE_DATE_EPOCH` of the conversions that must be reproducible.
