@@ -237,9 +237,9 @@ fn app_flags_and_bare_shell_images() {
     let dir = scratch();
     let out = dir.path().join("x.img");
     let _lock = host_lock();
-    let o = run(c2vm()
-        .args(["convert", "debian:latest", "--app", "--no-app", "-o"])
-        .arg(&out));
+    let o = Convert::new("debian:latest", &out)
+        .args(["--app", "--no-app"])
+        .output();
     assert_eq!(
         o.status.code(),
         Some(2),
@@ -250,7 +250,7 @@ fn app_flags_and_bare_shell_images() {
         "{}",
         stderr(&o)
     );
-    let o = run(c2vm().args(["convert", "debian:latest", "-o"]).arg(&out));
+    let o = Convert::new("debian:latest", &out).output();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("c2vm-app"), "{}", stderr(&o));
     // No credential and no cloud-init: the disk cannot be logged into as it is, and says so.
@@ -265,9 +265,7 @@ fn app_flags_and_bare_shell_images() {
     assert!(!units.contains("c2vm-app"), "{units}");
     std::fs::remove_file(&out).unwrap();
 
-    let o = run(c2vm()
-        .args(["convert", "debian:latest", "--app", "-o"])
-        .arg(&out));
+    let o = Convert::new("debian:latest", &out).arg("--app").output();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("runs the image's command as the service c2vm-app, as root: bash"),

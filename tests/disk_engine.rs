@@ -203,14 +203,11 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     std::fs::create_dir(&work).unwrap();
     let out = dir.path().join("out.img");
     let attempt = |source: String, extra: &[&str]| {
-        let o = run(c2vm()
-            .arg("convert")
-            .arg(&source)
-            .arg("-o")
-            .arg(&out)
+        let o = Convert::new(&source, &out)
             .arg("--workdir")
             .arg(&work)
-            .args(extra));
+            .args(extra)
+            .output();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert!(!err.contains("panicked"), "{err}");
@@ -291,20 +288,12 @@ fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     }
     // An existing output is not overwritten without --force.
     std::fs::write(&out, "precious").unwrap();
-    let o = run(c2vm()
-        .arg("convert")
-        .arg(format!("rootfs:{}", test_rootfs().display()))
-        .arg("-o")
-        .arg(&out));
+    let o = Convert::rootfs(&out).output();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--force"));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "precious");
     // An output directory that does not exist fails at once.
-    let o = run(c2vm()
-        .arg("convert")
-        .arg(format!("rootfs:{}", test_rootfs().display()))
-        .arg("-o")
-        .arg(dir.path().join("nope/x.img")));
+    let o = Convert::rootfs(&dir.path().join("nope/x.img")).output();
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     // Usage errors exit 2.
     let o = run(c2vm().arg("convert"));
@@ -325,11 +314,10 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
     // while unpacking).
     let small_work = tmpfs(&dir.path().join("small-work"), "size=64M");
     let out = dir.path().join("out.qcow2");
-    let o = run(c2vm()
-        .args(["convert", &source, "-o"])
-        .arg(&out)
+    let o = Convert::new(&source, &out)
         .arg("--workdir")
-        .arg(small_work.as_path()));
+        .arg(small_work.as_path())
+        .output();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("no space left"), "{err}");
@@ -338,9 +326,8 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_behind() {
     // The output dir fills up while writing the disk.
     let small_out = tmpfs(&dir.path().join("small-out"), "size=200M");
     let out = small_out.join("out.img");
-    let lock = host_lock(); // stages in /dev/shm
-    let o = run(c2vm().args(["convert", &source, "-o"]).arg(&out));
-    drop(lock);
+    // Locked: it stages in /dev/shm.
+    let o = Convert::new(&source, &out).locked().output();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.to_lowercase().contains("space"), "{err}");
@@ -372,10 +359,9 @@ fn a_missing_host_tool_is_named_with_its_package_before_any_work() {
             }
         }
         let started = std::time::Instant::now();
-        let o = run(c2vm()
+        let o = Convert::new(&source, &dir.path().join("x.qcow2"))
             .env("PATH", &bin)
-            .args(["convert", &source, "-o"])
-            .arg(dir.path().join("x.qcow2")));
+            .output();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert!(

@@ -65,13 +65,11 @@ fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
     let work = work_dir.path().to_path_buf();
     let out = dir.join("out.qcow2");
     let pw = password_file(dir);
-    let mut child = c2vm()
-        .args(["convert", source, "-o"])
-        .arg(&out)
-        .arg("--password-file")
-        .arg(&pw)
+    let mut child = Convert::new(source, &out)
+        .password_file(&pw)
         .arg("--workdir")
         .arg(&work)
+        .command()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -217,9 +215,9 @@ fn signal_during_a_pull_stops_promptly() {
     let dir = scratch();
     let out = dir.path().join("out.img");
     let reference = format!("127.0.0.1:{port}/c2vm/stalled:latest");
-    let mut child = c2vm()
-        .args(["convert", &reference, "--pull", "always", "-o"])
-        .arg(&out)
+    let mut child = Convert::new(&reference, &out)
+        .args(["--pull", "always"])
+        .command()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -49,13 +49,11 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
 
     // A missing image: Podman's pull error, in one line.
     let missing = format!("127.0.0.1:{port}/c2vm-test/missing:latest");
-    let out = run(c2vm()
+    let out = Convert::new(&missing, &d.join("missing.raw"))
         .env("DOCKER_HOST", SOCKET)
         .env("TMPDIR", d)
-        .args(["convert", &missing, "-o"])
-        .arg(d.join("missing.raw"))
-        .arg("--password-file")
-        .arg(&pw));
+        .password_file(&pw)
+        .output();
     let err = one_error(&out);
     assert!(err.contains("manifest unknown"), "{err}");
     assert!(!d.join("missing.raw").exists());
@@ -63,14 +61,13 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
     // Pulled by Podman from the registry (not in its store before), inspected, its os-release
     // read, the kernel template built in Podman, exported.
     let _ = Command::new(PODMAN).args(["rmi", "-f", &remote]).output();
-    let out = run(c2vm()
+    let out = Convert::new(&remote, &disk)
         .env("DOCKER_HOST", SOCKET)
         .env("TMPDIR", d)
-        .args(["convert", &remote, "--pull", "always", "--kernel", "distro"])
-        .args(["--bootloader", "grub", "--secure-boot", "on", "-o"])
-        .arg(&disk)
-        .arg("--password-file")
-        .arg(&pw));
+        .args(["--pull", "always", "--kernel", "distro"])
+        .args(["--bootloader", "grub", "--secure-boot", "on"])
+        .password_file(&pw)
+        .output();
     let said = stderr(&out);
     assert!(out.status.success(), "convert through Podman: {said}");
     assert!(said.contains("Pulling"), "{said}");

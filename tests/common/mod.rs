@@ -22,15 +22,39 @@ pub fn c2vm() -> Command {
 pub fn run(cmd: &mut Command) -> Output {
     let started = std::time::Instant::now();
     let out = cmd.output().expect("running a command");
-    // The time each step took: a slow run's JUnit file (which keeps every test's output) then
-    // says where its minutes went.
+    log_run(cmd, &out, started);
+    out
+}
+
+/// As [`run`], with `input` on the command's stdin.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
+    let started = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a command");
+    let mut stdin = child.stdin.take().expect("the command's stdin");
+    // A command that fails before it reads its stdin has closed it: its output says why.
+    match std::io::Write::write_all(&mut stdin, input) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing stdin: {e}"),
+        _ => drop(stdin),
+    }
+    let out = child.wait_with_output().expect("waiting for a command");
+    log_run(cmd, &out, started);
+    out
+}
+
+/// The time each step took: a slow run's JUnit file (which keeps every test's output) then
+/// says where its minutes went.
+fn log_run(cmd: &Command, out: &Output, started: std::time::Instant) {
     eprintln!(
         "$ {:?}\n--- stderr ---\n{}--- took {:.1} s ---",
         cmd,
         String::from_utf8_lossy(&out.stderr),
         started.elapsed().as_secs_f64()
     );
-    out
 }
 
 pub fn stdout(out: &Output) -> String {
@@ -523,8 +547,11 @@ pub struct Convert {
     source: String,
     out: PathBuf,
     as_user: bool,
+    verbose: bool,
     args: Vec<std::ffi::OsString>,
     env: Vec<(String, std::ffi::OsString)>,
+    env_remove: Vec<String>,
+    stdin: Option<Vec<u8>>,
     lock: bool,
     nothing_left: bool,
     /// Containers compared before and after, when not [`containers`]: see [`Convert::emulated`].
@@ -538,8 +565,11 @@ impl Convert {
             source: source.to_string(),
             out: out.to_path_buf(),
             as_user: false,
+            verbose: false,
             args: Vec::new(),
             env: Vec::new(),
+            env_remove: Vec::new(),
+            stdin: None,
             lock: false,
             nothing_left: false,
             view: None,
@@ -572,6 +602,33 @@ impl Convert {
 
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Convert {
         self.env.push((key.to_string(), value.as_ref().to_owned()));
+        self
+    }
+
+    pub fn envs<K: AsRef<str>, V: AsRef<std::ffi::OsStr>>(
+        self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Convert {
+        vars.into_iter().fold(self, |convert, (key, value)| {
+            convert.env(key.as_ref(), value)
+        })
+    }
+
+    /// Without `key` in its environment (such as `DOCKER_HOST`: the default engine).
+    pub fn env_remove(mut self, key: &str) -> Convert {
+        self.env_remove.push(key.to_string());
+        self
+    }
+
+    /// `c2vm -vv convert …`: every command it runs and every request, in its log.
+    pub fn verbose(mut self) -> Convert {
+        self.verbose = true;
+        self
+    }
+
+    /// `input` on its stdin (a registry password for `--creds`), where it has none otherwise.
+    pub fn stdin(mut self, input: &str) -> Convert {
+        self.stdin = Some(input.as_bytes().to_vec());
         self
     }
 
@@ -613,17 +670,34 @@ impl Convert {
         self
     }
 
+    /// The command line alone, for a test that drives the process itself (a signal at a stage,
+    /// its stderr as it comes). Nothing of [`Convert::locked`], [`Convert::stdin`] or the checks
+    /// afterwards: those belong to [`Convert::output`].
+    pub fn command(&self) -> Command {
+        let mut cmd = if self.as_user { c2vm_as_user() } else { c2vm() };
+        if self.verbose {
+            cmd.arg("-vv");
+        }
+        cmd.args(["convert", &self.source, "-o"])
+            .arg(&self.out)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        for key in &self.env_remove {
+            cmd.env_remove(key);
+        }
+        cmd
+    }
+
     /// Run it, whatever the outcome.
     pub fn output(self) -> Output {
         let _lock = self.lock.then(host_lock);
         let containers = self.view.unwrap_or(containers);
         let before = self.nothing_left.then(containers);
-        let mut cmd = if self.as_user { c2vm_as_user() } else { c2vm() };
-        cmd.args(["convert", &self.source, "-o"])
-            .arg(&self.out)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        let output = run(&mut cmd);
+        let mut cmd = self.command();
+        let output = match &self.stdin {
+            Some(input) => run_with_input(&mut cmd, input),
+            None => run(&mut cmd),
+        };
         if let Some(before) = before {
             assert_eq!(containers(), before, "c2vm left a container behind");
         }
