@@ -128,6 +128,9 @@ fn web_server_image_serves_its_page_on_the_published_port() {
     .unwrap();
     let status = wait_exit(&mut vm, Duration::from_secs(10), "c2vm run after SIGTERM");
     assert_eq!(status.code(), Some(130), "exit code after SIGTERM");
+    let said = std::fs::read_to_string(&console_log).unwrap_or_default();
+    let lines: Vec<&str> = said.lines().collect();
+    assert!(says_interrupted(&lines), "{said}");
     std::thread::sleep(Duration::from_millis(500));
     let after = std::net::TcpStream::connect(("127.0.0.1", HOST_PORT));
     assert!(

@@ -281,7 +281,10 @@ fn a_read_only_output_directory_fails_before_any_work() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("is not writable") && err.contains("Read-only file system"),
+        the_error(&err).contains(&format!(
+            "the output directory {} is not writable",
+            ro.display()
+        )) && err.contains("Read-only file system"),
         "{err}"
     );
     assert!(

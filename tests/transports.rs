@@ -413,20 +413,37 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
         );
     }
 
-    // Bad credentials, no credentials, no CA: one line each, nothing left.
-    for (extra, stdin, expect) in [
+    // Bad credentials, no credentials, no CA: one line each (the cause, then what to do, in
+    // src/source/registry.rs's words), nothing left.
+    let host = registry.host();
+    for (extra, stdin, cause, what_to_do) in [
         (
             vec!["--cert-dir", cert_dir, "--creds", "c2vm"],
             "wrong\n",
-            "refused the credentials",
+            format!("registry {host} refused the credentials for "),
+            format!("check --creds, REGISTRY_AUTH_FILE or `docker login {host}`"),
         ),
-        (vec!["--cert-dir", cert_dir], "", "needs credentials"),
-        (vec!["--creds", "c2vm"], "secret-pw\n", "--cert-dir"),
+        (
+            vec!["--cert-dir", cert_dir],
+            "",
+            format!("registry {host} needs credentials for "),
+            format!("give --creds USER (the password on stdin), or log in (`docker login {host}`)"),
+        ),
+        (
+            vec!["--creds", "c2vm"],
+            "secret-pw\n",
+            format!("the TLS certificate of registry {host} is not trusted ("),
+            format!("give its CA with --cert-dir DIR (a directory holding ca.crt), put it in /etc/containers/certs.d/{host}/, or use --tls-verify=false"),
+        ),
     ] {
         let (code, said, made) = convert(&extra, stdin);
         assert_eq!(code, Some(1), "{extra:?}: {said}");
         assert!(!made, "{extra:?} left an output");
-        assert!(the_error(&said).contains(expect), "{extra:?}: {said}");
+        let error = the_error(&said);
+        assert!(
+            error.contains(&cause) && error.ends_with(&what_to_do),
+            "{extra:?}: {said}"
+        );
     }
     assert!(
         listing(&d.join("tmp")).is_empty(),
@@ -682,6 +699,7 @@ fn a_signal_while_layers_stream_stops_within_five_seconds_and_leaves_nothing() {
         let status = wait_exit(&mut child, std::time::Duration::from_secs(5), &source);
         let rest = rest.join().unwrap();
         assert_eq!(status.code(), Some(130), "{source}: {rest:?}");
+        assert!(says_interrupted(&rest), "{source}: {rest:?}");
         assert!(!out.exists(), "{source} left an output");
         assert!(
             listing(&tmp).is_empty(),

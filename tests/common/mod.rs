@@ -76,6 +76,15 @@ pub fn the_error(said: &str) -> String {
     errors[0].to_string()
 }
 
+/// What c2vm says last when a signal stopped it (exit 130): `main`'s words in src/lib.rs.
+pub const INTERRUPTED: &str = "c2vm: interrupted; cleaned up";
+
+/// Whether c2vm's stderr, as lines, says it was interrupted: a line ending in [`INTERRUPTED`]
+/// (a guest's console, relayed on the same stderr, may have left its last line unended).
+pub fn says_interrupted<S: AsRef<str>>(lines: &[S]) -> bool {
+    lines.iter().any(|l| l.as_ref().ends_with(INTERRUPTED))
+}
+
 /// A failure as a user meets it: exit 1 and one `c2vm: error:` line, which this returns.
 #[allow(dead_code)]
 pub fn one_error(out: &Output) -> String {
