@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// `c2vm build CONTEXT -o OUT`, which must succeed and leave no container; returns its stderr.
@@ -22,16 +22,6 @@ fn build(ctx: &Path, out: &Path, pw: &Path) -> String {
     assert!(o.status.success(), "build failed: {}", stderr(&o));
     assert_eq!(containers(), before, "c2vm build left a container behind");
     stderr(&o)
-}
-
-/// A `c2vm run` in the background, killed if the test fails before it is stopped.
-struct Vm(Child);
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One HTTP GET of `/` on 127.0.0.1:port; the whole response, or None if nothing answers yet.
@@ -83,15 +73,18 @@ fn web_server_image_serves_its_page_on_the_published_port() {
     assert!(log.contains("Disabled nginx.service"), "{log}");
 
     let console_log = dir.path().join("console.log");
-    let mut vm = Vm(c2vm()
-        .args(["run", "--direct-kernel", "--cpus", "1", "--timeout", "600"])
-        .args(["--publish", &format!("{HOST_PORT}:80")])
-        .args(["--expect", "c2vm-test-pattern-that-never-shows"])
-        .arg(&disk)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&console_log).unwrap())
-        .spawn()
-        .expect("starting c2vm run"));
+    // Killed if the test fails before it stops the VM.
+    let mut vm = killed_on_drop(
+        c2vm()
+            .args(["run", "--direct-kernel", "--cpus", "1", "--timeout", "600"])
+            .args(["--publish", &format!("{HOST_PORT}:80")])
+            .args(["--expect", "c2vm-test-pattern-that-never-shows"])
+            .arg(&disk)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&console_log).unwrap())
+            .spawn()
+            .expect("starting c2vm run"),
+    );
     let started = Instant::now();
     let mut page = None;
     while started.elapsed() < Duration::from_secs(400) {
@@ -101,7 +94,7 @@ fn web_server_image_serves_its_page_on_the_published_port() {
                 break;
             }
         }
-        if let Ok(Some(status)) = vm.0.try_wait() {
+        if let Ok(Some(status)) = vm.try_wait() {
             panic!(
                 "c2vm run ended early ({status}):\n{}",
                 std::fs::read_to_string(&console_log).unwrap_or_default()
@@ -129,12 +122,15 @@ fn web_server_image_serves_its_page_on_the_published_port() {
 
     // SIGTERM stops the VM promptly and takes QEMU with it.
     rustix::process::kill_process(
-        rustix::process::Pid::from_raw(vm.0.id() as i32).unwrap(),
+        rustix::process::Pid::from_raw(vm.id() as i32).unwrap(),
         rustix::process::Signal::TERM,
     )
     .unwrap();
-    let status = wait_exit(&mut vm.0, Duration::from_secs(10), "c2vm run after SIGTERM");
+    let status = wait_exit(&mut vm, Duration::from_secs(10), "c2vm run after SIGTERM");
     assert_eq!(status.code(), Some(130), "exit code after SIGTERM");
+    let said = std::fs::read_to_string(&console_log).unwrap_or_default();
+    let lines: Vec<&str> = said.lines().collect();
+    assert!(says_interrupted(&lines), "{said}");
     std::thread::sleep(Duration::from_millis(500));
     let after = std::net::TcpStream::connect(("127.0.0.1", HOST_PORT));
     assert!(
@@ -244,9 +240,9 @@ fn app_flags_and_bare_shell_images() {
     let dir = scratch();
     let out = dir.path().join("x.img");
     let _lock = host_lock();
-    let o = run(c2vm()
-        .args(["convert", "debian:latest", "--app", "--no-app", "-o"])
-        .arg(&out));
+    let o = Convert::new("debian:latest", &out)
+        .args(["--app", "--no-app"])
+        .output();
     assert_eq!(
         o.status.code(),
         Some(2),
@@ -257,7 +253,7 @@ fn app_flags_and_bare_shell_images() {
         "{}",
         stderr(&o)
     );
-    let o = run(c2vm().args(["convert", "debian:latest", "-o"]).arg(&out));
+    let o = Convert::new("debian:latest", &out).output();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("c2vm-app"), "{}", stderr(&o));
     // No credential and no cloud-init: the disk cannot be logged into as it is, and says so.
@@ -272,9 +268,7 @@ fn app_flags_and_bare_shell_images() {
     assert!(!units.contains("c2vm-app"), "{units}");
     std::fs::remove_file(&out).unwrap();
 
-    let o = run(c2vm()
-        .args(["convert", "debian:latest", "--app", "-o"])
-        .arg(&out));
+    let o = Convert::new("debian:latest", &out).arg("--app").output();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("runs the image's command as the service c2vm-app, as root: bash"),

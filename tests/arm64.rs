@@ -48,33 +48,22 @@ fn arm64_kernel_debs() -> std::path::PathBuf {
 }
 
 /// A directory served over HTTP on 127.0.0.1 for as long as this lives.
-struct FileServer(std::process::Child);
-
-impl FileServer {
-    fn start(dir: &Path, port: u16) -> FileServer {
-        let child = std::process::Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .arg(port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = FileServer(child);
-        let up = (0..100).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "the file server did not start on port {port}");
-        server
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn file_server(dir: &Path, port: u16) -> Guard<std::process::Child> {
+    let child = std::process::Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+        .arg(dir)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = killed_on_drop(child);
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "the file server did not start on port {port}");
+    server
 }
 
 /// An OCI layout whose index holds `images` (skopeo's `docker-daemon:` names) as one image per
@@ -193,7 +182,7 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    let server = FileServer::start(&kernel_debs, KERNEL_PORT);
+    let server = file_server(&kernel_debs, KERNEL_PORT);
     let update = format!(
         "set -e\nmkdir -p /root/k && cd /root/k\n\
          for f in {}; do /usr/lib/apt/apt-helper download-file \"http://10.0.2.2:{KERNEL_PORT}/$f\" \"$f\" >/dev/null 2>&1; done\n\
@@ -210,7 +199,10 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
         names.join(" ")
     );
     let script = format!("{facts}{}\n{update}", facts_script(&[("size", ROOT_SIZE)]));
-    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &script, true, 1200, &[]);
+    let (status, guest) = Boot::new(&disk, "uefi-secure", &pw)
+        .persist()
+        .timeout(1200)
+        .exec(&script);
     drop(server);
     assert_eq!(status, 0, "{guest}");
     let facts = Facts::parse(&guest);
@@ -242,7 +234,9 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
         ("state", "systemctl is-system-running --wait"),
         ("secure_boot", SECURE_BOOT_STATE),
     ]);
-    let (status, guest) = boot_exec_with(&disk, "uefi-secure", &pw, &booted, false, 600, &[]);
+    let (status, guest) = Boot::new(&disk, "uefi-secure", &pw)
+        .timeout(600)
+        .exec(&booted);
     assert_eq!(status, 0, "{guest}");
     let facts = Facts::parse(&guest);
     assert_eq!(facts["kernel"], new_kernel, "{guest}");

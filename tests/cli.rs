@@ -132,7 +132,10 @@ fn convert_refuses_bad_arguments_before_any_work() {
         "{err}"
     );
     let err = fails(d, &["convert", src, "-o", "disk"]);
-    assert!(err.contains("cannot tell the disk format"), "{err}");
+    assert!(
+        err.contains("cannot tell the disk format from `disk`; use an extension"),
+        "{err}"
+    );
 
     // An existing output is kept without --force; a directory is never the output.
     std::fs::write(d.join("precious.img"), "precious").unwrap();
@@ -147,7 +150,10 @@ fn convert_refuses_bad_arguments_before_any_work() {
     );
     std::fs::create_dir(d.join("adir.img")).unwrap();
     let err = fails(d, &["convert", src, "-o", "adir.img", "--force"]);
-    assert!(err.contains("is a directory"), "{err}");
+    assert!(
+        err.contains("adir.img is a directory; give a file name for the disk"),
+        "{err}"
+    );
     let err = fails(d, &["convert", src, "-o", "nope/x.img"]);
     assert!(
         err.contains("the output directory nope does not exist"),
@@ -166,15 +172,16 @@ fn convert_refuses_bad_arguments_before_any_work() {
         d,
         &["convert", src, "-o", "x.img", "--size", "99999999999T"],
     );
-    assert!(err.contains("too large"), "{err}");
+    assert!(
+        err.contains("--size takes `auto` or a size")
+            && err.contains("`99999999999T` is too large"),
+        "{err}"
+    );
     let err = fails(d, &["convert", src, "-o", "x.img", "--esp-size", "10M"]);
     assert!(err.contains("--esp-size must be"), "{err}");
     assert!(err.contains("at least 64M"), "{err}");
     let err = fails(d, &["convert", src, "-o", "x.img", "--esp-size", "lots"]);
-    assert!(
-        err.contains("--esp-size") && err.contains("not a size"),
-        "{err}"
-    );
+    assert!(err.contains("--esp-size: `lots` is not a size"), "{err}");
 
     let err = fails(
         d,
@@ -289,7 +296,10 @@ fn convert_refuses_bad_arguments_before_any_work() {
 
     // `build` checks its disk options the same way, before it talks to a daemon.
     let err = fails(d, &["build", ".", "-o", "disk.txt"]);
-    assert!(err.contains("cannot tell the disk format"), "{err}");
+    assert!(
+        err.contains("cannot tell the disk format from `disk.txt`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -631,18 +631,16 @@ fn docker_errors_are_clear_and_leave_nothing_behind() {
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let out = dir.path().join("x.img");
+    // `args`: the source, then options.
     let attempt = |args: &[&str], env: Option<(&str, &str)>| {
-        let mut cmd = c2vm();
-        cmd.arg("convert")
-            .args(args)
-            .arg("-o")
-            .arg(&out)
+        let mut convert = Convert::new(args[0], &out)
+            .args(&args[1..])
             .arg("--workdir")
             .arg(&work);
         if let Some((k, v)) = env {
-            cmd.env(k, v);
+            convert = convert.env(k, v);
         }
-        let o = run(&mut cmd);
+        let o = convert.output();
         assert_eq!(o.status.code(), Some(1), "should fail with exit code 1");
         let err = stderr(&o);
         assert!(!err.contains("panicked"), "{err}");

@@ -335,15 +335,9 @@ update-initramfs -u >/dev/null 2>&1 && echo ok"#;
     );
 
     // Boot 2, BIOS: the rebuilt initramfs unlocks the root (its marker is in /run).
-    let (code, said) = boot_exec_with(
-        &disk,
-        "bios",
-        &pw,
-        &boot_facts(&[("initrd", "cat /run/c2vm-initrd-marker")]),
-        false,
-        420,
-        &luks,
-    );
+    let (code, said) = Boot::new(&disk, "bios", &pw)
+        .args(luks)
+        .exec(&boot_facts(&[("initrd", "cat /run/c2vm-initrd-marker")]));
     assert_eq!(code, 0, "{said}");
     let facts = Facts::parse(&said);
     assert_eq!(&facts["state"], "running");

@@ -92,13 +92,14 @@ fn hostile_archives_are_refused_and_write_nothing_outside_the_staging_tree() {
     let giant = dir.path().join("giant.tar");
     std::fs::write(&giant, &bytes).unwrap();
     for size in ["auto", "1G"] {
-        let o = run(c2vm()
-            .arg("convert")
-            .arg(format!("rootfs:{}", giant.display()))
-            .args(["--size", size, "-o"])
-            .arg(dir.path().join("out.img"))
-            .arg("--workdir")
-            .arg(&work));
+        let o = Convert::new(
+            &format!("rootfs:{}", giant.display()),
+            &dir.path().join("out.img"),
+        )
+        .args(["--size", size])
+        .arg("--workdir")
+        .arg(&work)
+        .output();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert!(
@@ -112,13 +113,13 @@ fn hostile_archives_are_refused_and_write_nothing_outside_the_staging_tree() {
     for (what, mut archive, says) in cases {
         let tarball = dir.path().join("hostile.tar");
         archive.write(&tarball);
-        let o = run(c2vm()
-            .arg("convert")
-            .arg(format!("rootfs:{}", tarball.display()))
-            .arg("-o")
-            .arg(dir.path().join("out.img"))
-            .arg("--workdir")
-            .arg(&work));
+        let o = Convert::new(
+            &format!("rootfs:{}", tarball.display()),
+            &dir.path().join("out.img"),
+        )
+        .arg("--workdir")
+        .arg(&work)
+        .output();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{what}: {err}");
         assert!(!err.contains("panicked"), "{what}: {err}");
@@ -174,15 +175,12 @@ fn odd_names_pax_long_names_and_device_nodes_survive_and_secrets_stay_out_of_log
     let combined = test_rootfs_plus(dir.path(), &extra);
     let disk = dir.path().join("odd.img");
     let pw = password_file(dir.path());
-    let lock = host_lock(); // stages in /dev/shm
-    let o = run(c2vm()
-        .args(["-vv", "convert"])
-        .arg(format!("rootfs:{}", combined.display()))
-        .arg("-o")
-        .arg(&disk)
-        .arg("--password-file")
-        .arg(&pw));
-    drop(lock);
+    // Locked: it stages in /dev/shm.
+    let o = Convert::new(&format!("rootfs:{}", combined.display()), &disk)
+        .verbose()
+        .password_file(&pw)
+        .locked()
+        .output();
     assert!(o.status.success(), "{}", stderr(&o));
     let log = format!("{}{}", stdout(&o), stderr(&o));
     assert!(log.contains("mke2fs"), "-vv shows the commands run: {log}");
@@ -257,10 +255,9 @@ fn a_daemon_that_refuses_our_api_version_is_named_with_what_to_upgrade() {
         let _ = std::fs::remove_file(&socket);
         let _daemon = fake_daemon(&socket, version);
         let started = std::time::Instant::now();
-        let o = run(c2vm()
+        let o = Convert::new("debian:latest", &dir.path().join("x.img"))
             .env("DOCKER_HOST", format!("unix://{}", socket.display()))
-            .args(["convert", "debian:latest", "-o"])
-            .arg(dir.path().join("x.img")));
+            .output();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert!(err.contains(says), "{err}");
@@ -278,36 +275,16 @@ fn a_daemon_that_refuses_our_api_version_is_named_with_what_to_upgrade() {
 #[ignore = "needs root (mounts tmpfs) and the debootstrap test rootfs; scripts/test runs it"]
 fn a_read_only_output_directory_fails_before_any_work() {
     let dir = scratch();
-    let ro = dir.path().join("ro");
-    std::fs::create_dir(&ro).unwrap();
-    tool(
-        "mount",
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            "ro,size=1M",
-            "tmpfs",
-            ro.to_str().unwrap(),
-        ],
-    );
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(&ro);
+    let ro = tmpfs(&dir.path().join("ro"), "ro,size=1M");
     let started = std::time::Instant::now();
-    let o = run(c2vm()
-        .arg("convert")
-        .arg(format!("rootfs:{}", test_rootfs().display()))
-        .arg("-o")
-        .arg(ro.join("x.img")));
+    let o = Convert::rootfs(&ro.join("x.img")).output();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("is not writable") && err.contains("Read-only file system"),
+        the_error(&err).contains(&format!(
+            "the output directory {} is not writable",
+            ro.display()
+        )) && err.contains("Read-only file system"),
         "{err}"
     );
     assert!(
@@ -408,11 +385,10 @@ fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
     let before_containers = containers();
     let disk = dir.path().join("hostile.img");
     // With a password: /etc/shadow is a symlink, which c2vm will not write through.
-    let o = run(c2vm()
-        .args(["convert", "c2vm-test-hostile:latest", "--no-kernel", "-o"])
-        .arg(&disk)
-        .arg("--password-file")
-        .arg(&pw));
+    let o = Convert::new("c2vm-test-hostile:latest", &disk)
+        .arg("--no-kernel")
+        .password_file(&pw)
+        .output();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
@@ -420,11 +396,11 @@ fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
         "{err}"
     );
     assert!(!disk.exists());
-    let o = run(c2vm()
-        .args(["convert", "c2vm-test-hostile:latest", "--no-kernel", "-o"])
-        .arg(&disk)
+    let o = Convert::new("c2vm-test-hostile:latest", &disk)
+        .arg("--no-kernel")
         .arg("--ssh-key")
-        .arg(&key));
+        .arg(&key)
+        .output();
     tool("docker", &["rmi", "c2vm-test-hostile:latest"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(containers(), before_containers, "container left behind");

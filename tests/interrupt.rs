@@ -65,13 +65,11 @@ fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
     let work = work_dir.path().to_path_buf();
     let out = dir.join("out.qcow2");
     let pw = password_file(dir);
-    let mut child = c2vm()
-        .args(["convert", source, "-o"])
-        .arg(&out)
-        .arg("--password-file")
-        .arg(&pw)
+    let mut child = Convert::new(source, &out)
+        .password_file(&pw)
         .arg("--workdir")
         .arg(&work)
+        .command()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -88,7 +86,7 @@ fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
         signal,
     );
     assert_eq!(status.code(), Some(130), "interrupted at {stage}: {rest:?}");
-    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    assert!(says_interrupted(&rest), "{rest:?}");
     assert_eq!(
         listing(&work),
         Vec::<String>::new(),
@@ -185,6 +183,7 @@ fn signal_during_an_image_build_stops_it_and_removes_its_container() {
         libc::SIGINT,
     );
     assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(says_interrupted(&rest), "{rest:?}");
     assert!(!out.exists());
     // The daemon cancels the build when c2vm hangs up, and removes the step's container.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -217,9 +216,9 @@ fn signal_during_a_pull_stops_promptly() {
     let dir = scratch();
     let out = dir.path().join("out.img");
     let reference = format!("127.0.0.1:{port}/c2vm/stalled:latest");
-    let mut child = c2vm()
-        .args(["convert", &reference, "--pull", "always", "-o"])
-        .arg(&out)
+    let mut child = Convert::new(&reference, &out)
+        .args(["--pull", "always"])
+        .command()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -232,6 +231,7 @@ fn signal_during_a_pull_stops_promptly() {
         libc::SIGINT,
     );
     assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(says_interrupted(&rest), "{rest:?}");
     assert!(!out.exists());
     assert_eq!(listing(dir.path()), Vec::<String>::new());
 }

@@ -101,16 +101,12 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
     let disk = dir.path().join("disk.img");
     let pw = password_file(dir.path());
     let rootfs = rootfs_with_second_kernel(dir.path());
-    let lock = host_lock(); // stages in /dev/shm
-    let out = run(c2vm()
-        .arg("convert")
-        .arg(format!("rootfs:{}", rootfs.display()))
-        .arg("-o")
-        .arg(&disk)
-        .arg("--password-file")
-        .arg(&pw)
-        .args(["--hostname", "vm-under-test", "--secure-boot", "on"]));
-    drop(lock);
+    // Locked: it stages in /dev/shm.
+    let out = Convert::new(&format!("rootfs:{}", rootfs.display()), &disk)
+        .password_file(&pw)
+        .args(["--hostname", "vm-under-test", "--secure-boot", "on"])
+        .locked()
+        .output();
     assert!(out.status.success(), "convert failed: {}", stderr(&out));
     std::fs::remove_file(&rootfs).unwrap();
     let shipped = std::fs::metadata(&disk).unwrap().len();
@@ -123,7 +119,10 @@ fn the_root_grows_and_kernel_and_initramfs_updates_inside_the_vm_boot_next() {
         &["resize", "-f", "raw", disk.to_str().unwrap(), "8G"],
     );
     let boot = |firmware: &str, cmd: &str, timeout: u32| {
-        boot_exec_with(&disk, firmware, &pw, cmd, true, timeout, &[])
+        Boot::new(&disk, firmware, &pw)
+            .persist()
+            .timeout(timeout)
+            .exec(cmd)
     };
     let boot_ok = |firmware: &str, cmd: &str, timeout: u32| {
         let (code, text) = boot(firmware, cmd, timeout);

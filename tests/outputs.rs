@@ -16,14 +16,29 @@ fn qemu_info(path: &Path) -> serde_json::Value {
     .unwrap()
 }
 
-fn same_bytes(a: &Path, b: &Path) -> bool {
-    Command::new("cmp")
-        .arg("-s")
-        .arg(a)
-        .arg(b)
-        .status()
-        .unwrap()
-        .success()
+/// The disks' comparisons say "different" only when the bytes differ: a `cmp` that could not
+/// compare (a missing disk) fails the test with cmp's reason instead of passing an
+/// `assert!(!same_bytes(..))`.
+#[test]
+fn same_bytes_tells_a_difference_from_a_comparison_that_failed() {
+    let dir = scratch();
+    let d = dir.path();
+    let (a, b, c) = (d.join("a"), d.join("b"), d.join("c"));
+    std::fs::write(&a, b"disk").unwrap();
+    std::fs::write(&b, b"disk").unwrap();
+    std::fs::write(&c, b"DISK").unwrap();
+    assert!(same_bytes(&a, &b));
+    assert!(!same_bytes(&a, &c));
+    let missing = d.join("missing");
+    let failed = std::panic::catch_unwind(|| same_bytes(&a, &missing))
+        .expect_err("comparing with a missing file must fail, not say \"different\"");
+    let said = failed
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(
+        said.contains("could not compare") && said.contains("No such file or directory"),
+        "{said}"
+    );
 }
 
 #[test]

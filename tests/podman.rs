@@ -15,15 +15,6 @@ fn podman(args: &[&str]) -> String {
     tool(PODMAN, args)
 }
 
-/// Runs a stop command when the test ends, however it ends.
-struct Stop(std::path::PathBuf, Vec<String>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.0).args(&self.1).status();
-    }
-}
-
 #[test]
 #[ignore = "needs Podman, Docker (to copy debian:latest from), docker-registry, mke2fs and QEMU"]
 fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
@@ -51,18 +42,18 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
         &[("C2VM_PODMAN_INSECURE", &format!("127.0.0.1:{port}"))],
     );
     // The service stops when the test ends; its storage stays, as a cache.
-    let _service = Stop(script("start-podman"), vec!["stop".into()]);
+    let _service = Guard::on_drop(|| {
+        let _ = Command::new(script("start-podman")).arg("stop").status();
+    });
     let before = podman(&["ps", "-aq"]);
 
     // A missing image: Podman's pull error, in one line.
     let missing = format!("127.0.0.1:{port}/c2vm-test/missing:latest");
-    let out = run(c2vm()
+    let out = Convert::new(&missing, &d.join("missing.raw"))
         .env("DOCKER_HOST", SOCKET)
         .env("TMPDIR", d)
-        .args(["convert", &missing, "-o"])
-        .arg(d.join("missing.raw"))
-        .arg("--password-file")
-        .arg(&pw));
+        .password_file(&pw)
+        .output();
     let err = one_error(&out);
     assert!(err.contains("manifest unknown"), "{err}");
     assert!(!d.join("missing.raw").exists());
@@ -70,14 +61,13 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
     // Pulled by Podman from the registry (not in its store before), inspected, its os-release
     // read, the kernel template built in Podman, exported.
     let _ = Command::new(PODMAN).args(["rmi", "-f", &remote]).output();
-    let out = run(c2vm()
+    let out = Convert::new(&remote, &disk)
         .env("DOCKER_HOST", SOCKET)
         .env("TMPDIR", d)
-        .args(["convert", &remote, "--pull", "always", "--kernel", "distro"])
-        .args(["--bootloader", "grub", "--secure-boot", "on", "-o"])
-        .arg(&disk)
-        .arg("--password-file")
-        .arg(&pw));
+        .args(["--pull", "always", "--kernel", "distro"])
+        .args(["--bootloader", "grub", "--secure-boot", "on"])
+        .password_file(&pw)
+        .output();
     let said = stderr(&out);
     assert!(out.status.success(), "convert through Podman: {said}");
     assert!(said.contains("Pulling"), "{said}");

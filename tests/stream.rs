@@ -144,10 +144,9 @@ fn every_property_survives_the_stream_as_a_user_and_the_staging_path_as_root() {
     let hostile = dir.path().join("hostile.tar");
     Tar::new().file("../x", b"x\n").write(&hostile);
     let out = dir.path().join("hostile.img");
-    let o = run(c2vm()
+    let o = Convert::new(&format!("rootfs:{}", hostile.display()), &out)
         .env("PATH", path_with_old_mke2fs())
-        .args(["convert", &format!("rootfs:{}", hostile.display()), "-o"])
-        .arg(&out));
+        .output();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
@@ -162,10 +161,10 @@ fn every_property_survives_the_stream_as_a_user_and_the_staging_path_as_root() {
 fn without_a_tar_reading_mke2fs_a_user_gets_one_line_saying_what_to_install() {
     let dir = user_scratch();
     let out = dir.path().join("out.img");
-    let o = run(c2vm_as_user()
+    let o = Convert::new("rootfs:/nonexistent.tar", &out)
+        .by_user()
         .env("PATH", path_with_old_mke2fs())
-        .args(["convert", "rootfs:/nonexistent.tar", "-o"])
-        .arg(&out));
+        .output();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");

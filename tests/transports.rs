@@ -250,26 +250,14 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
     // -vv everywhere: whatever c2vm logs, no secret may be in it.
     let convert_with = |extra: &[&str], stdin: &str, env: &[(&str, &Path)], disk: &Path| {
         let _ = std::fs::remove_file(disk);
-        let mut child = c2vm()
+        let out = Convert::new(&remote, disk)
+            .verbose()
             .env("DOCKER_HOST", NO_ENGINE)
             .env("TMPDIR", d.join("tmp"))
             .envs(env.iter().copied())
-            .args(["-vv", "convert", &remote, "-o"])
-            .arg(disk)
             .args(extra)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+            .stdin(stdin)
+            .output();
         let all = format!("{}{}", stdout(&out), stderr(&out));
         for secret in ["secret-pw", PASSWORD, "$6$", PRIVATE_KEY_CANARY] {
             assert!(!all.contains(secret), "{secret:?} shows in -vv: {all}");
@@ -389,14 +377,13 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
 
     // Where an engine answers, it builds c2vm's generic bundle (or has it cached) for the image
     // with no kernel, whatever transport brought the image.
-    let out = run(c2vm()
+    let out = Convert::new(&remote, &d.join("engine-bundle.raw"))
         .env_remove("DOCKER_HOST")
         .env("TMPDIR", d.join("tmp"))
         .env("REGISTRY_AUTH_FILE", &auth_file)
-        .args(["convert", &remote, "--cert-dir", cert_dir, "-o"])
-        .arg(d.join("engine-bundle.raw"))
-        .arg("--password-file")
-        .arg(&pw));
+        .args(["--cert-dir", cert_dir])
+        .password_file(&pw)
+        .output();
     let said = stderr(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("c2vm's generic bundle"), "{said}");
@@ -412,14 +399,13 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
         ("REGISTRY_AUTH_FILE", d.join("auth.json")),
         ("DOCKER_CONFIG", docker_config.clone()),
     ] {
-        let out = run(c2vm()
+        let out = Convert::new(&remote, &d.join("auth-file.raw"))
             .env("DOCKER_HOST", NO_ENGINE)
             .env("TMPDIR", d.join("tmp"))
             .env(variable, &value)
-            .args(["convert", &remote, "--cert-dir", cert_dir, "-o"])
-            .arg(d.join("auth-file.raw"))
-            .arg("--password-file")
-            .arg(&pw));
+            .args(["--cert-dir", cert_dir])
+            .password_file(&pw)
+            .output();
         let said = stderr(&out);
         assert!(
             said.contains("has no kernel in /boot"),
@@ -427,20 +413,37 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
         );
     }
 
-    // Bad credentials, no credentials, no CA: one line each, nothing left.
-    for (extra, stdin, expect) in [
+    // Bad credentials, no credentials, no CA: one line each (the cause, then what to do, in
+    // src/source/registry.rs's words), nothing left.
+    let host = registry.host();
+    for (extra, stdin, cause, what_to_do) in [
         (
             vec!["--cert-dir", cert_dir, "--creds", "c2vm"],
             "wrong\n",
-            "refused the credentials",
+            format!("registry {host} refused the credentials for "),
+            format!("check --creds, REGISTRY_AUTH_FILE or `docker login {host}`"),
         ),
-        (vec!["--cert-dir", cert_dir], "", "needs credentials"),
-        (vec!["--creds", "c2vm"], "secret-pw\n", "--cert-dir"),
+        (
+            vec!["--cert-dir", cert_dir],
+            "",
+            format!("registry {host} needs credentials for "),
+            format!("give --creds USER (the password on stdin), or log in (`docker login {host}`)"),
+        ),
+        (
+            vec!["--creds", "c2vm"],
+            "secret-pw\n",
+            format!("the TLS certificate of registry {host} is not trusted ("),
+            format!("give its CA with --cert-dir DIR (a directory holding ca.crt), put it in /etc/containers/certs.d/{host}/, or use --tls-verify=false"),
+        ),
     ] {
         let (code, said, made) = convert(&extra, stdin);
         assert_eq!(code, Some(1), "{extra:?}: {said}");
         assert!(!made, "{extra:?} left an output");
-        assert!(the_error(&said).contains(expect), "{extra:?}: {said}");
+        let error = the_error(&said);
+        assert!(
+            error.contains(&cause) && error.ends_with(&what_to_do),
+            "{extra:?}: {said}"
+        );
     }
     assert!(
         listing(&d.join("tmp")).is_empty(),
@@ -629,16 +632,12 @@ fn broken_layouts_fail_in_one_line_and_leave_nothing() {
         (&arm, "linux/arm64"),
     ] {
         let disk = d.join("out.raw");
-        let out = run(c2vm()
+        let out = Convert::new(&format!("oci:{}:latest", layout.display()), &disk)
             .env("DOCKER_HOST", NO_ENGINE)
             .env("TMPDIR", &tmp)
-            .arg("convert")
-            .arg(format!("oci:{}:latest", layout.display()))
-            .arg("-o")
-            .arg(&disk)
-            .arg("--password-file")
-            .arg(&pw)
-            .args(["--kernel", "image"]));
+            .password_file(&pw)
+            .args(["--kernel", "image"])
+            .output();
         let said = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{}: {said}", layout.display());
         assert!(
@@ -681,13 +680,11 @@ fn a_signal_while_layers_stream_stops_within_five_seconds_and_leaves_nothing() {
         (remote.clone(), libc::SIGTERM),
     ] {
         let out = d.join("out.raw");
-        let mut child = c2vm()
+        let mut child = Convert::new(&source, &out)
             .env("DOCKER_HOST", NO_ENGINE)
             .env("TMPDIR", &tmp)
-            .args(["convert", &source, "-o"])
-            .arg(&out)
-            .arg("--password-file")
-            .arg(&pw)
+            .password_file(&pw)
+            .command()
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -702,6 +699,7 @@ fn a_signal_while_layers_stream_stops_within_five_seconds_and_leaves_nothing() {
         let status = wait_exit(&mut child, std::time::Duration::from_secs(5), &source);
         let rest = rest.join().unwrap();
         assert_eq!(status.code(), Some(130), "{source}: {rest:?}");
+        assert!(says_interrupted(&rest), "{source}: {rest:?}");
         assert!(!out.exists(), "{source} left an output");
         assert!(
             listing(&tmp).is_empty(),

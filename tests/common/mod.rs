@@ -22,15 +22,39 @@ pub fn c2vm() -> Command {
 pub fn run(cmd: &mut Command) -> Output {
     let started = std::time::Instant::now();
     let out = cmd.output().expect("running a command");
-    // The time each step took: a slow run's JUnit file (which keeps every test's output) then
-    // says where its minutes went.
+    log_run(cmd, &out, started);
+    out
+}
+
+/// As [`run`], with `input` on the command's stdin.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
+    let started = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a command");
+    let mut stdin = child.stdin.take().expect("the command's stdin");
+    // A command that fails before it reads its stdin has closed it: its output says why.
+    match std::io::Write::write_all(&mut stdin, input) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing stdin: {e}"),
+        _ => drop(stdin),
+    }
+    let out = child.wait_with_output().expect("waiting for a command");
+    log_run(cmd, &out, started);
+    out
+}
+
+/// The time each step took: a slow run's JUnit file (which keeps every test's output) then
+/// says where its minutes went.
+fn log_run(cmd: &Command, out: &Output, started: std::time::Instant) {
     eprintln!(
         "$ {:?}\n--- stderr ---\n{}--- took {:.1} s ---",
         cmd,
         String::from_utf8_lossy(&out.stderr),
         started.elapsed().as_secs_f64()
     );
-    out
 }
 
 pub fn stdout(out: &Output) -> String {
@@ -50,6 +74,15 @@ pub fn the_error(said: &str) -> String {
         .collect();
     assert_eq!(errors.len(), 1, "one error line expected: {said}");
     errors[0].to_string()
+}
+
+/// What c2vm says last when a signal stopped it (exit 130): `main`'s words in src/lib.rs.
+pub const INTERRUPTED: &str = "c2vm: interrupted; cleaned up";
+
+/// Whether c2vm's stderr, as lines, says it was interrupted: a line ending in [`INTERRUPTED`]
+/// (a guest's console, relayed on the same stderr, may have left its last line unended).
+pub fn says_interrupted<S: AsRef<str>>(lines: &[S]) -> bool {
+    lines.iter().any(|l| l.as_ref().ends_with(INTERRUPTED))
 }
 
 /// A failure as a user meets it: exit 1 and one `c2vm: error:` line, which this returns.
@@ -195,6 +228,75 @@ pub fn test_rootfs_plus(dir: &Path, extra: &[u8]) -> PathBuf {
     combined
 }
 
+/// Something a test must undo however it ends (a failed assertion unwinds through it): a value,
+/// and what to do with it on drop. It derefs to the value, so a test keeps using what it guards.
+/// The one guard of the suites: [`Guard::on_drop`] for a bare action, [`killed_on_drop`] for a
+/// process, [`tmpfs`] for a mount.
+pub struct Guard<T> {
+    value: T,
+    undo: Option<Undo<T>>,
+}
+
+type Undo<T> = Box<dyn FnOnce(&mut T)>;
+
+impl<T> Guard<T> {
+    pub fn new(value: T, undo: impl FnOnce(&mut T) + 'static) -> Guard<T> {
+        Guard {
+            value,
+            undo: Some(Box::new(undo)),
+        }
+    }
+}
+
+impl Guard<()> {
+    pub fn on_drop(undo: impl FnOnce() + 'static) -> Guard<()> {
+        Guard::new((), |_| undo())
+    }
+}
+
+impl<T> std::ops::Deref for Guard<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for Guard<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+impl<T> Drop for Guard<T> {
+    fn drop(&mut self) {
+        if let Some(undo) = self.undo.take() {
+            undo(&mut self.value);
+        }
+    }
+}
+
+/// `child`, killed and reaped when the test ends, unless it has ended by then.
+pub fn killed_on_drop(child: std::process::Child) -> Guard<std::process::Child> {
+    Guard::new(child, |child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    })
+}
+
+/// A tmpfs mounted at `dir` (made if missing) with `options` (`size=64M`, `ro,size=1M`), unmounted
+/// when the test ends. Derefs to `dir`.
+pub fn tmpfs(dir: &Path, options: &str) -> Guard<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    tool(
+        "mount",
+        &["-t", "tmpfs", "-o", options, "tmpfs", dir.to_str().unwrap()],
+    );
+    Guard::new(dir.to_path_buf(), |dir| {
+        let _ = Command::new("umount").arg(dir).status();
+    })
+}
+
 /// A lock shared by every test process on this machine, held while a test converts through the
 /// Docker daemon or stages in /dev/shm (c2vm's default), so that "no container left behind" and
 /// "no staging left in /dev/shm" stay exact. `cargo test` runs one test binary at a time, but
@@ -255,17 +357,28 @@ pub fn password_file(dir: &Path) -> PathBuf {
 }
 
 /// Whether two files hold the same bytes (`cmp`: a 2 GiB disk in about a second, where
-/// hashing it took 12 s on a machine without SHA instructions).
+/// hashing it took 12 s on a machine without SHA instructions). `cmp` exits 1 for "different";
+/// when it cannot compare at all (it cannot run, a file is missing or unreadable: status 2)
+/// this panics with what it said, so that trouble never reads as a difference.
 pub fn same_bytes(a: &Path, b: &Path) -> bool {
-    let status = Command::new("cmp")
-        .arg("-s")
+    // Not `cmp -s`, which silences the reason for trouble too; the line saying where the
+    // files differ goes nowhere instead.
+    let out = Command::new("cmp")
         .args([a, b])
-        .status()
-        .expect("running cmp");
-    match status.code() {
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running cmp {} {}: {e}", a.display(), b.display()));
+    match out.status.code() {
         Some(0) => true,
         Some(1) => false,
-        _ => panic!("cmp {} {} failed: {status}", a.display(), b.display()),
+        _ => panic!(
+            "cmp {} {} could not compare them ({}): {}",
+            a.display(),
+            b.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
     }
 }
 
@@ -307,9 +420,9 @@ pub fn listing(dir: &Path) -> Vec<String> {
 }
 
 /// Boot `disk` (`firmware`: `bios`, `uefi` or [`DIRECT`]), log in as root and run `cmd`;
-/// returns (status, stdout).
+/// returns (status, stdout). [`Boot`] says more about the boot.
 pub fn boot_exec(disk: &Path, firmware: &str, pw: &Path, cmd: &str) -> (i32, String) {
-    boot_exec_with(disk, firmware, pw, cmd, false, 420, &[])
+    Boot::new(disk, firmware, pw).exec(cmd)
 }
 
 /// A `firmware` for [`boot_exec`]: the disk's kernel booted directly (`c2vm run
@@ -317,40 +430,76 @@ pub fn boot_exec(disk: &Path, firmware: &str, pw: &Path, cmd: &str) -> (i32, Str
 /// under TCG.
 pub const DIRECT: &str = "direct";
 
-/// As [`boot_exec`], optionally keeping changes (`--persist`), with settings for this boot
-/// (`--hostname`, `--credential`, …). One vCPU: two TCG guests with two vCPUs each on a loaded
-/// 2-core host can stall in the guest kernel.
-pub fn boot_exec_with(
-    disk: &Path,
-    firmware: &str,
-    pw: &Path,
-    cmd: &str,
+/// `c2vm run --login root --exec CMD DISK`, as the tests boot: say what else the boot takes
+/// (`--persist`, a longer timeout, settings for this boot such as `--hostname` or
+/// `--credential`), then [`Boot::exec`]. One vCPU: two TCG guests with two vCPUs each on a
+/// loaded 2-core host can stall in the guest kernel.
+pub struct Boot {
+    disk: PathBuf,
+    firmware: String,
+    pw: PathBuf,
     persist: bool,
     timeout: u32,
-    settings: &[&str],
-) -> (i32, String) {
-    let mut command = c2vm();
-    command.args(["run", "--cpus", "1", "--login", "root"]);
-    command.args(settings);
-    match firmware {
-        DIRECT => command.arg("--direct-kernel"),
-        firmware => command.args(["--firmware", firmware]),
-    };
-    command.arg("--timeout").arg(timeout.to_string());
-    if persist {
-        command.arg("--persist");
+    args: Vec<std::ffi::OsString>,
+}
+
+impl Boot {
+    /// `firmware`: `bios`, `uefi`, `uefi-secure` or [`DIRECT`]; root's password in `pw`.
+    pub fn new(disk: &Path, firmware: &str, pw: &Path) -> Boot {
+        Boot {
+            disk: disk.to_path_buf(),
+            firmware: firmware.to_string(),
+            pw: pw.to_path_buf(),
+            persist: false,
+            timeout: 420,
+            args: Vec::new(),
+        }
     }
-    let out = run(command
-        .arg("--exec")
-        .arg(cmd)
-        .arg("--password-file")
-        .arg(pw)
-        .arg(disk));
-    // The guest's facts, in the test's output too (JUnit keeps it): a slow run's boots then
-    // say what they saw, and how long their work took where a script times it.
-    let said = stdout(&out);
-    eprintln!("--- guest stdout ---\n{said}\n--- end ---");
-    (out.status.code().unwrap_or(-1), said)
+
+    /// Keep the guest's changes on the disk (`--persist`).
+    pub fn persist(mut self) -> Boot {
+        self.persist = true;
+        self
+    }
+
+    /// `--timeout`, in seconds (420 unless told).
+    pub fn timeout(mut self, seconds: u32) -> Boot {
+        self.timeout = seconds;
+        self
+    }
+
+    /// More of `run`'s options: the settings for this boot.
+    pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Boot {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Boot, log in as root and run `cmd`; returns (status, stdout).
+    pub fn exec(self, cmd: &str) -> (i32, String) {
+        let mut command = c2vm();
+        command.args(["run", "--cpus", "1", "--login", "root"]);
+        command.args(&self.args);
+        match self.firmware.as_str() {
+            DIRECT => command.arg("--direct-kernel"),
+            firmware => command.args(["--firmware", firmware]),
+        };
+        command.arg("--timeout").arg(self.timeout.to_string());
+        if self.persist {
+            command.arg("--persist");
+        }
+        let out = run(command
+            .arg("--exec")
+            .arg(cmd)
+            .arg("--password-file")
+            .arg(&self.pw)
+            .arg(&self.disk));
+        // The guest's facts, in the test's output too (JUnit keeps it): a slow run's boots then
+        // say what they saw, and how long their work took where a script times it.
+        let said = stdout(&out);
+        eprintln!("--- guest stdout ---\n{said}\n--- end ---");
+        (out.status.code().unwrap_or(-1), said)
+    }
 }
 
 /// `SOURCE_DATE_EPOCH` of the conversions that must be reproducible.
@@ -407,8 +556,11 @@ pub struct Convert {
     source: String,
     out: PathBuf,
     as_user: bool,
+    verbose: bool,
     args: Vec<std::ffi::OsString>,
     env: Vec<(String, std::ffi::OsString)>,
+    env_remove: Vec<String>,
+    stdin: Option<Vec<u8>>,
     lock: bool,
     nothing_left: bool,
     /// Containers compared before and after, when not [`containers`]: see [`Convert::emulated`].
@@ -422,8 +574,11 @@ impl Convert {
             source: source.to_string(),
             out: out.to_path_buf(),
             as_user: false,
+            verbose: false,
             args: Vec::new(),
             env: Vec::new(),
+            env_remove: Vec::new(),
+            stdin: None,
             lock: false,
             nothing_left: false,
             view: None,
@@ -456,6 +611,33 @@ impl Convert {
 
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Convert {
         self.env.push((key.to_string(), value.as_ref().to_owned()));
+        self
+    }
+
+    pub fn envs<K: AsRef<str>, V: AsRef<std::ffi::OsStr>>(
+        self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Convert {
+        vars.into_iter().fold(self, |convert, (key, value)| {
+            convert.env(key.as_ref(), value)
+        })
+    }
+
+    /// Without `key` in its environment (such as `DOCKER_HOST`: the default engine).
+    pub fn env_remove(mut self, key: &str) -> Convert {
+        self.env_remove.push(key.to_string());
+        self
+    }
+
+    /// `c2vm -vv convert …`: every command it runs and every request, in its log.
+    pub fn verbose(mut self) -> Convert {
+        self.verbose = true;
+        self
+    }
+
+    /// `input` on its stdin (a registry password for `--creds`), where it has none otherwise.
+    pub fn stdin(mut self, input: &str) -> Convert {
+        self.stdin = Some(input.as_bytes().to_vec());
         self
     }
 
@@ -497,17 +679,34 @@ impl Convert {
         self
     }
 
+    /// The command line alone, for a test that drives the process itself (a signal at a stage,
+    /// its stderr as it comes). Nothing of [`Convert::locked`], [`Convert::stdin`] or the checks
+    /// afterwards: those belong to [`Convert::output`].
+    pub fn command(&self) -> Command {
+        let mut cmd = if self.as_user { c2vm_as_user() } else { c2vm() };
+        if self.verbose {
+            cmd.arg("-vv");
+        }
+        cmd.args(["convert", &self.source, "-o"])
+            .arg(&self.out)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        for key in &self.env_remove {
+            cmd.env_remove(key);
+        }
+        cmd
+    }
+
     /// Run it, whatever the outcome.
     pub fn output(self) -> Output {
         let _lock = self.lock.then(host_lock);
         let containers = self.view.unwrap_or(containers);
         let before = self.nothing_left.then(containers);
-        let mut cmd = if self.as_user { c2vm_as_user() } else { c2vm() };
-        cmd.args(["convert", &self.source, "-o"])
-            .arg(&self.out)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        let output = run(&mut cmd);
+        let mut cmd = self.command();
+        let output = match &self.stdin {
+            Some(input) => run_with_input(&mut cmd, input),
+            None => run(&mut cmd),
+        };
         if let Some(before) = before {
             assert_eq!(containers(), before, "c2vm left a container behind");
         }
@@ -898,6 +1097,8 @@ pub fn run_script(name: &str, env: &[(&str, &str)]) -> String {
 
 /// A registry on 127.0.0.1 (scripts/start-registry), stopped when dropped.
 pub struct Registry {
+    // Declared first, so dropped first: the registry stops before its directory goes.
+    _stop: Guard<()>,
     dir: tempfile::TempDir,
     pub port: u16,
 }
@@ -915,7 +1116,14 @@ impl Registry {
             script("start-registry").to_str().unwrap(),
             &[dir.path().to_str().unwrap(), mode, &port.to_string()],
         );
-        Registry { dir, port }
+        let path = dir.path().to_owned();
+        let _stop = Guard::on_drop(move || {
+            let _ = Command::new(script("start-registry"))
+                .arg(path)
+                .arg("stop")
+                .status();
+        });
+        Registry { _stop, dir, port }
     }
 
     pub fn host(&self) -> String {
@@ -924,14 +1132,6 @@ impl Registry {
 
     pub fn cert_dir(&self) -> PathBuf {
         self.dir.path().join("certs.d").join(self.host())
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new(script("start-registry"))
-            .args([self.dir.path().to_str().unwrap(), "stop"])
-            .status();
     }
 }
 
