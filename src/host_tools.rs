@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn dockerfile_installs_exactly_what_convert_needs() {
-        let installed = dockerfile_packages(&repo_file("Dockerfile"));
+        let installed = dockerfile_packages(&repo_file("scripts/container-image.Dockerfile"));
         let wanted = packages(&["convert"]);
         for want in &wanted {
             assert!(

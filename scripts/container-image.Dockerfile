@@ -6,8 +6,9 @@
 #     --user "$(id -u):$(id -g)" --group-add "$(stat -c %g /var/run/docker.sock)" \
 #     c2vm convert debian:latest -o /out/debian.qcow2 --password-stdin < pw.txt
 #
-# Build with scripts/container-image, which builds c2vm on the host first and makes a build
-# context of the binary alone (this Dockerfile copies it, so the image holds no toolchain), and
+# This file is the second half of scripts/container-image, not a root Dockerfile: `docker build .`
+# of the repository cannot work with it. The script builds c2vm on the host first and makes a
+# build context of the binary alone (this file copies it, so the image holds no toolchain), and
 # tags the result `c2vm:VERSION` and `c2vm`.
 # BASE is Debian 13 (trixie): its e2fsprogs 1.47.2 reads tar, so conversions run as any user.
 ARG BASE=debian:trixie
