@@ -89,25 +89,52 @@ pub fn edit_with<'a, T>(
     more: MoreEntries<'a, '_>,
     setup: impl FnOnce(&mut GuestTree) -> Result<T>,
 ) -> Result<Edited<T>> {
-    let mut out = Output::new(sink);
-    let mut tree = GuestTree::new(policy.now);
-    let mut held: Vec<Vec<u8>> = Vec::new();
-    let mut kept_bytes = 0u64;
-    let mut boot_bytes = 0u64;
-    let mut skipped: Vec<String> = Vec::new();
-    let mut entries_seen = 0u64;
-
-    let mut next = Some(Extra {
+    let mut editor = Editor {
+        out: Output::new(sink),
+        tree: GuestTree::new(policy.now),
+        policy,
+        held: Vec::new(),
+        kept_bytes: 0,
+        boot_bytes: 0,
+        skipped: Vec::new(),
+    };
+    let image = Extra {
         stream: Box::new(source),
         keep: Box::new(|_| true),
         emit: true,
-    });
-    let mut first = true;
-    while let Some(Extra { stream, keep, emit }) = next.take() {
+    };
+    if editor.take_all(image)? == 0 {
+        bail!("the archive is empty: it holds no root filesystem");
+    }
+    if let Some(extra) = more(&mut editor.tree)? {
+        editor.take_all(extra)?;
+    }
+    let value = setup(&mut editor.tree)?;
+    editor.finish(value)
+}
+
+/// The stream edit's state while entries pass.
+struct Editor<'p, W: Write> {
+    out: Output<W>,
+    tree: GuestTree,
+    policy: &'p Policy,
+    /// Held back for setup, written after it.
+    held: Vec<Vec<u8>>,
+    /// Bytes kept in memory for setup, and for the ESP.
+    kept_bytes: u64,
+    boot_bytes: u64,
+    /// Entries a filesystem cannot hold, for the notes.
+    skipped: Vec<String>,
+}
+
+impl<W: Write> Editor<'_, W> {
+    /// Every entry of one stream that `keep` takes; returns how many were taken.
+    fn take_all(&mut self, Extra { stream, keep, emit }: Extra) -> Result<u64> {
         let mut archive = tar::Archive::new(stream);
         let entries = archive
             .entries()
             .context("reading the root filesystem archive")?;
+        let mut taken = 0;
         for entry in entries {
             crate::interrupt::check()?;
             let mut entry = entry.map_err(|e| corrupt(&e))?;
@@ -119,218 +146,259 @@ pub fn edit_with<'a, T>(
             if !keep(&name) {
                 continue;
             }
-            let header = entry.header();
-            let kind = match header.entry_type() {
-                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
-                EntryType::Directory => Kind::Dir,
-                EntryType::Symlink => Kind::Symlink(
-                    entry
-                        .link_name_bytes()
-                        .ok_or_else(|| anyhow!("a symlink without a target"))
-                        .with_context(refuse)?
-                        .into_owned(),
-                ),
-                EntryType::Link => {
-                    let target = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| anyhow!("a hardlink without a target"))
-                        .with_context(refuse)?;
-                    let target = sanitize(&target)
-                        .with_context(refuse)?
-                        .ok_or_else(|| anyhow!("a hardlink to the root directory"))
-                        .with_context(refuse)?;
-                    let target = tree
-                        .resolve(&target, Follow::Strict, false, false)
-                        .with_context(refuse)?
-                        .filter(|k| tree.get(k).is_some_and(|n| n.kind != Kind::Dir))
-                        .ok_or_else(|| anyhow!("a hardlink to a file not earlier in the archive"))
-                        .with_context(refuse)?;
-                    Kind::Hardlink(target)
-                }
-                EntryType::Char | EntryType::Block => {
-                    let major = header.device_major().ok().flatten().unwrap_or(0);
-                    let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                    match header.entry_type() {
-                        EntryType::Char => Kind::Char(major, minor),
-                        _ => Kind::Block(major, minor),
-                    }
-                }
-                EntryType::Fifo => Kind::Fifo,
-                EntryType::XGlobalHeader | EntryType::XHeader => continue,
-                other => {
-                    skipped.push(format!("{shown} (tar type {:?})", other.as_byte() as char));
-                    continue;
-                }
-            };
-            let stat = Stat::of(header);
-            if stat.mode & 0o170000 == 0o140000 {
-                skipped.push(format!(
-                    "{shown} (a socket: programs make their own at run time)"
-                ));
-                continue;
+            if self.take(&mut entry, &name, &shown, emit)? {
+                taken += 1;
             }
-            let mut mtime = stat.mtime;
-            if let Some(limit) = policy.clamp_mtime {
-                mtime = mtime.min(limit);
-            }
-            let mut meta = Meta {
-                mode: stat.mode & 0o7777,
-                uid: stat.uid,
-                gid: stat.gid,
-                mtime,
-                xattrs: Vec::new(),
-            };
-            if let Some(pax) = entry.pax_extensions().map_err(|e| corrupt(&e))? {
-                for ext in pax {
-                    let ext = ext.map_err(|e| corrupt(&e))?;
-                    if let Some(attr) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr."))
-                    {
-                        meta.xattrs
-                            .push((attr.to_string(), ext.value_bytes().to_vec()));
-                    }
-                }
-            }
-            let size = if kind == Kind::File { entry.size() } else { 0 };
+        }
+        Ok(taken)
+    }
 
-            // Where the entry lands: its directories resolved through links inside the tree.
-            let (parent, base) = match name.iter().rposition(|b| *b == b'/') {
-                Some(i) => (&name[..i], &name[i + 1..]),
-                None => (&b""[..], &name[..]),
-            };
-            // Directories the archive leaves out are made (0755, root's), as tar -x does; mke2fs
-            // needs each one before what it holds.
-            let parent_key = tree
-                .resolve(parent, Follow::Strict, true, true)
-                .with_context(refuse)?
-                .ok_or_else(|| anyhow!("its directory is not a directory"))
-                .with_context(refuse)?;
-            for dir in tree.take_created() {
-                if let Some(node) = tree.get_mut(&dir) {
-                    node.state = State::Passed;
-                    node.meta.mtime = policy.clamp_mtime.unwrap_or(policy.now);
-                    let node = node.clone();
-                    out.entry(&dir, &node, &mut std::io::empty())?;
-                }
-            }
-            let key = if parent_key.is_empty() {
-                base.to_vec()
-            } else {
-                [parent_key.as_slice(), b"/", base].concat()
-            };
-            match tree.get(&key).map(|n| &n.kind) {
-                Some(Kind::Dir) if kind != Kind::Dir => bail!(
-                "{}: it would replace a directory that earlier entries made with a non-directory",
-                refuse()
-            ),
-                Some(k) if *k != Kind::Dir && kind == Kind::Dir => bail!(
-                    "{}: it would replace a file that an earlier entry made with a directory",
-                    refuse()
-                ),
-                Some(_)
-                    if kind != Kind::Dir
-                        && tree.get(&key).is_some_and(|n| n.state == State::Held) =>
-                {
-                    held.retain(|k| *k != key); // a repeated name: the later entry wins
-                }
-                _ => {}
-            }
+    /// One entry: into the tree, and out to the sink unless it is held or kept for the ESP
+    /// only. False where it was left out.
+    fn take<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<R>,
+        name: &[u8],
+        shown: &str,
+        emit: bool,
+    ) -> Result<bool> {
+        let refuse = || format!("refusing archive entry `{shown}`");
+        let Some(kind) = self.kind(entry, shown)? else {
+            return Ok(false);
+        };
+        let stat = Stat::of(entry.header());
+        if stat.mode & 0o170000 == 0o140000 {
+            self.skipped.push(format!(
+                "{shown} (a socket: programs make their own at run time)"
+            ));
+            return Ok(false);
+        }
+        let meta = self.meta(entry, &stat)?;
+        let size = if kind == Kind::File { entry.size() } else { 0 };
+        let key = self.place(name, &kind).with_context(refuse)?;
+        self.emit_created_dirs()?;
 
-            let hardlink_to_held = matches!(&kind, Kind::Hardlink(t) if tree.get(t).is_some_and(|n| n.state == State::Held));
-            let hold = kind != Kind::Dir
-                && size <= HOLD_LIMIT
-                && ((policy.hold)(&key) || hardlink_to_held);
-            let boot = kind == Kind::File && (policy.boot)(&key);
-            let copy = kind == Kind::File && size <= HOLD_LIMIT && (policy.copy)(&key);
-            let data = if hold || copy || boot {
-                let budget = if boot {
-                    &mut boot_bytes
-                } else {
-                    &mut kept_bytes
-                };
-                *budget += size;
-                if *budget > if boot { BOOT_BUDGET } else { HOLD_BUDGET } {
-                    bail!("the image holds more than {} MiB in files guest setup must keep in memory (at `{shown}`); c2vm cannot convert it", (if boot { BOOT_BUDGET } else { HOLD_BUDGET }) >> 20);
-                }
-                let mut buf = Vec::with_capacity(size as usize);
+        let policy = self.policy;
+        let hardlink_to_held = matches!(&kind, Kind::Hardlink(t) if self.tree.get(t).is_some_and(|n| n.state == State::Held));
+        let hold =
+            kind != Kind::Dir && size <= HOLD_LIMIT && ((policy.hold)(&key) || hardlink_to_held);
+        let boot = kind == Kind::File && (policy.boot)(&key);
+        let copy = kind == Kind::File && size <= HOLD_LIMIT && (policy.copy)(&key);
+        let data = match hold || copy || boot {
+            true => Some(self.read_data(entry, size, boot, shown)?),
+            false => None,
+        };
+        let mut node = Node::new(kind, meta, data);
+        node.size = size;
+        if hold {
+            node.state = State::Held;
+            self.held.push(key.clone());
+        } else if !emit {
+            // Kept for the ESP only: the tree knows it, the filesystem never sees it.
+        } else {
+            match &node.data {
+                Some(data) => self.out.entry(&key, &node, &mut data.as_ref())?,
+                None => self.out.entry(&key, &node, entry)?,
+            }
+            if node.data.is_none() || !(copy || boot) {
+                node.data = None;
+            }
+        }
+        self.tree.insert(key, node);
+        Ok(true)
+    }
+
+    /// What the entry is; None for what a filesystem cannot hold (noted) and PAX headers.
+    fn kind<R: Read>(&mut self, entry: &tar::Entry<R>, shown: &str) -> Result<Option<Kind>> {
+        let refuse = || format!("refusing archive entry `{shown}`");
+        let header = entry.header();
+        Ok(Some(match header.entry_type() {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
+            EntryType::Directory => Kind::Dir,
+            EntryType::Symlink => Kind::Symlink(
                 entry
-                    .read_to_end(&mut buf)
-                    .map_err(|e| corrupt(&e))
-                    .with_context(|| format!("reading `{shown}`"))?;
-                Some(Arc::<[u8]>::from(buf))
-            } else {
-                None
-            };
-            let mut node = Node::new(kind, meta, data);
-            node.size = size;
-            if hold {
-                node.state = State::Held;
-                held.push(key.clone());
-            } else if !emit {
-                // Kept for the ESP only: the tree knows it, the filesystem never sees it.
-            } else {
-                match &node.data {
-                    Some(data) => out.entry(&key, &node, &mut data.as_ref())?,
-                    None => out.entry(&key, &node, &mut entry)?,
-                }
-                if node.data.is_none() || !(copy || boot) {
-                    node.data = None;
+                    .link_name_bytes()
+                    .ok_or_else(|| anyhow!("a symlink without a target"))
+                    .with_context(refuse)?
+                    .into_owned(),
+            ),
+            EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| anyhow!("a hardlink without a target"))
+                    .with_context(refuse)?;
+                let target = sanitize(&target)
+                    .with_context(refuse)?
+                    .ok_or_else(|| anyhow!("a hardlink to the root directory"))
+                    .with_context(refuse)?;
+                let tree = &mut self.tree;
+                let target = tree
+                    .resolve(&target, Follow::Strict, false, false)
+                    .with_context(refuse)?
+                    .filter(|k| tree.get(k).is_some_and(|n| n.kind != Kind::Dir))
+                    .ok_or_else(|| anyhow!("a hardlink to a file not earlier in the archive"))
+                    .with_context(refuse)?;
+                Kind::Hardlink(target)
+            }
+            EntryType::Char | EntryType::Block => {
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                match header.entry_type() {
+                    EntryType::Char => Kind::Char(major, minor),
+                    _ => Kind::Block(major, minor),
                 }
             }
-            tree.insert(key, node);
-            entries_seen += 1;
-        }
-        if first {
-            if entries_seen == 0 {
-                bail!("the archive is empty: it holds no root filesystem");
+            EntryType::Fifo => Kind::Fifo,
+            EntryType::XGlobalHeader | EntryType::XHeader => return Ok(None),
+            other => {
+                self.skipped
+                    .push(format!("{shown} (tar type {:?})", other.as_byte() as char));
+                return Ok(None);
             }
-            first = false;
-            next = more(&mut tree)?;
-        }
+        }))
     }
 
-    let value = setup(&mut tree)?;
-
-    for key in held {
-        if let Some(node) = tree.get(&key).filter(|n| n.state == State::Held) {
-            if let Kind::Hardlink(target) = &node.kind {
-                if tree.get(target).is_none() {
-                    bail!(
-                        "guest setup removed /{}, which /{} is a hardlink to",
-                        show(target),
-                        show(&key)
-                    );
+    /// Owner, mode, mtime (clamped under SOURCE_DATE_EPOCH) and the PAX xattrs.
+    fn meta<R: Read>(&self, entry: &mut tar::Entry<R>, stat: &Stat) -> Result<Meta> {
+        let mut mtime = stat.mtime;
+        if let Some(limit) = self.policy.clamp_mtime {
+            mtime = mtime.min(limit);
+        }
+        let mut meta = Meta {
+            mode: stat.mode & 0o7777,
+            uid: stat.uid,
+            gid: stat.gid,
+            mtime,
+            xattrs: Vec::new(),
+        };
+        if let Some(pax) = entry.pax_extensions().map_err(|e| corrupt(&e))? {
+            for ext in pax {
+                let ext = ext.map_err(|e| corrupt(&e))?;
+                if let Some(attr) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                    meta.xattrs
+                        .push((attr.to_string(), ext.value_bytes().to_vec()));
                 }
             }
+        }
+        Ok(meta)
+    }
+
+    /// Where the entry lands: its directories resolved through links inside the tree, the
+    /// ones the archive left out made (see [`Editor::emit_created_dirs`]). Refuses to turn a directory into a
+    /// file or back; a repeated name is the later entry's.
+    fn place(&mut self, name: &[u8], kind: &Kind) -> Result<Vec<u8>> {
+        let (parent, base) = match name.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&name[..i], &name[i + 1..]),
+            None => (&b""[..], name),
+        };
+        // Directories the archive leaves out are made (0755, root's), as tar -x does; mke2fs
+        // needs each one before what it holds.
+        let parent_key = self
+            .tree
+            .resolve(parent, Follow::Strict, true, true)?
+            .ok_or_else(|| anyhow!("its directory is not a directory"))?;
+        let key = if parent_key.is_empty() {
+            base.to_vec()
+        } else {
+            [parent_key.as_slice(), b"/", base].concat()
+        };
+        match self.tree.get(&key) {
+            Some(n) if n.kind == Kind::Dir && *kind != Kind::Dir => {
+                bail!("it would replace a directory that earlier entries made with a non-directory")
+            }
+            Some(n) if n.kind != Kind::Dir && *kind == Kind::Dir => {
+                bail!("it would replace a file that an earlier entry made with a directory")
+            }
+            Some(n) if *kind != Kind::Dir && n.state == State::Held => {
+                self.held.retain(|k| *k != key); // a repeated name: the later entry wins
+            }
+            _ => {}
+        }
+        Ok(key)
+    }
+
+    /// The directories [`Editor::place`] made, written before what they hold.
+    fn emit_created_dirs(&mut self) -> Result<()> {
+        for dir in self.tree.take_created() {
+            if let Some(node) = self.tree.get_mut(&dir) {
+                node.state = State::Passed;
+                node.meta.mtime = self.policy.clamp_mtime.unwrap_or(self.policy.now);
+                let node = node.clone();
+                self.out.entry(&dir, &node, &mut std::io::empty())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry's data, kept in memory for setup or the ESP, within their budgets.
+    fn read_data<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<R>,
+        size: u64,
+        boot: bool,
+        shown: &str,
+    ) -> Result<Arc<[u8]>> {
+        let (budget, limit) = match boot {
+            true => (&mut self.boot_bytes, BOOT_BUDGET),
+            false => (&mut self.kept_bytes, HOLD_BUDGET),
+        };
+        *budget += size;
+        if *budget > limit {
+            bail!("the image holds more than {} MiB in files guest setup must keep in memory (at `{shown}`); c2vm cannot convert it", limit >> 20);
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        entry
+            .read_to_end(&mut buf)
+            .map_err(|e| corrupt(&e))
+            .with_context(|| format!("reading `{shown}`"))?;
+        Ok(Arc::from(buf))
+    }
+
+    /// After setup: what was held back, then what setup wrote, then the end of the archive.
+    fn finish<T>(mut self, value: T) -> Result<Edited<T>> {
+        let tree = &self.tree;
+        for key in &self.held {
+            if let Some(node) = tree.get(key).filter(|n| n.state == State::Held) {
+                if let Kind::Hardlink(target) = &node.kind {
+                    if tree.get(target).is_none() {
+                        bail!(
+                            "guest setup removed /{}, which /{} is a hardlink to",
+                            show(target),
+                            show(key)
+                        );
+                    }
+                }
+                let data = node.data.clone().unwrap_or_else(|| Arc::from(Vec::new()));
+                self.out.entry(key, node, &mut data.as_ref())?;
+            }
+        }
+        for (key, node) in tree.edited() {
             let data = node.data.clone().unwrap_or_else(|| Arc::from(Vec::new()));
-            out.entry(&key, node, &mut data.as_ref())?;
+            self.out.entry(key, node, &mut data.as_ref())?;
         }
+        let other_xattrs = std::mem::take(&mut self.out.other_xattrs);
+        let usage = self.out.finish()?;
+        let notes = match self.skipped.len() {
+            0 => Vec::new(),
+            n => vec![format!(
+                "left out {n} archive entr{} a filesystem cannot hold: {}",
+                if n == 1 { "y" } else { "ies" },
+                self.skipped
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )],
+        };
+        Ok(Edited {
+            value,
+            tree: self.tree,
+            usage,
+            notes,
+            other_xattrs,
+        })
     }
-    for (key, node) in tree.edited() {
-        let data = node.data.clone().unwrap_or_else(|| Arc::from(Vec::new()));
-        out.entry(key, node, &mut data.as_ref())?;
-    }
-    let other_xattrs = std::mem::take(&mut out.other_xattrs);
-    let usage = out.finish()?;
-    let notes = match skipped.len() {
-        0 => Vec::new(),
-        n => vec![format!(
-            "left out {n} archive entr{} a filesystem cannot hold: {}",
-            if n == 1 { "y" } else { "ies" },
-            skipped
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        )],
-    };
-    Ok(Edited {
-        value,
-        tree,
-        usage,
-        notes,
-        other_xattrs,
-    })
 }
 
 /// The edited stream: GNU tar entries (long names as GNU extensions, xattrs as PAX records),
