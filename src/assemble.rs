@@ -85,7 +85,7 @@ impl<'a, 'i> Build<'a, 'i> {
             size: plan.size,
             esp_size: plan.esp_size,
             bios_boot: plan.bootloader.needs_bios_boot_partition(input.arch),
-            root_header: plan.root_header(),
+            luks_header: plan.luks_header(),
             multiple: plan.output.format.size_multiple(),
             arch: input.arch,
         };

@@ -16,7 +16,7 @@ use crate::arch::Arch;
 use crate::kernel;
 use crate::progress;
 use crate::rootfs::boot_files;
-use crate::rootfs::edit::Extra;
+use crate::rootfs::edit::JoinedStream;
 use crate::rootfs::init::InitChoice;
 use crate::rootfs::init::InitSystem;
 use crate::rootfs::tree::GuestTree;
@@ -122,18 +122,18 @@ pub fn bundle_needs_engine(choice: KernelChoice, own: Option<&str>) -> bool {
 
 /// The kernel for an image read with no engine (a transport). `engine`, where one answers,
 /// builds c2vm's generic bundle (or takes it from its cache) for an image with no kernel; the
-/// variant that unlocks an encrypted root where `unlock`.
+/// variant that unlocks an encrypted root where `luks`.
 pub fn kernel_without_image_engine(
     engine: Option<&Engine>,
     choice: KernelChoice,
     own: Option<&str>,
     access: &Access,
     arch: Arch,
-    unlock: bool,
+    luks: bool,
 ) -> Result<KernelPlan> {
     let how = "a kernel bundle with --kernel-image oci:DIR|oci-archive:PATH|docker-archive:PATH|docker://REF, or start Docker or Podman (c2vm builds its generic bundle there)";
     if let (Some(engine), true) = (engine, bundle_needs_engine(choice, own)) {
-        let bundle = Bundle::Engine(kernel::bundle(engine, None, arch, unlock)?);
+        let bundle = Bundle::Engine(kernel::bundle(engine, None, arch, luks)?);
         return Ok(match choice {
             KernelChoice::Generic => {
                 progress::note("Kernel: c2vm's generic bundle (--kernel generic)");
@@ -159,7 +159,7 @@ pub fn kernel_without_image_engine(
     })
 }
 
-/// `unlock`: c2vm's generic bundle, where it is chosen, is the variant that unlocks an
+/// `luks`: c2vm's generic bundle, where it is chosen, is the variant that unlocks an
 /// encrypted root.
 pub fn kernel(
     engine: &Engine,
@@ -168,7 +168,7 @@ pub fn kernel(
     own: Option<&str>,
     access: &Access,
     arch: Arch,
-    unlock: bool,
+    luks: bool,
 ) -> Result<KernelPlan> {
     Ok(match choice {
         KernelChoice::Distro => {
@@ -182,7 +182,7 @@ pub fn kernel(
         KernelChoice::Generic => {
             let bundle = match own {
                 Some(r) => own_bundle(Some(engine), r, access, arch)?,
-                None => Bundle::Engine(kernel::bundle(engine, None, arch, unlock)?),
+                None => Bundle::Engine(kernel::bundle(engine, None, arch, luks)?),
             };
             progress::note(&match own {
                 Some(r) => format!("Kernel: the bundle {r} (--kernel-image)"),
@@ -199,7 +199,7 @@ pub fn kernel(
                 KernelPlan::Distro
             }
             None => KernelPlan::ImageElseBundle(Bundle::Engine(kernel::bundle(
-                engine, None, arch, unlock,
+                engine, None, arch, luks,
             )?)),
         },
     })
@@ -229,13 +229,13 @@ pub fn bundle_entries<'a>(
     plan: &'a KernelPlan,
     tree: &mut GuestTree,
     init: InitChoice,
-    encrypted: bool,
-) -> Result<Option<Extra<'a>>> {
+    luks: bool,
+) -> Result<Option<JoinedStream<'a>>> {
     let bundle = match plan {
         KernelPlan::Bundle(b) => b,
         KernelPlan::ImageElseBundle(b) => {
             if boot_files::find(tree).is_ok() {
-                if encrypted {
+                if luks {
                     bail!("--luks-passphrase-file: the image has a kernel of its own, whose initramfs may not unlock an encrypted root; add --kernel generic to boot c2vm's bundle, which does");
                 }
                 progress::note("Kernel: the image's own (no distribution template fits, and it has one in /boot)");
@@ -261,7 +261,7 @@ pub fn bundle_entries<'a>(
         progress::note("Note: the image has no modprobe (no kmod), so modules load only from the initramfs: the bundle's holds the VM's disk, NIC, ext4 and vfat drivers");
     }
     let stream = bundle.open(engine)?;
-    Ok(Some(Extra {
+    Ok(Some(JoinedStream {
         stream,
         keep: Box::new(move |name| is_bundle_file(name, modules)),
         emit: modules,

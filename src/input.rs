@@ -5,7 +5,7 @@
 //! conversion does not tell them apart.
 use crate::arch::Arch;
 use crate::choose::{self, KernelPlan};
-use crate::disk::root::{MoreEntries, Open, Source};
+use crate::disk::root::{LaterEntries, OpenStream, Source};
 use crate::kernel;
 use crate::plan::{check_template_options, DiskPlan, DiskSeed, ImagePlan};
 use crate::progress::Timings;
@@ -72,7 +72,7 @@ pub fn tarball<'a>(
     path: &Path,
     source: &str,
     arch: Arch,
-    open: &'a Open<'a>,
+    open: &'a OpenStream<'a>,
     app: &'a GuestApp,
     plan: &DiskPlan,
 ) -> Result<Input<'a>> {
@@ -254,7 +254,7 @@ impl<'a> ImageSource<'a> {
         &'a self,
         reference: &str,
         bootable: &'a Bootable,
-        (open, more): (&'a Open<'a>, &'a MoreEntries<'a>),
+        (open, more): (&'a OpenStream<'a>, &'a LaterEntries<'a>),
         app: &'a GuestApp,
         (options, plan, arch): (&ImagePlan, &DiskPlan, Arch),
     ) -> Result<Input<'a>> {
@@ -327,7 +327,7 @@ pub fn bundle_entries<'a>(
     options: &ImagePlan,
     plan: &DiskPlan,
     tree: &mut GuestTree,
-) -> Result<Option<crate::rootfs::edit::Extra<'a>>> {
+) -> Result<Option<crate::rootfs::edit::JoinedStream<'a>>> {
     choose::bundle_entries(
         image.engine(),
         &bootable.kernel,

@@ -235,21 +235,16 @@ const GENERIC_TEMPLATE: &str = include_str!("../templates/generic.Dockerfile");
 
 /// c2vm's generic kernel bundle (built once through the engine, then cached by the template's
 /// and base image's hash), or the user's own (`--kernel-image`).
-/// `unlock`: the variant whose initramfs unlocks an encrypted root (`--luks-passphrase-file`).
-pub fn bundle(
-    engine: &Engine,
-    own: Option<&str>,
-    arch: Arch,
-    unlock: bool,
-) -> Result<ImageDetails> {
+/// `luks`: the variant whose initramfs unlocks an encrypted root (`--luks-passphrase-file`).
+pub fn bundle(engine: &Engine, own: Option<&str>, arch: Arch, luks: bool) -> Result<ImageDetails> {
     if let Some(reference) = own {
         let image = engine.ensure_image(reference, PullPolicy::Missing, Some(arch))?;
         image.check_platform(reference, Some(arch))?;
         return Ok(image);
     }
     let base = engine.ensure_image(&generic_base(arch), PullPolicy::Missing, Some(arch))?;
-    let dockerfile = render_generic(&base.id, arch, unlock)?;
-    let kind = match unlock {
+    let dockerfile = render_generic(&base.id, arch, luks)?;
+    let kind = match luks {
         true => "generic-luks-",
         false => "generic-",
     };
@@ -274,7 +269,7 @@ pub fn bundle(
         .context("the kernel bundle vanished after its build")
 }
 
-fn render_generic(base_id: &str, arch: Arch, unlock: bool) -> Result<String> {
+fn render_generic(base_id: &str, arch: Arch, luks: bool) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.render_str(
@@ -282,7 +277,7 @@ fn render_generic(base_id: &str, arch: Arch, unlock: bool) -> Result<String> {
         minijinja::context! {
             base_image => base_id,
             arch => arch.name(),
-            unlock_packages => if unlock { "cryptsetup-initramfs" } else { "" },
+            unlock_packages => if luks { "cryptsetup-initramfs" } else { "" },
         },
     )
     .context("rendering the generic kernel template")

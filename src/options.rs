@@ -86,7 +86,7 @@ pub struct BootOptions {
     /// without them, `off` writes unsigned loaders
     #[arg(long, value_enum, default_value_t = SecureBoot::Auto)]
     pub secure_boot: SecureBoot,
-    /// Extra kernel command-line arguments
+    /// JoinedStream kernel command-line arguments
     #[arg(long, default_value = "")]
     pub append_cmdline: String,
 }

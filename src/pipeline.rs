@@ -84,7 +84,7 @@ fn convert_tarball(
         Some(arch) => arch,
         None => source::tarball::architecture(path)?,
     };
-    check_arch(arch, plan)?;
+    check_loader_tools(arch, plan)?;
     let open = || -> Result<Box<dyn TarStream>> { Ok(Box::new(source::tarball::open(path)?)) };
     let app = GuestApp::default();
     let input = input::tarball(path, source, arch, &open, &app, plan)?;
@@ -102,7 +102,7 @@ fn convert_image(
     let arch = image
         .details()
         .check_platform(reference, options.platform)?;
-    check_arch(arch, plan)?;
+    check_loader_tools(arch, plan)?;
     // The service comes from the user's image, not the kernel layer built on top of it.
     let app = GuestApp::from_config(&image.details().config, options.app)?;
     let bootable = image.kernel(reference, options, plan, arch, &mut timings)?;
@@ -136,7 +136,7 @@ fn build_disk(input: &Input, timings: Timings, plan: &DiskPlan) -> Result<()> {
 }
 
 /// Once the disk's architecture is known, before any long work: the host's loader tools for it.
-fn check_arch(arch: Arch, plan: &DiskPlan) -> Result<()> {
+fn check_loader_tools(arch: Arch, plan: &DiskPlan) -> Result<()> {
     boot::check_host_tools(plan.bootloader, arch)
 }
 

@@ -67,7 +67,7 @@ impl DiskPlan {
     }
 
     /// Bytes at the root partition's start before the filesystem: the LUKS2 header, if any.
-    pub fn root_header(&self) -> u64 {
+    pub fn luks_header(&self) -> u64 {
         match self.luks {
             Some(_) => crate::disk::luks::HEADER,
             None => 0,
@@ -161,7 +161,7 @@ impl DiskPlan {
     /// The host's tools for what the options ask: mke2fs, and how it takes the files (probed in
     /// the work directory, where the conversion writes), cryptsetup for an encrypted root. The
     /// loaders' tools depend on the disk's architecture: checked once the source says it
-    /// (`pipeline::check_arch`).
+    /// (`pipeline::check_loader_tools`).
     fn check_host(&mut self) -> Result<()> {
         if self.luks.is_some() {
             crate::cmd::require("cryptsetup")?;

@@ -143,7 +143,7 @@ fn json(s: &Summary) -> serde_json::Value {
         },
         "init": if s.c2vm_init { "c2vm-init" } else { "image" },
         "login": s.login,
-        "app": s.app.app.as_ref().map(|a| &a.argv),
+        "app": s.app.service.as_ref().map(|a| &a.argv),
         "image": {
             "source": s.image.source,
             "id": s.image.id,
@@ -156,7 +156,7 @@ fn json(s: &Summary) -> serde_json::Value {
 
 /// Tell the user what runs at boot and which ports to forward.
 fn explain_app(config: &GuestApp, disabled_units: &[String], output: &Path, c2vm_init: bool) {
-    if let Some(spec) = config.app.as_ref().filter(|_| !c2vm_init) {
+    if let Some(spec) = config.service.as_ref().filter(|_| !c2vm_init) {
         let argv: Vec<String> = spec
             .argv
             .iter()

@@ -56,7 +56,7 @@ pub struct Layout {
     pub root: Extent,
     /// Bytes at the root partition's start before its filesystem: an encrypted root's LUKS2
     /// header, else none.
-    pub root_header: u64,
+    pub luks_header: u64,
 }
 
 impl Layout {
@@ -68,31 +68,31 @@ impl Layout {
         size: SizeRequest,
         esp_size: u64,
         bios_boot: bool,
-        root_header: u64,
+        luks_header: u64,
     ) -> Result<Layout> {
         let min_root = ext4::min_fs_size(usage);
         match size {
             SizeRequest::Auto => Self::for_root(
-                ext4::auto_fs_size(usage) + root_header,
+                ext4::auto_fs_size(usage) + luks_header,
                 esp_size,
                 bios_boot,
-                root_header,
+                luks_header,
             ),
             SizeRequest::Bytes(bytes) => {
                 let smallest =
-                    Self::for_root(min_root + root_header, esp_size, bios_boot, root_header)?
+                    Self::for_root(min_root + luks_header, esp_size, bios_boot, luks_header)?
                         .disk_size;
                 if bytes < smallest {
-                    let header = match root_header {
+                    let header = match luks_header {
                         0 => String::new(),
                         h => format!(" + {} MiB LUKS2 header", h / MIB),
                     };
                     bail!(
                         "--size {} MiB is too small: these files need a disk of at least {} MiB ({} MiB root filesystem{header} + {} MiB ESP and tables); use --size {}M or more, or --size auto",
-                        bytes / MIB, smallest / MIB, min_root / MIB, (smallest - min_root - root_header) / MIB, smallest / MIB
+                        bytes / MIB, smallest / MIB, min_root / MIB, (smallest - min_root - luks_header) / MIB, smallest / MIB
                     );
                 }
-                Self::for_disk(bytes, esp_size, bios_boot, root_header)
+                Self::for_disk(bytes, esp_size, bios_boot, luks_header)
             }
         }
     }
@@ -108,12 +108,12 @@ impl Layout {
         disk_size: u64,
         esp_size: u64,
         bios_boot: bool,
-        root_header: u64,
+        luks_header: u64,
     ) -> Result<Layout> {
         let disk_size = disk_size / MIB * MIB;
-        let overhead = Self::overhead(esp_size, bios_boot) + root_header;
+        let overhead = Self::overhead(esp_size, bios_boot) + luks_header;
         if disk_size <= overhead {
-            let header = match root_header {
+            let header = match luks_header {
                 0 => String::new(),
                 h => format!(" and its {} MiB LUKS2 header", h / MIB),
             };
@@ -145,15 +145,15 @@ impl Layout {
             bios_boot,
             esp,
             root,
-            root_header,
+            luks_header,
         })
     }
 
     /// Where the root filesystem is: the root partition after its header.
     pub fn filesystem(&self) -> Extent {
         Extent {
-            start: self.root.start + self.root_header,
-            size: self.root.size - self.root_header,
+            start: self.root.start + self.luks_header,
+            size: self.root.size - self.luks_header,
         }
     }
 
@@ -162,14 +162,14 @@ impl Layout {
         root_size: u64,
         esp_size: u64,
         bios_boot: bool,
-        root_header: u64,
+        luks_header: u64,
     ) -> Result<Layout> {
         let root_size = root_size.div_ceil(MIB) * MIB;
         Self::for_disk(
             root_size + Self::overhead(esp_size, bios_boot),
             esp_size,
             bios_boot,
-            root_header,
+            luks_header,
         )
     }
 }

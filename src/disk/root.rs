@@ -10,7 +10,7 @@ use super::Identifiers;
 use crate::arch::Arch;
 use crate::cmd;
 use crate::progress::Timings;
-use crate::rootfs::edit::{self, Edited, Extra};
+use crate::rootfs::edit::{self, Edited, JoinedStream};
 use crate::rootfs::tree::GuestTree;
 use crate::rootfs::unpack;
 use crate::rootfs::usage::TreeUsage;
@@ -22,18 +22,18 @@ use std::io::Write;
 use std::path::Path;
 
 /// Opens the source's tar stream, again if a first pass must be redone.
-pub type Open<'a> = dyn Fn() -> Result<Box<dyn TarStream + 'a>> + 'a;
+pub type OpenStream<'a> = dyn Fn() -> Result<Box<dyn TarStream + 'a>> + 'a;
 
 /// Asked when the image's stream ends (see [`edit::edit_with`]): a kernel bundle's entries.
-pub type MoreEntries<'a> = dyn Fn(&mut GuestTree) -> Result<Option<Extra<'a>>> + 'a;
+pub type LaterEntries<'a> = dyn Fn(&mut GuestTree) -> Result<Option<JoinedStream<'a>>> + 'a;
 
 /// Guest setup, run on the tree once the stream has passed; its result comes back in [`Edited`].
 pub type Setup<'s, T> = dyn Fn(&mut GuestTree) -> Result<T> + 's;
 
 /// What fills the root: the stream and what it will need (counted, or an estimate).
 pub struct Source<'a> {
-    pub open: &'a Open<'a>,
-    pub more: &'a MoreEntries<'a>,
+    pub open: &'a OpenStream<'a>,
+    pub more: &'a LaterEntries<'a>,
     pub usage: TreeUsage,
     /// Whether `usage` was counted (a tarball's headers) rather than estimated.
     pub exact: bool,
@@ -46,7 +46,7 @@ pub struct Shape {
     /// GRUB's BIOS stage needs a partition of its own.
     pub bios_boot: bool,
     /// Bytes before the filesystem in the root partition (a LUKS2 header).
-    pub root_header: u64,
+    pub luks_header: u64,
     /// The disk's size is a multiple of this (GCE takes whole GiB).
     pub multiple: u64,
     pub arch: Arch,
@@ -223,7 +223,7 @@ impl RootFs<'_, '_> {
     fn layout(&self, usage: &TreeUsage, exact: bool) -> Result<Layout> {
         let shape = self.shape;
         let for_disk =
-            |bytes| Layout::for_disk(bytes, shape.esp_size, shape.bios_boot, shape.root_header);
+            |bytes| Layout::for_disk(bytes, shape.esp_size, shape.bios_boot, shape.luks_header);
         let layout = match (shape.size, exact) {
             (SizeRequest::Bytes(bytes), false) => for_disk(bytes)?,
             _ => Layout::plan(
@@ -231,7 +231,7 @@ impl RootFs<'_, '_> {
                 shape.size,
                 shape.esp_size,
                 shape.bios_boot,
-                shape.root_header,
+                shape.luks_header,
             )?,
         };
         // GCE takes whole GiB only: the root partition gets the rest.

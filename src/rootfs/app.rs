@@ -12,8 +12,10 @@ use anyhow::{bail, Context, Result};
 /// What the VM takes from the image's config: the process to run (if any), ports and volumes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GuestApp {
-    /// The process to run at boot, if the app service is wanted.
-    pub app: Option<AppSpec>,
+    /// The process to run at boot as a service, if one is wanted (`--app`, or a command that
+    /// is not a bare shell). Serialised under its old name: the identifiers' seed holds it.
+    #[serde(rename = "app")]
+    pub service: Option<AppSpec>,
     /// EXPOSE, as docker writes it: `80/tcp`.
     pub exposed_ports: Vec<String>,
     /// VOLUME directories.
@@ -97,9 +99,9 @@ impl GuestApp {
             working_dir: config.working_dir.clone(),
             stop_signal: config.stop_signal.clone(),
         };
-        let app = wanted.then(|| process.clone());
+        let service = wanted.then(|| process.clone());
         Ok(GuestApp {
-            app,
+            service,
             process,
             exposed_ports: config.exposed_ports.clone(),
             volumes: config.volumes.clone(),
@@ -118,7 +120,7 @@ pub fn install(guest: &mut GuestTree, config: &GuestApp, init: InitSystem) -> Re
                 .with_context(|| format!("creating the image's VOLUME {volume}"))?;
         }
     }
-    let Some(app) = &config.app else {
+    let Some(app) = &config.service else {
         return Ok(Vec::new());
     };
     let workdir = if app.working_dir.is_empty() {
@@ -227,21 +229,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            GuestApp::from_config(&image, AppChoice::Auto).unwrap().app,
+            GuestApp::from_config(&image, AppChoice::Auto)
+                .unwrap()
+                .service,
             None
         );
         let forced = GuestApp::from_config(&image, AppChoice::On).unwrap();
-        assert_eq!(forced.app.unwrap().argv, argv(&["bash"]));
+        assert_eq!(forced.service.unwrap().argv, argv(&["bash"]));
         image.entrypoint = argv(&["/entry.sh"]);
         image.cmd = argv(&["serve", "--port", "80"]);
         let auto = GuestApp::from_config(&image, AppChoice::Auto).unwrap();
         assert_eq!(
-            auto.app.unwrap().argv,
+            auto.service.unwrap().argv,
             argv(&["/entry.sh", "serve", "--port", "80"])
         );
         assert_eq!(auto.exposed_ports, vec!["80/tcp".to_string()]);
         assert_eq!(
-            GuestApp::from_config(&image, AppChoice::Off).unwrap().app,
+            GuestApp::from_config(&image, AppChoice::Off)
+                .unwrap()
+                .service,
             None
         );
         image.entrypoint.clear();
@@ -282,7 +288,7 @@ mod tests {
         )
         .unwrap();
         let config = GuestApp {
-            app: Some(AppSpec {
+            service: Some(AppSpec {
                 argv: argv(&["web", "--port", "80"]),
                 env: argv(&["PATH=/bin"]),
                 ..Default::default()
@@ -293,7 +299,7 @@ mod tests {
         };
         // A command that is not in the image fails with what to do.
         let missing = GuestApp {
-            app: Some(AppSpec {
+            service: Some(AppSpec {
                 argv: argv(&["nope"]),
                 ..Default::default()
             }),

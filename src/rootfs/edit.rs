@@ -57,7 +57,7 @@ const MKE2FS_XATTRS: &[&str] = &["security.capability", "gnu.translator"];
 /// source has ended.
 /// A second stream whose entries join the image's, e.g. a kernel bundle's `/boot` and modules:
 /// asked for once the image's stream has ended (the choice may depend on what the image holds).
-pub struct Extra<'a> {
+pub struct JoinedStream<'a> {
     pub stream: Box<dyn Read + 'a>,
     /// Which of its entries (by name) to take.
     pub keep: Keep<'a>,
@@ -70,7 +70,8 @@ pub struct Extra<'a> {
 pub type Keep<'a> = Box<dyn Fn(&[u8]) -> bool + 'a>;
 
 /// Asked once the image's stream has ended: another stream to take entries from, if any.
-pub type MoreEntries<'a, 'b> = &'b mut dyn FnMut(&mut GuestTree) -> Result<Option<Extra<'a>>>;
+pub type MoreEntries<'a, 'b> =
+    &'b mut dyn FnMut(&mut GuestTree) -> Result<Option<JoinedStream<'a>>>;
 
 pub fn edit<T>(
     source: impl Read,
@@ -98,7 +99,7 @@ pub fn edit_with<'a, T>(
         boot_bytes: 0,
         skipped: Vec::new(),
     };
-    let image = Extra {
+    let image = JoinedStream {
         stream: Box::new(source),
         keep: Box::new(|_| true),
         emit: true,
@@ -129,7 +130,7 @@ struct Editor<'p, W: Write> {
 
 impl<W: Write> Editor<'_, W> {
     /// Every entry of one stream that `keep` takes; returns how many were taken.
-    fn take_all(&mut self, Extra { stream, keep, emit }: Extra) -> Result<u64> {
+    fn take_all(&mut self, JoinedStream { stream, keep, emit }: JoinedStream) -> Result<u64> {
         let mut archive = tar::Archive::new(stream);
         let entries = archive
             .entries()
