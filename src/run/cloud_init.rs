@@ -7,12 +7,12 @@
 //! User-data may hold secrets (passwords, keys, tokens): the seed is a private file (0600, in a
 //! 0700 directory, as the credentials' files) removed when the run ends, and c2vm says the
 //! files' names, never their contents.
-use super::boot_settings::private_dir;
-use super::qemu::qemu_escape;
+use super::options::CloudInitArgs;
+use super::private_dir::private_dir;
+use super::qemu_args::{qemu_escape, Attachment};
 use crate::disk::esp::{self, EspFile};
 use crate::units::MIB;
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use sha2::Digest;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -22,23 +22,6 @@ const SEED_FILE: &str = "seed.img";
 /// The largest seed c2vm writes; user-data is kilobytes, and clouds cap it far lower (EC2 at
 /// 16 KiB).
 const SEED_MAX: u64 = 64 * MIB;
-
-/// `c2vm run`'s cloud-init options.
-#[derive(Args, Debug, Clone, Default)]
-pub struct CloudInitArgs {
-    /// Give the guest's cloud-init this user-data (`#cloud-config`, a `#!` script, MIME
-    /// multipart…) in a NoCloud seed for this boot; the disk needs cloud-init (`c2vm convert
-    /// --cloud-init`)
-    #[arg(long, value_name = "USER-DATA")]
-    pub cloud_init: Option<PathBuf>,
-    /// The seed's meta-data (instance-id, local-hostname) [default: an instance-id derived from
-    /// the user-data, so the same user-data is one instance and runs once on a --persist disk]
-    #[arg(long, value_name = "FILE", requires = "cloud_init")]
-    pub meta_data: Option<PathBuf>,
-    /// The seed's network-config (cloud-init's network config, version 1 or 2)
-    #[arg(long, value_name = "FILE", requires = "cloud_init")]
-    pub network_config: Option<PathBuf>,
-}
 
 /// The seed's private file, for as long as QEMU runs.
 pub struct Seed {
@@ -92,8 +75,14 @@ impl Seed {
         Ok(Some(Seed { dir, names }))
     }
 
-    /// QEMU's options: the seed as a second, read-only virtio disk.
-    pub fn qemu_args(&self) -> Vec<String> {
+    fn path(&self) -> PathBuf {
+        self.dir.path().join(SEED_FILE)
+    }
+}
+
+impl Attachment for Seed {
+    /// The seed as a second, read-only virtio disk.
+    fn qemu_args(&self) -> Vec<String> {
         vec![
             "-drive".into(),
             format!(
@@ -105,13 +94,13 @@ impl Seed {
         ]
     }
 
-    /// What the run says: the files' names.
-    pub fn names(&self) -> &[&'static str] {
-        &self.names
+    /// The files' names.
+    fn names(&self) -> Vec<String> {
+        self.names.iter().map(|n| n.to_string()).collect()
     }
 
-    fn path(&self) -> PathBuf {
-        self.dir.path().join(SEED_FILE)
+    fn what(&self) -> &'static str {
+        "a cloud-init NoCloud seed for this boot (CIDATA)"
     }
 }
 

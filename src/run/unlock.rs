@@ -1,6 +1,8 @@
 //! `c2vm run --luks-passphrase-file`: an encrypted root's initramfs asks for the passphrase on
 //! the serial console, and c2vm types it there, once. A second prompt means the guest refused
 //! it: c2vm stops the VM and says so, rather than leave a scripted run waiting for its timeout.
+//! [`Watcher`] is the one state machine for both consoles, the interactive relay's and the
+//! scripted one's.
 use crate::disk::luks::{Passphrase, MAPPING};
 use anyhow::{anyhow, Result};
 use regex::Regex;
@@ -56,6 +58,11 @@ impl Watcher {
             prompts: 0,
             unlocked: false,
         })
+    }
+
+    /// The volume is open: later prompts are for the image's own volumes, not c2vm's.
+    pub fn unlocked(&self) -> bool {
+        self.unlocked
     }
 
     pub fn feed(&mut self, bytes: &[u8]) -> Step {
