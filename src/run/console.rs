@@ -323,6 +323,62 @@ fn decode_block(text: &str) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::{Command, Stdio};
+
+    /// A console on `script`, run by sh in place of QEMU.
+    fn console(script: &str) -> Console {
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Console::new(child, false, Box::new(()), false).unwrap()
+    }
+
+    fn passphrase(dir: &std::path::Path) -> crate::disk::luks::Passphrase {
+        let file = dir.join("pass");
+        std::fs::write(&file, "right\n").unwrap();
+        crate::disk::luks::Passphrase::from_file(&file).unwrap()
+    }
+
+    #[test]
+    fn scripted_unlock_types_once_and_reads_on_after_the_volume_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Split prompt, as a slow console delivers it; after the volume is open, another
+        // volume's prompt is not c2vm's to answer.
+        let mut c = console(
+            "printf 'Begin: Please unl'; sleep 0.2; printf 'ock disk c2vm_root: '; read pw; \
+             echo \"cryptsetup: c2vm_root: set up successfully\"; \
+             printf 'Please unlock disk data: '; echo; echo \"typed:$pw\"; printf 'login: '; sleep 5",
+        );
+        c.unlock(&passphrase(dir.path()), deadline).unwrap();
+        let typed = Regex::new(r"typed:(\w*)").unwrap();
+        assert_eq!(
+            c.wait_for(&typed, deadline, "the echo").unwrap()[1],
+            "right"
+        );
+        let login = Regex::new("login: ").unwrap();
+        c.wait_for(&login, deadline, "the login prompt").unwrap();
+    }
+
+    #[test]
+    fn scripted_unlock_calls_a_second_prompt_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut c = console(
+            "printf 'Please unlock disk c2vm_root: '; read pw; \
+             echo 'No key available with this passphrase.'; \
+             printf 'Please unlock disk c2vm_root: '; sleep 30",
+        );
+        let started = Instant::now();
+        let err = c.unlock(&passphrase(dir.path()), deadline).unwrap_err();
+        assert!(err.to_string().contains("refused the passphrase"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(c.child.try_wait().unwrap().is_some(), "the VM is stopped");
+    }
 
     #[test]
     fn decodes_base64_amid_console_noise() {

@@ -9,6 +9,8 @@ use crate::disk::{esp, gpt};
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 
 /// Where the boot loaders find the kernel command line on c2vm's ESP.
 const CMDLINE_FILES: &[&str] = &[crate::boot::CMDLINE_ON_ESP, "loader/entries/c2vm.conf"];
@@ -129,6 +131,84 @@ fn verbose(cmdline: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::MIB;
+
+    /// A raw disk with a GPT and an ESP holding a kernel, an initramfs and a command line.
+    fn disk_with_boot_files(dir: &Path) -> PathBuf {
+        use crate::disk::{esp::EspFile, layout::Layout};
+        let layout = Layout::for_disk(40 * MIB, 8 * MIB, false, 0).unwrap();
+        let raw = dir.join("disk.raw");
+        let mut disk = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&raw)
+            .unwrap();
+        disk.set_len(layout.disk_size).unwrap();
+        let ids = gpt::DiskIds::random();
+        gpt::write_table(
+            &mut disk,
+            &layout,
+            &ids,
+            crate::arch::Arch::Amd64,
+            &[0; 440],
+        )
+        .unwrap();
+        let volume = tempfile::tempfile().unwrap();
+        volume.set_len(layout.esp.size).unwrap();
+        let files = vec![
+            EspFile::bytes(crate::boot::CMDLINE_ON_ESP, "root=UUID=x rw quiet\n"),
+            EspFile::bytes(crate::boot::KERNEL_ON_ESP, b"the kernel".to_vec()),
+            EspFile::bytes(crate::boot::INITRD_ON_ESP, b"the initramfs".to_vec()),
+        ];
+        esp::write_small_volume(&volume, layout.esp.size, *b"ESP        ", files).unwrap();
+        let mut bytes = vec![0u8; layout.esp.size as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&volume, &mut bytes, 0).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&disk, &bytes, layout.esp.start).unwrap();
+        raw
+    }
+
+    #[test]
+    fn boot_files_come_from_the_esp_of_a_raw_or_qcow2_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = disk_with_boot_files(dir.path());
+        let direct = DirectBoot::from_disk(&raw, "raw", false).unwrap();
+        let boot = &direct.boot;
+        assert_eq!(boot.cmdline, "root=UUID=x rw quiet");
+        assert_eq!(std::fs::read(&boot.kernel).unwrap(), b"the kernel");
+        assert_eq!(std::fs::read(&boot.initrd).unwrap(), b"the initramfs");
+        if std::process::Command::new("qemu-img")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("no qemu-img here: the qcow2 half is skipped");
+            return;
+        }
+        let qcow2 = dir.path().join("disk.qcow2");
+        crate::cmd::Cmd::new("qemu-img", "test")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&qcow2)
+            .run()
+            .unwrap();
+        let direct = DirectBoot::from_disk(&qcow2, "qcow2", true).unwrap();
+        assert_eq!(
+            direct.boot.cmdline,
+            "root=UUID=x rw loglevel=7 systemd.show_status=true"
+        );
+        assert_eq!(std::fs::read(&direct.boot.kernel).unwrap(), b"the kernel");
+        assert_eq!(
+            std::fs::read(&direct.boot.initrd).unwrap(),
+            b"the initramfs"
+        );
+        // Only the kernel's files stay: the ESP's copy is gone.
+        let left: Vec<_> = std::fs::read_dir(direct._dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
 
     #[test]
     fn boot_log_turns_the_console_back_on() {

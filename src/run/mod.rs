@@ -170,6 +170,68 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credentials_and_the_seed_are_attached_to_qemu_s_line() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Run {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let user_data = dir.path().join("user-data");
+        std::fs::write(&user_data, "#cloud-config\n").unwrap();
+        let args = Run::try_parse_from([
+            "c2vm".as_ref(),
+            "disk.img".as_ref(),
+            "--hostname".as_ref(),
+            "web-1".as_ref(),
+            "--cloud-init".as_ref(),
+            user_data.as_os_str(),
+        ])
+        .unwrap()
+        .run;
+        let attached = attachments(&args, Some("pw")).unwrap();
+        let names: Vec<Vec<String>> = attached.iter().map(|a| a.names()).collect();
+        assert_eq!(
+            names,
+            [
+                vec!["system.hostname", "passwd.hashed-password.root"],
+                vec!["user-data", "meta-data"]
+            ]
+        );
+        let spec = qemu_args::VmSpec {
+            arch: crate::arch::Arch::Amd64,
+            board: qemu_args::Board::Q35,
+            uefi: None,
+            secure_boot: false,
+            kvm: false,
+            cpu_model: None,
+            memory_mib: 512,
+            cpus: 1,
+            disk: "/d.img".into(),
+            format: "raw".into(),
+            persist: false,
+            direct: None,
+            forwards: Vec::new(),
+        };
+        let refs: Vec<&dyn Attachment> = attached.iter().map(|a| a.as_ref()).collect();
+        let line = qemu_args::qemu_args(&spec, &refs);
+        let tail = &line[line.len() - 8..];
+        assert_eq!(tail[0], "-fw_cfg");
+        assert!(tail[1].starts_with("name=opt/io.systemd.credentials/system.hostname,file="));
+        assert_eq!(tail[2], "-fw_cfg");
+        assert!(tail[3]
+            .starts_with("name=opt/io.systemd.credentials/passwd.hashed-password.root,file="));
+        assert_eq!(tail[4], "-drive");
+        assert!(tail[5].ends_with("seed.img,format=raw,if=none,id=cidata,readonly=on"));
+        assert_eq!(tail[6..], ["-device", "virtio-blk-pci,drive=cidata"]);
+        // The names only, never a value.
+        assert!(!line
+            .iter()
+            .any(|a| a.contains("web-1") || a.contains("pw,")));
+    }
+
+    #[test]
     fn login_forms() {
         assert_eq!(
             parse_login("root:pw", None).unwrap(),

@@ -187,3 +187,95 @@ pub enum Accel {
     Kvm,
     Tcg,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn help_groups_the_options_and_says_what_lasts_one_boot() {
+        let help = Run::command().render_long_help().to_string();
+        let mut at = 0;
+        for heading in [
+            "Machine:",
+            "Boot path:",
+            "Scripting:",
+            "Settings for this boot",
+            "cloud-init:",
+        ] {
+            let found = help[at..].find(heading);
+            assert!(
+                found.is_some(),
+                "{heading} missing, or out of order:\n{help}"
+            );
+            at += found.unwrap_or(0);
+        }
+        assert!(help.contains("`convert --hostname`"), "{help}");
+        let group = |flag: &str| {
+            let i = help.find(flag).unwrap();
+            [
+                "Machine:",
+                "Boot path:",
+                "Scripting:",
+                "Settings for",
+                "cloud-init:",
+            ]
+            .into_iter()
+            .rev()
+            .find(|h| help[..i].contains(h))
+        };
+        assert_eq!(group("--publish"), Some("Machine:"));
+        assert_eq!(group("--direct-kernel"), Some("Boot path:"));
+        assert_eq!(group("--exec"), Some("Scripting:"));
+        assert_eq!(group("--hostname"), Some("Settings for"));
+        assert_eq!(group("--network-config"), Some("cloud-init:"));
+    }
+
+    #[test]
+    fn flags_and_defaults_are_the_ones_they_were() {
+        let a = Run::try_parse_from(["c2vm", "disk.img"]).unwrap().run;
+        assert_eq!(
+            (a.vm.memory, a.vm.cpus, a.vm.accel, a.script.timeout),
+            (1024, 2, Accel::Auto, 600)
+        );
+        let a = Run::try_parse_from([
+            "c2vm",
+            "d.qcow2",
+            "--firmware",
+            "uefi-secure",
+            "--machine",
+            "q35",
+            "--publish",
+            "8080:80",
+            "--login",
+            "root",
+            "--exec",
+            "true",
+            "--password-file",
+            "pw",
+            "-e",
+            "A=1",
+            "--cloud-init",
+            "ud",
+            "--",
+            "serve",
+        ])
+        .unwrap()
+        .run;
+        assert_eq!(a.vm.firmware, Some(Firmware::UefiSecure));
+        assert_eq!(a.vm.publish, ["8080:80"]);
+        assert_eq!(a.script.exec.as_deref(), Some("true"));
+        assert_eq!(a.boot.env, ["A=1"]);
+        assert_eq!(a.boot.args, ["serve"]);
+        assert!(a.boot.password_file.is_some() && a.cloud_init.cloud_init.is_some());
+        assert!(Run::try_parse_from(["c2vm", "d", "--exec", "true"]).is_err());
+        assert!(Run::try_parse_from(["c2vm", "d", "--meta-data", "m"]).is_err());
+    }
+}
