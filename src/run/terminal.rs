@@ -150,15 +150,19 @@ impl Typist {
 
     /// Returns false when the guest refused the passphrase (QEMU is then stopped).
     fn watch(&mut self, output: &[u8]) -> bool {
-        match self.watcher.feed(output) {
-            unlock::Step::Nothing => true,
-            unlock::Step::Type => {
-                let _ = self.to_qemu.send(self.keys.clone());
-                true
-            }
-            unlock::Step::Refused => {
-                let _ = rustix::process::kill_process(self.qemu, rustix::process::Signal::TERM);
-                false
+        let mut step = self.watcher.feed(output);
+        loop {
+            match step {
+                unlock::Step::Nothing => return true,
+                unlock::Step::Type => {
+                    let _ = self.to_qemu.send(self.keys.clone());
+                    // A second prompt in the same read is still in the watcher's tail.
+                    step = self.watcher.feed(b"");
+                }
+                unlock::Step::Refused => {
+                    let _ = rustix::process::kill_process(self.qemu, rustix::process::Signal::TERM);
+                    return false;
+                }
             }
         }
     }

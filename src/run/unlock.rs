@@ -119,5 +119,10 @@ mod tests {
         );
         assert_eq!(w.feed(b"Please unlock disk c2vm_root: "), Step::Nothing);
         assert_eq!(w.feed(b"Please unlock disk data: "), Step::Nothing);
+        // Two prompts in one read: the second waits in the tail for the next feed.
+        let mut w = Watcher::new().unwrap();
+        let both = b"Please unlock disk c2vm_root: \r\nNo key\r\nPlease unlock disk c2vm_root: ";
+        assert_eq!(w.feed(both), Step::Type);
+        assert_eq!(w.feed(b""), Step::Refused);
     }
 }
