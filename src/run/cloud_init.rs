@@ -24,14 +24,14 @@ const SEED_FILE: &str = "seed.img";
 const SEED_MAX: u64 = 64 * MIB;
 
 /// The seed's private file, for as long as QEMU runs.
-pub struct Seed {
+pub struct NoCloudSeed {
     dir: tempfile::TempDir,
     names: Vec<&'static str>,
 }
 
-impl Seed {
+impl NoCloudSeed {
     /// None without `--cloud-init`.
-    pub fn write(args: &CloudInitArgs) -> Result<Option<Seed>> {
+    pub fn write(args: &CloudInitArgs) -> Result<Option<NoCloudSeed>> {
         let Some(user_data_path) = &args.cloud_init else {
             return Ok(None);
         };
@@ -72,7 +72,7 @@ impl Seed {
             .collect();
         esp::write_small_volume(&image, size, *b"CIDATA     ", entries)?;
         image.sync_all().context("writing the cloud-init seed")?;
-        Ok(Some(Seed { dir, names }))
+        Ok(Some(NoCloudSeed { dir, names }))
     }
 
     fn path(&self) -> PathBuf {
@@ -80,7 +80,7 @@ impl Seed {
     }
 }
 
-impl Attachment for Seed {
+impl Attachment for NoCloudSeed {
     /// The seed as a second, read-only virtio disk.
     fn qemu_args(&self) -> Vec<String> {
         vec![
@@ -167,7 +167,7 @@ mod tests {
             meta_data: None,
             network_config: Some(network),
         };
-        let seed = Seed::write(&args).unwrap().unwrap();
+        let seed = NoCloudSeed::write(&args).unwrap().unwrap();
         assert_eq!(seed.names(), ["user-data", "meta-data", "network-config"]);
         let path = seed.path();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -212,7 +212,7 @@ mod tests {
             cloud_init: Some(user_data),
             ..CloudInitArgs::default()
         };
-        let err = format!("{:#}", Seed::write(&args).err().unwrap());
+        let err = format!("{:#}", NoCloudSeed::write(&args).err().unwrap());
         assert!(err.contains("start it with `#cloud-config`"), "{err}");
         assert!(!err.contains("secret-user-5521"), "{err}");
         for good in [
@@ -227,7 +227,7 @@ mod tests {
             cloud_init: Some(dir.path().join("absent")),
             ..CloudInitArgs::default()
         };
-        let err = format!("{:#}", Seed::write(&missing).err().unwrap());
+        let err = format!("{:#}", NoCloudSeed::write(&missing).err().unwrap());
         assert!(err.starts_with("--cloud-init: reading "), "{err}");
     }
 }

@@ -93,7 +93,7 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
 /// cloud-init seed. Written before QEMU is set up, so bad user-data fails first, in one line.
 fn attachments(args: &RunArgs, root_password: Option<&str>) -> Result<Vec<Box<dyn Attachment>>> {
     let credentials = boot_settings::collect(&args.boot, root_password)?;
-    let seed = cloud_init::Seed::write(&args.cloud_init)?;
+    let seed = cloud_init::NoCloudSeed::write(&args.cloud_init)?;
     let mut attached: Vec<Box<dyn Attachment>> = Vec::new();
     if let Some(files) = boot_settings::CredentialFiles::write(&credentials)? {
         attached.push(Box::new(files));
