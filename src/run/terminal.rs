@@ -150,22 +150,35 @@ impl Typist {
 
     /// Returns false when the guest refused the passphrase (QEMU is then stopped).
     fn watch(&mut self, output: &[u8]) -> bool {
-        let mut step = self.watcher.feed(output);
-        loop {
+        for step in steps(&mut self.watcher, output) {
             match step {
-                unlock::Step::Nothing => return true,
                 unlock::Step::Type => {
                     let _ = self.to_qemu.send(self.keys.clone());
-                    // A second prompt in the same read is still in the watcher's tail.
-                    step = self.watcher.feed(b"");
                 }
-                unlock::Step::Refused => {
+                _ => {
                     let _ = rustix::process::kill_process(self.qemu, rustix::process::Signal::TERM);
                     return false;
                 }
             }
         }
+        true
     }
+}
+
+/// What `output` asks of c2vm, in order, the `Nothing`s left out: a second prompt in the same
+/// read as the first is still in the watcher's tail after the first, and a refusal.
+fn steps(watcher: &mut unlock::Watcher, output: &[u8]) -> Vec<unlock::Step> {
+    let mut steps = Vec::new();
+    let mut step = watcher.feed(output);
+    while step != unlock::Step::Nothing {
+        let refused = step == unlock::Step::Refused;
+        steps.push(step);
+        if refused {
+            break;
+        }
+        step = watcher.feed(b"");
+    }
+    steps
 }
 
 /// The terminal on c2vm's stdin in raw mode while QEMU reads it through c2vm; restored on drop.
@@ -218,5 +231,16 @@ mod tests {
         let console = b"booting\r\nhello from the app\r\nc2vm-init: the app exited with status 42\r\nc2vm-init: exit 42\r\n[ 9.1] reboot: Power down\r\n";
         assert_eq!(relay_console(&console[..], None).status, Some(42));
         assert_eq!(relay_console(&b"login: "[..], None).status, None);
+    }
+
+    #[test]
+    fn two_prompts_in_one_read_are_a_refusal() {
+        use unlock::Step::{Refused, Type};
+        let mut w = unlock::Watcher::new().unwrap();
+        let both = b"Please unlock disk c2vm_root: \r\nNo key\r\nPlease unlock disk c2vm_root: ";
+        assert_eq!(steps(&mut w, both), [Type, Refused]);
+        let mut w = unlock::Watcher::new().unwrap();
+        assert_eq!(steps(&mut w, b"Please unlock disk c2vm_root: "), [Type]);
+        assert_eq!(steps(&mut w, b"\r\nset up successfully\r\n"), []);
     }
 }
