@@ -116,26 +116,6 @@ pub fn write_table(
     Ok(())
 }
 
-/// Where the EFI system partition of an existing disk is, from its GPT.
-pub fn find_esp(file: &mut File) -> Result<Extent> {
-    let disk = gpt::GptConfig::new()
-        .writable(false)
-        .logical_block_size(LogicalBlockSize::Lb512)
-        .open_from_device(&mut *file)
-        .map_err(gpt_err)
-        .context("reading the disk's GPT")?;
-    let esp = disk
-        .partitions()
-        .values()
-        .find(|p| p.part_type_guid == partition_types::EFI)
-        .context("the disk has no EFI system partition; was it made by c2vm?")?;
-    let sector = super::layout::SECTOR;
-    Ok(Extent {
-        start: esp.first_lba * sector,
-        size: (esp.last_lba + 1 - esp.first_lba) * sector,
-    })
-}
-
 /// How many bytes [`root_partition`] reads: the protective MBR, the GPT header and 128 entries.
 pub const TABLE_BYTES: usize = 34 * 512;
 
@@ -143,6 +123,26 @@ pub const TABLE_BYTES: usize = 34 * 512;
 /// first byte on the disk, from the disk's first [`TABLE_BYTES`] (a qcow2 disk's are read
 /// through qemu-img without converting the rest).
 pub fn root_partition(table: &[u8]) -> Result<(Arch, u64)> {
+    for (guid, extent) in entries(table)? {
+        if let Some(arch) = Arch::of_root_partition_type(&guid) {
+            return Ok((arch, extent.start));
+        }
+    }
+    bail!("the disk has no Linux root partition of a type c2vm knows (x86-64 or arm64); was it made by c2vm?")
+}
+
+/// Where the EFI system partition is, from the disk's first [`TABLE_BYTES`] (as
+/// [`root_partition`]).
+pub fn esp_partition(table: &[u8]) -> Result<Extent> {
+    let esp = partition_types::EFI.guid.to_string();
+    entries(table)?
+        .find(|(guid, _)| guid.eq_ignore_ascii_case(&esp))
+        .map(|(_, extent)| extent)
+        .context("the disk has no EFI system partition; was it made by c2vm?")
+}
+
+/// The primary GPT's entries in `table`: each one's type GUID and where it lies.
+fn entries(table: &[u8]) -> Result<impl Iterator<Item = (String, Extent)> + '_> {
     let header = table
         .get(512..512 + 92)
         .filter(|h| h.starts_with(b"EFI PART"))
@@ -152,20 +152,25 @@ pub fn root_partition(table: &[u8]) -> Result<(Arch, u64)> {
     };
     let (count, size) = (u32_at(80) as usize, u32_at(84) as usize);
     let first = 1024;
-    for i in 0..count.min(128) {
-        let Some(entry) = table.get(first + i * size..first + i * size + 40) else {
-            break;
-        };
-        let mut guid = [0u8; 16];
-        guid.copy_from_slice(&entry[..16]);
-        let guid = uuid::Uuid::from_bytes_le(guid).to_string();
-        if let Some(arch) = Arch::of_root_partition_type(&guid) {
-            let mut lba = [0u8; 8];
-            lba.copy_from_slice(&entry[32..40]);
-            return Ok((arch, u64::from_le_bytes(lba) * 512));
-        }
-    }
-    bail!("the disk has no Linux root partition of a type c2vm knows (x86-64 or arm64); was it made by c2vm?")
+    let u64_at = |entry: &[u8], at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&entry[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    Ok((0..count.min(128))
+        .map_while(move |i| table.get(first + i * size..first + i * size + 48))
+        .map(move |entry| {
+            let mut guid = [0u8; 16];
+            guid.copy_from_slice(&entry[..16]);
+            let guid = uuid::Uuid::from_bytes_le(guid).to_string();
+            let (first_lba, last_lba) = (u64_at(entry, 32), u64_at(entry, 40));
+            let sector = super::layout::SECTOR;
+            let extent = Extent {
+                start: first_lba * sector,
+                size: (last_lba + 1).saturating_sub(first_lba) * sector,
+            };
+            (guid, extent)
+        }))
 }
 
 #[cfg(test)]
@@ -230,8 +235,11 @@ mod tests {
             (layout.root.start + layout.root.size) / 512
         );
         drop(disk);
-        assert_eq!(find_esp(&mut file).unwrap(), layout.esp);
         use std::os::unix::fs::FileExt;
+        let mut table = vec![0u8; TABLE_BYTES];
+        file.read_exact_at(&mut table, 0).unwrap();
+        assert_eq!(esp_partition(&table).unwrap(), layout.esp);
+        assert!(esp_partition(&[0u8; TABLE_BYTES]).is_err());
         let mut lba0 = [0u8; 512];
         file.read_exact_at(&mut lba0, 0).unwrap();
         assert_eq!(

@@ -6,10 +6,11 @@
 //! Each value goes into a private file (0600, in a 0700 directory), never onto QEMU's command
 //! line, where `ps` shows it to every user (`-smbios type=11,value=…` would). The directory is
 //! removed when the run ends, on every exit path (Ctrl-C included: the run unwinds).
-use super::qemu::qemu_escape;
+use super::options::BootSettingsArgs;
+use super::private_dir::private_dir;
+use super::qemu_args::{qemu_escape, Attachment};
 use anyhow::{bail, Context, Result};
 use c2vm_init_config::{encode_args, encode_env, ARGS_CREDENTIAL, ENV_CREDENTIAL};
-use clap::Args;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -20,41 +21,6 @@ const FW_CFG_PREFIX: &str = "opt/io.systemd.credentials/";
 const FW_CFG_NAME_MAX: usize = 55;
 /// systemd refuses larger credentials (CREDENTIAL_SIZE_MAX).
 const CREDENTIAL_SIZE_MAX: usize = 1 << 20;
-
-/// `c2vm run`'s settings for this boot.
-#[derive(Args, Debug, Clone, Default)]
-pub struct BootSettingsArgs {
-    /// A systemd credential for this boot, NAME=VALUE (the value shows in `ps` for c2vm's own
-    /// process: give secrets with --credential-file); may be repeated
-    #[arg(long, value_name = "NAME=VALUE")]
-    pub credential: Vec<String>,
-    /// A systemd credential for this boot from a file, NAME=PATH; may be repeated
-    #[arg(long, value_name = "NAME=PATH")]
-    pub credential_file: Vec<String>,
-    /// Root's SSH public keys for this boot, replacing the disk's (the credential
-    /// ssh.authorized_keys.root)
-    #[arg(long, value_name = "FILE")]
-    pub ssh_key: Option<PathBuf>,
-    /// The guest's hostname for this boot (the credential system.hostname)
-    #[arg(long)]
-    pub hostname: Option<String>,
-    /// DNS servers for this boot (the credential network.dns: c2vm-init and
-    /// systemd-resolved read it); may be repeated
-    #[arg(long)]
-    pub dns: Vec<std::net::IpAddr>,
-    /// Set a variable in the app's environment, KEY=VALUE, or KEY to pass this one's (c2vm-init
-    /// guests); may be repeated
-    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
-    pub env: Vec<String>,
-    /// Read the app's variables from a file of KEY=VALUE lines, as `docker run --env-file`
-    /// (c2vm-init guests); may be repeated
-    #[arg(long, value_name = "FILE")]
-    pub env_file: Vec<PathBuf>,
-    /// The app's arguments in place of the image's CMD, after `--`: `c2vm run app.qcow2 -- ARGS`
-    /// (c2vm-init guests)
-    #[arg(last = true, value_name = "ARGS")]
-    pub args: Vec<String>,
-}
 
 /// One credential: its name and value.
 type Credential = (String, Vec<u8>);
@@ -163,19 +129,6 @@ fn environment(env: &[String], files: &[PathBuf]) -> Result<Vec<(String, String)
     Ok(vars)
 }
 
-/// A temporary directory only this user (and root) may list or open, made so before anything
-/// is in it (tempfile's own mode follows the umask). Removed when dropped.
-pub(super) fn private_dir(prefix: &str, what: &str) -> Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .with_context(|| format!("creating a private directory for {what}"))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making the directory of {what} private"))?;
-    Ok(dir)
-}
-
 /// The credentials' private files, for as long as QEMU runs.
 pub struct CredentialFiles {
     dir: tempfile::TempDir,
@@ -204,8 +157,15 @@ impl CredentialFiles {
         Ok(Some(CredentialFiles { dir, names }))
     }
 
-    /// QEMU's options: one `-fw_cfg` per credential, naming its file.
-    pub fn qemu_args(&self) -> Vec<String> {
+    #[cfg(test)]
+    fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Attachment for CredentialFiles {
+    /// One `-fw_cfg` per credential, naming its file.
+    fn qemu_args(&self) -> Vec<String> {
         self.names
             .iter()
             .flat_map(|name| {
@@ -221,14 +181,13 @@ impl CredentialFiles {
             .collect()
     }
 
-    /// What the run says: the names, never the values.
-    pub fn names(&self) -> &[String] {
-        &self.names
+    /// The names, never the values.
+    fn names(&self) -> Vec<String> {
+        self.names.clone()
     }
 
-    #[cfg(test)]
-    fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+    fn what(&self) -> &'static str {
+        "settings for this boot (systemd credentials over fw_cfg)"
     }
 }
 

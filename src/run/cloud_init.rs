@@ -7,12 +7,12 @@
 //! User-data may hold secrets (passwords, keys, tokens): the seed is a private file (0600, in a
 //! 0700 directory, as the credentials' files) removed when the run ends, and c2vm says the
 //! files' names, never their contents.
-use super::boot_settings::private_dir;
-use super::qemu::qemu_escape;
+use super::options::CloudInitArgs;
+use super::private_dir::private_dir;
+use super::qemu_args::{qemu_escape, Attachment};
 use crate::disk::esp::{self, EspFile};
 use crate::units::MIB;
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use sha2::Digest;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -23,32 +23,15 @@ const SEED_FILE: &str = "seed.img";
 /// 16 KiB).
 const SEED_MAX: u64 = 64 * MIB;
 
-/// `c2vm run`'s cloud-init options.
-#[derive(Args, Debug, Clone, Default)]
-pub struct CloudInitArgs {
-    /// Give the guest's cloud-init this user-data (`#cloud-config`, a `#!` script, MIME
-    /// multipart…) in a NoCloud seed for this boot; the disk needs cloud-init (`c2vm convert
-    /// --cloud-init`)
-    #[arg(long, value_name = "USER-DATA")]
-    pub cloud_init: Option<PathBuf>,
-    /// The seed's meta-data (instance-id, local-hostname) [default: an instance-id derived from
-    /// the user-data, so the same user-data is one instance and runs once on a --persist disk]
-    #[arg(long, value_name = "FILE", requires = "cloud_init")]
-    pub meta_data: Option<PathBuf>,
-    /// The seed's network-config (cloud-init's network config, version 1 or 2)
-    #[arg(long, value_name = "FILE", requires = "cloud_init")]
-    pub network_config: Option<PathBuf>,
-}
-
 /// The seed's private file, for as long as QEMU runs.
-pub struct Seed {
+pub struct NoCloudSeed {
     dir: tempfile::TempDir,
     names: Vec<&'static str>,
 }
 
-impl Seed {
+impl NoCloudSeed {
     /// None without `--cloud-init`.
-    pub fn write(args: &CloudInitArgs) -> Result<Option<Seed>> {
+    pub fn write(args: &CloudInitArgs) -> Result<Option<NoCloudSeed>> {
         let Some(user_data_path) = &args.cloud_init else {
             return Ok(None);
         };
@@ -89,11 +72,17 @@ impl Seed {
             .collect();
         esp::write_small_volume(&image, size, *b"CIDATA     ", entries)?;
         image.sync_all().context("writing the cloud-init seed")?;
-        Ok(Some(Seed { dir, names }))
+        Ok(Some(NoCloudSeed { dir, names }))
     }
 
-    /// QEMU's options: the seed as a second, read-only virtio disk.
-    pub fn qemu_args(&self) -> Vec<String> {
+    fn path(&self) -> PathBuf {
+        self.dir.path().join(SEED_FILE)
+    }
+}
+
+impl Attachment for NoCloudSeed {
+    /// The seed as a second, read-only virtio disk.
+    fn qemu_args(&self) -> Vec<String> {
         vec![
             "-drive".into(),
             format!(
@@ -105,13 +94,13 @@ impl Seed {
         ]
     }
 
-    /// What the run says: the files' names.
-    pub fn names(&self) -> &[&'static str] {
-        &self.names
+    /// The files' names.
+    fn names(&self) -> Vec<String> {
+        self.names.iter().map(|n| n.to_string()).collect()
     }
 
-    fn path(&self) -> PathBuf {
-        self.dir.path().join(SEED_FILE)
+    fn what(&self) -> &'static str {
+        "a cloud-init NoCloud seed for this boot (CIDATA)"
     }
 }
 
@@ -178,7 +167,7 @@ mod tests {
             meta_data: None,
             network_config: Some(network),
         };
-        let seed = Seed::write(&args).unwrap().unwrap();
+        let seed = NoCloudSeed::write(&args).unwrap().unwrap();
         assert_eq!(seed.names(), ["user-data", "meta-data", "network-config"]);
         let path = seed.path();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -223,7 +212,7 @@ mod tests {
             cloud_init: Some(user_data),
             ..CloudInitArgs::default()
         };
-        let err = format!("{:#}", Seed::write(&args).err().unwrap());
+        let err = format!("{:#}", NoCloudSeed::write(&args).err().unwrap());
         assert!(err.contains("start it with `#cloud-config`"), "{err}");
         assert!(!err.contains("secret-user-5521"), "{err}");
         for good in [
@@ -238,7 +227,7 @@ mod tests {
             cloud_init: Some(dir.path().join("absent")),
             ..CloudInitArgs::default()
         };
-        let err = format!("{:#}", Seed::write(&missing).err().unwrap());
+        let err = format!("{:#}", NoCloudSeed::write(&missing).err().unwrap());
         assert!(err.starts_with("--cloud-init: reading "), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! Driving a guest's serial console: wait for patterns, log in, run a command and read back
 //! exactly its output. The command's stdout travels base64-encoded between markers, so prompt,
 //! echo and stray kernel messages cannot leak into what c2vm prints.
+use super::unlock;
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use regex::Regex;
@@ -16,7 +17,8 @@ pub struct Console {
     /// Bytes of `buffer` already matched.
     consumed: usize,
     qemu_stderr: Arc<Mutex<Vec<u8>>>,
-    _files: super::qemu::VmFiles,
+    /// What QEMU reads while it runs (firmware store, kernel, attachments), removed with it.
+    _files: Box<dyn std::any::Any>,
     /// Secure Boot is enforced: the firmware's or shim's refusal ends the wait (see [`REFUSED`]).
     secure_boot: bool,
     /// The console is copied to stderr: c2vm's own words then start on a line of their own.
@@ -55,7 +57,7 @@ impl Console {
     pub fn new(
         mut child: Child,
         echo: bool,
-        files: super::qemu::VmFiles,
+        files: Box<dyn std::any::Any>,
         secure_boot: bool,
     ) -> Result<Console> {
         let stdin = child.stdin.take().context("QEMU's stdin")?;
@@ -91,19 +93,34 @@ impl Console {
     /// Wait until the console output after what was matched before shows `re`; returns the match's
     /// captures as strings (index 0 = whole match).
     pub fn wait_for(&mut self, re: &Regex, deadline: Instant, what: &str) -> Result<Vec<String>> {
+        self.wait_until(deadline, what, |text| {
+            let caps = re.captures(text)?;
+            let end = caps.get(0).map(|m| m.end()).unwrap_or(0);
+            let caps = caps
+                .iter()
+                .map(|c| c.map(|m| m.as_str().to_string()).unwrap_or_default())
+                .collect();
+            Some((end, caps))
+        })
+    }
+
+    /// Wait until `found` finds what it looks for in the console output after what was matched
+    /// before (each time with all of it); it returns how many bytes of that text it used up.
+    fn wait_until<T>(
+        &mut self,
+        deadline: Instant,
+        what: &str,
+        mut found: impl FnMut(&str) -> Option<(usize, T)>,
+    ) -> Result<T> {
         let refused = Regex::new(REFUSED).map_err(|e| anyhow!(e))?;
         // The loaders colour their errors: the escape sequences stay out of the message.
         let colours = Regex::new(r"\x1b\[[0-9;=?]*[A-Za-z]").map_err(|e| anyhow!(e))?;
         loop {
             let text = self.text_since(self.consumed);
-            if let Some(caps) = re.captures(&text) {
-                let end = caps.get(0).map(|m| m.end()).unwrap_or(0);
+            if let Some((end, value)) = found(&text) {
                 // Lossy conversion may change lengths; map back by re-encoding the prefix.
                 self.consumed += text[..end].len();
-                return Ok(caps
-                    .iter()
-                    .map(|c| c.map(|m| m.as_str().to_string()).unwrap_or_default())
-                    .collect());
+                return Ok(value);
             }
             if crate::interrupt::is_set() {
                 self.stop();
@@ -156,30 +173,38 @@ impl Console {
             .context("typing on the guest console")
     }
 
-    /// Type the encrypted root's passphrase at its prompt; fails if the guest asks again.
+    /// Type the encrypted root's passphrase at its prompt; fails if the guest asks again. The
+    /// prompt is watched by [`unlock::Watcher`], as on an interactive console.
     pub fn unlock(
         &mut self,
         passphrase: &crate::disk::luks::Passphrase,
         deadline: Instant,
     ) -> Result<()> {
-        use super::unlock;
-        let prompt = Regex::new(&unlock::prompt()).map_err(|e| anyhow!(e))?;
-        self.wait_for(&prompt, deadline, "the encrypted root's passphrase prompt")?;
-        self.stdin
-            .write_all(&unlock::keys(passphrase))
-            .and_then(|_| self.stdin.flush())
-            .context("typing the passphrase on the guest console")?;
-        let after = Regex::new(&format!("{}|{}", unlock::UNLOCKED, unlock::prompt()))
-            .map_err(|e| anyhow!(e))?;
-        let caps = self.wait_for(&after, deadline, "the encrypted root to unlock")?;
-        if caps[0] != unlock::UNLOCKED {
-            self.stop();
-            if self.echo {
-                eprintln!();
+        let mut watcher = unlock::Watcher::new()?;
+        let step = self.wait_until(
+            deadline,
+            "the encrypted root's passphrase prompt",
+            watching(&mut watcher),
+        )?;
+        if step == unlock::Step::Type {
+            self.stdin
+                .write_all(&unlock::keys(passphrase))
+                .and_then(|_| self.stdin.flush())
+                .context("typing the passphrase on the guest console")?;
+            let step = self.wait_until(
+                deadline,
+                "the encrypted root to unlock",
+                watching(&mut watcher),
+            )?;
+            if step == unlock::Step::Nothing {
+                return Ok(());
             }
-            return Err(unlock::refused());
         }
-        Ok(())
+        self.stop();
+        if self.echo {
+            eprintln!();
+        }
+        Err(unlock::refused())
     }
 
     pub fn login(&mut self, user: &str, password: &str, deadline: Instant) -> Result<()> {
@@ -252,6 +277,33 @@ impl Drop for Console {
     }
 }
 
+/// A [`Console::wait_until`] test that feeds the console's new output to `watcher`: done at its
+/// first step (type, or refused), or once the volume is open (up to its word, `Step::Nothing`).
+fn watching(
+    watcher: &mut unlock::Watcher,
+) -> impl FnMut(&str) -> Option<(usize, unlock::Step)> + '_ {
+    let mut fed = 0;
+    move |text| {
+        // From a character's start: what lossy decoding cut at the last look may read otherwise now.
+        let mut start = fed.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let new = &text[start..];
+        fed = text.len();
+        match watcher.feed(new.as_bytes()) {
+            unlock::Step::Nothing if watcher.unlocked() => {
+                let end = text
+                    .find(unlock::UNLOCKED)
+                    .map_or(text.len(), |at| at + unlock::UNLOCKED.len());
+                Some((end, unlock::Step::Nothing))
+            }
+            unlock::Step::Nothing => None,
+            step => Some((text.len(), step)),
+        }
+    }
+}
+
 /// Decode base64 lines, skipping anything else the console printed in between.
 fn decode_block(text: &str) -> Result<Vec<u8>> {
     let clean: String = text
@@ -271,6 +323,62 @@ fn decode_block(text: &str) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::{Command, Stdio};
+
+    /// A console on `script`, run by sh in place of QEMU.
+    fn console(script: &str) -> Console {
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Console::new(child, false, Box::new(()), false).unwrap()
+    }
+
+    fn passphrase(dir: &std::path::Path) -> crate::disk::luks::Passphrase {
+        let file = dir.join("pass");
+        std::fs::write(&file, "right\n").unwrap();
+        crate::disk::luks::Passphrase::from_file(&file).unwrap()
+    }
+
+    #[test]
+    fn scripted_unlock_types_once_and_reads_on_after_the_volume_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Split prompt, as a slow console delivers it; after the volume is open, another
+        // volume's prompt is not c2vm's to answer.
+        let mut c = console(
+            "printf 'Begin: Please unl'; sleep 0.2; printf 'ock disk c2vm_root: '; read pw; \
+             echo \"cryptsetup: c2vm_root: set up successfully\"; \
+             printf 'Please unlock disk data: '; echo; echo \"typed:$pw\"; printf 'login: '; sleep 5",
+        );
+        c.unlock(&passphrase(dir.path()), deadline).unwrap();
+        let typed = Regex::new(r"typed:(\w*)").unwrap();
+        assert_eq!(
+            c.wait_for(&typed, deadline, "the echo").unwrap()[1],
+            "right"
+        );
+        let login = Regex::new("login: ").unwrap();
+        c.wait_for(&login, deadline, "the login prompt").unwrap();
+    }
+
+    #[test]
+    fn scripted_unlock_calls_a_second_prompt_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut c = console(
+            "printf 'Please unlock disk c2vm_root: '; read pw; \
+             echo 'No key available with this passphrase.'; \
+             printf 'Please unlock disk c2vm_root: '; sleep 30",
+        );
+        let started = Instant::now();
+        let err = c.unlock(&passphrase(dir.path()), deadline).unwrap_err();
+        assert!(err.to_string().contains("refused the passphrase"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(c.child.try_wait().unwrap().is_some(), "the VM is stopped");
+    }
 
     #[test]
     fn decodes_base64_amid_console_noise() {

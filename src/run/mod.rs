@@ -1,113 +1,32 @@
 //! `c2vm run`: boot a disk in QEMU with a serial console. Interactive by default; scripted with
 //! `--expect` (wait for a pattern) or `--login` + `--exec` (run a command, print its stdout, exit
 //! with its status) for tests and CI.
+//!
+//! The modules, by job: `options` (every flag), `vm` (the steps of one boot), `qemu_args`
+//! (QEMU's argument list from plain data, and what a boot attaches), `machine` (firmware,
+//! machine type, accelerator), `disk_probe` (reading the disk before it boots), `direct` (the
+//! disk's kernel booted directly), `boot_settings` and `cloud_init` (what a boot attaches),
+//! `private_dir`, `terminal` (the interactive console), `console` (the scripted one) and
+//! `unlock` (the encrypted root's prompt, for both).
 mod boot_settings;
 mod cloud_init;
 mod console;
 mod direct;
-mod qemu;
+mod disk_probe;
+mod machine;
+mod options;
+mod private_dir;
+mod qemu_args;
+mod terminal;
 mod unlock;
+mod vm;
 
-pub use boot_settings::BootSettingsArgs;
-pub use cloud_init::CloudInitArgs;
+pub use options::RunArgs;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
-use std::path::PathBuf;
-
-/// `c2vm run`: how to boot and, when scripted, what to wait for or run.
-#[derive(Args, Debug, Clone)]
-pub struct RunArgs {
-    /// The disk to boot (raw or any format qemu-img knows)
-    pub disk: PathBuf,
-    /// Firmware: bios (SeaBIOS), uefi (OVMF; AAVMF for arm64), or uefi-secure (Secure Boot
-    /// enforced with Microsoft's keys enrolled, as on most clouds and PCs that have it on)
-    /// [default: bios for amd64 disks, uefi for arm64 disks, which have no BIOS]
-    #[arg(long, value_enum)]
-    pub firmware: Option<Firmware>,
-    /// Machine type of amd64 disks: q35 (PCIe, no legacy devices: boots fastest) or pc (i440fx);
-    /// the disk boots on both. arm64 disks boot on QEMU's `virt` [default: q35]
-    #[arg(long, value_enum)]
-    pub machine: Option<Machine>,
-    /// Acceleration: auto uses KVM only where it works (kvm_intel/kvm_amd), else TCG
-    #[arg(long, value_enum, default_value_t = Accel::Auto)]
-    pub accel: Accel,
-    /// QEMU's CPU model [default: host with KVM; under TCG for amd64 qemu64 with RDRAND and
-    /// without SVM, which fills the guest's random pool at once, or max with --firmware
-    /// uefi-secure; for arm64 cortex-a72, the quickest to boot under emulation]
-    #[arg(long, value_name = "MODEL")]
-    pub cpu_model: Option<String>,
-    /// Memory in MiB
-    #[arg(long, default_value_t = 1024)]
-    pub memory: u32,
-    /// Virtual CPUs
-    #[arg(long, default_value_t = 2)]
-    pub cpus: u32,
-    /// Keep changes on the disk (default: a snapshot, thrown away at exit)
-    #[arg(long)]
-    pub persist: bool,
-    /// Forward a host port to the guest, HOST:GUEST (TCP) or HOST:GUEST/udp; may be repeated
-    #[arg(long, value_name = "HOST:GUEST")]
-    pub publish: Vec<String>,
-    /// Scripted: exit 0 as soon as the console shows this regular expression
-    #[arg(long, value_name = "REGEX")]
-    pub expect: Option<String>,
-    /// Scripted: log in on the serial console as USER (or USER:PASSWORD)
-    #[arg(long, value_name = "USER[:PASSWORD]")]
-    pub login: Option<String>,
-    /// Root's password for this boot, from the first line of this file: given to the guest
-    /// as a hash (the credential passwd.hashed-password.root), and typed by --login
-    #[arg(long)]
-    pub password_file: Option<PathBuf>,
-    /// Scripted: after --login, run this shell command, print its stdout, power off, exit with its status
-    #[arg(long, requires = "login")]
-    pub exec: Option<String>,
-    /// The passphrase of the disk's encrypted root (the first line of FILE), typed at the
-    /// console's prompt at boot
-    #[arg(long, value_name = "FILE")]
-    pub luks_passphrase_file: Option<PathBuf>,
-    /// Boot the disk's kernel and initramfs directly (QEMU's -kernel), with the command line
-    /// its loader would give: no firmware boot menu and no boot loader, seconds faster under
-    /// emulation. The disk's own loaders are not used, so this proves nothing about them
-    #[arg(long)]
-    pub direct_kernel: bool,
-    /// Show every kernel and systemd message of this boot (the disk boots quietly): boots the
-    /// disk's kernel directly (as --direct-kernel), with its command line minus `quiet`
-    #[arg(long)]
-    pub boot_log: bool,
-    /// Scripted: give up after this many seconds, showing the last console lines
-    #[arg(long, default_value_t = 600)]
-    pub timeout: u64,
-    #[command(flatten)]
-    pub cloud_init: CloudInitArgs,
-    #[command(flatten)]
-    pub boot: BootSettingsArgs,
-}
-
-/// Which firmware QEMU boots with.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Firmware {
-    Bios,
-    Uefi,
-    /// OVMF built with Secure Boot and SMM, its variables holding Microsoft's keys (the UEFI CA
-    /// that signs shim among them): it runs only what they sign.
-    UefiSecure,
-}
-
-/// QEMU's machine type.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Machine {
-    Q35,
-    Pc,
-}
-
-/// How QEMU runs the guest's code.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Accel {
-    Auto,
-    Kvm,
-    Tcg,
-}
+use console::Console;
+use qemu_args::Attachment;
+use std::time::Instant;
 
 pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
     if !args.disk.exists() {
@@ -116,20 +35,22 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
             args.disk.display()
         );
     }
-    if args.exec.is_some() && args.expect.is_some() {
+    let script = &args.script;
+    if script.exec.is_some() && script.expect.is_some() {
         bail!("--expect and --exec do not go together: --exec waits for the login prompt itself");
     }
     let password = args
+        .boot
         .password_file
         .as_deref()
         .map(crate::credentials::read_password_file)
         .transpose()?;
-    let login = args
+    let login = script
         .login
         .as_deref()
         .map(|l| parse_login(l, password.as_deref()))
         .transpose()?;
-    if args.login.is_some() && args.exec.is_none() {
+    if script.login.is_some() && script.exec.is_none() {
         bail!("--login needs --exec CMD (the command to run after logging in)");
     }
     // The password file's password becomes root's at boot unless it is another user's login.
@@ -138,38 +59,71 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
         _ => password.as_deref(),
     };
     let luks = args
+        .boot_path
         .luks_passphrase_file
         .as_deref()
         .map(crate::disk::luks::Passphrase::from_file)
         .transpose()?;
-    let credentials = boot_settings::collect(&args.boot, root_password)?;
-    // Written before QEMU is set up, so bad user-data fails first, in one line.
-    let seed = cloud_init::Seed::write(&args.cloud_init)?;
-    let vm = qemu::VmConfig::from_args(args, &credentials, seed)?;
-    if args.expect.is_none() && args.exec.is_none() {
+    let attached = attachments(args, root_password)?;
+    let vm = vm::Vm::prepare(args, attached)?;
+    if script.expect.is_none() && script.exec.is_none() {
         return vm.run_interactive(luks.as_ref());
     }
-    let echo = if args.exec.is_some() {
+    let echo = if script.exec.is_some() {
         verbose
     } else {
         !quiet_mode()
     };
     let mut console = vm.start_scripted(echo)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
+    let deadline = Instant::now() + std::time::Duration::from_secs(script.timeout);
     if let Some(passphrase) = &luks {
         console.unlock(passphrase, deadline)?;
     }
-    if let Some(pattern) = &args.expect {
-        let re = regex::Regex::new(pattern)
-            .with_context(|| format!("--expect {pattern:?} is not a valid regular expression"))?;
-        console.wait_for(&re, deadline, &format!("the console to show {pattern:?}"))?;
-        console.stop();
-        crate::progress::note(&format!("\nc2vm: saw {pattern:?} on the console"));
-        return Ok(0);
+    match login {
+        Some((user, password)) => exec(args, &mut console, &user, &password, deadline),
+        None => expect(
+            script.expect.as_deref().unwrap_or(""),
+            &mut console,
+            deadline,
+        ),
     }
-    let (user, password) = login.context("--exec needs --login")?;
-    console.login(&user, &password, deadline)?;
-    let command = args.exec.as_deref().unwrap_or("true");
+}
+
+/// What the boot attaches: the settings for this boot (checked, then written), and the
+/// cloud-init seed. Written before QEMU is set up, so bad user-data fails first, in one line.
+fn attachments(args: &RunArgs, root_password: Option<&str>) -> Result<Vec<Box<dyn Attachment>>> {
+    let credentials = boot_settings::collect(&args.boot, root_password)?;
+    let seed = cloud_init::NoCloudSeed::write(&args.cloud_init)?;
+    let mut attached: Vec<Box<dyn Attachment>> = Vec::new();
+    if let Some(files) = boot_settings::CredentialFiles::write(&credentials)? {
+        attached.push(Box::new(files));
+    }
+    if let Some(seed) = seed {
+        attached.push(Box::new(seed));
+    }
+    Ok(attached)
+}
+
+/// `--expect`: exit 0 once the console shows `pattern`.
+fn expect(pattern: &str, console: &mut Console, deadline: Instant) -> Result<i32> {
+    let re = regex::Regex::new(pattern)
+        .with_context(|| format!("--expect {pattern:?} is not a valid regular expression"))?;
+    console.wait_for(&re, deadline, &format!("the console to show {pattern:?}"))?;
+    console.stop();
+    crate::progress::note(&format!("\nc2vm: saw {pattern:?} on the console"));
+    Ok(0)
+}
+
+/// `--login` and `--exec`: the command's output on stdout, its status as c2vm's.
+fn exec(
+    args: &RunArgs,
+    console: &mut Console,
+    user: &str,
+    password: &str,
+    deadline: Instant,
+) -> Result<i32> {
+    console.login(user, password, deadline)?;
+    let command = args.script.exec.as_deref().unwrap_or("true");
     let result = console.exec(command, deadline)?;
     use std::io::Write;
     std::io::stdout()
@@ -178,7 +132,7 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
     std::io::stderr().write_all(&result.stderr).ok();
     // A snapshot is thrown away anyway: no shutdown to wait for (seconds under emulation).
     // With --persist the guest shuts down cleanly, so its writes reach the disk.
-    match args.persist {
+    match args.vm.persist {
         true => console.power_off(),
         false => console.stop(),
     }
@@ -214,6 +168,68 @@ fn parse_login(login: &str, from_file: Option<&str>) -> Result<(String, String)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_and_the_seed_are_attached_to_qemu_s_line() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Run {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let user_data = dir.path().join("user-data");
+        std::fs::write(&user_data, "#cloud-config\n").unwrap();
+        let args = Run::try_parse_from([
+            "c2vm".as_ref(),
+            "disk.img".as_ref(),
+            "--hostname".as_ref(),
+            "web-1".as_ref(),
+            "--cloud-init".as_ref(),
+            user_data.as_os_str(),
+        ])
+        .unwrap()
+        .run;
+        let attached = attachments(&args, Some("pw")).unwrap();
+        let names: Vec<Vec<String>> = attached.iter().map(|a| a.names()).collect();
+        assert_eq!(
+            names,
+            [
+                vec!["system.hostname", "passwd.hashed-password.root"],
+                vec!["user-data", "meta-data"]
+            ]
+        );
+        let spec = qemu_args::VmSpec {
+            arch: crate::arch::Arch::Amd64,
+            board: qemu_args::Board::Q35,
+            uefi: None,
+            secure_boot: false,
+            kvm: false,
+            cpu_model: None,
+            memory_mib: 512,
+            cpus: 1,
+            disk: "/d.img".into(),
+            format: "raw".into(),
+            persist: false,
+            direct: None,
+            forwards: Vec::new(),
+        };
+        let refs: Vec<&dyn Attachment> = attached.iter().map(|a| a.as_ref()).collect();
+        let line = qemu_args::qemu_args(&spec, &refs);
+        let tail = &line[line.len() - 8..];
+        assert_eq!(tail[0], "-fw_cfg");
+        assert!(tail[1].starts_with("name=opt/io.systemd.credentials/system.hostname,file="));
+        assert_eq!(tail[2], "-fw_cfg");
+        assert!(tail[3]
+            .starts_with("name=opt/io.systemd.credentials/passwd.hashed-password.root,file="));
+        assert_eq!(tail[4], "-drive");
+        assert!(tail[5].ends_with("seed.img,format=raw,if=none,id=cidata,readonly=on"));
+        assert_eq!(tail[6..], ["-device", "virtio-blk-pci,drive=cidata"]);
+        // The names only, never a value.
+        assert!(!line
+            .iter()
+            .any(|a| a.contains("web-1") || a.contains("pw,")));
+    }
 
     #[test]
     fn login_forms() {

@@ -1,6 +1,8 @@
 //! `c2vm run --luks-passphrase-file`: an encrypted root's initramfs asks for the passphrase on
 //! the serial console, and c2vm types it there, once. A second prompt means the guest refused
 //! it: c2vm stops the VM and says so, rather than leave a scripted run waiting for its timeout.
+//! [`Watcher`] is the one state machine for both consoles, the interactive relay's and the
+//! scripted one's.
 use crate::disk::luks::{Passphrase, MAPPING};
 use anyhow::{anyhow, Result};
 use regex::Regex;
@@ -58,6 +60,11 @@ impl Watcher {
         })
     }
 
+    /// The volume is open: later prompts are for the image's own volumes, not c2vm's.
+    pub fn unlocked(&self) -> bool {
+        self.unlocked
+    }
+
     pub fn feed(&mut self, bytes: &[u8]) -> Step {
         if self.unlocked {
             return Step::Nothing;
@@ -112,5 +119,10 @@ mod tests {
         );
         assert_eq!(w.feed(b"Please unlock disk c2vm_root: "), Step::Nothing);
         assert_eq!(w.feed(b"Please unlock disk data: "), Step::Nothing);
+        // Two prompts in one read: the second waits in the tail for the next feed.
+        let mut w = Watcher::new().unwrap();
+        let both = b"Please unlock disk c2vm_root: \r\nNo key\r\nPlease unlock disk c2vm_root: ";
+        assert_eq!(w.feed(both), Step::Type);
+        assert_eq!(w.feed(b""), Step::Refused);
     }
 }

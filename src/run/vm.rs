@@ -1,0 +1,160 @@
+//! The VM of one run, step by step: the flags checked, the disk probed, the machine chosen, the
+//! boot's files made (firmware store, direct kernel), QEMU's arguments built from them, and those
+//! files kept until QEMU is gone. Then QEMU starts, at a terminal or under a script.
+use super::console::Console;
+use super::direct::DirectBoot;
+use super::disk_probe::{self, ImageInfo};
+use super::machine::{self, Choice, Uefi};
+use super::options::{Firmware, RunArgs};
+use super::qemu_args::{self, Attachment, VmSpec};
+use super::terminal;
+use crate::arch::Arch;
+use crate::disk::luks::Passphrase;
+use crate::progress::note;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+pub struct Vm {
+    /// `qemu-system-x86_64` or `qemu-system-aarch64`.
+    binary: &'static str,
+    args: Vec<String>,
+    files: VmFiles,
+    /// `--firmware uefi-secure`: a scripted run ends at once when the firmware refuses the disk.
+    secure_boot: bool,
+}
+
+/// Files QEMU uses that must live as long as it runs.
+struct VmFiles {
+    /// The private copy of the UEFI variable store.
+    _uefi: Option<Uefi>,
+    /// The kernel and initramfs of a direct boot (`--direct-kernel`, `--boot-log`).
+    _direct: Option<DirectBoot>,
+    /// What the boot attaches (the credentials' files, the cloud-init seed), removed with it.
+    _attached: Vec<Box<dyn Attachment>>,
+}
+
+impl Vm {
+    /// `attached`: the settings for this boot and the like, written and checked.
+    pub fn prepare(a: &RunArgs, attached: Vec<Box<dyn Attachment>>) -> Result<Vm> {
+        machine::check_flags(&a.vm, &a.boot_path)?;
+        let forwards =
+            a.vm.publish
+                .iter()
+                .map(|p| qemu_args::parse_publish(p))
+                .collect::<Result<Vec<_>>>()?;
+        let info = disk_probe::image_info(&a.disk)?;
+        let (arch, encrypted) = disk_probe::disk_arch(&a.disk, &info.format)?;
+        check_encryption(a, encrypted)?;
+        let choice = machine::choose(&a.vm, arch, &a.disk)?;
+        announce(&a.disk, arch, &info, &choice);
+        let disk = a
+            .disk
+            .canonicalize()
+            .with_context(|| format!("resolving {}", a.disk.display()))?;
+        let direct = match a.boot_path.direct() {
+            true => Some(DirectBoot::from_disk(
+                &disk,
+                &info.format,
+                a.boot_path.boot_log,
+            )?),
+            false => None,
+        };
+        let uefi = machine::uefi(&choice, arch)?;
+        for attachment in &attached {
+            note(&format!(
+                "c2vm: {}: {}",
+                attachment.what(),
+                attachment.names().join(", ")
+            ));
+        }
+        let spec = VmSpec {
+            arch,
+            board: choice.board,
+            uefi: uefi.as_ref().map(|u| u.pflash.clone()),
+            secure_boot: choice.secure_boot(),
+            kvm: choice.kvm,
+            cpu_model: a.vm.cpu_model.clone(),
+            memory_mib: a.vm.memory,
+            cpus: a.vm.cpus,
+            disk,
+            format: info.format,
+            persist: a.vm.persist,
+            direct: direct.as_ref().map(|d| d.boot.clone()),
+            forwards,
+        };
+        let refs: Vec<&dyn Attachment> = attached.iter().map(|a| a.as_ref()).collect();
+        let args = qemu_args::qemu_args(&spec, &refs);
+        Ok(Vm {
+            binary: choice.binary,
+            args,
+            files: VmFiles {
+                _uefi: uefi,
+                _direct: direct,
+                _attached: attached,
+            },
+            secure_boot: spec.secure_boot,
+        })
+    }
+
+    /// With `luks`, c2vm types the passphrase at the encrypted root's prompt (see `terminal`).
+    pub fn run_interactive(self, luks: Option<&Passphrase>) -> Result<i32> {
+        let status = terminal::run(self.binary, &self.args, luks);
+        drop(self.files);
+        status
+    }
+
+    pub fn start_scripted(self, echo: bool) -> Result<Console> {
+        let mut cmd = Command::new(self.binary);
+        cmd.args(&self.args)
+            .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        log::debug!("running: {} {}", self.binary, self.args.join(" "));
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary))?;
+        Console::new(child, echo, Box::new(self.files), self.secure_boot)
+    }
+}
+
+/// The passphrase is given exactly when the root is encrypted, and a scripted login needs it.
+fn check_encryption(a: &RunArgs, encrypted: bool) -> Result<()> {
+    match (encrypted, a.boot_path.luks_passphrase_file.is_some()) {
+        (false, true) => bail!(
+            "--luks-passphrase-file: the root of {} is not encrypted (no LUKS header); drop the option",
+            a.disk.display()
+        ),
+        (true, false) if a.script.exec.is_some() => bail!(
+            "the root of {} is encrypted: give --luks-passphrase-file FILE, which c2vm types at the guest's prompt (--exec logs in only after that)",
+            a.disk.display()
+        ),
+        (true, false) => note(&format!(
+            "c2vm: the root of {} is encrypted: the guest asks for its passphrase on the console (--luks-passphrase-file FILE types it)",
+            a.disk.display()
+        )),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One line on what boots, and how.
+fn announce(disk: &Path, arch: Arch, info: &ImageInfo, choice: &Choice) {
+    note(&format!(
+        "c2vm: booting {} ({arch}, {}, {} MiB, {}) with {}",
+        disk.display(),
+        info.format,
+        info.virtual_size >> 20,
+        match choice.firmware {
+            Firmware::Bios => "BIOS",
+            Firmware::Uefi => "UEFI",
+            Firmware::UefiSecure => "UEFI with Secure Boot enforced",
+        },
+        match (choice.kvm, Arch::host() == Some(arch)) {
+            (true, _) => "KVM",
+            (false, true) => "TCG (software emulation: no usable KVM here)",
+            (false, false) => "TCG (software emulation of another architecture)",
+        }
+    ));
+}
