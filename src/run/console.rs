@@ -1,12 +1,12 @@
 //! Driving a guest's serial console: wait for patterns, log in, run a command and read back
 //! exactly its output. The command's stdout travels base64-encoded between markers, so prompt,
 //! echo and stray kernel messages cannot leak into what c2vm prints.
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use base64::Engine;
 use regex::Regex;
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Console {
@@ -27,6 +27,22 @@ pub struct Console {
 /// (`failed to load Boot0001 … Access Denied`), a loader or kernel signed by another key.
 const REFUSED: &str =
     r"Access Denied|Security Violation|Security Policy Violation|Security violation";
+
+// The console's fixed patterns, compiled once. A constant pattern either compiles or fails every
+// time (the test below forces each), so `expect` cannot fire on input.
+static REFUSED_RE: LazyLock<Regex> = LazyLock::new(|| fixed(REFUSED));
+/// The loaders colour their errors: the escape sequences stay out of the message.
+static COLOURS: LazyLock<Regex> = LazyLock::new(|| fixed(r"\x1b\[[0-9;=?]*[A-Za-z]"));
+static LOGIN_PROMPT: LazyLock<Regex> = LazyLock::new(|| fixed(r"login: "));
+static PASSWORD_PROMPT: LazyLock<Regex> = LazyLock::new(|| fixed(r"Password: "));
+static AFTER_LOGIN: LazyLock<Regex> = LazyLock::new(|| fixed(r"(Login incorrect|[#$] )"));
+/// What [`Console::exec`]'s script prints: the status, then stdout and stderr in base64.
+static EXEC_RESULT: LazyLock<Regex> =
+    LazyLock::new(|| fixed(r"(?s)C2VM_RC=(\d+)\r?\n(.*?)C2VM_MID\r?\n(.*?)C2VM_END"));
+
+fn fixed(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("constant regex")
+}
 
 pub struct ExecResult {
     pub status: i32,
@@ -91,9 +107,6 @@ impl Console {
     /// Wait until the console output after what was matched before shows `re`; returns the match's
     /// captures as strings (index 0 = whole match).
     pub fn wait_for(&mut self, re: &Regex, deadline: Instant, what: &str) -> Result<Vec<String>> {
-        let refused = Regex::new(REFUSED).map_err(|e| anyhow!(e))?;
-        // The loaders colour their errors: the escape sequences stay out of the message.
-        let colours = Regex::new(r"\x1b\[[0-9;=?]*[A-Za-z]").map_err(|e| anyhow!(e))?;
         loop {
             let text = self.text_since(self.consumed);
             if let Some(caps) = re.captures(&text) {
@@ -113,10 +126,10 @@ impl Console {
             // rather than at the timeout, unless the refusal is what was asked for.
             if let Some(line) = self
                 .secure_boot
-                .then(|| text.lines().find(|l| refused.is_match(l)))
+                .then(|| text.lines().find(|l| REFUSED_RE.is_match(l)))
                 .flatten()
             {
-                let line = colours.replace_all(line, "").trim().to_string();
+                let line = COLOURS.replace_all(line, "").trim().to_string();
                 self.stop();
                 bail!(
                     "Secure Boot refused the disk while waiting for {what} (`{line}`): its loader \
@@ -163,15 +176,20 @@ impl Console {
         deadline: Instant,
     ) -> Result<()> {
         use super::unlock;
-        let prompt = Regex::new(&unlock::prompt()).map_err(|e| anyhow!(e))?;
-        self.wait_for(&prompt, deadline, "the encrypted root's passphrase prompt")?;
+        self.wait_for(
+            &unlock::PROMPT,
+            deadline,
+            "the encrypted root's passphrase prompt",
+        )?;
         self.stdin
             .write_all(&unlock::keys(passphrase))
             .and_then(|_| self.stdin.flush())
             .context("typing the passphrase on the guest console")?;
-        let after = Regex::new(&format!("{}|{}", unlock::UNLOCKED, unlock::prompt()))
-            .map_err(|e| anyhow!(e))?;
-        let caps = self.wait_for(&after, deadline, "the encrypted root to unlock")?;
+        let caps = self.wait_for(
+            &unlock::PROMPT_OR_UNLOCKED,
+            deadline,
+            "the encrypted root to unlock",
+        )?;
         if caps[0] != unlock::UNLOCKED {
             self.stop();
             if self.echo {
@@ -183,15 +201,12 @@ impl Console {
     }
 
     pub fn login(&mut self, user: &str, password: &str, deadline: Instant) -> Result<()> {
-        let login = Regex::new(r"login: ").map_err(|e| anyhow!(e))?;
-        self.wait_for(&login, deadline, "the login prompt")?;
+        self.wait_for(&LOGIN_PROMPT, deadline, "the login prompt")?;
         std::thread::sleep(Duration::from_millis(300));
         self.send(&format!("{user}\n"))?;
-        let pw = Regex::new(r"Password: ").map_err(|e| anyhow!(e))?;
-        self.wait_for(&pw, deadline, "the password prompt")?;
+        self.wait_for(&PASSWORD_PROMPT, deadline, "the password prompt")?;
         self.send(&format!("{password}\n"))?;
-        let shell = Regex::new(r"(Login incorrect|[#$] )").map_err(|e| anyhow!(e))?;
-        let caps = self.wait_for(&shell, deadline, "a shell prompt after logging in")?;
+        let caps = self.wait_for(&AFTER_LOGIN, deadline, "a shell prompt after logging in")?;
         if caps[0].contains("incorrect") {
             self.stop();
             bail!("the guest refused the login for {user}: wrong password?");
@@ -209,9 +224,7 @@ impl Console {
              sh /tmp/.c2vm-cmd > /tmp/.c2vm-out 2> /tmp/.c2vm-err < /dev/null; echo C2VM_''RC=$?; \
              base64 /tmp/.c2vm-out; echo C2VM_''MID; base64 /tmp/.c2vm-err; sync; echo C2VM_''END\n"
         ))?;
-        let re = Regex::new(r"(?s)C2VM_RC=(\d+)\r?\n(.*?)C2VM_MID\r?\n(.*?)C2VM_END")
-            .map_err(|e| anyhow!(e))?;
-        let caps = self.wait_for(&re, deadline, "the command to finish")?;
+        let caps = self.wait_for(&EXEC_RESULT, deadline, "the command to finish")?;
         let status: i32 = caps[1]
             .parse()
             .context("reading the command's exit status")?;
@@ -277,5 +290,20 @@ mod tests {
         let text = "aGVsbG8g\r\n[   12.3] random: crng init done\r\nd29ybGQK\r\n";
         assert_eq!(decode_block(text).unwrap(), b"hello world\n");
         assert_eq!(decode_block("").unwrap(), b"");
+    }
+
+    /// Each fixed pattern compiles (its `expect` cannot fire at a boot) and matches what it is for.
+    #[test]
+    fn fixed_patterns_compile_and_match() {
+        assert!(REFUSED_RE.is_match("failed to load Boot0001: Access Denied"));
+        assert_eq!(COLOURS.replace_all("\x1b[1;31mDenied\x1b[0m", ""), "Denied");
+        assert!(LOGIN_PROMPT.is_match("debian login: "));
+        assert!(PASSWORD_PROMPT.is_match("Password: "));
+        assert!(AFTER_LOGIN.is_match("root@debian:~# "));
+        let caps = EXEC_RESULT
+            .captures("C2VM_RC=3\r\naGk=\r\nC2VM_MID\r\nC2VM_END")
+            .unwrap();
+        assert_eq!((&caps[1], &caps[2]), ("3", "aGk=\r\n"));
+        assert!(super::super::unlock::PROMPT_OR_UNLOCKED.is_match("c2vm_root: set up successfully"));
     }
 }

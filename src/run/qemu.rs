@@ -633,7 +633,7 @@ impl Typist {
         Ok(Typist {
             to_qemu,
             keys: unlock::keys(passphrase),
-            watcher: unlock::Watcher::new()?,
+            watcher: unlock::Watcher::new(),
             qemu,
         })
     }

@@ -2,18 +2,23 @@
 //! the serial console, and c2vm types it there, once. A second prompt means the guest refused
 //! it: c2vm stops the VM and says so, rather than leave a scripted run waiting for its timeout.
 use crate::disk::luks::{Passphrase, MAPPING};
-use anyhow::{anyhow, Result};
+use anyhow::anyhow;
 use regex::Regex;
+use std::sync::LazyLock;
 use zeroize::Zeroizing;
 
 /// What Debian's and Ubuntu's initramfs (cryptsetup-initramfs's askpass) print, and c2vm's
 /// generic bundle with them, for c2vm's volume: `Please unlock disk c2vm_root: ` (another volume
 /// of the image's own crypttab is the user's to answer).
-pub fn prompt() -> String {
-    format!("Please unlock disk {}: ", regex::escape(MAPPING))
-}
+pub static PROMPT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!("Please unlock disk {}: ", regex::escape(MAPPING))).expect("constant regex")
+});
 /// Its word once the volume is open.
 pub const UNLOCKED: &str = "set up successfully";
+/// What follows the typed passphrase: the word that the volume opened, or the prompt again.
+pub static PROMPT_OR_UNLOCKED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!("{UNLOCKED}|{}", PROMPT.as_str())).expect("constant regex")
+});
 
 /// The error of a refused passphrase.
 pub fn refused() -> anyhow::Error {
@@ -30,7 +35,6 @@ pub fn keys(passphrase: &Passphrase) -> Zeroizing<Vec<u8>> {
 
 /// Watches an interactive console's output for the prompt (which ends no line).
 pub struct Watcher {
-    prompt: Regex,
     /// The console since the last prompt, at most a line's worth.
     tail: String,
     prompts: u32,
@@ -49,13 +53,12 @@ pub enum Step {
 }
 
 impl Watcher {
-    pub fn new() -> Result<Watcher> {
-        Ok(Watcher {
-            prompt: Regex::new(&prompt()).map_err(|e| anyhow!(e))?,
+    pub fn new() -> Watcher {
+        Watcher {
             tail: String::new(),
             prompts: 0,
             unlocked: false,
-        })
+        }
     }
 
     pub fn feed(&mut self, bytes: &[u8]) -> Step {
@@ -67,7 +70,7 @@ impl Watcher {
             self.unlocked = true;
             return Step::Nothing;
         }
-        if let Some(m) = self.prompt.find(&self.tail) {
+        if let Some(m) = PROMPT.find(&self.tail) {
             self.tail.drain(..m.end());
             self.prompts += 1;
             return match self.prompts {
@@ -92,7 +95,7 @@ mod tests {
 
     #[test]
     fn types_at_the_first_prompt_and_calls_a_second_one_a_refusal() {
-        let mut w = Watcher::new().unwrap();
+        let mut w = Watcher::new();
         assert_eq!(
             w.feed(b"Begin: Running /scripts/local-top ... Please unl"),
             Step::Nothing
@@ -104,7 +107,7 @@ mod tests {
             Step::Refused
         );
         // Unlocked: a later prompt for a volume of the image's own is not c2vm's to answer.
-        let mut w = Watcher::new().unwrap();
+        let mut w = Watcher::new();
         assert_eq!(w.feed(b"Please unlock disk c2vm_root: "), Step::Type);
         assert_eq!(
             w.feed(b"cryptsetup: c2vm_root: set up successfully\r\n"),
