@@ -190,6 +190,7 @@ fn convert_image(
         engine.ensure_image(reference, options.pull, options.platform)
     })?;
     let arch = image.check_platform(reference, options.platform)?;
+    crate::source::programs::check_image(engine, &image, reference, arch)?;
     check_arch(arch, plan)?;
     // The service comes from the user's image, not the kernel layer built on top of it.
     let app = GuestApp::from_config(&image.config, options.app)?;
