@@ -27,17 +27,44 @@ impl std::fmt::Debug for SecretText {
 }
 
 impl Secret {
-    /// The first line `reader` gives (an open file); `what` names the secret in errors ("the
-    /// passphrase"). Opening the file is the caller's, with its own message.
-    pub fn first_line(reader: impl Read, what: &str) -> Result<Secret> {
-        first_line(reader, what)
+    /// The first line `reader` gives (an open file), without its end: what is typed at a prompt,
+    /// then Enter. `what` names the secret in errors ("the passphrase"); opening the file is the
+    /// caller's, with its own message. Read a byte at a time (no buffer keeps a copy); control
+    /// characters are refused, as a console would act on them (Ctrl-A is QEMU's escape, Ctrl-U
+    /// erases the line).
+    pub fn first_line(mut reader: impl Read, what: &str) -> Result<Secret> {
+        let mut line = Zeroizing::new(Vec::with_capacity(MAX_LEN + 1));
+        let mut byte = Zeroizing::new([0u8; 1]);
+        while reader
+            .read(&mut *byte)
+            .with_context(|| format!("reading {what}"))?
+            == 1
+        {
+            match byte[0] {
+                b'\n' => break,
+                _ if line.len() == MAX_LEN => {
+                    bail!("{what} is longer than {MAX_LEN} bytes: put a shorter one on the first line")
+                }
+                b => line.push(b),
+            }
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.is_empty() {
+            bail!("{what} is empty: put it on the first line");
+        }
+        if line.iter().any(|&b| b < 0x20 || b == 0x7f) {
+            bail!("{what} has a control character, which a console prompt cannot take: use printable characters only");
+        }
+        Ok(Secret(line))
     }
 
     /// The first line of standard input.
     pub fn from_stdin(what: &str) -> Result<Secret> {
         // Unbuffered: std's stdin buffer would keep a copy for the whole run.
         let stdin = rustix::io::dup(std::io::stdin()).context("reading standard input")?;
-        first_line(std::fs::File::from(stdin), what)
+        Secret::first_line(std::fs::File::from(stdin), what)
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -64,53 +91,23 @@ impl std::ops::Deref for SecretText {
     }
 }
 
-/// The first line without its end: what is typed at a prompt, then Enter. Read a byte at a time
-/// (no buffer keeps a copy); control characters are refused, as a console would act on them
-/// (Ctrl-A is QEMU's escape, Ctrl-U erases the line).
-fn first_line(mut reader: impl Read, what: &str) -> Result<Secret> {
-    let mut line = Zeroizing::new(Vec::with_capacity(MAX_LEN + 1));
-    let mut byte = Zeroizing::new([0u8; 1]);
-    while reader
-        .read(&mut *byte)
-        .with_context(|| format!("reading {what}"))?
-        == 1
-    {
-        match byte[0] {
-            b'\n' => break,
-            _ if line.len() == MAX_LEN => {
-                bail!("{what} is longer than {MAX_LEN} bytes: put a shorter one on the first line")
-            }
-            b => line.push(b),
-        }
-    }
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    if line.is_empty() {
-        bail!("{what} is empty: put it on the first line");
-    }
-    if line.iter().any(|&b| b < 0x20 || b == 0x7f) {
-        bail!("{what} has a control character, which a console prompt cannot take: use printable characters only");
-    }
-    Ok(Secret(line))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_secret_is_the_first_line_only() {
-        let p = first_line(&b"correct horse\r\nsecond line\n"[..], "the passphrase").unwrap();
+        let p =
+            Secret::first_line(&b"correct horse\r\nsecond line\n"[..], "the passphrase").unwrap();
         assert_eq!(p.bytes(), b"correct horse");
-        let p = first_line(&b"no newline at all"[..], "the passphrase").unwrap();
+        let p = Secret::first_line(&b"no newline at all"[..], "the passphrase").unwrap();
         assert_eq!(p.bytes(), b"no newline at all");
-        let err = first_line(&b"\nnext\n"[..], "the password").unwrap_err();
+        let err = Secret::first_line(&b"\nnext\n"[..], "the password").unwrap_err();
         assert_eq!(
             err.to_string(),
             "the password is empty: put it on the first line"
         );
-        let err = first_line(&[b'x'; 600][..], "the passphrase").unwrap_err();
+        let err = Secret::first_line(&[b'x'; 600][..], "the passphrase").unwrap_err();
         assert!(err.to_string().contains("longer than 512"), "{err}");
     }
 
@@ -122,7 +119,7 @@ mod tests {
             b"del\x7f\n",
             b"\x1b[A\n",
         ] {
-            let err = first_line(line, "the password").unwrap_err();
+            let err = Secret::first_line(line, "the password").unwrap_err();
             assert!(
                 err.to_string()
                     .starts_with("the password has a control character"),
@@ -130,17 +127,17 @@ mod tests {
             );
         }
         // Past the first line, anything goes: it is never read.
-        assert!(first_line(&b"fine\n\x01\n"[..], "the password").is_ok());
+        assert!(Secret::first_line(&b"fine\n\x01\n"[..], "the password").is_ok());
     }
 
     #[test]
     fn debug_is_redacted_and_text_must_be_utf8() {
-        let s = first_line(&b"correct horse\n"[..], "the passphrase").unwrap();
+        let s = Secret::first_line(&b"correct horse\n"[..], "the passphrase").unwrap();
         assert!(!format!("{s:?}").contains("horse"));
         let t = s.into_text("the password").unwrap();
         assert_eq!(&*t, "correct horse");
         assert_eq!(format!("{t:?}"), crate::REDACTED);
-        let bad = first_line(&b"caf\xe9\n"[..], "the password").unwrap();
+        let bad = Secret::first_line(&b"caf\xe9\n"[..], "the password").unwrap();
         let err = bad.into_text("the password").unwrap_err();
         assert_eq!(err.to_string(), "the password is not UTF-8 text");
     }
