@@ -269,13 +269,9 @@ impl Image<'_> {
     /// An OCI layout at `dir`: made, or the tag added to (replacing an image of that tag).
     fn oci_layout(&self, dir: &Path, tag: &str) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        self.blobs(dir)?;
         let index_path = dir.join("index.json");
-        let mut index: serde_json::Value = match std::fs::read(&index_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not an OCI index", index_path.display()))?,
-            Err(_) => serde_json::json!({ "schemaVersion": 2, "manifests": [] }),
-        };
+        let mut index = read_index(&index_path)?;
+        self.blobs(dir)?;
         let entry = serde_json::json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": oci::digest_of(self.manifest),
@@ -309,6 +305,20 @@ impl Image<'_> {
         tar_dir(&root, path)?;
         std::fs::remove_dir_all(&root).ok();
         Ok(())
+    }
+}
+
+/// The OCI layout's index at `path`, or an empty one when there is none yet. Only "not found"
+/// means none: any other failure (permission, a directory) is reported, since rewriting the
+/// index would drop the tags it holds.
+fn read_index(path: &Path) -> Result<serde_json::Value> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not an OCI index", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(serde_json::json!({ "schemaVersion": 2, "manifests": [] }))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading the OCI index {}", path.display())),
     }
 }
 
@@ -352,5 +362,35 @@ mod tests {
         assert!(Destination::parse("vms/debian", false)
             .unwrap()
             .needs_engine());
+    }
+
+    #[test]
+    fn unreadable_oci_index_is_reported_not_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = tmp.path().join("layer.tar");
+        std::fs::write(&layer, b"layer").unwrap();
+        let layout = tmp.path().join("layout");
+        // index.json that cannot be read as a file: an error, not an empty index written over it.
+        std::fs::create_dir_all(layout.join("index.json")).unwrap();
+        let image = Image {
+            manifest: b"{}",
+            config: b"{}",
+            config_digest: &oci::digest_of(b"{}"),
+            layer: &layer,
+            layer_digest: &oci::digest_of(b"layer"),
+        };
+        let err = image.oci_layout(&layout, "v1").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("reading the OCI index"), "{msg}");
+        assert!(
+            msg.contains(&layout.join("index.json").display().to_string()),
+            "{msg}"
+        );
+        assert!(layout.join("index.json").is_dir());
+        // A missing index is a new layout.
+        let fresh = tmp.path().join("fresh");
+        image.oci_layout(&fresh, "v1").unwrap();
+        let index = read_index(&fresh.join("index.json")).unwrap();
+        assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1));
     }
 }

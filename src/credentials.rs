@@ -1,7 +1,7 @@
 //! Who may log in: the root password (kept only as a SHA-512 crypt hash from the moment it is
 //! read) and SSH public keys. Secrets come from files or stdin, never from argv.
+use crate::secret::{Secret, SecretText};
 use anyhow::{bail, Context, Result};
-use std::io::BufRead;
 use std::path::Path;
 
 /// What guest setup writes into `/etc/shadow` and `/root/.ssh/authorized_keys`.
@@ -93,7 +93,8 @@ impl Credentials {
             PasswordSource::None => None,
             PasswordSource::File(path) => Some(read_password_file(path)?),
             PasswordSource::Stdin => Some(
-                read_first_line(std::io::stdin().lock())
+                Secret::from_stdin(WHAT)
+                    .and_then(|s| s.into_text(WHAT))
                     .context("reading the password from stdin")?,
             ),
         };
@@ -106,20 +107,15 @@ impl Credentials {
     }
 }
 
-fn read_first_line(reader: impl BufRead) -> Result<String> {
-    let line = reader.lines().next().transpose()?.unwrap_or_default();
-    let line = line.trim_end_matches('\r').to_string();
-    if line.is_empty() {
-        bail!("the password is empty");
-    }
-    Ok(line)
-}
+/// How errors name the password.
+const WHAT: &str = "the password";
 
 /// The first line of `path` (for `convert --password-file` and `run --password-file`).
-pub fn read_password_file(path: &Path) -> Result<String> {
+pub fn read_password_file(path: &Path) -> Result<SecretText> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("opening the password file {}", path.display()))?;
-    read_first_line(std::io::BufReader::new(file))
+    Secret::first_line(file, WHAT)
+        .and_then(|s| s.into_text(WHAT))
         .with_context(|| format!("reading the password file {}", path.display()))
 }
 
@@ -232,10 +228,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pw");
         std::fs::write(&path, "first\r\nsecond\n").unwrap();
-        assert_eq!(read_password_file(&path).unwrap(), "first");
+        assert_eq!(&*read_password_file(&path).unwrap(), "first");
         std::fs::write(&path, "\n").unwrap();
         let err = format!("{:#}", read_password_file(&path).unwrap_err());
         assert!(err.contains("the password is empty"), "{err}");
+        // Read as every secret is: control characters refused, never shown by Debug.
+        std::fs::write(&path, "tab\there\n").unwrap();
+        let err = format!("{:#}", read_password_file(&path).unwrap_err());
+        assert!(
+            err.contains("the password has a control character"),
+            "{err}"
+        );
+        std::fs::write(&path, "s3cret-7731\n").unwrap();
+        let password = read_password_file(&path).unwrap();
+        assert!(!format!("{password:?}").contains("7731"));
     }
 
     #[test]

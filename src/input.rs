@@ -153,6 +153,18 @@ impl<'a> ImageSource<'a> {
         }
     }
 
+    /// Before any build: the image's programs are for the architecture its config names (an
+    /// image imported on Debian 12's Docker says amd64 whatever it holds). Through an engine
+    /// only: a transport's layers are streamed once, into the disk.
+    pub fn check_programs(&self, reference: &str, arch: Arch) -> Result<()> {
+        match self {
+            ImageSource::Engine { engine, details } => {
+                source::programs::check_image(engine, details, reference, arch)
+            }
+            ImageSource::Layers { .. } => Ok(()),
+        }
+    }
+
     pub fn engine(&self) -> Option<&Engine> {
         match self {
             ImageSource::Engine { engine, .. } => Some(engine),

@@ -51,6 +51,7 @@ mod report;
 mod rootfs;
 #[cfg(feature = "cli")]
 mod run;
+mod secret;
 mod source;
 mod tar_rules;
 #[cfg(test)]

@@ -102,6 +102,7 @@ fn convert_image(
     let arch = image
         .details()
         .check_platform(reference, options.platform)?;
+    image.check_programs(reference, arch)?;
     check_loader_tools(arch, plan)?;
     // The service comes from the user's image, not the kernel layer built on top of it.
     let app = GuestApp::from_config(&image.details().config, options.app)?;

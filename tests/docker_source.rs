@@ -779,6 +779,70 @@ fn docker_errors_are_clear_and_leave_nothing_behind() {
     assert_eq!(containers(), before, "a container was left behind");
 }
 
+/// An image whose config names the wrong architecture (Debian 12's Docker ignores `docker import
+/// --platform`, so an arm64 root imported there says amd64) is refused before any build, in one
+/// line that names both and `--platform`, leaving no container behind. The root is one fake
+/// program: an ELF header for the architecture the engine is not, imported without a platform
+/// (so its config says the engine's, as Debian 12's Docker does whatever was asked).
+#[test]
+#[ignore = "needs dockerd; scripts/test runs it"]
+fn an_image_whose_programs_are_for_another_architecture_than_its_config_is_refused() {
+    let dir = scratch();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let engine = docker(&["version", "-f", "{{.Server.Arch}}"]);
+    let (config, program, machine) = match engine.trim() {
+        "arm64" => ("linux/arm64", "linux/amd64", 62u8),
+        _ => ("linux/amd64", "linux/arm64", 0xb7u8),
+    };
+    let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0\0\0".to_vec();
+    elf[18] = machine;
+    elf.resize(64, 0);
+    std::fs::write(root.join("bin/sh"), &elf).unwrap();
+    let tarball = dir.path().join("wrong-arch.tar");
+    tool(
+        "tar",
+        &[
+            "-C",
+            root.to_str().unwrap(),
+            "-cf",
+            tarball.to_str().unwrap(),
+            "bin",
+        ],
+    );
+    let _lock = host_lock();
+    let before = containers();
+    docker(&[
+        "import",
+        "-c",
+        "CMD [\"/bin/sh\"]",
+        tarball.to_str().unwrap(),
+        "c2vm-test-wrong-arch:latest",
+    ]);
+    let out = dir.path().join("x.img");
+    let o = run(c2vm()
+        .args([
+            "convert",
+            "c2vm-test-wrong-arch:latest",
+            "--pull",
+            "never",
+            "-o",
+        ])
+        .arg(&out));
+    docker(&["rmi", "c2vm-test-wrong-arch:latest"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!(
+            "its config says {config}, but its /bin/sh is a {program} program"
+        )) && last.contains(&format!("--platform {program}")),
+        "one line names both and --platform: {err}"
+    );
+    assert!(!out.exists());
+    assert_eq!(containers(), before, "a container was left behind");
+}
+
 /// How the first bytes after the uncompressed early cpio archives (initramfs-tools keeps
 /// already-compressed modules there) are compressed.
 fn initramfs_compression(initrd: &[u8]) -> &'static str {

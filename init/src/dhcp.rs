@@ -212,9 +212,79 @@ pub fn lease_of(ack: &Message) -> Result<Lease, String> {
     })
 }
 
+/// What a new lease asks of the interface, given the lease it holds (None when none is in
+/// place, e.g. configuring it failed).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Address, prefix, router and DNS servers as they are: nothing to do.
+    Keep,
+    /// Configure the new lease, after removing `remove`, the old address, when it changed (an
+    /// old address left in place would still answer and be chosen as a source).
+    Apply { remove: Option<(Ipv4Addr, u8)> },
+}
+
+pub fn change(installed: Option<&Lease>, new: &Lease) -> Change {
+    let Some(old) = installed else {
+        return Change::Apply { remove: None };
+    };
+    if (old.address, old.prefix_len) != (new.address, new.prefix_len) {
+        Change::Apply {
+            remove: Some((old.address, old.prefix_len)),
+        }
+    } else if old.router != new.router || old.dns != new.dns {
+        Change::Apply { remove: None }
+    } else {
+        Change::Keep
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lease(address: [u8; 4], router: [u8; 4]) -> Lease {
+        Lease {
+            address: address.into(),
+            prefix_len: 24,
+            router: Some(router.into()),
+            dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            server: Ipv4Addr::new(10, 0, 2, 2),
+            lease_time: 86400,
+            renew_after: 43200,
+        }
+    }
+
+    #[test]
+    fn a_renewal_with_a_new_address_replaces_the_old_one() {
+        let old = lease([10, 0, 2, 15], [10, 0, 2, 2]);
+        let moved = lease([10, 0, 2, 16], [10, 0, 2, 2]);
+        assert_eq!(
+            change(Some(&old), &moved),
+            Change::Apply {
+                remove: Some((Ipv4Addr::new(10, 0, 2, 15), 24))
+            }
+        );
+        let mut narrower = old.clone();
+        narrower.prefix_len = 25;
+        assert_eq!(
+            change(Some(&old), &narrower),
+            Change::Apply {
+                remove: Some((Ipv4Addr::new(10, 0, 2, 15), 24))
+            }
+        );
+        // The same lease again (times aside): nothing to do.
+        let mut same = old.clone();
+        same.renew_after = 100;
+        assert_eq!(change(Some(&old), &same), Change::Keep);
+        // A new router on the same address: configure, keep the address.
+        let rerouted = lease([10, 0, 2, 15], [10, 0, 2, 1]);
+        assert_eq!(
+            change(Some(&old), &rerouted),
+            Change::Apply { remove: None }
+        );
+        // Nothing in place (configuring failed before): configure again.
+        assert_eq!(change(None, &old), Change::Apply { remove: None });
+    }
 
     #[test]
     fn an_ack_becomes_a_lease() {

@@ -119,21 +119,13 @@ fn network(config: &Config) {
                 return;
             }
         };
-        match apply(&nic, &lease, own_dns) {
-            Ok(()) => system::say(&format!(
-                "{} has {}/{} from DHCP",
-                nic.name, lease.address, lease.prefix_len
-            )),
-            Err(e) => system::say(&format!("configuring {}: {e}", nic.name)),
-        }
+        let mut installed = configure(&nic, None, &lease, own_dns);
         let _ = tx.send(());
         loop {
             std::thread::sleep(Duration::from_secs(lease.renew_after.into()));
             match client.renew(&lease).or_else(|_| client.acquire()) {
                 Ok(renewed) => {
-                    if renewed.address != lease.address {
-                        let _ = apply(&nic, &renewed, own_dns);
-                    }
+                    installed = configure(&nic, installed, &renewed, own_dns);
                     lease = renewed;
                 }
                 Err(e) => system::say(&format!("DHCP renewal on {}: {e}", nic.name)),
@@ -141,6 +133,46 @@ fn network(config: &Config) {
         }
     });
     let _ = rx.recv_timeout(Duration::from_secs(15));
+}
+
+/// Bring the interface from the lease `installed` (None: nothing known in place) to `lease`,
+/// saying what failed. Returns the lease now in place, None when configuring it failed (so that
+/// the next renewal tries again).
+fn configure(
+    nic: &net::Interface,
+    installed: Option<dhcp::Lease>,
+    lease: &dhcp::Lease,
+    own_dns: bool,
+) -> Option<dhcp::Lease> {
+    let dhcp::Change::Apply { remove } = dhcp::change(installed.as_ref(), lease) else {
+        return installed;
+    };
+    // The old address goes first, as dhclient-script does: with promote_secondaries off (the
+    // default), removing it after adding a new one of the same subnet would remove both.
+    if let Some((address, prefix_len)) = remove {
+        if let Err(e) = net::del_address(nic.index, address, prefix_len) {
+            system::say(&format!(
+                "removing the old address {address}/{prefix_len} from {}: {e}",
+                nic.name
+            ));
+        }
+    }
+    match apply(nic, lease, own_dns) {
+        Ok(()) => {
+            system::say(&format!(
+                "{} has {}/{} from DHCP",
+                nic.name, lease.address, lease.prefix_len
+            ));
+            Some(lease.clone())
+        }
+        Err(e) => {
+            system::say(&format!(
+                "configuring {} with {}/{}: {e}",
+                nic.name, lease.address, lease.prefix_len
+            ));
+            None
+        }
+    }
 }
 
 fn apply(nic: &net::Interface, lease: &dhcp::Lease, own_dns: bool) -> Result<(), String> {

@@ -113,6 +113,19 @@ pub fn add_address(index: u32, address: Ipv4Addr, prefix_len: u8) -> Result<(), 
     )
 }
 
+/// Remove `address/prefix_len` from the interface.
+pub fn del_address(index: u32, address: Ipv4Addr, prefix_len: u8) -> Result<(), String> {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.prefix_len = prefix_len;
+    msg.header.index = index;
+    msg.attributes = vec![
+        AddressAttribute::Local(IpAddr::V4(address)),
+        AddressAttribute::Address(IpAddr::V4(address)),
+    ];
+    request(RouteNetlinkMessage::DelAddress(msg), 0)
+}
+
 /// The default route through `gateway` on the interface.
 pub fn add_default_route(index: u32, gateway: Ipv4Addr) -> Result<(), String> {
     let mut msg = RouteMessage::default();

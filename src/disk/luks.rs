@@ -9,11 +9,11 @@
 //! same as dm-crypt's `discard` shows after trims); the data in them stays secret.
 use super::layout::Extent;
 use crate::cmd::Cmd;
+use crate::secret::Secret;
 use crate::units::MIB;
 use aes::cipher::KeyInit;
 use aes::Aes256;
-use anyhow::{bail, Context, Result};
-use std::io::Read;
+use anyhow::{Context, Result};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use xts_mode::Xts128;
@@ -27,66 +27,42 @@ const SECTOR: usize = 4096;
 const KEY_BYTES: usize = 64;
 /// The mapped device's name in the guest (`/dev/mapper/c2vm_root`).
 pub const MAPPING: &str = "c2vm_root";
-/// Longer would not be typed at a console prompt (cryptsetup itself takes 512).
-const MAX_PASSPHRASE: usize = 512;
 /// argon2id's cost, fixed rather than benchmarked on the host: the guest pays it at every
 /// unlock, and a VM (under emulation above all) is far slower than the host that converts.
 /// 256 MiB fits a 512 MiB guest; 4 passes take about 1 s on a current core.
 const PBKDF_MEMORY_KIB: &str = "262144";
 const PBKDF_ITERATIONS: &str = "4";
 
-/// The passphrase: the first line of a file or of stdin, never in argv or a log.
-pub struct Passphrase(Zeroizing<Vec<u8>>);
+/// The passphrase: the first line of a file or of stdin (read by [`Secret`]), never in argv or
+/// a log.
+pub struct Passphrase(Secret);
 
 impl std::fmt::Debug for Passphrase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(crate::REDACTED)
+        self.0.fmt(f)
     }
 }
+
+/// How errors name it.
+const WHAT: &str = "the passphrase";
 
 impl Passphrase {
     pub fn from_file(path: &Path) -> Result<Passphrase> {
         let file = std::fs::File::open(path).with_context(|| {
             format!("--luks-passphrase-file {}: cannot read it", path.display())
         })?;
-        Self::first_line(file).with_context(|| format!("--luks-passphrase-file {}", path.display()))
+        let secret = Secret::first_line(file, WHAT)
+            .with_context(|| format!("--luks-passphrase-file {}", path.display()))?;
+        Ok(Passphrase(secret))
     }
 
     pub fn from_stdin() -> Result<Passphrase> {
-        // Unbuffered: std's stdin buffer would keep a copy for the whole run.
-        let stdin = rustix::io::dup(std::io::stdin()).context("reading standard input")?;
-        Self::first_line(std::fs::File::from(stdin)).context("--luks-passphrase-stdin")
-    }
-
-    /// The first line without its end: what is typed at the guest's prompt, then Enter. Read a
-    /// byte at a time (no buffer keeps a copy); control characters are refused, as the console
-    /// would act on them (Ctrl-A is QEMU's escape, Ctrl-U erases the line).
-    fn first_line(mut reader: impl Read) -> Result<Passphrase> {
-        let mut line = Zeroizing::new(Vec::with_capacity(MAX_PASSPHRASE + 1));
-        let mut byte = Zeroizing::new([0u8; 1]);
-        while reader.read(&mut *byte).context("reading the passphrase")? == 1 {
-            match byte[0] {
-                b'\n' => break,
-                _ if line.len() == MAX_PASSPHRASE => {
-                    bail!("the passphrase is longer than {MAX_PASSPHRASE} bytes: put a shorter one on the first line")
-                }
-                b => line.push(b),
-            }
-        }
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.is_empty() {
-            bail!("the passphrase is empty: put it on the first line");
-        }
-        if line.iter().any(|&b| b < 0x20 || b == 0x7f) {
-            bail!("the passphrase has a control character, which a console prompt cannot take: use printable characters only");
-        }
-        Ok(Passphrase(line))
+        let secret = Secret::from_stdin(WHAT).context("--luks-passphrase-stdin")?;
+        Ok(Passphrase(secret))
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.0
+        self.0.bytes()
     }
 }
 
@@ -289,18 +265,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_passphrase_is_the_first_line_and_never_shown() {
-        let p = Passphrase::first_line(&b"correct horse\r\nsecond line\n"[..]).unwrap();
+    fn the_passphrase_file_names_its_option_and_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pass");
+        std::fs::write(&path, "correct horse\r\nsecond line\n").unwrap();
+        let p = Passphrase::from_file(&path).unwrap();
         assert_eq!(p.bytes(), b"correct horse");
         assert!(!format!("{p:?}").contains("horse"));
-        let p = Passphrase::first_line(&b"no newline at all"[..]).unwrap();
-        assert_eq!(p.bytes(), b"no newline at all");
-        let err = Passphrase::first_line(&b"\nnext\n"[..]).unwrap_err();
-        assert!(err.to_string().contains("empty"), "{err}");
-        let err = Passphrase::first_line(&b"ctrl\x01a\n"[..]).unwrap_err();
-        assert!(err.to_string().contains("control character"), "{err}");
-        let err = Passphrase::first_line(&[b'x'; 600][..]).unwrap_err();
-        assert!(err.to_string().contains("longer than 512"), "{err}");
+        std::fs::write(&path, "\nnext\n").unwrap();
+        let err = format!("{:#}", Passphrase::from_file(&path).unwrap_err());
+        assert!(
+            err.starts_with("--luks-passphrase-file") && err.contains("the passphrase is empty"),
+            "{err}"
+        );
     }
 
     /// The tweak is counted in 512-byte units from the data area: decrypting a sector with the

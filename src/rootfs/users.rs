@@ -108,7 +108,8 @@ fn resolve_user_in(spec: &str, passwd: &[Vec<String>], groups: &[Vec<String>]) -
         Some(f) => (
             Some(f[0].clone()),
             f[2].parse::<u32>().with_context(|| format!("bad uid for {} in the image's /etc/passwd", f[0]))?,
-            f[3].parse::<u32>().unwrap_or(0),
+            // A gid that does not parse must not quietly become 0 (the app would run as group root).
+            f[3].parse::<u32>().with_context(|| format!("bad primary gid {:?} for {} in the image's /etc/passwd", f[3], f[0]))?,
         ),
         None => match user_part.parse::<u32>() {
             // docker runs a numeric uid that has no entry with gid 0.
@@ -261,5 +262,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not in its /etc/group"));
+    }
+
+    #[test]
+    fn malformed_primary_gid_is_an_error_not_root() {
+        let passwd: Vec<Vec<String>> = ["app:x:1234:12a4::/home/app:/bin/sh"]
+            .iter()
+            .map(|l| l.split(':').map(str::to_string).collect())
+            .collect();
+        let err = resolve_user_in("app", &passwd, &[]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("bad primary gid \"12a4\" for app in the image's /etc/passwd"),
+            "{msg}"
+        );
+        assert!(identity_in("1234", &passwd, &[]).is_err());
     }
 }

@@ -2,12 +2,12 @@
 //! exactly its output. The command's stdout travels base64-encoded between markers, so prompt,
 //! echo and stray kernel messages cannot leak into what c2vm prints.
 use super::unlock;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use base64::Engine;
 use regex::Regex;
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Console {
@@ -29,6 +29,22 @@ pub struct Console {
 /// (`failed to load Boot0001 … Access Denied`), a loader or kernel signed by another key.
 const REFUSED: &str =
     r"Access Denied|Security Violation|Security Policy Violation|Security violation";
+
+// The console's fixed patterns, compiled once. A constant pattern either compiles or fails every
+// time (the test below forces each), so `expect` cannot fire on input.
+static REFUSED_RE: LazyLock<Regex> = LazyLock::new(|| fixed(REFUSED));
+/// The loaders colour their errors: the escape sequences stay out of the message.
+static COLOURS: LazyLock<Regex> = LazyLock::new(|| fixed(r"\x1b\[[0-9;=?]*[A-Za-z]"));
+static LOGIN_PROMPT: LazyLock<Regex> = LazyLock::new(|| fixed(r"login: "));
+static PASSWORD_PROMPT: LazyLock<Regex> = LazyLock::new(|| fixed(r"Password: "));
+static AFTER_LOGIN: LazyLock<Regex> = LazyLock::new(|| fixed(r"(Login incorrect|[#$] )"));
+/// What [`Console::exec`]'s script prints: the status, then stdout and stderr in base64.
+static EXEC_RESULT: LazyLock<Regex> =
+    LazyLock::new(|| fixed(r"(?s)C2VM_RC=(\d+)\r?\n(.*?)C2VM_MID\r?\n(.*?)C2VM_END"));
+
+fn fixed(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("constant regex")
+}
 
 pub struct ExecResult {
     pub status: i32,
@@ -112,9 +128,7 @@ impl Console {
         what: &str,
         mut found: impl FnMut(&str) -> Option<(usize, T)>,
     ) -> Result<T> {
-        let refused = Regex::new(REFUSED).map_err(|e| anyhow!(e))?;
-        // The loaders colour their errors: the escape sequences stay out of the message.
-        let colours = Regex::new(r"\x1b\[[0-9;=?]*[A-Za-z]").map_err(|e| anyhow!(e))?;
+        let (refused, colours) = (&*REFUSED_RE, &*COLOURS);
         loop {
             let text = self.text_since(self.consumed);
             if let Some((end, value)) = found(&text) {
@@ -180,7 +194,7 @@ impl Console {
         passphrase: &crate::disk::luks::Passphrase,
         deadline: Instant,
     ) -> Result<()> {
-        let mut watcher = unlock::Watcher::new()?;
+        let mut watcher = unlock::Watcher::new();
         let step = self.wait_until(
             deadline,
             "the encrypted root's passphrase prompt",
@@ -208,15 +222,12 @@ impl Console {
     }
 
     pub fn login(&mut self, user: &str, password: &str, deadline: Instant) -> Result<()> {
-        let login = Regex::new(r"login: ").map_err(|e| anyhow!(e))?;
-        self.wait_for(&login, deadline, "the login prompt")?;
+        self.wait_for(&LOGIN_PROMPT, deadline, "the login prompt")?;
         std::thread::sleep(Duration::from_millis(300));
         self.send(&format!("{user}\n"))?;
-        let pw = Regex::new(r"Password: ").map_err(|e| anyhow!(e))?;
-        self.wait_for(&pw, deadline, "the password prompt")?;
+        self.wait_for(&PASSWORD_PROMPT, deadline, "the password prompt")?;
         self.send(&format!("{password}\n"))?;
-        let shell = Regex::new(r"(Login incorrect|[#$] )").map_err(|e| anyhow!(e))?;
-        let caps = self.wait_for(&shell, deadline, "a shell prompt after logging in")?;
+        let caps = self.wait_for(&AFTER_LOGIN, deadline, "a shell prompt after logging in")?;
         if caps[0].contains("incorrect") {
             self.stop();
             bail!("the guest refused the login for {user}: wrong password?");
@@ -234,9 +245,7 @@ impl Console {
              sh /tmp/.c2vm-cmd > /tmp/.c2vm-out 2> /tmp/.c2vm-err < /dev/null; echo C2VM_''RC=$?; \
              base64 /tmp/.c2vm-out; echo C2VM_''MID; base64 /tmp/.c2vm-err; sync; echo C2VM_''END\n"
         ))?;
-        let re = Regex::new(r"(?s)C2VM_RC=(\d+)\r?\n(.*?)C2VM_MID\r?\n(.*?)C2VM_END")
-            .map_err(|e| anyhow!(e))?;
-        let caps = self.wait_for(&re, deadline, "the command to finish")?;
+        let caps = self.wait_for(&EXEC_RESULT, deadline, "the command to finish")?;
         let status: i32 = caps[1]
             .parse()
             .context("reading the command's exit status")?;
@@ -385,5 +394,18 @@ mod tests {
         let text = "aGVsbG8g\r\n[   12.3] random: crng init done\r\nd29ybGQK\r\n";
         assert_eq!(decode_block(text).unwrap(), b"hello world\n");
         assert_eq!(decode_block("").unwrap(), b"");
+    }
+
+    #[test]
+    fn fixed_patterns_compile_and_match() {
+        assert!(REFUSED_RE.is_match("failed to load Boot0001: Access Denied"));
+        assert_eq!(COLOURS.replace_all("\x1b[1;31mDenied\x1b[0m", ""), "Denied");
+        assert!(LOGIN_PROMPT.is_match("debian login: "));
+        assert!(PASSWORD_PROMPT.is_match("Password: "));
+        assert!(AFTER_LOGIN.is_match("root@debian:~# "));
+        let caps = EXEC_RESULT
+            .captures("C2VM_RC=3\r\naGk=\r\nC2VM_MID\r\nC2VM_END")
+            .unwrap();
+        assert_eq!((&caps[1], &caps[2]), ("3", "aGk=\r\n"));
     }
 }

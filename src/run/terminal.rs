@@ -143,7 +143,7 @@ impl Typist {
         Ok(Typist {
             to_qemu,
             keys: unlock::keys(passphrase),
-            watcher: unlock::Watcher::new()?,
+            watcher: unlock::Watcher::new(),
             qemu,
         })
     }
@@ -236,10 +236,10 @@ mod tests {
     #[test]
     fn two_prompts_in_one_read_are_a_refusal() {
         use unlock::Step::{Refused, Type};
-        let mut w = unlock::Watcher::new().unwrap();
+        let mut w = unlock::Watcher::new();
         let both = b"Please unlock disk c2vm_root: \r\nNo key\r\nPlease unlock disk c2vm_root: ";
         assert_eq!(steps(&mut w, both), [Type, Refused]);
-        let mut w = unlock::Watcher::new().unwrap();
+        let mut w = unlock::Watcher::new();
         assert_eq!(steps(&mut w, b"Please unlock disk c2vm_root: "), [Type]);
         assert_eq!(steps(&mut w, b"\r\nset up successfully\r\n"), []);
     }

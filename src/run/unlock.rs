@@ -4,16 +4,17 @@
 //! [`Watcher`] is the one state machine for both consoles, the interactive relay's and the
 //! scripted one's.
 use crate::disk::luks::{Passphrase, MAPPING};
-use anyhow::{anyhow, Result};
+use anyhow::anyhow;
 use regex::Regex;
+use std::sync::LazyLock;
 use zeroize::Zeroizing;
 
 /// What Debian's and Ubuntu's initramfs (cryptsetup-initramfs's askpass) print, and c2vm's
 /// generic bundle with them, for c2vm's volume: `Please unlock disk c2vm_root: ` (another volume
 /// of the image's own crypttab is the user's to answer).
-pub fn prompt() -> String {
-    format!("Please unlock disk {}: ", regex::escape(MAPPING))
-}
+pub static PROMPT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!("Please unlock disk {}: ", regex::escape(MAPPING))).expect("constant regex")
+});
 /// Its word once the volume is open.
 pub const UNLOCKED: &str = "set up successfully";
 
@@ -32,7 +33,6 @@ pub fn keys(passphrase: &Passphrase) -> Zeroizing<Vec<u8>> {
 
 /// Watches an interactive console's output for the prompt (which ends no line).
 pub struct Watcher {
-    prompt: Regex,
     /// The console since the last prompt, at most a line's worth.
     tail: String,
     prompts: u32,
@@ -51,13 +51,12 @@ pub enum Step {
 }
 
 impl Watcher {
-    pub fn new() -> Result<Watcher> {
-        Ok(Watcher {
-            prompt: Regex::new(&prompt()).map_err(|e| anyhow!(e))?,
+    pub fn new() -> Watcher {
+        Watcher {
             tail: String::new(),
             prompts: 0,
             unlocked: false,
-        })
+        }
     }
 
     /// The volume is open: later prompts are for the image's own volumes, not c2vm's.
@@ -74,7 +73,7 @@ impl Watcher {
             self.unlocked = true;
             return Step::Nothing;
         }
-        if let Some(m) = self.prompt.find(&self.tail) {
+        if let Some(m) = PROMPT.find(&self.tail) {
             self.tail.drain(..m.end());
             self.prompts += 1;
             return match self.prompts {
@@ -99,7 +98,7 @@ mod tests {
 
     #[test]
     fn types_at_the_first_prompt_and_calls_a_second_one_a_refusal() {
-        let mut w = Watcher::new().unwrap();
+        let mut w = Watcher::new();
         assert_eq!(
             w.feed(b"Begin: Running /scripts/local-top ... Please unl"),
             Step::Nothing
@@ -111,7 +110,7 @@ mod tests {
             Step::Refused
         );
         // Unlocked: a later prompt for a volume of the image's own is not c2vm's to answer.
-        let mut w = Watcher::new().unwrap();
+        let mut w = Watcher::new();
         assert_eq!(w.feed(b"Please unlock disk c2vm_root: "), Step::Type);
         assert_eq!(
             w.feed(b"cryptsetup: c2vm_root: set up successfully\r\n"),
@@ -120,7 +119,7 @@ mod tests {
         assert_eq!(w.feed(b"Please unlock disk c2vm_root: "), Step::Nothing);
         assert_eq!(w.feed(b"Please unlock disk data: "), Step::Nothing);
         // Two prompts in one read: the second waits in the tail for the next feed.
-        let mut w = Watcher::new().unwrap();
+        let mut w = Watcher::new();
         let both = b"Please unlock disk c2vm_root: \r\nNo key\r\nPlease unlock disk c2vm_root: ";
         assert_eq!(w.feed(both), Step::Type);
         assert_eq!(w.feed(b""), Step::Refused);

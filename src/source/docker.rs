@@ -239,6 +239,29 @@ impl Engine {
     /// Read one file of an image through the archive endpoint, following symlinks
     /// (`/etc/os-release -> ../usr/lib/os-release`). `None` if it does not exist.
     pub fn read_file(&self, container: &ContainerGuard, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.resolve(container, path)? {
+            Some(path) => self.download(container, &path, None).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The first `len` bytes (fewer if the file is shorter) of one file of an image, as
+    /// [`Engine::read_file`]; only the start of the archive is read.
+    pub fn read_head(
+        &self,
+        container: &ContainerGuard,
+        path: &str,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        match self.resolve(container, path)? {
+            Some(path) => self.download(container, &path, Some(len)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `path` with its symlinks followed, as the engine resolves them in the image; `None` if
+    /// it does not exist.
+    fn resolve(&self, container: &ContainerGuard, path: &str) -> Result<Option<String>> {
         let mut path = path.to_string();
         for _ in 0..8 {
             let options = q::ContainerArchiveInfoOptionsBuilder::default()
@@ -264,34 +287,54 @@ impl Engine {
                 path = target.to_string_lossy().into_owned();
                 continue;
             }
-            let options = q::DownloadFromContainerOptionsBuilder::default()
-                .path(&path)
-                .build();
-            let bytes = self.runtime.block_on(async {
-                let mut stream = self
-                    .docker
-                    .download_from_container(&container.id, Some(options));
-                let mut all = Vec::new();
-                while let Some(chunk) = next_or_interrupt(&mut stream).await? {
-                    all.extend_from_slice(
-                        &chunk.with_context(|| format!("reading {path} from the image"))?,
-                    );
-                }
-                Ok::<_, anyhow::Error>(all)
-            })?;
-            let mut archive = tar::Archive::new(bytes.as_slice());
-            let mut entries = archive
-                .entries()
-                .context("reading the archive Docker sent")?;
-            let mut entry = entries
-                .next()
-                .context("Docker sent an empty archive")?
-                .context("reading the archive Docker sent")?;
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data)?;
-            return Ok(Some(data));
+            return Ok(Some(path));
         }
         bail!("too many symlinks while reading {path} from the image")
+    }
+
+    /// The file at `path` (no symlink), whole or its first `limit` bytes.
+    fn download(
+        &self,
+        container: &ContainerGuard,
+        path: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<u8>> {
+        // The archive's headers (a PAX or GNU long name, then the file's own) come first.
+        const HEADERS: usize = 8 * 1024;
+        let enough = limit.map(|l| l + HEADERS);
+        let options = q::DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let bytes = self.runtime.block_on(async {
+            let mut stream = self
+                .docker
+                .download_from_container(&container.id, Some(options));
+            let mut all = Vec::new();
+            while let Some(chunk) = next_or_interrupt(&mut stream).await? {
+                all.extend_from_slice(
+                    &chunk.with_context(|| format!("reading {path} from the image"))?,
+                );
+                if enough.is_some_and(|e| all.len() >= e) {
+                    break; // dropping the stream ends the download
+                }
+            }
+            Ok::<_, anyhow::Error>(all)
+        })?;
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut entries = archive
+            .entries()
+            .context("reading the archive Docker sent")?;
+        let entry = entries
+            .next()
+            .context("Docker sent an empty archive")?
+            .context("reading the archive Docker sent")?;
+        let mut data = Vec::new();
+        let limit = limit.map_or(u64::MAX, |l| l as u64);
+        entry
+            .take(limit)
+            .read_to_end(&mut data)
+            .with_context(|| format!("reading {path} from the archive Docker sent"))?;
+        Ok(data)
     }
 
     /// Build an image from a Dockerfile and an in-memory context, tagged `tag`; for `platform`

@@ -13,6 +13,8 @@ pub mod layout;
 #[cfg(feature = "cli")]
 pub mod oci;
 #[cfg(feature = "cli")]
+pub mod programs;
+#[cfg(feature = "cli")]
 pub mod registry;
 pub mod tarball;
 

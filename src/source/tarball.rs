@@ -68,6 +68,7 @@ pub fn digest(path: &Path) -> Result<String> {
 /// A tree with no program there (scripts alone) is taken for the host's, as said.
 #[cfg(feature = "cli")]
 pub fn architecture(path: &Path) -> Result<crate::arch::Arch> {
+    use super::programs::{self, Machine};
     use crate::arch::Arch;
     const PROGRAM_DIRS: [&str; 5] = ["bin/", "sbin/", "usr/bin/", "usr/sbin/", "usr/lib/systemd/"];
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -88,13 +89,14 @@ pub fn architecture(path: &Path) -> Result<crate::arch::Arch> {
         if !PROGRAM_DIRS.iter().any(|d| name.starts_with(d.as_bytes())) {
             continue;
         }
-        let mut header = [0u8; 20];
-        if entry.read_exact(&mut header).is_err() || &header[..4] != b"\x7fELF" {
+        let mut header = [0u8; programs::HEADER_LEN];
+        if entry.read_exact(&mut header).is_err() {
             continue;
         }
-        match Arch::of_elf(&header) {
-            Some(arch) => return Ok(arch),
-            None => other = Some(u16::from_le_bytes([header[18], header[19]])),
+        match programs::machine(&header) {
+            Machine::Known(arch) => return Ok(arch),
+            Machine::Other(machine) => other = Some(machine),
+            Machine::NotElf => continue,
         }
     }
     match other {
@@ -111,5 +113,51 @@ pub fn architecture(path: &Path) -> Result<crate::arch::Arch> {
             ));
             Ok(host)
         }
+    }
+}
+
+#[cfg(all(test, feature = "cli"))]
+mod tests {
+    use super::*;
+    use crate::arch::Arch;
+
+    /// A tarball of `files` (path, contents), regular files only.
+    fn tarball(dir: &Path, files: &[(&str, &[u8])]) -> std::path::PathBuf {
+        let path = dir.join("root.tar");
+        let mut builder = tar::Builder::new(File::create(&path).unwrap());
+        for (name, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o755);
+            header.set_cksum();
+            builder.append_data(&mut header, name, *data).unwrap();
+        }
+        builder.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn the_first_program_says_the_tarball_s_architecture() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut arm64 = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0\xb7\0".to_vec();
+        arm64.resize(64, 0);
+        let mut riscv = arm64.clone();
+        riscv[18] = 243;
+        // A script and a file outside the program directories are skipped.
+        let path = tarball(
+            dir.path(),
+            &[
+                ("etc/x", &arm64[..]),
+                ("bin/script", b"#!/bin/sh\n"),
+                ("usr/bin/tool", &arm64),
+            ],
+        );
+        assert_eq!(architecture(&path).unwrap(), Arch::Arm64);
+        let path = tarball(dir.path(), &[("bin/sh", &riscv[..])]);
+        let err = architecture(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("its programs are for ELF machine 243"),
+            "{err}"
+        );
     }
 }
