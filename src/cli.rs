@@ -1,7 +1,7 @@
 //! The command line: subcommands and their arguments, nothing else. The option groups are
 //! declared with their commands (`options` for convert and build, `run`'s own) and flattened in
 //! here; `plan` turns convert's into checked values.
-use crate::options::ConvertOptions;
+use crate::convert::options::ConvertOptions;
 use crate::run::RunArgs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

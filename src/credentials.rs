@@ -19,7 +19,10 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field(
                 "root_password_hash",
-                &self.root_password_hash.as_ref().map(|_| crate::REDACTED),
+                &self
+                    .root_password_hash
+                    .as_ref()
+                    .map(|_| crate::secret::REDACTED),
             )
             .field("ssh_keys", &self.ssh_keys)
             .finish()

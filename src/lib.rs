@@ -1,13 +1,29 @@
 //! c2vm turns a container image into a bootable virtual-machine disk.
 //!
-//! Modules point one way: `cli` → `pipeline` → the stages → the helpers.
-//! - Stages, in pipeline order: `source` (an engine or a tarball) → `kernel` (a per-distro
-//!   template adds a kernel) → `rootfs` (safe unpack and guest setup) → `disk` (GPT, ext4 by
-//!   `mke2fs -d`, FAT32 ESP) → `boot` (SYSLINUX/systemd-boot or GRUB) → `output` (raw or
-//!   qemu-img formats); `run` boots a disk.
-//! - Checked options: `plan`, with `credentials` and `workspace`; `report` tells the result.
-//! - Helpers every stage may use: `arch` (what differs between amd64 and arm64), `cmd`,
-//!   `progress`, `interrupt`, `units`, `image`, `tar_rules`.
+//! A conversion runs its stages in this order: `source` (an engine, a transport or a tarball) →
+//! `kernel` (a per-distro template adds one) → `rootfs` (the stream edit and guest setup) →
+//! `disk` (GPT, ext4 by `mke2fs -d`, LUKS2, the FAT32 ESP) → `boot` (SYSLINUX/systemd-boot or
+//! GRUB, and the guest's side of booting) → `output` (formats, containerDisk); `convert` holds
+//! the options, the choices and the pipeline, and `run` boots a disk.
+//!
+//! Imports point down these layers, never up and never across (tests/layers.rs reads every
+//! `use crate::` and `super::` against this list; a stage builds on those listed below it):
+//! 1. `cli`
+//! 2. `convert`, `convert::pipeline`, `run`
+//! 3. `convert::assemble`
+//! 4. `convert::input`
+//! 5. `convert::plan`
+//! 6. `convert::options`
+//! 7. `convert::choose`, `convert::report`
+//! 8. `output`
+//! 9. `boot`
+//! 10. `disk`
+//! 11. `rootfs`
+//! 12. `kernel`
+//! 13. `source`
+//! 14. helpers, which may also use each other: `arch`, `cmd`, `credentials`, `host_tools`,
+//!     `image`, `interrupt`, `logging`, `progress`, `secret`, `tar_rules`, `testutil`, `units`,
+//!     `workspace`
 //!
 //! Only the command line is public; the fuzz targets get the unpacker and the layer merge
 //! through [`fuzzing`]. Without the default feature `cli`, only those are built (see
@@ -16,38 +32,24 @@
 // much of it goes unused.
 #![cfg_attr(not(feature = "cli"), allow(dead_code, unused_imports))]
 mod arch;
-#[cfg(feature = "cli")]
-mod assemble;
 mod boot;
-#[cfg(feature = "cli")]
-mod choose;
 #[cfg(feature = "cli")]
 mod cli;
 mod cmd;
 #[cfg(feature = "cli")]
-mod containerdisk;
+mod convert;
 mod credentials;
 mod disk;
 mod host_tools;
 mod image;
-#[cfg(feature = "cli")]
-mod input;
 mod interrupt;
 #[cfg(feature = "cli")]
 mod kernel;
 #[cfg(feature = "cli")]
 mod logging;
 #[cfg(feature = "cli")]
-mod options;
-#[cfg(feature = "cli")]
 mod output;
-#[cfg(feature = "cli")]
-mod pipeline;
-#[cfg(feature = "cli")]
-mod plan;
 mod progress;
-#[cfg(feature = "cli")]
-mod report;
 mod rootfs;
 #[cfg(feature = "cli")]
 mod run;
@@ -64,9 +66,6 @@ mod workspace;
 pub use cli::Cli;
 #[cfg(feature = "cli")]
 use cli::Command;
-
-/// What a `Debug` of a secret-holding type shows in the secret's place.
-const REDACTED: &str = "<redacted>";
 
 #[cfg(feature = "cli")]
 const EXIT_FAILURE: i32 = 1;
@@ -97,11 +96,11 @@ pub fn main(cli: Cli) -> i32 {
 fn run_command(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Convert(args) => {
-            pipeline::convert(&args.source, &args.options)?;
+            convert::pipeline::convert(&args.source, &args.options)?;
             Ok(0)
         }
         Command::Build(args) => {
-            pipeline::build(
+            convert::pipeline::build(
                 &args.context,
                 args.dockerfile.as_deref(),
                 &args.build_args,

@@ -5,6 +5,9 @@ use anyhow::{bail, Context, Result};
 use std::io::Read;
 use zeroize::Zeroizing;
 
+/// What a `Debug` of a secret-holding type shows in the secret's place.
+pub const REDACTED: &str = "<redacted>";
+
 /// Longer would not be typed at a console prompt (cryptsetup itself takes 512).
 const MAX_LEN: usize = 512;
 
@@ -16,13 +19,13 @@ pub struct SecretText(Zeroizing<String>);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(crate::REDACTED)
+        f.write_str(REDACTED)
     }
 }
 
 impl std::fmt::Debug for SecretText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(crate::REDACTED)
+        f.write_str(REDACTED)
     }
 }
 
@@ -136,7 +139,7 @@ mod tests {
         assert!(!format!("{s:?}").contains("horse"));
         let t = s.into_text("the password").unwrap();
         assert_eq!(&*t, "correct horse");
-        assert_eq!(format!("{t:?}"), crate::REDACTED);
+        assert_eq!(format!("{t:?}"), REDACTED);
         let bad = Secret::first_line(&b"caf\xe9\n"[..], "the password").unwrap();
         let err = bad.into_text("the password").unwrap_err();
         assert_eq!(err.to_string(), "the password is not UTF-8 text");

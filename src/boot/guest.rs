@@ -11,7 +11,7 @@ use crate::progress;
 use crate::rootfs::app::{self, GuestApp};
 use crate::rootfs::boot_files::{self, BootFiles};
 use crate::rootfs::init::{c2vm, InitPlan, InitSystem};
-use crate::rootfs::setup::{self, GuestConfig, GuestSettings};
+use crate::rootfs::setup::{self, GuestConfig, GuestSettings, LuksRoot};
 use crate::rootfs::tree::{GuestTree, Perms};
 use crate::rootfs::{edit, init};
 use anyhow::{Context, Result};
@@ -66,7 +66,10 @@ pub fn make(guest: &mut GuestTree, spec: &MachineSpec) -> Result<Machine> {
             arch: spec.arch,
             root_uuid: spec.root_uuid.clone(),
             esp_uuid: spec.esp_uuid.clone(),
-            luks_uuid: spec.luks_uuid.clone(),
+            luks: spec.luks_uuid.clone().map(|uuid| LuksRoot {
+                uuid,
+                mapping: luks::MAPPING,
+            }),
         },
         own_init,
     )?;

@@ -7,6 +7,7 @@ pub mod ext4;
 pub mod gpt;
 pub mod layout;
 pub mod luks;
+#[cfg(feature = "cli")]
 pub mod root;
 mod window;
 

@@ -29,8 +29,8 @@ pub struct GuestConfig<'a> {
     pub root_uuid: String,
     /// The ESP's FAT volume id as Linux shows it, `ABCD-1234`.
     pub esp_uuid: String,
-    /// An encrypted root's LUKS UUID.
-    pub luks_uuid: Option<String>,
+    /// An encrypted root.
+    pub luks: Option<LuksRoot>,
 }
 
 /// `--hostname`, for the disk or for one boot: what a hostname may be.
@@ -46,6 +46,15 @@ pub fn check_hostname(name: &str) -> Result<()> {
         bail!("`{name}` is not a valid hostname (letters, digits and `-`, dot-separated labels of at most 63)");
     }
     Ok(())
+}
+
+/// An encrypted root, as the guest's crypttab names it.
+#[derive(Debug, Clone)]
+pub struct LuksRoot {
+    /// Its LUKS2 UUID.
+    pub uuid: String,
+    /// The device-mapper name it opens as (`disk::luks::MAPPING`).
+    pub mapping: &'static str,
 }
 
 /// What setup changes or removes, so the stream edit holds it back until the stream ends:
@@ -64,10 +73,10 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig, init: InitSystem) -> 
         fstab(cfg, grows).as_bytes(),
         Perms::root(0o644),
     )?;
-    if let Some(uuid) = &cfg.luks_uuid {
+    if let Some(luks) = &cfg.luks {
         guest.write(
             "/etc/crypttab",
-            crypttab(uuid).as_bytes(),
+            crypttab(luks).as_bytes(),
             Perms::root(0o644),
         )?;
     }
@@ -194,10 +203,10 @@ pub fn fstab(cfg: &GuestConfig, grow_root: bool) -> String {
 /// the root's mapping up here (the boot itself is told by `cryptopts=` on the command line).
 /// `discard` passes the filesystem's trims down, so freed blocks go back to the host's sparse
 /// disk; like c2vm's sparse writing, that shows which blocks are in use, never what they hold.
-pub fn crypttab(luks_uuid: &str) -> String {
+pub fn crypttab(luks: &LuksRoot) -> String {
     format!(
-        "# Written by c2vm: the encrypted root.\n{} UUID={luks_uuid} none luks,discard\n",
-        crate::disk::luks::MAPPING
+        "# Written by c2vm: the encrypted root.\n{} UUID={} none luks,discard\n",
+        luks.mapping, luks.uuid
     )
 }
 
@@ -338,7 +347,7 @@ mod tests {
             arch: Arch::Amd64,
             root_uuid: "11111111-2222-3333-4444-555555555555".into(),
             esp_uuid: "ABCD-1234".into(),
-            luks_uuid: None,
+            luks: None,
         }
     }
 

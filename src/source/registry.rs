@@ -34,7 +34,10 @@ impl std::fmt::Debug for Access {
         f.debug_struct("Access")
             .field(
                 "creds",
-                &self.creds.as_ref().map(|(user, _)| (user, crate::REDACTED)),
+                &self
+                    .creds
+                    .as_ref()
+                    .map(|(user, _)| (user, crate::secret::REDACTED)),
             )
             .field("insecure", &self.insecure)
             .field("cert_dir", &self.cert_dir)

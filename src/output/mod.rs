@@ -2,6 +2,8 @@
 //! place only when complete; raw stays sparse, other formats go through `qemu-img convert`.
 //! Everything about the output path lives here: its format, the checks made before any work, the
 //! temporary file, and the final rename.
+pub mod containerdisk;
+
 use crate::cmd::Cmd;
 use crate::progress::Stage;
 use anyhow::{bail, Context, Result};

@@ -3,16 +3,16 @@
 //! an engine or writes a disk.
 use crate::arch::Arch;
 use crate::boot::{secure::SecureBoot, Bootloader};
-use crate::choose::KernelChoice;
-use crate::containerdisk::Destination;
+use crate::convert::choose::KernelChoice;
+use crate::convert::options::{
+    ConvertOptions, EncryptionOptions, GuestOptions, KernelOptions, SourceOptions,
+};
 use crate::credentials::{Credentials, PasswordSource};
 use crate::disk::ext4::{self, Populate};
 use crate::disk::layout::SizeRequest;
 use crate::disk::luks::Passphrase;
 use crate::kernel::Flavour;
-use crate::options::{
-    ConvertOptions, EncryptionOptions, GuestOptions, KernelOptions, SourceOptions,
-};
+use crate::output::containerdisk::Destination;
 use crate::output::{DiskFormat, OutputTarget};
 use crate::rootfs::app::AppChoice;
 use crate::rootfs::init::c2vm::Restart;

@@ -2,7 +2,7 @@
 //! struct per group, all defined here. The value types are their domains' (`DiskFormat` is
 //! the output's, `Bootloader` the boot stage's); `plan` turns these into checked values.
 use crate::boot::{secure::SecureBoot, Bootloader};
-use crate::choose::KernelChoice;
+use crate::convert::choose::KernelChoice;
 use crate::kernel::Flavour;
 use crate::output::{Compress, DiskFormat, VmdkSubformat};
 use crate::rootfs::init::c2vm::Restart;

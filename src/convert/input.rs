@@ -4,10 +4,10 @@
 //! through an engine and one through a transport are one [`ImageSource`]: the rest of the
 //! conversion does not tell them apart.
 use crate::arch::Arch;
-use crate::choose::{self, KernelPlan};
+use crate::convert::choose::{self, KernelPlan};
+use crate::convert::plan::{check_template_options, DiskPlan, DiskSeed, ImagePlan};
 use crate::disk::root::{LaterEntries, OpenStream, Source};
 use crate::kernel;
-use crate::plan::{check_template_options, DiskPlan, DiskSeed, ImagePlan};
 use crate::progress::Timings;
 use crate::rootfs::app::GuestApp;
 use crate::rootfs::init::InitPlan;

@@ -5,13 +5,13 @@
 //! `boot::guest`) → encryption (`disk::luks`) → the ESP and the boot loaders (`boot`) → the
 //! output's format and a containerDisk (`output`, `containerdisk`) → the report.
 use crate::arch::Arch;
-use crate::assemble::Build;
 use crate::boot;
 use crate::cmd::ToolFailed;
-use crate::input::{self, ImageSource, Input};
-use crate::options::ConvertOptions;
+use crate::convert::assemble::Build;
+use crate::convert::input::{self, ImageSource, Input};
+use crate::convert::options::ConvertOptions;
+use crate::convert::plan::{DiskPlan, ImagePlan};
 use crate::output::PendingOutput;
-use crate::plan::{DiskPlan, ImagePlan};
 use crate::progress::Timings;
 use crate::rootfs::app::GuestApp;
 use crate::rootfs::tree::GuestTree;

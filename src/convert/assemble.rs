@@ -2,15 +2,15 @@
 //! identifiers, the root filesystem with guest setup, encryption, the ESP and boot loaders, the
 //! output's format and containerDisk, the report. `pipeline` calls them in order.
 use crate::boot::{self, guest::Machine, guest::MachineSpec, BootConfig};
-use crate::containerdisk::{self, Destination};
+use crate::convert::input::Input;
+use crate::convert::plan::DiskPlan;
+use crate::convert::report::{self, Summary};
 use crate::disk::layout::Layout;
 use crate::disk::root::{RootFs, Shape};
 use crate::disk::{esp, ext4, ext4::Populate, luks, Identifiers};
-use crate::input::Input;
+use crate::output::containerdisk::{self, Destination};
 use crate::output::{self, DiskFormat, PendingOutput};
-use crate::plan::DiskPlan;
 use crate::progress::{self, Timings};
-use crate::report::{self, Summary};
 use crate::rootfs::edit::Edited;
 use crate::rootfs::tree::GuestTree;
 use crate::source::docker::Engine;
