@@ -307,8 +307,7 @@ fn convert_without_host_tools_names_the_package_to_install() {
     let dir = scratch();
     let empty_path = dir.path().join("empty-bin");
     std::fs::create_dir(&empty_path).unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).unwrap();
+    let work = subdir(dir.path(), "work");
     // A tarball that is there: a missing one is said before the host is looked at.
     std::fs::write(work.join("rootfs.tar"), b"").unwrap();
     for args in [

@@ -9,8 +9,7 @@ use common::*;
 #[ignore = "needs root, the debootstrap test rootfs and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn syslinux_and_systemd_boot_image_checks_clean_with_independent_tools() {
     let dir = scratch();
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).unwrap();
+    let work = subdir(dir.path(), "work");
     let disk = dir.path().join("disk.img");
     Convert::rootfs(&disk)
         .password_file(&password_file(&work))
@@ -199,8 +198,7 @@ fn grub_qcow2_image_boots_on_bios_and_uefi() {
 #[ignore = "needs root, the debootstrap test rootfs and the tools of scripts/install-host-deps --test; scripts/test runs it (tests/cli.rs has the usage errors)"]
 fn bad_input_fails_clearly_and_leaves_nothing_behind() {
     let dir = scratch();
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).unwrap();
+    let work = subdir(dir.path(), "work");
     let out = dir.path().join("out.img");
     let attempt = |source: String, extra: &[&str]| {
         let o = Convert::new(&source, &out)

@@ -628,8 +628,7 @@ fn a_cloud_init_disk_takes_a_user_a_file_and_its_hostname_from_a_nocloud_seed_on
 #[ignore = "needs root, dockerd with debian:latest and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn docker_errors_are_clear_and_leave_nothing_behind() {
     let dir = scratch();
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).unwrap();
+    let work = subdir(dir.path(), "work");
     let out = dir.path().join("x.img");
     // `args`: the source, then options.
     let attempt = |args: &[&str], env: Option<(&str, &str)>| {

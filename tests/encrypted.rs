@@ -154,8 +154,7 @@ fn an_encrypted_root_is_luks2_on_disk_unlocks_at_boot_grows_and_unlocks_after_an
     // Nothing left behind: no container (under the host lock, which every conversion that
     // makes one holds) and nothing in this test's own --workdir. /dev/shm is not looked at:
     // unlocked arm64 conversions of other tests stage there meanwhile.
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).unwrap();
+    let work = subdir(dir.path(), "work");
     std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let convert = |convert: Convert| {
         let _lock = host_lock();

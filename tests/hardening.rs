@@ -31,8 +31,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, i64)> {
 #[ignore = "needs root and the tools of scripts/install-host-deps --test; scripts/test runs it"]
 fn hostile_archives_are_refused_and_write_nothing_outside_the_staging_tree() {
     let dir = scratch();
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).unwrap();
+    let work = subdir(dir.path(), "work");
     // The target of every escape attempt: a directory beside the work dir, with a file in it.
     let outside = dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();

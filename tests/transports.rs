@@ -21,6 +21,15 @@ fn skopeo(args: &[&str]) {
 
 /// `debian:latest` with the kernel c2vm's Debian template adds: an image that boots with its
 /// own kernel. Its tag is the note c2vm prints (the template's result is cached in the engine).
+/// debian:latest from the engine, as an OCI layout at `dir` (tag `latest`).
+fn debian_layout(dir: &Path) -> std::path::PathBuf {
+    skopeo(&[
+        "docker-daemon:debian:latest",
+        &format!("oci:{}:latest", dir.display()),
+    ]);
+    dir.to_path_buf()
+}
+
 fn image_with_kernel(dir: &Path) -> String {
     let pw = password_file(dir);
     let out = Convert::new("debian:latest", &dir.join("template.raw"))
@@ -237,16 +246,20 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
     let remote = format!("docker://{}/c2vm-test/debian:latest", registry.host());
     let cert_dir = registry.cert_dir();
     let cert_dir = cert_dir.to_str().unwrap();
-    skopeo(&[
-        "--dest-cert-dir",
-        cert_dir,
-        "--dest-creds",
-        "c2vm:secret-pw",
-        "--dest-compress-level",
-        "1",
-        "docker-daemon:debian:latest",
-        &remote[..],
-    ]);
+    // Into the registry that takes a password over TLS.
+    let push = |from: &str, to: &str| {
+        skopeo(&[
+            "--dest-cert-dir",
+            cert_dir,
+            "--dest-creds",
+            "c2vm:secret-pw",
+            "--dest-compress-level",
+            "1",
+            from,
+            to,
+        ])
+    };
+    push("docker-daemon:debian:latest", &remote);
     // -vv everywhere: whatever c2vm logs, no secret may be in it.
     let convert_with = |extra: &[&str], stdin: &str, env: &[(&str, &Path)], disk: &Path| {
         let _ = std::fs::remove_file(disk);
@@ -288,16 +301,7 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
     // fetched does not shape the disk).
     let bundle = image_with_kernel(d);
     let remote_bundle = format!("docker://{}/c2vm-test/bundle:latest", registry.host());
-    skopeo(&[
-        "--dest-cert-dir",
-        cert_dir,
-        "--dest-creds",
-        "c2vm:secret-pw",
-        "--dest-compress-level",
-        "1",
-        &format!("docker-daemon:{bundle}"),
-        &remote_bundle[..],
-    ]);
+    push(&format!("docker-daemon:{bundle}"), &remote_bundle);
     std::fs::write(d.join("id"), format!("{PRIVATE_KEY_CANARY}\n")).unwrap();
     std::fs::write(
         d.join("id.pub"),
@@ -549,11 +553,7 @@ fn broken_layouts_fail_in_one_line_and_leave_nothing() {
     let dir = scratch();
     let d = dir.path();
     let pw = password_file(d);
-    let layout = d.join("good");
-    skopeo(&[
-        "docker-daemon:debian:latest",
-        &format!("oci:{}:latest", layout.display()),
-    ]);
+    let layout = debian_layout(&d.join("good"));
     let blob = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
     let read_json = |p: &Path| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
@@ -661,11 +661,7 @@ fn a_signal_while_layers_stream_stops_within_five_seconds_and_leaves_nothing() {
     let dir = scratch();
     let d = dir.path();
     let pw = password_file(d);
-    let layout = d.join("layout");
-    skopeo(&[
-        "docker-daemon:debian:latest",
-        &format!("oci:{}:latest", layout.display()),
-    ]);
+    let layout = debian_layout(&d.join("layout"));
     let registry = Registry::start("http");
     let remote = format!("docker://{}/c2vm-test/debian:latest", registry.host());
     skopeo(&[
@@ -795,6 +791,36 @@ fn hostile_layers_are_refused_in_one_line_whichever_layer_holds_them() {
         let err = one_error(&out);
         assert!(err.contains(expect), "{name}: {err}");
         assert!(listing(&victim).is_empty(), "{name} wrote outside the tree");
+        assert!(!d.join("out.raw").exists());
+    }
+}
+
+#[test]
+#[ignore = "needs mke2fs"]
+fn an_engine_that_does_not_answer_is_said_with_why() {
+    // An image with no kernel, read with no engine, asks for c2vm's generic bundle, which is
+    // built in an engine: the error says why none answered, not only that none did.
+    let dir = scratch();
+    let d = dir.path();
+    let layout = d.join("layout");
+    let tree = Tar::new()
+        .dir("etc/")
+        .file("etc/os-release", b"ID=test\n")
+        .bytes();
+    oci_layout_of(&layout, &[tree]);
+    for kernel in ["generic", "auto"] {
+        let out = Convert::new(&format!("oci:{}", layout.display()), &d.join("out.raw"))
+            .env("DOCKER_HOST", NO_ENGINE)
+            .scratch_beside_output()
+            .args(["--kernel", kernel])
+            .output();
+        let err = one_error(&out);
+        assert!(
+            err.contains(&format!(
+                "no Docker or Podman engine answered (no Docker or Podman engine answers at {NO_ENGINE}"
+            )),
+            "--kernel {kernel}: {err}"
+        );
         assert!(!d.join("out.raw").exists());
     }
 }

@@ -115,6 +115,28 @@ fn own_bundle(
     )?))
 }
 
+/// What the options ask of the kernel, for a disk of `arch`.
+#[derive(Clone, Copy)]
+pub struct KernelAsk<'a> {
+    pub choice: KernelChoice,
+    /// `--kernel-image`: a bundle of the user's.
+    pub own: Option<&'a str>,
+    /// How to reach a registry the bundle may be in.
+    pub access: &'a Access,
+    pub arch: Arch,
+    /// The root is encrypted: c2vm's bundle is the variant whose initramfs unlocks it.
+    pub luks: bool,
+}
+
+impl KernelAsk<'_> {
+    /// c2vm's generic bundle for the disk's architecture, built in `engine` (or its cache).
+    fn generic_bundle(&self, engine: &Engine) -> Result<Bundle> {
+        Ok(Bundle::Engine(kernel::bundle(
+            engine, None, self.arch, self.luks,
+        )?))
+    }
+}
+
 /// Whether `choice` may need c2vm's own bundle, which is built in an engine.
 pub fn bundle_needs_engine(choice: KernelChoice, own: Option<&str>) -> bool {
     own.is_none() && matches!(choice, KernelChoice::Auto | KernelChoice::Generic)
@@ -123,17 +145,17 @@ pub fn bundle_needs_engine(choice: KernelChoice, own: Option<&str>) -> bool {
 /// The kernel for an image read with no engine (a transport). `engine`, where one answers,
 /// builds c2vm's generic bundle (or takes it from its cache) for an image with no kernel; the
 /// variant that unlocks an encrypted root where `luks`.
-pub fn kernel_without_image_engine(
-    engine: Option<&Engine>,
-    choice: KernelChoice,
-    own: Option<&str>,
-    access: &Access,
-    arch: Arch,
-    luks: bool,
-) -> Result<KernelPlan> {
+pub fn kernel_without_image_engine(engine: Option<&Engine>, ask: &KernelAsk) -> Result<KernelPlan> {
+    let KernelAsk {
+        choice,
+        own,
+        access,
+        arch,
+        ..
+    } = *ask;
     let how = "a kernel bundle with --kernel-image oci:DIR|oci-archive:PATH|docker-archive:PATH|docker://REF, or start Docker or Podman (c2vm builds its generic bundle there)";
     if let (Some(engine), true) = (engine, bundle_needs_engine(choice, own)) {
-        let bundle = Bundle::Engine(kernel::bundle(engine, None, arch, luks)?);
+        let bundle = ask.generic_bundle(engine)?;
         return Ok(match choice {
             KernelChoice::Generic => {
                 progress::note("Kernel: c2vm's generic bundle (--kernel generic)");
@@ -161,16 +183,8 @@ pub fn kernel_without_image_engine(
 
 /// `luks`: c2vm's generic bundle, where it is chosen, is the variant that unlocks an
 /// encrypted root.
-pub fn kernel(
-    engine: &Engine,
-    image: &ImageDetails,
-    choice: KernelChoice,
-    own: Option<&str>,
-    access: &Access,
-    arch: Arch,
-    luks: bool,
-) -> Result<KernelPlan> {
-    Ok(match choice {
+pub fn kernel(engine: &Engine, image: &ImageDetails, ask: &KernelAsk) -> Result<KernelPlan> {
+    Ok(match ask.choice {
         KernelChoice::Distro => {
             progress::note("Kernel: the distribution template's (--kernel distro)");
             KernelPlan::Distro
@@ -180,11 +194,11 @@ pub fn kernel(
             KernelPlan::Image
         }
         KernelChoice::Generic => {
-            let bundle = match own {
-                Some(r) => own_bundle(Some(engine), r, access, arch)?,
-                None => Bundle::Engine(kernel::bundle(engine, None, arch, luks)?),
+            let bundle = match ask.own {
+                Some(r) => own_bundle(Some(engine), r, ask.access, ask.arch)?,
+                None => ask.generic_bundle(engine)?,
             };
-            progress::note(&match own {
+            progress::note(&match ask.own {
                 Some(r) => format!("Kernel: the bundle {r} (--kernel-image)"),
                 None => "Kernel: c2vm's generic bundle (--kernel generic)".to_string(),
             });
@@ -198,9 +212,7 @@ pub fn kernel(
                 ));
                 KernelPlan::Distro
             }
-            None => KernelPlan::ImageElseBundle(Bundle::Engine(kernel::bundle(
-                engine, None, arch, luks,
-            )?)),
+            None => KernelPlan::ImageElseBundle(ask.generic_bundle(engine)?),
         },
     })
 }

@@ -4,7 +4,7 @@
 //! through an engine and one through a transport are one [`ImageSource`]: the rest of the
 //! conversion does not tell them apart.
 use crate::arch::Arch;
-use crate::convert::choose::{self, KernelPlan};
+use crate::convert::choose::{self, KernelAsk, KernelPlan};
 use crate::convert::plan::{check_template_options, DiskPlan, DiskSeed, ImagePlan};
 use crate::disk::root::{LaterEntries, OpenStream, Source};
 use crate::kernel;
@@ -213,26 +213,19 @@ impl<'a> ImageSource<'a> {
     }
 
     fn kernel_plan(&self, options: &ImagePlan, arch: Arch, luks: bool) -> Result<KernelPlan> {
-        let own = options.kernel_image.as_deref();
+        let ask = KernelAsk {
+            choice: options.kernel,
+            own: options.kernel_image.as_deref(),
+            access: &options.access,
+            arch,
+            luks,
+        };
         match self {
-            ImageSource::Engine { engine, details } => choose::kernel(
-                engine,
-                details,
-                options.kernel,
-                own,
-                &options.access,
-                arch,
-                luks,
-            ),
-            ImageSource::Layers { engine, .. } => choose::kernel_without_image_engine(
-                engine.as_ref(),
-                options.kernel,
-                own,
-                &options.access,
-                arch,
-                luks,
-            )
-            .map_err(|e| self.explain_no_engine(e)),
+            ImageSource::Engine { engine, details } => choose::kernel(engine, details, &ask),
+            ImageSource::Layers { engine, .. } => {
+                choose::kernel_without_image_engine(engine.as_ref(), &ask)
+                    .map_err(|e| self.explain_no_engine(e))
+            }
         }
     }
 

@@ -329,22 +329,14 @@ mod tests {
 
     #[test]
     fn format_follows_extension() {
-        assert_eq!(
-            format_from_extension(Path::new("a.qcow2")).unwrap(),
-            DiskFormat::Qcow2
-        );
-        assert_eq!(
-            format_from_extension(Path::new("a.IMG")).unwrap(),
-            DiskFormat::Raw
-        );
-        assert_eq!(
-            format_from_extension(Path::new("a.vhd")).unwrap(),
-            DiskFormat::Vhd
-        );
-        assert_eq!(
-            format_from_extension(Path::new("d.tar.gz")).unwrap(),
-            DiskFormat::Gce
-        );
+        for (name, format) in [
+            ("a.qcow2", DiskFormat::Qcow2),
+            ("a.IMG", DiskFormat::Raw),
+            ("a.vhd", DiskFormat::Vhd),
+            ("d.tar.gz", DiskFormat::Gce),
+        ] {
+            assert_eq!(format_from_extension(Path::new(name)).unwrap(), format);
+        }
         let err = format_from_extension(Path::new("a.iso")).unwrap_err();
         assert!(err.to_string().contains("or --format"), "{err}");
     }

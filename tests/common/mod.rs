@@ -350,6 +350,13 @@ pub fn scratch() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// A new directory `name` in `dir`.
+pub fn subdir(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir(&path).unwrap();
+    path
+}
+
 pub fn password_file(dir: &Path) -> PathBuf {
     let p = dir.join("password");
     std::fs::write(&p, format!("{PASSWORD}\n")).unwrap();
