@@ -2,6 +2,7 @@
 //! declared with their commands (`options` for convert and build, `run`'s own) and flattened in
 //! here; `plan` turns convert's into checked values.
 use crate::convert::options::ConvertOptions;
+use crate::instance::options::{CpArgs, ExecArgs, KillArgs, LogsArgs, StopArgs, WaitArgs};
 use crate::run::RunArgs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -31,8 +32,23 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Build a Dockerfile through the Docker Engine API, then convert the result
     Build(BuildArgs),
-    /// Boot a disk in QEMU with its serial console on this terminal
+    /// Boot a disk in QEMU with its serial console on this terminal (or, with -d, in the
+    /// background)
     Run(RunArgs),
+    /// Run a command in a running VM (`run -d`): its stdout, stderr and exit status
+    Exec(ExecArgs),
+    /// Copy files between the host and a running VM: `c2vm cp NAME:/etc/os-release .`
+    Cp(CpArgs),
+    /// Wait until a running VM is ready: a unit active, a port listening, a file, console text
+    Wait(WaitArgs),
+    /// Print a VM's console (-f: follow it)
+    Logs(LogsArgs),
+    /// List the VMs started with `run -d`
+    Ps,
+    /// Stop a VM: the power button, then QEMU killed after --time; nothing is left
+    Stop(StopArgs),
+    /// Kill a VM's QEMU at once; nothing is left
+    Kill(KillArgs),
     /// Print a shell completion script: `c2vm completions bash > /etc/bash_completion.d/c2vm`
     Completions {
         #[arg(value_enum)]

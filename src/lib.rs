@@ -10,18 +10,19 @@
 //! `use crate::` and `super::` against this list; a stage builds on those listed below it):
 //! 1. `cli`
 //! 2. `convert`, `convert::pipeline`, `run`
-//! 3. `convert::assemble`
-//! 4. `convert::input`
-//! 5. `convert::plan`
-//! 6. `convert::options`
-//! 7. `convert::choose`, `convert::report`
-//! 8. `output`
-//! 9. `boot`
-//! 10. `disk`
-//! 11. `rootfs`
-//! 12. `kernel`
-//! 13. `source`
-//! 14. helpers, which may also use each other: `arch`, `cmd`, `credentials`, `host_tools`,
+//! 3. `instance`
+//! 4. `convert::assemble`
+//! 5. `convert::input`
+//! 6. `convert::plan`
+//! 7. `convert::options`
+//! 8. `convert::choose`, `convert::report`
+//! 9. `output`
+//! 10. `boot`
+//! 11. `disk`
+//! 12. `rootfs`
+//! 13. `kernel`
+//! 14. `source`
+//! 15. helpers, which may also use each other: `arch`, `cmd`, `credentials`, `host_tools`,
 //!     `image`, `interrupt`, `logging`, `progress`, `secret`, `tar_rules`, `testutil`, `units`,
 //!     `workspace`
 //!
@@ -42,6 +43,8 @@ mod credentials;
 mod disk;
 mod host_tools;
 mod image;
+#[cfg(feature = "cli")]
+mod instance;
 mod interrupt;
 #[cfg(feature = "cli")]
 mod kernel;
@@ -109,6 +112,13 @@ fn run_command(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run(args) => run::run(&args, cli.verbose > 0),
+        Command::Exec(args) => instance::exec(&args),
+        Command::Cp(args) => instance::cp(&args).map(|()| 0),
+        Command::Wait(args) => instance::wait(&args).map(|()| 0),
+        Command::Logs(args) => instance::logs(&args).map(|()| 0),
+        Command::Ps => instance::ps().map(|()| 0),
+        Command::Stop(args) => instance::stop(&args).map(|()| 0),
+        Command::Kill(args) => instance::kill(&args).map(|()| 0),
         Command::Completions { shell } => {
             cli::completions(shell);
             Ok(0)

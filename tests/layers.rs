@@ -232,12 +232,12 @@ fn a_planted_wrong_import_fails() {
         (
             "disk/ext4.rs",
             "use crate::convert::plan::DiskPlan;",
-            "`disk` (layer 10) imports `convert::plan`",
+            "`disk` (layer 11) imports `convert::plan`",
         ),
         (
             "units.rs",
             "use crate::rootfs::tree::GuestTree;",
-            "`units` (layer 14) imports `rootfs`",
+            "`units` (layer 15) imports `rootfs`",
         ),
         (
             "run/mod.rs",
@@ -247,7 +247,7 @@ fn a_planted_wrong_import_fails() {
         (
             "convert/choose.rs",
             "use super::plan::DiskPlan;",
-            "`convert::choose` (layer 7) imports `convert::plan`",
+            "`convert::choose` (layer 8) imports `convert::plan`",
         ),
     ] {
         let found = violations(&src, &layers, Some((file, line)));

@@ -99,6 +99,9 @@ pub fn make(guest: &mut GuestTree, spec: &MachineSpec) -> Result<Machine> {
     }
     machine.disabled = app::install(guest, spec.app, own_init)
         .context("making the image's ENTRYPOINT/CMD a boot service")?;
+    if let Some(why) = init::agent::install(guest, own_init, spec.arch)? {
+        progress::note(&format!("Note: no c2vm guest agent in this disk: {why}"));
+    }
     let credentials = &spec.settings.credentials;
     machine.login = Some(Login {
         password: credentials.root_password_hash.is_some(),

@@ -23,6 +23,7 @@ mod vm;
 
 pub use options::RunArgs;
 
+use crate::instance::{self, Instance};
 use anyhow::{bail, Context, Result};
 use console::Console;
 use qemu_args::Attachment;
@@ -64,6 +65,9 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
         .as_deref()
         .map(crate::disk::luks::Passphrase::from_file)
         .transpose()?;
+    if script.detach {
+        return detached(args, root_password, luks.is_some());
+    }
     let attached = attachments(args, root_password)?;
     let vm = vm::Vm::prepare(args, attached)?;
     if script.expect.is_none() && script.exec.is_none() {
@@ -87,6 +91,56 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
             deadline,
         ),
     }
+}
+
+/// `-d`: the VM in the background, named, its files in its own directory; returns once its
+/// agent answers, having printed its name. Nothing is left if it does not come up.
+fn detached(args: &RunArgs, root_password: Option<&str>, luks: bool) -> Result<i32> {
+    if luks {
+        bail!("-d with --luks-passphrase-file: c2vm types the passphrase only in a foreground run yet; boot it without -d");
+    }
+    let name = match &args.script.name {
+        Some(name) => name.clone(),
+        None => format!("c2vm-{:06x}", rand::random::<u32>() & 0xff_ffff),
+    };
+    let instance = Instance::create(&name)?;
+    let prepared = (|| {
+        // What the boot writes (firmware variables, credentials, the seed) goes in the VM's
+        // directory, where it stays while QEMU runs and goes with the VM.
+        let files = instance.path(instance::state::FILES);
+        std::fs::create_dir(&files).with_context(|| format!("creating {}", files.display()))?;
+        std::env::set_var("TMPDIR", &files);
+        let attached = attachments(args, root_password)?;
+        let vm = vm::Vm::prepare(args, attached)?;
+        instance.write_record(&instance::state::Record {
+            disk: args.disk.canonicalize()?.to_string_lossy().into_owned(),
+            arch: vm.arch.to_string(),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        })?;
+        Ok::<_, anyhow::Error>(vm)
+    })();
+    let vm = match prepared {
+        Ok(vm) => vm,
+        Err(e) => {
+            instance.remove().ok();
+            return Err(e);
+        }
+    };
+    let secure_boot = vm.secure_boot();
+    let child = match vm.start_detached(&instance) {
+        Ok(child) => child,
+        Err(e) => {
+            instance.remove().ok();
+            return Err(e);
+        }
+    };
+    let timeout = std::time::Duration::from_secs(args.script.timeout);
+    instance::start::wait_ready(&instance, child, timeout, secure_boot)?;
+    println!("{name}");
+    Ok(0)
 }
 
 /// What the boot attaches: the settings for this boot (checked, then written), and the

@@ -87,6 +87,13 @@ impl BootPathArgs {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Scripting")]
 pub struct ScriptArgs {
+    /// Start the VM in the background and return once its guest agent answers, printing its
+    /// name: then drive it with `c2vm exec`, `cp`, `wait`, `logs`, `stop`
+    #[arg(short, long, conflicts_with_all = ["expect", "login", "exec"])]
+    pub detach: bool,
+    /// With -d: the VM's name [default: c2vm-XXXXXX]
+    #[arg(long, requires = "detach")]
+    pub name: Option<String>,
     /// Scripted: exit 0 as soon as the console shows this regular expression
     #[arg(long, value_name = "REGEX")]
     pub expect: Option<String>,
@@ -96,7 +103,7 @@ pub struct ScriptArgs {
     /// Scripted: after --login, run this shell command, print its stdout, power off, exit with its status
     #[arg(long, requires = "login")]
     pub exec: Option<String>,
-    /// Scripted: give up after this many seconds, showing the last console lines
+    /// Scripted (and -d): give up after this many seconds, showing the last console lines
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
 }

@@ -10,12 +10,16 @@ use super::qemu_args::{self, Attachment, VmSpec};
 use super::terminal;
 use crate::arch::Arch;
 use crate::disk::luks::Passphrase;
+use crate::instance::{state, Instance};
 use crate::progress::note;
 use anyhow::{bail, Context, Result};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 pub struct Vm {
+    /// The disk's machine.
+    pub arch: Arch,
     /// `qemu-system-x86_64` or `qemu-system-aarch64`.
     binary: &'static str,
     args: Vec<String>,
@@ -86,6 +90,7 @@ impl Vm {
         let refs: Vec<&dyn Attachment> = attached.iter().map(|a| a.as_ref()).collect();
         let args = qemu_args::qemu_args(&spec, &refs);
         Ok(Vm {
+            arch,
             binary: choice.binary,
             args,
             files: VmFiles {
@@ -116,6 +121,45 @@ impl Vm {
             .spawn()
             .with_context(|| format!("starting {}", self.binary))?;
         Console::new(child, echo, Box::new(self.files), self.secure_boot)
+    }
+}
+
+impl Vm {
+    /// `--firmware uefi-secure`: Secure Boot's refusal on the console ends a wait.
+    pub fn secure_boot(&self) -> bool {
+        self.secure_boot
+    }
+
+    /// `c2vm run -d`: QEMU in its own session, its console to a log, its QMP and agent
+    /// sockets in `vm`'s directory. The boot's files were made under that directory
+    /// (TMPDIR), so they are left there for QEMU, and go when the VM is removed.
+    pub fn start_detached(self, vm: &Instance) -> Result<Child> {
+        let path = |file: &str| qemu_args::qemu_escape(&vm.path(file).to_string_lossy());
+        let log = std::fs::File::create(vm.path(state::QEMU_LOG))
+            .with_context(|| format!("creating {}", vm.path(state::QEMU_LOG).display()))?;
+        let mut cmd = Command::new(self.binary);
+        cmd.args(&self.args)
+            .args(["-display", "none", "-monitor", "none"])
+            .args(["-serial", &format!("file:{}", path(state::CONSOLE))])
+            .args([
+                "-qmp",
+                &format!("unix:{},server=on,wait=off", path(state::QMP)),
+            ])
+            .args(qemu_args::agent_args(&path(state::AGENT)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // Its own session: a Ctrl-C at this terminal later is not QEMU's.
+        unsafe {
+            cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
+        }
+        log::debug!("running: {} {}", self.binary, self.args.join(" "));
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary))?;
+        vm.write_pid(child.id())?;
+        std::mem::forget(self.files);
+        Ok(child)
     }
 }
 

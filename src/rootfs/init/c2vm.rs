@@ -21,7 +21,7 @@ const BINARY_AARCH64: Option<&[u8]> = include!(concat!(env!("OUT_DIR"), "/init_a
 const BINARY_AARCH64: Option<&[u8]> = None;
 
 /// c2vm-init for `arch`'s guests, or why this c2vm has none.
-fn binary(arch: Arch) -> Result<&'static [u8]> {
+pub fn binary(arch: Arch) -> Result<&'static [u8]> {
     match arch {
         Arch::Amd64 => Ok(BINARY),
         Arch::Arm64 => BINARY_AARCH64.ok_or_else(|| {

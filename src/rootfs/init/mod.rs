@@ -1,5 +1,6 @@
 //! Init systems, one module each. Guest setup and the app service ask here what the guest runs
 //! as PID 1 and use that module's knowledge (unit directories, enabling, service files).
+pub mod agent;
 pub mod c2vm;
 pub mod openrc;
 pub mod systemd;

@@ -1,0 +1,202 @@
+//! The host's side of the guest agent: QEMU's guest agent protocol (QGA), JSON objects over the
+//! virtio-serial port `org.qemu.guest_agent.0`, which QEMU offers here as a Unix socket. c2vm's
+//! guests answer it with c2vm-init's agent; any QGA agent answers the standard commands.
+//!
+//! Hand-written, not the `qapi` crate: the protocol is one JSON object each way, the handshake
+//! c2vm needs (`guest-sync-delimited`, which skips what a previous client left unread) is not in
+//! qapi's synchronous client, and c2vm's own `c2vm-*` commands are not in QEMU's schema, which
+//! qapi compiles whole.
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// A connection to a guest's agent, synchronised.
+pub struct Agent {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+/// The agent answered with an error (as opposed to not answering).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// How long one answer may take: every command answers at once but `c2vm-exec-read`, which
+/// waits at most 5 s; TCG guests can be slow to be scheduled.
+const ANSWER: Duration = Duration::from_secs(60);
+
+impl Agent {
+    /// Connect and synchronise, waiting at most `wait` for the agent's first answer.
+    pub fn connect(socket: &Path, wait: Duration) -> Result<Agent> {
+        let writer = UnixStream::connect(socket)
+            .with_context(|| format!("connecting to {}", socket.display()))?;
+        let reader = BufReader::new(writer.try_clone().context("cloning the agent's socket")?);
+        let mut agent = Agent { reader, writer };
+        agent.sync(wait)?;
+        Ok(agent)
+    }
+
+    /// `guest-sync-delimited`: the agent answers 0xFF then the id, so whatever an earlier client
+    /// left unread is skipped up to the 0xFF. A 0xFF sent first resets the agent's parser.
+    fn sync(&mut self, wait: Duration) -> Result<()> {
+        let id = u32::from_ne_bytes(rand::random::<[u8; 4]>()) & 0x7fff_ffff;
+        self.writer
+            .write_all(&[0xff])
+            .context("writing to the agent")?;
+        self.send("guest-sync-delimited", json!({ "id": id }))?;
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(wait))
+            .context("setting the agent's timeout")?;
+        let mut byte = [0u8];
+        loop {
+            self.reader
+                .read_exact(&mut byte)
+                .map_err(|e| anyhow!("the guest's agent did not answer ({e})"))?;
+            if byte[0] == 0xff {
+                break;
+            }
+        }
+        let answer = self.answer()?;
+        if answer != json!(id) {
+            bail!("the guest's agent answered the handshake with {answer}");
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, command: &str, arguments: Value) -> Result<()> {
+        let mut request = json!({ "execute": command });
+        if arguments != Value::Null {
+            request["arguments"] = arguments;
+        }
+        let mut line = serde_json::to_vec(&request).context("encoding a request")?;
+        line.push(b'\n');
+        self.writer
+            .write_all(&line)
+            .context("the guest's agent stopped answering (writing to it)")
+    }
+
+    /// The next answer: its `return`, or the agent's error as [`Refused`].
+    fn answer(&mut self) -> Result<Value> {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| anyhow!("the guest's agent stopped answering ({e})"))?;
+            if n == 0 {
+                bail!("the guest's agent stopped answering (its channel closed)");
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{fffd}');
+            if !text.is_empty() {
+                break;
+            }
+        }
+        let mut value: Value = serde_json::from_slice(line.trim_ascii()).with_context(|| {
+            format!(
+                "reading the agent's answer {:?}",
+                String::from_utf8_lossy(&line)
+            )
+        })?;
+        if let Some(error) = value.get("error") {
+            let desc = error["desc"].as_str().unwrap_or("no description");
+            return Err(Refused(desc.to_string()).into());
+        }
+        Ok(value["return"].take())
+    }
+
+    /// Run `command` with `arguments` (`Value::Null` for none); its `return` value.
+    pub fn call(&mut self, command: &str, arguments: Value) -> Result<Value> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(ANSWER))
+            .context("setting the agent's timeout")?;
+        self.send(command, arguments)?;
+        self.answer()
+            .with_context(|| format!("the guest's agent, asked {command}"))
+    }
+}
+
+/// Bytes from a base64 field of an answer (absent: none).
+pub fn bytes(value: &Value, field: &str) -> Result<Vec<u8>> {
+    use base64::Engine;
+    match value.get(field).and_then(Value::as_str) {
+        None => Ok(Vec::new()),
+        Some(text) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .with_context(|| format!("decoding the agent's {field}")),
+    }
+}
+
+/// A base64 field for a request.
+pub fn encode(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An agent on the other end of a socket pair: answers each request with `answers`, in turn.
+    fn fake(answers: Vec<&'static [u8]>) -> (Agent, std::thread::JoinHandle<Vec<Value>>) {
+        let (host, guest) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut reader = BufReader::new(guest.try_clone().unwrap());
+            let mut guest = guest;
+            for answer in answers {
+                let mut line = Vec::new();
+                reader.read_until(b'\n', &mut line).unwrap();
+                let request: Value =
+                    serde_json::from_slice(line.strip_prefix(&[0xff]).unwrap_or(&line)).unwrap();
+                let answer = String::from_utf8_lossy(answer)
+                    .replace("ID", &request["arguments"]["id"].to_string());
+                guest.write_all(answer.as_bytes()).unwrap();
+                seen.push(request);
+            }
+            seen
+        });
+        let reader = BufReader::new(host.try_clone().unwrap());
+        let mut agent = Agent {
+            reader,
+            writer: host,
+        };
+        agent.sync(Duration::from_secs(5)).unwrap();
+        (agent, server)
+    }
+
+    #[test]
+    fn the_handshake_skips_what_was_left_then_commands_answer() {
+        let (mut agent, server) = fake(vec![
+            b"{\"return\": 7}\n\xff{\"return\": ID}\n",
+            b"{\"return\": {\"pid\": 42}}\n",
+            b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"no such file\"}}\n",
+        ]);
+        let pid = agent
+            .call("guest-exec", json!({"path": "/bin/true"}))
+            .unwrap();
+        assert_eq!(pid["pid"], 42);
+        let err = agent
+            .call("guest-file-open", json!({"path": "/x"}))
+            .unwrap_err();
+        assert!(err.downcast_ref::<Refused>().is_some(), "{err:#}");
+        assert!(format!("{err:#}").contains("no such file"), "{err:#}");
+        let seen = server.join().unwrap();
+        assert_eq!(seen[0]["execute"], "guest-sync-delimited");
+        assert_eq!(seen[1]["arguments"]["path"], "/bin/true");
+    }
+
+    #[test]
+    fn an_agent_that_closes_is_said() {
+        let (mut agent, server) = fake(vec![b"\xff{\"return\": ID}\n"]);
+        server.join().unwrap();
+        let err = agent.call("guest-ping", Value::Null).unwrap_err();
+        assert!(format!("{err:#}").contains("stopped answering"), "{err:#}");
+    }
+}

@@ -1,0 +1,138 @@
+//! `c2vm exec NAME -- CMD ARGS…`: a command in a running VM through its agent, its stdout and
+//! stderr kept apart and streamed as they come (`c2vm-exec-read`, polled), stdin passed with
+//! `-i`, and c2vm's exit status the command's (128+N for a signal), as `docker exec`.
+use super::agent::{self, Agent};
+use super::options::ExecArgs;
+use super::Instance;
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::sync::mpsc;
+
+/// `docker exec`'s status for a failure of its own, after the command started.
+pub const OWN_FAILURE: i32 = 125;
+/// How long one poll may wait in the guest for output.
+const POLL_MS: u64 = 200;
+
+pub fn exec(args: &ExecArgs) -> Result<i32> {
+    if args.tty {
+        anyhow::bail!("-t (a terminal in the guest) is not supported yet; drop -t: stdin (-i), stdout and stderr still pass");
+    }
+    let vm = Instance::running(&args.name)?;
+    let mut agent = super::connect_agent(&vm)?;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("give the command after --: c2vm exec NAME -- CMD ARGS…")?;
+    let request = json!({
+        "path": program,
+        "arg": rest,
+        "env": args.env,
+        "user": args.user,
+        "workdir": args.workdir,
+        "stdin": args.interactive,
+    });
+    let started = agent.call("c2vm-exec", request)?;
+    let pid = started["pid"].clone();
+    let stdin = args.interactive.then(read_stdin);
+    // From here on a failure is c2vm's, not the command's: said, and 125.
+    match stream(&mut agent, &pid, stdin) {
+        Ok(status) => Ok(status),
+        Err(e) if crate::interrupt::is_set() => {
+            agent
+                .call(
+                    "c2vm-exec-kill",
+                    json!({"pid": pid, "signal": libc::SIGKILL}),
+                )
+                .ok();
+            Err(e)
+        }
+        Err(e) => {
+            crate::progress::say(&format!("c2vm: error: {e:#}"));
+            Ok(OWN_FAILURE)
+        }
+    }
+}
+
+/// Standard input in chunks, read on a thread so the polls go on while it waits; `None` is
+/// its end. The channel holds a few chunks: a fast producer waits for the guest.
+fn read_stdin() -> mpsc::Receiver<Option<Vec<u8>>> {
+    let (tx, rx) = mpsc::sync_channel(4);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    tx.send(None).ok();
+                    return;
+                }
+                Ok(n) => {
+                    if tx.send(Some(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Output as it comes, stdin as it comes, until the command has exited: its status.
+fn stream(
+    agent: &mut Agent,
+    pid: &Value,
+    stdin: Option<mpsc::Receiver<Option<Vec<u8>>>>,
+) -> Result<i32> {
+    let mut stdin = stdin;
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    loop {
+        crate::interrupt::check()?;
+        if let Some(rx) = &stdin {
+            while let Ok(chunk) = rx.try_recv() {
+                let eof = chunk.is_none();
+                let data = agent::encode(&chunk.unwrap_or_default());
+                agent.call(
+                    "c2vm-exec-write",
+                    json!({"pid": pid, "data": data, "eof": eof}),
+                )?;
+                if eof {
+                    stdin = None;
+                    break;
+                }
+            }
+        }
+        let read = agent.call("c2vm-exec-read", json!({"pid": pid, "wait-ms": POLL_MS}))?;
+        let stdout = agent::bytes(&read, "out-data")?;
+        let stderr = agent::bytes(&read, "err-data")?;
+        // A reader that went away (`| head`) ends c2vm's copying, not the command.
+        out.write_all(&stdout)
+            .and_then(|_| out.flush())
+            .context("writing the command's stdout")?;
+        err.write_all(&stderr).and_then(|_| err.flush()).ok();
+        if read["exited"].as_bool() == Some(true) {
+            return Ok(status(&read));
+        }
+    }
+}
+
+/// The exit code, or 128 + the signal that ended it.
+pub fn status(ended: &Value) -> i32 {
+    match (ended["exitcode"].as_i64(), ended["signal"].as_i64()) {
+        (Some(code), _) => code as i32,
+        (None, Some(signal)) => 128 + signal as i32,
+        (None, None) => OWN_FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_is_128_plus_its_number() {
+        assert_eq!(status(&json!({"exited": true, "exitcode": 77})), 77);
+        assert_eq!(status(&json!({"exited": true, "signal": 9})), 137);
+        assert_eq!(status(&json!({"exited": true})), OWN_FAILURE);
+    }
+}

@@ -1,0 +1,133 @@
+//! Named VMs that stay up: `c2vm run -d` starts one (`start`), and `exec`, `cp`, `wait`, `logs`,
+//! `ps`, `stop` and `kill` drive it, through its guest agent (`agent`, QEMU's guest agent
+//! protocol on a virtio-serial port) and QEMU's own socket (`qmp`). A VM's state is one private
+//! directory (`state`).
+mod agent;
+mod copy;
+pub mod exec;
+pub mod options;
+mod qmp;
+pub mod start;
+pub mod state;
+mod wait;
+
+pub use copy::cp;
+pub use exec::exec;
+pub use state::Instance;
+pub use wait::wait;
+
+use anyhow::{Context, Result};
+use options::{KillArgs, LogsArgs, StopArgs};
+use std::time::{Duration, Instant};
+
+/// The guest's agent, answering; or why not, in one line.
+fn connect_agent(vm: &Instance) -> Result<agent::Agent> {
+    agent::Agent::connect(&vm.path(state::AGENT), Duration::from_secs(10)).with_context(|| {
+        format!(
+            "the VM {} has no agent answering (a disk made by an older c2vm has none: `c2vm run --login USER --exec CMD` over the console still works)",
+            vm.name
+        )
+    })
+}
+
+/// `c2vm stop`: the power button, then QEMU killed after `--time`; nothing is left.
+pub fn stop(args: &StopArgs) -> Result<()> {
+    let vm = Instance::open(&args.name)?;
+    if vm.qemu_alive() {
+        let pressed = qmp::Qmp::connect(&vm.path(state::QMP))
+            .and_then(|mut qmp| qmp.execute("system_powerdown"));
+        if let Err(e) = pressed {
+            log::info!("the power button: {e:#}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(args.time);
+        while vm.qemu_alive() && Instant::now() < deadline {
+            crate::interrupt::check()?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if vm.qemu_alive() {
+            crate::progress::note(&format!(
+                "c2vm: {} did not power off within {} s: killing it",
+                vm.name, args.time
+            ));
+            kill_qemu(&vm)?;
+        }
+    }
+    vm.remove()
+}
+
+/// `c2vm kill`: QEMU killed at once; nothing is left.
+pub fn kill(args: &KillArgs) -> Result<()> {
+    let vm = Instance::open(&args.name)?;
+    kill_qemu(&vm)?;
+    vm.remove()
+}
+
+/// SIGKILL, and wait until it is gone.
+fn kill_qemu(vm: &Instance) -> Result<()> {
+    let Some(pid) = vm.pid().filter(|_| vm.qemu_alive()) else {
+        return Ok(());
+    };
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).ok();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while vm.qemu_alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// `c2vm ps`: every VM, running or not.
+pub fn ps() -> Result<()> {
+    let names = Instance::names()?;
+    println!(
+        "{:<20} {:<8} {:<6} {:>8}  DISK",
+        "NAME", "STATUS", "ARCH", "UP"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for name in names {
+        let vm = Instance::open(&name)?;
+        let record = vm.record()?;
+        let status = match vm.qemu_alive() {
+            true => "running",
+            false => "exited",
+        };
+        let up = now.saturating_sub(record.started);
+        println!(
+            "{:<20} {:<8} {:<6} {:>7}s  {}",
+            name, status, record.arch, up, record.disk
+        );
+    }
+    Ok(())
+}
+
+/// `c2vm logs`: the console so far; with `-f`, then as it comes until the VM stops.
+pub fn logs(args: &LogsArgs) -> Result<()> {
+    use std::io::{Read, Seek, Write};
+    let vm = Instance::open(&args.name)?;
+    let path = vm.path(state::CONSOLE);
+    let mut file =
+        std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n > 0 {
+            out.write_all(&buf[..n])
+                .and_then(|_| out.flush())
+                .context("writing the console")?;
+            continue;
+        }
+        if !args.follow || !vm.qemu_alive() || crate::interrupt::is_set() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // The log is only appended to.
+        file.stream_position().ok();
+    }
+}

@@ -1,0 +1,102 @@
+//! `c2vm run -d`: once QEMU runs in the background, wait until the guest's agent answers, and
+//! fail fast, in one line with the console's last lines, when the guest cannot get there: QEMU
+//! exits, the kernel panics, an emergency shell, Secure Boot refuses, the timeout. On any failure
+//! or a signal, QEMU is killed and the VM's directory removed: nothing is left.
+use super::{agent::Agent, state, Instance};
+use anyhow::{bail, Result};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// What on the console means the guest will never answer.
+const FATAL: &[(&str, &str)] = &[
+    ("Kernel panic", "the kernel panicked"),
+    (
+        "You are in emergency mode",
+        "the guest is in systemd's emergency mode",
+    ),
+    (
+        "Give root password for maintenance",
+        "the guest stopped at a maintenance shell",
+    ),
+    (
+        "(initramfs)",
+        "the guest stopped at the initramfs's shell (its root was not found)",
+    ),
+    (
+        "Please unlock disk",
+        "the guest asks for its encrypted root's passphrase, which `c2vm run -d` cannot type yet",
+    ),
+];
+/// What Secure Boot's refusal looks like (OVMF, shim, systemd-boot).
+const REFUSED: &[&str] = &["Access Denied", "Security Violation", "Security violation"];
+
+/// Removes a VM that did not come up: QEMU killed, its directory gone.
+struct Discard<'a> {
+    vm: &'a Instance,
+    child: Child,
+    keep: bool,
+}
+
+impl Drop for Discard<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.child.kill().ok();
+            self.child.wait().ok();
+            self.vm.remove().ok();
+        }
+    }
+}
+
+/// Wait for the agent of the VM that `child` (QEMU) runs; `secure_boot`: a refusal on the
+/// console ends the wait.
+pub fn wait_ready(vm: &Instance, child: Child, timeout: Duration, secure_boot: bool) -> Result<()> {
+    let mut discard = Discard {
+        vm,
+        child,
+        keep: false,
+    };
+    let started = Instant::now();
+    loop {
+        crate::interrupt::check()?;
+        if let Some(status) = discard.child.try_wait()? {
+            let qemu = std::fs::read_to_string(vm.path(state::QEMU_LOG)).unwrap_or_default();
+            let qemu = qemu.lines().last().unwrap_or("").trim().to_string();
+            bail!(
+                "QEMU exited ({status}) before the guest's agent answered{}{}",
+                match qemu.is_empty() {
+                    true => String::new(),
+                    false => format!(": {qemu}"),
+                },
+                vm.console_tail(5)
+            );
+        }
+        check_console(vm, secure_boot)?;
+        // Each try gives the agent a few seconds: a guest still booting does not answer.
+        if Agent::connect(&vm.path(state::AGENT), Duration::from_secs(3)).is_ok() {
+            discard.keep = true;
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            bail!(
+                "the guest's agent did not answer within {} s (a disk made by an older c2vm has none: `c2vm run --login USER --exec CMD` over the console still works){}",
+                timeout.as_secs(),
+                vm.console_tail(5)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn check_console(vm: &Instance, secure_boot: bool) -> Result<()> {
+    let text = std::fs::read(vm.path(state::CONSOLE)).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    for (mark, what) in FATAL {
+        if text.contains(mark) {
+            bail!("{what}{}", vm.console_tail(5));
+        }
+    }
+    if secure_boot && REFUSED.iter().any(|mark| text.contains(mark)) {
+        bail!("Secure Boot refused to boot the disk{}", vm.console_tail(5));
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! A VM that stays up (`c2vm run -d`), driven like a container through c2vm's guest agent: one
+//! boot of debian:latest, then exec (exact bytes, stderr apart, exit codes, stdin, a large
+//! output streamed), cp both ways, wait, logs, ps, and stop leaving nothing.
+mod common;
+use common::*;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// `c2vm SUBCOMMAND ARGS…` with this test's state directory.
+fn c2vm_in(state: &Path, args: &[&str]) -> Command {
+    let mut cmd = c2vm();
+    cmd.env("XDG_RUNTIME_DIR", state).args(args);
+    cmd
+}
+
+fn exec(state: &Path, name: &str, argv: &[&str]) -> std::process::Output {
+    let mut args = vec!["exec", name, "--"];
+    args.extend(argv);
+    run(&mut c2vm_in(state, &args))
+}
+
+/// The largest resident size c2vm reached while `cmd` ran (polled), and what it wrote.
+fn peak_memory(mut cmd: Command) -> (u64, u64, i32) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let mut stdout = child.stdout.take().unwrap();
+    let counter = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            match stdout.read(&mut buf).unwrap() {
+                0 => return total,
+                n => total += n as u64,
+            }
+        }
+    });
+    let mut peak = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kb * 1024);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    (peak, counter.join().unwrap(), code)
+}
+
+#[test]
+#[ignore = "needs root, dockerd with debian:latest and QEMU; scripts/test runs it"]
+fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() {
+    let dir = scratch();
+    let d = dir.path();
+    let state = subdir(d, "state");
+    let disk = d.join("debian.qcow2");
+    Convert::new("debian:latest", &disk)
+        .password_file(&password_file(d))
+        .locked()
+        .success();
+
+    // One boot.
+    let started = std::time::Instant::now();
+    let up = run(&mut c2vm_in(
+        &state,
+        &["run", "-d", "--name", "web", disk.to_str().unwrap()],
+    ));
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
+    assert_eq!(stdout(&up).trim(), "web");
+    eprintln!(
+        "--- run -d answered after {:.1} s ---",
+        started.elapsed().as_secs_f64()
+    );
+
+    // A second VM of that name is refused while the first runs.
+    let again = run(&mut c2vm_in(
+        &state,
+        &["run", "-d", "--name", "web", disk.to_str().unwrap()],
+    ));
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("a VM named web is running"),
+        "{}",
+        stderr(&again)
+    );
+
+    // Exact bytes, binary included, and stderr apart.
+    let out = exec(
+        &state,
+        "web",
+        &["sh", "-c", "printf 'a\\000b\\377\\n'; printf oops >&2"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"a\0b\xff\n");
+    assert_eq!(out.stderr, b"oops");
+    // Exit codes, a signal as 128+N.
+    for (script, code) in [
+        ("exit 0", 0),
+        ("exit 1", 1),
+        ("exit 77", 77),
+        ("kill -9 $$", 137),
+    ] {
+        let out = exec(&state, "web", &["sh", "-c", script]);
+        assert_eq!(out.status.code(), Some(code), "{script}: {}", stderr(&out));
+    }
+    // stdin with -i; -e, -u and -w reach the command.
+    let out = run_with_input(
+        &mut c2vm_in(
+            &state,
+            &["exec", "-i", "web", "--", "sh", "-c", "tr a-z A-Z; echo $0"],
+        ),
+        b"from the host\n",
+    );
+    assert_eq!(stdout(&out), "FROM THE HOST\nsh\n", "{}", stderr(&out));
+    let out = run(&mut c2vm_in(
+        &state,
+        &[
+            "exec",
+            "-e",
+            "GREETING=hi",
+            "-u",
+            "nobody",
+            "-w",
+            "/tmp",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING $(id -un) $(pwd)",
+        ],
+    ));
+    assert_eq!(stdout(&out), "hi nobody /tmp\n", "{}", stderr(&out));
+    // A missing program is c2vm's error for that command, in one line.
+    let out = exec(&state, "web", &["no-such-program"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("no-such-program"), "{}", stderr(&out));
+
+    // 100 MB streamed: all of it arrives, and c2vm's memory does not grow with it.
+    let mut big = c2vm_in(
+        &state,
+        &["exec", "web", "--", "head", "-c", "100000000", "/dev/zero"],
+    );
+    big.stderr(Stdio::inherit());
+    let (peak, bytes, code) = peak_memory(big);
+    assert_eq!((bytes, code), (100_000_000, 0));
+    assert!(
+        peak < 64 << 20,
+        "c2vm exec reached {} MiB for 100 MB of output",
+        peak >> 20
+    );
+    eprintln!(
+        "--- 100 MB through exec: c2vm's peak RSS {} MiB ---",
+        peak >> 20
+    );
+
+    // cp both ways, modes kept; into a directory, and to a new name.
+    let host_dir = subdir(d, "tree");
+    std::fs::write(host_dir.join("script.sh"), b"#!/bin/sh\necho copied\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        host_dir.join("script.sh"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    std::fs::create_dir(host_dir.join("sub")).unwrap();
+    std::fs::write(host_dir.join("sub/data"), vec![7u8; 3 << 20]).unwrap();
+    let cp = run(&mut c2vm_in(
+        &state,
+        &["cp", host_dir.to_str().unwrap(), "web:/root/"],
+    ));
+    assert_eq!(cp.status.code(), Some(0), "{}", stderr(&cp));
+    let out = exec(
+        &state,
+        "web",
+        &[
+            "sh",
+            "-c",
+            "stat -c '%a %s' /root/tree/script.sh /root/tree/sub/data; /root/tree/script.sh",
+        ],
+    );
+    assert_eq!(
+        stdout(&out),
+        "750 22\n644 3145728\ncopied\n",
+        "{}",
+        stderr(&out)
+    );
+    let back = d.join("back");
+    let cp = run(&mut c2vm_in(
+        &state,
+        &["cp", "web:/root/tree", back.to_str().unwrap()],
+    ));
+    assert_eq!(cp.status.code(), Some(0), "{}", stderr(&cp));
+    assert!(same_bytes(
+        &host_dir.join("sub/data"),
+        &back.join("sub/data")
+    ));
+    let mode = std::fs::metadata(back.join("script.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o750);
+    let cp = run(&mut c2vm_in(
+        &state,
+        &[
+            "cp",
+            "web:/etc/os-release",
+            d.join("no/such/dir/x").to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(cp.status.code(), Some(1));
+    assert!(stderr(&cp).contains("does not exist"), "{}", stderr(&cp));
+    let cp = run(&mut c2vm_in(
+        &state,
+        &["cp", host_dir.to_str().unwrap(), "web:/no/such/dir/x"],
+    ));
+    assert_eq!(cp.status.code(), Some(1));
+    assert!(
+        stderr(&cp).contains("web:/no/such/dir does not exist"),
+        "{}",
+        stderr(&cp)
+    );
+
+    // wait: a unit, a port (a listener started as a transient service), a file, the console.
+    let out = exec(
+        &state,
+        "web",
+        &[
+            "systemd-run",
+            "--unit=listener",
+            "systemd-socket-activate",
+            "-l",
+            "8080",
+            "cat",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for condition in [
+        &["--unit", "listener.service"][..],
+        &["--port", "8080"],
+        &["--file", "/root/tree/script.sh"],
+        &["--console", "."],
+    ] {
+        let mut args = vec!["wait", "web", "--timeout", "60"];
+        args.extend(condition);
+        let out = run(&mut c2vm_in(&state, &args));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{condition:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = run(&mut c2vm_in(
+        &state,
+        &["wait", "web", "--port", "9", "--timeout", "2"],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("nothing listens on TCP port 9"),
+        "{}",
+        stderr(&out)
+    );
+
+    // logs and ps.
+    let logs = run(&mut c2vm_in(&state, &["logs", "web"]));
+    assert!(!logs.stdout.is_empty());
+    let ps = run(&mut c2vm_in(&state, &["ps"]));
+    assert!(
+        stdout(&ps)
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("running")),
+        "{}",
+        stdout(&ps)
+    );
+
+    // stop: the power button, and nothing left.
+    let stop = run(&mut c2vm_in(&state, &["stop", "web"]));
+    assert_eq!(stop.status.code(), Some(0), "{}", stderr(&stop));
+    assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
+    let out = exec(&state, "web", &["true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no VM named web"), "{}", stderr(&out));
+}
