@@ -134,7 +134,7 @@ impl Procs {
         let proc = Proc::new(false, CAPTURE_CAP, captured);
         let pid = self
             .start(cmd, proc, input.is_some())
-            .map_err(|e| format!("guest-exec: {path}: {e}"))?;
+            .map_err(|e| super::os_error(&format!("guest-exec: {path}"), &e))?;
         if let Some(input) = input {
             let proc = self.get(pid)?;
             let stdin = lock(&proc.stdin).take();
@@ -181,12 +181,16 @@ impl Procs {
     pub fn c2vm_exec(&self, args: &Map<String, Value>) -> Result<Value, String> {
         let path = str_arg(args, "path")?;
         let user = opt_str(args, "user")?.map(User::lookup).transpose()?;
-        let home = user.as_ref().map_or("/", |u| u.home.as_str());
+        // Without a user, the agent's own (root): HOME is root's, as docker exec gives.
+        let home = match &user {
+            Some(u) => u.home.clone(),
+            None => User::lookup("0").map_or_else(|_| "/".to_string(), |u| u.home),
+        };
         let mut cmd = Command::new(path);
         cmd.args(str_list(args, "arg")?.unwrap_or_default())
             .env_clear()
             .env("PATH", DEFAULT_PATH)
-            .env("HOME", home)
+            .env("HOME", &home)
             .env("TERM", "dumb");
         set_env(&mut cmd, &str_list(args, "env")?.unwrap_or_default())?;
         let workdir = opt_str(args, "workdir")?.unwrap_or("/");
@@ -517,5 +521,31 @@ impl User {
             groups: all,
             home: entry.map_or("/".to_string(), |f| f[5].to_string()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_reaped_by_pid_1_comes_back_to_the_agent() {
+        let child = {
+            let mut children = lock(&CHILDREN);
+            let child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+            children.insert(child.id() as i32, None);
+            child
+        };
+        let pid = child.id() as i32;
+        // As PID 1's loop would: take the status before the agent waits for it.
+        let mut raw = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut raw, 0) }, pid);
+        reaped(pid, raw);
+        assert_eq!(wait(child), Status::Exited(7));
+        assert!(!lock(&CHILDREN).contains_key(&pid));
+        // Orphans PID 1 reaps are not remembered.
+        reaped(999_999, 0);
+        assert!(!lock(&CHILDREN).contains_key(&999_999));
     }
 }

@@ -202,6 +202,10 @@ fn c2vm_exec_kill_and_missing_program() {
         "c2vm-exec: /no/such/program: not found"
     );
     assert_eq!(
+        desc(&a, "guest-exec", json!({"path": "/no/such/program"})),
+        "guest-exec: /no/such/program: No such file or directory"
+    );
+    assert_eq!(
         desc(&a, "c2vm-exec", json!({"path": "no-such-program-c2vm"})),
         "c2vm-exec: no-such-program-c2vm: not found"
     );
