@@ -20,7 +20,7 @@ pub use exec::reaped;
 /// The port's name as QEMU and libvirt give it (`-device virtserialport,name=...`).
 const PORT_NAME: &str = "org.qemu.guest_agent.0";
 /// Where udev links the port in a guest with udev.
-pub const DEFAULT_PORT: &str = "/dev/virtio-ports/org.qemu.guest_agent.0";
+const DEFAULT_PORT: &str = "/dev/virtio-ports/org.qemu.guest_agent.0";
 /// A client sends 0xFF to reset the parser; guest-sync-delimited answers with one.
 const DELIMITER: u8 = 0xFF;
 /// Largest request kept: a guest-file-write of 48 MiB in base64, and some.
@@ -344,19 +344,35 @@ fn serve(agent: &Agent, port: &File) -> std::io::Error {
     }
 }
 
-/// Open the port and serve it, reopening after a failure, forever.
-fn serve_port(agent: &Agent, path: &str) -> ! {
+/// Open the port and serve it, reopening after a failure, forever. `path` None: the udev link,
+/// else the device node found in sysfs (a guest with no udev, e.g. OpenRC with mdev).
+fn serve_port(agent: &Agent, path: Option<&str>) -> ! {
+    // Said once per different failure: a guest without the port would fill its log otherwise.
+    let mut last_failure = String::new();
     loop {
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-        {
-            Ok(port) => {
-                let e = serve(agent, &port);
-                eprintln!("c2vm-init agent: reading {path}: {e}; reopening");
-            }
-            Err(e) => eprintln!("c2vm-init agent: opening {path}: {e}"),
+        let device = match path {
+            Some(p) => Some(p.to_string()),
+            None if std::path::Path::new(DEFAULT_PORT).exists() => Some(DEFAULT_PORT.to_string()),
+            None => find_port(),
+        };
+        let failure = match &device {
+            None => format!("no virtio-serial port named {PORT_NAME}; waiting for one"),
+            Some(device) => match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(device)
+            {
+                Ok(port) => {
+                    last_failure.clear();
+                    let e = serve(agent, &port);
+                    format!("reading {device}: {e}; reopening")
+                }
+                Err(e) => format!("opening {device}: {e}"),
+            },
+        };
+        if failure != last_failure {
+            eprintln!("c2vm-init agent: {failure}");
+            last_failure = failure;
         }
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -364,8 +380,7 @@ fn serve_port(agent: &Agent, path: &str) -> ! {
 
 /// `c2vm-init agent [PORT]`: the agent as a service of the guest's own init.
 pub fn serve_forever(port: Option<String>) -> ! {
-    let path = port.unwrap_or_else(|| DEFAULT_PORT.to_string());
-    serve_port(&Agent::new(Mode::Service), &path)
+    serve_port(&Agent::new(Mode::Service), port.as_deref())
 }
 
 /// As PID 1: serve the agent's port in a thread when the hypervisor gave one. The device node
@@ -377,7 +392,7 @@ pub fn spawn_if_present() {
     crate::system::say(&format!("guest agent on {device}"));
     let spawned = std::thread::Builder::new()
         .name("agent".into())
-        .spawn(move || serve_port(&Agent::new(Mode::Init), &device));
+        .spawn(move || serve_port(&Agent::new(Mode::Init), Some(&device)));
     if let Err(e) = spawned {
         crate::system::say(&format!("starting the guest agent: {e}"));
     }
