@@ -20,6 +20,8 @@ const CAPTURE_CAP: usize = 16 << 20;
 pub(super) const STREAM_CAP: usize = 1 << 20;
 /// c2vm-exec-read waits at most this long.
 const MAX_WAIT_MS: i64 = 5000;
+/// How long c2vm-exec-read waits for more output once some came.
+const LINGER: Duration = Duration::from_millis(20);
 /// docker's PATH.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -79,6 +81,10 @@ struct State {
 }
 
 impl State {
+    fn buffered(&self) -> usize {
+        self.out.data.len() + self.err.data.len()
+    }
+
     /// Reaped, and nothing more can come from its pipes.
     fn finished(&self) -> bool {
         self.status.is_some() && self.out.eof && self.err.eof
@@ -216,10 +222,18 @@ impl Procs {
         let pid = pid_arg(args)?;
         let wait = opt_int(args, "wait-ms")?.unwrap_or(0).clamp(0, MAX_WAIT_MS);
         let proc = self.get(pid)?;
-        let deadline = Instant::now() + Duration::from_millis(wait as u64);
+        let mut deadline = Instant::now() + Duration::from_millis(wait as u64);
         let mut state = lock(&proc.state);
-        while state.out.data.is_empty() && !state.finished() && state.err.data.is_empty() {
+        let had_data = state.buffered() > 0;
+        // Wait for the first output; then a little more for what follows it, so that a fast
+        // writer's output comes in large replies, not one per pipe read.
+        let mut lingering = false;
+        while !had_data && !state.finished() && (!lingering || state.buffered() < STREAM_CAP / 2) {
             let now = Instant::now();
+            if !lingering && state.buffered() > 0 {
+                lingering = true;
+                deadline = deadline.min(now + LINGER);
+            }
             if now >= deadline {
                 break;
             }
@@ -354,8 +368,7 @@ impl Proc {
     /// Bytes buffered now, both streams (for tests of the bound).
     #[cfg(test)]
     fn buffered(&self) -> usize {
-        let state = lock(&self.state);
-        state.out.data.len() + state.err.data.len()
+        lock(&self.state).buffered()
     }
 }
 
