@@ -5,6 +5,7 @@
 //!
 //! PID 1 must never exit or panic (the kernel would panic): every failure is said on the console,
 //! then the VM powers off.
+mod agent;
 mod button;
 mod config;
 mod credentials;
@@ -50,6 +51,9 @@ unsafe extern "Rust" fn __getrandom_v03_custom(
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("agent") {
+        agent::serve_forever(std::env::args().nth(2));
+    }
     supervise::block_signals();
     system::ensure_console();
     let code = match start() {
@@ -80,6 +84,7 @@ fn start() -> Result<supervise::Ended, String> {
         system::write_resolv_conf(&config.dns)?;
     }
     network(&config);
+    agent::spawn_if_present();
     button::watch();
     supervise::run(&config)
 }

@@ -112,6 +112,9 @@ fn reap(app: u32) -> Option<Ended> {
             } else {
                 Ended::Exited(libc::WEXITSTATUS(status))
             });
+        } else {
+            // Maybe a process the guest agent started: its status goes back to the agent.
+            crate::agent::reaped(pid, status);
         }
     }
 }
