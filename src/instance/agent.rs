@@ -155,9 +155,17 @@ mod tests {
                 reader.read_until(b'\n', &mut line).unwrap();
                 let request: Value =
                     serde_json::from_slice(line.strip_prefix(&[0xff]).unwrap_or(&line)).unwrap();
-                let answer = String::from_utf8_lossy(answer)
-                    .replace("ID", &request["arguments"]["id"].to_string());
-                guest.write_all(answer.as_bytes()).unwrap();
+                // The answer's bytes as they are (0xFF is no UTF-8), with the sync's id for ID.
+                let id = request["arguments"]["id"].to_string();
+                let mut out = Vec::new();
+                let mut rest = answer;
+                while let Some(at) = rest.windows(2).position(|w| w == b"ID") {
+                    out.extend_from_slice(&rest[..at]);
+                    out.extend_from_slice(id.as_bytes());
+                    rest = &rest[at + 2..];
+                }
+                out.extend_from_slice(rest);
+                guest.write_all(&out).unwrap();
                 seen.push(request);
             }
             seen

@@ -38,7 +38,7 @@ pub struct CpArgs {
 
 /// `c2vm wait`: one condition, until it holds or the timeout.
 #[derive(Args, Debug, Clone)]
-#[group(required = true, multiple = false, id = "condition")]
+#[command(group(clap::ArgGroup::new("condition").required(true).multiple(false)))]
 pub struct WaitArgs {
     pub name: String,
     /// A systemd unit is active (fails at once if it failed)

@@ -342,3 +342,13 @@ fn osinfo_and_interfaces() {
         .iter()
         .any(|ip| ip["ip-address"] == "127.0.0.1" && ip["prefix"] == 8));
 }
+
+#[test]
+fn a_proc_file_reads_and_closes() {
+    // c2vm wait --port reads /proc/net/tcp this way: procfs cannot be synced (EINVAL).
+    let a = agent();
+    let h = ok(&a, "guest-file-open", json!({"path": "/proc/self/stat"}));
+    let read = ok(&a, "guest-file-read", json!({"handle": h, "count": 65536}));
+    assert!(read["count"].as_i64().unwrap() > 0, "{read}");
+    assert_eq!(ok(&a, "guest-file-close", json!({"handle": h})), json!({}));
+}
