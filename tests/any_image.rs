@@ -9,28 +9,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `FROM scratch` image: static busybox and its applets, then `tail` (more Dockerfile lines).
-fn scratch_image(dir: &Path, tag: &str, tail: &str, files: &[(&str, &str)]) {
-    let dockerfile = format!(
-        "FROM debian:latest AS build\n\
-         RUN apt-get update && apt-get install -y --no-install-recommends busybox-static && \\\n\
-             mkdir -p /out/bin /out/www && cp /bin/busybox /out/bin/busybox && \\\n\
-             for a in sh httpd id cat ip mkdir printf pwd sleep ls touch; do ln -s busybox /out/bin/$a; done\n\
-         FROM scratch\n\
-         COPY --from=build /out/ /\n\
-         ENV PATH=/bin\n\
-         {tail}\n"
-    );
-    let ctx = dir.join(tag.replace(['/', ':'], "-"));
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-    for (name, text) in files {
-        std::fs::write(ctx.join(name), text).unwrap();
-    }
-    let _lock = host_lock(); // builds make containers
-    tool("docker", &["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
-}
-
 /// `c2vm run DISK` to its end: (exit code, console). `firmware` as for [`boot_exec`]; the
 /// kernel directly ([`DIRECT`]) unless the test is about firmware: the scratch web server's
 /// boots carry the generic bundle's loaders on BIOS and plain UEFI.

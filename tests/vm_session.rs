@@ -285,3 +285,72 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no VM named web"), "{}", stderr(&out));
 }
+
+#[test]
+#[ignore = "needs root, dockerd with debian:latest (as amd64/debian:stable too), the Debian mirror and QEMU; scripts/test runs it"]
+fn a_scratch_app_vm_answers_exec_cp_and_wait_from_c2vm_init() {
+    let dir = scratch();
+    let d = dir.path();
+    let state = subdir(d, "state");
+    scratch_image(
+        d,
+        "c2vm-test/scratch-session",
+        "EXPOSE 8080\nCMD [\"/bin/httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/\"]",
+        &[],
+    );
+    let disk = d.join("app.qcow2");
+    let log = stderr(
+        &Convert::new("c2vm-test/scratch-session", &disk)
+            .locked()
+            .success(),
+    );
+    assert!(log.contains("Init: c2vm-init"), "{log}");
+    let up = run(&mut c2vm_in(
+        &state,
+        &["run", "-d", "--name", "app", disk.to_str().unwrap()],
+    ));
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
+
+    // PID 1 serves the agent: exact bytes, stderr apart, exit codes, stdin.
+    let out = exec(
+        &state,
+        "app",
+        &["sh", "-c", "printf 'x\\000y'; echo err >&2; exit 77"],
+    );
+    assert_eq!(
+        (out.status.code(), &out.stdout[..], &out.stderr[..]),
+        (Some(77), &b"x\0y"[..], &b"err\n"[..])
+    );
+    let out = exec(&state, "app", &["sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137));
+    let out = run_with_input(
+        &mut c2vm_in(&state, &["exec", "-i", "app", "--", "tr", "a-z", "A-Z"]),
+        b"abc",
+    );
+    assert_eq!(stdout(&out), "ABC");
+    // The app's port, and files both ways.
+    let out = run(&mut c2vm_in(
+        &state,
+        &["wait", "app", "--port", "8080", "--timeout", "60"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let page = d.join("page.html");
+    std::fs::write(&page, b"<p>copied in</p>\n").unwrap();
+    let cp = run(&mut c2vm_in(
+        &state,
+        &["cp", page.to_str().unwrap(), "app:/tmp/"],
+    ));
+    assert_eq!(cp.status.code(), Some(0), "{}", stderr(&cp));
+    let back = d.join("back.html");
+    let cp = run(&mut c2vm_in(
+        &state,
+        &["cp", "app:/tmp/page.html", back.to_str().unwrap()],
+    ));
+    assert_eq!(cp.status.code(), Some(0), "{}", stderr(&cp));
+    assert!(same_bytes(&page, &back));
+
+    // The power button reaches the app through c2vm-init; nothing is left.
+    let stop = run(&mut c2vm_in(&state, &["stop", "app"]));
+    assert_eq!(stop.status.code(), Some(0), "{}", stderr(&stop));
+    assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
+}

@@ -1314,3 +1314,25 @@ pub fn ssh_until_as(
     }
     None
 }
+
+/// A `FROM scratch` image: static busybox and its applets, then `tail` (more Dockerfile lines).
+pub fn scratch_image(dir: &Path, tag: &str, tail: &str, files: &[(&str, &str)]) {
+    let dockerfile = format!(
+        "FROM debian:latest AS build\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends busybox-static && \\\n\
+             mkdir -p /out/bin /out/www && cp /bin/busybox /out/bin/busybox && \\\n\
+             for a in sh httpd id cat ip mkdir printf pwd sleep ls touch head tr stat; do ln -s busybox /out/bin/$a; done\n\
+         FROM scratch\n\
+         COPY --from=build /out/ /\n\
+         ENV PATH=/bin\n\
+         {tail}\n"
+    );
+    let ctx = dir.join(tag.replace(['/', ':'], "-"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    for (name, text) in files {
+        std::fs::write(ctx.join(name), text).unwrap();
+    }
+    let _lock = host_lock(); // builds make containers
+    tool("docker", &["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
+}
