@@ -100,12 +100,22 @@ fn clap_usage_errors_exit_2_and_say_what_is_wrong() {
     );
     let err = usage_error(&["convert", "x", "-o", "x.img", "--dns", "not-an-ip"]);
     assert!(err.contains("invalid value 'not-an-ip'"), "{err}");
-    let err = usage_error(&["run", "disk.img", "--exec", "true"]);
+    // `--exec` alone goes through the guest's agent; `-d` is not a scripted run.
+    let err = usage_error(&["run", "-d", "disk.img", "--exec", "true"]);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = usage_error(&["run", "disk.img", "--name", "web"]);
     assert!(
         err.contains("required arguments were not provided"),
         "{err}"
     );
-    assert!(err.contains("--login"), "{err}");
+    assert!(err.contains("--detach"), "{err}");
+    let err = usage_error(&["exec", "web"]);
+    assert!(
+        err.contains("required arguments were not provided"),
+        "{err}"
+    );
+    let err = usage_error(&["wait", "web"]);
+    assert!(err.contains("--unit"), "{err}");
     let err = usage_error(&["run", "disk.img", "--memory", "lots"]);
     assert!(err.contains("invalid value 'lots'"), "{err}");
     let err = usage_error(&["run", "disk.img", "--firmware", "coreboot"]);
@@ -551,4 +561,43 @@ fn convert_help_groups_its_options() {
         ],
         "{help}"
     );
+}
+
+#[test]
+fn commands_on_a_vm_that_does_not_exist_fail_in_one_line() {
+    let dir = scratch();
+    let d = dir.path();
+    let state = d.join("state");
+    std::fs::create_dir(&state).unwrap();
+    for args in [
+        &["exec", "nosuch", "--", "true"][..],
+        &["stop", "nosuch"],
+        &["kill", "nosuch"],
+        &["logs", "nosuch"],
+        &["wait", "nosuch", "--file", "/x"],
+        &["cp", "nosuch:/etc/hostname", "x"],
+    ] {
+        let o = run(c2vm()
+            .current_dir(d)
+            .env("XDG_RUNTIME_DIR", &state)
+            .args(args));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            the_error(&err),
+            "c2vm: error: no VM named nosuch; `c2vm ps` lists them, `c2vm run -d --name nosuch DISK` starts one",
+            "{args:?}"
+        );
+    }
+    let o = run(c2vm()
+        .env("XDG_RUNTIME_DIR", &state)
+        .args(["exec", "../x", "--", "true"]));
+    assert!(
+        stderr(&o).contains("`../x` is not a VM name"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(c2vm().env("XDG_RUNTIME_DIR", &state).args(["ps"]));
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
 }

@@ -353,4 +353,19 @@ fn a_scratch_app_vm_answers_exec_cp_and_wait_from_c2vm_init() {
     let stop = run(&mut c2vm_in(&state, &["stop", "app"]));
     assert_eq!(stop.status.code(), Some(0), "{}", stderr(&stop));
     assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
+
+    // `run --exec` with no --login goes through the agent: no password, stdout exact, its status.
+    let out = run(&mut c2vm_in(
+        &state,
+        &[
+            "run",
+            disk.to_str().unwrap(),
+            "--exec",
+            "cat /etc/hostname; echo apart >&2; exit 5",
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "c2vm\n");
+    assert!(stderr(&out).contains("apart"), "{}", stderr(&out));
+    assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
 }

@@ -19,7 +19,6 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
         anyhow::bail!("-t (a terminal in the guest) is not supported yet; drop -t: stdin (-i), stdout and stderr still pass");
     }
     let vm = Instance::running(&args.name)?;
-    let mut agent = super::connect_agent(&vm)?;
     let (program, rest) = args
         .command
         .split_first()
@@ -32,9 +31,20 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
         "workdir": args.workdir,
         "stdin": args.interactive,
     });
+    run_in(&vm, request, args.interactive)
+}
+
+/// `c2vm run --exec CMD` (no `--login`): `sh -c CMD` as root, no stdin.
+pub fn shell(vm: &Instance, command: &str) -> Result<i32> {
+    run_in(vm, json!({"path": "sh", "arg": ["-c", command]}), false)
+}
+
+/// Start `request` (a `c2vm-exec`) and stream it to its end.
+fn run_in(vm: &Instance, request: Value, interactive: bool) -> Result<i32> {
+    let mut agent = super::connect_agent(vm)?;
     let started = agent.call("c2vm-exec", request)?;
     let pid = started["pid"].clone();
-    let stdin = args.interactive.then(read_stdin);
+    let stdin = interactive.then(read_stdin);
     // From here on a failure is c2vm's, not the command's: said, and 125.
     match stream(&mut agent, &pid, stdin) {
         Ok(status) => Ok(status),

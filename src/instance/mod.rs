@@ -33,26 +33,34 @@ fn connect_agent(vm: &Instance) -> Result<agent::Agent> {
 /// `c2vm stop`: the power button, then QEMU killed after `--time`; nothing is left.
 pub fn stop(args: &StopArgs) -> Result<()> {
     let vm = Instance::open(&args.name)?;
-    if vm.qemu_alive() {
-        let pressed = qmp::Qmp::connect(&vm.path(state::QMP))
-            .and_then(|mut qmp| qmp.execute("system_powerdown"));
-        if let Err(e) = pressed {
-            log::info!("the power button: {e:#}");
-        }
-        let deadline = Instant::now() + Duration::from_secs(args.time);
-        while vm.qemu_alive() && Instant::now() < deadline {
-            crate::interrupt::check()?;
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        if vm.qemu_alive() {
-            crate::progress::note(&format!(
-                "c2vm: {} did not power off within {} s: killing it",
-                vm.name, args.time
-            ));
-            kill_qemu(&vm)?;
-        }
-    }
+    shut_down(&vm, Duration::from_secs(args.time))?;
     vm.remove()
+}
+
+/// The power button, and QEMU killed if it is still there after `time`.
+pub fn shut_down(vm: &Instance, time: Duration) -> Result<()> {
+    if !vm.qemu_alive() {
+        return Ok(());
+    }
+    let pressed =
+        qmp::Qmp::connect(&vm.path(state::QMP)).and_then(|mut qmp| qmp.execute("system_powerdown"));
+    if let Err(e) = pressed {
+        log::info!("the power button: {e:#}");
+    }
+    let deadline = Instant::now() + time;
+    while vm.qemu_alive() && Instant::now() < deadline {
+        crate::interrupt::check()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if vm.qemu_alive() {
+        crate::progress::note(&format!(
+            "c2vm: {} did not power off within {} s: killing it",
+            vm.name,
+            time.as_secs()
+        ));
+        kill_qemu(vm)?;
+    }
+    Ok(())
 }
 
 /// `c2vm kill`: QEMU killed at once; nothing is left.
@@ -63,7 +71,7 @@ pub fn kill(args: &KillArgs) -> Result<()> {
 }
 
 /// SIGKILL, and wait until it is gone.
-fn kill_qemu(vm: &Instance) -> Result<()> {
+pub fn kill_qemu(vm: &Instance) -> Result<()> {
     let Some(pid) = vm.pid().filter(|_| vm.qemu_alive()) else {
         return Ok(());
     };

@@ -56,6 +56,9 @@ pub fn wait_ready(vm: &Instance, child: Child, timeout: Duration, secure_boot: b
         keep: false,
     };
     let started = Instant::now();
+    // A guest at its login prompt has finished booting: an agent that has not answered a
+    // while later is not there.
+    let mut at_login: Option<Instant> = None;
     loop {
         crate::interrupt::check()?;
         if let Some(status) = discard.child.try_wait()? {
@@ -76,6 +79,16 @@ pub fn wait_ready(vm: &Instance, child: Child, timeout: Duration, secure_boot: b
             discard.keep = true;
             return Ok(());
         }
+        if at_login.is_none() && console_shows(vm, "login: ") {
+            at_login = Some(Instant::now());
+        }
+        if at_login.is_some_and(|t| t.elapsed() >= AFTER_LOGIN) {
+            bail!(
+                "the guest reached its login prompt but no agent answered within {} s: a disk made by an older c2vm has none (`c2vm run --login USER --exec CMD` works over the console){}",
+                AFTER_LOGIN.as_secs(),
+                vm.console_tail(3)
+            );
+        }
         if started.elapsed() >= timeout {
             bail!(
                 "the guest's agent did not answer within {} s (a disk made by an older c2vm has none: `c2vm run --login USER --exec CMD` over the console still works){}",
@@ -85,6 +98,15 @@ pub fn wait_ready(vm: &Instance, child: Child, timeout: Duration, secure_boot: b
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// How long the agent may take once the login prompt is up (udev starts it at the port's
+/// appearance, well before the prompt; under TCG a loaded host can lag).
+const AFTER_LOGIN: Duration = Duration::from_secs(45);
+
+fn console_shows(vm: &Instance, text: &str) -> bool {
+    let log = std::fs::read(vm.path(state::CONSOLE)).unwrap_or_default();
+    String::from_utf8_lossy(&log).contains(text)
 }
 
 fn check_console(vm: &Instance, secure_boot: bool) -> Result<()> {

@@ -68,6 +68,12 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
     if script.detach {
         return detached(args, root_password, luks.is_some());
     }
+    if let (Some(command), None) = (&script.exec, &script.login) {
+        if luks.is_some() {
+            bail!("--exec without --login runs through the guest's agent, which c2vm cannot reach past an encrypted root's prompt yet; add --login USER to run it over the console");
+        }
+        return exec_through_agent(args, root_password, command);
+    }
     let attached = attachments(args, root_password)?;
     let vm = vm::Vm::prepare(args, attached)?;
     if script.expect.is_none() && script.exec.is_none() {
@@ -101,9 +107,40 @@ fn detached(args: &RunArgs, root_password: Option<&str>, luks: bool) -> Result<i
     }
     let name = match &args.script.name {
         Some(name) => name.clone(),
-        None => format!("c2vm-{:06x}", rand::random::<u32>() & 0xff_ffff),
+        None => random_name("c2vm"),
     };
-    let instance = Instance::create(&name)?;
+    start_in_background(args, root_password, &name)?;
+    println!("{name}");
+    Ok(0)
+}
+
+fn random_name(prefix: &str) -> String {
+    format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+/// `--exec` without `--login`: the VM in the background for the one command, through its agent;
+/// stopped and removed after it, whatever happens.
+fn exec_through_agent(args: &RunArgs, root_password: Option<&str>, command: &str) -> Result<i32> {
+    let vm = start_in_background(args, root_password, &random_name("c2vm-exec"))?;
+    let status = instance::exec::shell(&vm, command);
+    // A snapshot is thrown away anyway: no shutdown to wait for (seconds under emulation).
+    // With --persist the guest shuts down cleanly, so its writes reach the disk.
+    let stopped = match args.vm.persist {
+        true => instance::shut_down(&vm, std::time::Duration::from_secs(120)),
+        false => instance::kill_qemu(&vm),
+    };
+    vm.remove()?;
+    stopped?;
+    status
+}
+
+/// QEMU in the background with the agent's channel, and its agent answering.
+fn start_in_background(
+    args: &RunArgs,
+    root_password: Option<&str>,
+    name: &str,
+) -> Result<Instance> {
+    let instance = Instance::create(name)?;
     let prepared = (|| {
         // What the boot writes (firmware variables, credentials, the seed) goes in the VM's
         // directory, where it stays while QEMU runs and goes with the VM.
@@ -139,8 +176,7 @@ fn detached(args: &RunArgs, root_password: Option<&str>, luks: bool) -> Result<i
     };
     let timeout = std::time::Duration::from_secs(args.script.timeout);
     instance::start::wait_ready(&instance, child, timeout, secure_boot)?;
-    println!("{name}");
-    Ok(0)
+    Ok(instance)
 }
 
 /// What the boot attaches: the settings for this boot (checked, then written), and the

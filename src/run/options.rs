@@ -100,8 +100,10 @@ pub struct ScriptArgs {
     /// Scripted: log in on the serial console as USER (or USER:PASSWORD)
     #[arg(long, value_name = "USER[:PASSWORD]")]
     pub login: Option<String>,
-    /// Scripted: after --login, run this shell command, print its stdout, power off, exit with its status
-    #[arg(long, requires = "login")]
+    /// Scripted: run this shell command, print its stdout (and its stderr apart), power off, and
+    /// exit with its status: through the guest's agent (no login, no password), or with
+    /// --login over the serial console
+    #[arg(long)]
     pub exec: Option<String>,
     /// Scripted (and -d): give up after this many seconds, showing the last console lines
     #[arg(long, default_value_t = 600)]
