@@ -29,37 +29,27 @@ pub fn install(guest: &mut GuestTree, init: InitSystem, arch: Arch) -> Result<Op
             "this c2vm was built without c2vm-init for {arch}, which is also its agent"
         )));
     };
-    match init {
-        InitSystem::Systemd => {
-            guest.write(BINARY, binary, Perms::root(0o755))?;
-            guest.write(
-                "/etc/systemd/system/c2vm-agent.service",
-                UNIT.as_bytes(),
-                Perms::root(0o644),
-            )?;
-            guest.write(
-                "/etc/udev/rules.d/60-c2vm-agent.rules",
-                UDEV_RULE.as_bytes(),
-                Perms::root(0o644),
-            )?;
-        }
-        InitSystem::OpenRc => {
-            guest.write(BINARY, binary, Perms::root(0o755))?;
-            guest.write(
-                "/etc/init.d/c2vm-agent",
-                OPENRC_SCRIPT.as_bytes(),
-                Perms::root(0o755),
-            )?;
-            guest.symlink(
-                "/etc/runlevels/default/c2vm-agent",
-                "/etc/init.d/c2vm-agent",
-            )?;
-        }
+    let files: &[(&str, &str, u32)] = match init {
+        InitSystem::Systemd => &[
+            ("/etc/systemd/system/c2vm-agent.service", UNIT, 0o644),
+            ("/etc/udev/rules.d/60-c2vm-agent.rules", UDEV_RULE, 0o644),
+        ],
+        InitSystem::OpenRc => &[("/etc/init.d/c2vm-agent", OPENRC_SCRIPT, 0o755)],
         InitSystem::Other => {
             return Ok(Some(
                 "the image's own init is not one c2vm can add a service to".to_string(),
             ))
         }
+    };
+    guest.write(BINARY, binary, Perms::root(0o755))?;
+    for (path, text, mode) in files {
+        guest.write(path, text.as_bytes(), Perms::root(*mode))?;
+    }
+    if init == InitSystem::OpenRc {
+        guest.symlink(
+            "/etc/runlevels/default/c2vm-agent",
+            "/etc/init.d/c2vm-agent",
+        )?;
     }
     Ok(None)
 }
