@@ -51,6 +51,46 @@ fn peak_memory(mut cmd: Command) -> (u64, u64, i32) {
     (peak, counter.join().unwrap(), code)
 }
 
+/// A plain QGA client: a JSON object each way on the agent's socket, after QGA's handshake.
+struct Qga {
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+impl Qga {
+    fn connect(socket: &Path) -> Qga {
+        use std::io::{BufRead, Write};
+        let mut writer = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        writer
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut reader = std::io::BufReader::new(writer.try_clone().unwrap());
+        writer
+            .write_all(b"\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":4711}}\n")
+            .unwrap();
+        let mut junk = Vec::new();
+        reader.read_until(0xff, &mut junk).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), r#"{"return":4711}"#);
+        Qga { reader, writer }
+    }
+
+    fn ask(&mut self, request: &str) -> serde_json::Value {
+        use std::io::{BufRead, Write};
+        self.writer
+            .write_all(format!("{request}\n").as_bytes())
+            .unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+        answer
+            .get("return")
+            .cloned()
+            .unwrap_or_else(|| panic!("{request}: {answer}"))
+    }
+}
+
 #[test]
 #[ignore = "needs root, dockerd with debian:latest and QEMU; scripts/test runs it"]
 fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() {
@@ -264,6 +304,43 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
         "{}",
         stderr(&out)
     );
+
+    // A QGA client that is not c2vm: standard commands only, as libvirt sends them
+    // (`virsh qemu-agent-command`, `virsh domifaddr --source agent`).
+    let socket = state.join("c2vm/vms/web/agent.sock");
+    let mut qga = Qga::connect(&socket);
+    let info = qga.ask(r#"{"execute":"guest-info"}"#);
+    assert!(
+        info["supported_commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "guest-exec"),
+        "{info}"
+    );
+    let pid = qga.ask(r#"{"execute":"guest-exec","arguments":{"path":"/bin/sh","arg":["-c","echo qga"],"capture-output":true}}"#)["pid"].clone();
+    let status = loop {
+        let status = qga.ask(&format!(
+            r#"{{"execute":"guest-exec-status","arguments":{{"pid":{pid}}}}}"#
+        ));
+        if status["exited"] == true {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(
+        (status["exitcode"].as_i64(), status["out-data"].as_str()),
+        (Some(0), Some("cWdhCg==")),
+        "{status}"
+    );
+    let interfaces = qga.ask(r#"{"execute":"guest-network-get-interfaces"}"#);
+    assert!(
+        interfaces
+            .to_string()
+            .contains("\"ip-address\":\"10.0.2.15\""),
+        "{interfaces}"
+    );
+    drop(qga);
 
     // logs and ps.
     let logs = run(&mut c2vm_in(&state, &["logs", "web"]));
