@@ -506,4 +506,63 @@ fn a_scratch_arm64_app_gets_the_generic_bundle_and_serves_through_publish() {
     assert_eq!(stopping, "stopping\n", "{console}");
     assert_eq!(out.status.code(), Some(42), "{console}\n{}", stderr(&out));
     assert!(console.contains("hello from aarch64"), "{console}");
+
+    // The same disk as a VM that stays up: c2vm-init for aarch64 serves the guest agent.
+    let state = subdir(d, "state");
+    let c2vm_in = |args: &[&str]| {
+        let mut cmd = c2vm();
+        cmd.env("XDG_RUNTIME_DIR", &state).args(args);
+        run(&mut cmd)
+    };
+    let started = std::time::Instant::now();
+    let up = c2vm_in(&[
+        "run",
+        "-d",
+        "--name",
+        "arm",
+        "--cpus",
+        "1",
+        app.to_str().unwrap(),
+    ]);
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
+    eprintln!("agent answered after {:?}", started.elapsed());
+    let out = c2vm_in(&[
+        "exec",
+        "arm",
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox uname -m; echo apart >&2; exit 77",
+    ]);
+    assert_eq!(
+        (out.status.code(), stdout(&out), stderr(&out)),
+        (Some(77), "aarch64\n".to_string(), "apart\n".to_string())
+    );
+    let out = run_with_input(
+        c2vm().env("XDG_RUNTIME_DIR", &state).args([
+            "exec",
+            "-i",
+            "arm",
+            "--",
+            "/bin/busybox",
+            "tr",
+            "a-z",
+            "A-Z",
+        ]),
+        b"arm",
+    );
+    assert_eq!(stdout(&out), "ARM");
+    let out = c2vm_in(&["wait", "arm", "--port", "8080", "--timeout", "120"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let page = d.join("index.html");
+    let out = c2vm_in(&["cp", "arm:/www/index.html", page.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&page).unwrap(),
+        "served by an arm64 VM\n"
+    );
+    let out = c2vm_in(&["stop", "arm"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
 }
