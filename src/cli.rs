@@ -2,7 +2,9 @@
 //! declared with their commands (`options` for convert and build, `run`'s own) and flattened in
 //! here; `plan` turns convert's into checked values.
 use crate::convert::options::ConvertOptions;
-use crate::instance::options::{CpArgs, ExecArgs, KillArgs, LogsArgs, StopArgs, WaitArgs};
+use crate::instance::options::{
+    CpArgs, ExecArgs, KillArgs, LogsArgs, SaveArgs, StopArgs, WaitArgs,
+};
 use crate::run::RunArgs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -49,6 +51,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Kill a VM's QEMU at once; nothing is left
     Kill(KillArgs),
+    /// Stop a running VM into a state file that `c2vm run -d --restore FILE` starts again
+    Save(SaveArgs),
     /// Print a shell completion script: `c2vm completions bash > /etc/bash_completion.d/c2vm`
     Completions {
         #[arg(value_enum)]

@@ -119,6 +119,7 @@ fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Ps => instance::ps().map(|()| 0),
         Command::Stop(args) => instance::stop(&args).map(|()| 0),
         Command::Kill(args) => instance::kill(&args).map(|()| 0),
+        Command::Save(args) => instance::saved::save(&args.name, &args.file).map(|()| 0),
         Command::Completions { shell } => {
             cli::completions(shell);
             Ok(0)

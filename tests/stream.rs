@@ -161,7 +161,12 @@ fn every_property_survives_the_stream_as_a_user_and_the_staging_path_as_root() {
 fn without_a_tar_reading_mke2fs_a_user_gets_one_line_saying_what_to_install() {
     let dir = user_scratch();
     let out = dir.path().join("out.img");
-    let o = Convert::new("rootfs:/nonexistent.tar", &out)
+    // A tarball that is there (a missing one is said before the host is looked at); the host's
+    // mke2fs is the error, before the tarball is read.
+    let source = user_scratch();
+    let tarball = source.path().join("root.tar");
+    std::fs::write(&tarball, b"").unwrap();
+    let o = Convert::new(&format!("rootfs:{}", tarball.display()), &out)
         .by_user()
         .env("PATH", path_with_old_mke2fs())
         .output();

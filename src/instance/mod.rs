@@ -1,5 +1,6 @@
 //! Named VMs that stay up: `c2vm run -d` starts one (`start`), and `exec`, `cp`, `wait`, `logs`,
-//! `ps`, `stop` and `kill` drive it, through its guest agent (`agent`, QEMU's guest agent
+//! `ps`, `stop` and `kill` drive it, `save` stops it into a file that `run -d --restore` starts
+//! again (`saved`), through its guest agent (`agent`, QEMU's guest agent
 //! protocol on a virtio-serial port) and QEMU's own socket (`qmp`). A VM's state is one private
 //! directory (`state`).
 mod agent;
@@ -7,6 +8,7 @@ mod copy;
 pub mod exec;
 pub mod options;
 mod qmp;
+pub mod saved;
 pub mod start;
 pub mod state;
 mod wait;
@@ -42,8 +44,8 @@ pub fn shut_down(vm: &Instance, time: Duration) -> Result<()> {
     if !vm.qemu_alive() {
         return Ok(());
     }
-    let pressed =
-        qmp::Qmp::connect(&vm.path(state::QMP)).and_then(|mut qmp| qmp.execute("system_powerdown"));
+    let pressed = qmp::Qmp::connect(&vm.path(state::QMP))
+        .and_then(|mut qmp| qmp.execute("system_powerdown", serde_json::Value::Null));
     if let Err(e) = pressed {
         log::info!("the power button: {e:#}");
     }

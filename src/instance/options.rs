@@ -79,6 +79,14 @@ pub struct StopArgs {
     pub time: u64,
 }
 
+/// `c2vm save`.
+#[derive(Args, Debug, Clone)]
+pub struct SaveArgs {
+    pub name: String,
+    /// The state file to write (it holds the guest's memory: 0600)
+    pub file: PathBuf,
+}
+
 /// `c2vm kill`.
 #[derive(Args, Debug, Clone)]
 pub struct KillArgs {

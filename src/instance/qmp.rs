@@ -1,4 +1,4 @@
-//! QEMU's machine protocol (QMP) on a VM's socket: the power button, and quitting. One JSON
+//! QEMU's machine protocol (QMP) on a VM's socket: the power button, saving and restoring. One JSON
 //! object each way after a greeting, as the agent's: a few lines, not the `qapi` crate's whole
 //! generated schema (see `agent`).
 use anyhow::{anyhow, bail, Context, Result};
@@ -27,7 +27,7 @@ impl Qmp {
         if greeting.get("QMP").is_none() {
             bail!("QEMU's {} did not greet as QMP does", socket.display());
         }
-        qmp.execute("qmp_capabilities")?;
+        qmp.execute("qmp_capabilities", Value::Null)?;
         Ok(qmp)
     }
 
@@ -43,10 +43,14 @@ impl Qmp {
         serde_json::from_str(&line).with_context(|| format!("reading QMP's {line:?}"))
     }
 
-    /// Run `command`; its `return`, skipping the events QEMU sends between.
-    pub fn execute(&mut self, command: &str) -> Result<Value> {
-        let mut request =
-            serde_json::to_vec(&json!({ "execute": command })).context("encoding a QMP command")?;
+    /// Run `command` with `arguments` (`Value::Null` for none); its `return`, skipping the
+    /// events QEMU sends between.
+    pub fn execute(&mut self, command: &str, arguments: Value) -> Result<Value> {
+        let mut request = json!({ "execute": command });
+        if arguments != Value::Null {
+            request["arguments"] = arguments;
+        }
+        let mut request = serde_json::to_vec(&request).context("encoding a QMP command")?;
         request.push(b'\n');
         self.writer
             .write_all(&request)

@@ -3,9 +3,60 @@
 //! exits, the kernel panics, an emergency shell, Secure Boot refuses, the timeout. On any failure
 //! or a signal, QEMU is killed and the VM's directory removed: nothing is left.
 use super::{agent::Agent, state, Instance};
-use anyhow::{bail, Result};
-use std::process::Child;
+use anyhow::{bail, Context, Result};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// QEMU for `vm`, in its own session (a Ctrl-C at this terminal later is not QEMU's): `args`
+/// (the machine, its disk and what the boot attaches), then its console to a log, its QMP and
+/// agent sockets in the VM's directory, and `extra` (`-incoming` for a restore). Its program
+/// and arguments are kept for `c2vm save`.
+pub fn spawn(vm: &Instance, binary: &str, args: &[String], extra: &[String]) -> Result<Child> {
+    let path = |file: &str| escape(&vm.path(file).to_string_lossy());
+    let command = serde_json::json!({"binary": binary, "args": args});
+    std::fs::write(vm.path(state::COMMAND), command.to_string())
+        .with_context(|| format!("writing {}", vm.path(state::COMMAND).display()))?;
+    let log = std::fs::File::create(vm.path(state::QEMU_LOG))
+        .with_context(|| format!("creating {}", vm.path(state::QEMU_LOG).display()))?;
+    let mut cmd = Command::new(binary);
+    cmd.args(args)
+        .args(["-display", "none", "-monitor", "none"])
+        .args(["-serial", &format!("file:{}", path(state::CONSOLE))])
+        .args([
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", path(state::QMP)),
+        ])
+        .args([
+            "-chardev",
+            &format!(
+                "socket,id=c2vm_agent,path={},server=on,wait=off",
+                path(state::AGENT)
+            ),
+            // QGA's usual port name: libvirt, Proxmox and KubeVirt use the same.
+            "-device",
+            "virtio-serial-pci,id=c2vm_serial",
+            "-device",
+            "virtserialport,bus=c2vm_serial.0,chardev=c2vm_agent,name=org.qemu.guest_agent.0",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe, and nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
+    }
+    log::debug!("running: {binary} {}", args.join(" "));
+    let child = cmd.spawn().with_context(|| format!("starting {binary}"))?;
+    vm.write_pid(child.id())?;
+    Ok(child)
+}
+
+/// A path in QEMU's comma-separated options (as `run::qemu_args::qemu_escape`).
+fn escape(path: &str) -> String {
+    path.replace(',', ",,")
+}
 
 /// What on the console means the guest will never answer.
 const FATAL: &[(&str, &str)] = &[

@@ -198,6 +198,10 @@ pub const PID: &str = "qemu.pid";
 pub const QMP: &str = "qmp.sock";
 pub const AGENT: &str = "agent.sock";
 pub const CONSOLE: &str = "console.log";
+/// Where a VM's writes go unless `--persist`: a qcow2 over its disk.
+pub const OVERLAY: &str = "overlay.qcow2";
+/// QEMU's program and arguments as started, for `c2vm save`.
+pub const COMMAND: &str = "qemu.json";
 /// QEMU's own stderr.
 pub const QEMU_LOG: &str = "qemu.log";
 /// What the boot attached (UEFI variables, credentials, the seed): removed with the VM.

@@ -165,3 +165,14 @@ mod tests {
         assert_eq!((arch, encrypted), (Arch::host_or_default(), false));
     }
 }
+
+/// A qcow2 file at `overlay` whose reads fall through to `disk` (`format`) and which takes the
+/// writes.
+pub fn create_overlay(overlay: &Path, disk: &Path, format: &str) -> Result<()> {
+    crate::cmd::Cmd::new("qemu-img", "Creating the VM's overlay over its disk")
+        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
+        .arg(disk)
+        .arg(overlay)
+        .run()
+        .map(drop)
+}

@@ -27,13 +27,27 @@ use crate::instance::{self, Instance};
 use anyhow::{bail, Context, Result};
 use console::Console;
 use qemu_args::Attachment;
+use std::path::Path;
 use std::time::Instant;
 
 pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
-    if !args.disk.exists() {
+    if let Some(saved) = &args.script.restore {
+        let name = args
+            .script
+            .name
+            .clone()
+            .unwrap_or_else(|| random_name("c2vm"));
+        instance::saved::restore(saved, &name)?;
+        println!("{name}");
+        return Ok(0);
+    }
+    let Some(disk) = args.disk.as_deref() else {
+        bail!("give the disk to boot: c2vm run DISK");
+    };
+    if !disk.exists() {
         bail!(
             "{} does not exist; make one with `c2vm convert`",
-            args.disk.display()
+            disk.display()
         );
     }
     let script = &args.script;
@@ -66,16 +80,16 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
         .map(crate::disk::luks::Passphrase::from_file)
         .transpose()?;
     if script.detach {
-        return detached(args, root_password, luks.is_some());
+        return detached(args, disk, root_password, luks.is_some());
     }
     if let (Some(command), None) = (&script.exec, &script.login) {
         if luks.is_some() {
             bail!("--exec without --login runs through the guest's agent, which c2vm cannot reach past an encrypted root's prompt yet; add --login USER to run it over the console");
         }
-        return exec_through_agent(args, root_password, command);
+        return exec_through_agent(args, disk, root_password, command);
     }
     let attached = attachments(args, root_password)?;
-    let vm = vm::Vm::prepare(args, attached)?;
+    let vm = vm::Vm::prepare(args, disk, attached, None)?;
     if script.expect.is_none() && script.exec.is_none() {
         return vm.run_interactive(luks.as_ref());
     }
@@ -101,7 +115,7 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
 
 /// `-d`: the VM in the background, named, its files in its own directory; returns once its
 /// agent answers, having printed its name. Nothing is left if it does not come up.
-fn detached(args: &RunArgs, root_password: Option<&str>, luks: bool) -> Result<i32> {
+fn detached(args: &RunArgs, disk: &Path, root_password: Option<&str>, luks: bool) -> Result<i32> {
     if luks {
         bail!("-d with --luks-passphrase-file: c2vm types the passphrase only in a foreground run yet; boot it without -d");
     }
@@ -109,7 +123,7 @@ fn detached(args: &RunArgs, root_password: Option<&str>, luks: bool) -> Result<i
         Some(name) => name.clone(),
         None => random_name("c2vm"),
     };
-    start_in_background(args, root_password, &name)?;
+    start_in_background(args, disk, root_password, &name)?;
     println!("{name}");
     Ok(0)
 }
@@ -120,8 +134,13 @@ fn random_name(prefix: &str) -> String {
 
 /// `--exec` without `--login`: the VM in the background for the one command, through its agent;
 /// stopped and removed after it, whatever happens.
-fn exec_through_agent(args: &RunArgs, root_password: Option<&str>, command: &str) -> Result<i32> {
-    let vm = start_in_background(args, root_password, &random_name("c2vm-exec"))?;
+fn exec_through_agent(
+    args: &RunArgs,
+    disk: &Path,
+    root_password: Option<&str>,
+    command: &str,
+) -> Result<i32> {
+    let vm = start_in_background(args, disk, root_password, &random_name("c2vm-exec"))?;
     let status = instance::exec::shell(&vm, command);
     // A snapshot is thrown away anyway: no shutdown to wait for (seconds under emulation).
     // With --persist the guest shuts down cleanly, so its writes reach the disk.
@@ -137,6 +156,7 @@ fn exec_through_agent(args: &RunArgs, root_password: Option<&str>, command: &str
 /// QEMU in the background with the agent's channel, and its agent answering.
 fn start_in_background(
     args: &RunArgs,
+    disk: &Path,
     root_password: Option<&str>,
     name: &str,
 ) -> Result<Instance> {
@@ -148,9 +168,10 @@ fn start_in_background(
         std::fs::create_dir(&files).with_context(|| format!("creating {}", files.display()))?;
         std::env::set_var("TMPDIR", &files);
         let attached = attachments(args, root_password)?;
-        let vm = vm::Vm::prepare(args, attached)?;
+        let overlay = instance.path(instance::state::OVERLAY);
+        let vm = vm::Vm::prepare(args, disk, attached, Some(&overlay))?;
         instance.write_record(&instance::state::Record {
-            disk: args.disk.canonicalize()?.to_string_lossy().into_owned(),
+            disk: disk.canonicalize()?.to_string_lossy().into_owned(),
             arch: vm.arch.to_string(),
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

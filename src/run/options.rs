@@ -8,7 +8,8 @@ use std::path::PathBuf;
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// The disk to boot (raw or any format qemu-img knows)
-    pub disk: PathBuf,
+    #[arg(required_unless_present = "restore")]
+    pub disk: Option<PathBuf>,
     #[command(flatten)]
     pub vm: MachineArgs,
     #[command(flatten)]
@@ -94,6 +95,15 @@ pub struct ScriptArgs {
     /// With -d: the VM's name [default: c2vm-XXXXXX]
     #[arg(long, requires = "detach")]
     pub name: Option<String>,
+    /// With -d: start from a state `c2vm save` wrote, not from a boot (the disk and the
+    /// machine's options are the saved VM's)
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "detach",
+        conflicts_with = "disk"
+    )]
+    pub restore: Option<PathBuf>,
     /// Scripted: exit 0 as soon as the console shows this regular expression
     #[arg(long, value_name = "REGEX")]
     pub expect: Option<String>,

@@ -234,20 +234,6 @@ pub fn parse_publish(p: &str) -> Result<Forward> {
 }
 
 /// QEMU's -drive option separates with commas; a comma in a path is doubled.
-/// The guest agent's channel: a virtio-serial port by QGA's usual name, on `socket` (escaped).
-pub fn agent_args(socket: &str) -> Vec<String> {
-    [
-        "-chardev",
-        &format!("socket,id=c2vm_agent,path={socket},server=on,wait=off"),
-        "-device",
-        "virtio-serial-pci,id=c2vm_serial",
-        "-device",
-        "virtserialport,bus=c2vm_serial.0,chardev=c2vm_agent,name=org.qemu.guest_agent.0",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 pub fn qemu_escape(path: &str) -> String {
     path.replace(',', ",,")
 }

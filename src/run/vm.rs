@@ -10,10 +10,9 @@ use super::qemu_args::{self, Attachment, VmSpec};
 use super::terminal;
 use crate::arch::Arch;
 use crate::disk::luks::Passphrase;
-use crate::instance::{state, Instance};
+use crate::instance::{self, Instance};
 use crate::progress::note;
 use anyhow::{bail, Context, Result};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -40,22 +39,29 @@ struct VmFiles {
 
 impl Vm {
     /// `attached`: the settings for this boot and the like, written and checked.
-    pub fn prepare(a: &RunArgs, attached: Vec<Box<dyn Attachment>>) -> Result<Vm> {
+    /// `overlay`: for a VM in the background, where its writes go when they are not kept
+    /// (`--persist` off): a qcow2 file over the disk, in the VM's directory, so `c2vm save` can
+    /// take them along (QEMU's `-snapshot` keeps them where nothing else can).
+    pub fn prepare(
+        a: &RunArgs,
+        disk: &Path,
+        attached: Vec<Box<dyn Attachment>>,
+        overlay: Option<&Path>,
+    ) -> Result<Vm> {
         machine::check_flags(&a.vm, &a.boot_path)?;
         let forwards =
             a.vm.publish
                 .iter()
                 .map(|p| qemu_args::parse_publish(p))
                 .collect::<Result<Vec<_>>>()?;
-        let info = disk_probe::image_info(&a.disk)?;
-        let (arch, encrypted) = disk_probe::disk_arch(&a.disk, &info.format)?;
-        check_encryption(a, encrypted)?;
-        let choice = machine::choose(&a.vm, arch, &a.disk)?;
-        announce(&a.disk, arch, &info, &choice);
-        let disk = a
-            .disk
+        let info = disk_probe::image_info(disk)?;
+        let (arch, encrypted) = disk_probe::disk_arch(disk, &info.format)?;
+        check_encryption(a, disk, encrypted)?;
+        let choice = machine::choose(&a.vm, arch, disk)?;
+        announce(disk, arch, &info, &choice);
+        let disk = disk
             .canonicalize()
-            .with_context(|| format!("resolving {}", a.disk.display()))?;
+            .with_context(|| format!("resolving {}", disk.display()))?;
         let direct = match a.boot_path.direct() {
             true => Some(DirectBoot::from_disk(
                 &disk,
@@ -72,6 +78,13 @@ impl Vm {
                 attachment.names().join(", ")
             ));
         }
+        let (disk, format, persist) = match (overlay, a.vm.persist) {
+            (Some(overlay), false) => {
+                disk_probe::create_overlay(overlay, &disk, &info.format)?;
+                (overlay.to_path_buf(), "qcow2".to_string(), true)
+            }
+            _ => (disk, info.format, a.vm.persist),
+        };
         let spec = VmSpec {
             arch,
             board: choice.board,
@@ -82,8 +95,8 @@ impl Vm {
             memory_mib: a.vm.memory,
             cpus: a.vm.cpus,
             disk,
-            format: info.format,
-            persist: a.vm.persist,
+            format,
+            persist,
             direct: direct.as_ref().map(|d| d.boot.clone()),
             forwards,
         };
@@ -130,53 +143,30 @@ impl Vm {
         self.secure_boot
     }
 
-    /// `c2vm run -d`: QEMU in its own session, its console to a log, its QMP and agent
-    /// sockets in `vm`'s directory. The boot's files were made under that directory
-    /// (TMPDIR), so they are left there for QEMU, and go when the VM is removed.
+    /// `c2vm run -d`: QEMU in the background for `vm` (see `instance::start::spawn`). The
+    /// boot's files were made under the VM's directory (TMPDIR), so they are left there for
+    /// QEMU, and go when the VM is removed.
     pub fn start_detached(self, vm: &Instance) -> Result<Child> {
-        let path = |file: &str| qemu_args::qemu_escape(&vm.path(file).to_string_lossy());
-        let log = std::fs::File::create(vm.path(state::QEMU_LOG))
-            .with_context(|| format!("creating {}", vm.path(state::QEMU_LOG).display()))?;
-        let mut cmd = Command::new(self.binary);
-        cmd.args(&self.args)
-            .args(["-display", "none", "-monitor", "none"])
-            .args(["-serial", &format!("file:{}", path(state::CONSOLE))])
-            .args([
-                "-qmp",
-                &format!("unix:{},server=on,wait=off", path(state::QMP)),
-            ])
-            .args(qemu_args::agent_args(&path(state::AGENT)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        // Its own session: a Ctrl-C at this terminal later is not QEMU's.
-        unsafe {
-            cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
-        }
-        log::debug!("running: {} {}", self.binary, self.args.join(" "));
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", self.binary))?;
-        vm.write_pid(child.id())?;
+        let child = instance::start::spawn(vm, self.binary, &self.args, &[])?;
         std::mem::forget(self.files);
         Ok(child)
     }
 }
 
 /// The passphrase is given exactly when the root is encrypted, and a scripted login needs it.
-fn check_encryption(a: &RunArgs, encrypted: bool) -> Result<()> {
+fn check_encryption(a: &RunArgs, disk: &Path, encrypted: bool) -> Result<()> {
     match (encrypted, a.boot_path.luks_passphrase_file.is_some()) {
         (false, true) => bail!(
             "--luks-passphrase-file: the root of {} is not encrypted (no LUKS header); drop the option",
-            a.disk.display()
+            disk.display()
         ),
         (true, false) if a.script.exec.is_some() => bail!(
             "the root of {} is encrypted: give --luks-passphrase-file FILE, which c2vm types at the guest's prompt (--exec logs in only after that)",
-            a.disk.display()
+            disk.display()
         ),
         (true, false) => note(&format!(
             "c2vm: the root of {} is encrypted: the guest asks for its passphrase on the console (--luks-passphrase-file FILE types it)",
-            a.disk.display()
+            disk.display()
         )),
         _ => {}
     }

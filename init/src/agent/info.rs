@@ -35,6 +35,25 @@ pub fn shutdown(mode: Mode, how: &str) -> Result<(), String> {
         .map_err(|e| format!("guest-shutdown: running {verb}: {e}"))
 }
 
+/// guest-set-time {"time"?: nanoseconds since 1970} → {}: the system clock set (QGA's; without
+/// a time, from the hardware clock, which only the host's `hwclock` knows how to read: refused).
+/// The host sets it after restoring a saved VM, whose clock stood still meanwhile.
+pub fn set_time(nanos: Option<i64>) -> Result<Value, String> {
+    let nanos = nanos.ok_or("guest-set-time: give the time; reading the RTC is not supported")?;
+    let ts = libc::timespec {
+        tv_sec: (nanos / 1_000_000_000) as libc::time_t,
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: a valid timespec, read only.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        return Err(format!(
+            "guest-set-time: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(serde_json::json!({}))
+}
+
 /// guest-get-osinfo → {"id", "name", "pretty-name", "version", "version-id", "kernel-release",
 /// "kernel-version", "machine"}, each only when known.
 pub fn osinfo() -> Value {

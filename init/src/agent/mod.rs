@@ -56,6 +56,7 @@ const COMMANDS: &[(&str, bool)] = &[
     ("guest-file-close", true),
     ("guest-shutdown", false),
     ("guest-get-osinfo", true),
+    ("guest-set-time", true),
     ("guest-network-get-interfaces", true),
     ("c2vm-exec", true),
     ("c2vm-exec-read", true),
@@ -148,6 +149,7 @@ impl Agent {
                 return Ok(Outcome::Silent);
             }
             "guest-get-osinfo" => info::osinfo(),
+            "guest-set-time" => info::set_time(opt_int(args, "time")?)?,
             "guest-network-get-interfaces" => info::interfaces()?,
             "guest-exec" => self.procs.guest_exec(args)?,
             "guest-exec-status" => self.procs.guest_exec_status(args)?,
