@@ -354,6 +354,50 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
         stdout(&ps)
     );
 
+    // save stops it into one file; a restore answers at once, its writes and the host's clock
+    // with it.
+    let saved = d.join("web.state");
+    let out = exec(&state, "web", &["sh", "-c", "echo kept > /root/marker"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let save = run(&mut c2vm_in(
+        &state,
+        &["save", "web", saved.to_str().unwrap()],
+    ));
+    assert_eq!(save.status.code(), Some(0), "{}", stderr(&save));
+    assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let restored = std::time::Instant::now();
+    let up = run(&mut c2vm_in(
+        &state,
+        &[
+            "run",
+            "-d",
+            "--restore",
+            saved.to_str().unwrap(),
+            "--name",
+            "web",
+        ],
+    ));
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
+    eprintln!(
+        "--- restored and answering after {:.1} s ---",
+        restored.elapsed().as_secs_f64()
+    );
+    let out = exec(&state, "web", &["sh", "-c", "cat /root/marker; date +%s"]);
+    let said = stdout(&out);
+    let mut lines = said.lines();
+    assert_eq!(lines.next(), Some("kept"), "{said}");
+    let guest_time: i64 = lines.next().unwrap().parse().unwrap();
+    let host_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (guest_time - host_time).abs() <= 5,
+        "guest {guest_time}, host {host_time}"
+    );
+
     // stop: the power button, and nothing left.
     let stop = run(&mut c2vm_in(&state, &["stop", "web"]));
     assert_eq!(stop.status.code(), Some(0), "{}", stderr(&stop));

@@ -96,8 +96,13 @@ fn save_into(vm: &Instance, out: &Path) -> Result<()> {
     let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
     let text = serde_json::to_vec_pretty(&manifest).context("encoding the state's manifest")?;
     let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
     header.set_size(text.len() as u64);
     header.set_mode(0o600);
+    let me = rustix::process::getuid().as_raw();
+    header.set_uid(me.into());
+    header.set_gid(rustix::process::getgid().as_raw().into());
+    header.set_mtime(now());
     header.set_cksum();
     tar.append_data(&mut header, MANIFEST, text.as_slice())
         .with_context(|| format!("writing {}", out.display()))?;
