@@ -399,6 +399,7 @@ fn the_mke2fs_probe_writes_in_the_workdir_not_tmpdir() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(!err.contains("no-such-tmp"), "{err}");
+    assert!(err.contains("bad.tar is corrupt or truncated"), "{err}");
 }
 
 #[test]
