@@ -442,8 +442,22 @@ fn a_scratch_app_vm_answers_exec_cp_and_wait_from_c2vm_init() {
         (out.status.code(), &out.stdout[..], &out.stderr[..]),
         (Some(77), &b"x\0y"[..], &b"err\n"[..])
     );
-    let out = exec(&state, "app", &["sh", "-c", "kill -9 $$"]);
-    assert_eq!(out.status.code(), Some(137));
+    for (script, code) in [("exit 0", 0), ("exit 1", 1), ("kill -9 $$", 137)] {
+        let out = exec(&state, "app", &["sh", "-c", script]);
+        assert_eq!(out.status.code(), Some(code), "{script}: {}", stderr(&out));
+    }
+    let mut big = c2vm_in(
+        &state,
+        &["exec", "app", "--", "head", "-c", "100000000", "/dev/zero"],
+    );
+    big.stderr(Stdio::inherit());
+    let (peak, bytes, code) = peak_memory(big);
+    assert_eq!((bytes, code), (100_000_000, 0));
+    assert!(
+        peak < 64 << 20,
+        "c2vm exec reached {} MiB for 100 MB of output",
+        peak >> 20
+    );
     let out = run_with_input(
         &mut c2vm_in(&state, &["exec", "-i", "app", "--", "tr", "a-z", "A-Z"]),
         b"abc",
