@@ -8,7 +8,7 @@
 //! The hostile-archive policy is applied here, before any consumer sees an entry: a `..` name, a
 //! hardlink to a name outside the tree, and an entry through a symlink that leaves the tree refuse
 //! the whole archive; an entry through a symlink inside the tree is renamed to where it lands.
-use super::tree::{show, Follow, GuestTree, Kind, Meta, Node, State};
+use super::tree::{show, Follow, GuestTree, Kind, Last, Meta, Missing, Node, State};
 use crate::rootfs::usage::TreeUsage;
 use crate::tar_rules::{self, corrupt, entry_name, sanitize, Stat};
 use anyhow::{anyhow, bail, Context, Result};
@@ -234,7 +234,7 @@ impl<W: Write> Editor<'_, W> {
                     .with_context(refuse)?;
                 let tree = &mut self.tree;
                 let target = tree
-                    .resolve(&target, Follow::Strict, false, false)
+                    .resolve(&target, Follow::Strict, Last::Keep, Missing::Fail)
                     .with_context(refuse)?
                     .filter(|k| tree.get(k).is_some_and(|n| n.kind != Kind::Dir))
                     .ok_or_else(|| anyhow!("a hardlink to a file not earlier in the archive"))
@@ -296,7 +296,7 @@ impl<W: Write> Editor<'_, W> {
         // needs each one before what it holds.
         let parent_key = self
             .tree
-            .resolve(parent, Follow::Strict, true, true)?
+            .resolve(parent, Follow::Strict, Last::Follow, Missing::Create)?
             .ok_or_else(|| anyhow!("its directory is not a directory"))?;
         let key = if parent_key.is_empty() {
             base.to_vec()

@@ -84,6 +84,20 @@ pub struct GuestTree {
     created: Vec<Vec<u8>>,
 }
 
+/// What [`GuestTree::resolve`] does with a path's last part when it is a symlink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Last {
+    Follow,
+    Keep,
+}
+
+/// Whether [`GuestTree::resolve`] makes the directories a path misses (as `tar -x` does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    Create,
+    Fail,
+}
+
 /// How a path's symlinks may be followed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Follow {
@@ -148,15 +162,16 @@ impl GuestTree {
     }
 
     /// The key of `path` with its directories' symlinks resolved (and the last component's too
-    /// with `follow_last`). `None` when a directory on the way is missing (or, with `create`,
-    /// after making it) or is not a directory.
+    /// with [`Last::Follow`]). `None` when a directory on the way is missing (or, with
+    /// [`Missing::Create`], after making it) or is not a directory.
     pub fn resolve(
         &mut self,
         path: &[u8],
         follow: Follow,
-        follow_last: bool,
-        create: bool,
+        last_part: Last,
+        missing: Missing,
     ) -> Result<Option<Vec<u8>>> {
+        let (follow_last, create) = (last_part == Last::Follow, missing == Missing::Create);
         let mut pending: Vec<Vec<u8>> = split(path).into_iter().rev().collect();
         let mut current: Vec<Vec<u8>> = Vec::new();
         let mut links = 0;
@@ -222,7 +237,8 @@ impl GuestTree {
 
     /// The node at `rel` without following a final symlink, and its key.
     fn lookup(&mut self, rel: &str) -> Result<Option<(Vec<u8>, &Node)>> {
-        let Some(key) = self.resolve(rel.as_bytes(), Follow::InRoot, false, false)? else {
+        let Some(key) = self.resolve(rel.as_bytes(), Follow::InRoot, Last::Keep, Missing::Fail)?
+        else {
             return Ok(None);
         };
         Ok(self.nodes.get(&key).map(|n| (key, n)))
@@ -282,7 +298,9 @@ impl GuestTree {
 
     /// Whether `rel`, following symlinks as the guest would, is a regular file someone may run.
     pub fn is_executable(&mut self, rel: &str) -> Result<bool> {
-        let Some(key) = self.resolve(rel.as_bytes(), Follow::InRoot, true, false)? else {
+        let Some(key) =
+            self.resolve(rel.as_bytes(), Follow::InRoot, Last::Follow, Missing::Fail)?
+        else {
             return Ok(false);
         };
         Ok(self.nodes.get(&key).is_some_and(|n| {
@@ -315,7 +333,12 @@ impl GuestTree {
             bail!("empty guest path");
         };
         let parent = self
-            .resolve(&parent.join(&b'/'), Follow::InRoot, true, true)?
+            .resolve(
+                &parent.join(&b'/'),
+                Follow::InRoot,
+                Last::Follow,
+                Missing::Create,
+            )?
             .ok_or_else(|| anyhow!("cannot create the directories of {rel} in the guest"))?;
         let key = if parent.is_empty() {
             name.clone()
@@ -350,7 +373,12 @@ impl GuestTree {
     /// then give it this owner and mode.
     pub fn mkdir(&mut self, rel: &str, perms: Perms) -> Result<()> {
         let key = self
-            .resolve(rel.as_bytes(), Follow::InRoot, true, true)?
+            .resolve(
+                rel.as_bytes(),
+                Follow::InRoot,
+                Last::Follow,
+                Missing::Create,
+            )?
             .ok_or_else(|| anyhow!("cannot create {rel} in the guest"))?;
         let meta = self.new_meta(perms);
         if key.is_empty() {
@@ -378,7 +406,9 @@ impl GuestTree {
 
     /// Names in the directory `rel`, sorted (empty if it does not exist).
     pub fn list(&mut self, rel: &str) -> Result<Vec<String>> {
-        let Some(key) = self.resolve(rel.as_bytes(), Follow::InRoot, true, false)? else {
+        let Some(key) =
+            self.resolve(rel.as_bytes(), Follow::InRoot, Last::Follow, Missing::Fail)?
+        else {
             return Ok(Vec::new());
         };
         let prefix = if key.is_empty() {
@@ -482,10 +512,15 @@ pub(crate) mod tests {
         t.write("/up/z", b"z", Perms::root(0o644)).unwrap();
         assert!(t.get(b"z").is_some());
         // Strict resolution (archive entries) refuses both.
-        assert!(t.resolve(b"etc/x", Follow::Strict, false, false).is_err());
-        assert!(t.resolve(b"up/x", Follow::Strict, false, false).is_err());
+        assert!(t
+            .resolve(b"etc/x", Follow::Strict, Last::Keep, Missing::Fail)
+            .is_err());
+        assert!(t
+            .resolve(b"up/x", Follow::Strict, Last::Keep, Missing::Fail)
+            .is_err());
         assert_eq!(
-            t.resolve(b"lib/x", Follow::Strict, false, false).unwrap(),
+            t.resolve(b"lib/x", Follow::Strict, Last::Keep, Missing::Fail)
+                .unwrap(),
             Some(b"usr/lib/x".to_vec())
         );
     }
