@@ -134,6 +134,17 @@ fn blocks(len: u64) -> (u64, u64) {
     }
 }
 
+/// A qcow2 file at `overlay` whose reads fall through to `disk` (`format`) and which takes the
+/// writes.
+pub fn create_overlay(overlay: &Path, disk: &Path, format: &str) -> Result<()> {
+    crate::cmd::Cmd::new("qemu-img", "Creating the VM's overlay over its disk")
+        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
+        .arg(disk)
+        .arg(overlay)
+        .run()
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,15 +175,4 @@ mod tests {
         let (arch, encrypted) = disk_arch(&disk, "raw").unwrap();
         assert_eq!((arch, encrypted), (Arch::host_or_default(), false));
     }
-}
-
-/// A qcow2 file at `overlay` whose reads fall through to `disk` (`format`) and which takes the
-/// writes.
-pub fn create_overlay(overlay: &Path, disk: &Path, format: &str) -> Result<()> {
-    crate::cmd::Cmd::new("qemu-img", "Creating the VM's overlay over its disk")
-        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
-        .arg(disk)
-        .arg(overlay)
-        .run()
-        .map(drop)
 }

@@ -294,7 +294,12 @@ mod tests {
         assert_eq!(a.boot.env, ["A=1"]);
         assert_eq!(a.boot.args, ["serve"]);
         assert!(a.boot.password_file.is_some() && a.cloud_init.cloud_init.is_some());
-        assert!(Run::try_parse_from(["c2vm", "d", "--exec", "true"]).is_err());
+        // --exec alone goes through the guest's agent; -d is no scripted run.
+        assert!(Run::try_parse_from(["c2vm", "d", "--exec", "true"]).is_ok());
+        assert!(Run::try_parse_from(["c2vm", "-d", "d", "--exec", "true"]).is_err());
+        assert!(Run::try_parse_from(["c2vm", "d", "--name", "web"]).is_err());
+        assert!(Run::try_parse_from(["c2vm", "-d", "--restore", "s", "d"]).is_err());
+        assert!(Run::try_parse_from(["c2vm", "-d", "--restore", "s"]).is_ok());
         assert!(Run::try_parse_from(["c2vm", "d", "--meta-data", "m"]).is_err());
     }
 }
