@@ -1,7 +1,16 @@
-//! Sizes as people write them (`4G`, `1536M`) and the binary units the disk code counts in.
+//! Sizes as people write them (`4G`, `1536M`) and the binary units the disk code counts in; and
+//! the time now, in the seconds since 1970 that files and records carry.
 use anyhow::{bail, Context, Result};
 
 pub const MIB: u64 = 1024 * 1024;
+
+/// Seconds since 1970 (0 on a clock set before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Parse `4G`, `1536M`, `2GiB`, `512MB`, `1073741824` (units are powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64> {

@@ -249,8 +249,7 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
     let err = one_error(&c2vm_run(&disk, &["--machine", "pc", "--expect", "x"]));
     assert!(err.contains("QEMU's virt machine"), "{err}");
     // No AAVMF (hidden under an empty directory, in a mount namespace of this command alone).
-    let empty = d.join("empty");
-    std::fs::create_dir(&empty).unwrap();
+    let empty = subdir(d, "empty");
     let out = run(std::process::Command::new("unshare")
         .args([
             "-m",
@@ -374,8 +373,7 @@ fn a_scratch_arm64_app_gets_the_generic_bundle_and_serves_through_publish() {
         "FROM scratch\nCOPY rootfs /\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"sh\", \"/app.sh\"]\n",
     );
     let rootfs = context.join("rootfs");
-    let fetched = d.join("deb");
-    std::fs::create_dir(&fetched).unwrap();
+    let fetched = subdir(d, "deb");
     let out = run(std::process::Command::new("apt-get")
         .args(["download", "-q", "busybox-static:arm64"])
         .current_dir(&fetched));

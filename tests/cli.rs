@@ -315,8 +315,7 @@ fn convert_refuses_bad_arguments_before_any_work() {
 #[test]
 fn convert_without_host_tools_names_the_package_to_install() {
     let dir = scratch();
-    let empty_path = dir.path().join("empty-bin");
-    std::fs::create_dir(&empty_path).unwrap();
+    let empty_path = subdir(dir.path(), "empty-bin");
     let work = subdir(dir.path(), "work");
     // A tarball that is there: a missing one is said before the host is looked at.
     std::fs::write(work.join("rootfs.tar"), b"").unwrap();
@@ -349,8 +348,7 @@ fn convert_source_errors_come_before_the_host_is_probed() {
     // errors are the same on every host, with e2fsprogs or without it, as root or not.
     let dir = scratch();
     let d = dir.path();
-    let empty_path = d.join("empty-bin");
-    std::fs::create_dir(&empty_path).unwrap();
+    let empty_path = subdir(d, "empty-bin");
     for path in [None, Some(empty_path.as_path())] {
         let err = fails_with_path(d, &["convert", "rootfs:", "-o", "x.img"], path);
         assert!(err.contains("`rootfs:` needs a path"), "{err}");
@@ -501,8 +499,7 @@ fn run_refuses_bad_arguments_before_starting_qemu() {
     // there where this machine has it; where not, it is the one named.
     let table = d.join("table.img");
     std::fs::write(&table, amd64_partition_table()).unwrap();
-    let path = d.join("bin");
-    std::fs::create_dir(&path).unwrap();
+    let path = subdir(d, "bin");
     let qemu_img = ["/usr/bin/qemu-img", "/usr/local/bin/qemu-img"]
         .into_iter()
         .find(|p| Path::new(p).exists());
@@ -568,8 +565,7 @@ fn convert_help_groups_its_options() {
 fn commands_on_a_vm_that_does_not_exist_fail_in_one_line() {
     let dir = scratch();
     let d = dir.path();
-    let state = d.join("state");
-    std::fs::create_dir(&state).unwrap();
+    let state = subdir(d, "state");
     for args in [
         &["exec", "nosuch", "--", "true"][..],
         &["stop", "nosuch"],

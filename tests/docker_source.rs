@@ -746,8 +746,7 @@ fn docker_errors_are_clear_and_leave_nothing_behind() {
 
     // A Debian image whose apt sources lead nowhere: the kernel template's build fails, and
     // the last line says which step and quotes apt's own error, with no terminal escapes.
-    let ctx = dir.path().join("broken-apt");
-    std::fs::create_dir(&ctx).unwrap();
+    let ctx = subdir(dir.path(), "broken-apt");
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM debian:latest\n\

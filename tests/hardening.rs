@@ -33,8 +33,7 @@ fn hostile_archives_are_refused_and_write_nothing_outside_the_staging_tree() {
     let dir = scratch();
     let work = subdir(dir.path(), "work");
     // The target of every escape attempt: a directory beside the work dir, with a file in it.
-    let outside = dir.path().join("outside");
-    std::fs::create_dir(&outside).unwrap();
+    let outside = subdir(dir.path(), "outside");
     std::fs::write(outside.join("victim"), "host file").unwrap();
     let abs = outside.to_str().unwrap().to_string();
     let climb = format!("../../../../../../../../../..{abs}");
@@ -320,8 +319,7 @@ fn run_without_ovmf_or_qemu_says_which_package_to_install() {
         "the host's firmware is untouched"
     );
     // No QEMU at all: a PATH with every other tool but not qemu-system-x86_64.
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
+    let bin = subdir(dir.path(), "bin");
     let qemu_img = tool("sh", &["-c", "command -v qemu-img"]);
     std::os::unix::fs::symlink(qemu_img.trim(), bin.join("qemu-img")).unwrap();
     let o = run(c2vm().env("PATH", &bin).arg("run").arg(&disk));
@@ -337,8 +335,7 @@ fn hostile_layers_seen_through_the_daemon_cannot_reach_the_host() {
     // symlinks to host paths, and a block device node: the guest setup writes inside the tree,
     // and the device stays a node in the guest.
     let dir = scratch();
-    let host = dir.path().join("host");
-    std::fs::create_dir(&host).unwrap();
+    let host = subdir(dir.path(), "host");
     for f in ["hostname", "hosts", "fstab", "shadow"] {
         std::fs::write(host.join(f), format!("host {f}\n")).unwrap();
     }

@@ -76,8 +76,7 @@ fn cloud_formats_hold_the_same_disk_in_the_shape_each_cloud_imports() {
     )
     .unwrap();
     assert_eq!(header[156], b'S', "disk.raw is not stored sparse");
-    let unpacked = d.join("gce");
-    std::fs::create_dir(&unpacked).unwrap();
+    let unpacked = subdir(d, "gce");
     tool(
         "tar",
         &[

@@ -98,8 +98,7 @@ fn every_transport_gives_the_engines_tree_with_no_engine_and_one_boots() {
         .password_file(&pw)
         .locked()
         .success();
-    let work = d.join("engine-listing");
-    std::fs::create_dir(&work).unwrap();
+    let work = subdir(d, "engine-listing");
     let reference = root_listing(&engine_disk, &work);
     std::fs::remove_file(&engine_disk).unwrap();
     assert!(
@@ -396,8 +395,7 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
     // Credentials from a containers auth file (REGISTRY_AUTH_FILE) and from docker's
     // config.json (DOCKER_CONFIG), with no --creds: the registry lets c2vm in, and it gets as
     // far as the missing kernel.
-    let docker_config = d.join("docker-config");
-    std::fs::create_dir(&docker_config).unwrap();
+    let docker_config = subdir(d, "docker-config");
     std::fs::write(docker_config.join("config.json"), auths.to_string()).unwrap();
     for (variable, value) in [
         ("REGISTRY_AUTH_FILE", d.join("auth.json")),
@@ -493,8 +491,7 @@ fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
         .scratch_beside_output()
         .password_file(&pw)
         .success();
-    let work = d.join("listing");
-    std::fs::create_dir(&work).unwrap();
+    let work = subdir(d, "listing");
     let on_disk = root_listing(&disk, &work);
 
     let exported = {
@@ -622,8 +619,7 @@ fn broken_layouts_fail_in_one_line_and_leave_nothing() {
         Some(serde_json::json!({"os": "linux", "architecture": "arm64"})),
     );
 
-    let tmp = d.join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let tmp = subdir(d, "tmp");
     for (layout, expect) in [
         (&corrupt, "does not match its digest"),
         (&missing, "has no blobs/sha256/"),
@@ -669,8 +665,7 @@ fn a_signal_while_layers_stream_stops_within_five_seconds_and_leaves_nothing() {
         "docker-daemon:debian:latest",
         &remote,
     ]);
-    let tmp = d.join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let tmp = subdir(d, "tmp");
     for (source, signal) in [
         (format!("oci:{}", layout.display()), libc::SIGINT),
         (remote.clone(), libc::SIGTERM),
@@ -757,8 +752,7 @@ fn hostile_layers_are_refused_in_one_line_whichever_layer_holds_them() {
         .dir("etc/")
         .file("etc/os-release", b"ID=test\n")
         .bytes();
-    let victim = d.join("victim");
-    std::fs::create_dir(&victim).unwrap();
+    let victim = subdir(d, "victim");
     let escape = format!("../../../../../../../..{}/escaped", victim.display());
     for (name, hostile, expect) in [
         (

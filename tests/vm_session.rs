@@ -20,6 +20,26 @@ fn exec(state: &Path, name: &str, argv: &[&str]) -> std::process::Output {
     run(&mut c2vm_in(state, &args))
 }
 
+/// 100 MB of output through `exec`: all of it arrives, and c2vm's memory does not grow with it.
+fn streams_100_mb(state: &Path, name: &str) {
+    let mut big = c2vm_in(
+        state,
+        &["exec", name, "--", "head", "-c", "100000000", "/dev/zero"],
+    );
+    big.stderr(Stdio::inherit());
+    let (peak, bytes, code) = peak_memory(big);
+    assert_eq!((bytes, code), (100_000_000, 0));
+    assert!(
+        peak < 64 << 20,
+        "c2vm exec reached {} MiB for 100 MB of output",
+        peak >> 20
+    );
+    eprintln!(
+        "--- 100 MB through exec in {name}: c2vm's peak RSS {} MiB ---",
+        peak >> 20
+    );
+}
+
 /// The largest resident size c2vm reached while `cmd` ran (polled), and what it wrote.
 fn peak_memory(mut cmd: Command) -> (u64, u64, i32) {
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
@@ -180,22 +200,7 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
     assert!(stderr(&out).contains("no-such-program"), "{}", stderr(&out));
 
     // 100 MB streamed: all of it arrives, and c2vm's memory does not grow with it.
-    let mut big = c2vm_in(
-        &state,
-        &["exec", "web", "--", "head", "-c", "100000000", "/dev/zero"],
-    );
-    big.stderr(Stdio::inherit());
-    let (peak, bytes, code) = peak_memory(big);
-    assert_eq!((bytes, code), (100_000_000, 0));
-    assert!(
-        peak < 64 << 20,
-        "c2vm exec reached {} MiB for 100 MB of output",
-        peak >> 20
-    );
-    eprintln!(
-        "--- 100 MB through exec: c2vm's peak RSS {} MiB ---",
-        peak >> 20
-    );
+    streams_100_mb(&state, "web");
 
     // cp both ways, modes kept; into a directory, and to a new name.
     let host_dir = subdir(d, "tree");
@@ -446,18 +451,7 @@ fn a_scratch_app_vm_answers_exec_cp_and_wait_from_c2vm_init() {
         let out = exec(&state, "app", &["sh", "-c", script]);
         assert_eq!(out.status.code(), Some(code), "{script}: {}", stderr(&out));
     }
-    let mut big = c2vm_in(
-        &state,
-        &["exec", "app", "--", "head", "-c", "100000000", "/dev/zero"],
-    );
-    big.stderr(Stdio::inherit());
-    let (peak, bytes, code) = peak_memory(big);
-    assert_eq!((bytes, code), (100_000_000, 0));
-    assert!(
-        peak < 64 << 20,
-        "c2vm exec reached {} MiB for 100 MB of output",
-        peak >> 20
-    );
+    streams_100_mb(&state, "app");
     let out = run_with_input(
         &mut c2vm_in(&state, &["exec", "-i", "app", "--", "tr", "a-z", "A-Z"]),
         b"abc",

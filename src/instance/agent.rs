@@ -68,12 +68,7 @@ impl Agent {
     }
 
     fn send(&mut self, command: &str, arguments: Value) -> Result<()> {
-        let mut request = json!({ "execute": command });
-        if arguments != Value::Null {
-            request["arguments"] = arguments;
-        }
-        let mut line = serde_json::to_vec(&request).context("encoding a request")?;
-        line.push(b'\n');
+        let line = super::request_line(command, arguments)?;
         self.writer
             .write_all(&line)
             .context("the guest's agent stopped answering (writing to it)")

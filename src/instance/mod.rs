@@ -32,6 +32,29 @@ fn connect_agent(vm: &Instance) -> Result<agent::Agent> {
     })
 }
 
+/// The directory `path` would be in (`.` for a bare name), which must exist: else `what_to_do`.
+fn existing_parent<'a>(path: &'a std::path::Path, what_to_do: &str) -> Result<&'a std::path::Path> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!("{} does not exist: {what_to_do}", dir.display());
+    }
+    Ok(dir)
+}
+
+/// One request line of QGA or QMP: `{"execute": …, "arguments": …}` (none for `Null`).
+fn request_line(command: &str, arguments: serde_json::Value) -> Result<Vec<u8>> {
+    let mut request = serde_json::json!({ "execute": command });
+    if arguments != serde_json::Value::Null {
+        request["arguments"] = arguments;
+    }
+    let mut line = serde_json::to_vec(&request).context("encoding a request")?;
+    line.push(b'\n');
+    Ok(line)
+}
+
 /// `c2vm stop`: the power button, then QEMU killed after `--time`; nothing is left.
 pub fn stop(args: &StopArgs) -> Result<()> {
     let vm = Instance::open(&args.name)?;
@@ -94,10 +117,7 @@ pub fn ps() -> Result<()> {
         "{:<20} {:<8} {:<6} {:>8}  DISK",
         "NAME", "STATUS", "ARCH", "UP"
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::units::unix_now();
     for name in names {
         let vm = Instance::open(&name)?;
         let record = vm.record()?;

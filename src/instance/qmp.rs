@@ -2,7 +2,7 @@
 //! object each way after a greeting, as the agent's: a few lines, not the `qapi` crate's whole
 //! generated schema (see `agent`).
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -46,12 +46,7 @@ impl Qmp {
     /// Run `command` with `arguments` (`Value::Null` for none); its `return`, skipping the
     /// events QEMU sends between.
     pub fn execute(&mut self, command: &str, arguments: Value) -> Result<Value> {
-        let mut request = json!({ "execute": command });
-        if arguments != Value::Null {
-            request["arguments"] = arguments;
-        }
-        let mut request = serde_json::to_vec(&request).context("encoding a QMP command")?;
-        request.push(b'\n');
+        let request = super::request_line(command, arguments)?;
         self.writer
             .write_all(&request)
             .with_context(|| format!("sending QMP's {command}"))?;

@@ -43,16 +43,7 @@ fn partial_name(file: &Path) -> Result<PathBuf> {
     let name = file
         .file_name()
         .with_context(|| format!("{} names no file", file.display()))?;
-    let dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "{} does not exist: give the state file a directory that does",
-            dir.display()
-        );
-    }
+    let dir = super::existing_parent(file, "give the state file a directory that does")?;
     Ok(dir.join(format!(".{}.partial", name.to_string_lossy())))
 }
 
@@ -102,7 +93,7 @@ fn save_into(vm: &Instance, out: &Path) -> Result<()> {
     let me = rustix::process::getuid().as_raw();
     header.set_uid(me.into());
     header.set_gid(rustix::process::getgid().as_raw().into());
-    header.set_mtime(now());
+    header.set_mtime(crate::units::unix_now());
     header.set_cksum();
     tar.append_data(&mut header, MANIFEST, text.as_slice())
         .with_context(|| format!("writing {}", out.display()))?;
@@ -217,7 +208,7 @@ fn restore_into(vm: &Instance, file: &Path) -> Result<()> {
         );
     }
     vm.write_record(&state::Record {
-        started: now(),
+        started: crate::units::unix_now(),
         ..record
     })?;
     let stream = vm.path(MIGRATION);
@@ -232,13 +223,6 @@ fn restore_into(vm: &Instance, file: &Path) -> Result<()> {
     super::start::wait_ready(vm, child, Duration::from_secs(120), false)?;
     std::fs::remove_file(&stream).ok();
     refresh(vm)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// QEMU's socket, once QEMU has made it.

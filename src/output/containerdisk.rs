@@ -76,7 +76,9 @@ pub fn package(
     scratch: &Path,
     epoch: Option<i64>,
 ) -> Result<String> {
-    let mtime = epoch.map(|e| e.max(0) as u64).unwrap_or_else(now);
+    let mtime = epoch
+        .map(|e| e.max(0) as u64)
+        .unwrap_or_else(crate::units::unix_now);
     let layer = scratch.join("containerdisk-layer.tar");
     let (layer_digest, layer_size) = write_layer(disk, name, &layer, mtime)?;
     let labels = serde_json::json!({
@@ -159,13 +161,6 @@ pub fn package(
     };
     std::fs::remove_file(&layer).ok();
     Ok(said)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The one layer: `disk/` and `disk/NAME`, 107:107, the file readable by its owner and group

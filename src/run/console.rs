@@ -195,23 +195,22 @@ impl Console {
         deadline: Instant,
     ) -> Result<()> {
         let mut watcher = unlock::Watcher::new();
-        let step = self.wait_until(
-            deadline,
-            "the encrypted root's passphrase prompt",
-            watching(&mut watcher),
-        )?;
-        if step == unlock::Step::Type {
-            self.stdin
-                .write_all(&unlock::keys(passphrase))
-                .and_then(|_| self.stdin.flush())
-                .context("typing the passphrase on the guest console")?;
-            let step = self.wait_until(
-                deadline,
-                "the encrypted root to unlock",
-                watching(&mut watcher),
-            )?;
-            if step == unlock::Step::Nothing {
-                return Ok(());
+        // The prompt, then (once typed) the volume set up; anything else is a refusal.
+        for (what, typed) in [
+            ("the encrypted root's passphrase prompt", false),
+            ("the encrypted root to unlock", true),
+        ] {
+            match (
+                self.wait_until(deadline, what, watching(&mut watcher))?,
+                typed,
+            ) {
+                (unlock::Step::Type, false) => self
+                    .stdin
+                    .write_all(&unlock::keys(passphrase))
+                    .and_then(|_| self.stdin.flush())
+                    .context("typing the passphrase on the guest console")?,
+                (unlock::Step::Nothing, true) => return Ok(()),
+                _ => break,
             }
         }
         self.stop();

@@ -173,10 +173,7 @@ fn start_in_background(
         instance.write_record(&instance::state::Record {
             disk: disk.canonicalize()?.to_string_lossy().into_owned(),
             arch: vm.arch.to_string(),
-            started: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            started: crate::units::unix_now(),
         })?;
         Ok::<_, anyhow::Error>(vm)
     })();
