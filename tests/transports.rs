@@ -518,8 +518,9 @@ fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
         ["w", "w/kept", "w/kept-link", "w/opq", "w/opq/new"]
     );
     // Everywhere else, the disk holds what the export holds, but for what guest setup writes
-    // (/etc, /root, its boot-update and credentials scripts, the ESP mount point, the D-Bus machine-id link, the
-    // /var/.updated stamp) and what the engine adds to every container (/.dockerenv, /dev).
+    // (/etc, /root, its boot-update and credentials scripts, the guest agent in
+    // /usr/local/lib/c2vm, the ESP mount point, the D-Bus machine-id link, the /var/.updated
+    // stamp) and what the engine adds to every container (/.dockerenv, /dev).
     let outside = |l: &Listing| -> Listing {
         l.iter()
             .filter(|(k, _)| {
@@ -527,6 +528,8 @@ fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
                     || k.starts_with("root/")
                     || k.starts_with("dev/")
                     || k.starts_with("usr/local/sbin/c2vm-")
+                    || *k == "usr/local/lib/c2vm"
+                    || k.starts_with("usr/local/lib/c2vm/")
                     || *k == ".dockerenv"
                     || *k == "var/lib/dbus/machine-id"
                     || *k == "var/.updated"
