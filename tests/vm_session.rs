@@ -123,6 +123,28 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
         .locked()
         .success();
 
+    // A SIGINT while `run -d` waits for the agent leaves no VM, socket or file.
+    let mut interrupted = c2vm_in(
+        &state,
+        &["run", "-d", "--name", "int", disk.to_str().unwrap()],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // SAFETY: a signal to the child c2vm, which the test started.
+    unsafe { libc::kill(interrupted.id() as i32, libc::SIGINT) };
+    let mut said = String::new();
+    interrupted
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(interrupted.wait().unwrap().code(), Some(130), "{said}");
+    assert!(said.contains(INTERRUPTED), "{said}");
+    assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
+
     // One boot.
     let started = std::time::Instant::now();
     let up = run(&mut c2vm_in(
