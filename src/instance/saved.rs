@@ -7,7 +7,10 @@
 //! path and unchanged. After a restore the guest's clock is set to the host's and its random
 //! pool stirred with fresh host bytes, through the agent (QGA's `guest-set-time` where the agent
 //! has it, and a write to /dev/urandom), so two VMs restored from one file do not share a
-//! future random stream.
+//! future random stream. Asked for (`--hostname`), a restored guest takes a distinct identity:
+//! that hostname (the kernel's and /etc/hostname) and a new /etc/machine-id. What read the
+//! machine-id at boot (journald's directory, a DHCP client's DUID) keeps the saved one until the
+//! next boot; the NIC's MAC stays the saved one (each VM has its own user-mode network).
 use super::agent::{self, Agent};
 use super::qmp::Qmp;
 use super::{state, Instance};
@@ -151,9 +154,12 @@ fn file_digest(path: &Path) -> Result<String> {
 }
 
 /// `c2vm run -d --restore FILE`: the VM named `name`, running again and answering.
-pub fn restore(file: &Path, name: &str) -> Result<()> {
+pub fn restore(file: &Path, name: &str, hostname: Option<&str>) -> Result<()> {
+    if let Some(h) = hostname {
+        crate::rootfs::setup::check_hostname(h)?;
+    }
     let vm = Instance::create(name)?;
-    let result = restore_into(&vm, file);
+    let result = restore_into(&vm, file, hostname);
     if result.is_err() {
         super::kill_qemu(&vm).ok();
         vm.remove().ok();
@@ -161,7 +167,7 @@ pub fn restore(file: &Path, name: &str) -> Result<()> {
     result
 }
 
-fn restore_into(vm: &Instance, file: &Path) -> Result<()> {
+fn restore_into(vm: &Instance, file: &Path, hostname: Option<&str>) -> Result<()> {
     let archive = std::fs::File::open(file)
         .with_context(|| format!("opening the state file {}", file.display()))?;
     crate::rootfs::unpack::unpack(std::io::BufReader::new(archive), &vm.dir)
@@ -222,7 +228,12 @@ fn restore_into(vm: &Instance, file: &Path) -> Result<()> {
     qmp.execute("cont", Value::Null)?;
     super::start::wait_ready(vm, child, Duration::from_secs(120), false)?;
     std::fs::remove_file(&stream).ok();
-    refresh(vm)
+    let mut agent = Agent::connect(&vm.path(state::AGENT), Duration::from_secs(10))?;
+    refresh(&mut agent)?;
+    match hostname {
+        Some(h) => new_identity(&mut agent, h),
+        None => Ok(()),
+    }
 }
 
 /// QEMU's socket, once QEMU has made it.
@@ -259,8 +270,7 @@ fn wait_for_migration(qmp: &mut Qmp) -> Result<()> {
 }
 
 /// The guest's clock to the host's, and its random pool stirred with fresh host bytes.
-fn refresh(vm: &Instance) -> Result<()> {
-    let mut agent = Agent::connect(&vm.path(state::AGENT), Duration::from_secs(10))?;
+fn refresh(agent: &mut Agent) -> Result<()> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -268,15 +278,33 @@ fn refresh(vm: &Instance) -> Result<()> {
     if let Err(e) = agent.call("guest-set-time", json!({ "time": nanos })) {
         crate::progress::note(&format!("c2vm: the guest's clock was not set ({e:#})"));
     }
-    let handle = agent.call(
-        "guest-file-open",
-        json!({"path": "/dev/urandom", "mode": "w"}),
-    )?;
     let mut fresh = [0u8; 64];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut fresh);
+    write_file(agent, "/dev/urandom", &fresh)
+}
+
+/// `hostname` as the kernel's and /etc/hostname, and a new machine-id, through files only (the
+/// guest may have no `hostname` program).
+fn new_identity(agent: &mut Agent, hostname: &str) -> Result<()> {
+    let id: [u8; 16] = rand::random();
+    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    for (path, text) in [
+        ("/proc/sys/kernel/hostname", hostname.to_string()),
+        ("/etc/hostname", format!("{hostname}\n")),
+        ("/etc/machine-id", format!("{id}\n")),
+    ] {
+        write_file(agent, path, text.as_bytes())
+            .with_context(|| format!("giving the restored guest its identity ({path})"))?;
+    }
+    Ok(())
+}
+
+/// `data` written over the guest's `path`, through QGA's file commands.
+fn write_file(agent: &mut Agent, path: &str, data: &[u8]) -> Result<()> {
+    let handle = agent.call("guest-file-open", json!({"path": path, "mode": "w"}))?;
     agent.call(
         "guest-file-write",
-        json!({"handle": handle, "buf-b64": agent::encode(&fresh)}),
+        json!({"handle": handle, "buf-b64": agent::encode(data)}),
     )?;
     agent.call("guest-file-close", json!({"handle": handle}))?;
     Ok(())

@@ -37,7 +37,7 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
             .name
             .clone()
             .unwrap_or_else(|| random_name("c2vm"));
-        instance::saved::restore(saved, &name)?;
+        instance::saved::restore(saved, &name, args.boot.hostname.as_deref())?;
         println!("{name}");
         return Ok(0);
     }

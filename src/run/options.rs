@@ -84,6 +84,31 @@ impl BootPathArgs {
     }
 }
 
+/// What a restore takes from the state file, so may not be given with --restore.
+const RESTORED_AS_SAVED: &[&str] = &[
+    "disk",
+    "firmware",
+    "machine",
+    "accel",
+    "cpu_model",
+    "memory",
+    "cpus",
+    "persist",
+    "publish",
+    "direct_kernel",
+    "boot_log",
+    "luks_passphrase_file",
+    "password_file",
+    "credential",
+    "credential_file",
+    "ssh_key",
+    "dns",
+    "env",
+    "env_file",
+    "args",
+    "cloud_init",
+];
+
 /// A run without a person at the console: for tests and CI.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Scripting")]
@@ -96,12 +121,13 @@ pub struct ScriptArgs {
     #[arg(long, requires = "detach")]
     pub name: Option<String>,
     /// With -d: start from a state `c2vm save` wrote, not from a boot (the disk and the
-    /// machine's options are the saved VM's)
+    /// machine's options are the saved VM's). With --hostname the restored guest gets a
+    /// distinct identity: that hostname and a new machine-id
     #[arg(
         long,
         value_name = "FILE",
         requires = "detach",
-        conflicts_with = "disk"
+        conflicts_with_all = RESTORED_AS_SAVED
     )]
     pub restore: Option<PathBuf>,
     /// Scripted: exit 0 as soon as the console shows this regular expression
@@ -238,7 +264,11 @@ mod tests {
         }
         assert!(help.contains("`convert --hostname`"), "{help}");
         let group = |flag: &str| {
-            let i = help.find(flag).unwrap();
+            // Where the option is defined: at a line's start, not named in another's help.
+            let i = help
+                .find(&format!("\n      {flag}"))
+                .or_else(|| help.find(&format!(", {flag}")))
+                .unwrap();
             [
                 "Machine:",
                 "Boot path:",
@@ -300,6 +330,20 @@ mod tests {
         assert!(Run::try_parse_from(["c2vm", "d", "--name", "web"]).is_err());
         assert!(Run::try_parse_from(["c2vm", "-d", "--restore", "s", "d"]).is_err());
         assert!(Run::try_parse_from(["c2vm", "-d", "--restore", "s"]).is_ok());
+        assert!(Run::try_parse_from(["c2vm", "-d", "--restore", "s", "--hostname", "h"]).is_ok());
+        for taken in [
+            ["--memory", "512"],
+            ["--publish", "80:80"],
+            ["--firmware", "uefi"],
+        ] {
+            let mut args = vec!["c2vm", "-d", "--restore", "s"];
+            args.extend(taken);
+            let err = Run::try_parse_from(args)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("cannot be used with"), "{err}");
+        }
         assert!(Run::try_parse_from(["c2vm", "d", "--meta-data", "m"]).is_err());
     }
 }
