@@ -23,8 +23,8 @@
 //! 13. `kernel`
 //! 14. `source`
 //! 15. helpers, which may also use each other: `arch`, `cmd`, `credentials`, `host_tools`,
-//!     `image`, `interrupt`, `logging`, `progress`, `secret`, `tar_rules`, `testutil`, `units`,
-//!     `workspace`
+//!     `image`, `interrupt`, `logging`, `progress`, `raw_terminal`, `secret`, `tar_rules`,
+//!     `testutil`, `units`, `workspace`
 //!
 //! Only the command line is public; the fuzz targets get the unpacker and the layer merge
 //! through [`fuzzing`]. Without the default feature `cli`, only those are built (see
@@ -53,6 +53,8 @@ mod logging;
 #[cfg(feature = "cli")]
 mod output;
 mod progress;
+#[cfg(feature = "cli")]
+mod raw_terminal;
 mod rootfs;
 #[cfg(feature = "cli")]
 mod run;

@@ -20,6 +20,37 @@ fn exec(state: &Path, name: &str, argv: &[&str]) -> std::process::Output {
     run(&mut c2vm_in(state, &args))
 }
 
+/// `c2vm run -d --restore FILE --name web ARGS…`.
+fn restore(state: &Path, file: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec![
+        "run",
+        "-d",
+        "--restore",
+        file.to_str().unwrap(),
+        "--name",
+        "web",
+    ];
+    all.extend(args);
+    run(&mut c2vm_in(state, &all))
+}
+
+/// `cmd` interrupted (SIGINT, as Ctrl-C) after `delay`: it exits 130 saying it cleaned up.
+fn interrupt_after(mut cmd: Command, delay: std::time::Duration) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(delay);
+    // SAFETY: a signal to the child c2vm, which the test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut said = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{said}");
+    assert!(said.contains(INTERRUPTED), "{said}");
+}
+
 /// 100 MB of output through `exec`: all of it arrives, and c2vm's memory does not grow with it.
 fn streams_100_mb(state: &Path, name: &str) {
     let mut big = c2vm_in(
@@ -124,25 +155,13 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
         .success();
 
     // A SIGINT while `run -d` waits for the agent leaves no VM, socket or file.
-    let mut interrupted = c2vm_in(
-        &state,
-        &["run", "-d", "--name", "int", disk.to_str().unwrap()],
-    )
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    // SAFETY: a signal to the child c2vm, which the test started.
-    unsafe { libc::kill(interrupted.id() as i32, libc::SIGINT) };
-    let mut said = String::new();
-    interrupted
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut said)
-        .unwrap();
-    assert_eq!(interrupted.wait().unwrap().code(), Some(130), "{said}");
-    assert!(said.contains(INTERRUPTED), "{said}");
+    interrupt_after(
+        c2vm_in(
+            &state,
+            &["run", "-d", "--name", "int", disk.to_str().unwrap()],
+        ),
+        std::time::Duration::from_secs(3),
+    );
     assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
 
     // One boot.
@@ -223,6 +242,117 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
 
     // 100 MB streamed: all of it arrives, and c2vm's memory does not grow with it.
     streams_100_mb(&state, "web");
+
+    // -t: a terminal in the guest. With no terminal on c2vm's side it is 24x80; with one (here
+    // script(1)'s) it has that terminal's size, keys typed reach the command, and its status
+    // is c2vm's.
+    let out = run(&mut c2vm_in(
+        &state,
+        &[
+            "exec",
+            "-t",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "tty; stty size; [ -t 2 ] && echo err-tty",
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.starts_with("/dev/pts/") && said.contains("\r\n24 80\r\nerr-tty\r\n"),
+        "{said:?}"
+    );
+    let out = run_with_input(
+        &mut c2vm_in(
+            &state,
+            &[
+                "exec",
+                "-it",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "read x; echo got=$x; cat; echo end",
+            ],
+        ),
+        b"typed\nmore\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("got=typed\r\n") && stdout(&out).ends_with("end\r\n"),
+        "{:?}",
+        stdout(&out)
+    );
+    let inner = format!(
+        "stty rows 33 cols 101; XDG_RUNTIME_DIR={} {} exec -it web -- sh -c 'stty size; read k; echo key=$k; exit 3'",
+        state.display(),
+        env!("CARGO_BIN_EXE_c2vm")
+    );
+    let out = run_with_input(
+        Command::new("script").args(["-qec", &inner, "/dev/null"]),
+        b"x\r",
+    );
+    assert_eq!(out.status.code(), Some(3), "{:?}", stdout(&out));
+    assert!(stdout(&out).contains("33 101\r\n"), "{:?}", stdout(&out));
+    assert!(stdout(&out).contains("key=x\r\n"), "{:?}", stdout(&out));
+
+    // An agent that dies while a command runs: c2vm says so in one line with docker's 125,
+    // long before the command would have ended; systemd restarts the agent for the next exec.
+    // The command that kills it runs while the first holds its channel: commands run side by
+    // side.
+    let mut long = c2vm_in(
+        &state,
+        &[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo started; exec sleep 600",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut first = [0u8; 8];
+    long.stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    assert_eq!(&first, b"started\n");
+    let cut = std::time::Instant::now();
+    let kill = exec(
+        &state,
+        "web",
+        &[
+            "sh",
+            "-c",
+            "(sleep 1; systemctl kill --kill-whom=main -s KILL c2vm-agent.service) >/dev/null 2>&1 &",
+        ],
+    );
+    assert_eq!(kill.status.code(), Some(0), "{}", stderr(&kill));
+    let mut said = String::new();
+    long.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(long.wait().unwrap().code(), Some(125), "{said}");
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains("stopped answering"), "{said}");
+    eprintln!(
+        "--- a dead agent was said after {:.1} s ---",
+        cut.elapsed().as_secs_f64()
+    );
+    let out = run(&mut c2vm_in(
+        &state,
+        &["wait", "web", "--exec", "true", "--timeout", "60"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     // cp both ways, modes kept; into a directory, and to a new name.
     let host_dir = subdir(d, "tree");
@@ -384,8 +514,13 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
     // save stops it into one file; a restore answers at once, its writes and the host's clock
     // with it.
     let saved = d.join("web.state");
-    let out = exec(&state, "web", &["sh", "-c", "echo kept > /root/marker"]);
+    let out = exec(
+        &state,
+        "web",
+        &["sh", "-c", "echo kept > /root/marker; cat /etc/machine-id"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let saved_id = stdout(&out);
     let save = run(&mut c2vm_in(
         &state,
         &["save", "web", saved.to_str().unwrap()],
@@ -395,23 +530,22 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
     let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let restored = std::time::Instant::now();
-    let up = run(&mut c2vm_in(
-        &state,
-        &[
-            "run",
-            "-d",
-            "--restore",
-            saved.to_str().unwrap(),
-            "--name",
-            "web",
-        ],
-    ));
+    let up = restore(&state, &saved, &["--hostname", "web-2"]);
     assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
     eprintln!(
         "--- restored and answering after {:.1} s ---",
         restored.elapsed().as_secs_f64()
     );
-    let out = exec(&state, "web", &["sh", "-c", "cat /root/marker; date +%s"]);
+    // --hostname on a restore: a distinct identity (hostname and machine-id).
+    let out = exec(
+        &state,
+        "web",
+        &[
+            "sh",
+            "-c",
+            "cat /root/marker; date +%s; hostname; cat /etc/machine-id",
+        ],
+    );
     let said = stdout(&out);
     let mut lines = said.lines();
     assert_eq!(lines.next(), Some("kept"), "{said}");
@@ -424,6 +558,12 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
         (guest_time - host_time).abs() <= 5,
         "guest {guest_time}, host {host_time}"
     );
+    assert_eq!(lines.next(), Some("web-2"), "{said}");
+    let new_id = lines.next().unwrap_or("");
+    assert!(
+        new_id.len() == 32 && new_id != saved_id.trim(),
+        "{said} (saved: {saved_id})"
+    );
 
     // stop: the power button, and nothing left.
     let stop = run(&mut c2vm_in(&state, &["stop", "web"]));
@@ -432,6 +572,70 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
     let out = exec(&state, "web", &["true"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no VM named web"), "{}", stderr(&out));
+
+    // A state file from another QEMU is refused in one line, and nothing is left.
+    let other = d.join("other-qemu.state");
+    let manifest = subdir(d, "manifest");
+    tool(
+        "tar",
+        &[
+            "-xf",
+            saved.to_str().unwrap(),
+            "-C",
+            manifest.to_str().unwrap(),
+            "c2vm-state.json",
+        ],
+    );
+    let text = std::fs::read_to_string(manifest.join("c2vm-state.json")).unwrap();
+    let text = text.replace(
+        "\"qemu\": \"QEMU emulator version ",
+        "\"qemu\": \"QEMU emulator version 0.1 was ",
+    );
+    std::fs::write(manifest.join("c2vm-state.json"), text).unwrap();
+    std::fs::copy(&saved, &other).unwrap();
+    tool(
+        "tar",
+        &["--delete", "-f", other.to_str().unwrap(), "c2vm-state.json"],
+    );
+    tool(
+        "tar",
+        &[
+            "-rf",
+            other.to_str().unwrap(),
+            "-C",
+            manifest.to_str().unwrap(),
+            "c2vm-state.json",
+        ],
+    );
+    let refused = run(&mut c2vm_in(
+        &state,
+        &["run", "-d", "--restore", other.to_str().unwrap()],
+    ));
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let err = one_error(&refused);
+    assert!(
+        err.contains("QEMU emulator version 0.1 was")
+            && err.contains("a restore needs the same QEMU"),
+        "{err}"
+    );
+    assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
+    std::fs::remove_file(&other).unwrap();
+
+    // A SIGINT during save: the VM is gone (as after any save), and so is the partial file.
+    let up = restore(&state, &saved, &[]);
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
+    let again = d.join("again.state");
+    interrupt_after(
+        c2vm_in(&state, &["save", "web", again.to_str().unwrap()]),
+        std::time::Duration::from_millis(300),
+    );
+    assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
+    assert_eq!(
+        listing(d).iter().filter(|f| f.contains("again")).count(),
+        0,
+        "{:?}",
+        listing(d)
+    );
 }
 
 #[test]

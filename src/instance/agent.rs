@@ -17,6 +17,8 @@ use std::time::Duration;
 pub struct Agent {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// The lock on the channel, held while this connection lives.
+    _held: Option<std::fs::File>,
 }
 
 /// The agent answered with an error (as opposed to not answering).
@@ -34,9 +36,19 @@ impl Agent {
         let writer = UnixStream::connect(socket)
             .with_context(|| format!("connecting to {}", socket.display()))?;
         let reader = BufReader::new(writer.try_clone().context("cloning the agent's socket")?);
-        let mut agent = Agent { reader, writer };
+        let mut agent = Agent {
+            reader,
+            writer,
+            _held: None,
+        };
         agent.sync(wait)?;
         Ok(agent)
+    }
+
+    /// This connection with the lock on its channel, released when it ends.
+    pub fn holding(mut self, lock: std::fs::File) -> Agent {
+        self._held = Some(lock);
+        self
     }
 
     /// `guest-sync-delimited`: the agent answers 0xFF then the id, so whatever an earlier client
@@ -82,7 +94,7 @@ impl Agent {
             let n = self
                 .reader
                 .read_until(b'\n', &mut line)
-                .map_err(|e| anyhow!("the guest's agent stopped answering ({e})"))?;
+                .map_err(|e| self.silence(e))?;
             if n == 0 {
                 bail!("the guest's agent stopped answering (its channel closed)");
             }
@@ -105,11 +117,33 @@ impl Agent {
         Ok(value["return"].take())
     }
 
+    /// A failed read, said as a user reads it: a timeout is the time waited.
+    fn silence(&self, e: std::io::Error) -> anyhow::Error {
+        let waited = self.reader.get_ref().read_timeout().ok().flatten();
+        match (e.kind(), waited) {
+            (std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut, Some(t)) => anyhow!(
+                "the guest's agent stopped answering (nothing in {} s)",
+                t.as_secs()
+            ),
+            _ => anyhow!("the guest's agent stopped answering ({e})"),
+        }
+    }
+
     /// Run `command` with `arguments` (`Value::Null` for none); its `return` value.
     pub fn call(&mut self, command: &str, arguments: Value) -> Result<Value> {
+        self.call_within(command, arguments, ANSWER)
+    }
+
+    /// As [`Agent::call`], giving up when no answer comes within `wait`.
+    pub fn call_within(
+        &mut self,
+        command: &str,
+        arguments: Value,
+        wait: Duration,
+    ) -> Result<Value> {
         self.reader
             .get_ref()
-            .set_read_timeout(Some(ANSWER))
+            .set_read_timeout(Some(wait))
             .context("setting the agent's timeout")?;
         self.send(command, arguments)?;
         self.answer()
@@ -169,6 +203,7 @@ mod tests {
         let mut agent = Agent {
             reader,
             writer: host,
+            _held: None,
         };
         agent.sync(Duration::from_secs(5)).unwrap();
         (agent, server)

@@ -1,6 +1,8 @@
 //! `c2vm exec NAME -- CMD ARGS…`: a command in a running VM through its agent, its stdout and
 //! stderr kept apart and streamed as they come (`c2vm-exec-read`, polled), stdin passed with
-//! `-i`, and c2vm's exit status the command's (128+N for a signal), as `docker exec`.
+//! `-i`, and c2vm's exit status the command's (128+N for a signal), as `docker exec`. With `-t`
+//! the command gets a terminal in the guest: one output stream, the host's terminal raw and its
+//! size followed.
 use super::agent::{self, Agent};
 use super::options::ExecArgs;
 use super::Instance;
@@ -13,24 +15,37 @@ use std::sync::mpsc;
 pub const OWN_FAILURE: i32 = 125;
 /// How long one poll may wait in the guest for output.
 const POLL_MS: u64 = 200;
+/// How long a poll's answer may take before the agent is said to have stopped: a poll is
+/// answered within POLL_MS in the guest, so this is only for a slow (emulated, loaded) guest.
+const POLL_ANSWER: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A terminal's size when c2vm's own output is not a terminal.
+const DEFAULT_SIZE: (u16, u16) = (24, 80);
 
 pub fn exec(args: &ExecArgs) -> Result<i32> {
-    if args.tty {
-        anyhow::bail!("-t (a terminal in the guest) is not supported yet; drop -t: stdin (-i), stdout and stderr still pass");
-    }
     let vm = Instance::running(&args.name)?;
     let (program, rest) = args
         .command
         .split_first()
         .context("give the command after --: c2vm exec NAME -- CMD ARGS…")?;
-    let request = json!({
+    let mut env = args.env.clone();
+    let mut request = json!({
         "path": program,
         "arg": rest,
-        "env": args.env,
         "user": args.user,
         "workdir": args.workdir,
         "stdin": args.interactive,
     });
+    if args.tty {
+        // The host terminal's type, as ssh passes it, unless -e gives one.
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
+            env.push(format!("TERM={term}"));
+        }
+        let (rows, cols) = crate::raw_terminal::size().unwrap_or(DEFAULT_SIZE);
+        request["tty"] = json!({"rows": rows, "cols": cols});
+    }
+    request["env"] = json!(env);
     run_in(&vm, request, args.interactive)
 }
 
@@ -42,11 +57,17 @@ pub fn shell(vm: &Instance, command: &str) -> Result<i32> {
 /// Start `request` (a `c2vm-exec`) and stream it to its end.
 fn run_in(vm: &Instance, request: Value, interactive: bool) -> Result<i32> {
     let mut agent = super::connect_agent(vm)?;
+    let tty = request.get("tty").is_some();
     let started = agent.call("c2vm-exec", request)?;
     let pid = started["pid"].clone();
+    // Keys go to the guest's terminal as typed (^C included) while it runs.
+    let _raw = match tty && interactive {
+        true => crate::raw_terminal::RawTerminal::on_stdin(crate::raw_terminal::Output::Raw)?,
+        false => None,
+    };
     let stdin = interactive.then(read_stdin);
     // From here on a failure is c2vm's, not the command's: said, and 125.
-    match stream(&mut agent, &pid, stdin) {
+    match stream(&mut agent, &pid, stdin, tty) {
         Ok(status) => Ok(status),
         Err(e) if crate::interrupt::is_set() => {
             agent
@@ -93,11 +114,23 @@ fn stream(
     agent: &mut Agent,
     pid: &Value,
     stdin: Option<mpsc::Receiver<Option<Vec<u8>>>>,
+    tty: bool,
 ) -> Result<i32> {
     let mut stdin = stdin;
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let mut size = crate::raw_terminal::size();
     loop {
         crate::interrupt::check()?;
+        // Polled, not SIGWINCH: a poll goes by every POLL_MS anyway.
+        if tty && crate::raw_terminal::size() != size {
+            size = crate::raw_terminal::size();
+            if let Some((rows, cols)) = size {
+                agent.call(
+                    "c2vm-exec-resize",
+                    json!({"pid": pid, "rows": rows, "cols": cols}),
+                )?;
+            }
+        }
         if let Some(rx) = &stdin {
             while let Ok(chunk) = rx.try_recv() {
                 let eof = chunk.is_none();
@@ -112,7 +145,11 @@ fn stream(
                 }
             }
         }
-        let read = agent.call("c2vm-exec-read", json!({"pid": pid, "wait-ms": POLL_MS}))?;
+        let read = agent.call_within(
+            "c2vm-exec-read",
+            json!({"pid": pid, "wait-ms": POLL_MS}),
+            POLL_ANSWER,
+        )?;
         let stdout = agent::bytes(&read, "out-data")?;
         let stderr = agent::bytes(&read, "err-data")?;
         // A reader that went away (`| head`) ends c2vm's copying, not the command.

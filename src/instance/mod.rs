@@ -22,14 +22,62 @@ use anyhow::{Context, Result};
 use options::{KillArgs, LogsArgs, StopArgs};
 use std::time::{Duration, Instant};
 
-/// The guest's agent, answering; or why not, in one line.
+/// The guest's agent, answering on a channel no other c2vm command holds; or why not, in one
+/// line. c2vm's own channels are tried before QGA's, which other QGA clients use too; when every
+/// channel is held, this waits for one.
 fn connect_agent(vm: &Instance) -> Result<agent::Agent> {
-    agent::Agent::connect(&vm.path(state::AGENT), Duration::from_secs(10)).with_context(|| {
+    let held = hold_a_channel(vm)?;
+    let socket = vm.path(&state::channel(held.0).0);
+    let agent = agent::Agent::connect(&socket, Duration::from_secs(10)).with_context(|| {
         format!(
             "the VM {} has no agent answering (a disk made by an older c2vm has none: `c2vm run --login USER --exec CMD` over the console still works)",
             vm.name
         )
-    })
+    })?;
+    Ok(agent.holding(held.1))
+}
+
+/// How long a command waits for a free channel.
+const CHANNEL_WAIT: Duration = Duration::from_secs(600);
+
+/// A channel's number and its lock, held until the file is closed.
+fn hold_a_channel(vm: &Instance) -> Result<(usize, std::fs::File)> {
+    // A VM started by an older c2vm has channel 0 only.
+    let mut order: Vec<usize> = (1..state::CHANNELS)
+        .chain([0])
+        .filter(|n| vm.path(&state::channel(*n).0).exists())
+        .collect();
+    if order.is_empty() {
+        // No socket at all: connecting says so.
+        order.push(0);
+    }
+    let started = Instant::now();
+    loop {
+        for &n in &order {
+            let path = vm.path(&state::channel(n).1);
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .is_ok()
+            {
+                return Ok((n, lock));
+            }
+        }
+        crate::interrupt::check()?;
+        if started.elapsed() > CHANNEL_WAIT {
+            anyhow::bail!(
+                "the VM {}'s {} agent channels stayed busy for {} s: end a command that holds one (an `exec` that runs on, a `wait`)",
+                vm.name,
+                order.len(),
+                CHANNEL_WAIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The directory `path` would be in (`.` for a bare name), which must exist: else `what_to_do`.

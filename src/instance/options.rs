@@ -10,7 +10,8 @@ pub struct ExecArgs {
     /// Pass standard input to the command
     #[arg(short, long)]
     pub interactive: bool,
-    /// A terminal in the guest (not supported yet)
+    /// A terminal in the guest, sized as c2vm's: output is one stream, and with -i keys go to
+    /// it as typed (Ctrl-C included)
     #[arg(short, long)]
     pub tty: bool,
     /// An environment variable for the command, KEY=VALUE; may be repeated

@@ -27,19 +27,22 @@ pub fn spawn(vm: &Instance, binary: &str, args: &[String], extra: &[String]) -> 
             "-qmp",
             &format!("unix:{},server=on,wait=off", path(state::QMP)),
         ])
-        .args([
-            "-chardev",
-            &format!(
-                "socket,id=c2vm_agent,path={},server=on,wait=off",
-                path(state::AGENT)
-            ),
-            // QGA's usual port name: libvirt, Proxmox and KubeVirt use the same.
-            "-device",
-            "virtio-serial-pci,id=c2vm_serial",
-            "-device",
-            "virtserialport,bus=c2vm_serial.0,chardev=c2vm_agent,name=org.qemu.guest_agent.0",
-        ])
-        .args(extra)
+        .args(["-device", "virtio-serial-pci,id=c2vm_serial"]);
+    for n in 0..state::CHANNELS {
+        // Channel 0 has QGA's usual port name: libvirt, Proxmox and KubeVirt use the same.
+        let name = match n {
+            0 => "org.qemu.guest_agent.0".to_string(),
+            n => format!("org.c2vm.agent.{n}"),
+        };
+        let socket = path(&state::channel(n).0);
+        cmd.args([
+            "-chardev".to_string(),
+            format!("socket,id=c2vm_agent{n},path={socket},server=on,wait=off"),
+            "-device".to_string(),
+            format!("virtserialport,bus=c2vm_serial.0,chardev=c2vm_agent{n},name={name}"),
+        ]);
+    }
+    cmd.args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);

@@ -197,6 +197,18 @@ pub const RECORD: &str = "vm.json";
 pub const PID: &str = "qemu.pid";
 pub const QMP: &str = "qmp.sock";
 pub const AGENT: &str = "agent.sock";
+/// Agent channels in all: QGA's port (AGENT) and c2vm's `org.c2vm.agent.N` beside it, so that
+/// several commands (an `exec` that runs long, a `wait`, a `cp`) can drive one VM at once.
+pub const CHANNELS: usize = 4;
+
+/// Channel `n`'s socket (0 is QGA's usual port) and the lock file a c2vm command holds while it
+/// uses it.
+pub fn channel(n: usize) -> (String, String) {
+    match n {
+        0 => (AGENT.to_string(), "agent.lock".to_string()),
+        n => (format!("agent-{n}.sock"), format!("agent-{n}.lock")),
+    }
+}
 pub const CONSOLE: &str = "console.log";
 /// Where a VM's writes go unless `--persist`: a qcow2 over its disk.
 pub const OVERLAY: &str = "overlay.qcow2";

@@ -32,7 +32,7 @@ pub fn run(binary: &str, args: &[String], luks: Option<&Passphrase>) -> Result<i
     let _raw = match luks {
         Some(_) => {
             cmd.stdin(Stdio::piped());
-            RawTerminal::on_stdin()?
+            crate::raw_terminal::RawTerminal::on_stdin(crate::raw_terminal::Output::Processed)?
         }
         None => None,
     };
@@ -179,37 +179,6 @@ fn steps(watcher: &mut unlock::Watcher, output: &[u8]) -> Vec<unlock::Step> {
         step = watcher.feed(b"");
     }
     steps
-}
-
-/// The terminal on c2vm's stdin in raw mode while QEMU reads it through c2vm; restored on drop.
-struct RawTerminal(rustix::termios::Termios);
-
-impl RawTerminal {
-    fn on_stdin() -> Result<Option<RawTerminal>> {
-        let stdin = std::io::stdin();
-        if !rustix::termios::isatty(&stdin) {
-            return Ok(None);
-        }
-        let saved = rustix::termios::tcgetattr(&stdin).context("reading the terminal's mode")?;
-        let mut raw = saved.clone();
-        raw.make_raw();
-        // As QEMU's own raw mode: output still turns `\n` into `\r\n`, so c2vm's and QEMU's
-        // messages start at the left edge.
-        raw.output_modes.insert(rustix::termios::OutputModes::OPOST);
-        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw)
-            .context("setting the terminal to raw mode")?;
-        Ok(Some(RawTerminal(saved)))
-    }
-}
-
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        let _ = rustix::termios::tcsetattr(
-            std::io::stdin(),
-            rustix::termios::OptionalActions::Now,
-            &self.0,
-        );
-    }
 }
 
 /// `c2vm-init: exit 42` → 42.

@@ -2,15 +2,21 @@
 //! c2vm's streaming c2vm-exec (output read while the process runs, in bounded buffers that block
 //! the process when full, so the agent's memory does not grow with the output).
 //!
+//! With a terminal (`"tty"`), the process gets a pseudo-terminal as its controlling terminal:
+//! its output is one stream, what c2vm writes is typed at it, and `c2vm-exec-resize` gives it
+//! the host terminal's size.
+//!
 //! As PID 1, c2vm-init's own loop reaps every child (waitpid(-1)); the status of one of ours is
 //! handed back through `reaped`, so no exit is lost to that race.
 use super::{int_arg, opt_bool, opt_int, opt_str, str_arg, str_list};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -99,7 +105,10 @@ struct Proc {
     blocking: bool,
     cap: usize,
     captured: bool,
-    stdin: Mutex<Option<ChildStdin>>,
+    /// Where c2vm-exec-write writes: the pipe to its stdin, or its terminal.
+    stdin: Mutex<Option<File>>,
+    /// The terminal's controlling side, when it has one.
+    tty: Option<File>,
 }
 
 /// The processes started and not yet forgotten, by pid.
@@ -139,7 +148,7 @@ impl Procs {
         reset_signals(&mut cmd, None);
         let proc = Proc::new(false, CAPTURE_CAP, captured);
         let pid = self
-            .start(cmd, proc, input.is_some())
+            .start(cmd, proc, input.is_some(), None)
             .map_err(|e| super::os_error(&format!("guest-exec: {path}"), &e))?;
         if let Some(input) = input {
             let proc = self.get(pid)?;
@@ -183,7 +192,8 @@ impl Procs {
         Ok(Value::Object(reply))
     }
 
-    /// c2vm-exec {"path", "arg"?, "env"?, "user"?, "workdir"?, "stdin"?} → {"pid"}.
+    /// c2vm-exec {"path", "arg"?, "env"?, "user"?, "workdir"?, "stdin"?, "tty"?: {"rows",
+    /// "cols"}} → {"pid"}.
     pub fn c2vm_exec(&self, args: &Map<String, Value>) -> Result<Value, String> {
         let path = str_arg(args, "path")?;
         let user = opt_str(args, "user")?.map(User::lookup).transpose()?;
@@ -207,8 +217,16 @@ impl Procs {
         cmd.current_dir(workdir);
         reset_signals(&mut cmd, user);
         let stdin = opt_bool(args, "stdin")?;
+        let tty = match args.get("tty") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(size)) => Some(
+                Pty::open(window(size)?)
+                    .map_err(|e| super::os_error("c2vm-exec: a terminal", &e))?,
+            ),
+            Some(_) => return Err("argument 'tty' must be an object {rows, cols}".into()),
+        };
         let pid = self
-            .start(cmd, Proc::new(true, STREAM_CAP, true), stdin)
+            .start(cmd, Proc::new(true, STREAM_CAP, true), stdin, tty)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => format!("c2vm-exec: {path}: not found"),
                 _ => super::os_error(&format!("c2vm-exec: {path}"), &e),
@@ -283,8 +301,27 @@ impl Procs {
                 .map_err(|e| format!("c2vm-exec-write: process {pid}: {e}"))?;
         }
         if opt_bool(args, "eof")? {
-            stdin.take();
+            match (&proc.tty, stdin.as_mut()) {
+                // A terminal is not closed at the end of the input, or the process would be
+                // hung up: the end-of-file character is typed, as a person would.
+                (Some(_), Some(pty)) => pty
+                    .write_all(&[4])
+                    .map_err(|e| format!("c2vm-exec-write: process {pid}: {e}"))?,
+                _ => drop(stdin.take()),
+            }
         }
+        Ok(json!({}))
+    }
+
+    /// c2vm-exec-resize {"pid", "rows", "cols"} → {}: the size of its terminal.
+    pub fn resize(&self, args: &Map<String, Value>) -> Result<Value, String> {
+        let pid = pid_arg(args)?;
+        let proc = self.get(pid)?;
+        let tty = proc
+            .tty
+            .as_ref()
+            .ok_or_else(|| format!("c2vm-exec-resize: process {pid} has no terminal"))?;
+        set_window(tty, window(args)?).map_err(|e| format!("c2vm-exec-resize: {e}"))?;
         Ok(json!({}))
     }
 
@@ -309,16 +346,43 @@ impl Procs {
     }
 
     /// Spawn, with the pipes asked for, and start the threads that read them and wait for it.
-    fn start(&self, mut cmd: Command, proc: Proc, stdin: bool) -> std::io::Result<i32> {
-        cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() });
-        let piped = || {
-            if proc.captured {
-                Stdio::piped()
-            } else {
-                Stdio::null()
+    fn start(
+        &self,
+        mut cmd: Command,
+        mut proc: Proc,
+        stdin: bool,
+        tty: Option<Pty>,
+    ) -> std::io::Result<i32> {
+        let mut output: Option<File> = None;
+        if let Some(pty) = tty {
+            // Its stdin, stdout and stderr are the terminal; a session of its own, whose
+            // controlling terminal it is (so ^C at the host's terminal reaches it).
+            cmd.stdin(Stdio::from(pty.user.try_clone()?))
+                .stdout(Stdio::from(pty.user.try_clone()?))
+                .stderr(Stdio::from(pty.user));
+            // SAFETY: async-signal-safe calls only, between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
             }
-        };
-        cmd.stdout(piped()).stderr(piped());
+            output = Some(pty.control.try_clone()?);
+            *lock(&proc.stdin) = Some(pty.control.try_clone()?);
+            proc.tty = Some(pty.control);
+        } else {
+            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() });
+            let piped = || {
+                if proc.captured {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                }
+            };
+            cmd.stdout(piped()).stderr(piped());
+        }
         let mut child = {
             // Registered under the lock, so PID 1's reaper cannot miss it however fast it ends.
             let mut children = lock(&CHILDREN);
@@ -326,14 +390,22 @@ impl Procs {
             children.insert(child.id() as i32, None);
             child
         };
+        // The terminal's other side is the child's alone now: its end is the output's end.
+        drop(cmd);
         let pid = child.id() as i32;
-        *lock(&proc.stdin) = child.stdin.take();
+        if let Some(pipe) = child.stdin.take() {
+            *lock(&proc.stdin) = Some(File::from(OwnedFd::from(pipe)));
+        }
         {
             let mut state = lock(&proc.state);
             state.out.eof = !proc.captured;
-            state.err.eof = !proc.captured;
+            state.err.eof = !proc.captured || output.is_some();
         }
         let proc = Arc::new(proc);
+        if let Some(out) = output {
+            let p = proc.clone();
+            std::thread::spawn(move || pump(&p, out, |s| &mut s.out));
+        }
         if let Some(out) = child.stdout.take() {
             let p = proc.clone();
             std::thread::spawn(move || pump(&p, out, |s| &mut s.out));
@@ -362,6 +434,7 @@ impl Proc {
             cap,
             captured,
             stdin: Mutex::new(None),
+            tty: None,
         }
     }
 
@@ -381,6 +454,60 @@ impl Procs {
 
 fn pid_arg(args: &Map<String, Value>) -> Result<i32, String> {
     i32::try_from(int_arg(args, "pid")?).map_err(|_| "argument 'pid' out of range".to_string())
+}
+
+/// A pseudo-terminal: the side the process uses, and the side the agent reads and writes.
+struct Pty {
+    control: File,
+    user: File,
+}
+
+impl Pty {
+    fn open(size: libc::winsize) -> std::io::Result<Pty> {
+        let (mut control, mut user) = (-1, -1);
+        // SAFETY: openpty writes two descriptors, which are then owned here.
+        let done = unsafe {
+            libc::openpty(
+                &mut control,
+                &mut user,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        if done != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptors nothing else owns.
+        let (control, user) = unsafe { (File::from_raw_fd(control), File::from_raw_fd(user)) };
+        // Not inherited by other processes the agent starts.
+        for fd in [&control, &user] {
+            // SAFETY: a flag on a descriptor this function owns.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        Ok(Pty { control, user })
+    }
+}
+
+/// {"rows", "cols"} as a window size.
+fn window(args: &Map<String, Value>) -> Result<libc::winsize, String> {
+    let side = |key| {
+        u16::try_from(int_arg(args, key)?).map_err(|_| format!("argument '{key}' out of range"))
+    };
+    Ok(libc::winsize {
+        ws_row: side("rows")?,
+        ws_col: side("cols")?,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    })
+}
+
+fn set_window(tty: &File, size: libc::winsize) -> std::io::Result<()> {
+    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_env(cmd: &mut Command, env: &[String]) -> Result<(), String> {

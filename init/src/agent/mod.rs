@@ -21,6 +21,9 @@ pub use exec::reaped;
 const PORT_NAME: &str = "org.qemu.guest_agent.0";
 /// Where udev links the port in a guest with udev.
 const DEFAULT_PORT: &str = "/dev/virtio-ports/org.qemu.guest_agent.0";
+/// c2vm's further channels, `org.c2vm.agent.1`…, served alike: QEMU lets one client at a time
+/// on a port, and one `c2vm exec` may hold its channel for as long as its command runs.
+const EXTRA_PORTS: &str = "org.c2vm.agent.";
 /// A client sends 0xFF to reset the parser; guest-sync-delimited answers with one.
 const DELIMITER: u8 = 0xFF;
 /// Largest request kept: a guest-file-write of 48 MiB in base64, and some.
@@ -62,6 +65,7 @@ const COMMANDS: &[(&str, bool)] = &[
     ("c2vm-exec-read", true),
     ("c2vm-exec-write", true),
     ("c2vm-exec-kill", true),
+    ("c2vm-exec-resize", true),
     ("c2vm-stat", true),
     ("c2vm-mkdir", true),
     ("c2vm-symlink", true),
@@ -157,6 +161,7 @@ impl Agent {
             "c2vm-exec-read" => self.procs.read(args)?,
             "c2vm-exec-write" => self.procs.write(args)?,
             "c2vm-exec-kill" => self.procs.kill(args)?,
+            "c2vm-exec-resize" => self.procs.resize(args)?,
             "guest-file-open" => self.files.open(args)?,
             "guest-file-read" => self.files.read(args)?,
             "guest-file-write" => self.files.write(args)?,
@@ -382,33 +387,58 @@ fn serve_port(agent: &Agent, path: Option<&str>) -> ! {
 
 /// `c2vm-init agent [PORT]`: the agent as a service of the guest's own init.
 pub fn serve_forever(port: Option<String>) -> ! {
-    serve_port(&Agent::new(Mode::Service), port.as_deref())
+    let agent: &'static Agent = Box::leak(Box::new(Agent::new(Mode::Service)));
+    spawn_extra_ports(agent);
+    serve_port(agent, port.as_deref())
 }
 
-/// As PID 1: serve the agent's port in a thread when the hypervisor gave one. The device node
-/// is /dev/vportNpM (devtmpfs; no udev for the /dev/virtio-ports link).
+/// As PID 1: serve the agent's ports in threads when the hypervisor gave them. The device
+/// nodes are /dev/vportNpM (devtmpfs; no udev for the /dev/virtio-ports links).
 pub fn spawn_if_present() {
-    let Some(device) = find_port() else {
+    let Some(device) = find_ports(|name| name == PORT_NAME).pop() else {
         return;
     };
     crate::system::say(&format!("guest agent on {device}"));
+    let agent: &'static Agent = Box::leak(Box::new(Agent::new(Mode::Init)));
+    spawn_extra_ports(agent);
+    spawn_serving(agent, device);
+}
+
+/// A thread serving each of c2vm's further channels.
+fn spawn_extra_ports(agent: &'static Agent) {
+    for device in find_ports(|name| name.starts_with(EXTRA_PORTS)) {
+        spawn_serving(agent, device);
+    }
+}
+
+fn spawn_serving(agent: &'static Agent, device: String) {
     let spawned = std::thread::Builder::new()
         .name("agent".into())
-        .spawn(move || serve_port(&Agent::new(Mode::Init), Some(&device)));
+        .spawn(move || serve_port(agent, Some(&device)));
     if let Err(e) = spawned {
-        crate::system::say(&format!("starting the guest agent: {e}"));
+        eprintln!("c2vm-init agent: starting a thread: {e}");
     }
 }
 
 fn find_port() -> Option<String> {
-    let ports = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
-    for port in ports.flatten() {
-        let name = std::fs::read_to_string(port.path().join("name")).unwrap_or_default();
-        if name.trim() == PORT_NAME {
-            return Some(format!("/dev/{}", port.file_name().to_string_lossy()));
-        }
-    }
-    None
+    find_ports(|name| name == PORT_NAME).pop()
+}
+
+/// The device nodes of the virtio-serial ports whose names `wanted` takes.
+fn find_ports(wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    let Ok(ports) = std::fs::read_dir("/sys/class/virtio-ports") else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = ports
+        .flatten()
+        .filter(|port| {
+            let name = std::fs::read_to_string(port.path().join("name")).unwrap_or_default();
+            wanted(name.trim())
+        })
+        .map(|port| format!("/dev/{}", port.file_name().to_string_lossy()))
+        .collect();
+    found.sort();
+    found
 }
 
 #[cfg(test)]

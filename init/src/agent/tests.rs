@@ -190,6 +190,58 @@ fn c2vm_exec_passes_stdin_env_and_workdir() {
 }
 
 #[test]
+fn c2vm_exec_with_a_terminal_types_input_sizes_it_and_ends_on_eof() {
+    let a = agent();
+    let script = "tty; stty size; [ -t 2 ] && echo err-is-tty; read x; echo got=$x; stty size; cat";
+    let started = ok(
+        &a,
+        "c2vm-exec",
+        json!({"path": "sh", "arg": ["-c", script], "tty": {"rows": 33, "cols": 101}}),
+    );
+    let pid = &started["pid"];
+    let mut out = String::new();
+    let mut read_until = |want: &str| {
+        for _ in 0..100 {
+            if out.contains(want) {
+                return out.clone();
+            }
+            let reply = ok(&a, "c2vm-exec-read", json!({"pid": pid, "wait-ms": 100}));
+            assert!(b64(&reply["err-data"]).is_empty(), "{reply}");
+            out.push_str(&String::from_utf8_lossy(&b64(&reply["out-data"])));
+        }
+        panic!("no {want:?} in {out:?}");
+    };
+    // Lines end in CR LF, as a terminal writes them.
+    let said = read_until("33 101\r\n");
+    assert!(said.contains("/dev/pts/"), "{said}");
+    ok(
+        &a,
+        "c2vm-exec-resize",
+        json!({"pid": pid, "rows": 40, "cols": 120}),
+    );
+    ok(
+        &a,
+        "c2vm-exec-write",
+        json!({"pid": pid, "data": B64.encode("hi\n")}),
+    );
+    // What was typed is echoed, then read.
+    let said = read_until("40 120\r\n");
+    assert!(said.contains("err-is-tty\r\nhi\r\ngot=hi\r\n"), "{said}");
+    // The end of the input is ^D typed at the terminal: `cat` ends, and so does the shell.
+    ok(&a, "c2vm-exec-write", json!({"pid": pid, "eof": true}));
+    let (_, err, last) = drain(&a, pid, usize::MAX);
+    assert!(err.is_empty());
+    assert_eq!(last["exitcode"], 0);
+    let pipe = ok(&a, "c2vm-exec", json!({"path": "true"}));
+    let refused = desc(
+        &a,
+        "c2vm-exec-resize",
+        json!({"pid": pipe["pid"], "rows": 1, "cols": 1}),
+    );
+    assert!(refused.contains("has no terminal"), "{refused}");
+}
+
+#[test]
 fn c2vm_exec_kill_and_missing_program() {
     let a = agent();
     let started = ok(&a, "c2vm-exec", json!({"path": "sleep", "arg": ["30"]}));
