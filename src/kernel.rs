@@ -59,11 +59,16 @@ impl Family {
     }
 
     /// The signed packages a Secure Boot chain takes from the guest, where the template installs
-    /// them (each only where the release has it): shim, MokManager, the signed systemd-boot and
-    /// GRUB. See `boot::secure`.
-    fn signed_loader_packages(self, arch: Arch) -> String {
+    /// them (all or none, where the release has them all): shim, MokManager, and the signed
+    /// loader the disk boots, not the other's (GRUB's brings 25 MiB of tools and modules a
+    /// systemd-boot disk never runs). See `boot::secure`.
+    fn signed_loader_packages(self, arch: Arch, loader: SignedLoader) -> String {
+        let loader = match loader {
+            SignedLoader::SystemdBoot => format!("systemd-boot-efi-{arch}-signed"),
+            SignedLoader::Grub => format!("grub-efi-{arch}-signed"),
+        };
         match self {
-            Family::Debian => format!("shim-signed shim-helpers-{arch}-signed systemd-boot-efi-{arch}-signed grub-efi-{arch}-signed"),
+            Family::Debian => format!("shim-signed shim-helpers-{arch}-signed {loader}"),
             _ => String::new(),
         }
     }
@@ -160,19 +165,34 @@ pub fn detect_family(os_release: &HashMap<String, String>) -> Option<Family> {
     None
 }
 
-/// The template for `family` on `base_image`. `signed_loaders`: whether it installs what a Secure
-/// Boot chain takes (not with `--secure-boot off`, whose disk is the one before the chain).
+/// The loader of a Secure Boot chain, whose signed package the template installs with shim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignedLoader {
+    SystemdBoot,
+    Grub,
+}
+
+/// The template for `family` on `base_image`. `signed`: the chain's loader, whose packages it
+/// installs (none with `--secure-boot off`, whose disk is the one before the chain).
 pub fn render(
     family: Family,
     base_image: &str,
     flavour: Flavour,
     arch: Arch,
-    signed_loaders: bool,
+    signed: Option<SignedLoader>,
 ) -> Result<String> {
     let kernel_package = family.kernel_package(flavour, arch)?;
-    let signed_packages = match signed_loaders {
-        true => family.signed_loader_packages(arch),
-        false => String::new(),
+    let signed_packages = signed
+        .map(|loader| family.signed_loader_packages(arch, loader))
+        .unwrap_or_default();
+    // shim-signed depends on `grub-efi-ARCH-bin | systemd-boot` and `grub2-common |
+    // systemd-boot`. The `systemd-boot` package would install kernels on the ESP its own way,
+    // over the ESP c2vm keeps, and GRUB's are tools a systemd-boot disk never runs: with the
+    // systemd-boot chain the template satisfies both with a package of its own that provides
+    // `systemd-boot` (the loader c2vm-update-boot keeps on the ESP) and holds no file.
+    let loader_provides = match signed {
+        Some(SignedLoader::SystemdBoot) => "systemd-boot",
+        _ => "",
     };
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
@@ -184,6 +204,7 @@ pub fn render(
             base_image => base_image,
             kernel_package => kernel_package,
             signed_packages => signed_packages,
+            loader_provides => loader_provides,
             serial_console => arch.serial_console(),
         })
         .with_context(|| format!("rendering the {} template", family.name()))?;
@@ -328,7 +349,7 @@ pub fn add_kernel(
     reference: &str,
     flavour: Flavour,
     arch: Arch,
-    signed_loaders: bool,
+    signed: Option<SignedLoader>,
     layers: Extras,
 ) -> Result<ImageDetails> {
     let release = os_release(engine, image)?;
@@ -351,7 +372,7 @@ pub fn add_kernel(
     if layers.luks && family.luks_install().is_none() {
         bail!("--luks-passphrase-file: c2vm knows how Debian's and Ubuntu's initramfs (and its generic bundle) unlock an encrypted root, not {}'s yet; drop the option, or use --kernel generic", family.name());
     }
-    let dockerfile = render(family, &image.id, flavour, arch, signed_loaders)?;
+    let dockerfile = render(family, &image.id, flavour, arch, signed)?;
     let tag = cache_tag(&image.id, &dockerfile);
     let build = Build {
         what: "kernel image",
@@ -497,22 +518,39 @@ mod tests {
 
     #[test]
     fn the_cloud_flavour_is_debians_only() {
+        const SD: Option<SignedLoader> = Some(SignedLoader::SystemdBoot);
         let debian = |flavour, arch, signed| {
             render(Family::Debian, "sha256:abc", flavour, arch, signed).unwrap()
         };
-        let cloud = debian(Flavour::Cloud, Arch::Amd64, true);
+        let cloud = debian(Flavour::Cloud, Arch::Amd64, SD);
         assert!(cloud.contains(" linux-image-cloud-amd64 "), "{cloud}");
-        let standard = debian(Flavour::Standard, Arch::Amd64, true);
+        let standard = debian(Flavour::Standard, Arch::Amd64, SD);
         assert!(standard.contains(" linux-image-amd64 "), "{standard}");
-        let arm64 = debian(Flavour::Cloud, Arch::Arm64, true);
+        let arm64 = debian(Flavour::Cloud, Arch::Arm64, SD);
         assert!(arm64.contains(" linux-image-cloud-arm64 "), "{arm64}");
-        assert!(arm64.contains(" systemd-boot-efi-arm64-signed "), "{arm64}");
-        // The signed loaders, unless --secure-boot off.
-        assert!(standard.contains("candidates=\"shim-signed "), "{standard}");
-        let off = debian(Flavour::Standard, Arch::Amd64, false);
-        assert!(off.contains("candidates=\"\";"), "{off}");
+        assert!(
+            arm64.contains("-arm64-signed systemd-boot-efi-arm64-signed\""),
+            "{arm64}"
+        );
+        // The signed loader the disk boots and not the other, unless --secure-boot off.
+        assert!(
+            standard.contains(
+                "signed=\"shim-signed shim-helpers-amd64-signed systemd-boot-efi-amd64-signed\""
+            ) && !standard.contains("grub-efi-amd64")
+                && standard.contains("provides=\"systemd-boot\""),
+            "{standard}"
+        );
+        let grub = debian(Flavour::Standard, Arch::Amd64, Some(SignedLoader::Grub));
+        assert!(
+            grub.contains("signed=\"shim-signed shim-helpers-amd64-signed grub-efi-amd64-signed\"")
+                && !grub.contains("systemd-boot-efi-amd64")
+                && grub.contains("provides=\"\""),
+            "{grub}"
+        );
+        let off = debian(Flavour::Standard, Arch::Amd64, None);
+        assert!(off.contains("signed=\"\";"), "{off}");
         for family in [Family::Ubuntu, Family::Alpine, Family::Fedora] {
-            let err = render(family, "sha256:abc", Flavour::Cloud, Arch::Amd64, true)
+            let err = render(family, "sha256:abc", Flavour::Cloud, Arch::Amd64, SD)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -524,7 +562,15 @@ mod tests {
 
     #[test]
     fn alpines_getty_is_on_the_architectures_serial_console() {
-        let alpine = |arch| render(Family::Alpine, "sha256:abc", Flavour::Standard, arch, true);
+        let alpine = |arch| {
+            render(
+                Family::Alpine,
+                "sha256:abc",
+                Flavour::Standard,
+                arch,
+                Some(SignedLoader::SystemdBoot),
+            )
+        };
         let arm64 = alpine(Arch::Arm64).unwrap();
         assert!(
             arm64.contains("ttyAMA0::respawn:/sbin/getty -L 115200 ttyAMA0 vt100"),
@@ -577,7 +623,14 @@ mod tests {
             "FROM", "USER", "RUN", "ARG", "ENV", "COPY", "LABEL", "SHELL",
         ];
         for family in Family::ALL {
-            let text = render(family, "sha256:abc", Flavour::Standard, Arch::Amd64, true).unwrap();
+            let text = render(
+                family,
+                "sha256:abc",
+                Flavour::Standard,
+                Arch::Amd64,
+                Some(SignedLoader::SystemdBoot),
+            )
+            .unwrap();
             let mut first = None;
             let mut continued = false;
             for line in text.lines() {
@@ -628,7 +681,14 @@ mod tests {
     #[test]
     fn templates_copy_only_files_of_the_context() {
         for family in Family::ALL {
-            let text = render(family, "sha256:abc", Flavour::Standard, Arch::Amd64, true).unwrap();
+            let text = render(
+                family,
+                "sha256:abc",
+                Flavour::Standard,
+                Arch::Amd64,
+                Some(SignedLoader::SystemdBoot),
+            )
+            .unwrap();
             for line in text.lines().filter(|l| l.starts_with("COPY ")) {
                 let source = line.split_whitespace().nth(1).unwrap();
                 assert!(

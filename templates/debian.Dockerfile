@@ -5,12 +5,14 @@
 # systemd as init, udev, and DHCP on the first NIC with systemd-networkd (bookworm ships
 # systemd-resolved as its own package, older releases inside systemd), systemd-repart for the
 # root to grow (its own package from Debian 13); wait-online waits for any one link, not all.
-# Secure Boot: shim (signed by Microsoft), MokManager, and Debian's signed systemd-boot and GRUB,
-# where the release has them (Debian 12 has no signed systemd-boot); none with --secure-boot off.
-# c2vm copies them from this tree to the ESP, so shim, loader and kernel come from one release and
-# the guest's upgrades keep them in step. shim-signed takes grub-efi-ARCH-bin, not the
-# `systemd-boot` package, for its loader dependency: that package's scripts would take over the
-# ESP c2vm manages.
+# Secure Boot: shim (signed by Microsoft), MokManager, and Debian's signed loader the disk boots
+# (systemd-boot, or GRUB with --bootloader grub), all three where the release has them (Debian 12
+# has no signed systemd-boot) and none with --secure-boot off. c2vm copies them from this tree to
+# the ESP, so shim, loader and kernel come from one release and the guest's upgrades keep them in
+# step. shim-signed's loader dependency (`grub-efi-ARCH-bin | systemd-boot`, and `grub2-common |
+# systemd-boot`) is met, with the systemd-boot chain, by c2vm-esp-loader, a package with no file
+# that provides `systemd-boot`: the real one's scripts would take over the ESP c2vm keeps, and
+# GRUB's tools and modules are 25 MiB a systemd-boot disk never runs.
 # Nothing secret.
 FROM {{ base_image }}
 # The image may run its command as another user; packages install as root. (The VM's service
@@ -37,10 +39,24 @@ RUN set -eux; \
     extra=""; \
     if apt-cache show systemd-resolved >/dev/null 2>&1; then extra="systemd-resolved"; fi; \
     if apt-cache show systemd-repart >/dev/null 2>&1; then extra="$extra systemd-repart"; fi; \
-    candidates="{{ signed_packages }}"; \
-    for p in $candidates; do \
-        if apt-cache show "$p" >/dev/null 2>&1; then extra="$extra $p"; fi; \
+    signed="{{ signed_packages }}"; \
+    for p in $signed; do \
+        if ! apt-cache show "$p" >/dev/null 2>&1; then signed=""; fi; \
     done; \
+    provides="{{ loader_provides }}"; \
+    if [ -n "$signed" ] && [ -n "$provides" ]; then \
+        mkdir -p /tmp/c2vm-esp-loader/DEBIAN; \
+        printf '%s\n' 'Package: c2vm-esp-loader' 'Version: 1' 'Architecture: all' \
+            'Maintainer: c2vm' "Provides: $provides" 'Section: admin' 'Priority: optional' \
+            "Description: the $provides on the EFI system partition, kept by c2vm" \
+            " c2vm copies the signed loader to the ESP and its hook keeps it there; this package" \
+            " stands for the one that would, for shim-signed, and holds no file." \
+            > /tmp/c2vm-esp-loader/DEBIAN/control; \
+        dpkg-deb --build /tmp/c2vm-esp-loader /tmp/c2vm-esp-loader.deb; \
+        dpkg -i /tmp/c2vm-esp-loader.deb; \
+        rm -rf /tmp/c2vm-esp-loader /tmp/c2vm-esp-loader.deb; \
+    fi; \
+    extra="$extra $signed"; \
     apt-get install -y --no-install-recommends \
         {{ kernel_package }} initramfs-tools systemd systemd-sysv udev dbus iproute2 \
         login passwd kmod $extra; \

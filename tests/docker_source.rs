@@ -150,10 +150,33 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
         ],
     );
     assert!(shadow.starts_with("root:*:"), "root is locked: {shadow}");
+    // Only the chain's loader is in the guest: Debian's signed systemd-boot, no GRUB package,
+    // its tools or modules (shim-signed's loader dependency met by c2vm-esp-loader).
+    let root = format!("{}?offset={}", b.display(), partition_offset(&b, 2));
+    let installed: Vec<String> = tool("debugfs", &["-R", "cat /var/lib/dpkg/status", &root])
+        .lines()
+        .filter_map(|l| l.strip_prefix("Package: ").map(str::to_string))
+        .collect();
+    for wanted in [
+        "shim-signed",
+        "systemd-boot-efi-amd64-signed",
+        "c2vm-esp-loader",
+    ] {
+        assert!(
+            installed.iter().any(|p| p == wanted),
+            "{wanted}: {installed:?}"
+        );
+    }
+    let grub: Vec<&String> = installed.iter().filter(|p| p.starts_with("grub")).collect();
+    assert!(
+        grub.is_empty(),
+        "GRUB's packages in a systemd-boot disk: {grub:?}"
+    );
+    let lib = tool("debugfs", &["-R", "ls /usr/lib", &root]);
+    assert!(!lib.split_whitespace().any(|f| f == "grub"), "{lib}");
     tool("qemu-img", &["check", a.to_str().unwrap()]);
     // The raw disk, as any tool sees it: partition table, ESP and root filesystem all clean.
     tool("sgdisk", &["-v", b.to_str().unwrap()]);
-    let root = format!("{}?offset={}", b.display(), partition_offset(&b, 2));
     tool("e2fsck", &["-fn", &root]);
     let esp_copy = dir.path().join("esp.img");
     copy_partition(&b, 1, &esp_copy);

@@ -102,6 +102,10 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
         &facts_script(&[
             ("secure_boot", SECURE_BOOT_STATE),
             ("release", "grep ^ID= /etc/os-release"),
+            (
+                "loaders",
+                "dpkg-query -W -f='${Package} ' shim-signed grub-efi-amd64-signed systemd-boot-efi-amd64-signed c2vm-esp-loader 2>/dev/null; true",
+            ),
             ("state", "systemctl is-system-running --wait"),
             (
                 "addr",
@@ -115,4 +119,8 @@ fn debian_latest_converts_through_podman_and_boots_leaving_nothing_in_it() {
     assert!(facts["state"].contains("running"), "{guest}");
     assert!(facts["addr"].contains("10.0.2.15/24"), "{guest}");
     assert_eq!(facts["secure_boot"].trim(), "1", "{guest}");
+    // Only the chain's loader: GRUB's signed image, not systemd-boot's.
+    let mut loaders: Vec<&str> = facts["loaders"].split_whitespace().collect();
+    loaders.sort();
+    assert_eq!(loaders, ["grub-efi-amd64-signed", "shim-signed"], "{guest}");
 }

@@ -159,8 +159,12 @@ impl<'a, 'i> Build<'a, 'i> {
         let plan = self.plan;
         if plan.output.format != DiskFormat::Raw {
             let raw = &self.raw;
+            let order = match plan.epoch {
+                Some(_) => output::WriteOrder::Reproducible,
+                None => output::WriteOrder::Fastest,
+            };
             self.timings.time("convert", || {
-                output::convert(raw, pending.path(), &plan.output)
+                output::convert(raw, pending.path(), &plan.output, order)
             })?;
         }
         let Some(dest) = &plan.containerdisk else {

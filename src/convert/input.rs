@@ -199,7 +199,7 @@ impl<'a> ImageSource<'a> {
                         reference,
                         options.kernel_flavour,
                         arch,
-                        plan.secure_boot != crate::boot::secure::SecureBoot::Off,
+                        signed_loader(plan),
                         kernel::Extras {
                             cloud_init: options.cloud_init,
                             luks: plan.luks.is_some(),
@@ -341,4 +341,14 @@ pub fn bundle_entries<'a>(
         plan.luks.is_some(),
     )
     .map_err(|e| image.explain_no_engine(e))
+}
+
+/// The signed loader the template installs with shim: the one this disk's chain boots.
+fn signed_loader(plan: &DiskPlan) -> Option<kernel::SignedLoader> {
+    use crate::boot::{secure::SecureBoot, Bootloader};
+    match (plan.secure_boot, plan.bootloader) {
+        (SecureBoot::Off, _) => None,
+        (_, Bootloader::Syslinux) => Some(kernel::SignedLoader::SystemdBoot),
+        (_, Bootloader::Grub) => Some(kernel::SignedLoader::Grub),
+    }
 }
