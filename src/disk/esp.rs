@@ -36,14 +36,19 @@ pub fn volume_uuid(volume_id: u32) -> String {
     format!("{:04X}-{:04X}", volume_id >> 16, volume_id & 0xFFFF)
 }
 
-/// FAT32 needs at least 65525 clusters; with 512-byte clusters a 256 MiB ESP has ~520,000, and
-/// mtools (which `syslinux` uses) reads it. Large ESPs get 4 KiB clusters.
+/// FAT32 needs at least 65525 clusters (mtools, which `syslinux` uses, and firmware tell FAT16
+/// from FAT32 by the count). The largest cluster that leaves them, with room for the two FATs:
+/// fewer, larger clusters are fewer FAT updates (2 KiB at the default 256 MiB writes the ESP
+/// about twice as fast as 512 bytes did). Large ESPs get 4 KiB clusters.
 fn cluster_size(esp_size: u64) -> u32 {
-    if esp_size <= 1024 * MIB {
-        512
-    } else {
-        4096
+    const MIN_CLUSTERS: u64 = 65525 + 65525 / 20;
+    if esp_size > 1024 * MIB {
+        return 4096;
     }
+    [2048, 1024]
+        .into_iter()
+        .find(|c| esp_size / u64::from(*c) >= MIN_CLUSTERS)
+        .unwrap_or(512)
 }
 
 fn fat_err<E: std::fmt::Debug>(e: lamfat::Error<E>) -> anyhow::Error {
@@ -247,6 +252,21 @@ mod tests {
             unix: 1_700_000_000,
         };
         assert_eq!(t.parts(), (2023, 11, 14, 22, 13, 20));
+    }
+
+    #[test]
+    fn clusters_are_as_large_as_fat32_allows() {
+        assert_eq!(cluster_size(64 * MIB), 512);
+        assert_eq!(cluster_size(128 * MIB), 1024);
+        assert_eq!(cluster_size(256 * MIB), 2048);
+        assert_eq!(cluster_size(2048 * MIB), 4096);
+        for size in [64, 100, 128, 200, 256, 512, 1024] {
+            let size = size * MIB;
+            assert!(
+                size / u64::from(cluster_size(size)) > 65525 + 65525 / 20,
+                "{size}"
+            );
+        }
     }
 
     #[test]
