@@ -724,3 +724,152 @@ fn a_scratch_app_vm_answers_exec_cp_and_wait_from_c2vm_init() {
     assert!(stderr(&out).contains("apart"), "{}", stderr(&out));
     assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
 }
+
+/// `virsh -c qemu:///system ARGS…`: its stdout, or the failure's stderr as Err.
+fn virsh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system"])
+        .args(args)
+        .output()
+        .expect("running virsh");
+    match out.status.success() {
+        true => Ok(stdout(&out)),
+        false => Err(stderr(&out)),
+    }
+}
+
+/// A domain libvirt runs: the disk over a qcow2 overlay, the serial console to a file, user-mode
+/// network, and QGA's channel as `virt-install --channel` adds it. SeaBIOS, TCG.
+fn domain_xml(name: &str, overlay: &Path, console: &Path) -> String {
+    format!(
+        "<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>1024</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <cpu mode='custom'><model>qemu64</model></cpu>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='user'><model type='virtio'/></interface>
+    <serial type='file'><source path='{}'/></serial>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+  </devices>
+</domain>",
+        overlay.display(),
+        console.display()
+    )
+}
+
+#[test]
+#[ignore = "needs root, dockerd with debian:latest, libvirt (scripts/install-host-deps --test) and QEMU; scripts/test runs it"]
+fn libvirt_drives_a_c2vm_guest_like_any_with_qemus_guest_agent() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch();
+    let d = dir.path();
+    // libvirt runs QEMU as libvirt-qemu, which must reach the files.
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let disk = d.join("debian.qcow2");
+    Convert::new("debian:latest", &disk).locked().success();
+    std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let overlay = d.join("overlay.qcow2");
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            disk.to_str().unwrap(),
+            overlay.to_str().unwrap(),
+        ],
+    );
+    run_script("start-libvirtd", &[]);
+    let name = format!("c2vm-test-{}", std::process::id());
+    let xml = d.join("domain.xml");
+    let console = d.join("console.log");
+    std::fs::write(&xml, domain_xml(&name, &overlay, &console)).unwrap();
+    virsh(&["create", xml.to_str().unwrap()]).unwrap();
+    let _destroy = {
+        let name = name.clone();
+        Guard::on_drop(move || {
+            let _ = virsh(&["destroy", &name]);
+        })
+    };
+
+    // virsh qemu-agent-command: once the guest's agent is up, as libvirt's clients ask it.
+    let started = std::time::Instant::now();
+    let ping = r#"{"execute":"guest-ping"}"#;
+    while virsh(&["qemu-agent-command", &name, ping]).is_err() {
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "no agent after 300 s: {}",
+            std::fs::read_to_string(&console).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    eprintln!(
+        "--- libvirt's agent answered after {:.1} s ---",
+        started.elapsed().as_secs_f64()
+    );
+    let info: serde_json::Value = serde_json::from_str(
+        &virsh(&["qemu-agent-command", &name, r#"{"execute":"guest-info"}"#]).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        info["return"]["version"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("c2vm-init"),
+        "{info}"
+    );
+    let exec = r#"{"execute":"guest-exec","arguments":{"path":"/bin/sh","arg":["-c","cat /etc/os-release | grep -c ^ID=debian"],"capture-output":true}}"#;
+    let pid: serde_json::Value =
+        serde_json::from_str(&virsh(&["qemu-agent-command", &name, exec]).unwrap()).unwrap();
+    let status = format!(
+        r#"{{"execute":"guest-exec-status","arguments":{{"pid":{}}}}}"#,
+        pid["return"]["pid"]
+    );
+    let ended = loop {
+        let now: serde_json::Value =
+            serde_json::from_str(&virsh(&["qemu-agent-command", &name, &status]).unwrap()).unwrap();
+        if now["return"]["exited"] == true {
+            break now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // "1\n", base64.
+    assert_eq!(
+        (
+            ended["return"]["exitcode"].as_i64(),
+            ended["return"]["out-data"].as_str()
+        ),
+        (Some(0), Some("MQo=")),
+        "{ended}"
+    );
+    // virsh domifaddr --source agent: the address the guest's DHCP took.
+    let addresses = virsh(&["domifaddr", &name, "--source", "agent"]).unwrap();
+    assert!(addresses.contains("10.0.2.15/24"), "{addresses}");
+    // virsh shutdown --mode agent: the guest powers off through its agent.
+    virsh(&["shutdown", &name, "--mode", "agent"]).unwrap();
+    let asked = std::time::Instant::now();
+    while virsh(&["domstate", &name]).is_ok_and(|s| s.contains("running")) {
+        assert!(
+            asked.elapsed().as_secs() < 120,
+            "still running 120 s after the agent shutdown"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    eprintln!(
+        "--- powered off {:.1} s after the agent shutdown ---",
+        asked.elapsed().as_secs_f64()
+    );
+    let console = std::fs::read_to_string(&console).unwrap_or_default();
+    assert!(console.contains("login:"), "{console}");
+}
