@@ -243,6 +243,32 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
     // 100 MB streamed: all of it arrives, and c2vm's memory does not grow with it.
     streams_100_mb(&state, "web");
 
+    // A SIGINT during exec: c2vm exits 130 and the command in the guest is ended too.
+    interrupt_after(
+        c2vm_in(
+            &state,
+            &[
+                "exec",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "echo $$ > /tmp/interrupted.pid; exec sleep 600",
+            ],
+        ),
+        std::time::Duration::from_secs(2),
+    );
+    let out = exec(
+        &state,
+        "web",
+        &[
+            "sh",
+            "-c",
+            "sleep 1; kill -0 $(cat /tmp/interrupted.pid) 2>/dev/null && echo alive || echo gone",
+        ],
+    );
+    assert_eq!(stdout(&out), "gone\n", "{}", stderr(&out));
+
     // -t: a terminal in the guest. With no terminal on c2vm's side it is 24x80; with one (here
     // script(1)'s) it has that terminal's size, keys typed reach the command, and its status
     // is c2vm's.
