@@ -226,7 +226,7 @@ fn restore_into(vm: &Instance, file: &Path, hostname: Option<&str>) -> Result<()
     let mut qmp = connect_qmp(vm)?;
     wait_for_migration(&mut qmp)?;
     qmp.execute("cont", Value::Null)?;
-    super::start::wait_ready(vm, child, Duration::from_secs(120), false)?;
+    super::start::wait_ready(vm, child, Duration::from_secs(120), false, None)?;
     std::fs::remove_file(&stream).ok();
     let mut agent = Agent::connect(&vm.path(state::AGENT), Duration::from_secs(10))?;
     refresh(&mut agent)?;

@@ -4,6 +4,7 @@
 //! or a signal, QEMU is killed and the VM's directory removed: nothing is left.
 use super::{agent::Agent, state, Instance};
 use anyhow::{bail, Context, Result};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +23,16 @@ pub fn spawn(vm: &Instance, binary: &str, args: &[String], extra: &[String]) -> 
     let mut cmd = Command::new(binary);
     cmd.args(args)
         .args(["-display", "none", "-monitor", "none"])
-        .args(["-serial", &format!("file:{}", path(state::CONSOLE))])
+        .args([
+            "-chardev",
+            &format!(
+                "socket,id=c2vm_console,path={},server=on,wait=off,logfile={}",
+                path(state::CONSOLE_SOCKET),
+                path(state::CONSOLE)
+            ),
+            "-serial",
+            "chardev:c2vm_console",
+        ])
         .args([
             "-qmp",
             &format!("unix:{},server=on,wait=off", path(state::QMP)),
@@ -76,11 +86,15 @@ const FATAL: &[(&str, &str)] = &[
         "(initramfs)",
         "the guest stopped at the initramfs's shell (its root was not found)",
     ),
-    (
-        "Please unlock disk",
-        "the guest asks for its encrypted root's passphrase, which `c2vm run -d` cannot type yet",
-    ),
 ];
+/// An encrypted root's prompt, fatal when no [`ConsoleAnswer`] types at it.
+const PASSPHRASE_PROMPT: &str = "Please unlock disk";
+
+/// What answers the console while the VM comes up (an encrypted root's passphrase): given what
+/// the guest wrote since the last call, the keys to type, if any; an error ends the wait.
+pub trait ConsoleAnswer {
+    fn feed(&mut self, output: &[u8]) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>>;
+}
 /// What Secure Boot's refusal looks like (OVMF, shim, systemd-boot).
 const REFUSED: &[&str] = &["Access Denied", "Security Violation", "Security violation"];
 
@@ -103,12 +117,19 @@ impl Drop for Discard<'_> {
 
 /// Wait for the agent of the VM that `child` (QEMU) runs; `secure_boot`: a refusal on the
 /// console ends the wait.
-pub fn wait_ready(vm: &Instance, child: Child, timeout: Duration, secure_boot: bool) -> Result<()> {
+pub fn wait_ready(
+    vm: &Instance,
+    child: Child,
+    timeout: Duration,
+    secure_boot: bool,
+    answer: Option<&mut dyn ConsoleAnswer>,
+) -> Result<()> {
     let mut discard = Discard {
         vm,
         child,
         keep: false,
     };
+    let mut console = answer.map(|a| (a, None::<UnixStream>));
     let started = Instant::now();
     // A guest at its login prompt has finished booting: an agent that has not answered a
     // while later is not there.
@@ -127,7 +148,10 @@ pub fn wait_ready(vm: &Instance, child: Child, timeout: Duration, secure_boot: b
                 vm.console_tail(5)
             );
         }
-        check_console(vm, secure_boot)?;
+        if let Some((answer, socket)) = &mut console {
+            answer_console(vm, &mut **answer, socket)?;
+        }
+        check_console(vm, secure_boot, console.is_none())?;
         // Each try gives the agent a few seconds: a guest still booting does not answer.
         if Agent::connect(&vm.path(state::AGENT), Duration::from_secs(3)).is_ok() {
             discard.keep = true;
@@ -154,6 +178,46 @@ pub fn wait_ready(vm: &Instance, child: Child, timeout: Duration, secure_boot: b
     }
 }
 
+/// What the guest wrote to the console since the last call, fed to `answer`, and its keys typed:
+/// through the console's socket, connected at the first call.
+fn answer_console(
+    vm: &Instance,
+    answer: &mut dyn ConsoleAnswer,
+    socket: &mut Option<UnixStream>,
+) -> Result<()> {
+    use std::io::{Read, Write};
+    if socket.is_none() {
+        // QEMU makes it as it starts: not there yet, the next round tries again.
+        let Ok(stream) = UnixStream::connect(vm.path(state::CONSOLE_SOCKET)) else {
+            return Ok(());
+        };
+        stream
+            .set_nonblocking(true)
+            .context("reading the console's socket")?;
+        *socket = Some(stream);
+    }
+    let Some(stream) = socket else {
+        return Ok(());
+    };
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                if let Some(keys) = answer.feed(&buf[..n])? {
+                    stream.set_nonblocking(false).ok();
+                    stream
+                        .write_all(&keys)
+                        .context("typing at the guest's console")?;
+                    stream.set_nonblocking(true).ok();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e).context("reading the guest's console"),
+        }
+    }
+}
+
 /// How long the agent may take once the login prompt is up (udev starts it at the port's
 /// appearance, well before the prompt; under TCG a loaded host can lag).
 const AFTER_LOGIN: Duration = Duration::from_secs(45);
@@ -163,13 +227,19 @@ fn console_shows(vm: &Instance, text: &str) -> bool {
     String::from_utf8_lossy(&log).contains(text)
 }
 
-fn check_console(vm: &Instance, secure_boot: bool) -> Result<()> {
+fn check_console(vm: &Instance, secure_boot: bool, nobody_types: bool) -> Result<()> {
     let text = std::fs::read(vm.path(state::CONSOLE)).unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     for (mark, what) in FATAL {
         if text.contains(mark) {
             bail!("{what}{}", vm.console_tail(5));
         }
+    }
+    if nobody_types && text.contains(PASSPHRASE_PROMPT) {
+        bail!(
+            "the guest asks for its encrypted root's passphrase: give it with --luks-passphrase-file{}",
+            vm.console_tail(3)
+        );
     }
     if secure_boot && REFUSED.iter().any(|mark| text.contains(mark)) {
         bail!("Secure Boot refused to boot the disk{}", vm.console_tail(5));

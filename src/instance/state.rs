@@ -210,6 +210,9 @@ pub fn channel(n: usize) -> (String, String) {
     }
 }
 pub const CONSOLE: &str = "console.log";
+/// The serial console's socket (QEMU logs what the guest writes to CONSOLE, connected or not):
+/// how c2vm types an encrypted root's passphrase.
+pub const CONSOLE_SOCKET: &str = "console.sock";
 /// Where a VM's writes go unless `--persist`: a qcow2 over its disk.
 pub const OVERLAY: &str = "overlay.qcow2";
 /// QEMU's program and arguments as started, for `c2vm save`.

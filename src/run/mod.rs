@@ -23,6 +23,7 @@ mod vm;
 
 pub use options::RunArgs;
 
+use crate::disk::luks::Passphrase;
 use crate::instance::{self, Instance};
 use anyhow::{bail, Context, Result};
 use console::Console;
@@ -80,13 +81,10 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
         .map(crate::disk::luks::Passphrase::from_file)
         .transpose()?;
     if script.detach {
-        return detached(args, disk, root_password, luks.is_some());
+        return detached(args, disk, root_password, luks.as_ref());
     }
     if let (Some(command), None) = (&script.exec, &script.login) {
-        if luks.is_some() {
-            bail!("--exec without --login runs through the guest's agent, which c2vm cannot reach past an encrypted root's prompt yet; add --login USER to run it over the console");
-        }
-        return exec_through_agent(args, disk, root_password, command);
+        return exec_through_agent(args, disk, root_password, luks.as_ref(), command);
     }
     let attached = attachments(args, root_password)?;
     let vm = vm::Vm::prepare(args, disk, attached, None)?;
@@ -115,15 +113,17 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
 
 /// `-d`: the VM in the background, named, its files in its own directory; returns once its
 /// agent answers, having printed its name. Nothing is left if it does not come up.
-fn detached(args: &RunArgs, disk: &Path, root_password: Option<&str>, luks: bool) -> Result<i32> {
-    if luks {
-        bail!("-d with --luks-passphrase-file: c2vm types the passphrase only in a foreground run yet; boot it without -d");
-    }
+fn detached(
+    args: &RunArgs,
+    disk: &Path,
+    root_password: Option<&str>,
+    luks: Option<&Passphrase>,
+) -> Result<i32> {
     let name = match &args.script.name {
         Some(name) => name.clone(),
         None => random_name("c2vm"),
     };
-    start_in_background(args, disk, root_password, &name)?;
+    start_in_background(args, disk, root_password, luks, &name)?;
     println!("{name}");
     Ok(0)
 }
@@ -138,9 +138,10 @@ fn exec_through_agent(
     args: &RunArgs,
     disk: &Path,
     root_password: Option<&str>,
+    luks: Option<&Passphrase>,
     command: &str,
 ) -> Result<i32> {
-    let vm = start_in_background(args, disk, root_password, &random_name("c2vm-exec"))?;
+    let vm = start_in_background(args, disk, root_password, luks, &random_name("c2vm-exec"))?;
     let status = instance::exec::shell(&vm, command);
     // A snapshot is thrown away anyway: no shutdown to wait for (seconds under emulation).
     // With --persist the guest shuts down cleanly, so its writes reach the disk.
@@ -153,11 +154,13 @@ fn exec_through_agent(
     status
 }
 
-/// QEMU in the background with the agent's channel, and its agent answering.
+/// QEMU in the background with the agent's channel, and its agent answering; an encrypted
+/// root's passphrase typed at its console's prompt on the way.
 fn start_in_background(
     args: &RunArgs,
     disk: &Path,
     root_password: Option<&str>,
+    luks: Option<&Passphrase>,
     name: &str,
 ) -> Result<Instance> {
     let instance = Instance::create(name)?;
@@ -193,7 +196,11 @@ fn start_in_background(
         }
     };
     let timeout = std::time::Duration::from_secs(args.script.timeout);
-    instance::start::wait_ready(&instance, child, timeout, secure_boot)?;
+    let mut typist = luks.map(unlock::Typist::new);
+    let answer = typist
+        .as_mut()
+        .map(|t| t as &mut dyn instance::start::ConsoleAnswer);
+    instance::start::wait_ready(&instance, child, timeout, secure_boot, answer)?;
     Ok(instance)
 }
 

@@ -31,6 +31,32 @@ pub fn keys(passphrase: &Passphrase) -> Zeroizing<Vec<u8>> {
     keys
 }
 
+/// `run -d`'s answer at the console of a VM in the background: the passphrase typed at the
+/// first prompt, a second prompt a refusal that ends the wait.
+pub struct Typist {
+    watcher: Watcher,
+    keys: Zeroizing<Vec<u8>>,
+}
+
+impl Typist {
+    pub fn new(passphrase: &Passphrase) -> Typist {
+        Typist {
+            watcher: Watcher::new(),
+            keys: keys(passphrase),
+        }
+    }
+}
+
+impl crate::instance::start::ConsoleAnswer for Typist {
+    fn feed(&mut self, output: &[u8]) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+        match self.watcher.feed(output) {
+            Step::Type => Ok(Some(self.keys.clone())),
+            Step::Refused => Err(refused()),
+            Step::Nothing => Ok(None),
+        }
+    }
+}
+
 /// Watches an interactive console's output for the prompt (which ends no line).
 pub struct Watcher {
     /// The console since the last prompt, at most a line's worth.
