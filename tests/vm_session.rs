@@ -816,12 +816,22 @@ fn libvirt_drives_a_c2vm_guest_like_any_with_qemus_guest_agent() {
             overlay.to_str().unwrap(),
         ],
     );
+    let t0 = std::time::Instant::now();
     run_script("start-libvirtd", &[]);
+    eprintln!(
+        "--- libvirtd answered after {:.1} s ---",
+        t0.elapsed().as_secs_f64()
+    );
     let name = format!("c2vm-test-{}", std::process::id());
     let xml = d.join("domain.xml");
     let console = d.join("console.log");
     std::fs::write(&xml, domain_xml(&name, &overlay, &console)).unwrap();
+    let t0 = std::time::Instant::now();
     virsh(&["create", xml.to_str().unwrap()]).unwrap();
+    eprintln!(
+        "--- libvirt started the domain in {:.1} s ---",
+        t0.elapsed().as_secs_f64()
+    );
     let _destroy = {
         let name = name.clone();
         Guard::on_drop(move || {
@@ -879,9 +889,20 @@ fn libvirt_drives_a_c2vm_guest_like_any_with_qemus_guest_agent() {
         (Some(0), Some("MQo=")),
         "{ended}"
     );
-    // virsh domifaddr --source agent: the address the guest's DHCP took.
-    let addresses = virsh(&["domifaddr", &name, "--source", "agent"]).unwrap();
-    assert!(addresses.contains("10.0.2.15/24"), "{addresses}");
+    // virsh domifaddr --source agent: the address the guest's DHCP took (the agent starts
+    // before the network is up, so until it shows).
+    let asked = std::time::Instant::now();
+    loop {
+        let addresses = virsh(&["domifaddr", &name, "--source", "agent"]).unwrap();
+        if addresses.contains("10.0.2.15/24") {
+            break;
+        }
+        assert!(
+            asked.elapsed().as_secs() < 120,
+            "no DHCP address in 120 s: {addresses}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     // virsh shutdown --mode agent: the guest powers off through its agent.
     virsh(&["shutdown", &name, "--mode", "agent"]).unwrap();
     let asked = std::time::Instant::now();
