@@ -28,6 +28,12 @@ const SECURE_BOOT: &str = r#"echo secure-boot=$(od -An -tu1 /sys/firmware/efi/ef
 echo lockdown=$(cat /sys/kernel/security/lockdown)
 echo kernel-says=$(dmesg | grep -c 'secureboot: Secure boot enabled')"#;
 
+/// dpkg's check of the files of the kernel and the Secure Boot chain's packages: none missing or
+/// changed (what c2vm copies to the ESP stays the packages' own in /boot and /usr/lib).
+const DPKG_VERIFY: &str = r#"installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 'linux-image-*' shim-signed shim-helpers-amd64-signed systemd-boot-efi-amd64-signed | awk '$1 == "ii" {print $2}')
+echo verified=$(echo $installed | wc -w)
+echo dpkg-verify=$(dpkg -V $installed 2>&1 | wc -l)"#;
+
 /// The first boot's own work that guest setup takes away: ConditionNeedsUpdate rebuilds, the
 /// wireless stack networkd's start would load, modprobe@ units for modules that load on use,
 /// KVM for nested guests.
@@ -216,7 +222,7 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
         .arg("--ssh-key")
         .arg(&key_a)
         .args(["--hostname", "vm-a2", "--timeout", "420", "--exec"])
-        .arg(format!("{CHECKS}\n{SECURE_BOOT}"))
+        .arg(format!("{CHECKS}\n{SECURE_BOOT}\n{DPKG_VERIFY}"))
         .arg(&a));
     let out = stdout(&boot);
     assert_eq!(boot.status.code(), Some(0), "{}", stderr(&boot));
@@ -225,6 +231,9 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     assert_eq!(&facts["secure-boot"], "1", "SecureBoot variable: {out}");
     assert!(facts["lockdown"].contains("[integrity]"), "{out}");
     assert_eq!(&facts["kernel-says"], "1", "{out}");
+    // The kernel's two packages (the image and its metapackage) and the chain's three.
+    assert_eq!(&facts["verified"], "5", "{out}");
+    assert_eq!(&facts["dpkg-verify"], "0", "{out}");
 
     // B's root password, key and hostname exist only in this run's credentials: the password
     // logs in on the console and the key over ssh, while the guest waits for that ssh. A
