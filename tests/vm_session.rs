@@ -601,38 +601,41 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
 
     // A state file from another QEMU is refused in one line, and nothing is left.
     let other = d.join("other-qemu.state");
-    let manifest = subdir(d, "manifest");
-    tool(
-        "tar",
-        &[
-            "-xf",
-            saved.to_str().unwrap(),
-            "-C",
-            manifest.to_str().unwrap(),
-            "c2vm-state.json",
-        ],
-    );
-    let text = std::fs::read_to_string(manifest.join("c2vm-state.json")).unwrap();
-    let text = text.replace(
-        "\"qemu\": \"QEMU emulator version ",
-        "\"qemu\": \"QEMU emulator version 0.1 was ",
-    );
-    std::fs::write(manifest.join("c2vm-state.json"), text).unwrap();
-    std::fs::copy(&saved, &other).unwrap();
-    tool(
-        "tar",
-        &["--delete", "-f", other.to_str().unwrap(), "c2vm-state.json"],
-    );
-    tool(
-        "tar",
-        &[
-            "-rf",
-            other.to_str().unwrap(),
-            "-C",
-            manifest.to_str().unwrap(),
-            "c2vm-state.json",
-        ],
-    );
+    // The same file with a manifest saying another QEMU saved it, appended after the first: a
+    // later member of a name replaces the earlier one, as in any tar.
+    {
+        let mut text = String::new();
+        let mut archive = tar::Archive::new(std::fs::File::open(&saved).unwrap());
+        let mut first = archive.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(first.path().unwrap(), Path::new("c2vm-state.json"));
+        first.read_to_string(&mut text).unwrap();
+        let text = text.replace(
+            "\"qemu\": \"QEMU emulator version ",
+            "\"qemu\": \"QEMU emulator version 0.1 was ",
+        );
+        std::fs::copy(&saved, &other).unwrap();
+        // Over the two zero blocks that end the archive.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&other)
+            .unwrap();
+        let end = file.metadata().unwrap().len() - 1024;
+        file.set_len(end).unwrap();
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(end)).unwrap();
+        let mut out = tar::Builder::new(file);
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(text.len() as u64);
+        header.set_mode(0o600);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        out.append_data(&mut header, "c2vm-state.json", text.as_bytes())
+            .unwrap();
+        out.finish().unwrap();
+    }
     let refused = run(&mut c2vm_in(
         &state,
         &["run", "-d", "--restore", other.to_str().unwrap()],
