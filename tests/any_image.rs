@@ -338,7 +338,7 @@ fn an_image_with_systemd_but_no_kernel_boots_to_login_on_the_generic_kernel() {
                 "for i in $(seq 60); do hostname -I | grep -q '[0-9]\\.[0-9]' && break; sleep 1; \
                  done; hostname -I",
             ),
-            ("efi", "findmnt -n -o FSTYPE /boot/efi"),
+            ("efi", "findmnt -n -o FSTYPE /boot"),
             ("failed", "systemctl --failed --no-legend --plain | wc -l"),
         ]),
     );

@@ -91,7 +91,14 @@ fn syslinux_and_systemd_boot_image_checks_clean_with_independent_tools() {
         "no regular file at /dev/console"
     );
 
-    // The ESP: clean FAT32 with kernel, initramfs and both loaders.
+    // The ESP: clean FAT32 with the image's /boot (kernel, initramfs, config, System.map, under
+    // their own names) and both loaders. The root's /boot is the empty mount point: the disk
+    // holds the kernel once.
+    let boot = tool("debugfs", &["-R", "ls /boot", &img]);
+    assert!(
+        !boot.contains("vmlinuz") && !boot.contains("initrd"),
+        "{boot}"
+    );
     let esp = dir.path().join("esp.fat");
     copy_partition(&disk, 1, &esp);
     let fsck = tool("fsck.fat", &["-n", esp.to_str().unwrap()]);
@@ -105,8 +112,7 @@ fn syslinux_and_systemd_boot_image_checks_clean_with_independent_tools() {
         &["-i", esp.to_str().unwrap(), "-/", "-b", "-a", "::"],
     );
     for f in [
-        "::/vmlinuz",
-        "::/initrd.img",
+        "::/c2vm/kernel",
         "::/syslinux/ldlinux.sys",
         "::/syslinux/ldlinux.c32",
         "::/syslinux/syslinux.cfg",
@@ -117,6 +123,17 @@ fn syslinux_and_systemd_boot_image_checks_clean_with_independent_tools() {
         assert!(
             files.lines().any(|l| l == f),
             "{f} missing from the ESP:\n{files}"
+        );
+    }
+    for prefix in [
+        "::/vmlinuz-",
+        "::/initrd.img-",
+        "::/config-",
+        "::/System.map-",
+    ] {
+        assert!(
+            files.lines().any(|l| l.starts_with(prefix)),
+            "no {prefix}* on the ESP:\n{files}"
         );
     }
     std::fs::remove_file(&esp).unwrap();

@@ -188,10 +188,46 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
     copy_partition(&b, 1, &esp_copy);
     tool("fsck.fat", &["-n", esp_copy.to_str().unwrap()]);
 
+    // One copy of the kernel and initramfs: on the ESP under their packages' names (the guest
+    // mounts it at /boot), none in the root's /boot, which is the empty mount point.
+    let out = Command::new("mtype")
+        .args(["-i", esp_copy.to_str().unwrap(), "::c2vm/kernel"])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mtype: {}", stderr(&out));
+    let names = stdout(&out);
+    let (kernel, initrd_name) = names.split_once('\n').unwrap();
+    let initrd_name = initrd_name.trim();
+    assert!(
+        kernel.starts_with("/vmlinuz-") && initrd_name.starts_with("/initrd.img-"),
+        "{names}"
+    );
+    let on_esp = tool(
+        "mdir",
+        &["-i", esp_copy.to_str().unwrap(), "-/", "-b", "::"],
+    );
+    for f in [kernel, initrd_name] {
+        assert!(
+            on_esp.lines().any(|l| l == format!("::{f}")),
+            "{f} missing:\n{on_esp}"
+        );
+    }
+    let boot = tool("debugfs", &["-R", "ls /boot", &root]);
+    assert!(
+        !boot.contains("vmlinuz") && !boot.contains("initrd"),
+        "{boot}"
+    );
+
     // The initramfs is zstd (fast boot).
     let initrd = dir.path().join("initrd.img");
     let out = Command::new("mcopy")
-        .args(["-n", "-i", esp_copy.to_str().unwrap(), "::initrd.img"])
+        .args([
+            "-n",
+            "-i",
+            esp_copy.to_str().unwrap(),
+            &format!("::{initrd_name}"),
+        ])
         .arg(&initrd)
         .env("MTOOLS_SKIP_CHECK", "1")
         .output()
@@ -426,24 +462,13 @@ fn debian_latest_boots_on_bios_and_uefi_with_network_and_its_own_machine_id() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
     };
-    mtools(&[
-        "mcopy",
-        "-n",
-        "-i",
-        &esp,
-        "::vmlinuz",
-        kernel.to_str().unwrap(),
-    ]);
+    let names = mtools(&["mtype", "-i", &esp, "::c2vm/kernel"]);
+    let on_esp = format!("::{}", names.lines().next().unwrap());
+    mtools(&["mcopy", "-n", "-i", &esp, &on_esp, kernel.to_str().unwrap()]);
     tool("sbattach", &["--remove", kernel.to_str().unwrap()]);
-    mtools(&[
-        "mcopy",
-        "-o",
-        "-i",
-        &esp,
-        kernel.to_str().unwrap(),
-        "::vmlinuz",
-    ]);
+    mtools(&["mcopy", "-o", "-i", &esp, kernel.to_str().unwrap(), &on_esp]);
     let boot = run(c2vm()
         .args([
             "run",

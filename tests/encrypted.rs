@@ -269,7 +269,12 @@ update-initramfs -u >/dev/null 2>&1 && echo ok"#;
             "od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{print $NF}'",
         ),
         ("rebuilt", rebuild),
-        ("on-esp", "cmp -s /boot/initrd.img-$(uname -r) /boot/efi/initrd.img && echo yes"),
+        // The rebuilt initramfs is on the ESP (/boot), the one the loader boots.
+        (
+            "on-esp",
+            "[ \"$(findmnt -no FSTYPE -T /boot/initrd.img-$(uname -r))\" = vfat ] && \
+             grep -qx \"initrd /initrd.img-$(uname -r)\" /boot/loader/entries/c2vm.conf && echo yes",
+        ),
         (
             "unlocks",
             "lsinitramfs /boot/initrd.img-$(uname -r) | grep -E 'bin/cryptsetup|askpass$|dm-crypt' | sed 's,.*/,,' | sort | tr '\\n' ' '",

@@ -519,8 +519,9 @@ fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
     );
     // Everywhere else, the disk holds what the export holds, but for what guest setup writes
     // (/etc, /root, its boot-update and credentials scripts, the guest agent in
-    // /usr/local/lib/c2vm, the ESP mount point, the D-Bus machine-id link, the /var/.updated
-    // stamp) and what the engine adds to every container (/.dockerenv, /dev).
+    // /usr/local/lib/c2vm, the D-Bus machine-id link, the /var/.updated stamp), what the
+    // engine adds to every container (/.dockerenv, /dev), and /boot's files, which are on the
+    // ESP (mounted there).
     let outside = |l: &Listing| -> Listing {
         l.iter()
             .filter(|(k, _)| {
@@ -533,7 +534,7 @@ fn whiteouts_and_opaque_directories_leave_exactly_what_docker_export_holds() {
                     || *k == ".dockerenv"
                     || *k == "var/lib/dbus/machine-id"
                     || *k == "var/.updated"
-                    || *k == "boot/efi")
+                    || k.starts_with("boot/"))
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()

@@ -83,7 +83,7 @@ pub fn esp_files(cfg: &BootConfig, chain: Option<&Chain>, scratch: &Path) -> Res
         None => vec![host_grub(cfg, scratch)?],
     };
     files.extend(
-        texts::esp_texts(Bootloader::Grub, cfg.arch, &cfg.cmdline, false)?
+        texts::esp_texts(Bootloader::Grub, cfg.arch, &cfg.cmdline, &cfg.kernel, None)?
             .into_iter()
             .map(|(path, text)| EspFile::bytes(&path, text)),
     );

@@ -146,21 +146,33 @@ fn kernel_cmdline(spec: &MachineSpec, c2vm_init: bool) -> String {
     super::kernel_cmdline(&spec.root_uuid, spec.arch, &append)
 }
 
-/// The kernel and initramfs, as copied from the stream, under the names the loaders boot.
-pub fn kernel_files(guest: &GuestTree, kernel: &BootFiles) -> Result<Vec<EspFile>> {
-    let open = |path: &str, on_esp: &str| -> Result<EspFile> {
-        let data = guest
-            .contents(path.trim_start_matches('/').as_bytes())
-            .with_context(|| format!("{path} was not kept from the stream"))?;
-        Ok(EspFile {
-            path: on_esp.to_string(),
+/// The guest's `/boot`, as copied from the stream: the ESP's own files, since the guest mounts
+/// the ESP there. So the kernel and initramfs are on the disk once, under their packages' names.
+/// Symlinks and devices cannot be on FAT; their names come back for a note.
+pub fn boot_partition_files(guest: &GuestTree) -> (Vec<EspFile>, Vec<String>) {
+    let found = guest.files_under(b"boot");
+    let (files, others) = (found.files, found.others);
+    let files = files
+        .into_iter()
+        .map(|(path, data)| EspFile {
+            path: String::from_utf8_lossy(&path).into_owned(),
             contents: Box::new(std::io::Cursor::new(data)),
         })
-    };
-    Ok(vec![
-        open(&kernel.kernel, super::KERNEL_ON_ESP)?,
-        open(&kernel.initrd, super::INITRD_ON_ESP)?,
-    ])
+        .collect();
+    let others = others
+        .iter()
+        .map(|p| format!("/boot/{}", String::from_utf8_lossy(p)))
+        .collect();
+    (files, others)
+}
+
+/// The names the loaders boot `kernel` by, at the ESP's root (the guest's `/boot`).
+pub fn kernel_names(kernel: &BootFiles) -> texts::KernelNames {
+    let name = |path: &str| path.trim_start_matches("/boot/").to_string();
+    texts::KernelNames {
+        kernel: name(&kernel.kernel),
+        initrd: name(&kernel.initrd),
+    }
 }
 
 /// What the stream edit copies for the ESP, whatever its size: the kernels and initramfs, and
@@ -181,17 +193,20 @@ pub fn edit_policy(epoch: Option<i64>) -> edit::Policy {
         hold: setup::holds,
         copy: init::systemd::reads,
         boot: boot_file,
+        esp: boot_files::on_esp,
         clamp_mtime: epoch,
         now: epoch.unwrap_or(now),
     }
 }
 
 const HOOK: &str = include_str!("../../templates/guest/hook");
+const PREINST_HOOK: &str = include_str!("../../templates/guest/kernel-preinst");
 
 /// Debian and Ubuntu run /etc/kernel/post{inst,rm}.d after installing or removing a kernel and
-/// /etc/initramfs/post-update.d after `update-initramfs`: there the ESP copies and the boot
-/// loaders' entries are refreshed, so the newest kernel boots and the previous one stays. The
-/// script and the loaders' texts it puts on the ESP come from [`texts`], as the disk's own.
+/// /etc/initramfs/post-update.d after `update-initramfs`: there the boot loaders' entries are
+/// pointed at the kernels in /boot (the ESP), so the newest kernel boots and the previous one
+/// stays. The script and the loaders' texts it puts on the ESP come from [`texts`], as the
+/// disk's own. /etc/kernel/preinst.d gets what lets dpkg replace a kernel's files on FAT.
 fn install_kernel_hooks(guest: &mut GuestTree, cmdline: &str, arch: Arch) -> Result<()> {
     if !guest.exists("/etc/kernel/postinst.d")? {
         return Ok(());
@@ -210,6 +225,27 @@ fn install_kernel_hooks(guest: &mut GuestTree, cmdline: &str, arch: Arch) -> Res
             Perms::root(0o755),
         )?;
     }
+    // Ubuntu's kernels link /boot/vmlinuz to the newest by default: FAT has no symlinks, and
+    // the link's failure would fail the kernel package. The links go to / instead (Debian's way).
+    if let Some(conf) = guest.read("/etc/kernel-img.conf")? {
+        let conf = String::from_utf8_lossy(&conf);
+        if conf.lines().any(is_link_in_boot) {
+            let conf: String = conf
+                .lines()
+                .map(|l| match is_link_in_boot(l) {
+                    true => "link_in_boot = no\n".to_string(),
+                    false => format!("{l}\n"),
+                })
+                .collect();
+            guest.write("/etc/kernel-img.conf", conf.as_bytes(), Perms::root(0o644))?;
+        }
+    }
+    // Before a kernel package is unpacked: /boot is FAT, where dpkg cannot keep its backup link.
+    guest.write(
+        "/etc/kernel/preinst.d/c2vm",
+        PREINST_HOOK.as_bytes(),
+        Perms::root(0o755),
+    )?;
     // An upgrade of shim or the signed loader alone runs no kernel hook: dpkg runs the script
     // after each of its runs too (apt's and `dpkg -i`'s), through a shell.
     if guest.exists("/etc/dpkg/dpkg.cfg.d")? {
@@ -221,6 +257,13 @@ fn install_kernel_hooks(guest: &mut GuestTree, cmdline: &str, arch: Arch) -> Res
         guest.write(DPKG_CFG, cfg.as_bytes(), Perms::root(0o644))?;
     }
     Ok(())
+}
+
+/// `link_in_boot = yes` (or `Yes`, as kernel-img.conf(5) allows).
+fn is_link_in_boot(line: &str) -> bool {
+    let mut parts = line.splitn(2, '=').map(str::trim);
+    parts.next() == Some("link_in_boot")
+        && parts.next().is_some_and(|v| v.eq_ignore_ascii_case("yes"))
 }
 
 /// Where dpkg reads its options from, for the update script's hook.
@@ -235,6 +278,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc/kernel/postinst.d")).unwrap();
         std::fs::create_dir_all(dir.path().join("etc/dpkg/dpkg.cfg.d")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/kernel-img.conf"),
+            "do_symlinks = yes\nlink_in_boot = Yes\n",
+        )
+        .unwrap();
         let cmdline = "root=UUID=x rw";
         let (out, result) = crate::rootfs::edit::edit_dir(dir.path(), |g| {
             install_kernel_hooks(g, cmdline, Arch::Amd64)
@@ -250,6 +298,7 @@ mod tests {
             "etc/kernel/postinst.d/zz-c2vm",
             "etc/kernel/postrm.d/zz-c2vm",
             "etc/initramfs/post-update.d/zz-c2vm",
+            "etc/kernel/preinst.d/c2vm",
             "usr/local/sbin/c2vm-update-boot",
         ] {
             assert_eq!(mode(hook), 0o755, "{hook}");
@@ -257,9 +306,13 @@ mod tests {
         let syslinux =
             std::fs::read_to_string(root.join("etc/c2vm/boot/with-previous/syslinux/syslinux.cfg"))
                 .unwrap();
-        assert!(syslinux.contains("LABEL previous\n  KERNEL /previous/vmlinuz\n"));
+        assert!(syslinux.contains("LABEL previous\n  KERNEL /@C2VM_PREVIOUS_KERNEL@\n"));
         assert!(syslinux.contains(&format!("APPEND {cmdline}\n")));
         let dpkg = std::fs::read_to_string(root.join(DPKG_CFG.trim_start_matches('/'))).unwrap();
         assert!(dpkg.contains("\npost-invoke=/usr/local/sbin/c2vm-update-boot || "));
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/kernel-img.conf")).unwrap(),
+            "do_symlinks = yes\nlink_in_boot = no\n"
+        );
     }
 }

@@ -46,9 +46,9 @@ fn chain_files(chain: &Chain, arch: Arch) -> Vec<EspFile> {
     ]
 }
 
-/// What the loaders boot, from the ESP's root.
-pub const KERNEL_ON_ESP: &str = "vmlinuz";
-pub const INITRD_ON_ESP: &str = "initrd.img";
+/// The names of the kernel and initramfs the loaders boot, at the ESP's root (the guest's
+/// `/boot`), one a line: for `c2vm run --direct-kernel`, whichever loader the disk has.
+pub const KERNEL_NAMES_ON_ESP: &str = "c2vm/kernel";
 /// The kernel command line, as the loaders have it.
 pub const CMDLINE_ON_ESP: &str = "c2vm/cmdline";
 
@@ -64,6 +64,8 @@ pub struct BootConfig {
     pub arch: Arch,
     /// The whole kernel command line.
     pub cmdline: String,
+    /// What the loaders boot, by its names in the guest's `/boot` (the ESP).
+    pub kernel: texts::KernelNames,
     /// The ESP's FAT volume id, `ABCD-1234`.
     pub esp_uuid: String,
     /// SOURCE_DATE_EPOCH, for the dates the loader tools write.

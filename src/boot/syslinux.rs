@@ -37,9 +37,15 @@ pub fn mbr_bootcode() -> Result<[u8; 440]> {
 /// With `chain`, shim runs the guest's signed systemd-boot; without, the host's systemd-boot is
 /// the firmware's default loader.
 pub fn esp_files(cfg: &BootConfig, chain: Option<&Chain>) -> Result<Vec<EspFile>> {
-    let mut texts = texts::esp_texts(Bootloader::Syslinux, cfg.arch, &cfg.cmdline, false)?
-        .into_iter()
-        .map(|(path, text)| EspFile::bytes(&path, text));
+    let mut texts = texts::esp_texts(
+        Bootloader::Syslinux,
+        cfg.arch,
+        &cfg.cmdline,
+        &cfg.kernel,
+        None,
+    )?
+    .into_iter()
+    .map(|(path, text)| EspFile::bytes(&path, text));
     let mut files: Vec<EspFile> = match cfg.arch.has_bios() {
         true => texts.next().into_iter().collect(),
         false => Vec::new(),

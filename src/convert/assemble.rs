@@ -130,6 +130,7 @@ impl<'a, 'i> Build<'a, 'i> {
         let cfg = BootConfig {
             arch: self.input.arch,
             cmdline: machine.cmdline.clone(),
+            kernel: boot::guest::kernel_names(&machine.kernel),
             esp_uuid: self.ids.esp_uuid(),
             epoch: self.plan.epoch,
         };
@@ -141,9 +142,18 @@ impl<'a, 'i> Build<'a, 'i> {
             .with_context(|| format!("opening {}", raw.display()))?;
         self.timings
             .spin("esp", "Writing the EFI system partition", || {
-                let mut files = boot::guest::kernel_files(&edited.tree, &machine.kernel)?;
                 let chain = machine.secure.chain();
-                files.extend(boot::esp_files(plan.bootloader, &cfg, chain, scratch)?);
+                let loaders = boot::esp_files(plan.bootloader, &cfg, chain, scratch)?;
+                // The guest's /boot first, less what c2vm's loaders put in the same place.
+                let (mut files, left_out) = boot::guest::boot_partition_files(&edited.tree);
+                files.retain(|f| !loaders.iter().any(|l| l.path.eq_ignore_ascii_case(&f.path)));
+                if !left_out.is_empty() {
+                    progress::note(&format!(
+                        "Note: /boot is the EFI system partition (FAT), which holds no symlinks or devices: left out {}",
+                        left_out.join(", ")
+                    ));
+                }
+                files.extend(loaders);
                 esp::write(&image, layout.esp, ids.esp_volume, files, plan.epoch)
             })?;
         image.sync_all().context("flushing the disk image")?;

@@ -20,6 +20,12 @@ const INITRD_NAMES: &[(&str, &str)] = &[
     ("initrd-", ""),
 ];
 
+/// What lives on the ESP, which the guest mounts at `/boot`: everything under it. So the kernel
+/// packages write their files once, where the loaders read them (docs/lifecycle.md).
+pub fn on_esp(key: &[u8]) -> bool {
+    key.starts_with(b"boot/")
+}
+
 /// The files [`find`] may pick, so the stream edit copies them as they pass (for the ESP).
 pub fn is_candidate(key: &[u8]) -> bool {
     let Some(name) = key.strip_prefix(b"boot/") else {

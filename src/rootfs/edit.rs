@@ -31,6 +31,9 @@ pub struct Policy {
     pub copy: fn(&[u8]) -> bool,
     /// Copied as they pass, whatever their size: the kernel and initramfs for the ESP.
     pub boot: fn(&[u8]) -> bool,
+    /// On the ESP only, which the guest mounts at `/boot`: copied as they pass, whatever their
+    /// size, and never written into the filesystem (where the mount would hide them).
+    pub esp: fn(&[u8]) -> bool,
     /// With SOURCE_DATE_EPOCH: no timestamp after it (clamped, as reproducible tar does).
     pub clamp_mtime: Option<u64>,
     /// mtime of what setup writes.
@@ -180,21 +183,34 @@ impl<W: Write> Editor<'_, W> {
         self.emit_created_dirs()?;
 
         let policy = self.policy;
+        let esp = kind != Kind::Dir && (policy.esp)(&key);
+        // A hardlink from the filesystem to a file on the ESP: the filesystem gets a copy.
+        let (kind, esp_copy) = match kind {
+            Kind::Hardlink(t) if !esp && (policy.esp)(&t) => {
+                (Kind::File, self.tree.get(&t).and_then(|n| n.data.clone()))
+            }
+            kind => (kind, None),
+        };
         let hardlink_to_held = matches!(&kind, Kind::Hardlink(t) if self.tree.get(t).is_some_and(|n| n.state == State::Held));
-        let hold =
-            kind != Kind::Dir && size <= HOLD_LIMIT && ((policy.hold)(&key) || hardlink_to_held);
-        let boot = kind == Kind::File && (policy.boot)(&key);
+        let hold = !esp
+            && kind != Kind::Dir
+            && size <= HOLD_LIMIT
+            && ((policy.hold)(&key) || hardlink_to_held);
+        let boot = kind == Kind::File && (esp || (policy.boot)(&key));
         let copy = kind == Kind::File && size <= HOLD_LIMIT && (policy.copy)(&key);
-        let data = match hold || copy || boot {
-            true => Some(self.read_data(entry, size, boot, shown)?),
-            false => None,
+        let data = match (esp_copy, hold || copy || boot) {
+            (Some(data), _) => Some(data),
+            (None, true) => Some(self.read_data(entry, size, boot, shown)?),
+            (None, false) => None,
         };
         let mut node = Node::new(kind, meta, data);
-        node.size = size;
+        if node.data.is_none() {
+            node.size = size;
+        }
         if hold {
             node.state = State::Held;
             self.held.push(key.clone());
-        } else if !emit {
+        } else if !emit || esp {
             // Kept for the ESP only: the tree knows it, the filesystem never sees it.
         } else {
             match &node.data {
@@ -527,6 +543,7 @@ pub(crate) fn edit_dir<T>(
         hold: super::setup::holds,
         copy: super::init::systemd::reads,
         boot: super::boot_files::is_candidate,
+        esp: super::boot_files::on_esp,
         clamp_mtime: None,
         now: 1_700_000_000,
     };
@@ -551,6 +568,7 @@ mod tests {
             hold: |k| k.starts_with(b"etc/"),
             copy: |k| k.starts_with(b"usr/lib/systemd/system/"),
             boot: |k| k.starts_with(b"boot/vmlinuz"),
+            esp: |_| false,
             clamp_mtime: None,
             now: 1_700_000_000,
         }
@@ -623,6 +641,53 @@ mod tests {
             }
         }
         assert_eq!(hostname, Some(("vm\n".to_string(), 0o644)));
+    }
+
+    /// /boot's files go to the ESP only: kept in the tree with their contents, never in the
+    /// filesystem's stream; a hardlink from outside /boot to one of them becomes a copy there.
+    #[test]
+    fn boot_files_stay_out_of_the_filesystem_and_keep_their_contents() {
+        let mut t = Tar::new();
+        t.dir("./")
+            .dir("./boot/")
+            .file("./boot/vmlinuz-1", b"kernel")
+            .hardlink("./boot/vmlinuz", "boot/vmlinuz-1")
+            .symlink("./boot/initrd.img", "initrd.img-1")
+            .hardlink("./vmlinuz", "boot/vmlinuz-1");
+        let policy = Policy {
+            esp: |k| k.starts_with(b"boot/"),
+            ..policy()
+        };
+        let mut out = Vec::new();
+        let edited = edit(t.bytes().as_slice(), &mut out, &policy, |_| Ok(())).unwrap();
+        assert_eq!(
+            names(&out),
+            [
+                ("boot".to_string(), EntryType::Directory),
+                ("vmlinuz".to_string(), EntryType::Regular)
+            ]
+        );
+        let mut a = tar::Archive::new(out.as_slice());
+        let mut copy = String::new();
+        let mut entries = a.entries().unwrap().skip(1);
+        entries
+            .next()
+            .unwrap()
+            .unwrap()
+            .read_to_string(&mut copy)
+            .unwrap();
+        assert_eq!(copy, "kernel");
+        let found = edited.tree.files_under(b"boot");
+        let (files, others) = (found.files, found.others);
+        let files: Vec<_> = files.iter().map(|(p, d)| (show(p), d.to_vec())).collect();
+        assert_eq!(
+            files,
+            [
+                ("vmlinuz".to_string(), b"kernel".to_vec()),
+                ("vmlinuz-1".to_string(), b"kernel".to_vec())
+            ]
+        );
+        assert_eq!(others, [b"initrd.img".to_vec()]);
     }
 
     #[test]

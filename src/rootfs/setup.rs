@@ -96,7 +96,8 @@ pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig, init: InitSystem) -> 
     if guest.is_regular("/var/lib/dbus/machine-id")? {
         guest.symlink("/var/lib/dbus/machine-id", "/etc/machine-id")?;
     }
-    guest.mkdir("/boot/efi", Perms::root(0o755))?;
+    // The ESP's mount point: the image's /boot went to the ESP itself (boot_files::on_esp).
+    guest.mkdir("/boot", Perms::root(0o755))?;
     if let Some(hash) = &cfg.settings.credentials.root_password_hash {
         set_root_password(guest, hash)?;
     }
@@ -192,7 +193,7 @@ pub fn fstab(cfg: &GuestConfig, grow_root: bool) -> String {
     format!(
         "# Written by c2vm.\n\
          UUID={root}\t/\text4\terrors=remount-ro{grow}\t0\t1\n\
-         UUID={esp}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t2\n",
+         UUID={esp}\t/boot\tvfat\tumask=0077,nofail\t0\t2\n",
         root = cfg.root_uuid,
         esp = cfg.esp_uuid,
         grow = if grow_root { ",x-systemd.growfs" } else { "" }
@@ -367,7 +368,7 @@ mod tests {
         let f = fstab(&cfg(), true);
         assert!(f.contains("UUID=11111111-2222-3333-4444-555555555555\t/\text4\terrors=remount-ro,x-systemd.growfs\t"));
         assert!(!fstab(&cfg(), false).contains("growfs"));
-        assert!(f.contains("UUID=ABCD-1234\t/boot/efi\tvfat\tumask=0077,nofail"));
+        assert!(f.contains("UUID=ABCD-1234\t/boot\tvfat\tumask=0077,nofail"));
         assert!(hosts("web.example.org").contains("127.0.1.1\tweb.example.org web"));
     }
 

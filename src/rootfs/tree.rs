@@ -84,6 +84,14 @@ pub struct GuestTree {
     created: Vec<Vec<u8>>,
 }
 
+/// What [`GuestTree::files_under`] finds.
+pub struct FilesUnder {
+    /// Regular files with the contents the edit kept (a hardlink's are its file's).
+    pub files: Vec<(Vec<u8>, Arc<[u8]>)>,
+    /// What else is there but directories (symlinks, devices): no contents.
+    pub others: Vec<Vec<u8>>,
+}
+
 /// What [`GuestTree::resolve`] does with a path's last part when it is a symlink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Last {
@@ -146,6 +154,23 @@ impl GuestTree {
     /// Entries setup wrote, in path order (parents before children).
     pub fn edited(&self) -> impl Iterator<Item = (&Vec<u8>, &Node)> {
         self.nodes.iter().filter(|(_, n)| n.state == State::Edited)
+    }
+
+    /// What is under the directory `dir` (a key), at any depth, by path below it.
+    pub fn files_under(&self, dir: &[u8]) -> FilesUnder {
+        let prefix = [dir, b"/"].concat();
+        let (mut files, mut others) = (Vec::new(), Vec::new());
+        for (key, node) in self.nodes.range(prefix.clone()..) {
+            let Some(rest) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            match (&self.target(node).kind, &self.target(node).data) {
+                (Kind::Dir, _) => {}
+                (Kind::File, Some(data)) => files.push((rest.to_vec(), data.clone())),
+                _ => others.push(rest.to_vec()),
+            }
+        }
+        FilesUnder { files, others }
     }
 
     /// The directories made since the last call, parents first.

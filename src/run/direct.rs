@@ -4,6 +4,7 @@
 //! skipped for this one boot; nothing on the disk changes.
 use super::disk_probe;
 use super::qemu_args::KernelBoot;
+use crate::boot::texts;
 use crate::disk::layout::Extent;
 use crate::disk::{esp, gpt};
 use anyhow::{bail, Context, Result};
@@ -38,12 +39,17 @@ impl DirectBoot {
             .context(
                 "the disk's ESP holds no kernel command line (c2vm/cmdline); was it made by c2vm?",
             )??;
+        // Disks from earlier c2vm versions keep the kernel under fixed names, with no record of them.
+        let names = read(crate::boot::KERNEL_NAMES_ON_ESP)
+            .ok()
+            .and_then(|text| texts::parse_kernel_names(&String::from_utf8_lossy(&text)))
+            .unwrap_or_else(|| texts::KernelNames {
+                kernel: "vmlinuz".to_string(),
+                initrd: "initrd.img".to_string(),
+            });
         let kernel = dir.path().join("vmlinuz");
         let initrd = dir.path().join("initrd.img");
-        for (on_esp, host) in [
-            (crate::boot::KERNEL_ON_ESP, &kernel),
-            (crate::boot::INITRD_ON_ESP, &initrd),
-        ] {
+        for (on_esp, host) in [(&names.kernel, &kernel), (&names.initrd, &initrd)] {
             std::fs::write(host, read(on_esp)?)
                 .with_context(|| format!("writing {}", host.display()))?;
         }
@@ -158,8 +164,13 @@ mod tests {
         volume.set_len(layout.esp.size).unwrap();
         let files = vec![
             EspFile::bytes(crate::boot::CMDLINE_ON_ESP, "root=UUID=x rw quiet\n"),
-            EspFile::bytes(crate::boot::KERNEL_ON_ESP, b"the kernel".to_vec()),
-            EspFile::bytes(crate::boot::INITRD_ON_ESP, b"the initramfs".to_vec()),
+            EspFile::bytes(
+                crate::boot::KERNEL_NAMES_ON_ESP,
+                "/vmlinuz-6.12.9+deb13-amd64\n/initrd.img-6.12.9+deb13-amd64\n",
+            ),
+            EspFile::bytes("vmlinuz-6.12.9+deb13-amd64", b"the kernel".to_vec()),
+            EspFile::bytes("initrd.img-6.12.9+deb13-amd64", b"the initramfs".to_vec()),
+            EspFile::bytes("vmlinuz-6.12.8+deb13-amd64", b"the old kernel".to_vec()),
         ];
         esp::write_small_volume(&volume, layout.esp.size, *b"ESP        ", files).unwrap();
         let mut bytes = vec![0u8; layout.esp.size as usize];

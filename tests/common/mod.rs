@@ -1143,12 +1143,12 @@ impl Registry {
 }
 
 /// What a guest booted from the test rootfs ([`test_rootfs`], converted with `--hostname
-/// vm-under-test`) reports: `/` ext4 rw, `/boot/efi` the vfat ESP, setuid kept, our hostname,
+/// vm-under-test`) reports: `/` ext4 rw, `/boot` the vfat ESP, setuid kept, our hostname,
 /// the hardlink pair and setgid dir from the test tree, and which firmware booted it.
 pub fn rootfs_guest_checks() -> String {
     facts_script(&[
         ("root", "findmnt -no FSTYPE,OPTIONS /"),
-        ("esp", "findmnt -no FSTYPE /boot/efi"),
+        ("esp", "findmnt -no FSTYPE /boot"),
         ("passwd_mode", "stat -c %a /usr/bin/passwd"),
         ("hostname", "hostname"),
         ("link_a", "stat -c '%h %i' /opt/c2vm-test/link-a"),
