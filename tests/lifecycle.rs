@@ -64,7 +64,8 @@ chmod 755 /etc/initramfs-tools/scripts/init-top/c2vm-marker
 printf 'MODULES=dep\nCOMPRESSLEVEL=1\n' > /etc/initramfs-tools/conf.d/c2vm-test
 t=$(date +%s); update-initramfs -u >/dev/null 2>&1
 echo took-update-initramfs=$(($(date +%s) - t))
-lsinitramfs /boot/initrd.img-$old | grep -q c2vm-marker && echo initrd=updated-on-esp
+# (grep -c reads all of it: with -q, lsinitramfs's cpio would complain of the closed pipe)
+[ "$(lsinitramfs /boot/initrd.img-$old | grep -c c2vm-marker)" -gt 0 ] && echo initrd=updated-on-esp
 echo marker=$(cat /run/c2vm-initrd-marker 2>/dev/null || echo none)
 echo entries-before=$(grep -c '^LABEL' /boot/syslinux/syslinux.cfg)
 t=$(date +%s); DEBIAN_FRONTEND=noninteractive dpkg -i /root/linux-image-*-cloud-amd64_*.deb >/tmp/dpkg.log 2>&1 \
