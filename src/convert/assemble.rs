@@ -89,7 +89,7 @@ impl<'a, 'i> Build<'a, 'i> {
             multiple: plan.output.format.size_multiple(),
             arch: input.arch,
         };
-        let policy = boot::guest::edit_policy(plan.epoch);
+        let policy = boot::guest::edit_policy(plan.epoch, false);
         let root = RootFs {
             source: &input.root,
             shape: &shape,
