@@ -165,14 +165,20 @@ fn host_part(role: Role, name: &str, need: &str) -> Part {
     }
 }
 
-/// The installed version of a host package, where the host has dpkg; else None.
+/// The installed version of a host package, where the host has dpkg; else None. A package
+/// installed for two architectures (multiarch) answers once each: one version, or None when
+/// they differ (which of them c2vm took is not known here).
 fn host_package_version(package: &str) -> Option<String> {
     let out = Cmd::new("dpkg-query", "Asking dpkg for a host package's version")
-        .args(["-W", "-f", "${Version}", package])
+        .args(["-W", "-f", "${Version}\n", package])
         .run()
         .ok()?;
-    let version = out.stdout.trim().to_string();
-    (!version.is_empty()).then_some(version)
+    let mut versions: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    versions.dedup();
+    match versions.as_slice() {
+        [version] if !version.is_empty() => Some(version.to_string()),
+        _ => None,
+    }
 }
 
 /// c2vm-init as PID 1, or its binary as the guest agent under the image's own init.
