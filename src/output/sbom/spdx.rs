@@ -149,7 +149,7 @@ pub fn document(facts: &Facts) -> Result<String> {
     for (i, pkg) in facts.inventory.packages.iter().enumerate() {
         let mut p = Package::named(id("package", i, &pkg.name), &pkg.name);
         p.version_info = Some(pkg.version.clone());
-        p.primary_package_purpose = Some("LIBRARY");
+        // No primaryPackagePurpose: the database does not say library or application.
         p.source_info = pkg.source.as_ref().map(|s| match &pkg.source_version {
             Some(v) => format!("built from the source package {s} {v}"),
             None => format!("built from the source package {s}"),
