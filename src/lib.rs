@@ -155,7 +155,7 @@ pub mod fuzzing {
         crate::rootfs::edit::edit(
             archive,
             &mut edited,
-            &crate::boot::guest::edit_policy(None),
+            &crate::boot::guest::edit_policy(None, false),
             |_| Ok(()),
         )?;
         crate::rootfs::unpack::unpack(edited.as_slice(), root)

@@ -76,6 +76,8 @@ fn clap_usage_errors_exit_2_and_say_what_is_wrong() {
     );
     let err = usage_error(&["convert", "x", "-o", "x.img", "--bootloader", "lilo"]);
     assert!(err.contains("invalid value 'lilo'"), "{err}");
+    let err = usage_error(&["convert", "x", "-o", "x.img", "--sbom-format", "spdx"]);
+    assert!(err.contains("--sbom <FILE>"), "{err}");
     let err = usage_error(&["convert", "x", "-o", "x.img", "--format", "iso"]);
     assert!(err.contains("invalid value 'iso'"), "{err}");
     let err = usage_error(&["convert", "x", "-o", "x.img", "--pull", "sometimes"]);
@@ -169,6 +171,39 @@ fn convert_refuses_bad_arguments_before_any_work() {
         err.contains("the output directory nope does not exist"),
         "{err}"
     );
+
+    // --sbom: its format from its name or --sbom-format; an existing one kept without --force.
+    let err = fails(d, &["convert", src, "-o", "x.img", "--sbom", "x.json"]);
+    assert!(
+        err.contains("cannot tell the SBOM format from `x.json`")
+            && err.contains("--sbom-format spdx|cyclonedx"),
+        "{err}"
+    );
+    let err = fails(
+        d,
+        &["convert", src, "-o", "x.img", "--sbom", "precious.img"],
+    );
+    assert!(err.contains("cannot tell the SBOM format"), "{err}");
+    std::fs::write(d.join("old.spdx.json"), "{}").unwrap();
+    let err = fails(
+        d,
+        &["convert", src, "-o", "x.img", "--sbom", "old.spdx.json"],
+    );
+    assert!(err.contains("old.spdx.json already exists"), "{err}");
+    let err = fails(
+        d,
+        &[
+            "convert",
+            src,
+            "-o",
+            "x.img",
+            "--sbom",
+            "x.img",
+            "--sbom-format",
+            "spdx",
+        ],
+    );
+    assert!(err.contains("is the disk's own name"), "{err}");
 
     // Sizes.
     let err = fails(d, &["convert", src, "-o", "x.img", "--size", "lots"]);

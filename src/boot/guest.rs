@@ -13,7 +13,7 @@ use crate::rootfs::boot_files::{self, BootFiles};
 use crate::rootfs::init::{c2vm, InitPlan, InitSystem};
 use crate::rootfs::setup::{self, GuestConfig, GuestSettings, LuksRoot};
 use crate::rootfs::tree::{GuestTree, Perms};
-use crate::rootfs::{edit, init};
+use crate::rootfs::{edit, init, packages};
 use anyhow::{Context, Result};
 use secure::{Decision, SecureBoot};
 
@@ -181,9 +181,10 @@ pub fn boot_file(key: &[u8]) -> bool {
     boot_files::is_candidate(key) || secure::is_candidate(key)
 }
 
-/// What the stream edit keeps for guest setup and the ESP. `epoch` (SOURCE_DATE_EPOCH) clamps
-/// every timestamp and dates what setup writes; without it, that is now.
-pub fn edit_policy(epoch: Option<i64>) -> edit::Policy {
+/// What the stream edit keeps for guest setup and the ESP, and with `sbom` the package
+/// databases the SBOM lists. `epoch` (SOURCE_DATE_EPOCH) clamps every timestamp and dates what
+/// setup writes; without it, that is now.
+pub fn edit_policy(epoch: Option<i64>, sbom: bool) -> edit::Policy {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -194,6 +195,10 @@ pub fn edit_policy(epoch: Option<i64>) -> edit::Policy {
         copy: init::systemd::reads,
         boot: boot_file,
         esp: boot_files::on_esp,
+        records: match sbom {
+            true => packages::is_record,
+            false => |_| false,
+        },
         clamp_mtime: epoch,
         now: epoch.unwrap_or(now),
     }

@@ -99,6 +99,47 @@ pub struct Chain {
     pub loader: Arc<[u8]>,
     /// Which, for the report.
     loader_name: &'static str,
+    /// Where each came from: (guest path, the Debian package that puts it there), in the order
+    /// shim, MokManager, loader.
+    sources: [(String, String); 3],
+}
+
+/// One signed file of the chain on the ESP, and where it came from, for the SBOM.
+pub struct ChainFile<'a> {
+    /// `shim`, `MokManager`, `systemd-boot` or `GRUB`.
+    pub name: &'static str,
+    /// Its path on the ESP.
+    pub esp: String,
+    /// Where the stream edit copied it from in the guest, e.g. `usr/lib/shim/shimx64.efi.signed`.
+    pub guest: &'a str,
+    /// The Debian package that installs it there (`shim-signed`, ...).
+    pub package: &'a str,
+    pub data: &'a [u8],
+}
+
+impl Chain {
+    /// shim, MokManager and the loader, by their names on the ESP.
+    pub fn files(&self, arch: Arch) -> Vec<ChainFile<'_>> {
+        let esp = [
+            arch.uefi_default(),
+            mok_manager_on_esp(arch),
+            loader_on_esp(arch),
+        ];
+        let data = [&self.shim, &self.mok_manager, &self.loader];
+        let names = ["shim", "MokManager", self.loader_name];
+        esp.into_iter()
+            .zip(data)
+            .zip(&self.sources)
+            .zip(names)
+            .map(|(((esp, data), (guest, package)), name)| ChainFile {
+                name,
+                esp,
+                guest,
+                package,
+                data,
+            })
+            .collect()
+    }
 }
 
 /// What the disk gets: the chain, or the unsigned loaders and why.
@@ -174,24 +215,28 @@ fn chain(
     };
     let paths = Signed::of(arch);
     let loader_path = paths.loader(bootloader);
-    let (loader_name, loader) = match bootloader {
-        Bootloader::Syslinux => (
-            "systemd-boot",
-            signed(
-                loader_path,
-                &format!("systemd-boot-efi-{arch}-signed, from Debian 13; --bootloader grub takes GRUB's"),
-            )?,
-        ),
-        Bootloader::Grub => (
-            "GRUB",
-            signed(loader_path, &format!("grub-efi-{arch}-signed"))?,
-        ),
+    let (loader_name, loader_package) = match bootloader {
+        Bootloader::Syslinux => ("systemd-boot", format!("systemd-boot-efi-{arch}-signed")),
+        Bootloader::Grub => ("GRUB", format!("grub-efi-{arch}-signed")),
     };
+    let loader = match bootloader {
+        Bootloader::Syslinux => signed(
+            loader_path,
+            &format!("{loader_package}, from Debian 13; --bootloader grub takes GRUB's"),
+        )?,
+        Bootloader::Grub => signed(loader_path, &loader_package)?,
+    };
+    let mok_package = format!("shim-helpers-{arch}-signed");
     Ok(Chain {
         shim: signed(&paths.shim, "shim-signed")?,
-        mok_manager: signed(&paths.mok_manager, &format!("shim-helpers-{arch}-signed"))?,
+        mok_manager: signed(&paths.mok_manager, &mok_package)?,
         loader,
         loader_name,
+        sources: [
+            (paths.shim.clone(), "shim-signed".to_string()),
+            (paths.mok_manager.clone(), mok_package),
+            (loader_path.to_string(), loader_package),
+        ],
     })
 }
 

@@ -9,7 +9,7 @@ use crate::disk::layout::Layout;
 use crate::disk::root::{RootFs, Shape};
 use crate::disk::{esp, ext4, ext4::Populate, luks, Identifiers};
 use crate::output::containerdisk::{self, Destination};
-use crate::output::{self, DiskFormat, PendingOutput};
+use crate::output::{self, sbom, DiskFormat, PendingOutput};
 use crate::progress::{self, Timings};
 use crate::rootfs::edit::Edited;
 use crate::rootfs::tree::GuestTree;
@@ -89,7 +89,7 @@ impl<'a, 'i> Build<'a, 'i> {
             multiple: plan.output.format.size_multiple(),
             arch: input.arch,
         };
-        let policy = boot::guest::edit_policy(plan.epoch);
+        let policy = boot::guest::edit_policy(plan.epoch, plan.sbom.is_some());
         let root = RootFs {
             source: &input.root,
             shape: &shape,
@@ -188,7 +188,55 @@ impl<'a, 'i> Build<'a, 'i> {
         Ok(Some(said))
     }
 
-    pub fn report(&self, layout: &Layout, machine: &Machine, containerdisk: Option<&str>) {
+    /// `--sbom`: the finished disk's SBOM (the disk still under its temporary name), written
+    /// beside its own final name, to be renamed after the disk.
+    pub fn sbom(
+        &mut self,
+        pending: &PendingOutput,
+        edited: &Edited<Machine>,
+    ) -> Result<Option<sbom::Written>> {
+        let (plan, input) = (self.plan, self.input);
+        let Some(target) = &plan.sbom else {
+            return Ok(None);
+        };
+        let name = (plan.output.path.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("the output has no file name")?;
+        let bundle = (input.bundle.as_ref())
+            .filter(|b| b.joined())
+            .map(|b| sbom::Bundle {
+                name: b.name.clone(),
+                id: b.id.clone(),
+            });
+        let inputs = sbom::Inputs {
+            disk: pending.path(),
+            name,
+            format: plan.output.format,
+            arch: input.arch,
+            source: &input.identity.source,
+            source_id: &input.identity.id,
+            tree: &edited.tree,
+            machine: &edited.value,
+            bootloader: plan.bootloader,
+            bundle,
+            epoch: plan.epoch,
+        };
+        let written = self
+            .timings
+            .spin("sbom", "Writing the SBOM", || sbom::write(target, &inputs))?;
+        for unread in &written.unread {
+            progress::note(&format!("Warning: the SBOM is incomplete: {unread}"));
+        }
+        Ok(Some(written))
+    }
+
+    pub fn report(
+        &self,
+        layout: &Layout,
+        machine: &Machine,
+        containerdisk: Option<&str>,
+        sbom: Option<&sbom::Summary>,
+    ) {
         let (input, plan) = (self.input, self.plan);
         report::print(&Summary {
             output: &plan.output.path,
@@ -203,6 +251,7 @@ impl<'a, 'i> Build<'a, 'i> {
             },
             json: plan.json,
             containerdisk,
+            sbom,
             root_size: layout.root.size,
             kernel_version: &machine.kernel.version,
             timings: &self.timings,

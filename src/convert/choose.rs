@@ -73,6 +73,14 @@ impl Bundle {
         }
     }
 
+    /// Its image ID.
+    pub fn image_id(&self) -> &str {
+        match self {
+            Bundle::Engine(d) => &d.id,
+            Bundle::Layers(l) => &l.details.id,
+        }
+    }
+
     /// Bytes of its root filesystem, for sizing.
     pub fn size(&self) -> u64 {
         match self {

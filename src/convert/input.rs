@@ -18,6 +18,7 @@ use crate::source::layers::LayeredImage;
 use crate::source::registry::Access;
 use crate::source::{self, ImageDetails, TarStream};
 use anyhow::{bail, Context, Result};
+use std::cell::Cell;
 use std::path::Path;
 
 /// Everything the disk stages take from the source.
@@ -38,6 +39,8 @@ pub struct Input<'a> {
     pub engine: Option<&'a Engine>,
     /// How to reach registries (a containerDisk may be pushed).
     pub access: Access,
+    /// The kernel bundle that may join the stream, for the SBOM.
+    pub bundle: Option<KernelBundle<'a>>,
 }
 
 /// Which image a disk is made from, as the report says it.
@@ -108,6 +111,7 @@ pub fn tarball<'a>(
         },
         engine: None,
         access: Access::default(),
+        bundle: None,
     })
 }
 
@@ -208,7 +212,11 @@ impl<'a> ImageSource<'a> {
                 }
                 _ => None,
             };
-            Ok(Bootable { kernel, built })
+            Ok(Bootable {
+                kernel,
+                built,
+                joined: Cell::new(false),
+            })
         })
     }
 
@@ -298,6 +306,14 @@ impl<'a> ImageSource<'a> {
             },
             engine: self.engine(),
             access: options.access.clone(),
+            bundle: bundle.map(|b| KernelBundle {
+                name: match &options.kernel_image {
+                    Some(reference) => format!("the kernel bundle {reference} (--kernel-image)"),
+                    None => "c2vm's generic kernel bundle".to_string(),
+                },
+                id: b.image_id().to_string(),
+                joined: &bootable.joined,
+            }),
         })
     }
 }
@@ -306,6 +322,25 @@ impl<'a> ImageSource<'a> {
 pub struct Bootable {
     pub kernel: KernelPlan,
     pub built: Option<ImageDetails>,
+    /// Whether a kernel bundle joined the stream: set once the stream edit has asked (an image
+    /// with a kernel of its own may take none).
+    joined: Cell<bool>,
+}
+
+/// The kernel bundle a disk may boot, for the SBOM.
+pub struct KernelBundle<'a> {
+    /// As the user named it (`--kernel-image`), or c2vm's generic bundle.
+    pub name: String,
+    /// Its image ID.
+    pub id: String,
+    joined: &'a Cell<bool>,
+}
+
+impl KernelBundle<'_> {
+    /// Whether its kernel is the disk's: known once the root filesystem is written.
+    pub fn joined(&self) -> bool {
+        self.joined.get()
+    }
 }
 
 /// An encrypted root needs an initramfs that asks for the passphrase and unlocks it: the
@@ -333,14 +368,16 @@ pub fn bundle_entries<'a>(
     plan: &DiskPlan,
     tree: &mut GuestTree,
 ) -> Result<Option<crate::rootfs::edit::JoinedStream<'a>>> {
-    choose::bundle_entries(
+    let entries = choose::bundle_entries(
         image.engine(),
         &bootable.kernel,
         tree,
         options.init.choice,
         plan.luks.is_some(),
     )
-    .map_err(|e| image.explain_no_engine(e))
+    .map_err(|e| image.explain_no_engine(e))?;
+    bootable.joined.set(entries.is_some());
+    Ok(entries)
 }
 
 /// The signed loader the template installs with shim: the one this disk's chain boots.

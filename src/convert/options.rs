@@ -4,6 +4,7 @@
 use crate::boot::{secure::SecureBoot, Bootloader};
 use crate::convert::choose::KernelChoice;
 use crate::kernel::Flavour;
+use crate::output::sbom::SbomFormat;
 use crate::output::{Compress, DiskFormat, VmdkSubformat};
 use crate::rootfs::init::c2vm::Restart;
 use crate::rootfs::init::InitChoice;
@@ -56,7 +57,15 @@ pub struct OutputOptions {
     /// image, identifiers, stage timings); the human report stays on standard error
     #[arg(long)]
     pub json: bool,
-    /// Overwrite the output if it exists
+    /// Also write the disk's SBOM to FILE: every package of the guest's dpkg or apk database,
+    /// the kernel, loaders and files c2vm added, the disk's and the image's digests; *.spdx.json
+    /// is SPDX 2.3, *.cdx.json CycloneDX 1.6
+    #[arg(long, value_name = "FILE")]
+    pub sbom: Option<PathBuf>,
+    /// The SBOM's format, when its name does not say
+    #[arg(long, value_enum, requires = "sbom")]
+    pub sbom_format: Option<SbomFormat>,
+    /// Overwrite the output (and the SBOM) if it exists
     #[arg(long)]
     pub force: bool,
 }

@@ -3,7 +3,8 @@
 //! tarball, or an image through an engine or a transport, with the kernel it boots) → the root
 //! filesystem, the stream edited into mke2fs with guest setup on the way (`disk::root`,
 //! `boot::guest`) → encryption (`disk::luks`) → the ESP and the boot loaders (`boot`) → the
-//! output's format and a containerDisk (`output`, `containerdisk`) → the report.
+//! output's format and a containerDisk (`output`, `containerdisk`) → the SBOM (`sbom`) → the
+//! report.
 use crate::arch::Arch;
 use crate::boot;
 use crate::cmd::ToolFailed;
@@ -129,8 +130,15 @@ fn build_disk(input: &Input, timings: Timings, plan: &DiskPlan) -> Result<()> {
         disk.encrypt(&layout)?;
         disk.boot_files(&layout, &edited)?;
         let containerdisk = disk.output(&pending, &edited.value)?;
+        let sbom = disk.sbom(&pending, &edited)?;
         pending.commit(plan.output.force)?;
-        disk.report(&layout, &edited.value, containerdisk.as_deref());
+        let sbom = sbom.map(|s| s.commit(plan.output.force)).transpose()?;
+        disk.report(
+            &layout,
+            &edited.value,
+            containerdisk.as_deref(),
+            sbom.as_ref(),
+        );
         Ok(())
     };
     steps().map_err(|e| explain_full_disk(e, plan))

@@ -13,6 +13,7 @@ use crate::disk::layout::SizeRequest;
 use crate::disk::luks::Passphrase;
 use crate::kernel::Flavour;
 use crate::output::containerdisk::Destination;
+use crate::output::sbom::SbomTarget;
 use crate::output::{DiskFormat, OutputTarget};
 use crate::rootfs::app::AppChoice;
 use crate::rootfs::init::c2vm::Restart;
@@ -46,6 +47,8 @@ pub struct DiskPlan {
     pub containerdisk: Option<Destination>,
     /// `--luks-passphrase-file`: the root is encrypted with this passphrase.
     pub luks: Option<Passphrase>,
+    /// `--sbom`: where the SBOM goes, and its format.
+    pub sbom: Option<SbomTarget>,
 }
 
 impl DiskPlan {
@@ -97,6 +100,9 @@ impl DiskPlan {
             out.compress,
             out.vmdk_subformat,
         )?;
+        let sbom = (out.sbom.as_deref())
+            .map(|path| SbomTarget::check(path, out.sbom_format, &output.path, out.force))
+            .transpose()?;
         let esp_size = parse_size(&disk.esp_size).context("--esp-size")?;
         if esp_size < 64 * MIB || esp_size % MIB != 0 {
             bail!(
@@ -133,6 +139,7 @@ impl DiskPlan {
             json: out.json,
             containerdisk,
             luks: None,
+            sbom,
         })
     }
 

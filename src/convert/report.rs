@@ -5,7 +5,7 @@ use crate::arch::Arch;
 use crate::credentials::Login;
 use crate::disk::layout::Layout;
 use crate::disk::Identifiers;
-use crate::output::{self, DiskFormat, OutputTarget};
+use crate::output::{self, sbom, DiskFormat, OutputTarget};
 use crate::progress::{note, Timings};
 use crate::rootfs::app::GuestApp;
 use crate::units::MIB;
@@ -33,6 +33,8 @@ pub struct Summary<'a> {
     pub json: bool,
     /// Where `--containerdisk` put the KubeVirt image.
     pub containerdisk: Option<&'a str>,
+    /// What `--sbom` wrote.
+    pub sbom: Option<&'a sbom::Summary>,
     pub root_size: u64,
     pub kernel_version: &'a str,
     pub timings: &'a Timings,
@@ -78,6 +80,17 @@ pub fn print(s: &Summary) {
         note(&format!(
             "Root: encrypted (LUKS2, aes-xts-plain64, UUID {}): the guest asks for the passphrase on its console at every boot; `c2vm run --luks-passphrase-file FILE` types it",
             s.ids.luks
+        ));
+    }
+    if let Some(sbom) = s.sbom {
+        note(&format!(
+            "SBOM: {} ({}, {} packages)",
+            sbom.path.display(),
+            match sbom.format {
+                sbom::SbomFormat::Spdx => "SPDX 2.3",
+                sbom::SbomFormat::Cyclonedx => "CycloneDX 1.6",
+            },
+            sbom.packages
         ));
     }
     note(&format!("Timings: {}", s.timings.line()));
@@ -150,6 +163,7 @@ fn json(s: &Summary) -> serde_json::Value {
             "diff_ids": s.image.diff_ids,
         },
         "containerdisk": s.containerdisk,
+        "sbom": s.sbom,
         "timings": s.timings.stages().iter().map(|(name, d)| (name.to_string(), serde_json::json!(d.as_secs_f64()))).collect::<serde_json::Map<_, _>>(),
     })
 }

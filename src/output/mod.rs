@@ -3,6 +3,7 @@
 //! Everything about the output path lives here: its format, the checks made before any work, the
 //! temporary file, and the final rename.
 pub mod containerdisk;
+pub mod sbom;
 
 use crate::cmd::Cmd;
 use crate::progress::Stage;

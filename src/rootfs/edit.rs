@@ -22,6 +22,11 @@ const HOLD_LIMIT: u64 = 1 << 20;
 const HOLD_BUDGET: u64 = 256 << 20;
 /// The kernel and initramfs files copied for the ESP.
 const BOOT_BUDGET: u64 = 512 << 20;
+/// A package database copied for the SBOM: dpkg's status outgrows [`HOLD_LIMIT`] on big images
+/// (about 3 MiB with a desktop), so these have their own, larger allowance.
+const RECORD_LIMIT: u64 = 64 << 20;
+/// All package databases together.
+const RECORD_BUDGET: u64 = 128 << 20;
 
 /// Which entries the edit holds back or copies, by key (guest path without the leading `/`).
 pub struct Policy {
@@ -34,6 +39,9 @@ pub struct Policy {
     /// On the ESP only, which the guest mounts at `/boot`: copied as they pass, whatever their
     /// size, and never written into the filesystem (where the mount would hide them).
     pub esp: fn(&[u8]) -> bool,
+    /// Copied as they pass, up to [`RECORD_LIMIT`] each: what the SBOM reads (the package
+    /// databases, os-release).
+    pub records: fn(&[u8]) -> bool,
     /// With SOURCE_DATE_EPOCH: no timestamp after it (clamped, as reproducible tar does).
     pub clamp_mtime: Option<u64>,
     /// mtime of what setup writes.
@@ -100,6 +108,7 @@ pub fn edit_with<'a, T>(
         held: Vec::new(),
         kept_bytes: 0,
         boot_bytes: 0,
+        record_bytes: 0,
         skipped: Vec::new(),
     };
     let image = JoinedStream {
@@ -117,6 +126,14 @@ pub fn edit_with<'a, T>(
     editor.finish(value)
 }
 
+/// Which allowance a kept file counts against.
+#[derive(Clone, Copy)]
+enum Budget {
+    Setup,
+    Boot,
+    Records,
+}
+
 /// The stream edit's state while entries pass.
 struct Editor<'p, W: Write> {
     out: Output<W>,
@@ -127,6 +144,7 @@ struct Editor<'p, W: Write> {
     /// Bytes kept in memory for setup, and for the ESP.
     kept_bytes: u64,
     boot_bytes: u64,
+    record_bytes: u64,
     /// Entries a filesystem cannot hold, for the notes.
     skipped: Vec<String>,
 }
@@ -198,9 +216,19 @@ impl<W: Write> Editor<'_, W> {
             && ((policy.hold)(&key) || hardlink_to_held);
         let boot = kind == Kind::File && (esp || (policy.boot)(&key));
         let copy = kind == Kind::File && size <= HOLD_LIMIT && (policy.copy)(&key);
-        let data = match (esp_copy, hold || copy || boot) {
+        // Past its allowance a database is not kept (the SBOM says so), never a failed disk.
+        let record = kind == Kind::File
+            && size <= RECORD_LIMIT
+            && self.record_bytes + size <= RECORD_BUDGET
+            && (policy.records)(&key);
+        let budget = match (boot, hold || copy) {
+            (true, _) => Budget::Boot,
+            (false, true) => Budget::Setup,
+            (false, false) => Budget::Records,
+        };
+        let data = match (esp_copy, hold || copy || boot || record) {
             (Some(data), _) => Some(data),
-            (None, true) => Some(self.read_data(entry, size, boot, shown)?),
+            (None, true) => Some(self.read_data(entry, size, budget, shown)?),
             (None, false) => None,
         };
         let mut node = Node::new(kind, meta, data);
@@ -217,7 +245,7 @@ impl<W: Write> Editor<'_, W> {
                 Some(data) => self.out.entry(&key, &node, &mut data.as_ref())?,
                 None => self.out.entry(&key, &node, entry)?,
             }
-            if node.data.is_none() || !(copy || boot) {
+            if node.data.is_none() || !(copy || boot || record) {
                 node.data = None;
             }
         }
@@ -347,17 +375,18 @@ impl<W: Write> Editor<'_, W> {
         Ok(())
     }
 
-    /// The entry's data, kept in memory for setup or the ESP, within their budgets.
+    /// The entry's data, kept in memory for setup, the ESP or the SBOM, within their budgets.
     fn read_data<R: Read>(
         &mut self,
         entry: &mut tar::Entry<R>,
         size: u64,
-        boot: bool,
+        budget: Budget,
         shown: &str,
     ) -> Result<Arc<[u8]>> {
-        let (budget, limit) = match boot {
-            true => (&mut self.boot_bytes, BOOT_BUDGET),
-            false => (&mut self.kept_bytes, HOLD_BUDGET),
+        let (budget, limit) = match budget {
+            Budget::Boot => (&mut self.boot_bytes, BOOT_BUDGET),
+            Budget::Setup => (&mut self.kept_bytes, HOLD_BUDGET),
+            Budget::Records => (&mut self.record_bytes, RECORD_BUDGET),
         };
         *budget += size;
         if *budget > limit {
@@ -544,6 +573,7 @@ pub(crate) fn edit_dir<T>(
         copy: super::init::systemd::reads,
         boot: super::boot_files::is_candidate,
         esp: super::boot_files::on_esp,
+        records: |_| false,
         clamp_mtime: None,
         now: 1_700_000_000,
     };
@@ -569,6 +599,7 @@ mod tests {
             copy: |k| k.starts_with(b"usr/lib/systemd/system/"),
             boot: |k| k.starts_with(b"boot/vmlinuz"),
             esp: |_| false,
+            records: |k| k == b"var/lib/dpkg/status",
             clamp_mtime: None,
             now: 1_700_000_000,
         }
@@ -641,6 +672,34 @@ mod tests {
             }
         }
         assert_eq!(hostname, Some(("vm\n".to_string(), 0o644)));
+    }
+
+    /// A package database past the 1 MiB of setup's files is still kept whole for the SBOM, and
+    /// still goes into the filesystem; a larger file that only setup would copy is not kept.
+    #[test]
+    fn package_databases_are_kept_past_the_hold_limit() {
+        let status = vec![b'x'; (HOLD_LIMIT + 10) as usize];
+        let unit = vec![b'u'; (HOLD_LIMIT + 10) as usize];
+        let mut t = Tar::new();
+        t.dir("./")
+            .dir("./var/")
+            .dir("./var/lib/")
+            .dir("./var/lib/dpkg/")
+            .file("./var/lib/dpkg/status", &status)
+            .dir("./usr/")
+            .dir("./usr/lib/")
+            .dir("./usr/lib/systemd/")
+            .dir("./usr/lib/systemd/system/")
+            .file("./usr/lib/systemd/system/big.service", &unit);
+        let mut out = Vec::new();
+        let edited = edit(t.bytes().as_slice(), &mut out, &policy(), |_| Ok(())).unwrap();
+        let kept = edited.tree.contents(b"var/lib/dpkg/status").unwrap();
+        assert_eq!(kept.len(), status.len());
+        assert!(edited
+            .tree
+            .contents(b"usr/lib/systemd/system/big.service")
+            .is_none());
+        assert!(names(&out).contains(&("var/lib/dpkg/status".to_string(), EntryType::Regular)));
     }
 
     /// /boot's files go to the ESP only: kept in the tree with their contents, never in the

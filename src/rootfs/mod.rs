@@ -6,6 +6,7 @@ pub mod app;
 pub mod boot_files;
 pub mod edit;
 pub mod init;
+pub mod packages;
 pub mod setup;
 pub mod tree;
 pub mod unpack;
