@@ -377,7 +377,10 @@ fn a_tls_registry_with_a_password_converts_and_says_what_is_wrong_when_it_cannot
         "ESP: {files}"
     );
     let boot = tool("debugfs", &["-R", "ls /boot", part.to_str().unwrap()]);
-    assert!(!boot.contains("vmlinuz") && !boot.contains("initrd"), "{boot}");
+    assert!(
+        !boot.contains("vmlinuz") && !boot.contains("initrd"),
+        "{boot}"
+    );
     std::fs::remove_file(&disk).unwrap();
 
     // Where an engine answers, it builds c2vm's generic bundle (or has it cached) for the image

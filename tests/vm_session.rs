@@ -149,8 +149,10 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
     let d = dir.path();
     let state = subdir(d, "state");
     let disk = d.join("debian.qcow2");
+    let spdx = d.join("debian.spdx.json");
     Convert::new("debian:latest", &disk)
         .password_file(&password_file(d))
+        .args(["--sbom".as_ref(), spdx.as_os_str()])
         .locked()
         .success();
 
@@ -176,6 +178,63 @@ fn a_debian_vm_boots_once_and_answers_exec_cp_wait_then_stops_leaving_nothing() 
         "--- run -d answered after {:.1} s ---",
         started.elapsed().as_secs_f64()
     );
+
+    // The SBOM, valid SPDX, lists exactly the packages dpkg lists in the booted guest, and what
+    // c2vm put there: the kernel the guest runs (its package and the file's sha256 on the ESP),
+    // the Secure Boot chain, c2vm-init as the agent. The same image's CycloneDX SBOM, valid
+    // too, lists the same packages.
+    let sbom = validated_sbom(&spdx);
+    let out = exec(
+        &state,
+        "web",
+        &[
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${db:Status-Status} ${Package} ${Version}\n",
+        ],
+    );
+    let mut guest: Vec<String> = stdout(&out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("installed ").map(str::to_string))
+        .collect();
+    guest.sort();
+    assert!(guest.len() > 100, "{guest:?}");
+    assert_eq!(sbom_packages(&sbom, "deb"), guest);
+    let running = stdout(&exec(&state, "web", &["uname", "-r"]));
+    let esp_kernel = stdout(&exec(
+        &state,
+        "web",
+        &["sha256sum", &format!("/boot/vmlinuz-{}", running.trim())],
+    ));
+    let parts = sbom["packages"].as_array().unwrap();
+    let part = |name: &str| {
+        parts
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in the SBOM"))
+    };
+    assert_eq!(part("linux")["versionInfo"], running.trim());
+    assert_eq!(
+        part("linux")["checksums"][0]["checksumValue"].as_str(),
+        esp_kernel.split_whitespace().next()
+    );
+    for name in [
+        "shim",
+        "MokManager",
+        "systemd-boot",
+        "SYSLINUX",
+        "c2vm-init",
+    ] {
+        part(name);
+    }
+    let cdx = d.join("debian.cdx.json");
+    Convert::new("debian:latest", &d.join("again.raw"))
+        .args(["--sbom".as_ref(), cdx.as_os_str()])
+        .locked()
+        .success();
+    std::fs::remove_file(d.join("again.raw")).unwrap();
+    assert_eq!(sbom_packages(&validated_sbom(&cdx), "deb"), guest);
 
     // A second VM of that name is refused while the first runs.
     let again = run(&mut c2vm_in(
@@ -680,12 +739,31 @@ fn a_scratch_app_vm_answers_exec_cp_and_wait_from_c2vm_init() {
         &[],
     );
     let disk = d.join("app.qcow2");
+    let cdx = d.join("app.cdx.json");
     let log = stderr(
         &Convert::new("c2vm-test/scratch-session", &disk)
+            .args(["--sbom".as_ref(), cdx.as_os_str()])
             .locked()
             .success(),
     );
     assert!(log.contains("Init: c2vm-init"), "{log}");
+    // Its SBOM: no package database, so no package; the generic bundle's kernel and c2vm-init
+    // as PID 1, and nothing invented.
+    let sbom = validated_sbom(&cdx);
+    assert_eq!(sbom_packages(&sbom, "deb"), Vec::<String>::new());
+    assert_eq!(sbom_packages(&sbom, "apk"), Vec::<String>::new());
+    let names: Vec<&str> = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"linux") && names.contains(&"c2vm-init"),
+        "{names:?}"
+    );
+    let kernel = &sbom["components"][names.iter().position(|n| *n == "linux").unwrap()];
+    assert!(kernel.to_string().contains("bundle"), "{kernel}");
     let up = run(&mut c2vm_in(
         &state,
         &["run", "-d", "--name", "app", disk.to_str().unwrap()],

@@ -1336,3 +1336,69 @@ pub fn scratch_image(dir: &Path, tag: &str, tail: &str, files: &[(&str, &str)]) 
     let _lock = host_lock(); // builds make containers
     tool("docker", &["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
 }
+
+/// An SBOM c2vm wrote, checked by its format's own validator (`pyspdxtools`, or
+/// cyclonedx-python-lib's strict JSON schema validation; scripts/install-sbom-tools, whose
+/// directory scripts/test passes as C2VM_SBOM_TOOLS), and parsed.
+pub fn validated_sbom(path: &Path) -> serde_json::Value {
+    let tools = match std::env::var_os("C2VM_SBOM_TOOLS") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(
+            stdout(&run(&mut Command::new(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-sbom-tools"),
+            )))
+            .trim(),
+        ),
+    };
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let out = if name.ends_with(".spdx.json") {
+        run(Command::new(tools.join("pyspdxtools")).arg("-i").arg(path))
+    } else {
+        let script = "import sys\n\
+            from cyclonedx.validation.json import JsonStrictValidator\n\
+            from cyclonedx.schema import SchemaVersion\n\
+            error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\n\
+            print(error or '')\n\
+            sys.exit(1 if error else 0)\n";
+        run(Command::new(tools.join("python3"))
+            .args(["-c", script])
+            .arg(path))
+    };
+    assert!(
+        out.status.success(),
+        "{name} does not validate: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The packages of a guest's database an SBOM lists, as `name version` lines, sorted: those
+/// with a package URL of `kind` (`deb`, `apk`), from SPDX's packages or CycloneDX's components.
+pub fn sbom_packages(sbom: &serde_json::Value, kind: &str) -> Vec<String> {
+    let prefix = format!("pkg:{kind}/");
+    let items = sbom["packages"]
+        .as_array()
+        .or_else(|| sbom["components"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut out: Vec<String> = items
+        .iter()
+        .filter(|p| {
+            let purl = p["purl"].as_str().map(str::to_string).or_else(|| {
+                p["externalRefs"].as_array().and_then(|refs| {
+                    refs.iter()
+                        .find(|r| r["referenceType"] == "purl")
+                        .and_then(|r| r["referenceLocator"].as_str().map(str::to_string))
+                })
+            });
+            purl.is_some_and(|u| u.starts_with(&prefix))
+        })
+        .map(|p| {
+            let version = p["versionInfo"].as_str().or(p["version"].as_str());
+            format!("{} {}", p["name"].as_str().unwrap(), version.unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
