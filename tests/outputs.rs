@@ -280,6 +280,8 @@ fn containerdisks_hold_only_the_disk_owned_by_qemu_in_the_engine_a_layout_and_a_
     let remote = format!("{}/c2vm-test/containerdisk:1", registry.host());
     let layout = d.join("layout");
     let tag = "c2vm-test/containerdisk:latest";
+    // Each goes with its SBOM; the same one each time (SOURCE_DATE_EPOCH, the same disk).
+    let sbom = d.join("vm.spdx.json");
     for dest in [
         tag.to_string(),
         format!("oci:{}:v1", layout.display()),
@@ -293,6 +295,7 @@ fn containerdisks_hold_only_the_disk_owned_by_qemu_in_the_engine_a_layout_and_a_
             .reproducible()
             .scratch_beside_output()
             .args(["--containerdisk", &dest])
+            .args(["--sbom", sbom.to_str().unwrap(), "--force"])
             .success();
         assert!(disk.exists(), "the disk itself is written too");
     }
@@ -382,6 +385,82 @@ fn containerdisks_hold_only_the_disk_owned_by_qemu_in_the_engine_a_layout_and_a_
             "{source}"
         );
     }
+
+    // The SBOM is the containerDisk's referrer: an artifact of type application/spdx+json whose
+    // subject is the containerDisk's manifest and whose one layer is the SBOM's bytes. In the
+    // layout, its index lists it beside the tag; in the registry (distribution 2.8, with no
+    // referrers API), the fallback index tagged sha256-HEX of the subject does.
+    let sbom_digest = format!("sha256:{}", sha256_hex(&std::fs::read(&sbom).unwrap()));
+    let check = |manifests: &[serde_json::Value], subject: &str, blob: &dyn Fn(&str) -> Vec<u8>| {
+        let listed: Vec<&serde_json::Value> = manifests
+            .iter()
+            .filter(|m| m["artifactType"] == "application/spdx+json")
+            .collect();
+        assert_eq!(listed.len(), 1, "{manifests:?}");
+        let artifact: serde_json::Value =
+            serde_json::from_slice(&blob(listed[0]["digest"].as_str().unwrap())).unwrap();
+        assert_eq!(artifact["subject"]["digest"], subject, "{artifact}");
+        assert_eq!(
+            artifact["layers"][0]["digest"],
+            sbom_digest.as_str(),
+            "{artifact}"
+        );
+        assert_eq!(
+            artifact["layers"][0]["annotations"]["org.opencontainers.image.title"],
+            "vm.spdx.json"
+        );
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifests = index["manifests"].as_array().unwrap();
+    let tagged = manifests
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "v1")
+        .unwrap();
+    let layout_blob = |digest: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    check(manifests, tagged["digest"].as_str().unwrap(), &layout_blob);
+    assert_eq!(layout_blob(&sbom_digest), std::fs::read(&sbom).unwrap());
+    let pushed: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{remote}"),
+        ],
+    ))
+    .unwrap();
+    let subject = pushed["Digest"].as_str().unwrap();
+    let repo = format!("http://{}/v2/c2vm-test/containerdisk", registry.host());
+    let get = |what: &str| {
+        tool(
+            "curl",
+            &[
+                "-sf",
+                "-H",
+                "Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+                &format!("{repo}/manifests/{what}"),
+            ],
+        )
+        .into_bytes()
+    };
+    let fallback: serde_json::Value =
+        serde_json::from_slice(&get(&subject.replace(':', "-"))).unwrap();
+    check(fallback["manifests"].as_array().unwrap(), subject, &get);
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]

@@ -165,7 +165,8 @@ impl<'a, 'i> Build<'a, 'i> {
     }
 
     /// The asked format (from the raw image) and `--containerdisk`; returns where that went.
-    pub fn output(&mut self, pending: &PendingOutput, machine: &Machine) -> Result<Option<String>> {
+    /// The asked format, from the raw image.
+    pub fn output(&mut self, pending: &PendingOutput) -> Result<()> {
         let plan = self.plan;
         if plan.output.format != DiskFormat::Raw {
             let raw = &self.raw;
@@ -177,13 +178,25 @@ impl<'a, 'i> Build<'a, 'i> {
                 output::convert(raw, pending.path(), &plan.output, order)
             })?;
         }
+        Ok(())
+    }
+
+    /// `--containerdisk`, with `attachments` (the SBOM) as its referrers; returns where it went.
+    pub fn containerdisk(
+        &mut self,
+        pending: &PendingOutput,
+        machine: &Machine,
+        attachments: &[containerdisk::Attachment],
+    ) -> Result<Option<String>> {
+        let plan = self.plan;
         let Some(dest) = &plan.containerdisk else {
             return Ok(None);
         };
         let version = &machine.kernel.version;
         let (input, scratch) = (self.input, self.workspace.scratch());
+        let disk = pending.path();
         let said = self.timings.time("containerdisk", || {
-            package_containerdisk(input, plan, scratch, dest, pending.path(), version)
+            package_containerdisk(input, plan, scratch, dest, disk, version, attachments)
         })?;
         Ok(Some(said))
     }
@@ -274,6 +287,7 @@ fn package_containerdisk(
     dest: &Destination,
     disk: &Path,
     kernel: &str,
+    attachments: &[containerdisk::Attachment],
 ) -> Result<String> {
     let connected;
     let engine = match (dest.needs_engine(), input.engine) {
@@ -301,6 +315,7 @@ fn package_containerdisk(
         engine,
         scratch,
         plan.epoch,
+        attachments,
     )?;
     progress::note(&format!("The containerDisk is {said}"));
     Ok(said)

@@ -3,8 +3,8 @@
 //! tarball, or an image through an engine or a transport, with the kernel it boots) → the root
 //! filesystem, the stream edited into mke2fs with guest setup on the way (`disk::root`,
 //! `boot::guest`) → encryption (`disk::luks`) → the ESP and the boot loaders (`boot`) → the
-//! output's format and a containerDisk (`output`, `containerdisk`) → the SBOM (`sbom`) → the
-//! report.
+//! output's format (`output`) → the SBOM (`sbom`) → a containerDisk, with the SBOM as its
+//! referrer (`containerdisk`) → the report.
 use crate::arch::Arch;
 use crate::boot;
 use crate::cmd::ToolFailed;
@@ -129,8 +129,10 @@ fn build_disk(input: &Input, timings: Timings, plan: &DiskPlan) -> Result<()> {
         let (layout, edited) = disk.root()?;
         disk.encrypt(&layout)?;
         disk.boot_files(&layout, &edited)?;
-        let containerdisk = disk.output(&pending, &edited.value)?;
+        disk.output(&pending)?;
         let sbom = disk.sbom(&pending, &edited)?;
+        let attachments: Vec<_> = sbom.iter().map(|s| s.attachment()).collect();
+        let containerdisk = disk.containerdisk(&pending, &edited.value, &attachments)?;
         pending.commit(plan.output.force)?;
         let sbom = sbom.map(|s| s.commit(plan.output.force)).transpose()?;
         disk.report(

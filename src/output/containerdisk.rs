@@ -2,11 +2,13 @@
 //! `FROM scratch` image whose one layer holds `disk/NAME`, owned by uid and gid 107 (the qemu
 //! user of KubeVirt's virt-launcher) and readable by it, and nothing else. It goes where REF
 //! says: into the engine by name, or with no engine to an OCI layout, an OCI archive, or a
-//! registry (`docker://REF`, or a plain name with `--push`).
+//! registry (`docker://REF`, or a plain name with `--push`). The disk's SBOM and provenance go
+//! with it as OCI referrers: artifacts whose `subject` is the containerDisk's manifest, the way
+//! `oras attach` and `cosign attest` store them, so existing tools find them.
 use crate::arch::Arch;
 use crate::source::docker::Engine;
 use crate::source::oci;
-use crate::source::registry::{self, Access, Upload};
+use crate::source::registry::{self, Access, ReferrerUpload, Upload};
 use crate::source::{SourceRef, Transport};
 use anyhow::{bail, Context, Result};
 use sha2::Digest as _;
@@ -54,6 +56,96 @@ impl Destination {
     }
 }
 
+/// A file that goes with the containerDisk as a referrer.
+pub struct Attachment {
+    /// Where it is now (under its temporary name until the disk is committed).
+    pub path: PathBuf,
+    /// Its media type, which is the artifact's type too: `application/spdx+json`, …
+    pub media_type: &'static str,
+    /// Its final file name: the layer's title.
+    pub title: String,
+}
+
+/// OCI 1.1's empty config (`{}`), which artifacts with no config of their own name.
+const EMPTY_CONFIG: &[u8] = b"{}";
+const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// One attachment as an artifact: its manifest (with the containerDisk's as `subject`) and
+/// the file's bytes and digest.
+struct Referrer {
+    manifest: Vec<u8>,
+    data: Vec<u8>,
+    digest: String,
+    artifact_type: &'static str,
+}
+
+impl Referrer {
+    fn new(attachment: &Attachment, subject: &[u8], created: &str) -> Result<Referrer> {
+        let data = std::fs::read(&attachment.path)
+            .with_context(|| format!("reading {}", attachment.path.display()))?;
+        let digest = oci::digest_of(&data);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "artifactType": attachment.media_type,
+            "config": {
+                "mediaType": EMPTY_CONFIG_TYPE,
+                "digest": oci::digest_of(EMPTY_CONFIG),
+                "size": EMPTY_CONFIG.len(),
+                "data": "e30=",
+            },
+            "layers": [{
+                "mediaType": attachment.media_type,
+                "digest": digest,
+                "size": data.len(),
+                "annotations": { "org.opencontainers.image.title": attachment.title },
+            }],
+            "subject": {
+                "mediaType": MANIFEST_TYPE,
+                "digest": oci::digest_of(subject),
+                "size": subject.len(),
+            },
+            "annotations": { "org.opencontainers.image.created": created },
+        }))?;
+        Ok(Referrer {
+            manifest,
+            data,
+            digest,
+            artifact_type: attachment.media_type,
+        })
+    }
+
+    /// Its blobs and manifest in the layout at `dir`, and its entry for the index.
+    fn write_to_layout(&self, dir: &Path) -> Result<serde_json::Value> {
+        for (digest, data) in [
+            (oci::digest_of(EMPTY_CONFIG), EMPTY_CONFIG),
+            (self.digest.clone(), self.data.as_slice()),
+            (oci::digest_of(&self.manifest), self.manifest.as_slice()),
+        ] {
+            let path = dir.join(oci::blob_path(&digest)?);
+            std::fs::write(&path, data).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(serde_json::json!({
+            "mediaType": MANIFEST_TYPE,
+            "digest": oci::digest_of(&self.manifest),
+            "size": self.manifest.len(),
+            "artifactType": self.artifact_type,
+        }))
+    }
+
+    fn upload(&self) -> ReferrerUpload<'_> {
+        ReferrerUpload {
+            manifest: &self.manifest,
+            blobs: vec![
+                (EMPTY_CONFIG, oci::digest_of(EMPTY_CONFIG)),
+                (&self.data, self.digest.clone()),
+            ],
+            artifact_type: self.artifact_type,
+        }
+    }
+}
+
 /// What the labels say the disk came from.
 pub struct Origin<'a> {
     pub source: &'a str,
@@ -75,6 +167,7 @@ pub fn package(
     engine: Option<&Engine>,
     scratch: &Path,
     epoch: Option<i64>,
+    attachments: &[Attachment],
 ) -> Result<String> {
     let mtime = epoch
         .map(|e| e.max(0) as u64)
@@ -111,12 +204,17 @@ pub fn package(
             "size": layer_size,
         }],
     }))?;
+    let created = crate::units::rfc3339(mtime);
+    let referrers = (attachments.iter())
+        .map(|a| Referrer::new(a, &manifest, &created))
+        .collect::<Result<Vec<_>>>()?;
     let image = Image {
         manifest: &manifest,
         config: &config,
         config_digest: &config_digest,
         layer: &layer,
         layer_digest: &layer_digest,
+        referrers: &referrers,
     };
     let said = match dest {
         Destination::Engine(reference) => {
@@ -132,6 +230,9 @@ pub fn package(
             image.docker_archive(&archive, &reference)?;
             engine.load(&archive, &format!("the containerDisk {reference}"))?;
             std::fs::remove_file(&archive).ok();
+            if !referrers.is_empty() {
+                crate::progress::note("Note: the SBOM and provenance are not attached to the containerDisk: an engine's image store keeps no referrers (they go with it to an OCI layout or a registry)");
+            }
             format!("{reference} in the engine")
         }
         Destination::Oci { dir, tag } => {
@@ -156,6 +257,10 @@ pub fn package(
                     layers: &[(&layer, &layer_digest)],
                 },
             )?;
+            if !referrers.is_empty() {
+                let uploads: Vec<_> = referrers.iter().map(Referrer::upload).collect();
+                registry::push_referrers(reference, access, &digest, &uploads)?;
+            }
             format!("docker://{reference} ({digest})")
         }
     };
@@ -239,6 +344,7 @@ struct Image<'a> {
     config_digest: &'a str,
     layer: &'a Path,
     layer_digest: &'a str,
+    referrers: &'a [Referrer],
 }
 
 impl Image<'_> {
@@ -278,6 +384,12 @@ impl Image<'_> {
             .with_context(|| format!("{} has no manifests list", index_path.display()))?;
         manifests.retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != tag);
         manifests.push(entry);
+        // The referrers: untagged, found by their subject (and listed with their type).
+        for referrer in self.referrers {
+            let entry = referrer.write_to_layout(dir)?;
+            manifests.retain(|m| m["digest"] != entry["digest"]);
+            manifests.push(entry);
+        }
         std::fs::write(&index_path, serde_json::to_vec(&index)?)
             .with_context(|| format!("writing {}", index_path.display()))?;
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
@@ -373,6 +485,7 @@ mod tests {
             config_digest: &oci::digest_of(b"{}"),
             layer: &layer,
             layer_digest: &oci::digest_of(b"layer"),
+            referrers: &[],
         };
         let err = image.oci_layout(&layout, "v1").unwrap_err();
         let msg = format!("{err:#}");

@@ -168,6 +168,93 @@ pub fn push(text: &str, access: &Access, upload: &Upload) -> Result<String> {
     Ok(oci::digest_of(upload.manifest))
 }
 
+/// An artifact that refers to an image already pushed (OCI 1.1's `subject`): its manifest, and
+/// the small blobs it names (the empty config, the artifact's file).
+pub struct ReferrerUpload<'a> {
+    pub manifest: &'a [u8],
+    pub blobs: Vec<(&'a [u8], String)>,
+    pub artifact_type: &'a str,
+}
+
+const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Push `referrers` of the image `subject` (a manifest digest) to `docker://text`'s repository,
+/// each manifest by its digest. A registry with the referrers API (distribution 3, most
+/// clouds') lists them from their `subject`; for one without (distribution 2.8, Debian's), the
+/// OCI distribution spec's fallback is kept too: the index tagged `sha256-HEX` of the subject
+/// lists them, as `oras attach` and `cosign attest` keep it.
+pub fn push_referrers(
+    text: &str,
+    access: &Access,
+    subject: &str,
+    referrers: &[ReferrerUpload],
+) -> Result<()> {
+    use oci_client::RegistryOperation;
+    let (registry, auth) = connect(text, access)?;
+    let r = &registry;
+    let on_error = |e| explain(e, &r.reference, &auth);
+    r.runtime
+        .block_on(r.client.auth(&r.reference, &auth, RegistryOperation::Push))
+        .map_err(on_error)?;
+    let mut listed = Vec::new();
+    for referrer in referrers {
+        for (data, digest) in &referrer.blobs {
+            r.runtime
+                .block_on(r.client.push_blob(&r.reference, data.to_vec(), digest))
+                .map_err(on_error)
+                .with_context(|| format!("pushing the blob {digest}"))?;
+        }
+        let digest = oci::digest_of(referrer.manifest);
+        let by_digest = r.reference.clone_with_digest(digest.clone());
+        r.runtime
+            .block_on(r.client.push_manifest_raw(
+                &by_digest,
+                referrer.manifest.to_vec(),
+                reqwest::header::HeaderValue::from_static(MANIFEST_TYPE),
+            ))
+            .map_err(on_error)
+            .with_context(|| format!("pushing the {} artifact", referrer.artifact_type))?;
+        listed.push(serde_json::json!({
+            "mediaType": MANIFEST_TYPE,
+            "digest": digest,
+            "size": referrer.manifest.len(),
+            "artifactType": referrer.artifact_type,
+        }));
+    }
+    let tag = format!("sha256-{}", subject.trim_start_matches("sha256:"));
+    let tagged = Reference::with_tag(
+        r.reference.registry().to_string(),
+        r.reference.repository().to_string(),
+        tag,
+    );
+    // What the tag lists already (other tools' referrers of the same image) stays.
+    let mut index =
+        match r
+            .runtime
+            .block_on(r.client.pull_manifest_raw(&tagged, &auth, &[INDEX_TYPE]))
+        {
+            Ok((bytes, _)) => serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            Err(_) => serde_json::Value::Null,
+        };
+    if !index["manifests"].is_array() {
+        index = serde_json::json!({ "schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": [] });
+    }
+    if let Some(manifests) = index["manifests"].as_array_mut() {
+        manifests.retain(|m| !listed.iter().any(|l| l["digest"] == m["digest"]));
+        manifests.extend(listed);
+    }
+    r.runtime
+        .block_on(r.client.push_manifest_raw(
+            &tagged,
+            serde_json::to_vec(&index)?,
+            reqwest::header::HeaderValue::from_static(INDEX_TYPE),
+        ))
+        .map_err(on_error)
+        .context("pushing the referrers' index")?;
+    Ok(())
+}
+
 /// A file as 1 MiB chunks, for a streamed upload.
 struct FileChunks(std::fs::File);
 

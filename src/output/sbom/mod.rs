@@ -114,6 +114,20 @@ pub struct Written {
 }
 
 impl Written {
+    /// The SBOM as a referrer of the containerDisk, under its media type.
+    pub fn attachment(&self) -> super::containerdisk::Attachment {
+        super::containerdisk::Attachment {
+            path: self.pending.path().to_path_buf(),
+            media_type: match self.format {
+                SbomFormat::Spdx => "application/spdx+json",
+                SbomFormat::Cyclonedx => "application/vnd.cyclonedx+json",
+            },
+            title: (self.path.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    }
+
     /// Rename it into place, once the disk is there.
     pub fn commit(self, force: bool) -> Result<Summary> {
         self.pending.commit(force)?;
