@@ -4,7 +4,7 @@
 //! filesystem, the stream edited into mke2fs with guest setup on the way (`disk::root`,
 //! `boot::guest`) → encryption (`disk::luks`) → the ESP and the boot loaders (`boot`) → the
 //! output's format and a containerDisk (`output`, `containerdisk`) → the SBOM (`sbom`) → the
-//! report.
+//! provenance (`provenance`) → the report.
 use crate::arch::Arch;
 use crate::boot;
 use crate::cmd::ToolFailed;
@@ -131,13 +131,16 @@ fn build_disk(input: &Input, timings: Timings, plan: &DiskPlan) -> Result<()> {
         disk.boot_files(&layout, &edited)?;
         let containerdisk = disk.output(&pending, &edited.value)?;
         let sbom = disk.sbom(&pending, &edited)?;
+        let provenance = disk.provenance(&pending)?;
         pending.commit(plan.output.force)?;
-        let sbom = sbom.map(|s| s.commit(plan.output.force)).transpose()?;
+        let force = plan.output.force;
+        let sbom = sbom.map(|s| s.commit(force)).transpose()?;
+        let provenance = provenance.map(|p| p.commit(force)).transpose()?;
         disk.report(
             &layout,
             &edited.value,
             containerdisk.as_deref(),
-            sbom.as_ref(),
+            (sbom.as_ref(), provenance.as_ref()),
         );
         Ok(())
     };
