@@ -205,6 +205,39 @@ fn convert_refuses_bad_arguments_before_any_work() {
     );
     assert!(err.contains("is the disk's own name"), "{err}");
 
+    // --provenance: not the disk's or the SBOM's name, not an existing file; --sign-key needs
+    // it, and a key c2vm does not sign with is refused in one line, nothing written.
+    let err = fails(d, &["convert", src, "-o", "x.img", "--provenance", "x.img"]);
+    assert!(err.contains("is the disk's own name"), "{err}");
+    let both = ["--sbom", "s.spdx.json", "--provenance", "s.spdx.json"];
+    let err = fails(d, &[&["convert", src, "-o", "x.img"][..], &both].concat());
+    assert!(err.contains("is the SBOM's name too"), "{err}");
+    let err = fails(
+        d,
+        &[
+            "convert",
+            src,
+            "-o",
+            "x.img",
+            "--provenance",
+            "old.spdx.json",
+        ],
+    );
+    assert!(err.contains("old.spdx.json already exists"), "{err}");
+    let err = usage_error(&["convert", "x", "-o", "x.img", "--sign-key", "k.pem"]);
+    assert!(err.contains("--provenance <FILE>"), "{err}");
+    let sec1 = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIKEYTEXT\n-----END EC PRIVATE KEY-----\n";
+    std::fs::write(d.join("sec1.pem"), sec1).unwrap();
+    let signed = ["--provenance", "p.json", "--sign-key", "sec1.pem"];
+    let err = fails(d, &[&["convert", src, "-o", "x.img"][..], &signed].concat());
+    assert!(
+        err.contains("--sign-key sec1.pem: a SEC1 EC key")
+            && err.contains("openssl pkcs8 -topk8 -nocrypt")
+            && !err.contains("KEYTEXT"),
+        "{err}"
+    );
+    assert!(!d.join("p.json").exists() && !d.join("x.img").exists());
+
     // Sizes.
     let err = fails(d, &["convert", src, "-o", "x.img", "--size", "lots"]);
     assert!(

@@ -280,8 +280,21 @@ fn containerdisks_hold_only_the_disk_owned_by_qemu_in_the_engine_a_layout_and_a_
     let remote = format!("{}/c2vm-test/containerdisk:1", registry.host());
     let layout = d.join("layout");
     let tag = "c2vm-test/containerdisk:latest";
-    // Each goes with its SBOM; the same one each time (SOURCE_DATE_EPOCH, the same disk).
+    // Each goes with its SBOM and its provenance signed with an Ed25519 key; the same ones each
+    // time (SOURCE_DATE_EPOCH, the same disk; Ed25519 signatures are deterministic).
     let sbom = d.join("vm.spdx.json");
+    let provenance = d.join("vm.intoto.json");
+    let key = d.join("key.pem");
+    tool(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "ed25519",
+            "-out",
+            key.to_str().unwrap(),
+        ],
+    );
     for dest in [
         tag.to_string(),
         format!("oci:{}:v1", layout.display()),
@@ -296,6 +309,8 @@ fn containerdisks_hold_only_the_disk_owned_by_qemu_in_the_engine_a_layout_and_a_
             .scratch_beside_output()
             .args(["--containerdisk", &dest])
             .args(["--sbom", sbom.to_str().unwrap(), "--force"])
+            .args(["--provenance", provenance.to_str().unwrap()])
+            .args(["--sign-key", key.to_str().unwrap()])
             .success();
         assert!(disk.exists(), "the disk itself is written too");
     }
@@ -386,29 +401,69 @@ fn containerdisks_hold_only_the_disk_owned_by_qemu_in_the_engine_a_layout_and_a_
         );
     }
 
-    // The SBOM is the containerDisk's referrer: an artifact of type application/spdx+json whose
-    // subject is the containerDisk's manifest and whose one layer is the SBOM's bytes. In the
-    // layout, its index lists it beside the tag; in the registry (distribution 2.8, with no
-    // referrers API), the fallback index tagged sha256-HEX of the subject does.
-    let sbom_digest = format!("sha256:{}", sha256_hex(&std::fs::read(&sbom).unwrap()));
-    let check = |manifests: &[serde_json::Value], subject: &str, blob: &dyn Fn(&str) -> Vec<u8>| {
-        let listed: Vec<&serde_json::Value> = manifests
-            .iter()
-            .filter(|m| m["artifactType"] == "application/spdx+json")
-            .collect();
-        assert_eq!(listed.len(), 1, "{manifests:?}");
-        let artifact: serde_json::Value =
-            serde_json::from_slice(&blob(listed[0]["digest"].as_str().unwrap())).unwrap();
-        assert_eq!(artifact["subject"]["digest"], subject, "{artifact}");
-        assert_eq!(
-            artifact["layers"][0]["digest"],
-            sbom_digest.as_str(),
-            "{artifact}"
-        );
-        assert_eq!(
-            artifact["layers"][0]["annotations"]["org.opencontainers.image.title"],
-            "vm.spdx.json"
-        );
+    // The provenance: a DSSE envelope that securesystemslib verifies against the public key,
+    // and refuses once a byte of its statement changes; the statement's subject is the disk,
+    // and neither the password nor its file's name is in it.
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&provenance).unwrap()).unwrap();
+    verify_dsse(&envelope, &key).unwrap();
+    let statement: serde_json::Value =
+        serde_json::from_slice(&base64_decode(envelope["payload"].as_str().unwrap())).unwrap();
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(statement["subject"][0]["name"], "vm.qcow2");
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        sha256_hex(&std::fs::read(d.join("vm.qcow2")).unwrap()).as_str()
+    );
+    let text = statement.to_string();
+    let password = std::fs::read_to_string(&pw).unwrap();
+    let pw_name = pw.file_name().unwrap().to_str().unwrap();
+    assert!(
+        !text.contains(password.trim()) && !text.contains(pw_name),
+        "{text}"
+    );
+    let mut tampered = envelope.clone();
+    let mut payload = base64_decode(envelope["payload"].as_str().unwrap());
+    payload[10] ^= 1;
+    tampered["payload"] = base64_encode(&payload).into();
+    assert!(
+        verify_dsse(&tampered, &key).is_err(),
+        "a changed byte verifies"
+    );
+
+    // Both are the containerDisk's referrers: an artifact of their type whose subject is the
+    // containerDisk's manifest and whose one layer is the file's bytes. In the layout, its index
+    // lists them beside the tag; in the registry (distribution 2.8, with no referrers API), the
+    // fallback index tagged sha256-HEX of the subject does. (The provenance records where the
+    // containerDisk went, so the layout's is its own: it verifies and names the same disk.)
+    let attached = [
+        ("application/spdx+json", &sbom),
+        ("application/vnd.dsse.envelope.v1+json", &provenance),
+    ];
+    let check = |manifests: &[serde_json::Value],
+                 subject: &str,
+                 blob: &dyn Fn(&str) -> Vec<u8>,
+                 layer: &dyn Fn(&str, &Path, &str)| {
+        for (kind, file) in attached {
+            let listed: Vec<&serde_json::Value> = manifests
+                .iter()
+                .filter(|m| m["artifactType"] == kind)
+                .collect();
+            assert_eq!(listed.len(), 1, "{kind}: {manifests:?}");
+            let artifact: serde_json::Value =
+                serde_json::from_slice(&blob(listed[0]["digest"].as_str().unwrap())).unwrap();
+            assert_eq!(artifact["subject"]["digest"], subject, "{artifact}");
+            layer(
+                kind,
+                file,
+                artifact["layers"][0]["digest"].as_str().unwrap(),
+            );
+            assert_eq!(
+                artifact["layers"][0]["annotations"]["org.opencontainers.image.title"],
+                file.file_name().unwrap().to_str().unwrap()
+            );
+        }
     };
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
@@ -425,8 +480,24 @@ fn containerdisks_hold_only_the_disk_owned_by_qemu_in_the_engine_a_layout_and_a_
         )
         .unwrap()
     };
-    check(manifests, tagged["digest"].as_str().unwrap(), &layout_blob);
-    assert_eq!(layout_blob(&sbom_digest), std::fs::read(&sbom).unwrap());
+    let in_layout = |kind: &str, file: &Path, digest: &str| {
+        let data = layout_blob(digest);
+        if kind == "application/spdx+json" {
+            assert_eq!(data, std::fs::read(file).unwrap());
+        } else {
+            let envelope: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            verify_dsse(&envelope, &key).unwrap();
+            let payload = base64_decode(envelope["payload"].as_str().unwrap());
+            let statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            assert_eq!(statement["subject"], envelope_subject(&provenance));
+        }
+    };
+    check(
+        manifests,
+        tagged["digest"].as_str().unwrap(),
+        &layout_blob,
+        &in_layout,
+    );
     let pushed: serde_json::Value = serde_json::from_str(&tool(
         "skopeo",
         &[
@@ -452,7 +523,78 @@ fn containerdisks_hold_only_the_disk_owned_by_qemu_in_the_engine_a_layout_and_a_
     };
     let fallback: serde_json::Value =
         serde_json::from_slice(&get(&subject.replace(':', "-"))).unwrap();
-    check(fallback["manifests"].as_array().unwrap(), subject, &get);
+    let same_file = |_: &str, file: &Path, digest: &str| {
+        let expected = format!("sha256:{}", sha256_hex(&std::fs::read(file).unwrap()));
+        assert_eq!(digest, expected, "{}", file.display());
+    };
+    check(
+        fallback["manifests"].as_array().unwrap(),
+        subject,
+        &get,
+        &same_file,
+    );
+}
+
+/// The subject of the statement in the DSSE envelope `path`.
+fn envelope_subject(path: &Path) -> serde_json::Value {
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let payload = base64_decode(envelope["payload"].as_str().unwrap());
+    serde_json::from_slice::<serde_json::Value>(&payload).unwrap()["subject"].clone()
+}
+
+/// securesystemslib's verification of a DSSE envelope against the public half of the PEM
+/// private key `key`, told the key's id as c2vm names it (the sha256 of its DER public key, as
+/// openssl writes it).
+fn verify_dsse(envelope: &serde_json::Value, key: &Path) -> Result<(), String> {
+    let public = tool(
+        "openssl",
+        &["pkey", "-in", key.to_str().unwrap(), "-pubout"],
+    );
+    let der = Command::new("openssl")
+        .args([
+            "pkey",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-outform",
+            "DER",
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    let script = "import json, sys\n\
+        from securesystemslib.dsse import Envelope\n\
+        from securesystemslib.signer import SSlibKey\n\
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key\n\
+        args = json.load(sys.stdin)\n\
+        key = SSlibKey.from_crypto(load_pem_public_key(args['public'].encode()), keyid=args['keyid'])\n\
+        Envelope.from_dict(args['envelope']).verify([key], 1)\n";
+    let input = serde_json::json!({
+        "public": public,
+        "keyid": sha256_hex(&der),
+        "envelope": envelope,
+    });
+    let out = run_with_input(
+        Command::new(sbom_tools().join("python3")).args(["-c", script]),
+        input.to_string().as_bytes(),
+    );
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(stderr(&out)),
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 fn sha256_hex(data: &[u8]) -> String {

@@ -9,7 +9,7 @@ use crate::disk::layout::Layout;
 use crate::disk::root::{RootFs, Shape};
 use crate::disk::{esp, ext4, ext4::Populate, luks, Identifiers};
 use crate::output::containerdisk::{self, Destination};
-use crate::output::{self, sbom, DiskFormat, PendingOutput};
+use crate::output::{self, provenance, sbom, DiskFormat, PendingOutput};
 use crate::progress::{self, Timings};
 use crate::rootfs::edit::Edited;
 use crate::rootfs::tree::GuestTree;
@@ -27,6 +27,8 @@ pub struct Build<'a, 'i> {
     /// The raw disk: the output itself, or a scratch file when another format is asked for.
     raw: PathBuf,
     timings: Timings,
+    /// The finished disk's sha256, hashed once for the SBOM and the provenance.
+    sha256: Option<String>,
 }
 
 impl<'a, 'i> Build<'a, 'i> {
@@ -63,6 +65,7 @@ impl<'a, 'i> Build<'a, 'i> {
             workspace,
             raw,
             timings,
+            sha256: None,
         })
     }
 
@@ -201,6 +204,25 @@ impl<'a, 'i> Build<'a, 'i> {
         Ok(Some(said))
     }
 
+    /// The finished disk's sha256 (still under its temporary name), read once whoever asks.
+    fn disk_sha256(&mut self, pending: &PendingOutput) -> Result<String> {
+        if let Some(sha256) = &self.sha256 {
+            return Ok(sha256.clone());
+        }
+        let sha256 = self.timings.spin("digest", "Hashing the disk", || {
+            output::file_sha256(pending.path())
+        })?;
+        self.sha256 = Some(sha256.clone());
+        Ok(sha256)
+    }
+
+    /// The disk's final file name, as the SBOM and the provenance name it.
+    fn disk_name(&self) -> Result<String> {
+        (self.plan.output.path.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("the output has no file name")
+    }
+
     /// `--sbom`: the finished disk's SBOM (the disk still under its temporary name), written
     /// beside its own final name, to be renamed after the disk.
     pub fn sbom(
@@ -212,9 +234,8 @@ impl<'a, 'i> Build<'a, 'i> {
         let Some(target) = &plan.sbom else {
             return Ok(None);
         };
-        let name = (plan.output.path.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .context("the output has no file name")?;
+        let name = self.disk_name()?;
+        let sha256 = self.disk_sha256(pending)?;
         let bundle = (input.bundle.as_ref())
             .filter(|b| b.joined())
             .map(|b| sbom::Bundle {
@@ -222,7 +243,7 @@ impl<'a, 'i> Build<'a, 'i> {
                 id: b.id.clone(),
             });
         let inputs = sbom::Inputs {
-            disk: pending.path(),
+            sha256: &sha256,
             name,
             format: plan.output.format,
             arch: input.arch,
@@ -243,13 +264,51 @@ impl<'a, 'i> Build<'a, 'i> {
         Ok(Some(written))
     }
 
+    /// `--provenance`: how the finished disk was made, written beside its own final name (and
+    /// signed with `--sign-key`), to be renamed after the disk.
+    pub fn provenance(&mut self, pending: &PendingOutput) -> Result<Option<provenance::Written>> {
+        let (plan, input) = (self.plan, self.input);
+        let Some(target) = &plan.provenance else {
+            return Ok(None);
+        };
+        let name = self.disk_name()?;
+        let sha256 = self.disk_sha256(pending)?;
+        // The image the kernel came from, where it is not the source: a bundle that joined the
+        // stream, or the template's layers built on the source.
+        let bundle = (input.bundle.as_ref()).filter(|b| b.joined());
+        let kernel = match (bundle, &input.template) {
+            (Some(b), _) => Some(provenance::Dependency {
+                name: b.name.clone(),
+                id: b.id.clone(),
+            }),
+            (None, Some(id)) => Some(provenance::Dependency {
+                name: format!("{} with c2vm's kernel template", input.identity.source),
+                id: id.clone(),
+            }),
+            (None, None) => None,
+        };
+        let inputs = provenance::Inputs {
+            name,
+            sha256: &sha256,
+            source: &input.identity.source,
+            source_id: &input.identity.id,
+            diff_ids: &input.identity.diff_ids,
+            arch: input.arch,
+            kernel,
+            epoch: plan.epoch,
+        };
+        let written = provenance::write(target, &inputs)?;
+        Ok(Some(written))
+    }
+
     pub fn report(
         &self,
         layout: &Layout,
         machine: &Machine,
         containerdisk: Option<&str>,
-        sbom: Option<&sbom::Summary>,
+        outputs: (Option<&sbom::Summary>, Option<&provenance::Summary>),
     ) {
+        let (sbom, provenance) = outputs;
         let (input, plan) = (self.input, self.plan);
         report::print(&Summary {
             output: &plan.output.path,
@@ -265,6 +324,7 @@ impl<'a, 'i> Build<'a, 'i> {
             json: plan.json,
             containerdisk,
             sbom,
+            provenance,
             root_size: layout.root.size,
             kernel_version: &machine.kernel.version,
             timings: &self.timings,

@@ -39,8 +39,11 @@ pub struct Input<'a> {
     pub engine: Option<&'a Engine>,
     /// How to reach registries (a containerDisk may be pushed).
     pub access: Access,
-    /// The kernel bundle that may join the stream, for the SBOM.
+    /// The kernel bundle that may join the stream, for the SBOM and the provenance.
     pub bundle: Option<KernelBundle<'a>>,
+    /// The ID of the image c2vm's kernel template built on the source's (`--kernel distro`),
+    /// which the disk is made of: for the provenance.
+    pub template: Option<String>,
 }
 
 /// Which image a disk is made from, as the report says it.
@@ -82,7 +85,7 @@ pub fn tarball<'a>(
     // Headers only (data skipped by seeking): the exact need, in seconds.
     let usage = TreeUsage::of_tarball(path)
         .with_context(|| format!("reading the archive {}", path.display()))?;
-    let digest = match plan.epoch.is_some() || plan.json {
+    let digest = match plan.epoch.is_some() || plan.json || plan.provenance.is_some() {
         true => source::tarball::digest(path)?,
         false => String::new(),
     };
@@ -112,6 +115,7 @@ pub fn tarball<'a>(
         engine: None,
         access: Access::default(),
         bundle: None,
+        template: None,
     })
 }
 
@@ -314,6 +318,7 @@ impl<'a> ImageSource<'a> {
                 id: b.image_id().to_string(),
                 joined: &bootable.joined,
             }),
+            template: bootable.built.as_ref().map(|built| built.id.clone()),
         })
     }
 }

@@ -65,7 +65,16 @@ pub struct OutputOptions {
     /// The SBOM's format, when its name does not say
     #[arg(long, value_enum, requires = "sbom")]
     pub sbom_format: Option<SbomFormat>,
-    /// Overwrite the output (and the SBOM) if it exists
+    /// Also write how the disk was made to FILE: an in-toto Statement of SLSA v1 provenance
+    /// naming the disk's sha256, the image and kernel by digest, and the options that shape
+    /// the disk (never a password, passphrase or key)
+    #[arg(long, value_name = "FILE")]
+    pub provenance: Option<PathBuf>,
+    /// Sign the provenance with this private key (Ed25519 or ECDSA P-256, PKCS#8 PEM): the
+    /// file is then a DSSE envelope
+    #[arg(long, value_name = "PEM", requires = "provenance")]
+    pub sign_key: Option<PathBuf>,
+    /// Overwrite the output (and the SBOM, the provenance) if it exists
     #[arg(long)]
     pub force: bool,
 }

@@ -3,8 +3,8 @@
 //! tarball, or an image through an engine or a transport, with the kernel it boots) → the root
 //! filesystem, the stream edited into mke2fs with guest setup on the way (`disk::root`,
 //! `boot::guest`) → encryption (`disk::luks`) → the ESP and the boot loaders (`boot`) → the
-//! output's format (`output`) → the SBOM (`sbom`) → a containerDisk, with the SBOM as its
-//! referrer (`containerdisk`) → the report.
+//! output's format (`output`) → the SBOM (`sbom`) → the provenance (`provenance`) → a
+//! containerDisk, with those two as its referrers (`containerdisk`) → the report.
 use crate::arch::Arch;
 use crate::boot;
 use crate::cmd::ToolFailed;
@@ -131,15 +131,20 @@ fn build_disk(input: &Input, timings: Timings, plan: &DiskPlan) -> Result<()> {
         disk.boot_files(&layout, &edited)?;
         disk.output(&pending)?;
         let sbom = disk.sbom(&pending, &edited)?;
-        let attachments: Vec<_> = sbom.iter().map(|s| s.attachment()).collect();
+        let provenance = disk.provenance(&pending)?;
+        let attachments: Vec<_> = (sbom.iter().map(|s| s.attachment()))
+            .chain(provenance.iter().map(|p| p.attachment()))
+            .collect();
         let containerdisk = disk.containerdisk(&pending, &edited.value, &attachments)?;
         pending.commit(plan.output.force)?;
-        let sbom = sbom.map(|s| s.commit(plan.output.force)).transpose()?;
+        let force = plan.output.force;
+        let sbom = sbom.map(|s| s.commit(force)).transpose()?;
+        let provenance = provenance.map(|p| p.commit(force)).transpose()?;
         disk.report(
             &layout,
             &edited.value,
             containerdisk.as_deref(),
-            sbom.as_ref(),
+            (sbom.as_ref(), provenance.as_ref()),
         );
         Ok(())
     };

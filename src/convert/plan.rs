@@ -5,7 +5,7 @@ use crate::arch::Arch;
 use crate::boot::{secure::SecureBoot, Bootloader};
 use crate::convert::choose::KernelChoice;
 use crate::convert::options::{
-    ConvertOptions, EncryptionOptions, GuestOptions, KernelOptions, SourceOptions,
+    ConvertOptions, EncryptionOptions, GuestOptions, KernelOptions, OutputOptions, SourceOptions,
 };
 use crate::credentials::{Credentials, PasswordSource};
 use crate::disk::ext4::{self, Populate};
@@ -13,6 +13,7 @@ use crate::disk::layout::SizeRequest;
 use crate::disk::luks::Passphrase;
 use crate::kernel::Flavour;
 use crate::output::containerdisk::Destination;
+use crate::output::provenance::{self, IsSet, ProvenanceTarget, SigningKey};
 use crate::output::sbom::SbomTarget;
 use crate::output::{DiskFormat, OutputTarget};
 use crate::rootfs::app::AppChoice;
@@ -49,6 +50,8 @@ pub struct DiskPlan {
     pub luks: Option<Passphrase>,
     /// `--sbom`: where the SBOM goes, and its format.
     pub sbom: Option<SbomTarget>,
+    /// `--provenance`: where it goes, what it records of the options, the `--sign-key`.
+    pub provenance: Option<ProvenanceTarget>,
 }
 
 impl DiskPlan {
@@ -80,6 +83,7 @@ impl DiskPlan {
     /// After [`DiskPlan::parse`] and the source's own checks: the secrets read, then the host
     /// probed, so which error a user sees for bad input never depends on the host.
     pub fn prepare(mut self, options: &ConvertOptions) -> Result<DiskPlan> {
+        self.read_sign_key(&options.output)?;
         self.read_secrets(&options.guest, &options.encryption)?;
         self.check_host()?;
         Ok(self)
@@ -102,6 +106,14 @@ impl DiskPlan {
         )?;
         let sbom = (out.sbom.as_deref())
             .map(|path| SbomTarget::check(path, out.sbom_format, &output.path, out.force))
+            .transpose()?;
+        let epoch = source_date_epoch()?;
+        let sbom_path = sbom.as_ref().map(|s| s.path.as_path());
+        let provenance = (out.provenance.as_deref())
+            .map(|path| {
+                let recorded = recorded(options, &output, epoch);
+                ProvenanceTarget::check(path, &output.path, sbom_path, out.force, recorded)
+            })
             .transpose()?;
         let esp_size = parse_size(&disk.esp_size).context("--esp-size")?;
         if esp_size < 64 * MIB || esp_size % MIB != 0 {
@@ -133,14 +145,23 @@ impl DiskPlan {
             },
             append_cmdline: boot.append_cmdline.trim().to_string(),
             workdir: WorkDir::choose(disk.workdir.as_deref())?,
-            epoch: source_date_epoch()?,
+            epoch,
             // Until the host is probed (`check_host`).
             populate: Populate::Stream,
             json: out.json,
             containerdisk,
             luks: None,
             sbom,
+            provenance,
         })
+    }
+
+    /// `--sign-key`: read and checked first among the secrets (a refusal consumes no stdin).
+    fn read_sign_key(&mut self, out: &OutputOptions) -> Result<()> {
+        if let (Some(target), Some(path)) = (&mut self.provenance, &out.sign_key) {
+            target.sign_with(SigningKey::read(path)?);
+        }
+        Ok(())
     }
 
     /// The root password and SSH key (hashed and read for the guest) and the LUKS passphrase,
@@ -196,6 +217,67 @@ pub struct DiskSeed<'a> {
     append_cmdline: &'a str,
     epoch: Option<i64>,
     encrypted: bool,
+}
+
+/// What `--provenance` records of the options: those that shape the disk, in the command line's
+/// spelling; of the secrets only whether they were given.
+fn recorded(
+    options: &ConvertOptions,
+    output: &OutputTarget,
+    epoch: Option<i64>,
+) -> provenance::Parameters {
+    let (boot, k, guest, enc) = (
+        &options.boot,
+        &options.kernel,
+        &options.guest,
+        &options.encryption,
+    );
+    let app = match (k.app, k.no_app) {
+        (true, _) => "on",
+        (_, true) => "off",
+        _ => "auto",
+    };
+    provenance::Parameters {
+        format: cli_name(&output.format),
+        compress: (output.format == DiskFormat::Qcow2).then(|| cli_name(&output.compress)),
+        vmdk_subformat: (output.format == DiskFormat::Vmdk)
+            .then(|| cli_name(&output.vmdk_subformat)),
+        size: options.disk.size.clone(),
+        esp_size: options.disk.esp_size.clone(),
+        bootloader: cli_name(&boot.bootloader),
+        secure_boot: cli_name(&boot.secure_boot),
+        append_cmdline: boot.append_cmdline.trim().to_string(),
+        kernel: match k.no_kernel {
+            true => cli_name(&KernelChoice::Image),
+            false => cli_name(&k.kernel),
+        },
+        kernel_flavour: cli_name(&k.kernel_flavour),
+        kernel_image: k.kernel_image.clone(),
+        cloud_init: k.cloud_init,
+        init: cli_name(&k.init),
+        restart: cli_name(&k.restart),
+        stop_timeout: k.stop_timeout,
+        app: app.to_string(),
+        hostname: guest.hostname.clone(),
+        dns: guest.dns.iter().map(ToString::to_string).collect(),
+        root_password: IsSet {
+            set: guest.password_file.is_some() || guest.password_stdin,
+        },
+        ssh_key: IsSet {
+            set: guest.ssh_key.is_some(),
+        },
+        encrypted: enc.luks_passphrase_file.is_some() || enc.luks_passphrase_stdin,
+        containerdisk: options.output.containerdisk.clone(),
+        source_date_epoch: epoch,
+    }
+}
+
+/// An option's value as the command line spells it.
+fn cli_name(value: &impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// What to do with an image from an engine, checked.
@@ -468,5 +550,91 @@ mod tests {
         assert!(err.contains("is not a valid hostname"), "{err}");
         let err = DiskPlan::parse(&options(&["--esp-size", "10M"])).unwrap_err();
         assert!(err.to_string().contains("at least 64M"), "{err}");
+    }
+
+    /// The provenance of a disk made with every secret given holds none of them: not the
+    /// password, its hash, the LUKS passphrase, the SSH key's text, nor their files' names.
+    #[test]
+    fn the_provenance_records_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        let password = file("pw-file", "PASSWORD-hunter2\n");
+        let passphrase = file("luks-file", "PASSPHRASE-correct-horse\n");
+        let ssh = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl SSHCOMMENT";
+        let ssh_key = file("key-file.pub", &format!("{ssh}\n"));
+        let provenance = dir.path().join("d.intoto.json");
+        let given = options(&[
+            "--provenance",
+            provenance.to_str().unwrap(),
+            "--password-file",
+            &password,
+            "--luks-passphrase-file",
+            &passphrase,
+            "--ssh-key",
+            &ssh_key,
+        ]);
+        let mut plan = DiskPlan::parse(&given).unwrap();
+        plan.read_secrets(&given.guest, &given.encryption).unwrap();
+        let target = plan.provenance.as_ref().unwrap();
+        let inputs = provenance::Inputs {
+            name: "disk.img".into(),
+            sha256: "00",
+            source: "debian:latest",
+            source_id: "",
+            diff_ids: &[],
+            arch: Arch::Amd64,
+            kernel: None,
+            epoch: None,
+        };
+        provenance::write(target, &inputs)
+            .unwrap()
+            .commit(false)
+            .unwrap();
+        let text = std::fs::read_to_string(&provenance).unwrap();
+        for secret in [
+            "hunter2",
+            "correct-horse",
+            "AAAAC3NzaC1lZDI1NTE5",
+            "SSHCOMMENT",
+            "$6$",
+            "pw-file",
+            "luks-file",
+            "key-file",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let external = &doc["predicate"]["buildDefinition"]["externalParameters"];
+        assert_eq!(external["rootPassword"]["set"], true);
+        assert_eq!(external["sshKey"]["set"], true);
+        assert_eq!(external["encrypted"], true);
+    }
+
+    #[test]
+    fn a_sign_key_needs_provenance_and_is_checked_first() {
+        let argv = ["c2vm", "convert", "x", "-o", "d.img", "--sign-key", "k.pem"];
+        assert!(crate::Cli::try_parse_from(argv).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN EC PRIVATE KEY-----\nMHc=\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let provenance = dir.path().join("p.json");
+        let given = options(&[
+            "--provenance",
+            provenance.to_str().unwrap(),
+            "--sign-key",
+            key.to_str().unwrap(),
+        ]);
+        let mut plan = DiskPlan::parse(&given).unwrap();
+        let err = plan.read_sign_key(&given.output).unwrap_err().to_string();
+        assert!(err.contains("openssl pkcs8 -topk8 -nocrypt"), "{err}");
+        assert!(!provenance.exists());
     }
 }

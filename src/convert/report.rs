@@ -5,7 +5,7 @@ use crate::arch::Arch;
 use crate::credentials::Login;
 use crate::disk::layout::Layout;
 use crate::disk::Identifiers;
-use crate::output::{self, sbom, DiskFormat, OutputTarget};
+use crate::output::{self, provenance, sbom, DiskFormat, OutputTarget};
 use crate::progress::{note, Timings};
 use crate::rootfs::app::GuestApp;
 use crate::units::MIB;
@@ -35,6 +35,8 @@ pub struct Summary<'a> {
     pub containerdisk: Option<&'a str>,
     /// What `--sbom` wrote.
     pub sbom: Option<&'a sbom::Summary>,
+    /// What `--provenance` wrote.
+    pub provenance: Option<&'a provenance::Summary>,
     pub root_size: u64,
     pub kernel_version: &'a str,
     pub timings: &'a Timings,
@@ -91,6 +93,16 @@ pub fn print(s: &Summary) {
                 sbom::SbomFormat::Cyclonedx => "CycloneDX 1.6",
             },
             sbom.packages
+        ));
+    }
+    if let Some(provenance) = s.provenance {
+        note(&format!(
+            "Provenance: {} (SLSA v1 in-toto statement{})",
+            provenance.path.display(),
+            match &provenance.keyid {
+                Some(keyid) => format!(", a DSSE envelope signed by key {keyid}"),
+                None => ", unsigned".to_string(),
+            }
         ));
     }
     note(&format!("Timings: {}", s.timings.line()));
@@ -164,6 +176,7 @@ fn json(s: &Summary) -> serde_json::Value {
         },
         "containerdisk": s.containerdisk,
         "sbom": s.sbom,
+        "provenance": s.provenance,
         "timings": s.timings.stages().iter().map(|(name, d)| (name.to_string(), serde_json::json!(d.as_secs_f64()))).collect::<serde_json::Map<_, _>>(),
     })
 }

@@ -174,36 +174,7 @@ pub fn package(
         .unwrap_or_else(crate::units::unix_now);
     let layer = scratch.join("containerdisk-layer.tar");
     let (layer_digest, layer_size) = write_layer(disk, name, &layer, mtime)?;
-    let labels = serde_json::json!({
-        "io.c2vm.source": origin.source,
-        "io.c2vm.source.digest": origin.digest,
-        "io.c2vm.version": env!("CARGO_PKG_VERSION"),
-        "io.c2vm.kernel": origin.kernel,
-        "org.opencontainers.image.title": name,
-    });
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": origin.arch.name(),
-        "os": "linux",
-        "config": { "Labels": labels },
-        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
-        "history": [{ "created_by": format!("c2vm {}: KubeVirt containerDisk", env!("CARGO_PKG_VERSION")) }],
-    }))?;
-    let config_digest = oci::digest_of(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config.len(),
-        },
-        // Uncompressed: the qcow2's clusters are compressed already.
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": layer_digest,
-            "size": layer_size,
-        }],
-    }))?;
+    let (config, config_digest, manifest) = image_json(origin, name, &layer_digest, layer_size)?;
     let created = crate::units::rfc3339(mtime);
     let referrers = (attachments.iter())
         .map(|a| Referrer::new(a, &manifest, &created))
@@ -266,6 +237,46 @@ pub fn package(
     };
     std::fs::remove_file(&layer).ok();
     Ok(said)
+}
+
+/// The containerDisk's config (its labels) and manifest: (config, its digest, manifest).
+fn image_json(
+    origin: &Origin,
+    name: &str,
+    layer_digest: &str,
+    layer_size: u64,
+) -> Result<(Vec<u8>, String, Vec<u8>)> {
+    let labels = serde_json::json!({
+        "io.c2vm.source": origin.source,
+        "io.c2vm.source.digest": origin.digest,
+        "io.c2vm.version": env!("CARGO_PKG_VERSION"),
+        "io.c2vm.kernel": origin.kernel,
+        "org.opencontainers.image.title": name,
+    });
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": origin.arch.name(),
+        "os": "linux",
+        "config": { "Labels": labels },
+        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+        "history": [{ "created_by": format!("c2vm {}: KubeVirt containerDisk", env!("CARGO_PKG_VERSION")) }],
+    }))?;
+    let config_digest = oci::digest_of(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        // Uncompressed: the qcow2's clusters are compressed already.
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer_size,
+        }],
+    }))?;
+    Ok((config, config_digest, manifest))
 }
 
 /// The one layer: `disk/` and `disk/NAME`, 107:107, the file readable by its owner and group

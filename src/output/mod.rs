@@ -3,6 +3,7 @@
 //! Everything about the output path lives here: its format, the checks made before any work, the
 //! temporary file, and the final rename.
 pub mod containerdisk;
+pub mod provenance;
 pub mod sbom;
 
 use crate::cmd::Cmd;
@@ -237,6 +238,28 @@ impl PendingOutput {
             .with_context(|| format!("renaming the finished disk to {}", self.target.display()))?;
         Ok(())
     }
+}
+
+/// The sha256 of a file as hex, read once in large blocks: the finished disk's, which the SBOM
+/// and the provenance share.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        crate::interrupt::check()?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// What the finished output takes: its length and the bytes allocated to it.

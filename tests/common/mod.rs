@@ -1337,11 +1337,10 @@ pub fn scratch_image(dir: &Path, tag: &str, tail: &str, files: &[(&str, &str)]) 
     tool("docker", &["build", "-q", "-t", tag, ctx.to_str().unwrap()]);
 }
 
-/// An SBOM c2vm wrote, checked by its format's own validator (`pyspdxtools`, or
-/// cyclonedx-python-lib's strict JSON schema validation; scripts/install-sbom-tools, whose
-/// directory scripts/test passes as C2VM_SBOM_TOOLS), and parsed.
-pub fn validated_sbom(path: &Path) -> serde_json::Value {
-    let tools = match std::env::var_os("C2VM_SBOM_TOOLS") {
+/// The directory of the SBOM and provenance checkers' environment: C2VM_SBOM_TOOLS (as
+/// scripts/test sets it), else scripts/install-sbom-tools' (made if needed).
+pub fn sbom_tools() -> PathBuf {
+    match std::env::var_os("C2VM_SBOM_TOOLS") {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(
             stdout(&run(&mut Command::new(
@@ -1349,7 +1348,14 @@ pub fn validated_sbom(path: &Path) -> serde_json::Value {
             )))
             .trim(),
         ),
-    };
+    }
+}
+
+/// An SBOM c2vm wrote, checked by its format's own validator (`pyspdxtools`, or
+/// cyclonedx-python-lib's strict JSON schema validation; scripts/install-sbom-tools, whose
+/// directory scripts/test passes as C2VM_SBOM_TOOLS), and parsed.
+pub fn validated_sbom(path: &Path) -> serde_json::Value {
+    let tools = sbom_tools();
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     let out = if name.ends_with(".spdx.json") {
         run(Command::new(tools.join("pyspdxtools")).arg("-i").arg(path))

@@ -18,7 +18,6 @@ use crate::rootfs::packages::{self, Inventory};
 use crate::rootfs::tree::GuestTree;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use parts::Bundle;
@@ -84,8 +83,8 @@ fn format_from_name(path: &Path) -> Result<SbomFormat> {
 
 /// What the SBOM is made from, once the disk is complete under its temporary name.
 pub struct Inputs<'a> {
-    /// The finished disk, hashed for the SBOM.
-    pub disk: &'a Path,
+    /// The finished disk's sha256 (hex), hashed once for the SBOM and the provenance.
+    pub sha256: &'a str,
     /// Its final name.
     pub name: String,
     pub format: DiskFormat,
@@ -190,7 +189,7 @@ pub fn write(target: &SbomTarget, inputs: &Inputs) -> Result<Written> {
 }
 
 fn facts<'a>(inputs: &'a Inputs) -> Result<Facts<'a>> {
-    let sha256 = file_sha256(inputs.disk)?;
+    let sha256 = inputs.sha256.to_string();
     let inventory = packages::read(inputs.tree);
     let parts = parts::gather(inputs, &inventory);
     let unix = match inputs.epoch {
@@ -227,25 +226,6 @@ fn facts<'a>(inputs: &'a Inputs) -> Result<Facts<'a>> {
         created: crate::units::rfc3339(unix),
         uuid: uuid::Builder::from_custom_bytes(bytes).into_uuid(),
     })
-}
-
-/// The sha256 of a file, read once in large blocks.
-fn file_sha256(path: &Path) -> Result<String> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        crate::interrupt::check()?;
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
 }
 
 /// The disk format as `--format` names it (`qcow2`, `gce`).
@@ -371,11 +351,10 @@ Version: 6.12.38-1
 
     /// Write the SBOM of the test guest in `format`; returns its text.
     fn write_sbom(dir: &Path, name: &str, format: SbomFormat) -> (String, Written) {
-        let disk = dir.join("d.qcow2.partial");
-        std::fs::write(&disk, b"disk bytes").unwrap();
+        let sha256 = sha256(b"disk bytes");
         let (tree, machine) = (guest(), machine());
         let inputs = Inputs {
-            disk: &disk,
+            sha256: &sha256,
             name: "d.qcow2".to_string(),
             format: DiskFormat::Qcow2,
             arch: Arch::Arm64,
@@ -458,11 +437,10 @@ Version: 6.12.38-1
         node.data = Some(std::sync::Arc::from(b"Package: x\nnot a field\n".to_vec()));
         t.insert(key, node);
         let dir = tempfile::tempdir().unwrap();
-        let disk = dir.path().join("d.img");
-        std::fs::write(&disk, b"d").unwrap();
+        let sha256 = sha256(b"d");
         let machine = machine();
         let inputs = Inputs {
-            disk: &disk,
+            sha256: &sha256,
             name: "d.img".to_string(),
             format: DiskFormat::Raw,
             arch: Arch::Arm64,
