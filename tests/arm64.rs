@@ -201,6 +201,8 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
          new=$(ls /boot/vmlinuz-* | sed 's,^/boot/vmlinuz-,,' | sort -V | tail -n 1)\n\
          echo new-kernel=$new\n\
          grep -qx \"linux /vmlinuz-$new\" /boot/loader/entries/c2vm.conf && echo esp-new=yes\n\
+         grep -qx \"linux /vmlinuz-$(uname -r)\" /boot/loader/entries/c2vm-previous.conf && echo esp-previous=yes\n\
+         echo in-root=$(find / -xdev \\( -name 'vmlinuz-*' -o -name 'initrd.img-*' \\) -type f | wc -l)\n\
          sync",
         names.join(" ")
     );
@@ -227,6 +229,9 @@ fn debian_arm64_converts_on_amd64_and_boots_with_secure_boot_on_aavmf() {
         "the root should fill the 3 GiB disk: {guest}"
     );
     assert_eq!(&facts["esp-new"], "yes", "{guest}");
+    // The running kernel stays as the previous entry; both are on the ESP only.
+    assert_eq!(&facts["esp-previous"], "yes", "{guest}");
+    assert_eq!(&facts["in-root"], "0", "{guest}");
     let new_kernel = facts["new-kernel"].to_string();
     assert!(new_kernel.ends_with("-cloud-arm64"), "{guest}");
     assert_ne!(

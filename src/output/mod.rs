@@ -241,23 +241,45 @@ impl PendingOutput {
 }
 
 /// The sha256 of a file as hex, read once in large blocks: the finished disk's, which the SBOM
-/// and the provenance share.
+/// and the provenance share. A sparse file's holes (most of a raw
+/// disk) are hashed as the zeros they read as, without reading them: the kernel would only
+/// make those zeros up page by page.
 pub fn file_sha256(path: &Path) -> Result<String> {
     use sha2::Digest;
-    use std::io::Read;
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reading = || format!("reading {}", path.display());
+    let len = file.metadata().with_context(reading)?.len();
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        crate::interrupt::check()?;
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
+    let zeros = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    while pos < len {
+        // Where the next data starts, and where it ends: the end of the file where the
+        // filesystem cannot say (then all of it is read).
+        let data = match rustix::fs::seek(&file, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(at) => at.min(len),
+            Err(rustix::io::Errno::NXIO) => len,
+            Err(_) => pos,
+        };
+        while pos < data {
+            crate::interrupt::check()?;
+            let n = (data - pos).min(zeros.len() as u64) as usize;
+            hasher.update(&zeros[..n]);
+            pos += n as u64;
         }
-        hasher.update(&buf[..n]);
+        let hole =
+            rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(pos)).map_or(len, |at| at.min(len));
+        while pos < hole {
+            crate::interrupt::check()?;
+            let want = (hole - pos).min(buf.len() as u64) as usize;
+            let n = file.read_at(&mut buf[..want], pos).with_context(reading)?;
+            if n == 0 {
+                bail!("{} changed while it was read", path.display());
+            }
+            hasher.update(&buf[..n]);
+            pos += n as u64;
+        }
     }
     Ok(format!("{:x}", hasher.finalize()))
 }
@@ -367,6 +389,40 @@ fn gce_tarball(raw: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Holes hashed as zeros give the digest of the bytes the file reads as: data at the start,
+    /// in the middle (not on a page boundary) and at the end, holes between, a hole at the end.
+    #[test]
+    fn a_sparse_files_sha256_is_that_of_its_bytes() {
+        use sha2::Digest;
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (len, writes) in [
+            (
+                9 << 20,
+                vec![
+                    (0u64, 5000usize),
+                    (3 << 20 | 123, 70_000),
+                    ((9 << 20) - 10, 10),
+                ],
+            ),
+            (5 << 20, vec![(1 << 20, 4096)]),
+            (0, vec![]),
+        ] {
+            let path = dir.path().join("sparse");
+            let file = std::fs::File::create(&path).unwrap();
+            file.set_len(len).unwrap();
+            let mut bytes = vec![0u8; len as usize];
+            for (at, n) in writes {
+                let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8 + 1).collect();
+                file.write_all_at(&data, at).unwrap();
+                bytes[at as usize..at as usize + n].copy_from_slice(&data);
+            }
+            drop(file);
+            let expected = format!("{:x}", sha2::Sha256::digest(&bytes));
+            assert_eq!(file_sha256(&path).unwrap(), expected, "{len}");
+        }
+    }
 
     #[test]
     fn format_follows_extension() {
