@@ -226,12 +226,9 @@ pub fn package(
                     manifest: &manifest,
                     config: (&config, &config_digest),
                     layers: &[(&layer, &layer_digest)],
+                    referrers: referrers.iter().map(Referrer::upload).collect(),
                 },
             )?;
-            if !referrers.is_empty() {
-                let uploads: Vec<_> = referrers.iter().map(Referrer::upload).collect();
-                registry::push_referrers(reference, access, &digest, &uploads)?;
-            }
             format!("docker://{reference} ({digest})")
         }
     };

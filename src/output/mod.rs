@@ -386,6 +386,17 @@ fn gce_tarball(raw: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// For tests: a standard checker of what c2vm writes (pyspdxtools, CycloneDX's and
+/// securesystemslib's Python): from `C2VM_SBOM_TOOLS` (scripts/install-sbom-tools' environment,
+/// which scripts/test sets), where it must be, so true; else from PATH, where it may be missing.
+#[cfg(test)]
+pub(crate) fn checker(name: &str) -> (PathBuf, bool) {
+    match std::env::var_os("C2VM_SBOM_TOOLS") {
+        Some(dir) => (Path::new(&dir).join(name), true),
+        None => (PathBuf::from(name), false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

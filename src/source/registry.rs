@@ -121,14 +121,16 @@ fn connect(text: &str, access: &Access) -> Result<(Registry, RegistryAuth)> {
     Ok((registry, auth))
 }
 
-/// An image to push: its manifest (OCI JSON), config, and layers as files with their digests.
+/// An image to push: its manifest (OCI JSON), config, and layers as files with their digests;
+/// and artifacts that refer to it (its SBOM, its provenance).
 pub struct Upload<'a> {
     pub manifest: &'a [u8],
     pub config: (&'a [u8], &'a str),
     pub layers: &'a [(&'a Path, &'a str)],
+    pub referrers: Vec<ReferrerUpload<'a>>,
 }
 
-/// Push `upload` to `docker://text`; returns the manifest's digest.
+/// Push `upload` to `docker://text`, then its referrers; returns the manifest's digest.
 pub fn push(text: &str, access: &Access, upload: &Upload) -> Result<String> {
     use oci_client::RegistryOperation;
     let (registry, auth) = connect(text, access)?;
@@ -165,7 +167,11 @@ pub fn push(text: &str, access: &Access, upload: &Upload) -> Result<String> {
         ))
         .map_err(|e| explain(e, &r.reference, &auth))
         .context("pushing the manifest")?;
-    Ok(oci::digest_of(upload.manifest))
+    let digest = oci::digest_of(upload.manifest);
+    if !upload.referrers.is_empty() {
+        push_referrers(r, &auth, &digest, &upload.referrers)?;
+    }
+    Ok(digest)
 }
 
 /// An artifact that refers to an image already pushed (OCI 1.1's `subject`): its manifest, and
@@ -179,24 +185,18 @@ pub struct ReferrerUpload<'a> {
 const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
-/// Push `referrers` of the image `subject` (a manifest digest) to `docker://text`'s repository,
+/// Push `referrers` of the image `subject` (a manifest digest) to the registry's repository,
 /// each manifest by its digest. A registry with the referrers API (distribution 3, most
 /// clouds') lists them from their `subject`; for one without (distribution 2.8, Debian's), the
 /// OCI distribution spec's fallback is kept too: the index tagged `sha256-HEX` of the subject
 /// lists them, as `oras attach` and `cosign attest` keep it.
-pub fn push_referrers(
-    text: &str,
-    access: &Access,
+fn push_referrers(
+    r: &Registry,
+    auth: &RegistryAuth,
     subject: &str,
     referrers: &[ReferrerUpload],
 ) -> Result<()> {
-    use oci_client::RegistryOperation;
-    let (registry, auth) = connect(text, access)?;
-    let r = &registry;
-    let on_error = |e| explain(e, &r.reference, &auth);
-    r.runtime
-        .block_on(r.client.auth(&r.reference, &auth, RegistryOperation::Push))
-        .map_err(on_error)?;
+    let on_error = |e| explain(e, &r.reference, auth);
     let mut listed = Vec::new();
     for referrer in referrers {
         for (data, digest) in &referrer.blobs {
@@ -232,7 +232,7 @@ pub fn push_referrers(
     let mut index =
         match r
             .runtime
-            .block_on(r.client.pull_manifest_raw(&tagged, &auth, &[INDEX_TYPE]))
+            .block_on(r.client.pull_manifest_raw(&tagged, auth, &[INDEX_TYPE]))
         {
             Ok((bytes, _)) => serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
             Err(_) => serde_json::Value::Null,

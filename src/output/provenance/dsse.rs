@@ -339,10 +339,7 @@ except Exception as e:
     /// where they must; else skipped), and one changed byte of the payload fails it.
     #[test]
     fn envelopes_pass_securesystemslib_and_a_changed_byte_does_not() {
-        let (python, required) = match std::env::var_os("C2VM_SBOM_TOOLS") {
-            Some(dir) => (Path::new(&dir).join("python3"), true),
-            None => (PathBuf::from("python3"), false),
-        };
+        let (python, required) = crate::output::checker("python3");
         let dir = tempfile::tempdir().unwrap();
         let statement = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[]}"#;
         let kinds: [(&str, &[&str]); 2] = [

@@ -236,13 +236,9 @@ fn format_name(format: DiskFormat) -> String {
         .unwrap_or_default()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The sha256 of bytes, as hex.
 fn sha256(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
+    format!("{:x}", Sha256::digest(data))
 }
 
 /// The package URL of a database's package: `pkg:deb/debian/openssl@3.5.1-1?arch=amd64&distro=debian-13`.
@@ -466,15 +462,6 @@ Version: 6.12.38-1
         );
     }
 
-    /// A validator: from `C2VM_SBOM_TOOLS` (scripts/install-sbom-tools' environment, which
-    /// scripts/test sets), where it must be there; else from PATH, where it may be missing.
-    fn validator(name: &str) -> (PathBuf, bool) {
-        match std::env::var_os("C2VM_SBOM_TOOLS") {
-            Some(dir) => (Path::new(&dir).join(name), true),
-            None => (PathBuf::from(name), false),
-        }
-    }
-
     /// The documents pass the formats' own validators: `pyspdxtools` (spdx-tools) and
     /// cyclonedx-python-lib's strict JSON schema validation (scripts/install-sbom-tools).
     #[test]
@@ -483,8 +470,8 @@ Version: 6.12.38-1
         let (spdx, _) = write_sbom(dir.path(), "d.spdx.json", SbomFormat::Spdx);
         let spdx_file = dir.path().join("check.spdx.json");
         std::fs::write(&spdx_file, &spdx).unwrap();
-        let (pyspdxtools, required) = validator("pyspdxtools");
-        let (python, _) = validator("python3");
+        let (pyspdxtools, required) = crate::output::checker("pyspdxtools");
+        let (python, _) = crate::output::checker("python3");
         let missing = |what: &str| match required {
             true => panic!("{what} is not in C2VM_SBOM_TOOLS"),
             false => eprintln!("{what} is not installed: that document is not validated"),
