@@ -18,6 +18,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       e2fsprogs libarchive13t64 mtools syslinux syslinux-common systemd-boot-efi \
       grub-efi-amd64-bin grub-pc-bin qemu-utils cryptsetup-bin tar gzip dpkg ca-certificates \
+      squashfs-tools-ng xorriso \
  && rm -rf /var/lib/apt/lists/*
 COPY c2vm /usr/local/bin/c2vm
 # Any user may run it (`--user`); scratch goes to /tmp.

@@ -211,17 +211,38 @@ pub fn render(
     Ok(text)
 }
 
-/// Files beside the Dockerfile in every template's build context (templates COPY what they use).
-const CONTEXT_FILES: &[(&str, &str)] = &[(
-    "initramfs-local-root",
-    include_str!("../templates/guest/initramfs-local-root"),
-)];
+/// The live media's boot method and its initramfs hook (ISO and network boot, see the files):
+/// in every initramfs-tools template and the generic bundle, so any of their disks' kernels can
+/// also boot a live medium.
+const LIVE_SCRIPT: (&str, &str) = (
+    "initramfs-live",
+    include_str!("../templates/guest/initramfs-live"),
+);
+const LIVE_HOOK: (&str, &str) = (
+    "initramfs-live-hook",
+    include_str!("../templates/guest/initramfs-live-hook"),
+);
 
-/// The unlock layer's and the generic bundle's initramfs hook (see the file).
-const LUKS_FILES: &[(&str, &str)] = &[(
+/// Files beside the Dockerfile in every template's build context (templates COPY what they use).
+const CONTEXT_FILES: &[(&str, &str)] = &[
+    (
+        "initramfs-local-root",
+        include_str!("../templates/guest/initramfs-local-root"),
+    ),
+    LIVE_SCRIPT,
+    LIVE_HOOK,
+];
+
+const LUKS_KEYRING: (&str, &str) = (
     "initramfs-luks-keyring",
     include_str!("../templates/guest/initramfs-luks-keyring"),
-)];
+);
+
+/// The unlock layer's initramfs hook (see the file).
+const LUKS_FILES: &[(&str, &str)] = &[LUKS_KEYRING];
+
+/// The generic bundle's: the unlock hook and the live media's files.
+const GENERIC_FILES: &[(&str, &str)] = &[LUKS_KEYRING, LIVE_SCRIPT, LIVE_HOOK];
 
 /// The tag of the kernel image for this base image, template and options.
 pub fn cache_tag(base_id: &str, dockerfile: &str) -> String {
@@ -269,13 +290,13 @@ pub fn bundle(engine: &Engine, own: Option<&str>, arch: Arch, luks: bool) -> Res
         true => "generic-luks-",
         false => "generic-",
     };
-    let tag = tag_of(kind, &base.id, &dockerfile, LUKS_FILES);
+    let tag = tag_of(kind, &base.id, &dockerfile, GENERIC_FILES);
     if let Some(cached) = engine.inspect(&tag)? {
         return Ok(cached);
     }
     check_emulation(arch)?;
     let mut context = vec![("Dockerfile", dockerfile.as_str())];
-    context.extend_from_slice(LUKS_FILES);
+    context.extend_from_slice(GENERIC_FILES);
     let context = docker::context_of_files(&context)?;
     engine.build(
         context,

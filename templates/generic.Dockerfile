@@ -33,8 +33,11 @@ FROM {{ base_image }}
 USER root
 ARG DEBIAN_FRONTEND=noninteractive
 COPY initramfs-luks-keyring /etc/initramfs-tools/hooks/zz-c2vm-luks-keyring
+# The live media's boot method and its drivers (ISO and network boot; see the files).
+COPY initramfs-live /etc/initramfs-tools/scripts/c2vm-live
+COPY initramfs-live-hook /etc/initramfs-tools/hooks/zz-c2vm-live
 RUN set -eux; \
-    chmod 755 /etc/initramfs-tools/hooks/zz-c2vm-luks-keyring; \
+    chmod 755 /etc/initramfs-tools/hooks/zz-c2vm-luks-keyring /etc/initramfs-tools/hooks/zz-c2vm-live; \
     apt-get update; \
     apt-get install -y --no-install-recommends zstd initramfs-tools kmod; \
     printf 'MODULES=list\nCOMPRESS=zstd\n' > /etc/initramfs-tools/conf.d/c2vm-generic.conf; \

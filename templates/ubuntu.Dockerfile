@@ -11,8 +11,12 @@ ARG DEBIAN_FRONTEND=noninteractive
 # keep gzip.
 # The root is on the VM's own disk: network and NFS drivers stay out of the initramfs.
 COPY initramfs-local-root /etc/initramfs-tools/hooks/zz-c2vm-local-root
+# The live media's boot method (boot=c2vm-live) and what it needs in the initramfs: an ISO or a
+# network boot set of this image boots the same kernel and initramfs as its disk.
+COPY initramfs-live /etc/initramfs-tools/scripts/c2vm-live
+COPY initramfs-live-hook /etc/initramfs-tools/hooks/zz-c2vm-live
 RUN set -eux; \
-    chmod 755 /etc/initramfs-tools/hooks/zz-c2vm-local-root; \
+    chmod 755 /etc/initramfs-tools/hooks/zz-c2vm-local-root /etc/initramfs-tools/hooks/zz-c2vm-live; \
     apt-get update; \
     apt-get install -y --no-install-recommends zstd initramfs-tools; \
     if grep -q zstd /usr/sbin/mkinitramfs; then \

@@ -156,3 +156,46 @@ pub fn install(image: &Path, layout: &Layout, cfg: &BootConfig, scratch: &Path) 
         .context("writing GRUB's core.img")?;
     Ok(())
 }
+
+/// GRUB's BIOS hybrid MBR for an ISO written to a USB stick: it loads the El Torito image's
+/// core from the sector xorriso patches in (`--grub2-boot-info`).
+pub const BOOT_HYBRID_IMG: &str = "/usr/lib/grub/i386-pc/boot_hybrid.img";
+
+/// A live medium's BIOS stage, whichever loader the disk would have: GRUB as an El Torito
+/// image, which finds the medium by the marker file only it has, opens the UEFI boot image (the
+/// FAT file `esp_image` on the medium) as a loopback device and boots the kernel and initramfs
+/// from it. So they are on the medium once, read by both firmwares.
+pub fn eltorito_image(cfg: &BootConfig, marker: &str, esp_image: &str, out: &Path) -> Result<()> {
+    let early = out.with_extension("cfg");
+    let text = format!(
+        "search --no-floppy --set=root --file /{marker}\n\
+         loopback esp /{esp_image}\n\
+         linux (esp)/{kernel} {cmdline}\n\
+         initrd (esp)/{initrd}\n\
+         boot\n",
+        kernel = cfg.kernel.kernel,
+        initrd = cfg.kernel.initrd,
+        cmdline = cfg.cmdline,
+    );
+    std::fs::write(&early, text).with_context(|| format!("writing {}", early.display()))?;
+    Cmd::new("grub-mkimage", "Building GRUB for the medium's BIOS boot")
+        .args(["-O", "i386-pc-eltorito", "-p", "/boot/grub", "-o"])
+        .arg(out)
+        .arg("-c")
+        .arg(&early)
+        .args([
+            "biosdisk",
+            "iso9660",
+            "part_gpt",
+            "part_msdos",
+            "fat",
+            "loopback",
+            "search",
+            "search_fs_file",
+            "linux",
+            "normal",
+            "boot",
+        ])
+        .run()?;
+    Ok(())
+}

@@ -14,7 +14,7 @@ use crate::rootfs::init::{c2vm, InitPlan, InitSystem};
 use crate::rootfs::setup::{self, GuestConfig, GuestSettings, LuksRoot};
 use crate::rootfs::tree::{GuestTree, Perms};
 use crate::rootfs::{edit, init, packages};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use secure::{Decision, SecureBoot};
 
 /// What c2vm makes of the container: the options that shape the machine, and the disk's
@@ -33,6 +33,9 @@ pub struct MachineSpec<'a> {
     pub esp_uuid: String,
     /// An encrypted root's LUKS UUID.
     pub luks_uuid: Option<String>,
+    /// A live medium's volume label: the root is its read-only image under an overlay in RAM
+    /// (the initramfs's `boot=c2vm-live`), not a partition.
+    pub live: Option<String>,
 }
 
 /// What guest setup made of the tree.
@@ -70,11 +73,15 @@ pub fn make(guest: &mut GuestTree, spec: &MachineSpec) -> Result<Machine> {
                 uuid,
                 mapping: luks::MAPPING,
             }),
+            live: spec.live.is_some(),
         },
         own_init,
     )?;
     install_kernel_hooks(guest, &cmdline, spec.arch)?;
     let kernel = boot_files::find(guest)?;
+    if spec.live.is_some() {
+        check_live_initramfs(guest, &kernel)?;
+    }
     let secure = secure_boot(guest, &kernel, spec)?;
     let mut machine = Machine {
         kernel,
@@ -143,7 +150,34 @@ fn kernel_cmdline(spec: &MachineSpec, c2vm_init: bool) -> String {
         append.push_str(&format!("init={} ", c2vm::PATH));
     }
     append.push_str(spec.append_cmdline);
-    super::kernel_cmdline(&spec.root_uuid, spec.arch, &append)
+    let root = match &spec.live {
+        Some(label) => live_root(label),
+        None => format!("root=UUID={} rw", spec.root_uuid),
+    };
+    super::kernel_cmdline(&root, spec.arch, &append)
+}
+
+/// Where c2vm's templates and generic bundle put the live boot method in every initramfs they
+/// build (templates/guest/initramfs-live).
+const LIVE_BOOT_METHOD: &str = "scripts/c2vm-live";
+
+/// A live medium boots only with c2vm's live boot method in the initramfs, which c2vm's
+/// templates and generic bundle build in: an image's own kernel (or one built before) may lack it.
+fn check_live_initramfs(guest: &GuestTree, kernel: &BootFiles) -> Result<()> {
+    let initrd = (guest.contents(kernel.initrd.trim_start_matches('/').as_bytes()))
+        .with_context(|| format!("{} was not kept from the stream", kernel.initrd))?;
+    let has = super::initrd::contains(&initrd, LIVE_BOOT_METHOD)
+        .with_context(|| format!("reading {}", kernel.initrd))?;
+    if !has {
+        bail!("the initramfs {} cannot boot a live medium: it has no c2vm live boot method (/{LIVE_BOOT_METHOD}, which c2vm's distribution templates and generic bundle build in); convert with --kernel distro or --kernel generic, or write a disk", kernel.initrd);
+    }
+    Ok(())
+}
+
+/// The live boot method's words (templates/guest/initramfs-live): the medium by its label. A
+/// network boot set adds `c2vm.fetched` and the root's checksum to the same line.
+pub fn live_root(label: &str) -> String {
+    format!("boot=c2vm-live c2vm.live={label}")
 }
 
 /// The guest's `/boot`, as copied from the stream: the ESP's own files, since the guest mounts

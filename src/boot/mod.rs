@@ -5,6 +5,7 @@
 //! (`secure`).
 pub mod grub;
 pub mod guest;
+mod initrd;
 pub mod secure;
 pub mod syslinux;
 pub mod texts;
@@ -72,9 +73,11 @@ pub struct BootConfig {
     pub epoch: Option<i64>,
 }
 
-pub fn kernel_cmdline(root_uuid: &str, arch: Arch, extra: &str) -> String {
+/// The command line that boots `root` (`root=UUID=… rw` on a disk, the live boot method's words
+/// on a live medium) with the serial console, quiet, and `extra` last.
+pub fn kernel_cmdline(root: &str, arch: Arch, extra: &str) -> String {
     let serial = arch.serial_console();
-    let mut line = format!("root=UUID={root_uuid} rw console=tty0 console={serial},115200 {QUIET}");
+    let mut line = format!("{root} console=tty0 console={serial},115200 {QUIET}");
     if !extra.is_empty() {
         line.push(' ');
         line.push_str(extra);
@@ -110,6 +113,15 @@ pub fn check_host_tools(bootloader: Bootloader, arch: Arch) -> Result<()> {
     }
     for file in files {
         host_file(&file)?;
+    }
+    Ok(())
+}
+
+/// An ISO's BIOS stage (GRUB as an El Torito image, and its hybrid MBR), where `arch` has a BIOS.
+pub fn check_iso_tools(arch: Arch) -> Result<()> {
+    if arch.has_bios() {
+        crate::cmd::require("grub-mkimage")?;
+        host_file(grub::BOOT_HYBRID_IMG)?;
     }
     Ok(())
 }

@@ -15,6 +15,8 @@ use crate::rootfs::edit::Edited;
 use crate::rootfs::tree::GuestTree;
 use crate::source::docker::Engine;
 use crate::workspace::Workspace;
+
+mod live;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -24,7 +26,8 @@ pub struct Build<'a, 'i> {
     plan: &'a DiskPlan,
     ids: Identifiers,
     workspace: Workspace,
-    /// The raw disk: the output itself, or a scratch file when another format is asked for.
+    /// The raw disk: the output itself, or a scratch file when another format is asked for. A
+    /// live medium's squashfs root.
     raw: PathBuf,
     timings: Timings,
     /// The finished disk's sha256, hashed once for the SBOM and the provenance.
@@ -45,17 +48,19 @@ impl<'a, 'i> Build<'a, 'i> {
             None => Identifiers::random(),
         };
         let tree_bytes = input.root.usage.blocks * 4096;
+        let live = plan.output.format.is_live();
         let mut need = match plan.output.format {
             DiskFormat::Raw => 0,
             _ => tree_bytes,
         };
-        if let Populate::Staging(why) = &plan.populate {
+        if let (Populate::Staging(why), false) = (&plan.populate, live) {
             progress::note(&format!("Taking the slower path through a staging tree: {why}; {} for a faster conversion without root.", ext4::how_to_get_tar_input()));
             need += tree_bytes;
         }
         let workspace = Workspace::create(&plan.workdir, need)?;
         let raw = match plan.output.format {
             DiskFormat::Raw => pending.path().to_path_buf(),
+            DiskFormat::Iso | DiskFormat::Pxe => workspace.scratch().join("root.squashfs"),
             _ => workspace.scratch().join("disk.raw"),
         };
         Ok(Build {
@@ -69,10 +74,10 @@ impl<'a, 'i> Build<'a, 'i> {
         })
     }
 
-    /// The root filesystem from the stream, with guest setup as the stream ends.
-    pub fn root(&mut self) -> Result<(Layout, Edited<Machine>)> {
+    /// What guest setup makes of the container, with the disk's identifiers.
+    fn machine_spec(&self) -> MachineSpec<'a> {
         let (plan, input, ids) = (self.plan, self.input, &self.ids);
-        let spec = MachineSpec {
+        MachineSpec {
             settings: &plan.guest,
             init: &input.init,
             app: input.app,
@@ -83,7 +88,14 @@ impl<'a, 'i> Build<'a, 'i> {
             root_uuid: ids.root_fs.to_string(),
             esp_uuid: ids.esp_uuid(),
             luks_uuid: plan.luks.as_ref().map(|_| ids.luks.to_string()),
-        };
+            live: plan.output.format.is_live().then(|| ids.live_label()),
+        }
+    }
+
+    /// The root filesystem from the stream, with guest setup as the stream ends.
+    pub fn root(&mut self) -> Result<(Layout, Edited<Machine>)> {
+        let (plan, input, ids) = (self.plan, self.input, &self.ids);
+        let spec = self.machine_spec();
         let shape = Shape {
             size: plan.size,
             esp_size: plan.esp_size,
@@ -129,14 +141,7 @@ impl<'a, 'i> Build<'a, 'i> {
     /// The ESP (kernel, initramfs, loaders and their Secure Boot chain), then the loaders'
     /// BIOS stages.
     pub fn boot_files(&mut self, layout: &Layout, edited: &Edited<Machine>) -> Result<()> {
-        let machine = &edited.value;
-        let cfg = BootConfig {
-            arch: self.input.arch,
-            cmdline: machine.cmdline.clone(),
-            kernel: boot::guest::kernel_names(&machine.kernel),
-            esp_uuid: self.ids.esp_uuid(),
-            epoch: self.plan.epoch,
-        };
+        let cfg = self.boot_config(&edited.value);
         let (plan, raw, ids, scratch) = (self.plan, &self.raw, &self.ids, self.workspace.scratch());
         let image = std::fs::OpenOptions::new()
             .read(true)
@@ -145,18 +150,7 @@ impl<'a, 'i> Build<'a, 'i> {
             .with_context(|| format!("opening {}", raw.display()))?;
         self.timings
             .spin("esp", "Writing the EFI system partition", || {
-                let chain = machine.secure.chain();
-                let loaders = boot::esp_files(plan.bootloader, &cfg, chain, scratch)?;
-                // The guest's /boot first, less what c2vm's loaders put in the same place.
-                let (mut files, left_out) = boot::guest::boot_partition_files(&edited.tree);
-                files.retain(|f| !loaders.iter().any(|l| l.path.eq_ignore_ascii_case(&f.path)));
-                if !left_out.is_empty() {
-                    progress::note(&format!(
-                        "Note: /boot is the EFI system partition (FAT), which holds no symlinks or devices: left out {}",
-                        left_out.join(", ")
-                    ));
-                }
-                files.extend(loaders);
+                let files = esp_contents(plan, &cfg, edited, scratch)?;
                 esp::write(&image, layout.esp, ids.esp_volume, files, plan.epoch)
             })?;
         image.sync_all().context("flushing the disk image")?;
@@ -165,6 +159,17 @@ impl<'a, 'i> Build<'a, 'i> {
             .spin("bootloader", "Installing boot loaders", || {
                 boot::install(plan.bootloader, raw, layout, &cfg, scratch)
             })
+    }
+
+    /// What every loader is told: the kernel, its command line, the ESP.
+    fn boot_config(&self, machine: &Machine) -> BootConfig {
+        BootConfig {
+            arch: self.input.arch,
+            cmdline: machine.cmdline.clone(),
+            kernel: boot::guest::kernel_names(&machine.kernel),
+            esp_uuid: self.ids.esp_uuid(),
+            epoch: self.plan.epoch,
+        }
     }
 
     /// The asked format (from the raw image) and `--containerdisk`; returns where that went.
@@ -301,9 +306,10 @@ impl<'a, 'i> Build<'a, 'i> {
         Ok(Some(written))
     }
 
+    /// `layout`: a disk's (None for a live medium).
     pub fn report(
         &self,
-        layout: &Layout,
+        layout: Option<&Layout>,
         machine: &Machine,
         containerdisk: Option<&str>,
         outputs: (Option<&sbom::Summary>, Option<&provenance::Summary>),
@@ -325,7 +331,10 @@ impl<'a, 'i> Build<'a, 'i> {
             containerdisk,
             sbom,
             provenance,
-            root_size: layout.root.size,
+            root_size: match layout {
+                Some(layout) => layout.root.size,
+                None => output::sizes(&self.raw).0,
+            },
             kernel_version: &machine.kernel.version,
             timings: &self.timings,
             app: input.app,
@@ -337,6 +346,28 @@ impl<'a, 'i> Build<'a, 'i> {
             encrypted: plan.luks.is_some(),
         });
     }
+}
+
+/// The ESP's files: the guest's /boot, less what c2vm's loaders (and their Secure Boot chain)
+/// put in the same place, then those.
+fn esp_contents(
+    plan: &DiskPlan,
+    cfg: &BootConfig,
+    edited: &Edited<Machine>,
+    scratch: &Path,
+) -> Result<Vec<esp::EspFile>> {
+    let chain = edited.value.secure.chain();
+    let loaders = boot::esp_files(plan.bootloader, cfg, chain, scratch)?;
+    let (mut files, left_out) = boot::guest::boot_partition_files(&edited.tree);
+    files.retain(|f| !loaders.iter().any(|l| l.path.eq_ignore_ascii_case(&f.path)));
+    if !left_out.is_empty() {
+        progress::note(&format!(
+            "Note: /boot is the EFI system partition (FAT), which holds no symlinks or devices: left out {}",
+            left_out.join(", ")
+        ));
+    }
+    files.extend(loaders);
+    Ok(files)
 }
 
 /// `--containerdisk`: the finished disk (under its temporary name) as KubeVirt's image.

@@ -79,6 +79,9 @@ pub struct OutputOptions {
     pub force: bool,
 }
 
+/// `--esp-size`'s default.
+pub const DEFAULT_ESP_SIZE: &str = "256M";
+
 /// The disk's size, and where the work happens.
 #[derive(Args, Debug, Clone)]
 pub struct DiskOptions {
@@ -86,7 +89,7 @@ pub struct DiskOptions {
     #[arg(long, default_value = "auto")]
     pub size: String,
     /// Size of the EFI system partition
-    #[arg(long, default_value = "256M")]
+    #[arg(long, default_value = DEFAULT_ESP_SIZE)]
     pub esp_size: String,
     /// Where to put the staging tree and temporary files (default: $TMPDIR)
     #[arg(long)]

@@ -3,7 +3,8 @@
 //! tarball, or an image through an engine or a transport, with the kernel it boots) → the root
 //! filesystem, the stream edited into mke2fs with guest setup on the way (`disk::root`,
 //! `boot::guest`) → encryption (`disk::luks`) → the ESP and the boot loaders (`boot`) → the
-//! output's format (`output`) → the SBOM (`sbom`) → the provenance (`provenance`) → a
+//! output's format (`output`), or for a live medium the root as squashfs, then the ISO or the
+//! network boot set (`build_medium`) → the SBOM (`sbom`) → the provenance (`provenance`) → a
 //! containerDisk, with those two as its referrers (`containerdisk`) → the report.
 use crate::arch::Arch;
 use crate::boot;
@@ -123,8 +124,11 @@ fn convert_image(
 /// Everything after the source, as named steps on one context; a full filesystem anywhere in
 /// them is said plainly.
 fn build_disk(input: &Input, timings: Timings, plan: &DiskPlan) -> Result<()> {
+    if plan.output.format.is_live() {
+        return build_medium(input, timings, plan).map_err(|e| explain_full_disk(e, plan));
+    }
     let steps = || -> Result<()> {
-        let pending = PendingOutput::new(&plan.output.path)?;
+        let pending = PendingOutput::for_format(&plan.output.path, plan.output.format)?;
         let mut disk = Build::workspace(input, plan, &pending, timings)?;
         let (layout, edited) = disk.root()?;
         disk.encrypt(&layout)?;
@@ -141,7 +145,7 @@ fn build_disk(input: &Input, timings: Timings, plan: &DiskPlan) -> Result<()> {
         let sbom = sbom.map(|s| s.commit(force)).transpose()?;
         let provenance = provenance.map(|p| p.commit(force)).transpose()?;
         disk.report(
-            &layout,
+            Some(&layout),
             &edited.value,
             containerdisk.as_deref(),
             (sbom.as_ref(), provenance.as_ref()),
@@ -151,8 +155,33 @@ fn build_disk(input: &Input, timings: Timings, plan: &DiskPlan) -> Result<()> {
     steps().map_err(|e| explain_full_disk(e, plan))
 }
 
+/// A live medium (`--format iso` or `pxe`): the root as squashfs, then the medium (ISO or network
+/// boot set), the SBOM and the provenance.
+fn build_medium(input: &Input, timings: Timings, plan: &DiskPlan) -> Result<()> {
+    let pending = PendingOutput::for_format(&plan.output.path, plan.output.format)?;
+    let mut medium = Build::workspace(input, plan, &pending, timings)?;
+    let edited = medium.live_root()?;
+    medium.medium(&pending, &edited)?;
+    let sbom = medium.sbom(&pending, &edited)?;
+    let provenance = medium.provenance(&pending)?;
+    pending.commit(plan.output.force)?;
+    let force = plan.output.force;
+    let sbom = sbom.map(|s| s.commit(force)).transpose()?;
+    let provenance = provenance.map(|p| p.commit(force)).transpose()?;
+    medium.report(
+        None,
+        &edited.value,
+        None,
+        (sbom.as_ref(), provenance.as_ref()),
+    );
+    Ok(())
+}
+
 /// Once the disk's architecture is known, before any long work: the host's loader tools for it.
 fn check_loader_tools(arch: Arch, plan: &DiskPlan) -> Result<()> {
+    if plan.output.format == crate::output::DiskFormat::Iso {
+        boot::check_iso_tools(arch)?;
+    }
     boot::check_host_tools(plan.bootloader, arch)
 }
 

@@ -6,6 +6,7 @@ use crate::boot::{secure::SecureBoot, Bootloader};
 use crate::convert::choose::KernelChoice;
 use crate::convert::options::{
     ConvertOptions, EncryptionOptions, GuestOptions, KernelOptions, OutputOptions, SourceOptions,
+    DEFAULT_ESP_SIZE,
 };
 use crate::credentials::{Credentials, PasswordSource};
 use crate::disk::ext4::{self, Populate};
@@ -104,6 +105,9 @@ impl DiskPlan {
             out.compress,
             out.vmdk_subformat,
         )?;
+        if output.format.is_live() {
+            check_live(options, output.format)?;
+        }
         let sbom = (out.sbom.as_deref())
             .map(|path| SbomTarget::check(path, out.sbom_format, &output.path, out.force))
             .transpose()?;
@@ -203,6 +207,33 @@ impl DiskPlan {
         }
         Ok(())
     }
+}
+
+/// A live medium's root is read-only and sized by its files: the options that shape or seal a
+/// writable disk do not apply.
+fn check_live(options: &ConvertOptions, format: DiskFormat) -> Result<()> {
+    let (what, out) = match format {
+        DiskFormat::Iso => ("an ISO", "-o NAME.iso"),
+        _ => ("a network boot set", "--format pxe -o DIR"),
+    };
+    let disk = &options.disk;
+    if disk.size != "auto" {
+        bail!("--size sets a disk's size; {what}'s root is read-only and as large as its files: drop --size");
+    }
+    if disk.esp_size != DEFAULT_ESP_SIZE {
+        bail!("--esp-size sets a disk's EFI partition; {what}'s boot image is sized to its files: drop --esp-size");
+    }
+    let enc = &options.encryption;
+    if enc.luks_passphrase_file.is_some() || enc.luks_passphrase_stdin {
+        bail!("an encrypted root needs a writable disk, and {what}'s root is a read-only image in the clear: drop --luks-passphrase-file, or write a disk instead of {out}");
+    }
+    if format == DiskFormat::Pxe {
+        let out = &options.output;
+        if out.sbom.is_some() || out.provenance.is_some() {
+            bail!("--sbom and --provenance describe one file, and a network boot set is a directory: write --format iso or a disk for them");
+        }
+    }
+    Ok(())
 }
 
 /// The disk's options as they go into the identifiers' seed: serialised for hashing, never

@@ -26,7 +26,8 @@ pub struct Summary<'a> {
     pub output: &'a Path,
     pub format: DiskFormat,
     pub target: &'a OutputTarget,
-    pub layout: &'a Layout,
+    /// A disk's partitions (None for a live medium).
+    pub layout: Option<&'a Layout>,
     pub ids: &'a Identifiers,
     pub image: ImageIdentity<'a>,
     /// `--json`: also the result as JSON on standard output.
@@ -63,12 +64,16 @@ pub fn print(s: &Summary) {
             serde_json::to_string_pretty(&json(s)).unwrap_or_default()
         );
     }
-    let (size, allocated) = output::sizes(s.output);
+    let (size, allocated) = output_sizes(s);
     note(&format!(
         "Wrote {} ({} {}, {} MiB, {} MiB allocated; root {} MiB, kernel {})",
         s.output.display(),
         s.arch,
-        output::qemu_format(s.format),
+        match s.format {
+            DiskFormat::Iso => "ISO, root squashfs",
+            DiskFormat::Pxe => "network boot set, root squashfs",
+            format => output::qemu_format(format),
+        },
         size / MIB,
         allocated / MIB,
         s.root_size / MIB,
@@ -105,6 +110,11 @@ pub fn print(s: &Summary) {
             }
         ));
     }
+    match s.format {
+        DiskFormat::Iso => note(&format!("The medium is read-only: what the VM writes stays in RAM and is lost at power-off. `c2vm run {}` boots it as a CD (`--media usb` as a USB stick); `dd` writes it to a stick", s.output.display())),
+        DiskFormat::Pxe => note(&format!("The root is fetched into RAM at boot and checked: what the VM writes is lost at power-off. `c2vm run --netboot {}` boots it; on a network, serve the directory by HTTP or TFTP and chain boot.ipxe (iPXE), or use pxelinux.cfg/default or grub/grub.cfg with the set at the TFTP root", s.output.display())),
+        _ => {}
+    }
     note(&format!("Timings: {}", s.timings.line()));
     note(&format!(
         "Peak memory: {} MiB (c2vm), {} MiB (largest tool)",
@@ -122,10 +132,21 @@ pub fn print(s: &Summary) {
     }
 }
 
+/// The output's bytes and allocated bytes: a network boot set's are its files'.
+fn output_sizes(s: &Summary) -> (u64, u64) {
+    if s.format != DiskFormat::Pxe {
+        return output::sizes(s.output);
+    }
+    let files = std::fs::read_dir(s.output).into_iter().flatten().flatten();
+    files
+        .map(|f| output::sizes(&f.path()))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
 /// The result for programs (`--json`): what was written, from what, with which identifiers,
 /// and how long each stage took.
 fn json(s: &Summary) -> serde_json::Value {
-    let (file_size, allocated) = output::sizes(s.output);
+    let (file_size, allocated) = output_sizes(s);
     let extent =
         |e: &crate::disk::layout::Extent| serde_json::json!({"offset": e.start, "size": e.size});
     serde_json::json!({
@@ -141,13 +162,17 @@ fn json(s: &Summary) -> serde_json::Value {
             DiskFormat::Vmdk => serde_json::to_value(s.target.vmdk_subformat).unwrap_or_default(),
             _ => serde_json::Value::Null,
         },
-        "virtual_size": s.layout.disk_size,
+        "virtual_size": s.layout.map_or(file_size, |l| l.disk_size),
         "file_size": file_size,
         "allocated": allocated,
-        "partitions": {
-            "esp": extent(&s.layout.esp),
-            "root": extent(&s.layout.root),
-        },
+        "partitions": s.layout.map(|l| serde_json::json!({
+            "esp": extent(&l.esp),
+            "root": extent(&l.root),
+        })),
+        "live": s.layout.is_none().then(|| serde_json::json!({
+            "label": s.ids.live_label(),
+            "root": {"type": "squashfs", "size": s.root_size},
+        })),
         "identifiers": {
             "gpt_disk": s.ids.gpt.disk.to_string(),
             "gpt_esp": s.ids.gpt.esp.to_string(),
@@ -160,7 +185,7 @@ fn json(s: &Summary) -> serde_json::Value {
             "type": "luks2",
             "cipher": "aes-xts-plain64",
             "luks_uuid": s.ids.luks.to_string(),
-            "filesystem": extent(&s.layout.filesystem()),
+            "filesystem": s.layout.map(|l| extent(&l.filesystem())),
         })),
         "secure_boot": match &s.secure_boot {
             (true, chain) => serde_json::json!({"enabled": true, "chain": chain}),

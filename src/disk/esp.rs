@@ -127,6 +127,44 @@ pub fn write(
     )
 }
 
+/// A live medium's UEFI boot image: the same FAT32 ESP as a disk's, in a file of its own at
+/// `path`, sized to hold `files` (El Torito and the USB stick's partition table point at it).
+/// Returns its size.
+pub fn write_image(
+    path: &std::path::Path,
+    volume_id: u32,
+    files: Vec<EspFile>,
+    epoch: Option<i64>,
+) -> Result<u64> {
+    let mut loaded = Vec::with_capacity(files.len());
+    let mut bytes = 0;
+    for mut file in files {
+        let mut data = Vec::new();
+        (file.contents.read_to_end(&mut data))
+            .with_context(|| format!("reading {} for the boot image", file.path))?;
+        bytes += (data.len() as u64).div_ceil(4096) * 4096;
+        loaded.push(EspFile::bytes(&file.path, data));
+    }
+    // FAT32 needs 65525 clusters: at least 33 MiB of 512-byte ones. Then room for the two FATs
+    // and the directories.
+    let size = (bytes + bytes / 16 + 4 * MIB).max(40 * MIB).div_ceil(MIB) * MIB;
+    let image = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    image
+        .set_len(size)
+        .with_context(|| format!("sizing {}", path.display()))?;
+    write(&image, Extent { start: 0, size }, volume_id, loaded, epoch)?;
+    image
+        .sync_all()
+        .with_context(|| format!("flushing {}", path.display()))?;
+    Ok(size)
+}
+
 /// A small FAT volume labelled `label` (FAT12 or FAT16, as its size asks) holding `files` at
 /// its root: a cloud-init NoCloud seed is one, labelled `CIDATA`.
 pub fn write_small_volume(

@@ -9,6 +9,7 @@ pub mod layout;
 pub mod luks;
 #[cfg(feature = "cli")]
 pub mod root;
+pub mod squashfs;
 mod window;
 
 /// Every identifier one disk carries, chosen before anything is written.
@@ -27,6 +28,13 @@ pub struct Identifiers {
 }
 
 impl Identifiers {
+    /// A live medium's ISO 9660 volume id, which its kernel command line names: `C2VM_` and the
+    /// first 8 hex digits of the root's UUID, unique enough among the media of one machine.
+    pub fn live_label(&self) -> String {
+        let hex = self.root_fs.simple().to_string().to_ascii_uppercase();
+        format!("C2VM_{}", &hex[..8])
+    }
+
     pub fn random() -> Identifiers {
         Identifiers {
             gpt: gpt::DiskIds::random(),

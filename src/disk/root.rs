@@ -160,25 +160,7 @@ impl RootFs<'_, '_> {
 
     /// The source's stream, edited, into `sink`.
     fn edit_into<T>(&self, sink: impl Write, setup: &Setup<T>) -> Result<Edited<T>> {
-        let stream = (self.source.open)()?;
-        let mut stream = std::io::BufReader::with_capacity(1 << 20, stream);
-        let edited = edit::edit_with(
-            &mut stream,
-            sink,
-            self.policy,
-            &mut |tree| (self.source.more)(tree),
-            setup,
-        );
-        // A source that broke (a layer's digest, a registry) explains the edit's failure.
-        let edited = match edited {
-            Err(e) => return Err(stream.get_mut().failure().unwrap_or(e)),
-            Ok(edited) => edited,
-        };
-        // Read to the real end, past the end-of-archive blocks, so the source finishes cleanly.
-        std::io::copy(&mut stream, &mut std::io::sink())
-            .context("reading the source to its end")?;
-        stream.into_inner().finish()?;
-        Ok(edited)
+        edit_stream(self.source, self.policy, sink, setup)
     }
 
     /// Where mke2fs reads no tar: the edited stream through the safe unpacker into the staging
@@ -253,6 +235,47 @@ impl RootFs<'_, '_> {
             &bootcode,
         )
     }
+}
+
+/// A live medium's root: the source's stream, edited, into a squashfs at `out` (one pass, as for
+/// ext4), running `setup` as the stream ends.
+pub fn write_squashfs<T>(
+    source: &Source,
+    policy: &edit::Policy,
+    out: &Path,
+    epoch: Option<i64>,
+    setup: &Setup<T>,
+) -> Result<Edited<T>> {
+    super::squashfs::make(out, epoch, |stdin| {
+        edit_stream(source, policy, stdin, setup)
+    })
+}
+
+/// The source's stream, edited, into `sink`.
+fn edit_stream<T>(
+    source: &Source,
+    policy: &edit::Policy,
+    sink: impl Write,
+    setup: &Setup<T>,
+) -> Result<Edited<T>> {
+    let stream = (source.open)()?;
+    let mut stream = std::io::BufReader::with_capacity(1 << 20, stream);
+    let edited = edit::edit_with(
+        &mut stream,
+        sink,
+        policy,
+        &mut |tree| (source.more)(tree),
+        setup,
+    );
+    // A source that broke (a layer's digest, a registry) explains the edit's failure.
+    let edited = match edited {
+        Err(e) => return Err(stream.get_mut().failure().unwrap_or(e)),
+        Ok(edited) => edited,
+    };
+    // Read to the real end, past the end-of-archive blocks, so the source finishes cleanly.
+    std::io::copy(&mut stream, &mut std::io::sink()).context("reading the source to its end")?;
+    stream.into_inner().finish()?;
+    Ok(edited)
 }
 
 /// Create the raw disk file at `path`, `size` bytes long and sparse, open for writing. 0600 until

@@ -3,7 +3,9 @@
 //! Everything about the output path lives here: its format, the checks made before any work, the
 //! temporary file, and the final rename.
 pub mod containerdisk;
+pub mod iso;
 pub mod provenance;
+pub mod pxe;
 pub mod sbom;
 
 use crate::cmd::Cmd;
@@ -26,9 +28,20 @@ pub enum DiskFormat {
     Vhd,
     /// GCE's image: disk.raw, sparse, in a gzipped GNU tar, the disk a whole number of GiB
     Gce,
+    /// A live medium: a hybrid ISO that boots as a CD (BIOS, UEFI) or written to a USB stick; its
+    /// root is read-only, with changes in RAM
+    Iso,
+    /// A network boot set (a directory): kernel, initramfs, the root to fetch into RAM, and boot
+    /// scripts for iPXE, PXELINUX and GRUB
+    Pxe,
 }
 
 impl DiskFormat {
+    /// A live medium (no partitions: a read-only root under an overlay in RAM).
+    pub fn is_live(self) -> bool {
+        matches!(self, DiskFormat::Iso | DiskFormat::Pxe)
+    }
+
     /// What the whole disk's size must be a multiple of.
     pub fn size_multiple(self) -> u64 {
         match self {
@@ -93,9 +106,18 @@ impl OutputTarget {
         if vmdk_subformat.is_some() && format != DiskFormat::Vmdk {
             bail!("--vmdk-subformat applies to VMDK output; this output is {format:?}: drop --vmdk-subformat");
         }
-        check_output_path(path, force)?;
         match format {
-            DiskFormat::Raw => {}
+            DiskFormat::Pxe => check_output_dir(path, force)?,
+            _ => check_output_path(path, force)?,
+        }
+        if format.is_live() {
+            crate::cmd::require("tar2sqfs")?;
+        }
+        match format {
+            DiskFormat::Raw | DiskFormat::Pxe => {}
+            DiskFormat::Iso => {
+                crate::cmd::require("xorriso")?;
+            }
             DiskFormat::Gce => {
                 crate::cmd::require("tar")?;
                 crate::cmd::require("gzip")?;
@@ -138,8 +160,9 @@ fn format_from_extension(output: &Path) -> Result<DiskFormat> {
         "vdi" => DiskFormat::Vdi,
         "vhdx" => DiskFormat::Vhdx,
         "vhd" | "vpc" => DiskFormat::Vhd,
+        "iso" => DiskFormat::Iso,
         _ => bail!(
-            "cannot tell the disk format from `{}`; use an extension (.img, .raw, .qcow2, .vmdk, .vdi, .vhdx, .vhd, .tar.gz for GCE) or --format",
+            "cannot tell the disk format from `{}`; use an extension (.img, .raw, .qcow2, .vmdk, .vdi, .vhdx, .vhd, .tar.gz for GCE, .iso) or --format (pxe writes a directory)",
             output.display()
         ),
     })
@@ -174,6 +197,39 @@ fn check_output_path(output: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// A network boot set's directory: new, or replaced with --force (then it must hold a set, or
+/// nothing: c2vm removes no other directory); its parent exists and is writable.
+fn check_output_dir(output: &Path, force: bool) -> Result<()> {
+    if output.exists() {
+        if !force {
+            bail!(
+                "{} already exists; use --force to replace it",
+                output.display()
+            );
+        }
+        let is_set = output.join(pxe::IPXE_SCRIPT).is_file()
+            || std::fs::read_dir(output).is_ok_and(|mut d| d.next().is_none());
+        if !output.is_dir() || !is_set {
+            bail!(
+                "{} is not a network boot set c2vm wrote; give a new directory name",
+                output.display()
+            );
+        }
+    }
+    let dir = output_dir(output);
+    if !dir.is_dir() {
+        bail!(
+            "the output directory {} does not exist; create it first",
+            dir.display()
+        );
+    }
+    tempfile::Builder::new()
+        .prefix(".c2vm-probe")
+        .tempdir_in(&dir)
+        .with_context(|| format!("the output directory {} is not writable", dir.display()))?;
+    Ok(())
+}
+
 fn output_dir(output: &Path) -> PathBuf {
     match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -184,7 +240,7 @@ fn output_dir(output: &Path) -> PathBuf {
 /// qemu-img's name for a format.
 pub fn qemu_format(format: DiskFormat) -> &'static str {
     match format {
-        DiskFormat::Raw | DiskFormat::Gce => "raw",
+        DiskFormat::Raw | DiskFormat::Gce | DiskFormat::Iso | DiskFormat::Pxe => "raw",
         DiskFormat::Qcow2 => "qcow2",
         DiskFormat::Vmdk => "vmdk",
         DiskFormat::Vdi => "vdi",
@@ -193,13 +249,33 @@ pub fn qemu_format(format: DiskFormat) -> &'static str {
     }
 }
 
-/// A file being written beside the final output; removed on drop unless committed.
+/// A file (or a network boot set's directory) being written beside the final output; removed on
+/// drop unless committed.
 pub struct PendingOutput {
     temp: Option<tempfile::TempPath>,
+    temp_dir: Option<tempfile::TempDir>,
     target: PathBuf,
 }
 
 impl PendingOutput {
+    /// For `format`: a directory for a network boot set, else a file.
+    pub fn for_format(target: &Path, format: DiskFormat) -> Result<PendingOutput> {
+        if format != DiskFormat::Pxe {
+            return PendingOutput::new(target);
+        }
+        let dir = output_dir(target);
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", file_name(target)))
+            .suffix(".c2vm-partial")
+            .tempdir_in(&dir)
+            .with_context(|| format!("creating a temporary output in {}", dir.display()))?;
+        Ok(PendingOutput {
+            temp: None,
+            temp_dir: Some(temp),
+            target: target.to_path_buf(),
+        })
+    }
+
     pub fn new(target: &Path) -> Result<PendingOutput> {
         let dir = output_dir(target);
         let name = target
@@ -214,12 +290,17 @@ impl PendingOutput {
             .into_temp_path();
         Ok(PendingOutput {
             temp: Some(temp),
+            temp_dir: None,
             target: target.to_path_buf(),
         })
     }
 
     pub fn path(&self) -> &Path {
-        self.temp.as_deref().unwrap_or(&self.target)
+        match (&self.temp, &self.temp_dir) {
+            (Some(temp), _) => temp,
+            (None, Some(dir)) => dir.path(),
+            (None, None) => &self.target,
+        }
     }
 
     /// Rename into place (atomically replacing an old output when --force was given).
@@ -230,6 +311,9 @@ impl PendingOutput {
                 self.target.display()
             );
         }
+        if let Some(dir) = self.temp_dir.take() {
+            return commit_dir(dir, &self.target);
+        }
         let temp = self.temp.take().context("output already committed")?;
         std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .with_context(|| format!("setting the mode of {}", temp.display()))?;
@@ -238,6 +322,38 @@ impl PendingOutput {
             .with_context(|| format!("renaming the finished disk to {}", self.target.display()))?;
         Ok(())
     }
+}
+
+/// A network boot set's directory into place: an old one (--force) is moved aside first and
+/// removed once the new one is there.
+fn commit_dir(dir: tempfile::TempDir, target: &Path) -> Result<()> {
+    let new = dir.keep();
+    let renaming = || format!("renaming the finished set to {}", target.display());
+    std::fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .with_context(renaming)?;
+    let old = target.exists().then(|| new.with_extension("old"));
+    if let Some(old) = &old {
+        std::fs::rename(target, old).with_context(renaming)?;
+    }
+    if let Err(e) = std::fs::rename(&new, target) {
+        if let Some(old) = &old {
+            let _ = std::fs::rename(old, target);
+        }
+        let _ = std::fs::remove_dir_all(&new);
+        return Err(e).with_context(renaming);
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("removing the old set at {}", old.display()))?;
+    }
+    Ok(())
+}
+
+fn file_name(target: &Path) -> String {
+    target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The sha256 of a file as hex, read once in large blocks: the finished disk's, which the SBOM
@@ -442,10 +558,11 @@ mod tests {
             ("a.IMG", DiskFormat::Raw),
             ("a.vhd", DiskFormat::Vhd),
             ("d.tar.gz", DiskFormat::Gce),
+            ("live.ISO", DiskFormat::Iso),
         ] {
             assert_eq!(format_from_extension(Path::new(name)).unwrap(), format);
         }
-        let err = format_from_extension(Path::new("a.iso")).unwrap_err();
+        let err = format_from_extension(Path::new("a.udf")).unwrap_err();
         assert!(err.to_string().contains("or --format"), "{err}");
     }
 

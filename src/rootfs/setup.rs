@@ -31,6 +31,9 @@ pub struct GuestConfig<'a> {
     pub esp_uuid: String,
     /// An encrypted root.
     pub luks: Option<LuksRoot>,
+    /// A live medium: the root is a read-only image under an overlay in RAM, with no partition
+    /// to mount, grow or check, and no ESP.
+    pub live: bool,
 }
 
 /// `--hostname`, for the disk or for one boot: what a hostname may be.
@@ -59,15 +62,28 @@ pub struct LuksRoot {
 
 /// What setup changes or removes, so the stream edit holds it back until the stream ends:
 /// `/etc`, and the container leftovers outside it.
+/// Also the few files elsewhere setup may replace (c2vm's own, from an image that was a c2vm
+/// guest before): held, they go out once, which a squashfs root needs (tar2sqfs takes no second
+/// entry of a name, where mke2fs lets the later win).
 pub fn holds(key: &[u8]) -> bool {
-    key.starts_with(b"etc/") || key == b".dockerenv" || key == b"dev/console"
+    const REPLACED: &[&[u8]] = &[
+        b"var/lib/dbus/machine-id",
+        b"root/.ssh/authorized_keys",
+        b".c2vm/",
+        b"usr/local/lib/c2vm/",
+        b"usr/local/sbin/c2vm-",
+    ];
+    key.starts_with(b"etc/")
+        || key == b".dockerenv"
+        || key == b"dev/console"
+        || REPLACED.iter().any(|p| key.starts_with(p))
 }
 
 /// `init`: what the image runs as PID 1 (detected once, by the caller).
 pub fn configure(guest: &mut GuestTree, cfg: &GuestConfig, init: InitSystem) -> Result<()> {
     let systemd = init == InitSystem::Systemd;
     remove_container_leftovers(guest)?;
-    let grows = systemd && setup_root_growth(guest, cfg.arch)?;
+    let grows = systemd && !cfg.live && setup_root_growth(guest, cfg.arch)?;
     guest.write(
         "/etc/fstab",
         fstab(cfg, grows).as_bytes(),
@@ -190,6 +206,11 @@ fn remove_container_leftovers(guest: &mut GuestTree) -> Result<()> {
 
 /// `grow_root`: systemd-growfs grows `/` to its partition at boot (`x-systemd.growfs`).
 pub fn fstab(cfg: &GuestConfig, grow_root: bool) -> String {
+    if cfg.live {
+        return "# Written by c2vm: a live system. The root is a read-only image under an overlay in RAM\n\
+                # (see /run/c2vm-live); what is written is lost at power-off. There is no ESP.\n"
+            .to_string();
+    }
     format!(
         "# Written by c2vm.\n\
          UUID={root}\t/\text4\terrors=remount-ro{grow}\t0\t1\n\
@@ -349,6 +370,7 @@ mod tests {
             root_uuid: "11111111-2222-3333-4444-555555555555".into(),
             esp_uuid: "ABCD-1234".into(),
             luks: None,
+            live: false,
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! The modules, by job: `options` (every flag), `vm` (the steps of one boot), `qemu_args`
 //! (QEMU's argument list from plain data, and what a boot attaches), `machine` (firmware,
-//! machine type, accelerator), `disk_probe` (reading the disk before it boots), `direct` (the
+//! machine type, accelerator), `medium` (a disk, an ISO as a CD or USB stick, or a network boot
+//! set), `disk_probe` (reading the disk before it boots), `direct` (the
 //! disk's kernel booted directly), `boot_settings` and `cloud_init` (what a boot attaches),
 //! `private_dir`, `terminal` (the interactive console), `console` (the scripted one) and
 //! `unlock` (the encrypted root's prompt, for both).
@@ -14,6 +15,7 @@ mod console;
 mod direct;
 mod disk_probe;
 mod machine;
+mod medium;
 mod options;
 mod private_dir;
 mod qemu_args;
@@ -42,7 +44,7 @@ pub fn run(args: &RunArgs, verbose: bool) -> Result<i32> {
         println!("{name}");
         return Ok(0);
     }
-    let Some(disk) = args.disk.as_deref() else {
+    let Some(disk) = args.disk.as_deref().or(args.vm.netboot.as_deref()) else {
         bail!("give the disk to boot: c2vm run DISK");
     };
     if !disk.exists() {
@@ -326,6 +328,7 @@ mod tests {
             disk: "/d.img".into(),
             format: "raw".into(),
             persist: false,
+            medium: super::medium::Medium::Disk,
             direct: None,
             forwards: Vec::new(),
         };

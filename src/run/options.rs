@@ -7,8 +7,9 @@ use std::path::PathBuf;
 /// `c2vm run`: how to boot and, when scripted, what to wait for or run.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The disk to boot (raw or any format qemu-img knows)
-    #[arg(required_unless_present = "restore")]
+    /// The disk to boot (raw or any format qemu-img knows), or an ISO c2vm wrote (as a CD, or
+    /// with --media usb as a USB stick)
+    #[arg(required_unless_present_any = ["restore", "netboot"])]
     pub disk: Option<PathBuf>,
     #[command(flatten)]
     pub vm: MachineArgs,
@@ -55,6 +56,14 @@ pub struct MachineArgs {
     /// Forward a host port to the guest, HOST:GUEST (TCP) or HOST:GUEST/udp; may be repeated
     #[arg(long, value_name = "HOST:GUEST")]
     pub publish: Vec<String>,
+    /// How an ISO is attached: as a CD, or as a USB stick (what the ISO written to a stick
+    /// boots as) [default: cd]
+    #[arg(long, value_enum)]
+    pub media: Option<Media>,
+    /// Boot a network boot set (`c2vm convert --format pxe -o DIR`) with no disk: QEMU's TFTP
+    /// server serves DIR and the NIC's iPXE ROM boots its boot.ipxe
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["disk", "media", "persist"])]
+    pub netboot: Option<PathBuf>,
 }
 
 /// How the guest gets to its root: the disk's loaders or its kernel directly, and the
@@ -95,6 +104,8 @@ const RESTORED_AS_SAVED: &[&str] = &[
     "cpus",
     "persist",
     "publish",
+    "media",
+    "netboot",
     "direct_kernel",
     "boot_log",
     "luks_passphrase_file",
@@ -216,6 +227,13 @@ pub enum Firmware {
     /// OVMF built with Secure Boot and SMM, its variables holding Microsoft's keys (the UEFI CA
     /// that signs shim among them): it runs only what they sign.
     UefiSecure,
+}
+
+/// How an ISO is attached.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Media {
+    Cd,
+    Usb,
 }
 
 /// QEMU's machine type.

@@ -2,6 +2,7 @@
 //! attaches ([`Attachment`]). Nothing here reads the host or the disk, so every choice of
 //! machine, CPU, firmware drives and network is tested on the vector alone. Also `--publish`'s
 //! parser, and the escaping of paths in QEMU's comma-separated options.
+use super::medium::Medium;
 use crate::arch::Arch;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -69,6 +70,9 @@ pub struct VmSpec {
     pub format: String,
     /// Writes reach the disk (else a snapshot, thrown away at exit).
     pub persist: bool,
+    /// How `disk` is attached: a disk, an ISO as a CD or a USB stick; or no disk at all and a
+    /// network boot set's directory.
+    pub medium: Medium,
     pub direct: Option<KernelBoot>,
     pub forwards: Vec<Forward>,
 }
@@ -77,8 +81,18 @@ pub struct VmSpec {
 /// is driven).
 pub fn qemu_args(spec: &VmSpec, attached: &[&dyn Attachment]) -> Vec<String> {
     let mut args = machine_args(spec);
-    args.extend(disk_args(spec));
-    args.extend(network_args(&spec.forwards));
+    let netboot = match &spec.medium {
+        Medium::Disk => {
+            args.extend(disk_args(spec));
+            None
+        }
+        Medium::Cd | Medium::Usb => {
+            args.extend(media_args(spec));
+            None
+        }
+        Medium::Net(dir) => Some(dir.as_path()),
+    };
+    args.extend(network_args(&spec.forwards, netboot));
     if let Some(direct) = &spec.direct {
         args.extend([
             "-kernel".into(),
@@ -172,9 +186,43 @@ fn disk_args(spec: &VmSpec) -> Vec<String> {
     args
 }
 
-/// User-mode networking with the forwarded ports.
-fn network_args(forwards: &[Forward]) -> Vec<String> {
+/// An ISO, read-only, first in the boot order: a CD on virtio-scsi (SeaBIOS, OVMF and AAVMF
+/// boot its El Torito images; the guest's initramfs has virtio_scsi and sr_mod), or a USB stick
+/// on an XHCI controller (the hybrid image's partition tables).
+fn media_args(spec: &VmSpec) -> Vec<String> {
+    let drive = format!(
+        "file={},format=raw,if=none,id=medium0,readonly=on",
+        qemu_escape(&spec.disk.to_string_lossy())
+    );
+    let devices: &[&str] = match spec.medium {
+        Medium::Usb => &[
+            "qemu-xhci,id=xhci",
+            "usb-storage,bus=xhci.0,drive=medium0,removable=on,bootindex=0",
+        ],
+        _ => &[
+            "virtio-scsi-pci,id=scsi0",
+            "scsi-cd,drive=medium0,bootindex=0",
+        ],
+    };
+    let mut args = vec!["-drive".to_string(), drive];
+    for device in devices {
+        args.extend(["-device".to_string(), device.to_string()]);
+    }
+    args
+}
+
+/// User-mode networking with the forwarded ports. With `netboot`, QEMU's TFTP server serves that
+/// directory and its DHCP names `boot.ipxe`, which the NIC's iPXE ROM (first in the boot order)
+/// fetches and runs.
+fn network_args(forwards: &[Forward], netboot: Option<&std::path::Path>) -> Vec<String> {
     let mut netdev = "user,id=net0".to_string();
+    if let Some(dir) = netboot {
+        netdev.push_str(&format!(
+            ",tftp={},bootfile={}",
+            qemu_escape(&dir.to_string_lossy()),
+            crate::output::pxe::IPXE_SCRIPT
+        ));
+    }
     for f in forwards {
         let proto = if f.udp { "udp" } else { "tcp" };
         netdev.push_str(&format!(
@@ -182,13 +230,12 @@ fn network_args(forwards: &[Forward]) -> Vec<String> {
             f.host, f.guest
         ));
     }
-    // No option ROM: the disk boots, so the NIC's iPXE ROM would only cost SeaBIOS time.
-    vec![
-        "-netdev".into(),
-        netdev,
-        "-device".into(),
-        "virtio-net-pci,netdev=net0,romfile=".into(),
-    ]
+    // No option ROM where a disk boots: the NIC's iPXE ROM would only cost SeaBIOS time.
+    let nic = match netboot {
+        Some(_) => "virtio-net-pci,netdev=net0,bootindex=0",
+        None => "virtio-net-pci,netdev=net0,romfile=",
+    };
+    vec!["-netdev".into(), netdev, "-device".into(), nic.into()]
 }
 
 /// The firmware's code (read-only) and its variable store as flash drives.
@@ -254,6 +301,7 @@ mod tests {
             cpus: 2,
             disk: PathBuf::from("/d/disk,1.qcow2"),
             format: "qcow2".into(),
+            medium: Medium::Disk,
             persist: false,
             direct: None,
             forwards: Vec::new(),

@@ -5,6 +5,7 @@ use super::console::Console;
 use super::direct::DirectBoot;
 use super::disk_probe::{self, ImageInfo};
 use super::machine::{self, Choice, Uefi};
+use super::medium::{self, Medium};
 use super::options::{Firmware, RunArgs};
 use super::qemu_args::{self, Attachment, VmSpec};
 use super::terminal;
@@ -54,20 +55,24 @@ impl Vm {
                 .iter()
                 .map(|p| qemu_args::parse_publish(p))
                 .collect::<Result<Vec<_>>>()?;
-        let info = disk_probe::image_info(disk)?;
-        let (arch, encrypted) = disk_probe::disk_arch(disk, &info.format)?;
-        check_encryption(a, disk, encrypted)?;
+        let (medium, live_arch) = medium::probe(a, disk)?;
+        let (arch, info) = match live_arch {
+            Some(arch) => (arch, None),
+            None => {
+                let info = disk_probe::image_info(disk)?;
+                let (arch, encrypted) = disk_probe::disk_arch(disk, &info.format)?;
+                check_encryption(a, disk, encrypted)?;
+                (arch, Some(info))
+            }
+        };
         let choice = machine::choose(&a.vm, arch, disk)?;
-        announce(disk, arch, &info, &choice);
+        announce(disk, arch, info.as_ref(), &medium, &choice);
         let disk = disk
             .canonicalize()
             .with_context(|| format!("resolving {}", disk.display()))?;
+        let format = info.map_or_else(|| "raw".to_string(), |i| i.format);
         let direct = match a.boot_path.direct() {
-            true => Some(DirectBoot::from_disk(
-                &disk,
-                &info.format,
-                a.boot_path.boot_log,
-            )?),
+            true => Some(DirectBoot::from_disk(&disk, &format, a.boot_path.boot_log)?),
             false => None,
         };
         let uefi = machine::uefi(&choice, arch)?;
@@ -78,12 +83,13 @@ impl Vm {
                 attachment.names().join(", ")
             ));
         }
-        let (disk, format, persist) = match (overlay, a.vm.persist) {
-            (Some(overlay), false) => {
-                disk_probe::create_overlay(overlay, &disk, &info.format)?;
+        // A live medium is read-only: nothing to keep, nothing to overlay.
+        let (disk, format, persist) = match (overlay, a.vm.persist, &medium) {
+            (Some(overlay), false, Medium::Disk) => {
+                disk_probe::create_overlay(overlay, &disk, &format)?;
                 (overlay.to_path_buf(), "qcow2".to_string(), true)
             }
-            _ => (disk, info.format, a.vm.persist),
+            _ => (disk, format, a.vm.persist),
         };
         let spec = VmSpec {
             arch,
@@ -97,6 +103,7 @@ impl Vm {
             disk,
             format,
             persist,
+            medium,
             direct: direct.as_ref().map(|d| d.boot.clone()),
             forwards,
         };
@@ -174,12 +181,16 @@ fn check_encryption(a: &RunArgs, disk: &Path, encrypted: bool) -> Result<()> {
 }
 
 /// One line on what boots, and how.
-fn announce(disk: &Path, arch: Arch, info: &ImageInfo, choice: &Choice) {
+fn announce(disk: &Path, arch: Arch, info: Option<&ImageInfo>, medium: &Medium, choice: &Choice) {
+    let what = match (info, medium) {
+        (Some(info), _) => format!("{}, {} MiB", info.format, info.virtual_size >> 20),
+        (None, Medium::Usb) => "ISO as a USB stick".to_string(),
+        (None, Medium::Net(_)) => "network boot set, no disk".to_string(),
+        (None, _) => "ISO as a CD".to_string(),
+    };
     note(&format!(
-        "c2vm: booting {} ({arch}, {}, {} MiB, {}) with {}",
+        "c2vm: booting {} ({arch}, {what}, {}) with {}",
         disk.display(),
-        info.format,
-        info.virtual_size >> 20,
         match choice.firmware {
             Firmware::Bios => "BIOS",
             Firmware::Uefi => "UEFI",
