@@ -64,19 +64,7 @@ fn a_scratch_web_server_boots_on_the_generic_kernel_and_serves_its_page() {
             .process_group(0)
             .spawn()
             .unwrap();
-        let mut page = String::new();
-        while started.elapsed() < Duration::from_secs(120) {
-            if let Ok(o) = Command::new("curl")
-                .args(["-s", "-m", "2", "http://127.0.0.1:18081/"])
-                .output()
-            {
-                page = String::from_utf8_lossy(&o.stdout).into_owned();
-                if !page.is_empty() {
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let page = first_page(18081, Duration::from_secs(120));
         let took = started.elapsed();
         // SAFETY: ends the VM's process group (c2vm and QEMU).
         unsafe { libc::kill(-(vm.id() as i32), libc::SIGTERM) };

@@ -574,4 +574,51 @@ fn a_scratch_arm64_app_gets_the_generic_bundle_and_serves_through_publish() {
     let out = c2vm_in(&["stop", "arm"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(listing(&state.join("c2vm/vms")), Vec::<String>::new());
+
+    // The same app as an ISO (its UEFI boot image only: arm64 has no BIOS), booted as a CD on
+    // AAVMF with Secure Boot enforced: the agent answers, and the root is the live overlay.
+    let iso = d.join("app.iso");
+    let lock = host_lock();
+    let out = run(c2vm()
+        .arg("build")
+        .arg(&context)
+        .args(["--platform", "linux/arm64", "-o"])
+        .arg(&iso));
+    drop(lock);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = el_torito(&iso);
+    assert!(
+        report.contains("El Torito boot img :   1  UEFI") && !report.contains("BIOS"),
+        "{report}"
+    );
+    let started = std::time::Instant::now();
+    let up = c2vm_in(&[
+        "run",
+        "-d",
+        "--name",
+        "arm-iso",
+        "--cpus",
+        "1",
+        "--firmware",
+        "uefi-secure",
+        iso.to_str().unwrap(),
+    ]);
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
+    eprintln!("ISO: agent answered after {:?}", started.elapsed());
+    let out = c2vm_in(&[
+        "exec",
+        "arm-iso",
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox uname -m; /bin/busybox grep -c '^overlay / overlay' /proc/mounts",
+    ]);
+    let _ = c2vm_in(&["kill", "arm-iso"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out)),
+        (Some(0), "aarch64\n1\n".to_string()),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -666,3 +666,141 @@ fn commands_on_a_vm_that_does_not_exist_fail_in_one_line() {
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
 }
+
+#[test]
+fn live_media_refuse_what_needs_a_writable_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (args, said) in [
+        (
+            &["convert", "rootfs:x.tar", "-o", "a.iso", "--size", "4G"][..],
+            "--size sets a disk's size; an ISO's root is read-only",
+        ),
+        (
+            &[
+                "convert",
+                "rootfs:x.tar",
+                "-o",
+                "a.iso",
+                "--esp-size",
+                "512M",
+            ][..],
+            "--esp-size sets a disk's EFI partition",
+        ),
+        (
+            &[
+                "convert",
+                "rootfs:x.tar",
+                "-o",
+                "a.iso",
+                "--luks-passphrase-file",
+                "p",
+            ][..],
+            "an encrypted root needs a writable disk",
+        ),
+        (
+            &[
+                "convert",
+                "rootfs:x.tar",
+                "--format",
+                "pxe",
+                "-o",
+                "set",
+                "--sbom",
+                "s.json",
+            ][..],
+            "a network boot set is a directory",
+        ),
+        (
+            &[
+                "convert",
+                "rootfs:x.tar",
+                "-o",
+                "a.iso",
+                "--containerdisk",
+                "oci:cd",
+            ][..],
+            "--containerdisk wraps a qcow2 or raw disk",
+        ),
+    ] {
+        let err = fails(d, args);
+        assert!(the_error(&err).contains(said), "{args:?}: {err}");
+    }
+    // A set's directory is replaced only with --force, and only if it holds a set.
+    std::fs::create_dir(d.join("set")).unwrap();
+    std::fs::write(d.join("set/notes.txt"), "mine").unwrap();
+    let err = fails(
+        d,
+        &["convert", "rootfs:x.tar", "--format", "pxe", "-o", "set"],
+    );
+    assert!(
+        err.contains("set already exists; use --force to replace it"),
+        "{err}"
+    );
+    let err = fails(
+        d,
+        &[
+            "convert",
+            "rootfs:x.tar",
+            "--format",
+            "pxe",
+            "-o",
+            "set",
+            "--force",
+        ],
+    );
+    assert!(
+        err.contains("is not a network boot set c2vm wrote"),
+        "{err}"
+    );
+
+    // `run`: an ISO is read-only; --media is for ISOs; --netboot takes a set.
+    let mut iso = vec![0u8; 17 * 2048];
+    iso[16 * 2048 + 1..16 * 2048 + 6].copy_from_slice(b"CD001");
+    std::fs::write(d.join("a.iso"), &iso).unwrap();
+    std::fs::write(d.join("disk.img"), vec![0u8; 1 << 20]).unwrap();
+    for (args, said) in [
+        (
+            &["run", "a.iso", "--persist"][..],
+            "is an ISO, read-only by design",
+        ),
+        (
+            &["run", "disk.img", "--media", "usb"][..],
+            "--media applies to an ISO",
+        ),
+        (
+            &["run", "--netboot", "set"][..],
+            "is not a network boot set",
+        ),
+    ] {
+        let err = fails(d, args);
+        assert!(the_error(&err).contains(said), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_missing_xorriso_is_named_with_its_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // Everything but xorriso: tar2sqfs (found first) and mke2fs as stand-ins.
+    for tool in ["tar2sqfs", "mke2fs"] {
+        std::fs::write(bin.join(tool), "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(
+            bin.join(tool),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("x.tar"), [0u8; 1024]).unwrap();
+    let err = fails_with_path(
+        dir.path(),
+        &["convert", "rootfs:x.tar", "-o", "a.iso"],
+        Some(&bin),
+    );
+    assert!(
+        the_error(&err)
+            .contains("`xorriso` was not found on PATH; install it with `apt-get install xorriso`"),
+        "{err}"
+    );
+}

@@ -195,6 +195,7 @@ impl DiskPlan {
     /// loaders' tools depend on the disk's architecture: checked once the source says it
     /// (`pipeline::check_loader_tools`).
     fn check_host(&mut self) -> Result<()> {
+        self.output.check_live_tools()?;
         if self.luks.is_some() {
             crate::cmd::require("cryptsetup")?;
         }

@@ -71,8 +71,8 @@ fn escape(path: &str) -> String {
     path.replace(',', ",,")
 }
 
-/// What on the console means the guest will never answer.
-const FATAL: &[(&str, &str)] = &[
+/// What on the console means the guest will never answer (or come up at all).
+pub const FATAL: &[(&str, &str)] = &[
     ("Kernel panic", "the kernel panicked"),
     (
         "You are in emergency mode",
@@ -84,7 +84,7 @@ const FATAL: &[(&str, &str)] = &[
     ),
     (
         "(initramfs)",
-        "the guest stopped at the initramfs's shell (its root was not found)",
+        "the guest stopped at the initramfs's shell: its root could not be found or mounted (the console's last lines say why)",
     ),
 ];
 /// An encrypted root's prompt, fatal when no [`ConsoleAnswer`] types at it.

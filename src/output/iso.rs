@@ -86,7 +86,11 @@ pub fn write(out: &Path, parts: &Parts, epoch: Option<i64>) -> Result<()> {
         cmd = cmd.arg(graft(BIOS_IMAGE_ON_MEDIUM, bios));
     }
     if let Some(epoch) = epoch {
-        cmd = cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
+        // SOURCE_DATE_EPOCH dates the volume and the GPT; the directories xorriso makes for the
+        // graft points would still take the time of day.
+        cmd = cmd
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .args(["--set_all_file_dates", &format!("={epoch}")]);
     }
     cmd.run()
         .with_context(|| format!("writing {}", out.display()))?;
@@ -106,8 +110,9 @@ pub fn probe(path: &Path) -> Result<Option<Option<Arch>>> {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
-    // The application identifier: 128 bytes at 574, padded with spaces.
-    let app = String::from_utf8_lossy(&pvd[574..702]);
+    // The application identifier: 128 bytes at 574, padded with spaces, upper case (ISO 9660's
+    // a-characters: xorriso folds it).
+    let app = String::from_utf8_lossy(&pvd[574..702]).to_ascii_lowercase();
     let arch = (app.trim_end().strip_prefix(APP_ID_PREFIX)).and_then(Arch::from_oci);
     Ok(Some(arch))
 }

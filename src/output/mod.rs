@@ -89,6 +89,17 @@ pub struct OutputTarget {
 }
 
 impl OutputTarget {
+    /// The programs a live medium is written with.
+    pub fn check_live_tools(&self) -> Result<()> {
+        if self.format.is_live() {
+            crate::cmd::require("tar2sqfs")?;
+        }
+        if self.format == DiskFormat::Iso {
+            crate::cmd::require("xorriso")?;
+        }
+        Ok(())
+    }
+
     pub fn check(
         path: &Path,
         format: Option<DiskFormat>,
@@ -110,14 +121,9 @@ impl OutputTarget {
             DiskFormat::Pxe => check_output_dir(path, force)?,
             _ => check_output_path(path, force)?,
         }
-        if format.is_live() {
-            crate::cmd::require("tar2sqfs")?;
-        }
         match format {
-            DiskFormat::Raw | DiskFormat::Pxe => {}
-            DiskFormat::Iso => {
-                crate::cmd::require("xorriso")?;
-            }
+            // Their tools are checked with the host's (`DiskPlan::prepare`), after the options.
+            DiskFormat::Raw | DiskFormat::Pxe | DiskFormat::Iso => {}
             DiskFormat::Gce => {
                 crate::cmd::require("tar")?;
                 crate::cmd::require("gzip")?;

@@ -156,6 +156,15 @@ impl Console {
                      image), or boot it with --firmware uefi"
                 );
             }
+            // The boot will never get further: say why now, not at the timeout.
+            if let Some((_, why)) =
+                (crate::instance::start::FATAL.iter()).find(|(m, _)| text.contains(m))
+            {
+                std::thread::sleep(Duration::from_millis(300));
+                let lines = self.last_lines(8);
+                self.stop();
+                bail!("{why}, while waiting for {what}; last console lines:\n{lines}");
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
                 let err = self

@@ -1408,3 +1408,33 @@ pub fn sbom_packages(sbom: &serde_json::Value, kind: &str) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The first non-empty answer of `http://127.0.0.1:PORT/` (curl), polled until `timeout`; empty
+/// if none came.
+pub fn first_page(port: u16, timeout: std::time::Duration) -> String {
+    let started = std::time::Instant::now();
+    let url = format!("http://127.0.0.1:{port}/");
+    while started.elapsed() < timeout {
+        if let Ok(o) = Command::new("curl").args(["-s", "-m", "2", &url]).output() {
+            let page = String::from_utf8_lossy(&o.stdout).into_owned();
+            if !page.is_empty() {
+                return page;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    String::new()
+}
+
+/// `xorriso -report_el_torito plain` of an ISO: its El Torito boot images.
+pub fn el_torito(iso: &Path) -> String {
+    tool(
+        "xorriso",
+        &[
+            "-indev",
+            iso.to_str().unwrap(),
+            "-report_el_torito",
+            "plain",
+        ],
+    )
+}
