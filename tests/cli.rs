@@ -78,8 +78,8 @@ fn clap_usage_errors_exit_2_and_say_what_is_wrong() {
     assert!(err.contains("invalid value 'lilo'"), "{err}");
     let err = usage_error(&["convert", "x", "-o", "x.img", "--sbom-format", "spdx"]);
     assert!(err.contains("--sbom <FILE>"), "{err}");
-    let err = usage_error(&["convert", "x", "-o", "x.img", "--format", "iso"]);
-    assert!(err.contains("invalid value 'iso'"), "{err}");
+    let err = usage_error(&["convert", "x", "-o", "x.img", "--format", "udf"]);
+    assert!(err.contains("invalid value 'udf'"), "{err}");
     let err = usage_error(&["convert", "x", "-o", "x.img", "--pull", "sometimes"]);
     assert!(err.contains("invalid value 'sometimes'"), "{err}");
     let err = usage_error(&["convert", "x", "-o", "x.img", "--app", "--no-app"]);
@@ -721,6 +721,17 @@ fn live_media_refuse_what_needs_a_writable_disk() {
                 "oci:cd",
             ][..],
             "--containerdisk wraps a qcow2 or raw disk",
+        ),
+        (
+            &[
+                "convert",
+                "rootfs:x.tar",
+                "-o",
+                "a.iso",
+                "--bootloader",
+                "grub",
+            ][..],
+            "an ISO boots GRUB on BIOS and systemd-boot",
         ),
     ] {
         let err = fails(d, args);

@@ -228,6 +228,9 @@ fn check_live(options: &ConvertOptions, format: DiskFormat) -> Result<()> {
     if enc.luks_passphrase_file.is_some() || enc.luks_passphrase_stdin {
         bail!("an encrypted root needs a writable disk, and {what}'s root is a read-only image in the clear: drop --luks-passphrase-file, or write a disk instead of {out}");
     }
+    if format == DiskFormat::Iso && options.boot.bootloader == Bootloader::Grub {
+        bail!("--bootloader grub: an ISO boots GRUB on BIOS and systemd-boot (signed, with shim) on UEFI, whatever the disk would; drop --bootloader");
+    }
     if format == DiskFormat::Pxe {
         let out = &options.output;
         if out.sbom.is_some() || out.provenance.is_some() {
