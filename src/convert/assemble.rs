@@ -15,10 +15,10 @@ use crate::rootfs::edit::Edited;
 use crate::rootfs::tree::GuestTree;
 use crate::source::docker::Engine;
 use crate::workspace::Workspace;
-
-mod live;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+
+mod live;
 
 /// One disk being built: what every step reads.
 pub struct Build<'a, 'i> {

@@ -190,12 +190,15 @@ impl DiskPlan {
         Ok(())
     }
 
-    /// The host's tools for what the options ask: mke2fs, and how it takes the files (probed in
-    /// the work directory, where the conversion writes), cryptsetup for an encrypted root. The
-    /// loaders' tools depend on the disk's architecture: checked once the source says it
+    /// The host's tools for what the options ask: a live medium's writers, or mke2fs and how it
+    /// takes the files (probed in the work directory, where the conversion writes), cryptsetup
+    /// for an encrypted root. The loaders' tools depend on the disk's architecture: checked once the source says it
     /// (`pipeline::check_loader_tools`).
     fn check_host(&mut self) -> Result<()> {
-        self.output.check_live_tools()?;
+        if self.output.format.is_live() {
+            // tar2sqfs takes the stream whatever this host's mke2fs reads.
+            return self.output.check_live_tools();
+        }
         if self.luks.is_some() {
             crate::cmd::require("cryptsetup")?;
         }

@@ -335,6 +335,47 @@ mod tests {
     }
 
     #[test]
+    fn an_iso_is_a_read_only_cd_or_usb_stick_and_a_set_boots_from_the_network() {
+        let mut iso = spec();
+        (iso.disk, iso.format, iso.medium) = ("/m/live.iso".into(), "raw".into(), Medium::Cd);
+        let args = qemu_args(&iso, &[]);
+        assert_eq!(
+            values(&args, "-drive"),
+            ["file=/m/live.iso,format=raw,if=none,id=medium0,readonly=on"]
+        );
+        assert_eq!(
+            values(&args, "-device")[..2],
+            words(&[
+                "virtio-scsi-pci,id=scsi0",
+                "scsi-cd,drive=medium0,bootindex=0"
+            ])
+        );
+        assert!(!args.contains(&"-snapshot".to_string()));
+        iso.medium = Medium::Usb;
+        let args = qemu_args(&iso, &[]);
+        assert_eq!(
+            values(&args, "-device")[..2],
+            words(&[
+                "qemu-xhci,id=xhci",
+                "usb-storage,bus=xhci.0,drive=medium0,removable=on,bootindex=0"
+            ])
+        );
+        // No disk at all: QEMU's TFTP serves the set, the NIC (with its iPXE ROM) boots first.
+        let mut net = spec();
+        net.medium = Medium::Net("/sets/a,b".into());
+        let args = qemu_args(&net, &[]);
+        assert!(values(&args, "-drive").is_empty(), "{args:?}");
+        assert_eq!(
+            values(&args, "-netdev"),
+            ["user,id=net0,tftp=/sets/a,,b,bootfile=boot.ipxe"]
+        );
+        assert_eq!(
+            values(&args, "-device"),
+            ["virtio-net-pci,netdev=net0,bootindex=0"]
+        );
+    }
+
+    #[test]
     fn bios_on_q35_under_tcg_is_the_whole_vector() {
         let args = qemu_args(&spec(), &[]);
         let expected = words(&[
