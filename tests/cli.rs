@@ -796,14 +796,13 @@ fn a_missing_xorriso_is_named_with_its_package() {
     std::fs::create_dir(&bin).unwrap();
     // Everything but xorriso: tar2sqfs (found first) as a stand-in; no mke2fs, which a live
     // medium does not need.
-    for tool in ["tar2sqfs"] {
-        std::fs::write(bin.join(tool), "#!/bin/sh\nexit 0\n").unwrap();
-        std::fs::set_permissions(
-            bin.join(tool),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-    }
+    let stand_in = bin.join("tar2sqfs");
+    std::fs::write(&stand_in, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        &stand_in,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("x.tar"), [0u8; 1024]).unwrap();
     let err = fails_with_path(
         dir.path(),
