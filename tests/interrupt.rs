@@ -55,6 +55,11 @@ fn signal_when(
 /// Start a conversion, send `signal` when stderr shows `stage`, and check the cleanup. A caller
 /// whose source is in the daemon holds [`host_lock`], which counts containers.
 fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
+    interrupt_writing(source, "out.qcow2", &[], stage, signal, dir)
+}
+
+/// [`interrupt_at`] for the output `out` (in `dir`), converted with `args` too.
+fn interrupt_writing(source: &str, out: &str, args: &[&str], stage: &str, signal: i32, dir: &Path) {
     // Stage on tmpfs, where c2vm stages by default: the 5 s measure c2vm, not how fast a loaded
     // virtual disk deletes 15,000 files. Its own directory, named unlike c2vm's staging
     // (`c2vm-*`), which tests that hold the lock expect none of in /dev/shm afterwards.
@@ -63,10 +68,11 @@ fn interrupt_at(source: &str, stage: &str, signal: i32, dir: &Path) {
         .tempdir_in("/dev/shm")
         .unwrap();
     let work = work_dir.path().to_path_buf();
-    let out = dir.join("out.qcow2");
+    let out = dir.join(out);
     let pw = password_file(dir);
     let mut child = Convert::new(source, &out)
         .password_file(&pw)
+        .args(args)
         .arg("--workdir")
         .arg(&work)
         .command()
@@ -131,6 +137,31 @@ fn signals_at_every_stage_clean_up_within_five_seconds() {
         // runs beside the others, as a loaded machine would run it, where it waited for them.
         let dir = scratch();
         interrupt_at(&source, stage, signal, dir.path());
+    }
+}
+
+#[test]
+#[ignore = "needs root, dockerd with debian:latest and the tools of scripts/install-host-deps --test; scripts/test runs it"]
+fn signals_while_writing_live_media_clean_up_within_five_seconds() {
+    let _lock = host_lock();
+    for (out, args, stage, signal) in [
+        (
+            "out.iso",
+            &[][..],
+            "Writing the root (image stream",
+            libc::SIGINT,
+        ),
+        ("out.iso", &[], "Writing the UEFI boot image", libc::SIGTERM),
+        ("out.iso", &[], "Writing the ISO", libc::SIGINT),
+        (
+            "set",
+            &["--format", "pxe"],
+            "Writing the network boot set",
+            libc::SIGTERM,
+        ),
+    ] {
+        let dir = scratch();
+        interrupt_writing("debian:latest", out, args, stage, signal, dir.path());
     }
 }
 
