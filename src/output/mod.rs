@@ -189,18 +189,7 @@ fn check_output_path(output: &Path, force: bool) -> Result<()> {
             output.display()
         );
     }
-    let dir = output_dir(output);
-    if !dir.is_dir() {
-        bail!(
-            "the output directory {} does not exist; create it first",
-            dir.display()
-        );
-    }
-    tempfile::Builder::new()
-        .prefix(".c2vm-probe")
-        .tempfile_in(&dir)
-        .with_context(|| format!("the output directory {} is not writable", dir.display()))?;
-    Ok(())
+    check_output_parent(output)
 }
 
 /// A network boot set's directory: new, or replaced with --force (then it must hold a set, or
@@ -222,6 +211,11 @@ fn check_output_dir(output: &Path, force: bool) -> Result<()> {
             );
         }
     }
+    check_output_parent(output)
+}
+
+/// The output's directory exists and takes a new file.
+fn check_output_parent(output: &Path) -> Result<()> {
     let dir = output_dir(output);
     if !dir.is_dir() {
         bail!(
@@ -231,7 +225,7 @@ fn check_output_dir(output: &Path, force: bool) -> Result<()> {
     }
     tempfile::Builder::new()
         .prefix(".c2vm-probe")
-        .tempdir_in(&dir)
+        .tempfile_in(&dir)
         .with_context(|| format!("the output directory {} is not writable", dir.display()))?;
     Ok(())
 }
